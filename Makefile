@@ -1,0 +1,64 @@
+# xenweb: `make run` serves the appliance, `make test` runs every test.
+# Both install what is missing first (scripts/bootstrap.sh, fast when all is there).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.NOTPARALLEL:
+
+export XENWEB_DATA_DIR ?= ./var
+export PORT ?= 8000
+export PYTHONUNBUFFERED := 1
+
+VENV := .venv
+PY := $(VENV)/bin/python
+TEST_DATABASE_URL := postgres://postgres@127.0.0.1:5432/test
+# Extra pytest arguments, e.g. make test PYTEST_ARGS="-k guests -x"
+PYTEST_ARGS ?=
+
+# Runs pytest with $(1) before it (an env prefix); exit code 5 (no test collected) is
+# reported but is not an error.
+define pytest
+	$(1) $(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; \
+		if [[ $$rc -eq 5 ]]; then echo "pytest: no test was collected"; else exit $$rc; fi; }
+endef
+
+.PHONY: help deps run test lint bench clean
+
+help:
+	@echo "make run    installs what is missing, starts everything, serves http://127.0.0.1:$(PORT)"
+	@echo "make test   installs what is missing, runs lint and every test"
+	@echo "            (again on PostgreSQL when CI=true or TEST_POSTGRES=1)"
+	@echo "make lint   ruff check"
+	@echo "make bench  runs bench/run.py"
+	@echo "make deps   installs what is missing (system packages, .venv, node_modules, static/vendor)"
+	@echo "make clean  removes .venv, node_modules and static/vendor (keeps $(XENWEB_DATA_DIR))"
+
+deps:
+	@bash scripts/bootstrap.sh
+
+run: deps
+	@bash scripts/ensure-redis.sh
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) manage.py first_boot
+	exec $(VENV)/bin/honcho start -f Procfile -p $(PORT)
+
+test: deps lint
+	@bash scripts/ensure-redis.sh
+	@echo "== pytest on SQLite"
+	$(call pytest,env -u DATABASE_URL)
+	@if [[ "$${CI:-}" == true || "$${TEST_POSTGRES:-}" == 1 ]]; then \
+		bash scripts/ensure-postgres.sh; \
+		echo "== pytest on PostgreSQL"; \
+		$(call pytest,env DATABASE_URL=$(TEST_DATABASE_URL)); \
+	fi
+
+lint: deps
+	$(VENV)/bin/ruff check .
+
+bench: deps
+	@bash scripts/ensure-redis.sh
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) node_modules static/vendor

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from django.db import models
+
+from hosts.models import Host
+
+
+class Guest(models.Model):
+    """A domain on a host, cached from libvirt (libvirt stays the source of truth)."""
+
+    class State(models.TextChoices):
+        RUNNING = "running", "running"
+        BLOCKED = "blocked", "blocked"
+        PAUSED = "paused", "paused"
+        SHUTDOWN = "shutdown", "shutting down"
+        SHUTOFF = "shutoff", "shut off"
+        CRASHED = "crashed", "crashed"
+        PMSUSPENDED = "pmsuspended", "suspended by guest"
+        UNKNOWN = "unknown", "unknown"
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="guests")
+    uuid = models.UUIDField()
+    name = models.CharField(max_length=255)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.UNKNOWN,
+                             db_index=True)
+    os_type = models.CharField(max_length=16, blank=True)  # xen (PV), hvm, …
+    vcpus = models.PositiveIntegerField(default=0)
+    memory_mib = models.PositiveBigIntegerField(default=0)
+    max_memory_mib = models.PositiveBigIntegerField(default=0)
+    is_privileged = models.BooleanField(default=False)  # Domain-0
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["host__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "uuid"], name="guest_unique_per_host"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from django.db import models
+from django.urls import reverse
+
+
+class Host(models.Model):
+    """A hypervisor host reached through one libvirt URI."""
+
+    class State(models.TextChoices):
+        ONLINE = "online", "online"
+        UNREACHABLE = "unreachable", "unreachable"
+        MAINTENANCE = "maintenance", "maintenance"
+        UNKNOWN = "unknown", "unknown"
+
+    name = models.CharField(max_length=100, unique=True)
+    uri = models.CharField(max_length=500, unique=True)
+    # Lab hosts may use the unauthenticated loopback transport refused for real hosts.
+    is_lab = models.BooleanField(default=False)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.UNKNOWN)
+    state_since = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    hostname = models.CharField(max_length=255, blank=True)
+    hypervisor_type = models.CharField(max_length=32, blank=True)
+    hypervisor_version = models.CharField(max_length=32, blank=True)
+    libvirt_version = models.CharField(max_length=32, blank=True)
+    arch = models.CharField(max_length=32, blank=True)
+    cpus = models.PositiveIntegerField(default=0)
+    memory_mib = models.PositiveBigIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("hosts:detail", args=[self.pk])

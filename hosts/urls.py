@@ -1,0 +1,11 @@
+from django.urls import path
+
+from hosts import views
+
+app_name = "hosts"
+urlpatterns = [
+    path("", views.host_list, name="list"),
+    path("add/", views.host_add, name="add"),
+    path("test/", views.host_test, name="test"),
+    path("<int:pk>/", views.host_detail, name="detail"),
+]

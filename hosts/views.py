@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from hosts import services
+from hosts.forms import HostForm
+from hosts.models import Host
+from hosts.virt import VirtError
+
+
+@permission_required("hosts.view_host", raise_exception=True)
+def host_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "hosts/list.html", {"hosts": Host.objects.all()})
+
+
+@permission_required("hosts.view_host", raise_exception=True)
+def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    host = get_object_or_404(Host, pk=pk)
+    return render(request, "hosts/detail.html", {"host": host})
+
+
+@permission_required("hosts.add_host", raise_exception=True)
+def host_add(request: HttpRequest) -> HttpResponse:
+    form = HostForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            host = services.enrol_host(user=request.user, request=request, **form.cleaned_data)
+        except (VirtError, services.HostError) as exc:
+            form.add_error("uri", str(exc))
+        else:
+            messages.success(request, f"Host '{host}' was added.")
+            return redirect(host)
+    return render(request, "hosts/add.html", {"form": form})
+
+
+@require_POST
+@permission_required("hosts.add_host", raise_exception=True)
+def host_test(request: HttpRequest) -> HttpResponse:
+    try:
+        info = services.test_connection(request.POST.get("uri", ""))
+    except VirtError as exc:
+        return render(request, "hosts/_test_result.html", {"ok": False, "error": str(exc)})
+    return render(request, "hosts/_test_result.html", {"ok": True, "info": info})

@@ -1,0 +1,34 @@
+"""The only package of the project that talks to libvirt.
+
+Everything else calls the functions exported here, gets plain dataclasses back
+and sees only the ``VirtError`` family of exceptions.
+"""
+
+from .connection import HostProbe, close_all, describe_error, drop_connection, probe
+from .demo import DEMO_NODE_FILE, demo_uri
+from .errors import (
+    HostAuthError,
+    HostDriverError,
+    HostUnreachable,
+    VirtError,
+    VirtObjectNotFound,
+    VirtOperationError,
+)
+from .uri import validate_uri
+
+__all__ = [
+    "DEMO_NODE_FILE",
+    "HostAuthError",
+    "HostDriverError",
+    "HostProbe",
+    "HostUnreachable",
+    "VirtError",
+    "VirtObjectNotFound",
+    "VirtOperationError",
+    "close_all",
+    "demo_uri",
+    "describe_error",
+    "drop_connection",
+    "probe",
+    "validate_uri",
+]

@@ -1,0 +1,270 @@
+"""Opening libvirt connections: a per-process pool keyed by URI, and host probing.
+
+``get_connection`` is for adapter modules inside ``hosts.virt`` only; the rest of
+the project gets plain dataclasses (``HostProbe``...) and ``VirtError``
+subclasses, never libvirt objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+import libvirt
+
+from . import runtime
+from ._timeout import call_with_timeout
+from .errors import HostUnreachable, describe_error, host_label, translate
+from .uri import validate_uri
+
+__all__ = [
+    "HostProbe",
+    "close_all",
+    "describe_error",
+    "drop_connection",
+    "get_connection",
+    "probe",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONNECT_TIMEOUT = 15.0
+DEFAULT_PROBE_TIMEOUT = 10.0
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+
+# The appliance authenticates with SSH keys or TLS certificates only: every
+# interactive credential request is refused instead of prompting on a terminal.
+_CREDENTIAL_TYPES = [
+    libvirt.VIR_CRED_AUTHNAME,
+    libvirt.VIR_CRED_PASSPHRASE,
+    libvirt.VIR_CRED_ECHOPROMPT,
+    libvirt.VIR_CRED_NOECHOPROMPT,
+    libvirt.VIR_CRED_REALM,
+]
+
+
+def _refuse_credentials(_credentials: list[list[object]], _data: object) -> int:
+    return -1
+
+
+def _libvirt_uri(uri: str) -> str:
+    """The URI handed to libvirt: SSH must never wait for a password prompt."""
+    if not uri.split(":", 1)[0].endswith("+ssh"):
+        return uri
+    query = urlsplit(uri).query
+    if any(key == "no_tty" for key, _ in parse_qsl(query, keep_blank_values=True)):
+        return uri
+    separator = "" if uri.endswith("?") else ("&" if query else "?")
+    return f"{uri}{separator}no_tty=1"
+
+
+def _open(uri: str) -> libvirt.virConnect:
+    auth = [_CREDENTIAL_TYPES, _refuse_credentials, None]
+    return libvirt.openAuth(_libvirt_uri(uri), auth, 0)
+
+
+def _close_quietly(conn: libvirt.virConnect) -> None:
+    try:
+        conn.close()
+    except libvirt.libvirtError as exc:
+        logger.debug("closing libvirt connection failed: %s", exc)
+
+
+def _is_alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return conn.isAlive() == 1
+    except libvirt.libvirtError:
+        return False
+
+
+def _enable_keepalive(conn: libvirt.virConnect, uri: str) -> None:
+    """Best effort: local drivers (test, local xen/qemu) do not support keepalive."""
+    try:
+        conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+    except libvirt.libvirtError as exc:
+        logger.debug("no keepalive for %s: %s", uri, exc.get_error_message())
+
+
+def _open_with_timeout(uri: str, timeout: float) -> libvirt.virConnect:
+    runtime.ensure_event_loop()
+    try:
+        conn = call_with_timeout(
+            lambda: _open(uri),
+            timeout=timeout,
+            uri=uri,
+            what="connecting",
+            discard=_close_quietly,
+        )
+    except libvirt.libvirtError as exc:
+        raise translate(exc, uri, connecting=True) from exc
+    _enable_keepalive(conn, uri)
+    return conn
+
+
+class _ConnectionPool:
+    """One open connection per URI, shared by all threads of the process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conns: dict[str, libvirt.virConnect] = {}
+        self._uri_locks: dict[str, threading.Lock] = {}
+        # Connections inherited over fork(): kept referenced so that their
+        # destructor never closes the parent's socket from the child.
+        self._orphans: list[libvirt.virConnect] = []
+
+    def get(self, uri: str, timeout: float) -> libvirt.virConnect:
+        with self._lock:
+            uri_lock = self._uri_locks.setdefault(uri, threading.Lock())
+        # Another thread may be opening this URI right now: wait for it, bounded.
+        if not uri_lock.acquire(timeout=timeout):
+            raise HostUnreachable(
+                f"Cannot reach {host_label(uri)}: connecting timed out after {timeout:g} s "
+                "(another connection attempt is still pending)",
+                uri=uri,
+            )
+        try:
+            with self._lock:
+                conn = self._conns.get(uri)
+            if conn is not None:
+                if _is_alive(conn):
+                    return conn
+                self._forget(uri, conn)
+                _close_quietly(conn)
+            conn = _open_with_timeout(uri, timeout)
+            with self._lock:
+                self._conns[uri] = conn
+            return conn
+        finally:
+            uri_lock.release()
+
+    def _forget(self, uri: str, conn: libvirt.virConnect) -> None:
+        with self._lock:
+            if self._conns.get(uri) is conn:
+                del self._conns[uri]
+
+    def drop(self, uri: str) -> None:
+        with self._lock:
+            conn = self._conns.pop(uri, None)
+        if conn is not None:
+            _close_quietly(conn)
+
+    def close_all(self) -> None:
+        with self._lock:
+            conns = list(self._conns.values())
+            self._conns.clear()
+        for conn in conns:
+            _close_quietly(conn)
+
+    def after_fork_in_child(self) -> None:
+        self._orphans.extend(self._conns.values())
+        self._conns = {}
+        self._uri_locks = {}
+        self._lock = threading.Lock()
+
+
+_pool = _ConnectionPool()
+os.register_at_fork(after_in_child=_pool.after_fork_in_child)
+
+
+def get_connection(
+    uri: str, timeout: float = DEFAULT_CONNECT_TIMEOUT, *, allow_insecure: bool = False
+) -> libvirt.virConnect:
+    """The pooled connection for ``uri``, (re)opened if missing or dead.
+
+    For adapter modules inside ``hosts.virt`` only. Raises ``VirtError``
+    subclasses (``HostDriverError`` for a bad URI, ``HostUnreachable``...).
+    """
+    checked = validate_uri(uri, allow_insecure=allow_insecure)
+    return _pool.get(checked, timeout)
+
+
+def drop_connection(uri: str) -> None:
+    """Close and forget the pooled connection for ``uri`` (e.g. after host removal)."""
+    _pool.drop(uri)
+
+
+def close_all() -> None:
+    """Close every pooled connection of this process."""
+    _pool.close_all()
+
+
+@dataclass(frozen=True, slots=True)
+class HostProbe:
+    """What a host told us when we connected to it."""
+
+    uri: str
+    hostname: str
+    hypervisor_type: str
+    hypervisor_version: str
+    libvirt_version: str
+    arch: str
+    cpus: int
+    memory_mib: int
+    domain_count: int
+
+
+def format_version(number: int) -> str:
+    """libvirt's ``major * 1_000_000 + minor * 1_000 + release`` as ``'4.17.0'``."""
+    if number <= 0:
+        return "unknown"
+    return f"{number // 1_000_000}.{number // 1_000 % 1_000}.{number % 1_000}"
+
+
+def _hypervisor_version(conn: libvirt.virConnect) -> int:
+    try:
+        return int(conn.getVersion())
+    except libvirt.libvirtError:
+        return 0
+
+
+def _hostname(conn: libvirt.virConnect, uri: str) -> str:
+    try:
+        return str(conn.getHostname())
+    except libvirt.libvirtError:
+        return urlsplit(uri).hostname or ""
+
+
+def _describe_host(conn: libvirt.virConnect, uri: str) -> HostProbe:
+    # getInfo(): [model (the host arch on real hosts), memory MiB, cpus, mhz, ...]
+    info = conn.getInfo()
+    return HostProbe(
+        uri=uri,
+        hostname=_hostname(conn, uri),
+        hypervisor_type=str(conn.getType()),
+        hypervisor_version=format_version(_hypervisor_version(conn)),
+        libvirt_version=format_version(int(conn.getLibVersion())),
+        arch=str(info[0]),
+        cpus=int(info[2]),
+        memory_mib=int(info[1]),
+        domain_count=len(conn.listAllDomains(0)),
+    )
+
+
+def probe(
+    uri: str, timeout: float = DEFAULT_PROBE_TIMEOUT, allow_insecure: bool = False
+) -> HostProbe:
+    """Open a fresh (not pooled) connection, describe the host, close it.
+
+    Raises ``HostDriverError`` for a bad URI before connecting, and the other
+    ``VirtError`` subclasses for what went wrong while connecting.
+    """
+    checked = validate_uri(uri, allow_insecure=allow_insecure)
+    runtime.ensure_event_loop()
+
+    def work() -> HostProbe:
+        try:
+            conn = _open(checked)
+        except libvirt.libvirtError as exc:
+            raise translate(exc, checked, connecting=True) from exc
+        try:
+            return _describe_host(conn, checked)
+        except libvirt.libvirtError as exc:
+            raise translate(exc, checked, action="read the host's details") from exc
+        finally:
+            _close_quietly(conn)
+
+    return call_with_timeout(work, timeout=timeout, uri=checked, what="probing")

@@ -1,0 +1,25 @@
+"""A demo Xen host for libvirt's mock ``test`` driver (no hypervisor needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+DEMO_NODE_FILE: Path = (Path(__file__).parent / "xen-demo-host.xml").resolve()
+
+#: Guests in the demo node file and the state each starts in.
+DEMO_GUEST_STATES: dict[str, str] = {
+    "Domain-0": "running",
+    "web01": "running",
+    "db01": "running",
+    "mail01": "shutoff",
+    "fw-external": "running",
+    "fw-internal": "running",
+    "build01": "paused",
+    "win2019": "running",
+}
+
+
+def demo_uri() -> str:
+    """``test:///abs/path/xen-demo-host.xml``: libvirt opens the URI's path as the node file."""
+    return "test://" + quote(DEMO_NODE_FILE.as_posix(), safe="/")

@@ -1,0 +1,282 @@
+"""The app's own exceptions for libvirt failures, with plain-English messages.
+
+Nothing outside ``hosts.virt`` ever sees a ``libvirt.libvirtError``: adapter
+code calls :func:`translate` and raises the result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import libvirt
+
+
+class VirtError(Exception):
+    """Base class. ``str(e)`` (and ``e.message``) is a sentence meant for humans."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        uri: str | None = None,
+        code: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.uri = uri
+        #: libvirt's error code (``VIR_ERR_*``), when the error came from libvirt.
+        self.code = code
+        #: libvirt's own, more technical message.
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the keyword attributes when pickled (e.g. by Celery).
+        return (self.__class__, (self.message,), self.__dict__.copy())
+
+
+class HostUnreachable(VirtError):
+    """DNS failure, connection refused, timeout, no libvirtd, connection lost."""
+
+
+class HostAuthError(VirtError):
+    """Authentication failed or was impossible (SSH keys, TLS certificates, SASL)."""
+
+
+class HostDriverError(VirtError):
+    """Wrong, unsupported or malformed URI, or the hypervisor driver is missing."""
+
+
+class VirtObjectNotFound(VirtError):
+    """A guest, network, pool, volume... does not exist (any more)."""
+
+
+class VirtOperationError(VirtError):
+    """Any other failure of an operation on an existing connection."""
+
+
+_NOT_FOUND_KINDS: dict[int, str] = {
+    libvirt.VIR_ERR_NO_DOMAIN: "Guest",
+    libvirt.VIR_ERR_NO_NETWORK: "Network",
+    libvirt.VIR_ERR_NO_STORAGE_POOL: "Storage pool",
+    libvirt.VIR_ERR_NO_STORAGE_VOL: "Storage volume",
+    libvirt.VIR_ERR_NO_INTERFACE: "Host interface",
+    libvirt.VIR_ERR_NO_NODE_DEVICE: "Host device",
+    libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT: "Snapshot",
+    libvirt.VIR_ERR_NO_DOMAIN_CHECKPOINT: "Checkpoint",
+    libvirt.VIR_ERR_NO_SECRET: "Secret",
+    libvirt.VIR_ERR_NO_NWFILTER: "Network filter",
+    libvirt.VIR_ERR_NO_NETWORK_PORT: "Network port",
+    libvirt.VIR_ERR_NO_DOMAIN_METADATA: "Guest metadata",
+}
+
+_AUTH_CODES = frozenset(
+    {
+        libvirt.VIR_ERR_AUTH_FAILED,
+        libvirt.VIR_ERR_AUTH_CANCELLED,
+        libvirt.VIR_ERR_AUTH_UNAVAILABLE,
+    }
+)
+
+# Error domains of the transport layer: their "system errors" are network trouble.
+_TRANSPORT_DOMAINS = frozenset(
+    {
+        libvirt.VIR_FROM_RPC,
+        libvirt.VIR_FROM_REMOTE,
+        libvirt.VIR_FROM_SSH,
+        libvirt.VIR_FROM_LIBSSH,
+    }
+)
+
+# Errors that mean "what you asked to open is malformed", when connecting.
+_CONFIG_CODES = frozenset(
+    {
+        libvirt.VIR_ERR_XML_ERROR,
+        libvirt.VIR_ERR_XML_DETAIL,
+        libvirt.VIR_ERR_INVALID_ARG,
+        libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+        libvirt.VIR_ERR_CONF_SYNTAX,
+    }
+)
+
+_DNS_MARKERS = (
+    "name or service not known",
+    "could not resolve hostname",
+    "unable to resolve address",
+    "temporary failure in name resolution",
+    "no address associated with hostname",
+    "nodename nor servname",
+)
+
+
+def host_label(uri: str) -> str:
+    """How messages name the host behind ``uri``: ``host 'x'`` or ``'uri'``."""
+    try:
+        hostname = urlsplit(uri).hostname
+    except ValueError:
+        hostname = None
+    return f"host '{hostname}'" if hostname else f"'{uri}'"
+
+
+def _transport(uri: str) -> str:
+    scheme = uri.split(":", 1)[0].lower()
+    return scheme.partition("+")[2]
+
+
+def _detail(exc: libvirt.libvirtError) -> str:
+    """libvirt's message, first line only (XML errors add the line and a caret)."""
+    message = (exc.get_error_message() or str(exc) or "").strip()
+    first_line = message.splitlines()[0] if message else "unknown libvirt error"
+    return " ".join(first_line.split())
+
+
+def _tls_error(detail: str, label: str, kw: dict[str, Any]) -> HostAuthError:
+    return HostAuthError(
+        f"TLS connection to {label} failed: {detail} (are the appliance's TLS client "
+        "certificates installed and trusted by the host?)",
+        **kw,
+    )
+
+
+def _classify_transport(detail: str, uri: str, kw: dict[str, Any]) -> VirtError:
+    """Turn a transport-level error (socket, SSH, TLS, RPC) into a VirtError."""
+    low = detail.lower()
+    label = host_label(uri)
+    hostname = urlsplit(uri).hostname or uri
+    via_ssh = _transport(uri) == "ssh" or "ssh:" in low
+
+    if any(marker in low for marker in _DNS_MARKERS):
+        return HostUnreachable(f"Host name '{hostname}' could not be resolved (DNS)", **kw)
+    if "host key verification failed" in low:
+        return HostAuthError(
+            f"The SSH host key of {label} is unknown or has changed (host key verification "
+            "failed); add the host's key to the appliance's known_hosts",
+            **kw,
+        )
+    if "failed to connect socket" in low:
+        if "permission denied" in low:
+            return HostAuthError(
+                f"Not allowed to use the libvirt socket for '{uri}' ({detail})", **kw
+            )
+        return HostUnreachable(
+            f"Cannot reach the libvirt daemon for '{uri}': its socket is not there "
+            f"({detail}); is libvirtd running?",
+            **kw,
+        )
+    if "permission denied" in low:
+        if via_ssh:
+            return HostAuthError(
+                f"SSH authentication to {label} failed (permission denied); is the "
+                "appliance's public key in the host's authorized_keys?",
+                **kw,
+            )
+        return HostAuthError(f"Access to {label} was denied: {detail}", **kw)
+    if "certificate" in low or "gnutls" in low:
+        return _tls_error(detail, label, kw)
+    if "connection refused" in low:
+        if via_ssh:
+            return HostUnreachable(
+                f"Cannot reach {label} over SSH: connection refused (is sshd running and "
+                "is the port right?)",
+                **kw,
+            )
+        return HostUnreachable(
+            f"Cannot reach {label}: connection refused (is libvirtd running and listening?)",
+            **kw,
+        )
+    if "no route to host" in low:
+        return HostUnreachable(
+            f"Cannot reach {label}: no route to host (host down, or a network or firewall problem)",
+            **kw,
+        )
+    if "network is unreachable" in low:
+        return HostUnreachable(f"Cannot reach {label}: network is unreachable", **kw)
+    if "keepalive" in low:
+        return HostUnreachable(
+            f"Lost the connection to {label}: it stopped answering keepalive messages", **kw
+        )
+    if "timed out" in low or "timeout" in low:
+        return HostUnreachable(f"Cannot reach {label}: connection timed out", **kw)
+    if "too large" in low and "packet" in low:
+        return HostUnreachable(
+            f"{label[0].upper()}{label[1:]} answered, but not with the libvirt protocol "
+            "(is something other than libvirtd listening on that port?)",
+            **kw,
+        )
+    return HostUnreachable(f"Connection to {label} failed or was lost: {detail}", **kw)
+
+
+def _connect_error(code: int, detail: str, uri: str, kw: dict[str, Any]) -> VirtError:
+    """Errors of opening a connection that no specific rule caught."""
+    if code in _CONFIG_CODES:
+        if uri.lower().startswith("test:"):
+            return HostDriverError(
+                f"The test driver could not load the node file of '{uri}': {detail}", **kw
+            )
+        return HostDriverError(f"Could not open '{uri}': {detail}", **kw)
+    return HostUnreachable(f"Could not connect to {host_label(uri)}: {detail}", **kw)
+
+
+def translate(
+    exc: libvirt.libvirtError,
+    uri: str,
+    *,
+    action: str | None = None,
+    connecting: bool = False,
+) -> VirtError:
+    """Map a libvirt error to the app's exception with a message that says what failed.
+
+    ``action`` (e.g. ``"start guest 'web01'"``) words operation errors;
+    ``connecting=True`` says the error came from opening the connection.
+    """
+    code = exc.get_error_code()
+    domain = exc.get_error_domain()
+    detail = _detail(exc)
+    kw: dict[str, Any] = {"uri": uri, "code": code, "detail": detail}
+    label = host_label(uri)
+
+    if code == libvirt.VIR_ERR_NO_CONNECT:
+        return HostDriverError(
+            f"No hypervisor driver for URI '{uri}' (is that hypervisor's libvirt driver "
+            f"installed and running on the host?): {detail}",
+            **kw,
+        )
+    if code in _AUTH_CODES:
+        reason = detail.removeprefix("authentication failed: ")
+        return HostAuthError(f"Authentication to {label} failed: {reason}", **kw)
+    if code == libvirt.VIR_ERR_ACCESS_DENIED:
+        return HostAuthError(f"Access denied on {label}: {detail}", **kw)
+    if code == libvirt.VIR_ERR_NO_SUPPORT:
+        return HostDriverError(
+            f"The hypervisor driver behind '{uri}' does not support this: {detail}", **kw
+        )
+    if code == libvirt.VIR_ERR_GNUTLS_ERROR:
+        return _tls_error(detail, label, kw)
+    if code in _NOT_FOUND_KINDS:
+        return VirtObjectNotFound(f"{_NOT_FOUND_KINDS[code]} not found on {label}: {detail}", **kw)
+    if code == libvirt.VIR_ERR_INVALID_CONN:
+        return HostUnreachable(f"The connection to {label} is closed: {detail}", **kw)
+    if code == libvirt.VIR_ERR_RPC or (
+        code == libvirt.VIR_ERR_SYSTEM_ERROR and domain in _TRANSPORT_DOMAINS
+    ):
+        return _classify_transport(detail, uri, kw)
+    if connecting:
+        return _connect_error(code, detail, uri, kw)
+    if action:
+        return VirtOperationError(f"Could not {action} on {label}: {detail}", **kw)
+    return VirtOperationError(f"Operation failed on {label}: {detail}", **kw)
+
+
+def describe_error(exc: BaseException, uri: str = "") -> str:
+    """A one-line human description of any exception raised around libvirt."""
+    if isinstance(exc, VirtError):
+        return exc.message
+    if isinstance(exc, libvirt.libvirtError):
+        return translate(exc, uri).message
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

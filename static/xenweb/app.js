@@ -1,0 +1,148 @@
+/* xenweb front end: confirmation dialogs, live events and live job progress.
+ * Websocket messages are hints; on every (re)connect the server sends the current record. */
+(function () {
+  "use strict";
+
+  // ---- formatting -------------------------------------------------------------------
+  const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
+  function humanBytes(n) {
+    let i = 0;
+    while (n >= 1024 && i < UNITS.length - 1) { n /= 1024; i++; }
+    return (i ? n.toFixed(1) : n) + " " + UNITS[i];
+  }
+  function humanAmount(n, unit) { return unit === "bytes" ? humanBytes(n) : String(n); }
+  function humanRate(rate, unit) {
+    if (rate === null || rate === undefined) return "–";
+    return unit === "bytes" ? humanBytes(rate) + "/s" : rate.toFixed(2) + " steps/s";
+  }
+  function humanEta(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    seconds = Math.round(seconds);
+    const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    return (h ? h + "h " : "") + (h || m ? m + "m " : "") + s + "s";
+  }
+  const STATE_CLASS = {
+    queued: "secondary", running: "primary", succeeded: "success", failed: "danger",
+    cancelled: "warning", interrupted: "danger",
+  };
+
+  // ---- websockets with reconnect ----------------------------------------------------------
+  function socketUrl(path) {
+    return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
+  }
+  function liveSocket(path, onMessage) {
+    let delay = 500, banner = document.getElementById("live-banner"), timer = null;
+    function connect() {
+      const ws = new WebSocket(socketUrl(path));
+      ws.onopen = function () { delay = 500; clearTimeout(timer); banner && banner.classList.add("d-none"); };
+      ws.onmessage = function (ev) { onMessage(JSON.parse(ev.data)); };
+      ws.onclose = function (ev) {
+        if (ev.code >= 4400 && ev.code < 4500) return; // refused: do not hammer the server
+        timer = setTimeout(function () { banner && banner.classList.remove("d-none"); }, 2000);
+        setTimeout(connect, delay);
+        delay = Math.min(delay * 2, 10000);
+      };
+    }
+    connect();
+  }
+
+  // ---- job progress ---------------------------------------------------------------------
+  function renderJob(root, job) {
+    const set = function (sel, text) { root.querySelectorAll(sel).forEach(function (el) { el.textContent = text; }); };
+    const bar = root.querySelector(".job-bar");
+    if (bar) {
+      bar.style.width = job.percent + "%";
+      bar.setAttribute("aria-valuenow", job.percent);
+      bar.textContent = job.percent + "%";
+      bar.classList.toggle("progress-bar-animated", job.state === "running");
+      bar.classList.toggle("progress-bar-striped", job.state === "running" || job.state === "queued");
+      bar.className = bar.className.replace(/\bbg-\w+/g, "") + " bg-" + (STATE_CLASS[job.state] || "primary");
+    }
+    set(".job-percent", job.percent + "%" + (job.estimated ? " (estimate)" : ""));
+    set(".job-state", job.state);
+    root.querySelectorAll(".job-state").forEach(function (el) {
+      el.className = "badge job-state text-bg-" + (STATE_CLASS[job.state] || "secondary");
+    });
+    set(".job-message", job.message || "");
+    set(".job-done", humanAmount(job.done, job.unit) + (job.total ? " of " + humanAmount(job.total, job.unit) : ""));
+    set(".job-rate", humanRate(job.rate, job.unit));
+    set(".job-eta", job.state === "running" ? humanEta(job.eta_seconds) : "–");
+    set(".job-error", job.error || "");
+    const err = root.querySelector(".job-error-box");
+    if (err) err.classList.toggle("d-none", !job.error);
+    const log = root.querySelector(".job-log");
+    if (log && job.log) { log.textContent = job.log.join("\n"); log.scrollTop = log.scrollHeight; }
+    const result = root.querySelector(".job-result");
+    if (result && job.result !== undefined) result.textContent = job.result === null ? "" : JSON.stringify(job.result, null, 2);
+    root.querySelectorAll(".job-cancel").forEach(function (el) {
+      el.classList.toggle("d-none", !(job.state === "queued" || job.state === "running") || !job.cancellable);
+    });
+    root.dataset.jobState = job.state;
+  }
+
+  function watchJob(root) {
+    let lastSeq = -1;
+    liveSocket("/ws/jobs/" + root.dataset.jobId + "/", function (msg) {
+      if (msg.type !== "job.update") return;
+      const seq = msg.job.seq || 0;
+      if (seq === 0) lastSeq = 0; // a fresh snapshot: the truth
+      else if (seq < lastSeq) return; // an older hint overtaken by a newer one
+      else lastSeq = seq;
+      renderJob(root, msg.job);
+    });
+  }
+
+  // ---- dashboard / lists: live job rows --------------------------------------------------
+  function onEvent(msg) {
+    document.dispatchEvent(new CustomEvent("xenweb:event", { detail: msg }));
+    if (msg.type !== "job.update") return;
+    const rows = document.querySelectorAll('[data-job-row="' + msg.job.id + '"]');
+    rows.forEach(function (row) { renderJob(row, msg.job); });
+    const panel = document.getElementById("dashboard-jobs");
+    const wasListed = rows.length > 0;
+    const active = msg.job.state === "queued" || msg.job.state === "running";
+    if (panel && window.htmx && (wasListed !== active || !active)) {
+      clearTimeout(panel._refresh);
+      panel._refresh = setTimeout(function () { htmx.trigger(panel, "refresh"); }, 300);
+    }
+  }
+
+  // ---- confirmation dialogs ------------------------------------------------------------
+  function setupConfirm() {
+    const modalEl = document.getElementById("confirm-modal");
+    if (!modalEl || !window.bootstrap) return;
+    const modal = new bootstrap.Modal(modalEl);
+    let pending = null;
+    document.addEventListener("submit", function (ev) {
+      const form = ev.target;
+      if (!form.dataset.confirm || form.dataset.confirmed === "yes") return;
+      ev.preventDefault();
+      pending = form;
+      document.getElementById("confirm-text").textContent = form.dataset.confirm;
+      const typed = form.dataset.confirmTyped || "";
+      document.getElementById("confirm-typed").classList.toggle("d-none", !typed);
+      document.getElementById("confirm-expected").textContent = typed;
+      document.getElementById("confirm-input").value = "";
+      modal.show();
+    });
+    document.getElementById("confirm-ok").addEventListener("click", function () {
+      if (!pending) return;
+      const typed = pending.dataset.confirmTyped || "";
+      if (typed && document.getElementById("confirm-input").value !== typed) {
+        document.getElementById("confirm-input").classList.add("is-invalid");
+        return;
+      }
+      pending.dataset.confirmed = "yes";
+      modal.hide();
+      pending.requestSubmit ? pending.requestSubmit() : pending.submit();
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    setupConfirm();
+    document.querySelectorAll("[data-job-id]").forEach(watchJob);
+    const events = document.body.dataset.eventsWs;
+    if (events) liveSocket(events, onEvent);
+  });
+  window.xenweb = { humanBytes: humanBytes, humanEta: humanEta, renderJob: renderJob };
+})();

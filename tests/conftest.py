@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.utils import timezone
+
+from xenweb.accounts.roles import ADMIN, OPERATOR, VIEWER, set_role, sync_roles
+from xenweb.appliance import setup_state
+from xenweb.appliance.models import ApplianceSettings, forget_settings
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches() -> Iterator[None]:
+    """The setup flag and appliance settings are cached per process; the database is not."""
+    setup_state.forget()
+    forget_settings()
+    yield
+    setup_state.forget()
+    forget_settings()
+
+
+@pytest.fixture
+def appliance_ready(db: Any) -> ApplianceSettings:
+    """An appliance whose first-boot setup is done."""
+    row = ApplianceSettings.load()
+    row.setup_completed_at = timezone.now()
+    row.save()
+    return row
+
+
+def make_user(username: str, role: str) -> Any:
+    sync_roles()
+    user = get_user_model().objects.create_user(username, password=PASSWORD)
+    set_role(user, role)
+    return user
+
+
+@pytest.fixture
+def admin_user(appliance_ready: Any) -> Any:
+    return make_user("alice-admin", ADMIN)
+
+
+@pytest.fixture
+def operator_user(appliance_ready: Any) -> Any:
+    return make_user("oscar-operator", OPERATOR)
+
+
+@pytest.fixture
+def viewer_user(appliance_ready: Any) -> Any:
+    return make_user("vera-viewer", VIEWER)
+
+
+def logged_in(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def admin_client(admin_user: Any) -> Client:
+    return logged_in(admin_user)
+
+
+@pytest.fixture
+def operator_client(operator_user: Any) -> Client:
+    return logged_in(operator_user)
+
+
+@pytest.fixture
+def viewer_client(viewer_user: Any) -> Client:
+    return logged_in(viewer_user)
+
+
+@pytest.fixture
+def admin_client_tx(transactional_db: Any) -> Client:
+    """An administrator's client whose session is committed (for websockets and workers)."""
+    row = ApplianceSettings.load()
+    row.setup_completed_at = timezone.now()
+    row.save()
+    return logged_in(make_user("alice-admin", ADMIN))

@@ -1,0 +1,145 @@
+"""Real processes for the live suites: a Celery worker and a daphne server, started on the
+test database, with output kept in files for the failure report."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+BASE = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def database_url() -> str:
+    """The URL of the database the test run uses (the test database, once created)."""
+    cfg = connection.settings_dict
+    if cfg["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{cfg['NAME']}"
+    auth = cfg["USER"] + (f":{cfg['PASSWORD']}" if cfg["PASSWORD"] else "")
+    return f"postgres://{auth}@{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}/{cfg['NAME']}"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        DATABASE_URL=database_url(),
+        XENWEB_DATA_DIR=str(settings.DATA_DIR),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Service:
+    """A child process in its own process group, so stop() ends it and its children."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = settings.DATA_DIR / f"{name}-{uuid.uuid4().hex[:8]}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            argv, cwd=BASE, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the whole process group at once, as a crash or the OOM killer would."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+
+class CeleryWorker(Service):
+    def __init__(
+        self, hostname: str | None = None, concurrency: int = 2, queue: str | None = None
+    ) -> None:
+        self.hostname = hostname or f"test-{uuid.uuid4().hex[:8]}@localhost"
+        argv = [
+            str(BIN / "celery"), "-A", "xenweb", "worker", "--loglevel", "INFO",
+            "--pool", "prefork", "--concurrency", str(concurrency),
+            "--hostname", self.hostname, "--without-mingle", "--without-gossip",
+            "-Q", queue or settings.CELERY_TASK_DEFAULT_QUEUE,
+        ]
+        super().__init__("celery-worker", argv, child_env())
+        try:
+            wait_for(lambda: "ready." in self.output() or not self.alive(), 60, "worker ready")
+        except TimeoutError:
+            self.stop()
+            raise
+        if not self.alive():
+            raise RuntimeError(f"the Celery worker did not start:\n{self.output()}")
+
+
+class Daphne(Service):
+    def __init__(self) -> None:
+        self.port = free_port()
+        argv = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port),
+                "xenweb.asgi:application"]
+        super().__init__("daphne", argv, child_env())
+        try:
+            wait_for(self._listening, 60, "daphne listening")
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"daphne did not start:\n{self.output()}") from None
+
+    def _listening(self) -> bool:
+        if not self.alive():
+            raise RuntimeError(f"daphne exited:\n{self.output()}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"

@@ -1,0 +1,1 @@
+# Accounts use Django's own User and Group models; roles are groups (see roles.py).

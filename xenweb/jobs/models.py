@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+    # The worker running it died or lost contact; a failure the operator may retry.
+    INTERRUPTED = "interrupted", "interrupted"
+
+
+ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
+FINAL_STATES = (
+    JobState.SUCCEEDED,
+    JobState.FAILED,
+    JobState.CANCELLED,
+    JobState.INTERRUPTED,
+)
+
+
+class Job(models.Model):
+    """A long action: the row is the truth, websocket messages are only hints."""
+
+    class Unit(models.TextChoices):
+        BYTES = "bytes", "bytes"
+        STEPS = "steps", "steps"
+
+    kind = models.CharField(max_length=64, db_index=True)
+    title = models.CharField(max_length=255, blank=True)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_label = models.CharField(max_length=255, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    params = models.JSONField(default=dict, blank=True)
+
+    state = models.CharField(
+        max_length=12, choices=JobState.choices, default=JobState.QUEUED, db_index=True
+    )
+    progress = models.FloatField(default=0.0)  # 0..1
+    done = models.BigIntegerField(default=0)
+    total = models.BigIntegerField(null=True, blank=True)
+    unit = models.CharField(max_length=8, choices=Unit.choices, default=Unit.STEPS)
+    rate = models.FloatField(null=True, blank=True)  # units per second
+    eta_seconds = models.FloatField(null=True, blank=True)
+    estimated = models.BooleanField(default=False)  # progress is an estimate (Xen migration)
+    cancellable = models.BooleanField(default=True)
+    message = models.CharField(max_length=500, blank=True)
+    log = models.JSONField(default=list, blank=True)  # [[iso time, line], ...], capped
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("cancel_job", "Can cancel jobs")]
+        indexes = [models.Index(fields=["target_type", "target_id", "state"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.title or self.kind}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("jobs:detail", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def log_lines(self) -> list[str]:
+        return [f"{stamp} {line}" for stamp, line in (self.log or [])]
+
+    @property
+    def percent(self) -> int:
+        return round(self.progress * 100)

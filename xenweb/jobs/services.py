@@ -1,0 +1,97 @@
+"""Starting, cancelling and reaping jobs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+
+from xenweb.audit.services import record
+from xenweb.jobs.errors import JobError
+from xenweb.jobs.models import Job, JobState
+from xenweb.jobs.notify import notify_job
+from xenweb.jobs.runner import WORKER_LOST, mark_interrupted
+
+
+def start_job(
+    task: Any,
+    *,
+    kind: str,
+    owner: Any,
+    title: str = "",
+    target: models.Model | None = None,
+    params: dict[str, Any] | None = None,
+    unit: str = Job.Unit.STEPS,
+    total: int | None = None,
+    request: Any = None,
+    queue: str | None = None,
+) -> Job:
+    """Create the job row and enqueue its task once the transaction commits.
+
+    `queue` routes the task to the workers of one place (a host's own queue).
+    """
+    task_id = str(uuid.uuid4())
+    job = Job.objects.create(
+        kind=kind,
+        title=title or kind,
+        owner=owner if getattr(owner, "is_authenticated", False) else None,
+        params=params or {},
+        unit=unit,
+        total=total,
+        celery_task_id=task_id,
+        message="Waiting for a worker",
+        target_type=target._meta.label_lower if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        target_label=str(target) if target is not None else "",
+    )
+    record("job.start", user=owner, request=request, target=job, kind=kind)
+    options = {"queue": queue} if queue else {}
+    transaction.on_commit(lambda: task.apply_async(args=[job.pk], task_id=task_id, **options))
+    return job
+
+
+def cancel_job(job: Job, *, user: Any, request: Any = None) -> Job:
+    """Cancel a queued job at once; ask a running one to stop at its next progress report."""
+    if not job.is_active:
+        raise JobError(f"Job #{job.pk} has already finished ({job.state}).")
+    if job.state == JobState.RUNNING and not job.cancellable:
+        raise JobError(
+            f"Job #{job.pk} cannot be cancelled: {job.message or 'the hypervisor cannot abort it'}."
+        )
+    now = timezone.now()
+    stopped_before_start = Job.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
+        state=JobState.CANCELLED, cancel_requested=True, finished_at=now, message="Cancelled"
+    )
+    if not stopped_before_start:
+        Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(
+            cancel_requested=True, message="Cancelling…"
+        )
+    job.refresh_from_db()
+    record("job.cancel", user=user, request=request, target=job)
+    notify_job(job)
+    return job
+
+
+def reap_stale_jobs(*, stale_after: float | None = None) -> list[int]:
+    """Mark running jobs whose worker stopped sending heartbeats as interrupted."""
+    seconds = settings.JOB_STALE_SECONDS if stale_after is None else stale_after
+    limit = timezone.now() - timedelta(seconds=seconds)
+    reaped = []
+    for job in Job.objects.filter(state=JobState.RUNNING, heartbeat_at__lt=limit):
+        since = timezone.localtime(job.heartbeat_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+        reason = f"no heartbeat from worker {job.worker or '?'} since {since}"
+        mark_interrupted(job, WORKER_LOST.format(reason=reason))
+        reaped.append(job.pk)
+    return reaped
+
+
+def interrupt_jobs_of_worker(worker: str, reason: str) -> list[int]:
+    """A worker that (re)starts cannot be running anything: its old jobs died with it."""
+    jobs = list(Job.objects.filter(state=JobState.RUNNING, worker=worker))
+    for job in jobs:
+        mark_interrupted(job, WORKER_LOST.format(reason=reason))
+    return [job.pk for job in jobs]

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from xenweb.jobs import services
+from xenweb.jobs.errors import JobError
+from xenweb.jobs.models import Job, JobState
+from xenweb.jobs.serializers import job_payload
+from xenweb.jobs.tasks import selftest
+
+
+@permission_required("jobs.view_job", raise_exception=True)
+def job_list(request: HttpRequest) -> HttpResponse:
+    jobs = Job.objects.select_related("owner")
+    state = request.GET.get("state", "")
+    if state:
+        jobs = jobs.filter(state=state)
+    page = Paginator(jobs, 50).get_page(request.GET.get("page"))
+    context = {"page": page, "state": state, "states": JobState.values}
+    return render(request, "jobs/list.html", context)
+
+
+@permission_required("jobs.view_job", raise_exception=True)
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(Job.objects.select_related("owner"), pk=pk)
+    return render(request, "jobs/detail.html", {"job": job, "job_json": job_payload(job)})
+
+
+@require_POST
+@permission_required("jobs.cancel_job", raise_exception=True)
+def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(Job, pk=pk)
+    try:
+        services.cancel_job(job, user=request.user, request=request)
+    except JobError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.info(request, f"Cancellation of job #{job.pk} requested.")
+    return redirect(job)
+
+
+@require_POST
+@permission_required("jobs.add_job", raise_exception=True)
+def selftest_start(request: HttpRequest) -> HttpResponse:
+    job = services.start_job(
+        selftest, kind="selftest", owner=request.user, title="Self-test",
+        params={"steps": 20, "step_seconds": 0.5}, total=20, request=request,
+    )
+    return redirect(job)

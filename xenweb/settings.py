@@ -1,0 +1,230 @@
+"""Settings, all from the environment (django-environ) with safe embedded defaults.
+
+The embedded appliance needs no configuration at all: SQLite and the generated
+secret key live in XENWEB_DATA_DIR (default ./var), Redis on 127.0.0.1:6379.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+from xenweb.datadir import BASE_DIR, data_dir, secret_key
+
+env = environ.Env()
+
+DATA_DIR: Path = data_dir()
+
+SECRET_KEY = env.str("SECRET_KEY", default="") or secret_key(DATA_DIR)
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_htmx",
+    "xenweb.appliance",
+    "xenweb.accounts",
+    "xenweb.audit",
+    "xenweb.jobs",
+    "hosts",
+    "guests",
+    "storage",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "xenweb.appliance.middleware.SetupRequiredMiddleware",
+    "xenweb.accounts.middleware.LoginRequiredMiddleware",
+    "xenweb.appliance.middleware.ApplianceTimezoneMiddleware",
+]
+
+ROOT_URLCONF = "xenweb.urls"
+ASGI_APPLICATION = "xenweb.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "xenweb.appliance.context.appliance",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'xenweb.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web, worker and watcher processes read while one writes;
+    # IMMEDIATE transactions avoid "database is locked" on lock upgrades.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    # A file, not memory, so a real Celery worker and daphne can share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-xenweb.sqlite3")}
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "accounts:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Serve straight from the source folders too, so the embedded setup works before collectstatic.
+WHITENOISE_USE_FINDERS = True
+
+# --- Redis: broker, channel layer and cache in separate databases -------------------------
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379").rstrip("/")
+REDIS_DB_BASE = env.int("XENWEB_REDIS_DB_BASE", default=0)
+
+
+def _redis_db(offset: int) -> str:
+    return f"{REDIS_URL}/{REDIS_DB_BASE + offset}"
+
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [_redis_db(1)],
+            "capacity": 500,
+            "expiry": 30,
+        },
+    }
+}
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": _redis_db(2),
+        "KEY_PREFIX": "xenweb",
+    }
+}
+
+# --- Celery: configured for long, non-idempotent jobs -----------------------------------
+JOB_MAX_SECONDS = env.int("XENWEB_JOB_MAX_SECONDS", default=24 * 3600)
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=_redis_db(0))
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redelivery only after the longest job could have finished, so a slow job is never run twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": JOB_MAX_SECONDS * 2}
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = JOB_MAX_SECONDS
+CELERY_TASK_SOFT_TIME_LIMIT = JOB_MAX_SECONDS - 300
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = env.str("XENWEB_QUEUE", default="xenweb")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-jobs": {"task": "xenweb.jobs.tasks.reap_stale_jobs", "schedule": 30.0},
+}
+
+# A running job's worker touches the row this often; after JOB_STALE_SECONDS without a
+# heartbeat the reaper marks the job interrupted.
+JOB_HEARTBEAT_SECONDS = env.float("XENWEB_JOB_HEARTBEAT_SECONDS", default=5.0)
+JOB_STALE_SECONDS = env.float("XENWEB_JOB_STALE_SECONDS", default=60.0)
+JOB_PROGRESS_INTERVAL = env.float("XENWEB_JOB_PROGRESS_INTERVAL", default=0.25)
+
+# --- REST API -----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: anonymous API calls then get 401 with a "Token" challenge.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["xenweb.accounts.permissions.RolePermission"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"user": env.str("XENWEB_API_RATE", default="6000/minute")},
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "xenweb API",
+    "DESCRIPTION": "Hosts, guests, storage and long-running jobs of a xenweb appliance.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from the installed sidecar package, never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Security -----------------------------------------------------------------------------
+SECURE = env.bool("XENWEB_SECURE", default=False)  # served over TLS (nginx in front)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if SECURE:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env.int("XENWEB_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env.bool("XENWEB_HSTS_PRELOAD", default=True)
+
+SETUP_TOKEN_FILE = DATA_DIR / "setup-token"
+DEMO_HOST_NAME = "demo"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

@@ -1,0 +1,20 @@
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from xenweb import views
+from xenweb.audit.views import audit_list
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("dashboard/jobs/", views.dashboard_jobs, name="dashboard-jobs"),
+    path("setup/", include("xenweb.appliance.urls")),
+    path("accounts/", include("xenweb.accounts.urls")),
+    path("hosts/", include("hosts.urls")),
+    path("guests/", include("guests.urls")),
+    path("storage/", include("storage.urls")),
+    path("jobs/", include("xenweb.jobs.urls")),
+    path("audit/", audit_list, name="audit"),
+    path("api/v1/", include("xenweb.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

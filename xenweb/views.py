@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from guests.models import Guest
+from hosts.models import Host
+from storage.models import Pool
+from xenweb.jobs.models import ACTIVE_STATES, Job
+
+
+def dashboard_context() -> dict:
+    hosts_by_state = dict(Host.objects.values_list("state").annotate(n=Count("id")))
+    guests_by_state = dict(
+        Guest.objects.filter(is_privileged=False).values_list("state").annotate(n=Count("id"))
+    )
+    return {
+        "host_count": sum(hosts_by_state.values()),
+        "hosts_by_state": hosts_by_state,
+        "guest_count": sum(guests_by_state.values()),
+        "guests_running": guests_by_state.get(Guest.State.RUNNING, 0),
+        "pool_count": Pool.objects.count(),
+        "active_jobs": Job.objects.filter(state__in=ACTIVE_STATES).select_related("owner")[:20],
+        "recent_jobs": Job.objects.exclude(state__in=ACTIVE_STATES).select_related("owner")[:8],
+    }
+
+
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard.html", dashboard_context())
+
+
+def dashboard_jobs(request: HttpRequest) -> HttpResponse:
+    """The dashboard's job tables, re-fetched by htmx when a job starts or ends."""
+    return render(request, "_dashboard_jobs.html", dashboard_context())
