@@ -62,8 +62,13 @@ def call_with_timeout(
     uri: str,
     what: str,
     discard: Callable[[T], None] | None = None,
+    reported_timeout: float | None = None,
 ) -> T:
-    """Return ``fn()``, re-raise its exception, or raise HostUnreachable on timeout."""
+    """Return ``fn()``, re-raise its exception, or raise HostUnreachable on timeout.
+
+    ``reported_timeout`` is the time budget named in the message, when ``timeout``
+    is only what is left of it.
+    """
     if timeout <= 0:
         raise ValueError("timeout must be positive")
     attempt: _Attempt[T] = _Attempt(fn, discard)
@@ -71,7 +76,8 @@ def call_with_timeout(
     worker.start()
     if not attempt.wait(timeout):
         raise HostUnreachable(
-            f"Cannot reach {host_label(uri)}: {what} timed out after {timeout:g} s "
+            f"Cannot reach {host_label(uri)}: {what} timed out after "
+            f"{reported_timeout or timeout:g} s "
             "(host down or firewalled, or libvirtd not answering?)",
             uri=uri,
         )

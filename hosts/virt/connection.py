@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
@@ -89,7 +90,7 @@ def _enable_keepalive(conn: libvirt.virConnect, uri: str) -> None:
         logger.debug("no keepalive for %s: %s", uri, exc.get_error_message())
 
 
-def _open_with_timeout(uri: str, timeout: float) -> libvirt.virConnect:
+def _open_with_timeout(uri: str, timeout: float, budget: float) -> libvirt.virConnect:
     runtime.ensure_event_loop()
     try:
         conn = call_with_timeout(
@@ -98,6 +99,7 @@ def _open_with_timeout(uri: str, timeout: float) -> libvirt.virConnect:
             uri=uri,
             what="connecting",
             discard=_close_quietly,
+            reported_timeout=budget,
         )
     except libvirt.libvirtError as exc:
         raise translate(exc, uri, connecting=True) from exc
@@ -117,6 +119,7 @@ class _ConnectionPool:
         self._orphans: list[libvirt.virConnect] = []
 
     def get(self, uri: str, timeout: float) -> libvirt.virConnect:
+        deadline = time.monotonic() + timeout
         with self._lock:
             uri_lock = self._uri_locks.setdefault(uri, threading.Lock())
         # Another thread may be opening this URI right now: wait for it, bounded.
@@ -134,7 +137,8 @@ class _ConnectionPool:
                     return conn
                 self._forget(uri, conn)
                 _close_quietly(conn)
-            conn = _open_with_timeout(uri, timeout)
+            remaining = max(deadline - time.monotonic(), 0.1)
+            conn = _open_with_timeout(uri, remaining, timeout)
             with self._lock:
                 self._conns[uri] = conn
             return conn
@@ -178,6 +182,8 @@ def get_connection(
     For adapter modules inside ``hosts.virt`` only. Raises ``VirtError``
     subclasses (``HostDriverError`` for a bad URI, ``HostUnreachable``...).
     """
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
     checked = validate_uri(uri, allow_insecure=allow_insecure)
     return _pool.get(checked, timeout)
 

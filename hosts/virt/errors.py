@@ -6,6 +6,7 @@ code calls :func:`translate` and raises the result.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -102,6 +103,8 @@ _CONFIG_CODES = frozenset(
         libvirt.VIR_ERR_CONF_SYNTAX,
     }
 )
+
+_URI_WORD = re.compile(r"\buri\b", re.IGNORECASE)
 
 _DNS_MARKERS = (
     "name or service not known",
@@ -212,7 +215,7 @@ def _classify_transport(detail: str, uri: str, kw: dict[str, Any]) -> VirtError:
 
 def _connect_error(code: int, detail: str, uri: str, kw: dict[str, Any]) -> VirtError:
     """Errors of opening a connection that no specific rule caught."""
-    if code in _CONFIG_CODES:
+    if code in _CONFIG_CODES or _URI_WORD.search(detail):
         if uri.lower().startswith("test:"):
             return HostDriverError(
                 f"The test driver could not load the node file of '{uri}': {detail}", **kw

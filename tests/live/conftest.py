@@ -26,7 +26,7 @@ def live_worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Celery
 
 
 @pytest.fixture(scope="session")
-def live_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Daphne]:
+def daphne_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Daphne]:
     server = Daphne()
     yield server
     server.stop()

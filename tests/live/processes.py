@@ -83,6 +83,13 @@ class Service:
             pass
         self.proc.wait(timeout=30)
 
+    def children(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
+    def kill_pid(self, pid: int) -> None:
+        os.kill(pid, signal.SIGKILL)
+
     def stop(self) -> None:
         if self.alive():
             try:

@@ -52,7 +52,7 @@ class ProgressReporter:
         self.interval = settings.JOB_PROGRESS_INTERVAL if interval is None else interval
         self.meter = RateMeter()
         self.seq = 0
-        self._last_write = 0.0
+        self._last_write: float | None = None  # the first update is always written
         self._dirty = False
 
     # -- what a task calls --------------------------------------------------------------
@@ -80,7 +80,7 @@ class ProgressReporter:
         if job.rate and job.total:
             job.eta_seconds = max(0.0, (job.total - done) / job.rate)
         self._dirty = True
-        if force or now - self._last_write >= self.interval:
+        if force or self._last_write is None or now - self._last_write >= self.interval:
             self.flush()
 
     def log(self, line: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.utils import timezone
 
 from xenweb.jobs.errors import JobCancelled, JobError
@@ -86,7 +86,6 @@ def mark_interrupted(job: Job, reason: str) -> None:
 
 
 def run_job(job_id: int, body: JobBody, *, task_id: str, worker: str) -> None:
-    close_old_connections()
     job = claim(job_id, task_id=task_id, worker=worker)
     if job is None:
         return
@@ -114,4 +113,3 @@ def run_job(job_id: int, body: JobBody, *, task_id: str, worker: str) -> None:
                eta_seconds=0, message="Done", log=reporter.job.log)
     finally:
         heartbeat.stop()
-        close_old_connections()
