@@ -1,0 +1,51 @@
+"""Host reachability: the watcher probes each host and records online/unreachable.
+
+A host in maintenance stays in maintenance while it answers (no new guests are placed
+there); an unreachable host keeps the error and the time it went away.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.utils import timezone
+
+from hosts.models import Host
+from hosts.services import probe_fields, test_connection
+from hosts.virt import VirtError
+from xenweb.realtime import EVENTS_GROUP, broadcast
+
+log = logging.getLogger(__name__)
+
+
+def refresh_host(host: Host) -> bool:
+    """Probe one host and store what was found; True when its state changed."""
+    before = host.state
+    try:
+        info = test_connection(host.uri, allow_insecure=host.is_lab)
+    except VirtError as exc:
+        host.state = Host.State.UNREACHABLE
+        host.last_error = str(exc)
+    else:
+        for name, value in probe_fields(info).items():
+            setattr(host, name, value)
+        host.last_error = ""
+        if host.state != Host.State.MAINTENANCE:
+            host.state = Host.State.ONLINE
+    changed = host.state != before
+    if changed:
+        host.state_since = timezone.now()
+        log.info("host %s is now %s %s", host, host.state, host.last_error)
+    host.save()
+    if changed:
+        broadcast([EVENTS_GROUP], {
+            "type": "inventory.update",
+            "object": "host", "id": host.pk, "name": host.name, "state": host.state,
+            "error": host.last_error,
+        })
+    return changed
+
+
+def refresh_all_hosts() -> list[Host]:
+    """Probe every host; returns the hosts whose state changed."""
+    return [host for host in Host.objects.all() if refresh_host(host)]
