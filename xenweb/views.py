@@ -32,4 +32,4 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 def dashboard_jobs(request: HttpRequest) -> HttpResponse:
     """The dashboard's job tables, re-fetched by htmx when a job starts or ends."""
-    return render(request, "_dashboard_jobs.html", dashboard_context())
+    return render(request, "_dashboard_live.html", dashboard_context())

@@ -93,18 +93,22 @@
   }
 
   // ---- dashboard / lists: live job rows --------------------------------------------------
+  function refreshDashboard() {
+    const panel = document.getElementById("dashboard-jobs");
+    if (!panel || !window.htmx) return;
+    clearTimeout(panel._refresh);
+    panel._refresh = setTimeout(function () { htmx.trigger(panel, "refresh"); }, 300);
+  }
+
   function onEvent(msg) {
     document.dispatchEvent(new CustomEvent("xenweb:event", { detail: msg }));
+    if (msg.type === "inventory.update") { refreshDashboard(); return; }
     if (msg.type !== "job.update") return;
     const rows = document.querySelectorAll('[data-job-row="' + msg.job.id + '"]');
     rows.forEach(function (row) { renderJob(row, msg.job); });
-    const panel = document.getElementById("dashboard-jobs");
-    const wasListed = rows.length > 0;
     const active = msg.job.state === "queued" || msg.job.state === "running";
-    if (panel && window.htmx && (wasListed !== active || !active)) {
-      clearTimeout(panel._refresh);
-      panel._refresh = setTimeout(function () { htmx.trigger(panel, "refresh"); }, 300);
-    }
+    // A job appeared or finished: the lists and counts change, so re-read them.
+    if ((rows.length > 0) !== active || !active) refreshDashboard();
   }
 
   // ---- confirmation dialogs ------------------------------------------------------------
