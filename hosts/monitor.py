@@ -37,6 +37,8 @@ def refresh_host(host: Host) -> bool:
         host.state_since = timezone.now()
         log.info("host %s is now %s %s", host, host.state, host.last_error)
     host.save()
+    if host.state != Host.State.UNREACHABLE:
+        _reconcile_quietly(host)
     if changed:
         broadcast([EVENTS_GROUP], {
             "type": "inventory.update",
@@ -49,3 +51,12 @@ def refresh_host(host: Host) -> bool:
 def refresh_all_hosts() -> list[Host]:
     """Probe every host; returns the hosts whose state changed."""
     return [host for host in Host.objects.all() if refresh_host(host)]
+
+
+def _reconcile_quietly(host: Host) -> None:
+    from guests.inventory import reconcile_host
+
+    try:
+        reconcile_host(host)
+    except VirtError as exc:
+        log.warning("inventory of %s not refreshed: %s", host, exc)

@@ -41,6 +41,13 @@ def enrol_host(
             state_since=timezone.now(), **probe_fields(info),
         )
         record("host.enrol", user=user, request=request, target=host, uri=uri)
+    from guests.inventory import reconcile_host
+
+    try:
+        reconcile_host(host)
+    except VirtError as exc:  # enrolled all the same; the watcher retries
+        host.last_error = str(exc)
+        host.save(update_fields=["last_error"])
     return host
 
 

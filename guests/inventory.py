@@ -1,0 +1,66 @@
+"""Keeping the guest cache in step with libvirt, the source of truth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from guests.models import Guest
+from hosts.models import Host
+from hosts.virt import domains as virt
+from xenweb.realtime import EVENTS_GROUP, broadcast
+
+CACHED_FIELDS = ("name", "state", "os_type", "vcpus", "memory_mib", "max_memory_mib",
+                 "is_privileged")
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    created: int
+    updated: int
+    removed: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated or self.removed)
+
+
+def _fields(info: virt.DomainInfo) -> dict[str, object]:
+    return {
+        "name": info.name,
+        "state": info.state if info.state in Guest.State.values else Guest.State.UNKNOWN,
+        "os_type": info.xml.os_type,
+        "vcpus": info.xml.vcpus,
+        "memory_mib": info.xml.memory_mib,
+        "max_memory_mib": info.xml.max_memory_mib,
+        "is_privileged": info.is_privileged,
+    }
+
+
+def reconcile_host(host: Host) -> ReconcileResult:
+    """Make the host's cached guests equal what libvirt reports (raises VirtError)."""
+    domains = virt.list_domains(host.uri, allow_insecure=host.is_lab)
+    created = updated = 0
+    with transaction.atomic():
+        cached = {str(guest.uuid): guest for guest in host.guests.select_for_update()}
+        for info in domains:
+            fields = _fields(info)
+            guest = cached.pop(info.uuid, None)
+            if guest is None:
+                Guest.objects.create(host=host, uuid=info.uuid, **fields)
+                created += 1
+            elif any(getattr(guest, key) != value for key, value in fields.items()):
+                for key, value in fields.items():
+                    setattr(guest, key, value)
+                guest.save()
+                updated += 1
+        removed = len(cached)
+        if cached:
+            Guest.objects.filter(pk__in=[guest.pk for guest in cached.values()]).delete()
+    result = ReconcileResult(created, updated, removed)
+    if result.changed:
+        broadcast([EVENTS_GROUP], {"type": "inventory.update", "object": "guests",
+                                   "host": host.pk, "created": created, "updated": updated,
+                                   "removed": removed})
+    return result
