@@ -22,7 +22,7 @@ define pytest
 		if [[ $$rc -eq 5 ]]; then echo "pytest: no test was collected"; else exit $$rc; fi; }
 endef
 
-.PHONY: help deps run test lint bench clean
+.PHONY: help deps run test lint bench clean lab
 
 help:
 	@echo "make run    installs what is missing, starts everything, serves http://127.0.0.1:$(PORT)"
@@ -59,6 +59,10 @@ lint: deps
 bench: deps
 	@bash scripts/ensure-redis.sh
 	$(PY) bench/run.py
+
+lab: deps
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py lab up --register
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor
