@@ -80,9 +80,15 @@ def _view(root: Path, record: HostRecord) -> LabHost:
 
 
 def _keep_kvm(kvm: bool | None) -> bool:
+    """Offer KVM to lab guests only where it was asked for or really boots Linux."""
     if kvm is not None:
         return kvm
-    return os.environ.get("XENWEB_LAB_KVM", "").strip().lower() in ("1", "true", "yes")
+    forced = os.environ.get("XENWEB_LAB_KVM", "").strip().lower()
+    if forced in ("0", "1", "true", "false", "yes", "no"):
+        return forced in ("1", "true", "yes")
+    from hosts.lab.kvmprobe import kvm_boots_linux
+
+    return kvm_boots_linux()
 
 
 # --- stopping ---------------------------------------------------------------------------

@@ -159,7 +159,7 @@ def start_host(record: HostRecord, dirs: HostDirs, tools: Tools) -> Started:
         log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {record.name}\n")
         log.flush()
         try:
-            result = subprocess.run(  # noqa: S603
+            result = subprocess.run(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=env, cwd=dirs.root, timeout=LAUNCH_TIMEOUT_S, check=False,
                 start_new_session=True,

@@ -68,9 +68,9 @@ def bind(source: str, target: str, read_only: bool) -> None:
         os.makedirs(target, exist_ok=True)  # an empty mount point on the real file system
     elif not os.path.exists(target):
         raise SystemExit(f"nsinit: cannot bind {source} over missing file {target}")
-    subprocess.run([MOUNT, "--bind", source, target], check=True)  # noqa: S603
+    subprocess.run([MOUNT, "--bind", source, target], check=True)
     if read_only:
-        subprocess.run([MOUNT, "-o", "remount,bind,ro", target], check=True)  # noqa: S603
+        subprocess.run([MOUNT, "-o", "remount,bind,ro", target], check=True)
 
 
 def main(argv: list[str]) -> None:
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> None:
         bind(source, target, read_only)
     socket.sethostname(plan.hostname)
     for spawn_argv in plan.spawn:
-        subprocess.run(spawn_argv, check=True, stdin=subprocess.DEVNULL)  # noqa: S603
+        subprocess.run(spawn_argv, check=True, stdin=subprocess.DEVNULL)
     sys.stdout.flush()
     os.execv(plan.exec_argv[0], plan.exec_argv)  # noqa: S606
 

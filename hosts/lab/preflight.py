@@ -35,7 +35,7 @@ def which(program: str) -> str | None:
 
 def _check_namespaces(unshare: str) -> str | None:
     try:
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [unshare, "--mount", "--uts", "--propagation", "private", "--", "true"],
             capture_output=True,
             text=True,

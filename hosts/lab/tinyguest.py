@@ -168,7 +168,7 @@ def _key(*packages: _Package) -> str:
 
 def _run(args: list[str], *, hint: str = "", cwd: Path | None = None) -> str:
     try:
-        result = subprocess.run(  # noqa: S603 - argument lists built here, no shell
+        result = subprocess.run(
             args, cwd=cwd, capture_output=True, text=True, check=False
         )
     except OSError as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 from defusedxml import ElementTree as SafeET
@@ -19,8 +18,9 @@ from hosts.virt.domain_xml import (
     build_domain_xml,
     parse_domain_xml,
 )
+from tests.paths import TESTDATA
 
-XEN_XML = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "xen-xml"
+XEN_XML = TESTDATA / "xen-xml"
 
 
 def sample(name: str) -> ET.Element:

@@ -262,3 +262,13 @@ def test_lab_command_status_and_register(lab_hosts: list[LabHost], db: Any) -> N
     call_command("lab", "up", "--hosts", str(len(lab_hosts)), "--register", stdout=out)
     assert out.getvalue().count("enrolled already") == len(lab_hosts)
     assert Host.objects.filter(is_lab=True).count() == len(lab_hosts)
+
+
+def test_lab_offers_kvm_only_where_it_really_boots_linux(lab_hosts: list[LabHost]) -> None:
+    """/dev/kvm is no proof of hardware virtualisation: the lab probes before offering it."""
+    from hosts.lab.kvmprobe import kvm_boots_linux
+    from hosts.virt.capabilities import host_capabilities
+
+    caps = host_capabilities(lab_hosts[0].uri, allow_insecure=True)
+    assert caps.supports("hvm", "qemu")
+    assert caps.supports("hvm", "kvm") == kvm_boots_linux()
