@@ -55,8 +55,10 @@ def refresh_all_hosts() -> list[Host]:
 
 def _reconcile_quietly(host: Host) -> None:
     from guests.inventory import reconcile_host
+    from storage.inventory import reconcile_pools
 
     try:
         reconcile_host(host)
+        reconcile_pools(host)
     except VirtError as exc:
         log.warning("inventory of %s not refreshed: %s", host, exc)

@@ -42,9 +42,11 @@ def enrol_host(
         )
         record("host.enrol", user=user, request=request, target=host, uri=uri)
     from guests.inventory import reconcile_host
+    from storage.inventory import reconcile_pools
 
     try:
         reconcile_host(host)
+        reconcile_pools(host)
     except VirtError as exc:  # enrolled all the same; the watcher retries
         host.last_error = str(exc)
         host.save(update_fields=["last_error"])

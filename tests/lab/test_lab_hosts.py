@@ -257,6 +257,11 @@ def test_lab_command_status_and_register(lab_hosts: list[LabHost], db: Any) -> N
         (host.name, True, host.hostname) for host in lab_hosts
     ]
     assert [h.pid for h in lab_status()][: len(lab_hosts)] == [h.pid for h in lab_hosts]
+    # Registered hosts show their inventory; the lab's shared pool is known to be shared.
+    for row in rows:
+        pools = {pool.name: pool for pool in row.pools.all()}
+        assert pools["lab-shared"].shared and not pools["local"].shared
+        assert pools["lab-shared"].active
 
     out = io.StringIO()  # a second registration skips what is enrolled
     call_command("lab", "up", "--hosts", str(len(lab_hosts)), "--register", stdout=out)

@@ -6,8 +6,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hosts.lab.daemons import LabError, LabHost, lab_down, lab_status, lab_up
-from hosts.models import Host
-from hosts.services import HostError, enrol_host
+from hosts.lab.register import register_lab_host
+from hosts.services import HostError
 from hosts.virt import VirtError
 
 
@@ -64,12 +64,10 @@ class Command(BaseCommand):
             self.stdout.write(f"{host.name:<8} {host.uri:<38} {pid:>8}  {state}")
 
     def _register(self, host: LabHost) -> None:
-        if Host.objects.filter(uri=host.uri).exists():
-            self.stdout.write(f"{host.name}: enrolled already ({host.uri})")
-            return
         try:
-            row = enrol_host(name=host.name, uri=host.uri, user=None, is_lab=True)
+            row, created = register_lab_host(host)
         except (HostError, VirtError) as exc:
             self.stderr.write(f"{host.name}: not enrolled: {exc}")
             return
-        self.stdout.write(f"{host.name}: enrolled as host #{row.pk} ({host.uri})")
+        said = "enrolled as" if created else "enrolled already as"
+        self.stdout.write(f"{host.name}: {said} host #{row.pk} ({host.uri})")

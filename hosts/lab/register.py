@@ -1,0 +1,22 @@
+"""Lab hosts become ordinary hosts of the app, flagged as lab hosts."""
+
+from __future__ import annotations
+
+from hosts.lab.control import SHARED_POOL
+from hosts.lab.daemons import LabHost
+from hosts.models import Host
+from hosts.services import enrol_host
+from storage.inventory import mark_shared
+
+
+def register_lab_host(lab_host: LabHost) -> tuple[Host, bool]:
+    """Enrol (or find) the lab host; its lab-shared pool is storage every lab host writes.
+
+    Returns the host and whether it was enrolled just now.
+    """
+    host = Host.objects.filter(uri=lab_host.uri).first()
+    created = host is None
+    if host is None:
+        host = enrol_host(name=lab_host.name, uri=lab_host.uri, user=None, is_lab=True)
+    mark_shared(host, SHARED_POOL)
+    return host, created

@@ -1,0 +1,81 @@
+"""Storage pools and volumes as libvirt reports them (inventory side)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libvirt
+from defusedxml import ElementTree as SafeET
+
+from .connection import get_connection
+from .errors import translate
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    path: str
+    format: str
+    capacity: int
+    allocation: int
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    uuid: str
+    name: str
+    pool_type: str
+    active: bool
+    autostart: bool
+    capacity: int
+    allocation: int
+    available: int
+    target_path: str
+    source_host: str  # NFS/iSCSI server
+    source_path: str  # NFS export, iSCSI target, VG device…
+    volumes: tuple[VolumeInfo, ...]
+
+
+def _volumes(pool: libvirt.virStoragePool) -> tuple[VolumeInfo, ...]:
+    if not pool.isActive():
+        return ()
+    volumes = []
+    for vol in pool.listAllVolumes(0):
+        root = SafeET.fromstring(vol.XMLDesc(0))
+        fmt = root.find("target/format")
+        _kind, capacity, allocation = vol.info()
+        volumes.append(VolumeInfo(
+            name=vol.name(), path=vol.path(),
+            format=fmt.get("type", "") if fmt is not None else "",
+            capacity=capacity, allocation=allocation,
+        ))
+    return tuple(sorted(volumes, key=lambda v: v.name))
+
+
+def _describe(pool: libvirt.virStoragePool) -> PoolInfo:
+    root = SafeET.fromstring(pool.XMLDesc(0))
+    _state, capacity, allocation, available = pool.info()
+    host = root.find("source/host")
+    source_dir = root.find("source/dir")
+    source_device = root.find("source/device")
+    source_path = (
+        (source_dir.get("path", "") if source_dir is not None else "")
+        or (source_device.get("path", "") if source_device is not None else "")
+        or root.findtext("source/name", "")
+    )
+    return PoolInfo(
+        uuid=pool.UUIDString(), name=pool.name(), pool_type=root.get("type", ""),
+        active=bool(pool.isActive()), autostart=bool(pool.autostart()),
+        capacity=capacity, allocation=allocation, available=available,
+        target_path=root.findtext("target/path", ""),
+        source_host=host.get("name", "") if host is not None else "",
+        source_path=source_path, volumes=_volumes(pool),
+    )
+
+
+def list_pools(uri: str, *, allow_insecure: bool = False) -> list[PoolInfo]:
+    conn = get_connection(uri, allow_insecure=allow_insecure)
+    try:
+        return sorted((_describe(p) for p in conn.listAllStoragePools(0)), key=lambda p: p.name)
+    except libvirt.libvirtError as exc:
+        raise translate(exc, uri, action="list storage pools") from exc
