@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from django.db import transaction
 
@@ -10,9 +10,6 @@ from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import domains as virt
 from xenweb.realtime import EVENTS_GROUP, broadcast
-
-CACHED_FIELDS = ("name", "state", "os_type", "vcpus", "memory_mib", "max_memory_mib",
-                 "is_privileged")
 
 
 @dataclass(frozen=True)
@@ -26,7 +23,8 @@ class ReconcileResult:
         return bool(self.created or self.updated or self.removed)
 
 
-def _fields(info: virt.DomainInfo) -> dict[str, object]:
+def cached_fields(info: virt.DomainInfo) -> dict[str, object]:
+    """The Guest row's fields as libvirt describes the domain."""
     return {
         "name": info.name,
         "state": info.state if info.state in Guest.State.values else Guest.State.UNKNOWN,
@@ -35,6 +33,9 @@ def _fields(info: virt.DomainInfo) -> dict[str, object]:
         "memory_mib": info.xml.memory_mib,
         "max_memory_mib": info.xml.max_memory_mib,
         "is_privileged": info.is_privileged,
+        "autostart": info.autostart,
+        "devices": {"disks": [asdict(disk) for disk in info.xml.disks],
+                    "nics": [asdict(nic) for nic in info.xml.nics]},
     }
 
 
@@ -45,7 +46,7 @@ def reconcile_host(host: Host) -> ReconcileResult:
     with transaction.atomic():
         cached = {str(guest.uuid): guest for guest in host.guests.select_for_update()}
         for info in domains:
-            fields = _fields(info)
+            fields = cached_fields(info)
             guest = cached.pop(info.uuid, None)
             if guest is None:
                 Guest.objects.create(host=host, uuid=info.uuid, **fields)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.urls import reverse
 
 from hosts.models import Host
 
@@ -28,6 +29,11 @@ class Guest(models.Model):
     memory_mib = models.PositiveBigIntegerField(default=0)
     max_memory_mib = models.PositiveBigIntegerField(default=0)
     is_privileged = models.BooleanField(default=False)  # Domain-0
+    autostart = models.BooleanField(default=False)
+    # Where the last save-to-file put the guest's memory (on the host), for restore.
+    saved_path = models.CharField(max_length=1024, blank=True)
+    # Disks and NICs as libvirt describes them ({"disks": [...], "nics": [...]}).
+    devices = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -38,3 +44,10 @@ class Guest(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("guests:detail", args=[self.pk])
+
+    @property
+    def type_label(self) -> str:
+        return {"xen": "PV", "hvm": "HVM", "xenpvh": "PVH"}.get(self.os_type, self.os_type)

@@ -28,6 +28,8 @@ class Host(models.Model):
     arch = models.CharField(max_length=32, blank=True)
     cpus = models.PositiveIntegerField(default=0)
     memory_mib = models.PositiveBigIntegerField(default=0)
+    # Parsed capabilities: guest types (xen/hvm/xenpvh), CPU, topology (see hosts.capabilities).
+    capabilities = models.JSONField(default=dict, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

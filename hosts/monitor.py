@@ -32,6 +32,19 @@ def refresh_host(host: Host) -> bool:
         host.last_error = ""
         if host.state != Host.State.MAINTENANCE:
             host.state = Host.State.ONLINE
+    return _store(host, before)
+
+
+def mark_unreachable(host: Host, error: str) -> bool:
+    """Record that the host did not answer (without probing it again); True when its state
+    changed. The watcher calls it when connecting for events fails."""
+    before = host.state
+    host.state = Host.State.UNREACHABLE
+    host.last_error = error
+    return _store(host, before)
+
+
+def _store(host: Host, before: str) -> bool:
     changed = host.state != before
     if changed:
         host.state_since = timezone.now()
@@ -53,12 +66,20 @@ def refresh_all_hosts() -> list[Host]:
     return [host for host in Host.objects.all() if refresh_host(host)]
 
 
-def _reconcile_quietly(host: Host) -> None:
+def sync_inventory(host: Host) -> None:
+    """Capabilities, guests and pools of the host, re-read from libvirt."""
     from guests.inventory import reconcile_host
+    from hosts.capabilities import refresh_capabilities
     from storage.inventory import reconcile_pools
 
+    if not host.capabilities:
+        refresh_capabilities(host)
+    reconcile_host(host)
+    reconcile_pools(host)
+
+
+def _reconcile_quietly(host: Host) -> None:
     try:
-        reconcile_host(host)
-        reconcile_pools(host)
+        sync_inventory(host)
     except VirtError as exc:
         log.warning("inventory of %s not refreshed: %s", host, exc)

@@ -41,12 +41,10 @@ def enrol_host(
             state_since=timezone.now(), **probe_fields(info),
         )
         record("host.enrol", user=user, request=request, target=host, uri=uri)
-    from guests.inventory import reconcile_host
-    from storage.inventory import reconcile_pools
+    from hosts.monitor import sync_inventory
 
     try:
-        reconcile_host(host)
-        reconcile_pools(host)
+        sync_inventory(host)
     except VirtError as exc:  # enrolled all the same; the watcher retries
         host.last_error = str(exc)
         host.save(update_fields=["last_error"])
@@ -63,3 +61,11 @@ def probe_fields(info: HostProbe) -> dict[str, Any]:
         "cpus": info.cpus,
         "memory_mib": info.memory_mib,
     }
+
+
+def set_maintenance(host: Host, enabled: bool, *, user: Any, request: Any = None) -> Host:
+    host.state = Host.State.MAINTENANCE if enabled else Host.State.ONLINE
+    host.state_since = timezone.now()
+    host.save(update_fields=["state", "state_since"])
+    record("host.maintenance", user=user, request=request, target=host, enabled=enabled)
+    return host

@@ -71,3 +71,12 @@ def test_token_authentication(admin_client: Client, admin_user: Any) -> None:
     assert 'id="new-token"' not in admin_client.get("/accounts/profile/").content.decode()
     admin_client.post("/accounts/profile/token/revoke/")
     assert Client().get("/api/v1/me/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 401
+
+
+def test_openapi_schema_validates_without_warnings() -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "spectacular", "--validate", "--fail-on-warn",
+         "--file", os.devnull],
+        cwd=BASE, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr

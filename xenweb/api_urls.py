@@ -1,16 +1,22 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from guests.api import GuestViewSet
+from hosts.api import HostViewSet
 from xenweb.accounts.api import MeView
+from xenweb.appliance.api import SshKeyView
 from xenweb.audit.api import AuditViewSet
 from xenweb.jobs.api import JobViewSet
 
 router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="job")
 router.register("audit", AuditViewSet, basename="audit")
+router.register("hosts", HostViewSet, basename="host")
+router.register("guests", GuestViewSet, basename="guest")
 
 app_name = "api"
 urlpatterns = [
     path("me/", MeView.as_view(), name="me"),
+    path("appliance/ssh-key/", SshKeyView.as_view(), name="ssh-key"),
     path("", include(router.urls)),
 ]

@@ -192,3 +192,20 @@ def wait_for_state(
         f"Guest {uuid} on {host_label(uri)} did not reach {'/'.join(states)} within "
         f"{timeout:g} s (it is {state})."
     )
+
+
+def set_memory(uri: str, uuid: str, memory_mib: int, *, live: bool,
+               allow_insecure: bool = False) -> None:
+    """Balloon to `memory_mib` now (if running) and in the persistent definition.
+
+    Two calls, because some drivers (the test driver) refuse LIVE|CONFIG together.
+    """
+    kib = memory_mib * 1024
+
+    def call(dom: libvirt.virDomain) -> None:
+        if live:
+            dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        if dom.isPersistent():
+            dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+
+    _act(uri, uuid, "change the memory of", call, allow_insecure)

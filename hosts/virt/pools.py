@@ -79,3 +79,36 @@ def list_pools(uri: str, *, allow_insecure: bool = False) -> list[PoolInfo]:
         return sorted((_describe(p) for p in conn.listAllStoragePools(0)), key=lambda p: p.name)
     except libvirt.libvirtError as exc:
         raise translate(exc, uri, action="list storage pools") from exc
+
+
+def delete_volume_by_path(uri: str, path: str, *, allow_insecure: bool = False) -> None:
+    conn = get_connection(uri, allow_insecure=allow_insecure)
+    try:
+        conn.storageVolLookupByPath(path).delete(0)
+    except libvirt.libvirtError as exc:
+        raise translate(exc, uri, action=f"delete the volume {path}") from exc
+
+
+def create_volume(
+    uri: str, pool_name: str, name: str, capacity: int, fmt: str = "raw", *,
+    allow_insecure: bool = False,
+) -> VolumeInfo:
+    """A new sparse volume of `capacity` bytes in the pool (raw or qcow2)."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("volume")
+    ET.SubElement(root, "name").text = name
+    ET.SubElement(root, "capacity", unit="bytes").text = str(capacity)
+    ET.SubElement(root, "allocation", unit="bytes").text = "0"
+    target = ET.SubElement(root, "target")
+    ET.SubElement(target, "format", type=fmt)
+    conn = get_connection(uri, allow_insecure=allow_insecure)
+    try:
+        pool = conn.storagePoolLookupByName(pool_name)
+        vol = pool.createXML(ET.tostring(root, encoding="unicode"), 0)
+        _kind, cap, alloc = vol.info()
+        return VolumeInfo(name=vol.name(), path=vol.path(), format=fmt, capacity=cap,
+                          allocation=alloc)
+    except libvirt.libvirtError as exc:
+        raise translate(exc, uri, action=f"create volume '{name}' in pool '{pool_name}'") \
+            from exc

@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from guests import services
+from guests.create import CreateGuestSerializer, create_from_request
+from guests.errors import GuestError
+from guests.lifecycle import ACTIONS
+from guests.models import Guest
+from xenweb.jobs.api import accepted
+from xenweb.jobs.models import Job
+from xenweb.jobs.serializers import JobSerializer
+
+
+class GuestSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    host_name = serializers.CharField(source="host.name", read_only=True)
+    type = serializers.CharField(source="type_label", read_only=True)
+    disks = serializers.SerializerMethodField()
+    nics = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Guest
+        fields = ["id", "url", "uuid", "name", "host", "host_name", "state", "os_type", "type",
+                  "vcpus", "memory_mib", "max_memory_mib", "is_privileged", "autostart",
+                  "disks", "nics", "updated_at"]
+        read_only_fields = fields
+
+    def get_url(self, guest: Guest) -> str:
+        return reverse("api:guest-detail", args=[guest.pk])
+
+    def get_disks(self, guest: Guest) -> list[dict[str, Any]]:
+        return guest.devices.get("disks", [])
+
+    def get_nics(self, guest: Guest) -> list[dict[str, Any]]:
+        return guest.devices.get("nics", [])
+
+
+class GuestUpdateSerializer(serializers.Serializer):
+    memory_mib = serializers.IntegerField(min_value=1, help_text="balloon to this size")
+
+
+class ActionSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField(required=False, help_text="autostart: on or off")
+    timeout = serializers.IntegerField(required=False, min_value=5, max_value=3600,
+                                       help_text="shutdown: seconds to wait")
+    path = serializers.CharField(required=False, max_length=1024,
+                                 help_text="save/restore: file on the host")
+
+
+# The class attribute of each action; `destroy` is taken by DELETE, so force-off is
+# `destroy_now` in Python but /destroy/ in the URL.
+ACTION_ATTRS = {name: ("destroy_now" if name == "destroy" else name)
+                for name in ACTIONS if name != "delete"}
+
+
+def _action_view(name: str) -> Any:
+    def view(self: GuestViewSet, request: Request, pk: str | None = None) -> Response:
+        return self.run_action(request, name)
+
+    view.__name__ = ACTION_ATTRS[name]  # DRF finds the method again by this name
+    view.__doc__ = f"{name.capitalize()} the guest."
+    view = action(detail=True, methods=["post"], url_path=name)(view)
+    return extend_schema(
+        request=ActionSerializer, operation_id=f"guests_action_{name}",
+        description=f"`{name}` the guest. Answers the guest (200) or, for slow actions, "
+                    "the job (202); 409 when the guest's state forbids it.",
+        responses={200: GuestSerializer, 202: JobSerializer,
+                   409: OpenApiResponse(description="refused, with `detail`")},
+    )(view)
+
+
+@extend_schema(parameters=[
+    OpenApiParameter("host", int, description="host id"),
+    OpenApiParameter("state", str, description="running, paused, shutoff, …"),
+    OpenApiParameter("name", str, description="part of the name"),
+])
+class GuestViewSet(viewsets.ModelViewSet):
+    """Guests of all hosts, from the inventory cache (libvirt stays the source of truth)."""
+
+    queryset = Guest.objects.select_related("host")
+    serializer_class = GuestSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    action_permissions = {attr: "guests.change_guest" for attr in ACTION_ATTRS.values()}
+
+    def get_queryset(self) -> QuerySet[Guest]:
+        queryset = super().get_queryset()
+        params = self.request.query_params
+        if params.get("host"):
+            queryset = queryset.filter(host_id=params["host"]) if params["host"].isdigit() \
+                else queryset.none()
+        if params.get("state"):
+            queryset = queryset.filter(state=params["state"])
+        if params.get("name"):
+            queryset = queryset.filter(name__icontains=params["name"])
+        return queryset
+
+    def run_action(self, request: Request, name: str) -> Response:
+        guest = self.get_object()
+        params = ActionSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        try:
+            outcome = services.request_action(guest, name, user=request.user, request=request,
+                                              **params.validated_data)
+        except GuestError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        if isinstance(outcome, Job):
+            return accepted(outcome)
+        return Response(GuestSerializer(outcome).data)
+
+    @extend_schema(request=CreateGuestSerializer, responses={201: GuestSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Define a new guest (it is not started)."""
+        guest = create_from_request(request)
+        return Response(GuestSerializer(guest).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=GuestUpdateSerializer, responses={200: GuestSerializer})
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Balloon memory (live when running, and in the definition)."""
+        guest = self.get_object()
+        data = GuestUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            guest = services.set_memory(guest, data.validated_data["memory_mib"],
+                                        user=request.user, request=request)
+        except GuestError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(GuestSerializer(guest).data)
+
+    @extend_schema(parameters=[
+        OpenApiParameter("confirm", str, required=True, description="the guest's name"),
+        OpenApiParameter("delete_volumes", bool, description="also delete its disks"),
+    ], responses={204: None, 409: OpenApiResponse(description="refused, with `detail`")})
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Delete the guest's definition (and optionally its disks)."""
+        guest = self.get_object()
+        try:
+            services.delete_guest(
+                guest, confirm_name=request.query_params.get("confirm", ""),
+                delete_volumes=request.query_params.get("delete_volumes") in ("1", "true"),
+                user=request.user, request=request,
+            )
+        except GuestError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    start = _action_view("start")
+    shutdown = _action_view("shutdown")
+    reboot = _action_view("reboot")
+    destroy_now = _action_view("destroy")
+    pause = _action_view("pause")
+    resume = _action_view("resume")
+    save = _action_view("save")
+    restore = _action_view("restore")
+    autostart = _action_view("autostart")

@@ -1,0 +1,178 @@
+"""Creating a guest from the API or the wizard: a checked spec, volumes, the definition.
+
+Everything that can be refused is refused before anything is created; volumes made for
+the guest are removed again if the definition fails.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+
+from guests.errors import GuestError
+from guests.models import Guest
+from guests.placement import choose_host
+from guests.services import create_guest, random_mac
+from hosts.capabilities import CapabilityError, domain_type_for
+from hosts.models import Host
+from hosts.virt import VirtError
+from hosts.virt import domain_xml as dx
+from hosts.virt.pools import create_volume, delete_volume_by_path
+from storage.models import Pool, Volume
+
+TYPES = {"pv": dx.PV, "hvm": dx.HVM, "pvh": dx.PVH, "xen": dx.PV, "xenpvh": dx.PVH}
+GIB = 1024**3
+
+
+class DiskRequest(serializers.Serializer):
+    volume = serializers.IntegerField(required=False, help_text="an existing volume's id")
+    iso = serializers.IntegerField(required=False, help_text="an ISO volume, as a CD-ROM")
+    pool = serializers.IntegerField(required=False, help_text="new volume in this pool")
+    size_gib = serializers.FloatField(required=False, min_value=0.01, max_value=65536)
+    format = serializers.ChoiceField(choices=["raw", "qcow2"], default="raw")
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        kinds = [key for key in ("volume", "iso", "pool") if key in data]
+        if len(kinds) != 1:
+            raise ValidationError("Give exactly one of volume, iso or pool (+ size_gib).")
+        if "pool" in data and "size_gib" not in data:
+            raise ValidationError("A new volume needs size_gib.")
+        return data
+
+
+class NicRequest(serializers.Serializer):
+    bridge = serializers.RegexField(r"^[A-Za-z0-9_.-]{1,15}$", required=False)
+    network = serializers.RegexField(r"^[A-Za-z0-9_.-]{1,64}$", required=False)
+    mac = serializers.RegexField(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$", required=False)
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if ("bridge" in data) == ("network" in data):
+            raise ValidationError("Give a bridge or a network.")
+        return data
+
+
+class CreateGuestSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=64)
+    host = serializers.IntegerField(required=False, help_text="omit for automatic placement")
+    type = serializers.ChoiceField(choices=sorted(TYPES), default="hvm")
+    vcpus = serializers.IntegerField(min_value=1, max_value=512, default=1)
+    max_vcpus = serializers.IntegerField(min_value=1, max_value=512, required=False)
+    memory_mib = serializers.IntegerField(min_value=16, max_value=16 * 1024 * 1024)
+    max_memory_mib = serializers.IntegerField(min_value=16, max_value=16 * 1024 * 1024,
+                                              required=False)
+    kernel = serializers.CharField(max_length=1024, required=False, default="")
+    initrd = serializers.CharField(max_length=1024, required=False, default="")
+    cmdline = serializers.CharField(max_length=2048, required=False, default="")
+    bootloader = serializers.ChoiceField(choices=["", "pygrub"], default="")
+    boot = serializers.ListField(child=serializers.ChoiceField(choices=["hd", "cdrom",
+                                                                       "network"]),
+                                 default=["hd"], max_length=3)
+    disks = DiskRequest(many=True, required=False, default=list)
+    nics = NicRequest(many=True, required=False, default=list)
+    vnc = serializers.BooleanField(default=False)
+    description = serializers.CharField(max_length=1000, required=False, default="")
+
+
+def _targets(domain_type: str, os_type: str) -> tuple[str, str, str]:
+    """(disk prefix, disk bus, cdrom bus) for the driver and guest type."""
+    if os_type != dx.HVM:  # PV and PVH exist only on Xen (or the demo pretending to be)
+        return ("xvd", "xen", "xen")
+    if domain_type == "xen":  # emulated disks: no PV drivers assumed in an HVM guest
+        return ("hd", "ide", "ide")
+    return ("vd", "virtio", "ide")
+
+
+def plan(data: dict[str, Any]) -> tuple[Host, dx.DomainSpec, list[dict[str, Any]]]:
+    """Check everything and return the host, the spec and the volumes still to create."""
+    os_type = TYPES[data["type"]]
+    if data.get("host") is not None:
+        host = Host.objects.filter(pk=data["host"]).first()
+        if host is None:
+            raise GuestError(f"There is no host with id {data['host']}.")
+        if host.state == Host.State.MAINTENANCE:
+            raise GuestError(f"Host '{host}' is in maintenance: no new guests are placed there.")
+    else:
+        host = choose_host(os_type, data["memory_mib"])
+    try:
+        domain_type = domain_type_for(host, os_type)
+    except CapabilityError as exc:
+        raise GuestError(str(exc)) from exc
+    if Guest.objects.filter(host=host, name=data["name"]).exists():
+        raise GuestError(f"Host '{host}' has a guest named '{data['name']}' already.")
+    prefix, bus, cdrom_bus = _targets(domain_type, os_type)
+    disks, to_create = [], []
+    letters = iter("abcdefghijklmnopqrstuvwxyz")
+    for number, request in enumerate(data["disks"]):
+        target = f"{prefix}{next(letters)}" if "iso" not in request else "hdc"
+        if "pool" in request:
+            pool = Pool.objects.filter(pk=request["pool"], host=host).first()
+            if pool is None:
+                raise GuestError(f"Pool {request['pool']} is not on host '{host}'.")
+            to_create.append({"pool": pool.name, "name": f"{data['name']}-disk{number}.img"
+                              if request["format"] == "raw" else
+                              f"{data['name']}-disk{number}.qcow2",
+                              "capacity": int(request["size_gib"] * GIB),
+                              "format": request["format"], "target": target})
+            continue
+        volume = Volume.objects.filter(pk=request.get("volume") or request.get("iso"),
+                                       pool__host=host).first()
+        if volume is None:
+            raise GuestError(f"Volume {request.get('volume') or request.get('iso')} is not on "
+                             f"host '{host}'.")
+        iso = "iso" in request
+        disks.append(dx.DiskSpec(
+            source=volume.path, target=target, bus=cdrom_bus if iso else bus,
+            device="cdrom" if iso else "disk", format="raw" if iso else volume.format or "raw",
+        ))
+    nics = tuple(dx.NicSpec(mac=(nic.get("mac") or random_mac()).lower(),
+                            bridge=nic.get("bridge", ""), network=nic.get("network", ""))
+                 for nic in data["nics"])
+    spec = dx.DomainSpec(
+        name=data["name"], domain_type=domain_type, os_type=os_type,
+        memory_mib=data["memory_mib"], max_memory_mib=data.get("max_memory_mib"),
+        vcpus=data["vcpus"], max_vcpus=data.get("max_vcpus"), kernel=data["kernel"],
+        initrd=data["initrd"], cmdline=data["cmdline"],
+        bootloader="/usr/bin/pygrub" if data["bootloader"] == "pygrub" else "",
+        boot=tuple(data["boot"]), disks=tuple(disks), nics=nics, vnc=data["vnc"],
+        description=data["description"],
+    )
+    try:
+        dx.validate(spec)
+    except dx.SpecError as exc:
+        raise GuestError(str(exc)) from exc
+    return host, spec, to_create
+
+
+def create(data: dict[str, Any], *, user: Any, request: Any = None) -> Guest:
+    host, spec, to_create = plan(data)
+    made: list[str] = []
+    try:
+        disks = list(spec.disks)
+        for volume in to_create:
+            info = create_volume(host.uri, volume["pool"], volume["name"], volume["capacity"],
+                                 volume["format"], allow_insecure=host.is_lab)
+            made.append(info.path)
+            _prefix, bus, _cd = _targets(spec.domain_type, spec.os_type)
+            disks.append(dx.DiskSpec(source=info.path, target=volume["target"], bus=bus,
+                                     format=volume["format"]))
+        spec = dx.DomainSpec(**{**spec.__dict__, "disks": tuple(sorted(
+            disks, key=lambda d: d.target))})
+        return create_guest(spec, host=host, user=user, request=request)
+    except (VirtError, GuestError) as exc:
+        for path in made:  # nothing half-made stays behind
+            try:
+                delete_volume_by_path(host.uri, path, allow_insecure=host.is_lab)
+            except VirtError:
+                pass
+        raise GuestError(str(exc)) from exc
+
+
+def create_from_request(request: Any) -> Guest:
+    data = CreateGuestSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    try:
+        return create(data.validated_data, user=request.user, request=request)
+    except GuestError as exc:
+        raise ValidationError({"detail": str(exc)}) from exc

@@ -1,0 +1,94 @@
+"""Guest lifecycle actions: what each state allows, Domain-0's protection, and the calls.
+
+Quick actions return the refreshed guest; slow ones (clean shutdown with a timeout,
+save to file, restore) run as jobs (see guests/tasks.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from guests.errors import GuestError
+from guests.inventory import cached_fields
+from guests.models import Guest
+from hosts.virt import VirtError
+from hosts.virt import domains as virt
+from xenweb.audit.services import record
+
+RUNNING = ("running", "blocked")
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "start": ("shutoff", "crashed"),
+    "shutdown": RUNNING,
+    "reboot": RUNNING,
+    "destroy": (*RUNNING, "paused", "shutdown", "crashed", "pmsuspended"),
+    "pause": RUNNING,
+    "resume": ("paused",),
+    "save": (*RUNNING, "paused"),
+    "restore": ("shutoff",),
+    "autostart": tuple(Guest.State.values),
+    "delete": ("shutoff", "crashed"),
+}
+ACTIONS = tuple(ALLOWED)
+SLOW_ACTIONS = ("shutdown", "save", "restore")
+DOM0_FORBIDDEN = ("start", "shutdown", "reboot", "destroy", "pause", "save", "restore",
+                  "delete")
+DOM0_MESSAGE = (
+    "Domain-0 is the privileged management domain: it cannot be {verb} through xenweb. "
+    "Its memory can be ballooned."
+)
+VERBS = {"start": "started", "shutdown": "shut down", "reboot": "rebooted",
+         "destroy": "forced off", "pause": "paused", "save": "saved", "restore": "restored",
+         "delete": "deleted", "resume": "resumed", "autostart": "changed"}
+STATE_HINTS = {
+    "shutdown": {"paused": "resume it first, or force it off"},
+    "start": {"paused": "it is paused: resume it", "running": "it is running already"},
+    "delete": {"running": "shut it down first", "paused": "force it off first"},
+}
+
+
+def check_allowed(guest: Guest, action: str) -> None:
+    if action not in ALLOWED:
+        raise GuestError(f"Unknown action '{action}'. Actions: {', '.join(ACTIONS)}.")
+    if guest.is_privileged and action in DOM0_FORBIDDEN:
+        raise GuestError(DOM0_MESSAGE.format(verb=VERBS[action]))
+    if guest.state not in ALLOWED[action]:
+        hint = STATE_HINTS.get(action, {}).get(guest.state, "")
+        allowed = " or ".join(ALLOWED[action])
+        raise GuestError(
+            f"Guest '{guest}' is {guest.get_state_display()}: it cannot be {VERBS[action]} "
+            f"now ({hint or f'needs to be {allowed}'})."
+        )
+
+
+def refresh(guest: Guest) -> Guest:
+    """Re-read the guest from libvirt into its row."""
+    info = virt.get_domain(guest.host.uri, str(guest.uuid), allow_insecure=guest.host.is_lab)
+    for key, value in cached_fields(info).items():
+        setattr(guest, key, value)
+    guest.save()
+    return guest
+
+
+def _call(guest: Guest, action: str, **params: Any) -> None:
+    uri, uuid, lab = guest.host.uri, str(guest.uuid), guest.host.is_lab
+    if action == "autostart":
+        virt.set_autostart(uri, uuid, bool(params.get("enabled", True)), allow_insecure=lab)
+        return
+    calls = {
+        "start": virt.start, "reboot": virt.reboot, "destroy": virt.destroy,
+        "pause": virt.pause, "resume": virt.resume, "shutdown": virt.shutdown,
+    }
+    calls[action](uri, uuid, allow_insecure=lab)
+
+
+def act(guest: Guest, action: str, *, user: Any, request: Any = None, **params: Any) -> Guest:
+    """Perform a quick action now; refused actions and libvirt failures raise GuestError."""
+    try:
+        check_allowed(guest, action)
+        _call(guest, action, **params)
+    except (GuestError, VirtError) as exc:
+        record(f"guest.{action}", user=user, request=request, target=guest,
+               result="refused" if isinstance(exc, GuestError) else "failed", message=str(exc))
+        raise GuestError(str(exc)) from exc
+    record(f"guest.{action}", user=user, request=request, target=guest, **params)
+    return refresh(guest)

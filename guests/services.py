@@ -1,0 +1,122 @@
+"""Guest writes: actions (quick ones now, slow ones as jobs), deletion, creation."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from django.db import transaction
+
+from guests.errors import GuestError
+from guests.lifecycle import SLOW_ACTIONS, act, check_allowed
+from guests.models import Guest
+from hosts.virt import VirtError
+from hosts.virt import domain_xml as dx
+from hosts.virt import domains as virt
+from hosts.virt.pools import delete_volume_by_path
+from xenweb.audit.services import record
+from xenweb.jobs.models import ACTIVE_STATES, Job
+from xenweb.jobs.services import start_job
+
+XEN_OUI = "00:16:3e"
+
+
+def random_mac() -> str:
+    """A locally unique MAC in Xen's OUI, as xl would generate (first byte < 0x80)."""
+    tail = [secrets.randbelow(0x80), secrets.randbelow(256), secrets.randbelow(256)]
+    return XEN_OUI + "".join(f":{byte:02x}" for byte in tail)
+
+
+def busy_job(guest: Guest) -> Job | None:
+    return Job.objects.filter(target_type="guests.guest", target_id=str(guest.pk),
+                              state__in=ACTIVE_STATES).first()
+
+
+def request_action(
+    guest: Guest, action: str, *, user: Any, request: Any = None, **params: Any
+) -> Guest | Job:
+    """Run a lifecycle action: quick ones return the guest, slow ones a queued job."""
+    running = busy_job(guest)
+    if running is not None:
+        raise GuestError(f"Guest '{guest}' is busy with job #{running.pk} ({running.title}); "
+                         "wait for it to finish.")
+    if action in SLOW_ACTIONS:
+        check_allowed(guest, action)
+        from guests.tasks import SLOW_TASKS
+
+        return start_job(SLOW_TASKS[action], kind=f"guest.{action}", owner=user,
+                         title=f"{action.capitalize()} {guest}", target=guest,
+                         params=params, request=request)
+    return act(guest, action, user=user, request=request, **params)
+
+
+def delete_guest(
+    guest: Guest, *, confirm_name: str, delete_volumes: bool, user: Any, request: Any = None
+) -> list[str]:
+    """Undefine the guest (typed confirmation of its name); optionally delete its disks.
+
+    Returns the volume paths deleted. CD-ROMs and shareable disks are never deleted.
+    """
+    if confirm_name != guest.name:
+        raise GuestError(f"Type the guest's name '{guest.name}' to confirm the deletion.")
+    check_allowed(guest, "delete")
+    uri, lab = guest.host.uri, guest.host.is_lab
+    try:
+        info = virt.get_domain(uri, str(guest.uuid), allow_insecure=lab)
+        virt.undefine(uri, str(guest.uuid), allow_insecure=lab)
+    except VirtError as exc:
+        record("guest.delete", user=user, request=request, target=guest, result="failed",
+               message=str(exc))
+        raise GuestError(str(exc)) from exc
+    deleted, kept = [], []
+    if delete_volumes:
+        for disk in info.xml.disks:
+            if disk.device != "disk" or disk.shareable or not disk.source:
+                continue
+            try:
+                delete_volume_by_path(uri, disk.source, allow_insecure=lab)
+                deleted.append(disk.source)
+            except VirtError as exc:
+                kept.append(f"{disk.source}: {exc}")
+    record("guest.delete", user=user, request=request, target=guest,
+           volumes_deleted=deleted, volumes_kept=kept)
+    guest.delete()
+    if kept:
+        raise GuestError("The guest was deleted, but some volumes could not be: "
+                         + "; ".join(kept))
+    return deleted
+
+
+def set_memory(guest: Guest, memory_mib: int, *, user: Any, request: Any = None) -> Guest:
+    """Balloon the guest's memory (live where it runs, and in its definition)."""
+    maximum = guest.max_memory_mib or guest.memory_mib
+    if not 64 <= memory_mib <= maximum:
+        raise GuestError(f"Memory must be between 64 MiB and the maximum of {maximum} MiB.")
+    try:
+        virt.set_memory(guest.host.uri, str(guest.uuid), memory_mib,
+                        live=guest.state in ("running", "blocked", "paused"),
+                        allow_insecure=guest.host.is_lab)
+    except VirtError as exc:
+        record("guest.memory", user=user, request=request, target=guest, result="failed",
+               message=str(exc), memory_mib=memory_mib)
+        raise GuestError(str(exc)) from exc
+    record("guest.memory", user=user, request=request, target=guest, memory_mib=memory_mib)
+    from guests.lifecycle import refresh
+
+    return refresh(guest)
+
+
+@transaction.atomic
+def create_guest(spec: dx.DomainSpec, *, host: Any, user: Any, request: Any = None) -> Guest:
+    """Define the guest on the host and cache it (the spec is validated first)."""
+    from guests.inventory import cached_fields
+
+    try:
+        info = virt.define_domain(host.uri, spec, allow_insecure=host.is_lab)
+    except (VirtError, dx.SpecError) as exc:
+        record("guest.create", user=user, request=request, target_type="guests.guest",
+               target_label=spec.name, result="failed", message=str(exc))
+        raise GuestError(str(exc)) from exc
+    guest = Guest.objects.create(host=host, uuid=info.uuid, **cached_fields(info))
+    record("guest.create", user=user, request=request, target=guest, host=host.name)
+    return guest

@@ -1,0 +1,99 @@
+"""Slow guest actions as job bodies: clean shutdown with a timeout, save, restore."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+
+from guests.errors import GuestError
+from guests.lifecycle import check_allowed, refresh
+from guests.models import Guest
+from hosts.virt import VirtError
+from hosts.virt import domains as virt
+from xenweb.jobs.errors import JobError
+from xenweb.jobs.models import Job
+from xenweb.jobs.progress import ProgressReporter
+
+DEFAULT_SHUTDOWN_TIMEOUT = 120
+SAVE_DIRS = {"Xen": "/var/lib/xen/save", "QEMU": "/var/lib/libvirt/qemu/save"}
+
+
+def save_path(guest: Guest) -> str:
+    """Where a guest's memory is saved on its host (the test driver writes locally)."""
+    base = SAVE_DIRS.get(guest.host.hypervisor_type)
+    if base is None:
+        local = settings.DATA_DIR / "saves"
+        local.mkdir(exist_ok=True)
+        base = str(local)
+    return f"{base}/{guest.name}-{guest.uuid}.save"
+
+
+def _guest(job: Job) -> Guest:
+    guest = Guest.objects.select_related("host").filter(pk=job.target_id).first()
+    if guest is None:
+        raise JobError("The guest no longer exists.")
+    return guest
+
+
+def _wait(guest: Guest, reporter: ProgressReporter, states: tuple[str, ...],
+          timeout: float, what: str) -> str:
+    started = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - started
+        state = virt.get_domain(guest.host.uri, str(guest.uuid),
+                                allow_insecure=guest.host.is_lab).state
+        if state in states:
+            return state
+        if elapsed > timeout:
+            raise JobError(f"Guest '{guest}' did not {what} within {timeout:g} s (it is {state}).")
+        reporter.update(int(elapsed), total=int(timeout),
+                        message=f"Waiting for '{guest}' to {what}")
+        time.sleep(0.5)
+
+
+def shutdown_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
+    guest = _guest(job)
+    timeout = float(job.params.get("timeout", DEFAULT_SHUTDOWN_TIMEOUT))
+    try:
+        check_allowed(guest, "shutdown")
+        virt.shutdown(guest.host.uri, str(guest.uuid), allow_insecure=guest.host.is_lab)
+        reporter.log(f"Sent the shutdown request (ACPI / PV) to '{guest}'")
+        _wait(guest, reporter, ("shutoff",), timeout, "shut down")
+    except (GuestError, VirtError) as exc:
+        raise JobError(
+            f"{exc} Force it off if it does not react to shutdown requests."
+            if "did not shut down" in str(exc) else str(exc)
+        ) from exc
+    return {"guest": guest.pk, "state": refresh(guest).state}
+
+
+def save_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
+    guest = _guest(job)
+    path = job.params.get("path") or save_path(guest)
+    try:
+        check_allowed(guest, "save")
+        reporter.update(0, total=1, message=f"Saving memory of '{guest}' to {path}", force=True)
+        virt.save(guest.host.uri, str(guest.uuid), path, allow_insecure=guest.host.is_lab)
+    except (GuestError, VirtError) as exc:
+        raise JobError(str(exc)) from exc
+    guest.saved_path = path
+    guest.save(update_fields=["saved_path"])
+    return {"guest": guest.pk, "path": path, "state": refresh(guest).state}
+
+
+def restore_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
+    guest = _guest(job)
+    path = job.params.get("path") or guest.saved_path
+    if not path:
+        raise JobError(f"Guest '{guest}' has no saved memory to restore: save it first.")
+    try:
+        check_allowed(guest, "restore")
+        reporter.update(0, total=1, message=f"Restoring '{guest}' from {path}", force=True)
+        virt.restore(guest.host.uri, path, allow_insecure=guest.host.is_lab)
+    except (GuestError, VirtError) as exc:
+        raise JobError(str(exc)) from exc
+    guest.saved_path = ""
+    guest.save(update_fields=["saved_path"])
+    return {"guest": guest.pk, "state": refresh(guest).state}

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from hosts import services
+from hosts.models import Host
+from hosts.virt import VirtError
+
+
+class HostSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Host
+        fields = ["id", "url", "name", "uri", "is_lab", "state", "state_since", "last_error",
+                  "hostname", "hypervisor_type", "hypervisor_version", "libvirt_version",
+                  "arch", "cpus", "memory_mib", "capabilities"]
+        read_only_fields = fields
+
+    def get_url(self, host: Host) -> str:
+        return reverse("api:host-detail", args=[host.pk])
+
+
+class HostCreateSerializer(serializers.Serializer):
+    name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    uri = serializers.CharField(max_length=500)
+
+
+class MaintenanceSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField()
+
+
+class HostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                  viewsets.GenericViewSet):
+    """Hypervisor hosts, each reached through its libvirt URI."""
+
+    queryset = Host.objects.all()
+    serializer_class = HostSerializer
+    action_permissions = {"maintenance": "hosts.change_host"}
+
+    @extend_schema(request=HostCreateSerializer, responses={201: HostSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Enrol a host: connects first and says exactly what failed."""
+        data = HostCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            host = services.enrol_host(user=request.user, request=request, **data.validated_data)
+        except (VirtError, services.HostError) as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(HostSerializer(host).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=MaintenanceSerializer, responses={200: HostSerializer})
+    @action(detail=True, methods=["post"])
+    def maintenance(self, request: Request, pk: str | None = None) -> Response:
+        """Maintenance mode on/off: no new guests are placed on a host in maintenance."""
+        data = MaintenanceSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        host = services.set_maintenance(self.get_object(), data.validated_data["enabled"],
+                                        user=request.user, request=request)
+        return Response(HostSerializer(host).data)

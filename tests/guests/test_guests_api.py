@@ -1,0 +1,205 @@
+"""Guests through the API on the embedded demo host (libvirt's test driver)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from guests.models import Guest
+from guests.slow_actions import restore_body, save_body
+from hosts.models import Host
+from hosts.services import enrol_host
+from hosts.virt import demo_uri
+from hosts.virt.capabilities import HVM_UNAVAILABLE, parse_capabilities
+from storage.models import Pool, Volume
+from tests.paths import TESTDATA
+from xenweb.jobs.models import Job
+from xenweb.jobs.runner import run_job
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def demo(admin_user: Any) -> Host:
+    from hosts.virt.connection import drop_connection
+
+    drop_connection(demo_uri())  # a fresh copy of the demo host for each test
+    return enrol_host(name="demo", uri=demo_uri(), user=admin_user)
+
+
+def guest(name: str) -> Guest:
+    return Guest.objects.get(name=name)
+
+
+def post(client: Client, path: str, data: dict | None = None) -> Any:
+    return client.post(path, data or {}, content_type="application/json")
+
+
+def test_list_filters_and_detail(admin_client: Client, demo: Host) -> None:
+    listed = admin_client.get(f"/api/v1/guests/?host={demo.pk}").json()
+    assert listed["count"] == 8
+    running = admin_client.get("/api/v1/guests/?state=running").json()["results"]
+    assert {g["name"] for g in running} >= {"Domain-0", "web01", "win2019"}
+    assert all(g["state"] == "running" for g in running)
+    found = admin_client.get("/api/v1/guests/?name=fw-").json()["results"]
+    assert sorted(g["name"] for g in found) == ["fw-external", "fw-internal"]
+    detail = admin_client.get(f"/api/v1/guests/{guest('web01').pk}/").json()
+    assert detail["host"] == demo.pk and detail["type"] == "PV" and detail["vcpus"] >= 1
+    assert detail["disks"][0]["source"].startswith("/var/lib/xen/images/")
+    assert detail["nics"][0]["mac"].startswith("00:16:3e:")
+    hosts = admin_client.get("/api/v1/hosts/").json()["results"]
+    assert hosts[0]["uri"] == demo_uri() and hosts[0]["state"] == "online"
+    assert "hvm" in hosts[0]["capabilities"]["guest_types"]
+
+
+def test_quick_actions_follow_the_state(admin_client: Client, demo: Host) -> None:
+    mail = guest("mail01")
+    base = f"/api/v1/guests/{mail.pk}"
+    assert post(admin_client, f"{base}/start/").json()["state"] == "running"
+    assert post(admin_client, f"{base}/pause/").json()["state"] == "paused"
+    refused = post(admin_client, f"{base}/pause/")
+    assert refused.status_code == 409
+    assert "mail01' is paused: it cannot be paused now" in refused.json()["detail"]
+    assert post(admin_client, f"{base}/resume/").json()["state"] == "running"
+    assert post(admin_client, f"{base}/reboot/").status_code == 200
+    assert post(admin_client, f"{base}/autostart/", {"enabled": True}).json()["autostart"]
+    assert post(admin_client, f"{base}/destroy/").json()["state"] == "shutoff"
+    resume = post(admin_client, f"{base}/resume/")
+    assert resume.status_code == 409 and "needs to be paused" in resume.json()["detail"]
+    unknown = admin_client.post(f"{base}/explode/")
+    assert unknown.status_code == 404
+
+
+def test_domain0_is_protected(admin_client: Client, demo: Host) -> None:
+    dom0 = guest("Domain-0")
+    for action in ("shutdown", "destroy", "reboot", "pause", "save"):
+        response = post(admin_client, f"/api/v1/guests/{dom0.pk}/{action}/")
+        assert response.status_code == 409, action
+        assert "privileged management domain" in response.json()["detail"]
+    deleted = admin_client.delete(f"/api/v1/guests/{dom0.pk}/?confirm=Domain-0")
+    assert deleted.status_code == 409 and "cannot be deleted" in deleted.json()["detail"]
+    assert guest("Domain-0").state == "running"
+    balloon = admin_client.patch(f"/api/v1/guests/{dom0.pk}/", {"memory_mib": 3072},
+                                 content_type="application/json")
+    assert balloon.status_code == 200 and balloon.json()["memory_mib"] == 3072
+
+
+def test_save_and_restore_are_jobs(admin_client: Client, demo: Host) -> None:
+    web = guest("web01")
+    response = post(admin_client, f"/api/v1/guests/{web.pk}/save/")
+    assert response.status_code == 202
+    job = Job.objects.get(pk=response.json()["id"])
+    busy = post(admin_client, f"/api/v1/guests/{web.pk}/start/")
+    assert busy.status_code == 409 and f"busy with job #{job.pk}" in busy.json()["detail"]
+    run_job(job.pk, save_body, task_id="t", worker="w")  # what the worker runs
+    job.refresh_from_db()
+    assert job.state == "succeeded", job.error
+    assert guest("web01").state == "shutoff" and guest("web01").saved_path
+    response = post(admin_client, f"/api/v1/guests/{web.pk}/restore/")
+    job = Job.objects.get(pk=response.json()["id"])
+    run_job(job.pk, restore_body, task_id="t", worker="w")
+    job.refresh_from_db()
+    assert job.state == "succeeded", job.error
+    assert guest("web01").state == "running"
+
+
+def test_viewer_cannot_act(viewer_client: Client, demo: Host) -> None:
+    web = guest("web01")
+    assert viewer_client.get(f"/api/v1/guests/{web.pk}/").status_code == 200
+    for action in ("start", "shutdown", "destroy", "pause", "save", "autostart"):
+        assert post(viewer_client, f"/api/v1/guests/{web.pk}/{action}/").status_code == 403
+    assert viewer_client.delete(f"/api/v1/guests/{web.pk}/?confirm=web01").status_code == 403
+    assert post(viewer_client, "/api/v1/guests/", {"name": "x", "memory_mib": 64}).status_code \
+        == 403
+    assert guest("web01").state == "running"
+
+
+def test_create_pv_guest_with_new_volume_and_delete_it(admin_client: Client,
+                                                       demo: Host) -> None:
+    pool = Pool.objects.get(host=demo, name="default")
+    response = post(admin_client, "/api/v1/guests/", {
+        "name": "new-pv", "host": demo.pk, "type": "pv", "vcpus": 2, "memory_mib": 512,
+        "max_memory_mib": 1024, "kernel": "/boot/vmlinuz", "cmdline": "root=/dev/xvda1",
+        "disks": [{"pool": pool.pk, "size_gib": 1, "format": "raw"}],
+        "nics": [{"bridge": "xenbr0"}],
+    })
+    assert response.status_code == 201, response.json()
+    created = response.json()
+    assert created["state"] == "shutoff" and created["type"] == "PV"
+    assert created["nics"][0]["mac"].startswith("00:16:3e:")
+    assert created["disks"][0]["target"] == "xvda"
+    disk = created["disks"][0]["source"]
+    assert disk.endswith("new-pv-disk0.img")
+
+    wrong = admin_client.delete(f"/api/v1/guests/{created['id']}/?confirm=nope")
+    assert wrong.status_code == 409 and "Type the guest's name" in wrong.json()["detail"]
+    gone = admin_client.delete(f"/api/v1/guests/{created['id']}/?confirm=new-pv"
+                               "&delete_volumes=true")
+    assert gone.status_code == 204
+    assert not Guest.objects.filter(name="new-pv").exists()
+    from hosts.virt.pools import list_pools
+
+    paths = [v.path for p in list_pools(demo.uri) for v in p.volumes]
+    assert disk not in paths
+
+
+def test_hvm_is_refused_on_a_host_without_vt_before_anything_is_made(
+    admin_client: Client, demo: Host
+) -> None:
+    # The host's capabilities as a real Xen host without VT-x/AMD-V reports them.
+    caps = parse_capabilities((TESTDATA / "xen-caps" / "xen-x86_64.xml").read_text())
+    demo.capabilities = {"guests": [g.__dict__ for g in caps.guests],
+                         "guest_types": list(caps.guest_types())}
+    demo.save()
+    volumes_before = Volume.objects.count()
+    pool = Pool.objects.get(host=demo, name="default")
+    response = post(admin_client, "/api/v1/guests/", {
+        "name": "win", "host": demo.pk, "type": "hvm", "memory_mib": 1024,
+        "disks": [{"pool": pool.pk, "size_gib": 10}],
+    })
+    assert response.status_code == 400
+    assert response.json()["detail"] == HVM_UNAVAILABLE
+    assert HVM_UNAVAILABLE == ("HVM guest support is unavailable: is VT/AMD-V supported by "
+                               "your CPU and enabled in your BIOS?")
+    assert not Guest.objects.filter(name="win").exists()
+    from hosts.virt.pools import list_pools
+
+    assert not [v for p in list_pools(demo.uri) for v in p.volumes if v.name.startswith("win-")]
+    assert Volume.objects.count() == volumes_before
+
+
+@pytest.mark.parametrize("name", ["<script>", "a&b", "x" * 300, "quote'd", ""])
+def test_hostile_names_are_refused(admin_client: Client, demo: Host, name: str) -> None:
+    response = post(admin_client, "/api/v1/guests/", {"name": name, "host": demo.pk,
+                                                      "type": "pv", "memory_mib": 256,
+                                                      "kernel": "/k"})
+    assert response.status_code == 400
+    assert not Guest.objects.filter(name=name).exists()
+
+
+def test_automatic_placement_and_duplicates(admin_client: Client, demo: Host) -> None:
+    response = post(admin_client, "/api/v1/guests/", {"name": "placed", "type": "hvm",
+                                                      "memory_mib": 256})
+    assert response.status_code == 201 and response.json()["host"] == demo.pk
+    again = post(admin_client, "/api/v1/guests/", {"name": "placed", "type": "hvm",
+                                                   "memory_mib": 256, "host": demo.pk})
+    assert again.status_code == 400 and "already" in again.json()["detail"]
+    huge = post(admin_client, "/api/v1/guests/", {"name": "huge", "type": "hvm",
+                                                  "memory_mib": 10_000_000})
+    assert huge.status_code == 400 and "No host can take this guest" in huge.json()["detail"]
+
+
+def test_hosts_api(admin_client: Client, demo: Host, operator_client: Client) -> None:
+    on = post(admin_client, f"/api/v1/hosts/{demo.pk}/maintenance/", {"enabled": True})
+    assert on.json()["state"] == "maintenance"
+    refused = post(admin_client, "/api/v1/guests/", {"name": "m", "host": demo.pk,
+                                                     "type": "hvm", "memory_mib": 256})
+    assert "in maintenance" in refused.json()["detail"]
+    assert post(operator_client, f"/api/v1/hosts/{demo.pk}/maintenance/",
+                {"enabled": False}).status_code == 403
+    bad = post(admin_client, "/api/v1/hosts/", {"name": "x", "uri": "qemu+tcp://10.1.1.1/system"})
+    assert bad.status_code == 400 and "unauthenticated" in bad.json()["detail"]
+    key = admin_client.get("/api/v1/appliance/ssh-key/").json()["public_key"]
+    assert key.startswith("ssh-ed25519 ")
