@@ -74,6 +74,12 @@ class CreateGuestSerializer(serializers.Serializer):
     vnc = serializers.BooleanField(default=False)
     description = serializers.CharField(max_length=1000, required=False, default="")
 
+    def validate_name(self, name: str) -> str:
+        if not dx.NAME_RE.match(name):
+            raise ValidationError("Guest names are 1 to 64 characters: letters, digits, and "
+                                  "_ . + - (not first).")
+        return name
+
 
 def _targets(domain_type: str, os_type: str) -> tuple[str, str, str]:
     """(disk prefix, disk bus, cdrom bus) for the driver and guest type."""

@@ -1,6 +1,16 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from guests import views
+from guests import console_views, views
+from guests.lifecycle import ACTIONS
 
 app_name = "guests"
-urlpatterns = [path("", views.guest_list, name="list")]
+ACTION_RE = "|".join(action for action in ACTIONS if action != "delete")
+urlpatterns = [
+    path("", views.guest_list, name="list"),
+    path("new/", views.guest_create, name="create"),
+    path("<int:pk>/", views.guest_detail, name="detail"),
+    path("<int:pk>/memory/", views.guest_memory, name="memory"),
+    path("<int:pk>/delete/", views.guest_delete, name="delete"),
+    path("<int:pk>/console/", console_views.console_page, name="console"),
+    re_path(rf"^(?P<pk>\d+)/(?P<action>{ACTION_RE})/$", views.guest_action, name="action"),
+]

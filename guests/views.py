@@ -1,11 +1,36 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
+from guests import services
+from guests.create import TYPES, CreateGuestSerializer, create
+from guests.errors import GuestError
+from guests.lifecycle import ALLOWED, DOM0_FORBIDDEN
 from guests.models import Guest
+from hosts.capabilities import offered_types
+from hosts.models import Host
+from storage.models import Pool, Volume
+from xenweb.jobs.models import Job
+
+BUTTONS = [  # (action, label, icon, style, confirmation)
+    ("start", "Start", "play-fill", "success", ""),
+    ("shutdown", "Shut down", "power", "secondary", "Shut down {name} cleanly?"),
+    ("reboot", "Reboot", "arrow-repeat", "secondary", "Reboot {name}?"),
+    ("pause", "Pause", "pause-fill", "secondary", ""),
+    ("resume", "Resume", "play", "success", ""),
+    ("save", "Save to file", "download", "secondary", "Save {name}'s memory to a file and "
+     "stop it?"),
+    ("restore", "Restore", "upload", "success", ""),
+    ("destroy", "Force off", "x-octagon", "danger", "Force {name} off? Like pulling the "
+     "plug: unsaved data in the guest is lost."),
+]
 
 
 @permission_required("guests.view_guest", raise_exception=True)
@@ -14,5 +39,134 @@ def guest_list(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()
     if query:
         guests = guests.filter(name__icontains=query)
+    state = request.GET.get("state", "")
+    if state:
+        guests = guests.filter(state=state)
     page = Paginator(guests, 100).get_page(request.GET.get("page"))
-    return render(request, "guests/list.html", {"page": page, "q": query})
+    return render(request, "guests/list.html", {"page": page, "q": query, "state": state})
+
+
+def _buttons(guest: Guest) -> list[dict[str, Any]]:
+    return [
+        {"action": action, "label": label, "icon": icon, "style": style,
+         "confirm": confirm.format(name=guest.name)}
+        for action, label, icon, style, confirm in BUTTONS
+        if guest.state in ALLOWED[action]
+        and not (guest.is_privileged and action in DOM0_FORBIDDEN)
+        and (action != "restore" or guest.saved_path)
+    ]
+
+
+@permission_required("guests.view_guest", raise_exception=True)
+def guest_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    guest = get_object_or_404(Guest.objects.select_related("host"), pk=pk)
+    return render(request, "guests/detail.html", {
+        "guest": guest, "buttons": _buttons(guest), "busy": services.busy_job(guest),
+        "jobs": Job.objects.filter(target_type="guests.guest", target_id=str(guest.pk))[:10],
+        "can_delete": guest.state in ALLOWED["delete"] and not guest.is_privileged,
+    })
+
+
+@require_POST
+@permission_required("guests.change_guest", raise_exception=True)
+def guest_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    guest = get_object_or_404(Guest.objects.select_related("host"), pk=pk)
+    params: dict[str, Any] = {}
+    if action == "autostart":
+        params["enabled"] = request.POST.get("enabled") == "1"
+    try:
+        outcome = services.request_action(guest, action, user=request.user, request=request,
+                                          **params)
+    except GuestError as exc:
+        messages.error(request, str(exc))
+        return redirect(guest)
+    if isinstance(outcome, Job):
+        return redirect(outcome)
+    messages.success(request, f"{guest}: {outcome.get_state_display()}.")
+    return redirect(guest)
+
+
+@require_POST
+@permission_required("guests.change_guest", raise_exception=True)
+def guest_memory(request: HttpRequest, pk: int) -> HttpResponse:
+    guest = get_object_or_404(Guest.objects.select_related("host"), pk=pk)
+    try:
+        services.set_memory(guest, int(request.POST.get("memory_mib", "0")),
+                            user=request.user, request=request)
+    except (GuestError, ValueError) as exc:
+        messages.error(request, str(exc) if isinstance(exc, GuestError)
+                       else "Memory must be a whole number of MiB.")
+    else:
+        messages.success(request, f"{guest}: memory set to {guest.memory_mib} MiB.")
+    return redirect(guest)
+
+
+@require_POST
+@permission_required("guests.delete_guest", raise_exception=True)
+def guest_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    guest = get_object_or_404(Guest.objects.select_related("host"), pk=pk)
+    try:
+        deleted = services.delete_guest(
+            guest, confirm_name=request.POST.get("confirm", ""),
+            delete_volumes=request.POST.get("delete_volumes") == "1",
+            user=request.user, request=request,
+        )
+    except GuestError as exc:
+        messages.error(request, str(exc))
+        if Guest.objects.filter(pk=pk).exists():
+            return redirect(guest)
+        return redirect("guests:list")
+    messages.success(request, f"Guest '{guest.name}' was deleted"
+                     + (f" with {len(deleted)} volume(s)." if deleted else "."))
+    return redirect("guests:list")
+
+
+def _form_data(post: Any) -> dict[str, Any]:
+    """The wizard's flat form as the API's create payload (one set of rules)."""
+    data: dict[str, Any] = {
+        key: post.get(key) for key in ("name", "type", "vcpus", "memory_mib", "max_memory_mib",
+                                       "kernel", "initrd", "cmdline", "bootloader")
+        if post.get(key) not in (None, "")
+    }
+    if post.get("host"):
+        data["host"] = post.get("host")
+    disks = []
+    if post.get("disk_pool") and post.get("disk_size_gib"):
+        disks.append({"pool": post["disk_pool"], "size_gib": post["disk_size_gib"],
+                      "format": post.get("disk_format", "raw")})
+    if post.get("disk_volume"):
+        disks.append({"volume": post["disk_volume"]})
+    if post.get("iso"):
+        disks.append({"iso": post["iso"]})
+    data["disks"] = disks
+    data["nics"] = [{"bridge": post["bridge"], **({"mac": post["mac"]} if post.get("mac")
+                                                  else {})}] if post.get("bridge") else []
+    data["boot"] = ["cdrom", "hd"] if post.get("iso") else ["hd"]
+    data["vnc"] = post.get("vnc") == "on"
+    return data
+
+
+@permission_required("guests.add_guest", raise_exception=True)
+def guest_create(request: HttpRequest) -> HttpResponse:
+    errors: dict[str, Any] = {}
+    if request.method == "POST":
+        data = CreateGuestSerializer(data=_form_data(request.POST))
+        if data.is_valid():
+            try:
+                guest = create(data.validated_data, user=request.user, request=request)
+            except GuestError as exc:
+                errors = {"detail": [str(exc)]}
+            else:
+                messages.success(request, f"Guest '{guest}' was created on {guest.host}.")
+                return redirect(guest)
+        else:
+            errors = data.errors
+    hosts = Host.objects.exclude(state=Host.State.MAINTENANCE)
+    return render(request, "guests/create.html", {
+        "hosts": [(host, offered_types(host)) for host in hosts],
+        "types": sorted({t for t in TYPES if t in ("pv", "hvm", "pvh")}),
+        "pools": Pool.objects.select_related("host").filter(active=True),
+        "volumes": Volume.objects.select_related("pool__host").exclude(format="iso"),
+        "isos": Volume.objects.select_related("pool__host").filter(name__iendswith=".iso"),
+        "errors": errors, "post": request.POST,
+    })

@@ -8,4 +8,5 @@ urlpatterns = [
     path("add/", views.host_add, name="add"),
     path("test/", views.host_test, name="test"),
     path("<int:pk>/", views.host_detail, name="detail"),
+    path("<int:pk>/maintenance/", views.host_maintenance, name="maintenance"),
 ]

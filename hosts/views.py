@@ -45,3 +45,13 @@ def host_test(request: HttpRequest) -> HttpResponse:
     except VirtError as exc:
         return render(request, "hosts/_test_result.html", {"ok": False, "error": str(exc)})
     return render(request, "hosts/_test_result.html", {"ok": True, "info": info})
+
+
+@require_POST
+@permission_required("hosts.change_host", raise_exception=True)
+def host_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
+    host = get_object_or_404(Host, pk=pk)
+    enabled = request.POST.get("enabled") == "1"
+    services.set_maintenance(host, enabled, user=request.user, request=request)
+    messages.success(request, f"{host}: maintenance {'on' if enabled else 'off'}.")
+    return redirect(host)

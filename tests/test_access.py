@@ -28,7 +28,10 @@ def all_paths(resolver: URLResolver | None = None, prefix: str = "") -> list[str
         pattern = str(entry.pattern)
         if "format" in pattern:  # DRF's .json/.api suffix twins of the routes below
             continue
-        pattern = re.sub(r"\(\?P<\w+>[^)]*\)", "1", pattern)
+        pattern = re.sub(  # a named group: its first alternative, or 1
+            r"\(\?P<\w+>([^)]*)\)",
+            lambda m: m.group(1).split("|")[0] if "|" in m.group(1) else "1", pattern,
+        )
         pattern = re.sub(r"<(?:int:)?\w+>", "1", pattern)
         pattern = pattern.replace("^", "").replace("$", "").replace("\\", "")
         if isinstance(entry, URLResolver):
