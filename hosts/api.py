@@ -33,6 +33,16 @@ class HostCreateSerializer(serializers.Serializer):
     uri = serializers.CharField(max_length=500)
 
 
+class NetworkSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    uuid = serializers.CharField(read_only=True)
+    active = serializers.BooleanField(read_only=True)
+    autostart = serializers.BooleanField(read_only=True)
+    bridge = serializers.CharField()
+    forward_mode = serializers.CharField(read_only=True,
+                                         help_text="empty: isolated; bridge, nat, route…")
+
+
 class MaintenanceSerializer(serializers.Serializer):
     enabled = serializers.BooleanField()
 
@@ -44,6 +54,26 @@ class HostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
     queryset = Host.objects.all()
     serializer_class = HostSerializer
     action_permissions = {"maintenance": "hosts.change_host"}
+
+    @extend_schema(methods=["GET"], responses={200: NetworkSerializer(many=True)})
+    @extend_schema(methods=["POST"], request=NetworkSerializer,
+                   responses={201: NetworkSerializer})
+    @action(detail=True, methods=["get", "post"])
+    def networks(self, request: Request, pk: str | None = None) -> Response:
+        """The host's networks and bridges; POST (administrators) creates an isolated one."""
+        host = self.get_object()
+        try:
+            if request.method == "POST":
+                data = NetworkSerializer(data=request.data)
+                data.is_valid(raise_exception=True)
+                created = services.create_isolated_network(
+                    host, data.validated_data["name"], data.validated_data["bridge"],
+                    user=request.user, request=request)
+                return Response(NetworkSerializer(created).data,
+                                status=status.HTTP_201_CREATED)
+            return Response(NetworkSerializer(services.networks(host), many=True).data)
+        except VirtError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
 
     @extend_schema(request=HostCreateSerializer, responses={201: HostSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:

@@ -9,6 +9,8 @@ from django.utils import timezone
 
 from hosts.models import Host
 from hosts.virt import HostProbe, VirtError, probe
+from hosts.virt.networks import NetworkInfo, list_networks
+from hosts.virt.networks import create_isolated_network as _create_isolated
 from xenweb.audit.services import record
 
 
@@ -69,3 +71,21 @@ def set_maintenance(host: Host, enabled: bool, *, user: Any, request: Any = None
     host.save(update_fields=["state", "state_since"])
     record("host.maintenance", user=user, request=request, target=host, enabled=enabled)
     return host
+
+
+def networks(host: Host) -> list[NetworkInfo]:
+    return list_networks(host.uri, allow_insecure=host.is_lab)
+
+
+def create_isolated_network(
+    host: Host, name: str, bridge: str, *, user: Any, request: Any = None
+) -> NetworkInfo:
+    try:
+        created = _create_isolated(host.uri, name, bridge, allow_insecure=host.is_lab)
+    except VirtError as exc:
+        record("network.create", user=user, request=request, target=host, result="failed",
+               message=str(exc), network=name)
+        raise
+    record("network.create", user=user, request=request, target=host, network=name,
+           bridge=bridge)
+    return created

@@ -9,4 +9,5 @@ urlpatterns = [
     path("test/", views.host_test, name="test"),
     path("<int:pk>/", views.host_detail, name="detail"),
     path("<int:pk>/maintenance/", views.host_maintenance, name="maintenance"),
+    path("<int:pk>/networks/", views.host_networks, name="networks"),
 ]

@@ -55,3 +55,23 @@ def host_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
     services.set_maintenance(host, enabled, user=request.user, request=request)
     messages.success(request, f"{host}: maintenance {'on' if enabled else 'off'}.")
     return redirect(host)
+
+
+@permission_required("hosts.view_host", raise_exception=True)
+def host_networks(request: HttpRequest, pk: int) -> HttpResponse:
+    """The host's networks, read live (loaded into the host page by htmx)."""
+    host = get_object_or_404(Host, pk=pk)
+    error, found = "", []
+    if request.method == "POST" and request.user.has_perm("hosts.add_host"):
+        try:
+            services.create_isolated_network(host, request.POST.get("name", ""),
+                                             request.POST.get("bridge", ""),
+                                             user=request.user, request=request)
+        except VirtError as exc:
+            error = str(exc)
+    try:
+        found = services.networks(host)
+    except VirtError as exc:
+        error = error or str(exc)
+    return render(request, "hosts/_networks.html", {"host": host, "networks": found,
+                                                    "error": error})

@@ -203,3 +203,22 @@ def test_hosts_api(admin_client: Client, demo: Host, operator_client: Client) ->
     assert bad.status_code == 400 and "unauthenticated" in bad.json()["detail"]
     key = admin_client.get("/api/v1/appliance/ssh-key/").json()["public_key"]
     assert key.startswith("ssh-ed25519 ")
+
+
+def test_networks_list_and_isolated_network(admin_client: Client, demo: Host,
+                                            operator_client: Client) -> None:
+    listed = admin_client.get(f"/api/v1/hosts/{demo.pk}/networks/").json()
+    by_name = {n["name"]: n for n in listed}
+    assert by_name["xenbr0"]["bridge"] == "xenbr0" and by_name["xenbr0"]["forward_mode"] == \
+        "bridge"
+    assert by_name["internal"]["forward_mode"] == ""
+    created = post(admin_client, f"/api/v1/hosts/{demo.pk}/networks/",
+                   {"name": "dmz", "bridge": "xenbr9"})
+    assert created.status_code == 201 and created.json()["forward_mode"] == ""
+    bad = post(admin_client, f"/api/v1/hosts/{demo.pk}/networks/",
+               {"name": "x" * 20, "bridge": "br"})
+    assert bad.status_code == 400 and "not a valid network name" in bad.json()["detail"]
+    assert post(operator_client, f"/api/v1/hosts/{demo.pk}/networks/",
+                {"name": "n2", "bridge": "b2"}).status_code == 403
+    page = admin_client.get(f"/hosts/{demo.pk}/networks/").content.decode()
+    assert "dmz" in page and "xenbr9" in page

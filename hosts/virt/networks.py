@@ -1,0 +1,72 @@
+"""Networks and bridges of a host: libvirt networks, plus the host bridges they use.
+
+An isolated network (no forward element) separates guest traffic, like the seed's
+"custom bridges" that connect only the guests attached to them.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+import libvirt
+from defusedxml import ElementTree as SafeET
+
+from .connection import get_connection
+from .errors import VirtOperationError, translate
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    name: str
+    uuid: str
+    active: bool
+    autostart: bool
+    bridge: str
+    forward_mode: str  # "" = isolated; bridge, nat, route, …
+
+
+def _describe(net: libvirt.virNetwork) -> NetworkInfo:
+    root = SafeET.fromstring(net.XMLDesc(0))
+    bridge = root.find("bridge")
+    forward = root.find("forward")
+    return NetworkInfo(
+        name=net.name(), uuid=net.UUIDString(), active=bool(net.isActive()),
+        autostart=bool(net.autostart()),
+        bridge=bridge.get("name", "") if bridge is not None else "",
+        forward_mode=forward.get("mode", "nat") if forward is not None else "",
+    )
+
+
+def list_networks(uri: str, *, allow_insecure: bool = False) -> list[NetworkInfo]:
+    conn = get_connection(uri, allow_insecure=allow_insecure)
+    try:
+        return sorted((_describe(n) for n in conn.listAllNetworks(0)), key=lambda n: n.name)
+    except libvirt.libvirtError as exc:
+        raise translate(exc, uri, action="list networks") from exc
+
+
+def create_isolated_network(
+    uri: str, name: str, bridge: str, *, allow_insecure: bool = False
+) -> NetworkInfo:
+    """Define, start and autostart a network whose guests see only each other."""
+    for value, what in ((name, "network name"), (bridge, "bridge name")):
+        if not NAME_RE.match(value):
+            raise VirtOperationError(
+                f"'{value}' is not a valid {what}: 1 to 15 letters, digits, _ . - "
+                "(Linux limits interface names to 15 characters)."
+            )
+    root = ET.Element("network")
+    ET.SubElement(root, "name").text = name
+    ET.SubElement(root, "bridge", name=bridge, stp="on", delay="0")
+    conn = get_connection(uri, allow_insecure=allow_insecure)
+    try:
+        net = conn.networkDefineXML(ET.tostring(root, encoding="unicode"))
+        net.create()
+        net.setAutostart(1)
+        return _describe(net)
+    except libvirt.libvirtError as exc:
+        raise translate(exc, uri, action=f"create the isolated network '{name}'") from exc
