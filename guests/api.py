@@ -10,11 +10,12 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from guests import services
+from guests import devices, services
 from guests.create import CreateGuestSerializer, create_from_request
 from guests.errors import GuestError
 from guests.lifecycle import ACTIONS
 from guests.models import Guest
+from storage.models import Volume
 from xenweb.jobs.api import accepted
 from xenweb.jobs.models import Job
 from xenweb.jobs.serializers import JobSerializer
@@ -45,7 +46,26 @@ class GuestSerializer(serializers.ModelSerializer):
 
 
 class GuestUpdateSerializer(serializers.Serializer):
-    memory_mib = serializers.IntegerField(min_value=1, help_text="balloon to this size")
+    memory_mib = serializers.IntegerField(min_value=1, required=False,
+                                          help_text="balloon to this size")
+    vcpus = serializers.IntegerField(min_value=1, required=False,
+                                     help_text="up to the guest's maximum")
+
+
+class ChangeResultSerializer(serializers.Serializer):
+    applied = serializers.ChoiceField(choices=["live", "next boot"])
+    guest = GuestSerializer()
+
+
+class AttachDiskSerializer(serializers.Serializer):
+    volume = serializers.IntegerField(help_text="id of a volume on the guest's host")
+
+
+class AttachNicSerializer(serializers.Serializer):
+    bridge = serializers.RegexField(r"^[A-Za-z0-9_.-]{1,15}$", required=False, default="")
+    network = serializers.RegexField(r"^[A-Za-z0-9_.-]{1,64}$", required=False, default="")
+    mac = serializers.RegexField(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$", required=False,
+                                 default="")
 
 
 class ActionSerializer(serializers.Serializer):
@@ -89,7 +109,11 @@ class GuestViewSet(viewsets.ModelViewSet):
     queryset = Guest.objects.select_related("host")
     serializer_class = GuestSerializer
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
-    action_permissions = {attr: "guests.change_guest" for attr in ACTION_ATTRS.values()}
+    action_permissions = {
+        **{attr: "guests.change_guest" for attr in ACTION_ATTRS.values()},
+        **{name: "guests.change_guest" for name in ("attach_disk", "detach_disk",
+                                                    "attach_nic", "detach_nic")},
+    }
 
     def get_queryset(self) -> QuerySet[Guest]:
         queryset = super().get_queryset()
@@ -124,16 +148,68 @@ class GuestViewSet(viewsets.ModelViewSet):
 
     @extend_schema(request=GuestUpdateSerializer, responses={200: GuestSerializer})
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """Balloon memory (live when running, and in the definition)."""
+        """Balloon memory and/or change vCPUs (live when running, and in the definition)."""
         guest = self.get_object()
         data = GuestUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            guest = services.set_memory(guest, data.validated_data["memory_mib"],
-                                        user=request.user, request=request)
+            if "memory_mib" in data.validated_data:
+                guest = services.set_memory(guest, data.validated_data["memory_mib"],
+                                            user=request.user, request=request)
+            if "vcpus" in data.validated_data:
+                devices.set_vcpus(guest, data.validated_data["vcpus"], user=request.user,
+                                  request=request)
         except GuestError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(GuestSerializer(guest).data)
+
+    def _changed(self, guest: Guest, call: Any) -> Response:
+        try:
+            applied = call()
+        except GuestError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        guest.refresh_from_db()
+        return Response({"applied": applied, "guest": GuestSerializer(guest).data})
+
+    @extend_schema(request=AttachDiskSerializer, responses={200: ChangeResultSerializer})
+    @action(detail=True, methods=["post"], url_path="disks")
+    def attach_disk(self, request: Request, pk: str | None = None) -> Response:
+        """Attach a volume as a new disk (hot where the hypervisor can, else next boot)."""
+        guest = self.get_object()
+        data = AttachDiskSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        volume = Volume.objects.filter(pk=data.validated_data["volume"]).first()
+        if volume is None:
+            return Response({"detail": "No such volume."}, status=status.HTTP_404_NOT_FOUND)
+        return self._changed(guest, lambda: devices.attach_volume(
+            guest, volume, user=request.user, request=request))
+
+    @extend_schema(request=None, responses={200: ChangeResultSerializer})
+    @action(detail=True, methods=["delete"], url_path=r"disks/(?P<target>[a-z]{2,4}\d*)")
+    def detach_disk(self, request: Request, pk: str | None = None, target: str = "") -> Response:
+        """Detach the disk with this target (e.g. xvdb); the volume is kept."""
+        guest = self.get_object()
+        return self._changed(guest, lambda: devices.detach_disk(
+            guest, target, user=request.user, request=request))
+
+    @extend_schema(request=AttachNicSerializer, responses={200: ChangeResultSerializer})
+    @action(detail=True, methods=["post"], url_path="nics")
+    def attach_nic(self, request: Request, pk: str | None = None) -> Response:
+        """Add a network interface on a bridge or network (MAC generated unless given)."""
+        guest = self.get_object()
+        data = AttachNicSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._changed(guest, lambda: devices.attach_nic(
+            guest, user=request.user, request=request, **data.validated_data))
+
+    @extend_schema(request=None, responses={200: ChangeResultSerializer})
+    @action(detail=True, methods=["delete"],
+            url_path=r"nics/(?P<mac>([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2})")
+    def detach_nic(self, request: Request, pk: str | None = None, mac: str = "") -> Response:
+        """Remove the network interface with this MAC address."""
+        guest = self.get_object()
+        return self._changed(guest, lambda: devices.detach_nic(
+            guest, mac, user=request.user, request=request))
 
     @extend_schema(parameters=[
         OpenApiParameter("confirm", str, required=True, description="the guest's name"),

@@ -116,6 +116,18 @@ def _os(root: ET.Element, spec: DomainSpec) -> None:
             _sub(os_el, "boot", dev=device)
 
 
+def device_xml(device: DiskSpec | NicSpec) -> str:
+    """One <disk> or <interface> element, for hot-plugging."""
+    holder = ET.Element("devices")
+    if isinstance(device, DiskSpec):
+        _disk(holder, device)
+    else:
+        if not MAC_RE.match(device.mac):
+            raise SpecError(f"'{device.mac}' is not a MAC address like 00:16:3e:12:34:56.")
+        _nic(holder, device)
+    return ET.tostring(holder[0], encoding="unicode")
+
+
 def _disk(devices: ET.Element, disk: DiskSpec) -> None:
     kind = "block" if disk.block else "file"
     element = _sub(devices, "disk", type=kind, device=disk.device)

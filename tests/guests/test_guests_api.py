@@ -222,3 +222,35 @@ def test_networks_list_and_isolated_network(admin_client: Client, demo: Host,
                 {"name": "n2", "bridge": "b2"}).status_code == 403
     page = admin_client.get(f"/hosts/{demo.pk}/networks/").content.decode()
     assert "dmz" in page and "xenbr9" in page
+
+
+def test_vcpus_disks_and_nics(admin_client: Client, demo: Host) -> None:
+    web = guest("web01")
+    too_many = admin_client.patch(f"/api/v1/guests/{web.pk}/", {"vcpus": 999},
+                                  content_type="application/json")
+    assert too_many.status_code == 409 and "maximum" in too_many.json()["detail"]
+    spare = Volume.objects.filter(pool__host=demo, name__startswith="db01").first()
+    # The test driver cannot hot-plug: a running guest gets it at its next boot.
+    running = post(admin_client, f"/api/v1/guests/{web.pk}/disks/", {"volume": spare.pk})
+    assert running.status_code == 200 and running.json()["applied"] == "next boot"
+
+    mail = guest("mail01")  # shut off: the definition is what it runs next
+    base = f"/api/v1/guests/{mail.pk}"
+    attached = post(admin_client, f"{base}/disks/", {"volume": spare.pk})
+    assert attached.status_code == 200, attached.json()
+    targets = [d["target"] for d in attached.json()["guest"]["disks"]]
+    assert "xvdb" in targets
+    again = post(admin_client, f"{base}/disks/", {"volume": spare.pk})
+    assert again.status_code == 409 and "attached" in again.json()["detail"]
+    detached = admin_client.delete(f"{base}/disks/xvdb/")
+    assert detached.status_code == 200
+    assert "xvdb" not in [d["target"] for d in detached.json()["guest"]["disks"]]
+
+    nic = post(admin_client, f"{base}/nics/", {"bridge": "xenbr0"})
+    assert nic.status_code == 200
+    macs = [n["mac"] for n in nic.json()["guest"]["nics"]]
+    assert len(macs) == 2 and all(m.startswith("00:16:3e:") for m in macs)
+    gone = admin_client.delete(f"{base}/nics/{macs[-1]}/")
+    assert gone.status_code == 200 and len(gone.json()["guest"]["nics"]) == 1
+    missing = admin_client.delete(f"{base}/nics/00:16:3e:00:00:00/")
+    assert missing.status_code == 409 and "no such interface" in missing.json()["detail"]

@@ -1,0 +1,92 @@
+"""Changing a guest's hardware: vCPUs, disks and NICs (hot where the hypervisor can)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from guests.errors import GuestError
+from guests.lifecycle import refresh
+from guests.models import Guest
+from guests.services import random_mac
+from hosts.virt import VirtError
+from hosts.virt import devices as virt_devices
+from hosts.virt import domain_xml as dx
+from storage.models import Volume
+from xenweb.audit.services import record
+
+
+def _run(guest: Guest, what: str, call: Any, *, user: Any, request: Any, **detail: Any) -> str:
+    try:
+        applied = call()
+    except (VirtError, dx.SpecError) as exc:
+        record(f"guest.{what}", user=user, request=request, target=guest, result="failed",
+               message=str(exc), **detail)
+        raise GuestError(str(exc)) from exc
+    record(f"guest.{what}", user=user, request=request, target=guest, applied=applied, **detail)
+    refresh(guest)
+    return applied
+
+
+def set_vcpus(guest: Guest, count: int, *, user: Any, request: Any = None) -> str:
+    maximum = max(guest.vcpus, _max_vcpus(guest))
+    if not 1 <= count <= maximum:
+        raise GuestError(f"vCPUs must be between 1 and the guest's maximum of {maximum}.")
+    return _run(guest, "vcpus", lambda: virt_devices.set_vcpus(
+        guest.host.uri, str(guest.uuid), count, allow_insecure=guest.host.is_lab),
+        user=user, request=request, vcpus=count)
+
+
+def _max_vcpus(guest: Guest) -> int:
+    from hosts.virt.domains import get_domain
+
+    return get_domain(guest.host.uri, str(guest.uuid), allow_insecure=guest.host.is_lab) \
+        .xml.max_vcpus
+
+
+def _next_target(guest: Guest) -> tuple[str, str]:
+    used = {disk["target"] for disk in guest.devices.get("disks", [])}
+    if guest.os_type != "hvm":
+        prefix, bus = "xvd", "xen"
+    elif guest.host.hypervisor_type == "Xen":
+        prefix, bus = "hd", "ide"
+    else:
+        prefix, bus = "vd", "virtio"
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        if f"{prefix}{letter}" not in used:
+            return f"{prefix}{letter}", bus
+    raise GuestError(f"Guest '{guest}' has no free disk slot.")
+
+
+def attach_volume(guest: Guest, volume: Volume, *, user: Any, request: Any = None) -> str:
+    if volume.pool.host_id != guest.host_id:
+        raise GuestError(f"Volume '{volume}' is on another host than '{guest}'.")
+    if any(disk["source"] == volume.path for disk in guest.devices.get("disks", [])):
+        raise GuestError(f"Volume '{volume}' is attached to '{guest}' already.")
+    target, bus = _next_target(guest)
+    spec = dx.DiskSpec(source=volume.path, target=target, bus=bus,
+                       format=volume.format or "raw")
+    return _run(guest, "attach_disk", lambda: virt_devices.attach(
+        guest.host.uri, str(guest.uuid), spec, allow_insecure=guest.host.is_lab),
+        user=user, request=request, volume=volume.path, disk=target)
+
+
+def detach_disk(guest: Guest, target: str, *, user: Any, request: Any = None) -> str:
+    return _run(guest, "detach_disk", lambda: virt_devices.detach_disk(
+        guest.host.uri, str(guest.uuid), target, allow_insecure=guest.host.is_lab),
+        user=user, request=request, disk=target)
+
+
+def attach_nic(guest: Guest, *, bridge: str = "", network: str = "", mac: str = "",
+               user: Any, request: Any = None) -> str:
+    spec = dx.NicSpec(mac=(mac or random_mac()).lower(), bridge=bridge, network=network)
+    if bool(bridge) == bool(network):
+        raise GuestError("Give a bridge or a network for the new interface.")
+    return _run(guest, "attach_nic", lambda: virt_devices.attach(
+        guest.host.uri, str(guest.uuid), spec, allow_insecure=guest.host.is_lab),
+        user=user, request=request, mac=spec.mac)
+
+
+def detach_nic(guest: Guest, mac: str, *, user: Any, request: Any = None) -> str:
+    return _run(guest, "detach_nic", lambda: virt_devices.detach_nic(
+        guest.host.uri, str(guest.uuid), mac, allow_insecure=guest.host.is_lab),
+        user=user, request=request, mac=mac)
