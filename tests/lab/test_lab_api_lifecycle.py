@@ -1,0 +1,87 @@
+"""The product on a real libvirt/QEMU lab host, through the API: create, start, pause,
+resume, save/restore (jobs), hot-plug a disk, shut down (job), delete with volumes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from guests.models import Guest
+from guests.slow_actions import restore_body, save_body, shutdown_body
+from hosts.lab.register import register_lab_host
+from hosts.lab.tinyguest import TINY_GUEST_BANNER, ensure_tiny_guest, tiny_guest_cmdline
+from hosts.virt.console import read_console_until
+from hosts.virt.pools import create_volume, list_pools
+from storage.inventory import reconcile_pools
+from storage.models import Volume
+from xenweb.jobs.models import Job
+from xenweb.jobs.runner import run_job
+
+pytestmark = pytest.mark.django_db
+
+
+def post(client: Client, path: str, data: dict | None = None) -> Any:
+    return client.post(path, data or {}, content_type="application/json")
+
+
+def run(response: Any, body: Any) -> Job:
+    assert response.status_code == 202, response.json()
+    job = Job.objects.get(pk=response.json()["id"])
+    run_job(job.pk, body, task_id="t", worker="w")  # what the Celery worker runs
+    job.refresh_from_db()
+    assert job.state == "succeeded", job.error
+    return job
+
+
+def test_guest_lifecycle_through_the_api(lab_hosts: list[Any], admin_client: Client) -> None:
+    host, _ = register_lab_host(lab_hosts[0])
+    image = ensure_tiny_guest()
+    name = f"api-{uuid.uuid4().hex[:6]}"
+    created = post(admin_client, "/api/v1/guests/", {
+        "name": name, "host": host.pk, "type": "hvm", "memory_mib": 160,
+        "kernel": str(image.kernel), "initrd": str(image.initrd),
+        "cmdline": tiny_guest_cmdline(),
+    })
+    assert created.status_code == 201, created.json()
+    pk = created.json()["id"]
+    base = f"/api/v1/guests/{pk}"
+    guest = Guest.objects.get(pk=pk)
+    try:
+        assert post(admin_client, f"{base}/start/").json()["state"] == "running"
+        console = read_console_until(host.uri, str(guest.uuid), TINY_GUEST_BANNER, 90,
+                                     allow_insecure=True)
+        assert TINY_GUEST_BANNER in console
+        assert post(admin_client, f"{base}/pause/").json()["state"] == "paused"
+        assert post(admin_client, f"{base}/resume/").json()["state"] == "running"
+
+        run(post(admin_client, f"{base}/save/"), save_body)
+        assert Guest.objects.get(pk=pk).state == "shutoff"
+        run(post(admin_client, f"{base}/restore/"), restore_body)
+        assert Guest.objects.get(pk=pk).state == "running"
+
+        extra = create_volume(host.uri, "local", f"{name}-extra.img", 16 * 1024**2,
+                              allow_insecure=True)
+        reconcile_pools(host)
+        volume = Volume.objects.get(pool__host=host, path=extra.path)
+        attached = post(admin_client, f"{base}/disks/", {"volume": volume.pk})
+        assert attached.status_code == 200, attached.json()
+        assert attached.json()["applied"] == "live"  # QEMU hot-plugs virtio disks
+        assert extra.path in [d["source"] for d in attached.json()["guest"]["disks"]]
+
+        job = run(post(admin_client, f"{base}/shutdown/", {"timeout": 90}), shutdown_body)
+        assert job.result["state"] == "shutoff"
+    finally:
+        from hosts.virt import VirtError
+        from hosts.virt import domains as virt
+
+        try:
+            virt.destroy(host.uri, str(guest.uuid), allow_insecure=True)
+        except VirtError:
+            pass
+    deleted = admin_client.delete(f"{base}/?confirm={name}&delete_volumes=true")
+    assert deleted.status_code == 204
+    remaining = {v.path for p in list_pools(host.uri, allow_insecure=True) for v in p.volumes}
+    assert extra.path not in remaining
