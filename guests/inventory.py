@@ -8,6 +8,7 @@ from django.db import transaction
 
 from guests.models import Guest
 from hosts.models import Host
+from hosts.virt import VirtObjectNotFound
 from hosts.virt import domains as virt
 from xenweb.realtime import EVENTS_GROUP, broadcast
 
@@ -65,3 +66,20 @@ def reconcile_host(host: Host) -> ReconcileResult:
                                    "host": host.pk, "created": created, "updated": updated,
                                    "removed": removed})
     return result
+
+
+def refresh_guest(host: Host, uuid: str) -> Guest | None:
+    """Re-read one guest from libvirt into its cached row (created if new).
+
+    Returns the row, or None when libvirt no longer knows the guest (the row is deleted).
+    Raises VirtError when the host cannot answer. Broadcasts nothing: the caller says why.
+    """
+    try:
+        info = virt.get_domain(host.uri, uuid, allow_insecure=host.is_lab)
+    except VirtObjectNotFound:
+        Guest.objects.filter(host=host, uuid=uuid).delete()
+        return None
+    guest, _created = Guest.objects.update_or_create(
+        host=host, uuid=info.uuid, defaults=cached_fields(info)
+    )
+    return guest

@@ -132,7 +132,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [_redis_db(1)],
+            # redis-py 8 defaults to a 5 s socket timeout, shorter than channels_redis's
+            # blocking receive: idle websockets would be closed (channels_redis#422).
+            "hosts": [{"address": _redis_db(1), "socket_timeout": None}],
             "capacity": 500,
             "expiry": 30,
         },

@@ -5,30 +5,33 @@ import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import close_old_connections
 
-from hosts.monitor import refresh_all_hosts
+from hosts.watcher import RECONCILE_INTERVAL, Watcher, run_once
 
 
 class Command(BaseCommand):
-    help = "Watch every enrolled host and keep its state (online/unreachable) current."
+    help = (
+        "Watch every enrolled host: libvirt guest events into the inventory and to the "
+        "browsers, reconnects, and a full reconcile every 30 s."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--interval", type=float, default=10.0, help="seconds per round")
-        parser.add_argument("--once", action="store_true", help="one round, then exit")
+        parser.add_argument(
+            "--reconcile-interval", "--interval", dest="interval", type=float,
+            default=RECONCILE_INTERVAL, help="seconds between full reconciles",
+        )
+        parser.add_argument(
+            "--once", action="store_true", help="probe and reconcile every host once, then exit"
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        if opts["once"]:
+            for host in run_once():
+                self.stdout.write(f"{host}: {host.state} {host.last_error}".rstrip())
+            return
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         self.stdout.write("Watching hosts (Ctrl-C to stop)")
-        while not stop.is_set():
-            try:
-                for host in refresh_all_hosts():
-                    self.stdout.write(f"{host}: {host.state} {host.last_error}".rstrip())
-            except Exception as exc:  # keep watching: the database or Redis may come back
-                self.stderr.write(f"watch round failed: {exc}")
-            if opts["once"]:
-                break
-            stop.wait(opts["interval"])
-            close_old_connections()  # a long-lived process: drop connections that went bad
+        Watcher(reconcile_interval=opts["interval"]).run(stop)
+        self.stdout.write("Stopped watching hosts")
