@@ -20,6 +20,27 @@ PUBLIC = {"/accounts/login/"}
 GONE_AFTER_SETUP = re.compile(r"^/setup/")
 
 
+# Sample values for named groups whose pattern is not simply "any id".
+SAMPLES = {"target": "xvdb", "mac": "00:16:3e:00:00:01"}
+
+
+def fill_groups(pattern: str) -> str:
+    """Replace each (?P<name>…) group, nested parentheses included, by a sample value:
+    a known sample, the first alternative of an alternation, or 1."""
+    while (start := pattern.find("(?P<")) >= 0:
+        name = pattern[start + 4:pattern.index(">", start)]
+        depth, end = 0, start
+        for end in range(start, len(pattern)):
+            depth += {"(": 1, ")": -1}.get(pattern[end], 0)
+            if depth == 0:
+                break
+        body = pattern[pattern.index(">", start) + 1:end]
+        sample = SAMPLES.get(name) or (body.split("|")[0] if "|" in body and "(" not in body
+                                       else "1")
+        pattern = pattern[:start] + sample + pattern[end + 1:]
+    return pattern
+
+
 def all_paths(resolver: URLResolver | None = None, prefix: str = "") -> list[str]:
     """Every route of the URL conf as a concrete path (converters filled with 1)."""
     resolver = resolver or get_resolver()
@@ -28,10 +49,7 @@ def all_paths(resolver: URLResolver | None = None, prefix: str = "") -> list[str
         pattern = str(entry.pattern)
         if "format" in pattern:  # DRF's .json/.api suffix twins of the routes below
             continue
-        pattern = re.sub(  # a named group: its first alternative, or 1
-            r"\(\?P<\w+>([^)]*)\)",
-            lambda m: m.group(1).split("|")[0] if "|" in m.group(1) else "1", pattern,
-        )
+        pattern = fill_groups(pattern)
         pattern = re.sub(r"<(?:int:)?\w+>", "1", pattern)
         pattern = pattern.replace("^", "").replace("$", "").replace("\\", "")
         if isinstance(entry, URLResolver):

@@ -1,0 +1,20 @@
+"""The guest's text console page: xterm.js on `/ws/guests/<pk>/console/` (guests.consumers)."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import permission_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from guests.consumers import TYPE_PERMISSION, VIEW_PERMISSION
+from guests.models import Guest
+
+
+@permission_required(VIEW_PERMISSION, raise_exception=True)
+def console_page(request: HttpRequest, pk: int) -> HttpResponse:
+    guest = get_object_or_404(Guest.objects.select_related("host"), pk=pk)
+    return render(request, "guests/console.html", {
+        "guest": guest,
+        "readonly": not request.user.has_perm(TYPE_PERMISSION),
+        "console_ws": f"/ws/guests/{guest.pk}/console/",
+    })

@@ -1,0 +1,306 @@
+"""`/ws/guests/<pk>/console/`: a guest's text console (serial or Xen PV console) in the browser.
+
+The bridge: one libvirt console stream (``hosts.virt.console.ConsoleStream``) per websocket.
+Every call on the stream (open, read, write, close) runs on one worker thread owned by the
+websocket, so the stream is never used from two threads at once and the event loop never
+blocks on libvirt. A background task polls the non-blocking stream every ``POLL_SECONDS``
+and sends what arrived as binary frames; binary (or text) frames from the browser are
+written to the stream. Text frames from the server are JSON status messages:
+
+- ``{"type": "console.status", "state": "connected", "readonly": bool, ...}`` once open;
+- ``{"type": "console.readonly", "message": ...}`` the first time a read-only user types;
+- ``{"type": "console.closed", "reason": ..., "message": ...}`` just before the server
+  closes the socket, with one of the ``CLOSE_*`` codes below.
+
+Watching needs ``guests.view_guest``, typing ``guests.change_guest``; a user without the
+latter gets a read-only console whose input is dropped here, on the server. libvirt allows
+one console session per guest: opening one (VIR_DOMAIN_CONSOLE_FORCE) takes it over from
+another session (another tab, ``virsh console``), which is then closed with
+``CLOSE_TAKEN_OVER`` and does not reconnect by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from guests.models import Guest
+from hosts.virt import VirtError, VirtObjectNotFound
+from hosts.virt import domains as virt
+from hosts.virt.console import ConsoleStream
+from xenweb.audit.services import record
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Refusals, before the handshake is accepted (as in xenweb.jobs.consumers).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+# Endings, after the handshake; the browser decides from the code whether to reconnect.
+CLOSE_GUEST_STOPPED = 4000  # not running (any more): reconnect slowly, it may start again
+CLOSE_TAKEN_OVER = 4001  # another session took the console: reconnect only on request
+CLOSE_CONSOLE_ERROR = 4002  # the host or the stream failed: reconnect with backoff
+CLOSE_NO_CONSOLE = 4003  # Domain-0 or a guest that no longer exists: never reconnect
+
+POLL_SECONDS = 0.05
+SETTLE_SECONDS = 3.0  # how long an ended console waits for the guest's state to follow
+RUNNING_STATES = frozenset({"running", "blocked", "paused", "pmsuspended", "shutdown"})
+
+VIEW_PERMISSION = "guests.view_guest"
+TYPE_PERMISSION = "guests.change_guest"
+
+
+@dataclass(frozen=True)
+class ConsoleTarget:
+    """What the consumer needs of the guest row, read once in connect()."""
+
+    guest_pk: int
+    name: str
+    uuid: str
+    host_name: str
+    host_uri: str
+    is_lab: bool
+    is_privileged: bool
+    may_type: bool
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Why a console session ended: the last message and the close code."""
+
+    reason: str
+    message: str
+    code: int
+
+
+@database_sync_to_async
+def _may_view(user: Any) -> bool:
+    return user.has_perm(VIEW_PERMISSION)
+
+
+@database_sync_to_async
+def _console_target(user: Any, guest_pk: int) -> ConsoleTarget | None:
+    guest = Guest.objects.select_related("host").filter(pk=guest_pk).first()
+    if guest is None:
+        return None
+    return ConsoleTarget(
+        guest_pk=guest.pk,
+        name=guest.name,
+        uuid=str(guest.uuid),
+        host_name=guest.host.name,
+        host_uri=guest.host.uri,
+        is_lab=guest.host.is_lab,
+        is_privileged=guest.is_privileged,
+        may_type=user.has_perm(TYPE_PERMISSION),
+    )
+
+
+@database_sync_to_async
+def _audit_opened(user: Any, target: ConsoleTarget, client: str | None) -> None:
+    record(
+        "guest.console",
+        user=user,
+        target_type="guests.guest",
+        target_id=target.guest_pk,
+        target_label=target.name,
+        message=f"Opened the console of {target.name} on {target.host_name}"
+        + (" (read-only)" if not target.may_type else ""),
+        host=target.host_name,
+        readonly=not target.may_type,
+        client=client,
+    )
+
+
+def _guest_state(target: ConsoleTarget, *, settle: bool) -> str:
+    """The guest's state in libvirt. With ``settle``, a running state is asked again for a
+    moment: the console ends a little before a stopping guest's state changes."""
+    deadline = time.monotonic() + (SETTLE_SECONDS if settle else 0.0)
+    while True:
+        state = virt.get_domain(target.host_uri, target.uuid, allow_insecure=target.is_lab).state
+        if state not in RUNNING_STATES or time.monotonic() >= deadline:
+            return state
+        time.sleep(0.1)
+
+
+def diagnose(target: ConsoleTarget, error: VirtError | None, *, opened: bool) -> Ending:
+    """Why the console could not open (``opened=False``) or ended: asks libvirt for the
+    guest's state, so blocking; runs on the console's thread."""
+    try:
+        state = _guest_state(target, settle=opened)
+    except VirtObjectNotFound:
+        return Ending("gone", f"The guest {target.name} no longer exists on {target.host_name}.",
+                      CLOSE_NO_CONSOLE)
+    except VirtError as exc:
+        return Ending("error", str(exc), CLOSE_CONSOLE_ERROR)
+    if state not in RUNNING_STATES:
+        if opened:
+            return Ending("stopped", f"The guest {target.name} stopped ({state}).",
+                          CLOSE_GUEST_STOPPED)
+        return Ending("not-running", f"The guest {target.name} is not running ({state}); "
+                      "the console opens when it starts.", CLOSE_GUEST_STOPPED)
+    if not opened:
+        message = str(error) if error else "The console could not be opened."
+        return Ending("error", message, CLOSE_CONSOLE_ERROR)
+    if error is None:
+        # End of stream while the guest runs: it was restarted (a Xen reboot recreates the
+        # domain). Reconnecting at once finds the new console.
+        return Ending("restarted", f"The console of {target.name} ended; the guest restarted.",
+                      CLOSE_GUEST_STOPPED)
+    return Ending(
+        "taken-over",
+        f"The console of {target.name} was closed while the guest kept running: another "
+        "session (another browser tab or virsh console) probably took it over. libvirt "
+        "allows one console session per guest.",
+        CLOSE_TAKEN_OVER,
+    )
+
+
+class GuestConsoleConsumer(AsyncWebsocketConsumer):
+    """Bridges one websocket to one libvirt console stream of a guest."""
+
+    # No channel layer: the console joins no group, so it needs no Redis round trips (and
+    # keeps working while Redis is away). An alias that is not configured means "none".
+    channel_layer_alias = "console-uses-no-channel-layer"
+    target: ConsoleTarget | None = None
+    stream: ConsoleStream | None = None
+    pump: asyncio.Task[None] | None = None
+    executor: ThreadPoolExecutor | None = None
+    warned_readonly = False
+    ending = False
+
+    # --- the console's own thread ------------------------------------------------------
+
+    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, lambda: func(*args, **kwargs))
+
+    # --- websocket life cycle ----------------------------------------------------------
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not await _may_view(user):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        target = await _console_target(user, int(self.scope["url_route"]["kwargs"]["guest_id"]))
+        if target is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.target = target
+        await self.accept()
+        if target.is_privileged:
+            await self._end(Ending(
+                "no-console",
+                f"{target.name} is the host's management domain: its console is the host's "
+                "own console, not reachable through libvirt.",
+                CLOSE_NO_CONSOLE,
+            ))
+            return
+        try:
+            self.stream = await self._call(
+                ConsoleStream, target.host_uri, target.uuid, allow_insecure=target.is_lab
+            )
+        except VirtError as exc:
+            await self._end(await self._call(diagnose, target, exc, opened=False))
+            return
+        client = self.scope.get("client")
+        await _audit_opened(user, target, client[0] if client else None)
+        await self._send_json({
+            "type": "console.status", "state": "connected", "readonly": not target.may_type,
+            "guest": target.name, "host": target.host_name,
+        })
+        self.pump = asyncio.create_task(self._pump())
+
+    async def disconnect(self, code: int) -> None:
+        pump, self.pump = self.pump, None
+        if pump is not None and pump is not asyncio.current_task():
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            try:
+                await self._call(stream.close)
+            except Exception:  # never let cleanup fail the disconnect
+                logger.exception("closing the console stream failed")
+        if self.executor is not None:
+            self.executor.shutdown(wait=False)
+            self.executor = None
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None
+    ) -> None:
+        """Keystrokes: binary frames (or text, sent as UTF-8) go to the guest's console."""
+        data = bytes_data if bytes_data is not None else (text_data or "").encode()
+        if not data or self.stream is None or self.target is None or self.ending:
+            return
+        if not self.target.may_type:
+            if not self.warned_readonly:
+                self.warned_readonly = True
+                await self._send_json({
+                    "type": "console.readonly",
+                    "message": "Read-only console: your keystrokes are not sent to the guest "
+                               "(typing needs the operator role).",
+                })
+            return
+        try:
+            await self._call(self.stream.write, data)
+        except VirtError as exc:
+            logger.info("console write to %s failed: %s", self.target.name, exc)
+
+    # --- the pump ------------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        """Console output to the browser until the stream ends, then the last word."""
+        stream, target = self.stream, self.target
+        assert stream is not None and target is not None  # noqa: S101 (set in connect)
+        try:
+            ending = await self._relay(stream, target)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug: end the session visibly rather than hang silently
+            logger.exception("console of %s: the pump failed", target.name)
+            ending = Ending("error", "The console ended unexpectedly.", CLOSE_CONSOLE_ERROR)
+        if self.stream is not stream:  # disconnected meanwhile
+            return
+        self.pump = None  # finished: disconnect() must not wait for itself
+        await self._end(ending)
+
+    async def _relay(self, stream: ConsoleStream, target: ConsoleTarget) -> Ending:
+        error: VirtError | None = None
+        try:
+            while True:
+                data = await self._call(stream.read)
+                if data:
+                    await self.send(bytes_data=data)
+                if stream.closed:
+                    break
+                await asyncio.sleep(POLL_SECONDS)
+        except VirtError as exc:
+            error = exc
+        return await self._call(diagnose, target, error, opened=True)
+
+    async def _end(self, ending: Ending) -> None:
+        self.ending = True
+        await self._send_json({"type": "console.closed", "reason": ending.reason,
+                               "message": ending.message})
+        await self.close(code=ending.code)
+
+    async def _send_json(self, content: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(content))
