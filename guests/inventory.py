@@ -36,7 +36,8 @@ def cached_fields(info: virt.DomainInfo) -> dict[str, object]:
         "is_privileged": info.is_privileged,
         "autostart": info.autostart,
         "devices": {"disks": [asdict(disk) for disk in info.xml.disks],
-                    "nics": [asdict(nic) for nic in info.xml.nics]},
+                    "nics": [asdict(nic) for nic in info.xml.nics],
+                    "vnc_port": info.xml.vnc_port},
     }
 
 
