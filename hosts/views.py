@@ -10,6 +10,7 @@ from hosts import services
 from hosts.forms import HostForm
 from hosts.models import Host
 from hosts.virt import VirtError
+from xenweb.appliance.sshkeys import public_key
 
 
 @permission_required("hosts.view_host", raise_exception=True)
@@ -34,7 +35,7 @@ def host_add(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Host '{host}' was added.")
             return redirect(host)
-    return render(request, "hosts/add.html", {"form": form})
+    return render(request, "hosts/add.html", {"form": form, "public_key": public_key()})
 
 
 @require_POST

@@ -100,9 +100,28 @@
     panel._refresh = setTimeout(function () { htmx.trigger(panel, "refresh"); }, 300);
   }
 
+  const GUEST_STATE_CLASS = { running: "success", paused: "warning", crashed: "danger" };
+  const GUEST_STATE_LABEL = { shutoff: "shut off", shutdown: "shutting down",
+                              pmsuspended: "suspended by guest" };
+
+  // Guest lists: the row of a guest whose state changed anywhere shows it at once.
+  function updateGuestRows(msg) {
+    document.querySelectorAll('[data-guest="' + msg.uuid + '"]').forEach(function (row) {
+      if (msg.removed) { row.classList.add("text-decoration-line-through", "opacity-50"); return; }
+      const badge = row.querySelector(".guest-state");
+      if (!badge || !msg.state) return;
+      badge.textContent = GUEST_STATE_LABEL[msg.state] || msg.state;
+      badge.className = "badge guest-state text-bg-" + (GUEST_STATE_CLASS[msg.state] || "secondary");
+    });
+  }
+
   function onEvent(msg) {
     document.dispatchEvent(new CustomEvent("xenweb:event", { detail: msg }));
-    if (msg.type === "inventory.update") { refreshDashboard(); return; }
+    if (msg.type === "inventory.update") {
+      refreshDashboard();
+      if (msg.uuid) updateGuestRows(msg);
+      return;
+    }
     if (msg.type !== "job.update") return;
     const rows = document.querySelectorAll('[data-job-row="' + msg.job.id + '"]');
     rows.forEach(function (row) { renderJob(row, msg.job); });

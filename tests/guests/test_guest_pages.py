@@ -71,3 +71,15 @@ def test_viewer_sees_no_buttons(viewer_client: Client, demo: Host) -> None:
     assert 'data-action=' not in page.content.decode()
     assert viewer_client.post(f"/guests/{Guest.objects.get(name='web01').pk}/destroy/") \
         .status_code == 403
+
+
+def test_add_host_page_shows_the_appliance_key(admin_client: Client) -> None:
+    page = admin_client.get("/hosts/add/").content.decode()
+    assert 'id="appliance-public-key">ssh-ed25519 ' in page
+
+
+def test_guest_rows_carry_what_live_updates_need(admin_client: Client, demo: Host) -> None:
+    web = Guest.objects.get(name="web01")
+    for path in ("/guests/", demo.get_absolute_url()):
+        page = admin_client.get(path).content.decode()
+        assert f'data-guest="{web.uuid}"' in page and "guest-state" in page
