@@ -32,6 +32,7 @@ class GuestSerializer(serializers.ModelSerializer):
         model = Guest
         fields = ["id", "url", "uuid", "name", "host", "host_name", "state", "os_type", "type",
                   "vcpus", "memory_mib", "max_memory_mib", "is_privileged", "autostart",
+                  "has_managed_save",
                   "disks", "nics", "updated_at"]
         read_only_fields = fields
 
@@ -228,12 +229,7 @@ class GuestViewSet(viewsets.ModelViewSet):
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    start = _action_view("start")
-    shutdown = _action_view("shutdown")
-    reboot = _action_view("reboot")
-    destroy_now = _action_view("destroy")
-    pause = _action_view("pause")
-    resume = _action_view("resume")
-    save = _action_view("save")
-    restore = _action_view("restore")
-    autostart = _action_view("autostart")
+
+# One route per lifecycle action, from the one list of actions (guests.lifecycle.ACTIONS).
+for _name, _attr in ACTION_ATTRS.items():
+    setattr(GuestViewSet, _attr, _action_view(_name))

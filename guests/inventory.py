@@ -35,6 +35,7 @@ def cached_fields(info: virt.DomainInfo) -> dict[str, object]:
         "max_memory_mib": info.xml.max_memory_mib,
         "is_privileged": info.is_privileged,
         "autostart": info.autostart,
+        "has_managed_save": info.managed_save,
         "devices": {"disks": [asdict(disk) for disk in info.xml.disks],
                     "nics": [asdict(nic) for nic in info.xml.nics],
                     "vnc_port": info.xml.vnc_port},

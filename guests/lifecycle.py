@@ -24,20 +24,22 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "pause": RUNNING,
     "resume": ("paused",),
     "save": (*RUNNING, "paused"),
+    "managedsave": (*RUNNING, "paused"),
     "restore": ("shutoff",),
     "autostart": tuple(Guest.State.values),
     "delete": ("shutoff", "crashed"),
 }
 ACTIONS = tuple(ALLOWED)
-SLOW_ACTIONS = ("shutdown", "save", "restore")
-DOM0_FORBIDDEN = ("start", "shutdown", "reboot", "destroy", "pause", "save", "restore",
-                  "delete")
+SLOW_ACTIONS = ("shutdown", "save", "managedsave", "restore")
+DOM0_FORBIDDEN = ("start", "shutdown", "reboot", "destroy", "pause", "save", "managedsave",
+                  "restore", "delete")
 DOM0_MESSAGE = (
     "Domain-0 is the privileged management domain: it cannot be {verb} through xenweb. "
     "Its memory can be ballooned."
 )
 VERBS = {"start": "started", "shutdown": "shut down", "reboot": "rebooted",
-         "destroy": "forced off", "pause": "paused", "save": "saved", "restore": "restored",
+         "destroy": "forced off", "pause": "paused", "save": "saved",
+         "managedsave": "saved", "restore": "restored",
          "delete": "deleted", "resume": "resumed", "autostart": "changed"}
 STATE_HINTS = {
     "shutdown": {"paused": "resume it first, or force it off"},

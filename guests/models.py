@@ -32,6 +32,8 @@ class Guest(models.Model):
     autostart = models.BooleanField(default=False)
     # Where the last save-to-file put the guest's memory (on the host), for restore.
     saved_path = models.CharField(max_length=1024, blank=True)
+    # libvirt holds a managed-save image: the next start resumes from it.
+    has_managed_save = models.BooleanField(default=False)
     # Disks and NICs as libvirt describes them ({"disks": [...], "nics": [...]}).
     devices = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

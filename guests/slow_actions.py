@@ -97,3 +97,14 @@ def restore_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     guest.saved_path = ""
     guest.save(update_fields=["saved_path"])
     return {"guest": guest.pk, "state": refresh(guest).state}
+
+
+def managed_save_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
+    guest = _guest(job)
+    try:
+        check_allowed(guest, "managedsave")
+        reporter.update(0, total=1, message=f"Saving '{guest}' (managed save)", force=True)
+        virt.managed_save(guest.host.uri, str(guest.uuid), allow_insecure=guest.host.is_lab)
+    except (GuestError, VirtError) as exc:
+        raise JobError(str(exc)) from exc
+    return {"guest": guest.pk, "state": refresh(guest).state}

@@ -1,8 +1,10 @@
-from guests.slow_actions import restore_body, save_body, shutdown_body
+from guests.slow_actions import managed_save_body, restore_body, save_body, shutdown_body
 from xenweb.jobs.tasks_base import job_task
 
 guest_shutdown = job_task("guests.tasks.shutdown")(shutdown_body)
 guest_save = job_task("guests.tasks.save")(save_body)
 guest_restore = job_task("guests.tasks.restore")(restore_body)
+guest_managed_save = job_task("guests.tasks.managed_save")(managed_save_body)
 
-SLOW_TASKS = {"shutdown": guest_shutdown, "save": guest_save, "restore": guest_restore}
+SLOW_TASKS = {"shutdown": guest_shutdown, "save": guest_save, "restore": guest_restore,
+              "managedsave": guest_managed_save}

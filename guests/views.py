@@ -27,6 +27,8 @@ BUTTONS = [  # (action, label, icon, style, confirmation)
     ("resume", "Resume", "play", "success", ""),
     ("save", "Save to file", "download", "secondary", "Save {name}'s memory to a file and "
      "stop it?"),
+    ("managedsave", "Managed save", "hdd", "secondary", "Save {name}'s memory (managed); "
+     "the next start resumes it?"),
     ("restore", "Restore", "upload", "success", ""),
     ("destroy", "Force off", "x-octagon", "danger", "Force {name} off? Like pulling the "
      "plug: unsaved data in the guest is lost."),

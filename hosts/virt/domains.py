@@ -43,6 +43,7 @@ class DomainInfo:
     autostart: bool
     is_privileged: bool  # Xen's Domain-0
     xml: DomainXmlInfo
+    managed_save: bool = False  # a managed-save image exists: start resumes from it
 
 
 @contextmanager
@@ -70,6 +71,10 @@ def _describe(dom: libvirt.virDomain) -> DomainInfo:
         autostart = bool(dom.autostart())
     except libvirt.libvirtError:
         autostart = False
+    try:
+        managed = bool(dom.hasManagedSaveImage(0))
+    except libvirt.libvirtError:
+        managed = False
     return DomainInfo(
         uuid=dom.UUIDString(),
         name=dom.name(),
@@ -79,6 +84,7 @@ def _describe(dom: libvirt.virDomain) -> DomainInfo:
         autostart=autostart,
         is_privileged=dom.name() == DOM0_NAME or (dom_id == 0 and xml.domain_type == "xen"),
         xml=xml,
+        managed_save=managed,
     )
 
 
@@ -138,6 +144,11 @@ def resume(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
 def save(uri: str, uuid: str, path: str, *, allow_insecure: bool = False) -> None:
     """Save memory to `path` on the host; the guest stops."""
     _act(uri, uuid, "save", lambda d: d.save(path), allow_insecure)
+
+
+def managed_save(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
+    """Save memory to the host's managed location; the next start resumes from it."""
+    _act(uri, uuid, "save (managed)", lambda d: d.managedSave(0), allow_insecure)
 
 
 def restore(uri: str, path: str, *, allow_insecure: bool = False) -> None:

@@ -85,3 +85,44 @@ def test_guest_lifecycle_through_the_api(lab_hosts: list[Any], admin_client: Cli
     assert deleted.status_code == 204
     remaining = {v.path for p in list_pools(host.uri, allow_insecure=True) for v in p.volumes}
     assert extra.path not in remaining
+
+
+def test_managed_save_then_start_resumes(lab_hosts: list[Any], admin_client: Client) -> None:
+    host, _ = register_lab_host(lab_hosts[0])
+    image = ensure_tiny_guest()
+    name = f"ms-{uuid.uuid4().hex[:6]}"
+    created = post(admin_client, "/api/v1/guests/", {
+        "name": name, "host": host.pk, "type": "hvm", "memory_mib": 160,
+        "kernel": str(image.kernel), "initrd": str(image.initrd),
+        "cmdline": tiny_guest_cmdline(),
+    })
+    base = f"/api/v1/guests/{created.json()['id']}"
+    guest = Guest.objects.get(pk=created.json()["id"])
+    try:
+        post(admin_client, f"{base}/start/")
+        assert TINY_GUEST_BANNER in read_console_until(host.uri, str(guest.uuid),
+                                                       TINY_GUEST_BANNER, 90,
+                                                       allow_insecure=True)
+        run(post(admin_client, f"{base}/managedsave/"), _managed_save_body())
+        saved = admin_client.get(f"{base}/").json()
+        assert saved["state"] == "shutoff" and saved["has_managed_save"]
+        resumed = post(admin_client, f"{base}/start/").json()
+        assert resumed["state"] == "running" and not resumed["has_managed_save"]
+        # It resumed where it was: the heartbeat goes on, no fresh boot banner needed.
+        assert "tick" in read_console_until(host.uri, str(guest.uuid), "tick", 30,
+                                            allow_insecure=True)
+    finally:
+        from hosts.virt import VirtError
+        from hosts.virt import domains as virt
+
+        try:
+            virt.destroy(host.uri, str(guest.uuid), allow_insecure=True)
+        except VirtError:
+            pass
+        virt.undefine(host.uri, str(guest.uuid), allow_insecure=True)
+
+
+def _managed_save_body() -> Any:
+    from guests.slow_actions import managed_save_body
+
+    return managed_save_body
