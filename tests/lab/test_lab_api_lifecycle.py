@@ -36,19 +36,23 @@ def run(response: Any, body: Any) -> Job:
     return job
 
 
-def test_guest_lifecycle_through_the_api(lab_hosts: list[Any], admin_client: Client) -> None:
-    host, _ = register_lab_host(lab_hosts[0])
+def create_tiny_guest(lab_host: Any, client: Client, prefix: str) -> tuple[Any, Guest]:
+    """The lab host enrolled, and a new tiny guest defined on it through the API."""
+    host, _ = register_lab_host(lab_host)
     image = ensure_tiny_guest()
-    name = f"api-{uuid.uuid4().hex[:6]}"
-    created = post(admin_client, "/api/v1/guests/", {
-        "name": name, "host": host.pk, "type": "hvm", "memory_mib": 160,
-        "kernel": str(image.kernel), "initrd": str(image.initrd),
+    created = post(client, "/api/v1/guests/", {
+        "name": f"{prefix}-{uuid.uuid4().hex[:6]}", "host": host.pk, "type": "hvm",
+        "memory_mib": 160, "kernel": str(image.kernel), "initrd": str(image.initrd),
         "cmdline": tiny_guest_cmdline(),
     })
     assert created.status_code == 201, created.json()
-    pk = created.json()["id"]
+    return host, Guest.objects.get(pk=created.json()["id"])
+
+
+def test_guest_lifecycle_through_the_api(lab_hosts: list[Any], admin_client: Client) -> None:
+    host, guest = create_tiny_guest(lab_hosts[0], admin_client, "api")
+    name, pk = guest.name, guest.pk
     base = f"/api/v1/guests/{pk}"
-    guest = Guest.objects.get(pk=pk)
     try:
         assert post(admin_client, f"{base}/start/").json()["state"] == "running"
         console = read_console_until(host.uri, str(guest.uuid), TINY_GUEST_BANNER, 90,
@@ -88,16 +92,8 @@ def test_guest_lifecycle_through_the_api(lab_hosts: list[Any], admin_client: Cli
 
 
 def test_managed_save_then_start_resumes(lab_hosts: list[Any], admin_client: Client) -> None:
-    host, _ = register_lab_host(lab_hosts[0])
-    image = ensure_tiny_guest()
-    name = f"ms-{uuid.uuid4().hex[:6]}"
-    created = post(admin_client, "/api/v1/guests/", {
-        "name": name, "host": host.pk, "type": "hvm", "memory_mib": 160,
-        "kernel": str(image.kernel), "initrd": str(image.initrd),
-        "cmdline": tiny_guest_cmdline(),
-    })
-    base = f"/api/v1/guests/{created.json()['id']}"
-    guest = Guest.objects.get(pk=created.json()["id"])
+    host, guest = create_tiny_guest(lab_hosts[0], admin_client, "ms")
+    base = f"/api/v1/guests/{guest.pk}"
     try:
         post(admin_client, f"{base}/start/")
         assert TINY_GUEST_BANNER in read_console_until(host.uri, str(guest.uuid),

@@ -122,19 +122,26 @@ def test_cancel_a_queued_job_never_runs_it(admin_client_tx: Client) -> None:
         worker.stop()
 
 
-def test_killed_worker_leaves_the_job_interrupted_with_a_reason(
-    admin_client_tx: Client,
-) -> None:
-    """SIGKILL to the whole worker (as the OOM killer would): no process survives to
-    report, so the reaper (stale heartbeat) and a restarted worker must notice."""
-    queue = "xenweb-test-crash"
+def long_job_on_own_worker(queue: str) -> tuple[CeleryWorker, Job]:
+    """A worker of its own (so killing it spares the shared one) running a long job."""
     worker = CeleryWorker(queue=queue, concurrency=1)
     job = services.start_job(selftest, kind="selftest", owner=None, queue=queue,
                              params={"steps": 1000, "step_seconds": 0.1})
     try:
         wait_for(lambda: Job.objects.get(pk=job.pk).done >= 1, 60, "the job to start")
-    finally:
+    except BaseException:
         worker.kill()
+        raise
+    return worker, job
+
+
+def test_killed_worker_leaves_the_job_interrupted_with_a_reason(
+    admin_client_tx: Client,
+) -> None:
+    """SIGKILL to the whole worker (as the OOM killer would): no process survives to
+    report, so the reaper (stale heartbeat) and a restarted worker must notice."""
+    worker, job = long_job_on_own_worker("xenweb-test-crash")
+    worker.kill()
     assert job_state(job.pk) == JobState.RUNNING  # nobody is left to say otherwise
 
     # Nothing heartbeats any more; once stale, the reaper marks the job interrupted.
@@ -149,13 +156,8 @@ def test_killed_worker_leaves_the_job_interrupted_with_a_reason(
 
 def test_restarted_worker_interrupts_what_it_was_running(admin_client_tx: Client) -> None:
     queue = "xenweb-test-restart"
-    worker = CeleryWorker(queue=queue, concurrency=1)
-    job = services.start_job(selftest, kind="selftest", owner=None, queue=queue,
-                             params={"steps": 1000, "step_seconds": 0.1})
-    try:
-        wait_for(lambda: Job.objects.get(pk=job.pk).done >= 1, 60, "the job to start")
-    finally:
-        worker.kill()
+    worker, job = long_job_on_own_worker(queue)
+    worker.kill()
     again = CeleryWorker(hostname=worker.hostname, queue=queue, concurrency=1)
     try:
         job = wait_state(job.pk, (JobState.INTERRUPTED,), timeout=30)
@@ -169,12 +171,8 @@ def test_restarted_worker_interrupts_what_it_was_running(admin_client_tx: Client
 
 def test_killed_worker_process_is_noticed_by_its_parent(admin_client_tx: Client) -> None:
     """Only the pool process dies (SIGKILL): the worker's main process reports it."""
-    queue = "xenweb-test-child"
-    worker = CeleryWorker(queue=queue, concurrency=1)
-    job = services.start_job(selftest, kind="selftest", owner=None, queue=queue,
-                             params={"steps": 1000, "step_seconds": 0.1})
+    worker, job = long_job_on_own_worker("xenweb-test-child")
     try:
-        wait_for(lambda: Job.objects.get(pk=job.pk).done >= 1, 60, "the job to start")
         children = worker.children()
         assert children, "the prefork pool has no child process"
         for pid in children:
