@@ -7,7 +7,7 @@ from typing import Any
 
 from hosts.models import Host
 from hosts.virt import VirtError
-from hosts.virt.capabilities import HVM_UNAVAILABLE, host_capabilities
+from hosts.virt.capabilities import HVM_UNAVAILABLE, host_capabilities, host_resources
 
 TYPE_LABELS = {"xen": "PV", "hvm": "HVM", "xenpvh": "PVH"}
 
@@ -23,8 +23,15 @@ def refresh_capabilities(host: Host) -> dict[str, Any]:
         "guest_types": list(caps.guest_types()),
         "pae": caps.pae,
     }
-    host.save(update_fields=["capabilities"])
+    refresh_resources(host)
     return host.capabilities
+
+
+def refresh_resources(host: Host) -> None:
+    """Free memory (changes all the time) and the per-guest vCPU limit."""
+    resources = host_resources(host.uri, allow_insecure=host.is_lab)
+    host.capabilities = {**host.capabilities, **asdict(resources)}
+    host.save(update_fields=["capabilities"])
 
 
 def refresh_capabilities_quietly(host: Host) -> None:

@@ -69,11 +69,13 @@ def refresh_all_hosts() -> list[Host]:
 def sync_inventory(host: Host) -> None:
     """Capabilities, guests and pools of the host, re-read from libvirt."""
     from guests.inventory import reconcile_host
-    from hosts.capabilities import refresh_capabilities
+    from hosts.capabilities import refresh_capabilities, refresh_resources
     from storage.inventory import reconcile_pools
 
     if not host.capabilities:
         refresh_capabilities(host)
+    else:
+        refresh_resources(host)
     reconcile_host(host)
     reconcile_pools(host)
 

@@ -98,3 +98,22 @@ def host_capabilities(uri: str, *, allow_insecure: bool = False) -> HostCapabili
         return parse_capabilities(conn.getCapabilities())
     except libvirt.libvirtError as exc:
         raise translate(exc, uri, action="read the host's capabilities") from exc
+
+
+@dataclass(frozen=True)
+class HostResources:
+    free_memory_mib: int
+    max_vcpus: int  # per guest; 0 when the driver does not say
+
+
+def host_resources(uri: str, *, allow_insecure: bool = False) -> HostResources:
+    conn = get_connection(uri, allow_insecure=allow_insecure)
+    try:
+        free = conn.getFreeMemory() // (1024 * 1024)
+    except libvirt.libvirtError as exc:
+        raise translate(exc, uri, action="read the host's free memory") from exc
+    try:
+        max_vcpus = conn.getMaxVcpus(None)
+    except libvirt.libvirtError:
+        max_vcpus = 0
+    return HostResources(free_memory_mib=free, max_vcpus=max_vcpus)

@@ -52,6 +52,8 @@ def test_list_filters_and_detail(admin_client: Client, demo: Host) -> None:
     hosts = admin_client.get("/api/v1/hosts/").json()["results"]
     assert hosts[0]["uri"] == demo_uri() and hosts[0]["state"] == "online"
     assert "hvm" in hosts[0]["capabilities"]["guest_types"]
+    assert hosts[0]["capabilities"]["max_vcpus"] == 32  # what the test driver reports
+    assert "free_memory_mib" in hosts[0]["capabilities"]
 
 
 def test_quick_actions_follow_the_state(admin_client: Client, demo: Host) -> None:
