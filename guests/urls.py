@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from guests import console_views, views
+from guests import console_views, views, vnc_views
 from guests.lifecycle import ACTIONS
 
 app_name = "guests"
@@ -11,6 +11,9 @@ urlpatterns = [
     path("<int:pk>/", views.guest_detail, name="detail"),
     path("<int:pk>/memory/", views.guest_memory, name="memory"),
     path("<int:pk>/delete/", views.guest_delete, name="delete"),
+    re_path(r"^(?P<pk>\d+)/hardware/(?P<change>vcpus|attach-disk|detach-disk|attach-nic|"
+            r"detach-nic)/$", views.guest_hardware, name="hardware"),
     path("<int:pk>/console/", console_views.console_page, name="console"),
+    path("<int:pk>/vnc/", vnc_views.vnc_page, name="vnc"),
     re_path(rf"^(?P<pk>\d+)/(?P<action>{ACTION_RE})/$", views.guest_action, name="action"),
 ]

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from guests import services
+from guests import devices, services
 from guests.create import TYPES, CreateGuestSerializer, create
 from guests.errors import GuestError
 from guests.lifecycle import ALLOWED, DOM0_FORBIDDEN
@@ -62,8 +62,11 @@ def _buttons(guest: Guest) -> list[dict[str, Any]]:
 @permission_required("guests.view_guest", raise_exception=True)
 def guest_detail(request: HttpRequest, pk: int) -> HttpResponse:
     guest = get_object_or_404(Guest.objects.select_related("host"), pk=pk)
+    attached = {disk["source"] for disk in guest.devices.get("disks", [])}
     return render(request, "guests/detail.html", {
         "guest": guest, "buttons": _buttons(guest), "busy": services.busy_job(guest),
+        "spare_volumes": Volume.objects.filter(pool__host=guest.host).exclude(
+            path__in=attached).select_related("pool"),
         "jobs": Job.objects.filter(target_type="guests.guest", target_id=str(guest.pk))[:10],
         "can_delete": guest.state in ALLOWED["delete"] and not guest.is_privileged,
     })
@@ -172,3 +175,30 @@ def guest_create(request: HttpRequest) -> HttpResponse:
         "isos": Volume.objects.select_related("pool__host").filter(name__iendswith=".iso"),
         "errors": errors, "post": request.POST,
     })
+
+
+@require_POST
+@permission_required("guests.change_guest", raise_exception=True)
+def guest_hardware(request: HttpRequest, pk: int, change: str) -> HttpResponse:
+    """vCPUs, attach/detach a disk or NIC; says whether it applied live or at next boot."""
+    guest = get_object_or_404(Guest.objects.select_related("host"), pk=pk)
+    post, who = request.POST, {"user": request.user, "request": request}
+    try:
+        if change == "vcpus":
+            applied = devices.set_vcpus(guest, int(post.get("vcpus", "0")), **who)
+        elif change == "attach-disk":
+            volume = get_object_or_404(Volume, pk=post.get("volume") or 0)
+            applied = devices.attach_volume(guest, volume, **who)
+        elif change == "detach-disk":
+            applied = devices.detach_disk(guest, post.get("target", ""), **who)
+        elif change == "attach-nic":
+            applied = devices.attach_nic(guest, bridge=post.get("bridge", ""), **who)
+        else:  # detach-nic
+            applied = devices.detach_nic(guest, post.get("mac", ""), **who)
+    except (GuestError, ValueError) as exc:
+        messages.error(request, str(exc) if isinstance(exc, GuestError)
+                       else "vCPUs must be a whole number.")
+    else:
+        when = "now" if applied == "live" else "at the next boot (the hypervisor cannot do it live)"
+        messages.success(request, f"{guest}: change applied {when}.")
+    return redirect(guest)

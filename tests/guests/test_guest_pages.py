@@ -83,3 +83,17 @@ def test_guest_rows_carry_what_live_updates_need(admin_client: Client, demo: Hos
     for path in ("/guests/", demo.get_absolute_url()):
         page = admin_client.get(path).content.decode()
         assert f'data-guest="{web.uuid}"' in page and "guest-state" in page
+
+
+def test_hardware_forms(admin_client: Client, demo: Host) -> None:
+    mail = Guest.objects.get(name="mail01")
+    page = admin_client.get(mail.get_absolute_url()).content.decode()
+    assert "Attach volume" in page and "Add interface" in page
+    response = admin_client.post(f"/guests/{mail.pk}/hardware/attach-nic/",
+                                 {"bridge": "xenbr0"}, follow=True)
+    assert "change applied at the next boot" in response.content.decode() or \
+        "change applied now" in response.content.decode()
+    assert len(Guest.objects.get(pk=mail.pk).devices["nics"]) == 2
+    bad = admin_client.post(f"/guests/{mail.pk}/hardware/vcpus/", {"vcpus": "lots"},
+                            follow=True)
+    assert "whole number" in bad.content.decode()
