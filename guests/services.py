@@ -46,7 +46,8 @@ def request_action(
 
         return start_job(SLOW_TASKS[action], kind=f"guest.{action}", owner=user,
                          title=f"{action.capitalize()} {guest}", target=guest,
-                         params=params, request=request)
+                         params=params, request=request,
+                         in_process=guest.host.in_process_only)
     return act(guest, action, user=user, request=request, **params)
 
 

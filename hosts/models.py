@@ -42,3 +42,10 @@ class Host(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("hosts:detail", args=[self.pk])
+
+    @property
+    def in_process_only(self) -> bool:
+        """The demo host lives inside the web process (see hosts.virt.demo)."""
+        from hosts.virt.demo import is_private_mock
+
+        return is_private_mock(self.uri)

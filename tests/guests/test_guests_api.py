@@ -256,3 +256,31 @@ def test_vcpus_disks_and_nics(admin_client: Client, demo: Host) -> None:
     assert gone.status_code == 200 and len(gone.json()["guest"]["nics"]) == 1
     missing = admin_client.delete(f"{base}/nics/00:16:3e:00:00:00/")
     assert missing.status_code == 409 and "no such interface" in missing.json()["detail"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_demo_host_jobs_run_in_the_web_process(admin_client_tx: Client) -> None:
+    """The demo host's state lives in the web process only, so its jobs run there too
+    (no worker needed, and the result is what the next page shows)."""
+    import time
+
+    from hosts.virt.connection import drop_connection
+
+    drop_connection(demo_uri())
+    user = admin_client_tx.get("/api/v1/me/").json()
+    assert user["role"] == "admin"
+    from django.contrib.auth import get_user_model
+
+    enrol_host(name="demo", uri=demo_uri(),
+               user=get_user_model().objects.get(username=user["username"]))
+    web = guest("web01")
+    for action in ("save", "restore"):
+        response = post(admin_client_tx, f"/api/v1/guests/{web.pk}/{action}/")
+        assert response.status_code == 202
+        deadline = time.monotonic() + 30
+        while Job.objects.get(pk=response.json()["id"]).state in ("queued", "running"):
+            assert time.monotonic() < deadline, f"the demo {action} job did not finish"
+            time.sleep(0.1)
+        job = Job.objects.get(pk=response.json()["id"])
+        assert job.state == "succeeded", job.error
+    assert guest("web01").state == "running"

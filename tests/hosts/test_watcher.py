@@ -156,8 +156,11 @@ def test_out_of_band_changes_reach_the_cache_and_the_browsers(
 
 @pytest.mark.django_db
 def test_unreachable_host_is_marked_retried_and_comes_back(
-    watcher: Watcher, tmp_path: Path
+    watcher: Watcher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A node file that appears later stands in for a host that comes back; the watcher
+    # normally leaves node-file hosts to the web process (they are private per connection).
+    monkeypatch.setattr("hosts.watcher.is_private_mock", lambda uri: False)
     node = tmp_path / "node.xml"
     host = Host.objects.create(name="later", uri=f"test://{node}", state=Host.State.ONLINE)
 
@@ -224,3 +227,12 @@ def test_periodic_reconcile_fixes_drift() -> None:
         assert Guest.objects.get(pk=guest.pk).vcpus != 99
     finally:
         watcher.close()
+
+
+@pytest.mark.django_db
+def test_the_demo_host_is_left_to_the_web_process(watcher: Watcher) -> None:
+    from hosts.virt import demo_uri
+
+    Host.objects.create(name="demo", uri=demo_uri())
+    watcher.sync_hosts()
+    assert not watcher.watches

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -29,10 +30,13 @@ def start_job(
     total: int | None = None,
     request: Any = None,
     queue: str | None = None,
+    in_process: bool = False,
 ) -> Job:
     """Create the job row and enqueue its task once the transaction commits.
 
-    `queue` routes the task to the workers of one place (a host's own queue).
+    `queue` routes the task to the workers of one place (a host's own queue);
+    `in_process` runs it in a thread of this process instead (the demo host, whose state
+    only this process sees).
     """
     task_id = str(uuid.uuid4())
     job = Job.objects.create(
@@ -49,9 +53,18 @@ def start_job(
         target_label=str(target) if target is not None else "",
     )
     record("job.start", user=owner, request=request, target=job, kind=kind)
-    options = {"queue": queue} if queue else {}
-    transaction.on_commit(lambda: task.apply_async(args=[job.pk], task_id=task_id, **options))
+    if in_process:
+        transaction.on_commit(lambda: _run_here(task, job.pk, task_id))
+    else:
+        options = {"queue": queue} if queue else {}
+        transaction.on_commit(
+            lambda: task.apply_async(args=[job.pk], task_id=task_id, **options))
     return job
+
+
+def _run_here(task: Any, job_id: int, task_id: str) -> None:
+    threading.Thread(target=task.apply, kwargs={"args": [job_id], "task_id": task_id},
+                     name=f"job-{job_id}", daemon=True).start()
 
 
 def cancel_job(job: Job, *, user: Any, request: Any = None) -> Job:

@@ -23,3 +23,9 @@ DEMO_GUEST_STATES: dict[str, str] = {
 def demo_uri() -> str:
     """``test:///abs/path/xen-demo-host.xml``: libvirt opens the URI's path as the node file."""
     return "test://" + quote(DEMO_NODE_FILE.as_posix(), safe="/")
+
+
+def is_private_mock(uri: str) -> bool:
+    """A test-driver host read from a node file: every connection gets its own copy, so
+    only one process (the web server) may drive it, and nothing else sees its changes."""
+    return uri.startswith("test:///") and uri != "test:///default"
