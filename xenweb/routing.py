@@ -1,6 +1,7 @@
 from django.urls import path
 
 from guests.consumers import GuestConsoleConsumer
+from guests.vnc import GuestVncConsumer
 from xenweb.events import EventsConsumer
 from xenweb.jobs.consumers import JobConsumer
 
@@ -8,4 +9,5 @@ websocket_urlpatterns = [
     path("ws/jobs/<int:job_id>/", JobConsumer.as_asgi()),
     path("ws/events/", EventsConsumer.as_asgi()),
     path("ws/guests/<int:guest_id>/console/", GuestConsoleConsumer.as_asgi()),
+    path("ws/guests/<int:guest_id>/vnc/", GuestVncConsumer.as_asgi()),
 ]

@@ -237,6 +237,9 @@ class DomainXmlInfo:
     nics: tuple[NicInfo, ...]
     vnc_port: int | None
     description: str
+    # Where the VNC server listens: None without VNC graphics; else the address ('' when
+    # libvirt's default applies), or the socket's path (starting with '/') for a UNIX socket.
+    vnc_listen: str | None = None
 
 
 def _kib_to_mib(element: ET.Element | None) -> int:
@@ -285,6 +288,7 @@ def parse_domain_xml(xml: str) -> DomainXmlInfo:
     vcpus = int(vcpu.get("current", max_vcpus)) if vcpu is not None else 1
     graphics = root.find("devices/graphics[@type='vnc']")
     vnc_port = int(graphics.get("port", "-1")) if graphics is not None else None
+    vnc_listen = _vnc_listen(graphics) if graphics is not None else None
     type_el = root.find("os/type")
     return DomainXmlInfo(
         name=root.findtext("name", ""),
@@ -301,7 +305,24 @@ def parse_domain_xml(xml: str) -> DomainXmlInfo:
         nics=nics,
         vnc_port=vnc_port if vnc_port is None or vnc_port > 0 else None,
         description=root.findtext("description", ""),
+        vnc_listen=vnc_listen,
     )
+
+
+def _vnc_listen(graphics: ET.Element) -> str:
+    """The listen address of a <graphics> element: its `listen` attribute, else the first
+    <listen> child (address/network: its address; socket: its path; none: '')."""
+    if graphics.get("listen"):
+        return graphics.get("listen", "")
+    listen = graphics.find("listen")
+    if listen is None:
+        return graphics.get("socket", "")
+    kind = listen.get("type", "address")
+    if kind == "socket":
+        return listen.get("socket", "")
+    if kind in ("address", "network"):
+        return listen.get("address", "")
+    return ""
 
 
 def _attr(parent: ET.Element, path: str, key: str) -> str:

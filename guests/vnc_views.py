@@ -1,0 +1,21 @@
+"""The guest's graphical console page: noVNC on `/ws/guests/<pk>/vnc/` (guests.vnc)."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import permission_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from guests.models import Guest
+from guests.vnc import INTERACT_PERMISSION, VIEW_PERMISSION, transport_problem
+
+
+@permission_required(VIEW_PERMISSION, raise_exception=True)
+def vnc_page(request: HttpRequest, pk: int) -> HttpResponse:
+    guest = get_object_or_404(Guest.objects.select_related("host"), pk=pk)
+    return render(request, "guests/vnc.html", {
+        "guest": guest,
+        "view_only": not request.user.has_perm(INTERACT_PERMISSION),
+        "vnc_ws": f"/ws/guests/{guest.pk}/vnc/",
+        "unsupported": transport_problem(guest.host.uri),
+    })
