@@ -22,12 +22,14 @@ define pytest
 		if [[ $$rc -eq 5 ]]; then echo "pytest: no test was collected"; else exit $$rc; fi; }
 endef
 
-.PHONY: help deps run test lint bench clean lab
+.PHONY: help deps run test test-xen lint bench clean lab xenlab
 
 help:
 	@echo "make run    installs what is missing, starts everything, serves http://127.0.0.1:$(PORT)"
 	@echo "make test   installs what is missing, runs lint and every test"
 	@echo "            (again on PostgreSQL when CI=true or TEST_POSTGRES=1)"
+	@echo "make test-xen  runs tests/xen: one real Xen 4.17 dom0 booted under QEMU (root)"
+	@echo "make xenlab [XEN=N]  starts N (default 1) real Xen 4.17 dom0s under QEMU, enrolled"
 	@echo "make lint   ruff check"
 	@echo "make bench  runs bench/run.py"
 	@echo "make deps   installs what is missing (system packages, .venv, node_modules, static/vendor)"
@@ -53,6 +55,12 @@ test: deps lint
 		$(call pytest,env DATABASE_URL=$(TEST_DATABASE_URL)); \
 	fi
 
+# tests/xen only: one Xen dom0 under QEMU/TCG (a few minutes; the dom0 image is cached in
+# ~/.cache/xenweb or $$XENWEB_CACHE_DIR).
+test-xen: deps
+	@bash scripts/ensure-redis.sh
+	env -u DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS) tests/xen
+
 lint: deps
 	$(VENV)/bin/ruff check .
 
@@ -63,6 +71,11 @@ bench: deps
 lab: deps
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py lab up --register
+
+XEN ?= 1
+xenlab: deps
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py lab up --xen $(XEN) --register
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.db import transaction
 from django.utils import timezone
 
 from hosts.models import Host
-from hosts.virt import HostProbe, VirtError, probe
+from hosts.virt import HostProbe, VirtError, probe, validate_uri
 from hosts.virt.networks import NetworkInfo, list_networks
 from hosts.virt.networks import create_isolated_network as _create_isolated
+from xenweb.appliance.sshkeys import HostKeyError, HostKeyMismatch, verify_host_key
 from xenweb.audit.services import record
 
 
@@ -23,16 +25,66 @@ def test_connection(uri: str, *, allow_insecure: bool = False) -> HostProbe:
     return probe(uri.strip(), allow_insecure=allow_insecure)
 
 
+def _uses_ssh(uri: str) -> bool:
+    return uri.split(":", 1)[0].lower().endswith("+ssh")
+
+
+def check_host_key(uri: str, fingerprint: str | None = None) -> str | None:
+    """For ``+ssh`` URIs: the host key the host offers, checked against the pinned one.
+
+    ``fingerprint`` (``SHA256:…``) is one the user confirmed: the key must match it and is
+    then pinned. Without it, the key is trusted on first contact and pinned; a key that
+    differs from the pinned one is refused. Pins live in ``$XENWEB_DATA_DIR/ssh/known_hosts``,
+    the only known_hosts libvirt is given (``hosts.virt.connection``).
+    Raises ``HostError`` with a message that names both fingerprints on a mismatch, or
+    when the key cannot be read (``None`` is returned instead when ``fingerprint`` is None:
+    the connection attempt that follows then says what is wrong, e.g. connection refused).
+    """
+    parts = urlsplit(uri)
+    try:
+        port = parts.port or 22
+    except ValueError as exc:
+        raise HostError(f"'{uri}' is not a valid URI: {exc}") from None
+    host = parts.hostname or ""
+    try:
+        return verify_host_key(host, port, fingerprint)
+    except HostKeyMismatch as exc:
+        raise HostError(str(exc)) from exc
+    except HostKeyError as exc:
+        if fingerprint is not None:
+            raise HostError(str(exc)) from exc
+        return None
+
+
 def enrol_host(
-    *, name: str, uri: str, user: Any, request: Any = None, is_lab: bool = False
+    *,
+    name: str,
+    uri: str,
+    user: Any,
+    request: Any = None,
+    is_lab: bool = False,
+    host_key_fingerprint: str | None = None,
 ) -> Host:
+    """Enrol a host after a test connection.
+
+    For ``+ssh`` URIs the host key is checked first (``check_host_key``): pass the
+    fingerprint the user confirmed as ``host_key_fingerprint``; without it the key is
+    pinned on first contact.
+    """
     name, uri = name.strip(), uri.strip()
     if Host.objects.filter(name=name).exists():
         raise HostError(f"A host named '{name}' exists already.")
     if Host.objects.filter(uri=uri).exists():
         raise HostError(f"The host at {uri} is enrolled already.")
     try:
+        validate_uri(uri, allow_insecure=is_lab)
+        if _uses_ssh(uri):
+            check_host_key(uri, host_key_fingerprint)
         info = test_connection(uri, allow_insecure=is_lab)
+    except HostError as exc:
+        record("host.enrol", user=user, request=request, target_type="hosts.host",
+               target_label=name, result="failed", message=str(exc), uri=uri)
+        raise
     except VirtError as exc:
         record("host.enrol", user=user, request=request, target_type="hosts.host",
                target_label=name, result="failed", message=str(exc), uri=uri)

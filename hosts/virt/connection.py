@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import libvirt
 
@@ -53,14 +53,35 @@ def _refuse_credentials(_credentials: list[list[object]], _data: object) -> int:
 
 
 def _libvirt_uri(uri: str) -> str:
-    """The URI handed to libvirt: SSH must never wait for a password prompt."""
-    if not uri.split(":", 1)[0].endswith("+ssh"):
+    """The URI handed to libvirt for ``uri`` (the URI the user enrolled).
+
+    ``+ssh`` URIs go over libvirt's libssh transport (``+libssh``), which, unlike the
+    ``ssh`` transport (the ``ssh`` program, reading root's ~/.ssh), takes the key and the
+    known_hosts file from the URI: the appliance's own key pair and its pinned
+    ``$XENWEB_DATA_DIR/ssh/known_hosts``, with strict host key checking
+    (``known_hosts_verify=normal``: an unknown or changed key is refused) and key
+    authentication only, so nothing ever waits for a password prompt. Parameters the user
+    wrote in the URI win.
+    """
+    scheme, sep, rest = uri.partition("://")
+    driver, _, transport = scheme.partition("+")
+    if transport != "ssh" or not sep:
         return uri
-    query = urlsplit(uri).query
-    if any(key == "no_tty" for key, _ in parse_qsl(query, keep_blank_values=True)):
-        return uri
-    separator = "" if uri.endswith("?") else ("&" if query else "?")
-    return f"{uri}{separator}no_tty=1"
+    from xenweb.appliance.sshkeys import ensure_keypair, known_hosts_path
+
+    parts = urlsplit(uri)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    given = {key for key, _ in params}
+    defaults = {
+        "keyfile": str(ensure_keypair()),
+        "known_hosts": str(known_hosts_path()),
+        "known_hosts_verify": "normal",
+        "sshauth": "privkey",
+    }
+    params = [(key, value) for key, value in params if key != "no_tty"]
+    params += [(key, value) for key, value in defaults.items() if key not in given]
+    base = rest.split("?", 1)[0]
+    return f"{driver}+libssh://{base}?{urlencode(params, safe='/:')}"
 
 
 def _open(uri: str) -> libvirt.virConnect:

@@ -31,6 +31,7 @@ _ALLOWED_PARAMS = frozenset(
         "pkipath",
         "keyfile",
         "known_hosts",
+        "known_hosts_verify",
         "sshauth",
         "socket",
         "netcat",
@@ -40,6 +41,9 @@ _ALLOWED_PARAMS = frozenset(
     }
 )
 _INSECURE_PARAMS = frozenset({"no_verify"})
+# known_hosts_verify=normal checks the host key strictly; "auto" adds unknown keys
+# silently and "ignore" skips the check: both are as insecure as no_verify.
+_SECURE_PARAM_VALUES: dict[str, frozenset[str]] = {"known_hosts_verify": frozenset({"normal"})}
 
 _EXAMPLE = "xen+ssh://root@xen1.example.com/system"
 
@@ -131,11 +135,19 @@ def _check_params(uri: str, query: str, allow_insecure: bool) -> None:
         params = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
         raise HostDriverError(f"Malformed parameters in '{uri}'", uri=uri) from None
-    for key, _value in params:
+    for key, value in params:
         if key not in _ALLOWED_PARAMS:
             allowed = ", ".join(sorted(_ALLOWED_PARAMS))
             raise HostDriverError(
                 f"Unsupported URI parameter '{key}' in '{uri}' (allowed: {allowed})", uri=uri
+            )
+        secure_values = _SECURE_PARAM_VALUES.get(key)
+        if secure_values is not None and value not in secure_values and not allow_insecure:
+            raise HostDriverError(
+                f"URI parameter '{key}={value}' turns off host key checks and is refused "
+                f"(use {key}={'|'.join(sorted(secure_values))}, or explicitly allow insecure "
+                "transports)",
+                uri=uri,
             )
         if key in _INSECURE_PARAMS and not allow_insecure:
             raise HostDriverError(

@@ -1,0 +1,236 @@
+"""Booting one Xen 4.17 dom0 under QEMU (TCG), and stopping it by PID.
+
+Each host has a folder (``<xen lab>/hosts/<name>/``) holding:
+
+- ``overlay.qcow2``: copy-on-write over the cached raw base image, so the base stays pristine
+  (``qemu-img create -f qcow2 -F raw -b BASE``: explicit formats, no probing);
+- ``seed.img``: a small ext4 disk (``mkfs.ext4 -d``) with the host's identity: root's
+  ``authorized_keys`` (the appliance's public key), its SSH host key (generated here once and
+  kept, so the host keeps its key across restarts), its hostname and extra files (the tiny
+  guest's kernel and initrd); ``xenweb-seed.service`` copies them in before sshd starts;
+- ``console.log``: Xen's serial console (Xen, then dom0's ``hvc0``);
+- ``qemu.pid``: the daemonised QEMU.
+
+dom0's sshd is reachable only on loopback: QEMU user networking with
+``hostfwd=tcp:127.0.0.1:PORT-:22``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from hosts.lab import procs
+from hosts.lab.errors import LabError
+
+from .image import SEED_LABEL, Dom0Image
+
+QEMU = "qemu-system-x86_64"
+QEMU_IMG = "qemu-img"
+MEMORY_MIB = 1536
+DOM0_MEMORY = "768M"
+VCPUS = 2
+# Each of these fixed a failure under TCG (see the module docstring of manager.py).
+ACCEL = "tcg,thread=multi,tb-size=256"
+CPU = "max,vendor=GenuineIntel,-svm,+vme,x-force-features=on"
+XEN_ARGS = (
+    f"dom0_mem={DOM0_MEMORY} smap=0 smep=0 cet=0 console=com1 com1=115200,8n1 "
+    "loglvl=warning guest_loglvl=warning"
+)
+DOM0_ARGS = "root=/dev/vda rw console=hvc0 loglevel=4"
+STOP_TIMEOUT_S = 10.0
+
+
+class HostFiles:
+    """Paths of one Xen lab host's folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def overlay(self) -> Path:
+        return self.root / "overlay.qcow2"
+
+    @property
+    def seed(self) -> Path:
+        return self.root / "seed.img"
+
+    @property
+    def seed_dir(self) -> Path:
+        return self.root / "seed"
+
+    @property
+    def console_log(self) -> Path:
+        return self.root / "console.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "qemu.pid"
+
+    @property
+    def host_key(self) -> Path:
+        return self.root / "ssh_host_ed25519_key"
+
+    @property
+    def known_hosts(self) -> Path:
+        """known_hosts with only this host's key, for the lab's own readiness checks."""
+        return self.root / "known_hosts"
+
+    @property
+    def marker(self) -> str:
+        """What the QEMU command line of this host contains (trailing slash: xen1 != xen10)."""
+        return f"{self.root}/"
+
+
+def _run(args: list[str], what: str, timeout: float = 120.0) -> str:
+    try:
+        result = subprocess.run(
+            args, capture_output=True, text=True, check=False, timeout=timeout
+        )
+    except FileNotFoundError as exc:
+        raise LabError(f"{what}: {args[0]} is not installed") from exc
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LabError(f"{what}: {exc}") from exc
+    if result.returncode != 0:
+        detail = " / ".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+        raise LabError(f"{what}: {' '.join(args)} exited with {result.returncode}: {detail}")
+    return result.stdout
+
+
+def ensure_host_key(files: HostFiles) -> str:
+    """The host's SSH host key (generated once); returns the public key line."""
+    if not files.host_key.is_file():
+        files.root.mkdir(parents=True, exist_ok=True)
+        _run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "xenweb-lab",
+             "-f", str(files.host_key)],
+            "generating the host key",
+        )
+    return files.host_key.with_suffix(".pub").read_text().strip()
+
+
+def make_overlay(image: Dom0Image, files: HostFiles) -> None:
+    files.overlay.unlink(missing_ok=True)
+    _run(
+        [QEMU_IMG, "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.disk),
+         str(files.overlay)],
+        "creating the dom0 overlay",
+    )
+
+
+def make_seed(
+    files: HostFiles, *, authorized_key: str, hostname: str, extra: dict[str, Path]
+) -> None:
+    """The seed disk. ``extra`` maps absolute paths in dom0 to files here."""
+    shutil.rmtree(files.seed_dir, ignore_errors=True)
+    seed = files.seed_dir
+    seed.mkdir(parents=True)
+    (seed / "authorized_keys").write_text(authorized_key.strip() + "\n")
+    shutil.copyfile(files.host_key, seed / "ssh_host_ed25519_key")
+    shutil.copyfile(files.host_key.with_suffix(".pub"), seed / "ssh_host_ed25519_key.pub")
+    (seed / "hostname").write_text(hostname + "\n")
+    size = 0
+    for target, source in extra.items():
+        if not target.startswith("/") or ".." in Path(target).parts:
+            raise LabError(f"seed file target must be an absolute path: {target!r}")
+        dest = seed / "files" / target.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+        size += dest.stat().st_size
+    size_mib = size // (1024 * 1024) * 5 // 4 + 8
+    files.seed.unlink(missing_ok=True)
+    with files.seed.open("wb") as handle:
+        handle.truncate(size_mib * 1024 * 1024)
+    _run(
+        ["mkfs.ext4", "-q", "-F", "-L", SEED_LABEL, "-d", str(seed), str(files.seed)],
+        "making the seed disk",
+    )
+    shutil.rmtree(seed, ignore_errors=True)
+
+
+def _no_comma(path: Path) -> str:
+    text = str(path)
+    if "," in text or " " in text:
+        raise LabError(f"QEMU's multiboot loader cannot take a path with ',' or ' ': {text}")
+    return text
+
+
+def qemu_argv(image: Dom0Image, files: HostFiles, *, name: str, ssh_port: int) -> list[str]:
+    """The QEMU command line of one dom0 (an argument list; no shell)."""
+    modules = f"{_no_comma(image.kernel)} {DOM0_ARGS},{_no_comma(image.initrd)}"
+    return [
+        QEMU,
+        "-name", f"xenweb-{name},process=xenweb-{name}",
+        "-nodefaults", "-no-user-config",
+        "-machine", "pc",
+        "-accel", ACCEL,
+        "-cpu", CPU,
+        "-smp", str(VCPUS),
+        "-m", str(MEMORY_MIB),
+        "-kernel", _no_comma(image.xen),
+        "-append", XEN_ARGS,
+        "-initrd", modules,
+        "-drive", f"file={_no_comma(files.overlay)},format=qcow2,if=virtio,cache=unsafe",
+        "-drive", f"file={_no_comma(files.seed)},format=raw,if=virtio,readonly=on",
+        "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        "-device", "virtio-net-pci,netdev=net0",
+        "-display", "none",
+        "-serial", f"file:{_no_comma(files.console_log)}",
+        "-monitor", "none",
+        "-pidfile", str(files.pidfile),
+        "-daemonize",
+    ]
+
+
+def start_qemu(argv: list[str], files: HostFiles) -> int:
+    """Start the daemonised QEMU; returns its PID (read from the pidfile)."""
+    files.pidfile.unlink(missing_ok=True)
+    files.console_log.unlink(missing_ok=True)
+    _run(argv, "starting QEMU", timeout=60)
+    try:
+        pid = int(files.pidfile.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise LabError(f"QEMU started but wrote no PID file {files.pidfile}: {exc}") from exc
+    if not procs.is_lab_process(pid, files.marker):
+        raise LabError(f"QEMU (PID {pid}) exited right after starting; see {files.console_log}")
+    return pid
+
+
+def is_running(pid: int | None, files: HostFiles) -> bool:
+    return procs.is_lab_process(pid, files.marker)
+
+
+def stop_qemu(pid: int | None, files: HostFiles, timeout: float = STOP_TIMEOUT_S) -> None:
+    """Stop this host's QEMU by PID (checked against its command line), SIGKILL if need be."""
+    if pid and is_running(pid, files):
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and procs.is_alive(pid):
+                time.sleep(0.1)
+            if not procs.is_alive(pid):
+                break
+        if procs.is_alive(pid):
+            raise LabError(f"QEMU (PID {pid}) of {files.root.name} did not stop")
+    files.pidfile.unlink(missing_ok=True)
+
+
+def remove_disks(files: HostFiles) -> None:
+    for path in (files.overlay, files.seed):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(files.seed_dir, ignore_errors=True)
+
+
+def console_tail(files: HostFiles, lines: int = 15) -> str:
+    try:
+        text = files.console_log.read_text(errors="replace")
+    except OSError:
+        return "(no console log)"
+    return "\n".join(text.strip().splitlines()[-lines:]) or "(console log empty)"

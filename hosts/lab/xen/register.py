@@ -1,0 +1,29 @@
+"""Xen lab hosts become ordinary hosts of the app, enrolled over xen+ssh with a pinned key."""
+
+from __future__ import annotations
+
+from hosts.models import Host
+from hosts.services import enrol_host
+
+from .manager import XenHost
+
+
+def register_xen_host(xen_host: XenHost) -> tuple[Host, bool]:
+    """Enrol (or find) the Xen lab host; returns the host and whether it was enrolled now.
+
+    The lab generated the host's SSH key, so it passes that key's fingerprint as the one
+    confirmed: enrolment checks the key the host offers against it and pins it in the
+    appliance's known_hosts. The transport is authenticated SSH with the appliance's key;
+    ``is_lab`` only flags the host as a lab host.
+    """
+    host = Host.objects.filter(uri=xen_host.uri).first()
+    if host is not None:
+        return host, False
+    host = enrol_host(
+        name=xen_host.name,
+        uri=xen_host.uri,
+        user=None,
+        is_lab=True,
+        host_key_fingerprint=xen_host.host_key_fingerprint,
+    )
+    return host, True

@@ -1,0 +1,176 @@
+"""The product against a real Xen 4.17 dom0 (Debian 12, libvirt's libxl driver), booted under
+QEMU with TCG: enrolment over xen+ssh with a pinned host key, capabilities (PV only: the
+no-VT-x case), Domain-0 protected, HVM refused, and a PV guest's life through the API."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from guests.inventory import reconcile_host
+from guests.models import Guest
+from hosts.lab.tinyguest import TINY_GUEST_BANNER, tiny_guest_cmdline
+from hosts.lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL, XenHost
+from hosts.lab.xen.register import register_xen_host
+from hosts.models import Host
+from hosts.services import HostError, enrol_host
+from hosts.virt import VirtError, probe
+from hosts.virt import domains as virt
+from hosts.virt.capabilities import HVM_UNAVAILABLE
+from hosts.virt.console import read_console_until
+from xenweb.appliance.sshkeys import (
+    fingerprint,
+    pin_host_key,
+    pinned_fingerprint,
+    scan_host_key,
+    unpin_host_key,
+)
+
+pytestmark = [pytest.mark.django_db, pytest.mark.timeout(900)]
+
+HOST = "127.0.0.1"
+
+
+def post(client: Client, path: str, data: dict | None = None) -> Any:
+    return client.post(path, data or {}, content_type="application/json")
+
+
+def other_key_line(tmp_path: Path, port: int) -> str:
+    key = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                   check=True, capture_output=True, timeout=30)
+    return f"[{HOST}]:{port} {key.with_suffix('.pub').read_text().strip()}"
+
+
+@pytest.fixture
+def enrolled(xen_host: XenHost) -> Host:
+    host, _ = register_xen_host(xen_host)
+    return host
+
+
+def test_enrolment_over_ssh_pins_the_host_key(xen_host: XenHost) -> None:
+    unpin_host_key(HOST, xen_host.ssh_port)
+    host, created = register_xen_host(xen_host)
+    assert created
+    assert host.uri == f"xen+ssh://root@{HOST}:{xen_host.ssh_port}/system"
+    assert pinned_fingerprint(HOST, xen_host.ssh_port) == xen_host.host_key_fingerprint
+    assert host.hypervisor_type == "Xen"
+    assert host.hypervisor_version.startswith("4.17.")
+    # The transport is SSH with the appliance's key: a plain probe (no lab flag) works too.
+    assert probe(host.uri, timeout=30).hypervisor_type == "Xen"
+
+
+def test_first_contact_without_a_fingerprint_is_trusted_and_pinned(xen_host: XenHost) -> None:
+    unpin_host_key(HOST, xen_host.ssh_port)
+    host = enrol_host(name="xen-tofu", uri=xen_host.uri, user=None)
+    assert host.hypervisor_type == "Xen"
+    assert pinned_fingerprint(HOST, xen_host.ssh_port) == xen_host.host_key_fingerprint
+
+
+def test_wrong_confirmed_fingerprint_is_refused(xen_host: XenHost) -> None:
+    wrong = "SHA256:" + "A" * 43
+    with pytest.raises(HostError) as excinfo:
+        enrol_host(name="xen-wrong", uri=xen_host.uri, user=None, is_lab=True,
+                   host_key_fingerprint=wrong)
+    assert str(excinfo.value) == (
+        f"host key of [{HOST}]:{xen_host.ssh_port} does not match the confirmed fingerprint: "
+        f"expected {wrong}, got {xen_host.host_key_fingerprint}"
+    )
+    assert not Host.objects.filter(uri=xen_host.uri).exists()
+
+
+def test_changed_host_key_is_refused(xen_host: XenHost, tmp_path: Path) -> None:
+    port = xen_host.ssh_port
+    real_line, real = scan_host_key(HOST, port)
+    assert real == xen_host.host_key_fingerprint
+    other = other_key_line(tmp_path, port)
+    pin_host_key(HOST, port, other)
+    try:
+        with pytest.raises(HostError) as excinfo:
+            enrol_host(name="xen-changed", uri=xen_host.uri, user=None, is_lab=True)
+        assert str(excinfo.value) == (
+            f"host key of [{HOST}]:{port} changed: expected {fingerprint(other)}, got {real}"
+        )
+        assert not Host.objects.filter(uri=xen_host.uri).exists()
+        # libvirt itself (libssh, strict known_hosts) refuses the host too.
+        with pytest.raises(VirtError):
+            probe(xen_host.uri, timeout=30)
+    finally:
+        pin_host_key(HOST, port, real_line)
+
+
+def test_capabilities_are_xen_417_pv_only(enrolled: Host) -> None:
+    from hosts.capabilities import refresh_capabilities
+
+    caps = refresh_capabilities(enrolled)
+    assert caps["guest_types"] == ["xen"]  # PV only: Xen reports no hvm without VT-x
+    assert enrolled.hypervisor_version.startswith("4.17.")
+
+
+def test_domain0_is_privileged_and_protected(enrolled: Host, admin_client: Client) -> None:
+    reconcile_host(enrolled)
+    dom0 = Guest.objects.get(host=enrolled, name="Domain-0")
+    assert dom0.is_privileged
+    assert dom0.state == "running"
+    for action in ("shutdown", "destroy"):
+        answer = post(admin_client, f"/api/v1/guests/{dom0.pk}/{action}/")
+        assert answer.status_code == 409, answer.json()
+        assert "privileged management domain" in answer.json()["detail"]
+    names = {d.name for d in virt.list_domains(enrolled.uri, allow_insecure=True)}
+    assert "Domain-0" in names
+
+
+def test_hvm_guest_is_refused_and_nothing_created(enrolled: Host, admin_client: Client) -> None:
+    name = f"hvm-{uuid.uuid4().hex[:6]}"
+    before = Guest.objects.count()
+    answer = post(admin_client, "/api/v1/guests/", {
+        "name": name, "host": enrolled.pk, "type": "hvm", "memory_mib": 256,
+    })
+    assert answer.status_code == 400, answer.json()
+    assert answer.json()["detail"] == HVM_UNAVAILABLE
+    assert HVM_UNAVAILABLE == (
+        "HVM guest support is unavailable: is VT/AMD-V supported by your CPU and enabled in "
+        "your BIOS?"
+    )
+    assert Guest.objects.count() == before
+    assert name not in {d.name for d in virt.list_domains(enrolled.uri, allow_insecure=True)}
+
+
+def test_pv_guest_lifecycle_through_the_api(enrolled: Host, admin_client: Client) -> None:
+    name = f"pv-{uuid.uuid4().hex[:6]}"
+    began = time.monotonic()
+    created = post(admin_client, "/api/v1/guests/", {
+        "name": name, "host": enrolled.pk, "type": "pv", "memory_mib": 256,
+        "kernel": TINY_GUEST_KERNEL, "initrd": TINY_GUEST_INITRD,
+        "cmdline": tiny_guest_cmdline(console="hvc0"),
+    })
+    assert created.status_code == 201, created.json()
+    guest = Guest.objects.get(pk=created.json()["id"])
+    base = f"/api/v1/guests/{guest.pk}"
+    try:
+        started = post(admin_client, f"{base}/start/")
+        assert started.status_code == 200, started.json()
+        assert started.json()["state"] == "running"
+        print(f"PV guest defined and started in {time.monotonic() - began:.1f} s")
+        console = read_console_until(enrolled.uri, str(guest.uuid), TINY_GUEST_BANNER, 180,
+                                     allow_insecure=True)
+        assert TINY_GUEST_BANNER in console, console[-500:]
+        assert post(admin_client, f"{base}/pause/").json()["state"] == "paused"
+        assert post(admin_client, f"{base}/resume/").json()["state"] == "running"
+        destroyed = post(admin_client, f"{base}/destroy/")
+        assert destroyed.status_code == 200, destroyed.json()
+        assert destroyed.json()["state"] == "shutoff"
+    finally:
+        try:
+            virt.destroy(enrolled.uri, str(guest.uuid), allow_insecure=True)
+        except VirtError:
+            pass
+    deleted = admin_client.delete(f"{base}/?confirm={name}")
+    assert deleted.status_code == 204, deleted.content
+    assert name not in {d.name for d in virt.list_domains(enrolled.uri, allow_insecure=True)}

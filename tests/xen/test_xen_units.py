@@ -1,0 +1,163 @@
+"""The Xen lab's and the SSH transport's parts that need no Xen host (fast, no root)."""
+
+from __future__ import annotations
+
+import lzma
+import socket
+import subprocess
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from hosts.lab.xen import boot
+from hosts.lab.xen.image import Dom0Image, Dom0ImageError, cache_key, extract_vmlinux
+from hosts.services import HostError, check_host_key
+from hosts.virt import HostDriverError, validate_uri
+from hosts.virt.connection import _libvirt_uri
+from xenweb.appliance import sshkeys
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_key(tmp_path: Path, name: str = "key") -> str:
+    key = tmp_path / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                   check=True, capture_output=True, timeout=30)
+    return key.with_suffix(".pub").read_text().strip()
+
+
+def keygen_fingerprint(tmp_path: Path, line: str) -> str:
+    path = tmp_path / "line.pub"
+    path.write_text(line + "\n")
+    out = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(path)],
+                         check=True, capture_output=True, text=True, timeout=30).stdout
+    return out.split()[1]
+
+
+def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
+    line = make_key(tmp_path)
+    assert sshkeys.fingerprint(line) == keygen_fingerprint(tmp_path, line)
+    assert sshkeys.fingerprint(f"[127.0.0.1]:2222 {line}") == sshkeys.fingerprint(line)
+
+
+def test_pin_replace_and_unpin(tmp_path: Path) -> None:
+    first, second = make_key(tmp_path, "a"), make_key(tmp_path, "b")
+    sshkeys.unpin_host_key("192.0.2.7", 2222)
+    assert sshkeys.pinned_fingerprint("192.0.2.7", 2222) is None
+    sshkeys.pin_host_key("192.0.2.7", 2222, first)
+    sshkeys.pin_host_key("192.0.2.7", 22, second)  # another port: another host
+    assert sshkeys.pinned_fingerprint("192.0.2.7", 2222) == sshkeys.fingerprint(first)
+    assert sshkeys.pinned_fingerprint("192.0.2.7") == sshkeys.fingerprint(second)
+    sshkeys.pin_host_key("192.0.2.7", 2222, second)
+    assert sshkeys.pinned_fingerprint("192.0.2.7", 2222) == sshkeys.fingerprint(second)
+    text = sshkeys.known_hosts_path().read_text()
+    assert text.count("[192.0.2.7]:2222 ") == 1 and "\n192.0.2.7 ssh-ed25519 " in f"\n{text}"
+    assert sshkeys.known_hosts_path().stat().st_mode & 0o077 == 0
+    sshkeys.unpin_host_key("192.0.2.7", 2222)
+    sshkeys.unpin_host_key("192.0.2.7", 22)
+    assert sshkeys.pinned_fingerprint("192.0.2.7", 2222) is None
+
+
+def test_verify_pins_on_first_contact_and_refuses_a_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offered = {"line": f"[192.0.2.8]:2200 {make_key(tmp_path, 'a')}"}
+    monkeypatch.setattr(sshkeys, "scan_host_key", lambda host, port: (
+        offered["line"], sshkeys.fingerprint(offered["line"])))
+    sshkeys.unpin_host_key("192.0.2.8", 2200)
+    try:
+        first = sshkeys.verify_host_key("192.0.2.8", 2200)
+        assert sshkeys.pinned_fingerprint("192.0.2.8", 2200) == first
+        offered["line"] = f"[192.0.2.8]:2200 {make_key(tmp_path, 'b')}"
+        new = sshkeys.fingerprint(offered["line"])
+        with pytest.raises(HostError) as excinfo:
+            check_host_key("xen+ssh://root@192.0.2.8:2200/system")
+        assert str(excinfo.value) == (
+            f"host key of [192.0.2.8]:2200 changed: expected {first}, got {new}"
+        )
+        # The operator confirms the new key: it replaces the pin.
+        assert check_host_key("xen+ssh://root@192.0.2.8:2200/system", new) == new
+        assert sshkeys.pinned_fingerprint("192.0.2.8", 2200) == new
+        with pytest.raises(HostError, match="does not match the confirmed fingerprint"):
+            check_host_key("xen+ssh://root@192.0.2.8:2200/system", first)
+    finally:
+        sshkeys.unpin_host_key("192.0.2.8", 2200)
+
+
+def test_unreadable_host_key_leaves_the_error_to_the_connection(closed_port: int) -> None:
+    assert check_host_key(f"xen+ssh://root@127.0.0.1:{closed_port}/system") is None
+    with pytest.raises(HostError, match="cannot read the SSH host key"):
+        check_host_key(f"xen+ssh://root@127.0.0.1:{closed_port}/system", "SHA256:x")
+
+
+def test_ssh_uris_use_libssh_with_the_appliance_key_and_known_hosts() -> None:
+    uri = _libvirt_uri("xen+ssh://root@xen1.example.com:2222/system")
+    parts = urlsplit(uri)
+    assert parts.scheme == "xen+libssh" and parts.netloc == "root@xen1.example.com:2222"
+    params = dict(parse_qsl(parts.query))
+    assert params == {
+        "keyfile": str(sshkeys.ensure_keypair()),
+        "known_hosts": str(sshkeys.known_hosts_path()),
+        "known_hosts_verify": "normal",
+        "sshauth": "privkey",
+    }
+    given = _libvirt_uri("qemu+ssh://h/system?keyfile=/etc/k&no_tty=1")
+    assert dict(parse_qsl(urlsplit(given).query))["keyfile"] == "/etc/k"
+    assert "no_tty" not in given
+    assert _libvirt_uri("qemu+tcp://h/system") == "qemu+tcp://h/system"
+    assert _libvirt_uri("test:///default") == "test:///default"
+
+
+def test_host_key_checks_cannot_be_turned_off() -> None:
+    ok = "xen+ssh://root@h/system?known_hosts_verify=normal"
+    assert validate_uri(ok) == ok
+    for value in ("auto", "ignore"):
+        with pytest.raises(HostDriverError, match="turns off host key checks"):
+            validate_uri(f"xen+ssh://root@h/system?known_hosts_verify={value}")
+    with pytest.raises(HostDriverError, match="unauthenticated"):
+        validate_uri("xen+tcp://h/system")
+
+
+def test_extract_vmlinux() -> None:
+    elf = b"\x7fELF" + bytes(range(256)) * 64
+    bzimage = b"MZ setup code" + lzma.compress(elf, format=lzma.FORMAT_XZ) + b"\0" * 32
+    assert extract_vmlinux(bzimage) == elf
+    with pytest.raises(Dom0ImageError, match="not an xz-compressed bzImage"):
+        extract_vmlinux(b"MZ no payload")
+
+
+def test_cache_key_follows_package_versions() -> None:
+    one = cache_key({"xen-hypervisor-4.17-amd64": "4.17.7", "linux-image-amd64": "6.1"})
+    assert one == cache_key({"linux-image-amd64": "6.1", "xen-hypervisor-4.17-amd64": "4.17.7"})
+    assert one != cache_key({"xen-hypervisor-4.17-amd64": "4.17.8", "linux-image-amd64": "6.1"})
+
+
+def test_qemu_argv(tmp_path: Path) -> None:
+    image = Dom0Image(tmp_path, tmp_path / "dom0.img", tmp_path / "xen", tmp_path / "vmlinux",
+                      tmp_path / "initrd.img", {})
+    files = boot.HostFiles(tmp_path / "hosts" / "xen1")
+    argv = boot.qemu_argv(image, files, name="xen1", ssh_port=16600)
+    assert argv[0] == "qemu-system-x86_64"
+
+    def value(flag: str) -> str:
+        return argv[argv.index(flag) + 1]
+
+    assert value("-accel") == "tcg,thread=multi,tb-size=256"
+    assert value("-cpu") == "max,vendor=GenuineIntel,-svm,+vme,x-force-features=on"
+    assert value("-kernel") == str(tmp_path / "xen")
+    assert "dom0_mem=768M smap=0 smep=0 cet=0" in value("-append")
+    assert value("-initrd") == (
+        f"{tmp_path / 'vmlinux'} {boot.DOM0_ARGS},{tmp_path / 'initrd.img'}"
+    )
+    assert value("-netdev") == "user,id=net0,hostfwd=tcp:127.0.0.1:16600-:22"
+    assert f"file={files.overlay},format=qcow2" in " ".join(argv)
+    assert files.marker in " ".join(argv)
+    with pytest.raises(Exception, match="cannot take a path"):
+        boot.qemu_argv(image, boot.HostFiles(tmp_path / "a,b"), name="x", ssh_port=1)
