@@ -3,6 +3,7 @@ from rest_framework.routers import DefaultRouter
 
 from guests.api import GuestViewSet
 from hosts.api import HostViewSet
+from storage.api import PoolViewSet, VolumeViewSet
 from xenweb.accounts.api import MeView
 from xenweb.appliance.api import SshKeyView
 from xenweb.audit.api import AuditViewSet
@@ -13,6 +14,8 @@ router.register("jobs", JobViewSet, basename="job")
 router.register("audit", AuditViewSet, basename="audit")
 router.register("hosts", HostViewSet, basename="host")
 router.register("guests", GuestViewSet, basename="guest")
+router.register("pools", PoolViewSet, basename="pool")
+router.register("volumes", VolumeViewSet, basename="volume")
 
 app_name = "api"
 urlpatterns = [

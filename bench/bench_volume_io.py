@@ -1,0 +1,127 @@
+"""Volume upload/download throughput through the app (daphne, the REST API, libvirt
+streams) against `virsh vol-upload` / `vol-download` of the same file to the same lab
+host in the same run. Goal: app / virsh >= 0.8 both ways."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from hosts.lab.daemons import lab_down, lab_up
+from hosts.lab.register import register_lab_host
+from storage import services
+from storage.inventory import reconcile_pools
+from storage.models import Pool
+from tests.live.processes import Daphne
+from xenweb.accounts.roles import ADMIN, set_role, sync_roles
+from xenweb.appliance.models import ApplianceSettings
+
+SIZE = 512 * 1024 * 1024
+CHUNK = 1024 * 1024
+
+
+def _upload(server: Daphne, token: str, url: str, path: Path) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+    conn.putrequest("PUT", url)
+    conn.putheader("Authorization", f"Token {token}")
+    conn.putheader("Content-Type", "application/octet-stream")
+    conn.putheader("Content-Length", str(path.stat().st_size))
+    conn.endheaders()
+    with open(path, "rb") as src:
+        while block := src.read(CHUNK):
+            conn.send(block)
+    response = conn.getresponse()
+    body = response.read()
+    if response.status != 201:
+        raise RuntimeError(f"upload failed: {response.status} {body[:500]!r}")
+
+
+def _download(server: Daphne, token: str, url: str, path: Path) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+    conn.request("GET", url, headers={"Authorization": f"Token {token}"})
+    response = conn.getresponse()
+    if response.status != 200:
+        raise RuntimeError(f"download failed: {response.status}")
+    with open(path, "wb") as out:
+        while block := response.read(CHUNK):
+            out.write(block)
+
+
+def _timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _mbps(seconds: float) -> float:
+    return round(SIZE / seconds / 1024**2, 1)
+
+
+def run() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="xenweb-bench-io-") as tmp:
+        root = Path(tmp)
+        lab = lab_up(1, root=root / "lab")[0]
+        server = None
+        try:
+            host, _ = register_lab_host(lab)
+            reconcile_pools(host)
+            pool = Pool.objects.get(host=host, name="local")
+            settings_row = ApplianceSettings.load()
+            if settings_row.setup_completed_at is None:
+                settings_row.setup_completed_at = timezone.now()
+                settings_row.save()
+            sync_roles()
+            user, _ = get_user_model().objects.get_or_create(username="bench-io")
+            set_role(user, ADMIN)
+            token, _ = Token.objects.get_or_create(user=user)
+            source = root / "random.img"
+            with open(source, "wb") as out:
+                for _ in range(SIZE // CHUNK):
+                    out.write(os.urandom(CHUNK))
+            name = f"bench-{uuid.uuid4().hex[:6]}.img"
+            volume = services.create_volume(pool, name=name, capacity=SIZE)
+            server = Daphne()
+            url = f"/api/v1/volumes/{volume.pk}/content/"
+            virsh = ["virsh", "-q", "-c", lab.uri]
+
+            results: dict[str, float] = {}
+            for rnd in range(2):  # the best of two rounds each, alternating
+                results[f"app_up_{rnd}"] = _timed(
+                    lambda: _upload(server, token.key, url, source))
+                results[f"virsh_up_{rnd}"] = _timed(lambda: subprocess.run(
+                    [*virsh, "vol-upload", "--pool", "local", name, str(source)], check=True))
+                results[f"app_down_{rnd}"] = _timed(
+                    lambda: _download(server, token.key, url, root / "app.out"))
+                results[f"virsh_down_{rnd}"] = _timed(lambda: subprocess.run(
+                    [*virsh, "vol-download", "--pool", "local", name, str(root / "virsh.out")],
+                    check=True))
+            best = {kind: min(v for k, v in results.items() if k.startswith(kind))
+                    for kind in ("app_up", "virsh_up", "app_down", "virsh_down")}
+            out = {
+                "bytes": SIZE,
+                "app_upload_mib_s": _mbps(best["app_up"]),
+                "virsh_upload_mib_s": _mbps(best["virsh_up"]),
+                "upload_ratio": round(best["virsh_up"] / best["app_up"], 3),
+                "app_download_mib_s": _mbps(best["app_down"]),
+                "virsh_download_mib_s": _mbps(best["virsh_down"]),
+                "download_ratio": round(best["virsh_down"] / best["app_down"], 3),
+                "goal_ratio": 0.8,
+            }
+            print(json.dumps(out, indent=2), flush=True)
+            services.delete_volume(volume)
+            return out
+        finally:
+            if server is not None:
+                server.stop()
+            lab_down(root / "lab")

@@ -1,0 +1,59 @@
+"""Job bodies for slow volume actions (run by a worker, or in-process for the demo host)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hosts.virt import VirtError
+from hosts.virt import volumes as virt
+from storage.errors import StorageError
+from storage.models import Volume
+from storage.selectors import active_user
+from storage.services import _store_volume, resync_pool
+from xenweb.audit.services import record
+from xenweb.jobs.errors import JobError
+from xenweb.jobs.models import Job
+from xenweb.jobs.progress import ProgressReporter
+
+
+def _volume(job: Job) -> Volume:
+    volume = Volume.objects.select_related("pool", "pool__host").filter(pk=job.target_id).first()
+    if volume is None:
+        raise JobError("The volume no longer exists.")
+    guest = active_user(volume)
+    if guest is not None:
+        raise JobError(f"Volume '{volume.name}' is attached to guest '{guest.name}', which is "
+                       f"{guest.state}.")
+    return volume
+
+
+def clone_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
+    volume = _volume(job)
+    pool, new_name = volume.pool, job.params["name"]
+    reporter.update(0, message=f"Copying {volume.name} to {new_name}", force=True)
+    try:
+        info = virt.clone_volume(pool.host.uri, volume.path, new_name,
+                                 allow_insecure=pool.host.is_lab)
+    except (VirtError, StorageError) as exc:
+        record("volume.clone", user=job.owner, target=volume, result="failed", message=str(exc),
+               name=new_name)
+        raise JobError(str(exc)) from exc
+    clone = _store_volume(pool, info)
+    resync_pool(pool)
+    record("volume.clone", user=job.owner, target=volume, name=new_name, clone=clone.pk)
+    return {"volume": clone.pk, "name": clone.name, "path": clone.path}
+
+
+def wipe_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
+    volume = _volume(job)
+    pool = volume.pool
+    reporter.update(0, message=f"Overwriting {volume.name} with zeros", force=True)
+    try:
+        info = virt.wipe_volume(pool.host.uri, volume.path, allow_insecure=pool.host.is_lab)
+    except VirtError as exc:
+        record("volume.wipe", user=job.owner, target=volume, result="failed", message=str(exc))
+        raise JobError(str(exc)) from exc
+    _store_volume(pool, info)
+    resync_pool(pool)
+    record("volume.wipe", user=job.owner, target=volume)
+    return {"volume": volume.pk}

@@ -1,0 +1,46 @@
+"""Reads over the pool and volume cache."""
+
+from __future__ import annotations
+
+from django.db.models import Count, QuerySet
+
+from guests.models import Guest
+from storage.models import Pool, Volume
+
+# States in which a guest holds its disks open.
+ACTIVE_GUEST_STATES = (
+    Guest.State.RUNNING, Guest.State.BLOCKED, Guest.State.PAUSED, Guest.State.SHUTDOWN,
+    Guest.State.PMSUSPENDED,
+)
+
+
+def pools(host_id: str | None = None) -> QuerySet[Pool]:
+    queryset = Pool.objects.select_related("host").annotate(volume_count=Count("volumes")).order_by(
+        "host__name", "name", "pk")
+    if host_id is not None:
+        queryset = queryset.filter(host_id=host_id) if host_id.isdigit() else queryset.none()
+    return queryset
+
+
+def volumes(pool_id: str | None = None) -> QuerySet[Volume]:
+    queryset = Volume.objects.select_related("pool", "pool__host")
+    if pool_id is not None:
+        queryset = queryset.filter(pool_id=pool_id) if pool_id.isdigit() else queryset.none()
+    return queryset
+
+
+def guests_using(volume: Volume) -> list[Guest]:
+    """Guests with a disk whose source is the volume's path (any host for shared pools)."""
+    if not volume.path:
+        return []
+    candidates = Guest.objects.select_related("host")
+    if not volume.pool.shared:
+        candidates = candidates.filter(host_id=volume.pool.host_id)
+    return [guest for guest in candidates
+            if any(disk.get("source") == volume.path
+                   for disk in (guest.devices or {}).get("disks", []))]
+
+
+def active_user(volume: Volume) -> Guest | None:
+    """A guest that has the volume open right now, if any."""
+    return next((g for g in guests_using(volume) if g.state in ACTIVE_GUEST_STATES), None)

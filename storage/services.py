@@ -1,0 +1,176 @@
+"""Writes on pools and volumes: libvirt first, then the cache, then the audit record."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db import transaction
+
+from hosts.virt import VirtError
+from hosts.virt import volumes as virt
+from hosts.virt.pools import PoolInfo, VolumeInfo
+from storage.errors import StorageError
+from storage.models import Pool, Volume
+from storage.selectors import active_user
+from xenweb.audit.services import record
+from xenweb.jobs.models import ACTIVE_STATES, Job
+from xenweb.jobs.services import start_job
+
+FORMATS = ("raw", "qcow2")
+VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,200}$")
+
+
+def _conn(pool: Pool) -> dict[str, Any]:
+    return {"allow_insecure": pool.host.is_lab}
+
+
+def _failed(action: str, exc: Exception, *, user: Any, request: Any, target: Any,
+            **detail: Any) -> StorageError:
+    record(action, user=user, request=request, target=target, result="failed",
+           message=str(exc), **detail)
+    return StorageError(str(exc))
+
+
+def _store_volume(pool: Pool, info: VolumeInfo) -> Volume:
+    volume, _ = Volume.objects.update_or_create(pool=pool, name=info.name, defaults={
+        "path": info.path, "format": info.format, "capacity": info.capacity,
+        "allocation": info.allocation,
+    })
+    return volume
+
+
+def _store_pool(pool: Pool, info: PoolInfo) -> Pool:
+    with transaction.atomic():
+        for field, value in (("pool_type", info.pool_type), ("active", info.active),
+                             ("capacity", info.capacity), ("allocation", info.allocation),
+                             ("available", info.available)):
+            setattr(pool, field, value)
+        pool.save()
+        for vol in info.volumes:
+            _store_volume(pool, vol)
+        pool.volumes.exclude(name__in=[v.name for v in info.volumes]).delete()
+    return pool
+
+
+def refresh_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:
+    """Re-scan the pool in libvirt and update the cache of it and its volumes."""
+    try:
+        info = virt.refresh_pool(pool.host.uri, pool.name, **_conn(pool))
+    except VirtError as exc:
+        raise _failed("pool.refresh", exc, user=user, request=request, target=pool) from exc
+    _store_pool(pool, info)
+    record("pool.refresh", user=user, request=request, target=pool, volumes=len(info.volumes))
+    return pool
+
+
+def resync_pool(pool: Pool) -> None:
+    """Best effort: the pool's totals and volumes after a change (no audit record)."""
+    try:
+        _store_pool(pool, virt.describe_pool(pool.host.uri, pool.name, **_conn(pool)))
+    except VirtError:
+        pass
+
+
+def busy_job(volume: Volume) -> Job | None:
+    return Job.objects.filter(target_type="storage.volume", target_id=str(volume.pk),
+                              state__in=ACTIVE_STATES).first()
+
+
+def check_idle(volume: Volume, doing: str) -> None:
+    """Refuse to change a volume a running guest has open, or one a job is working on."""
+    guest = active_user(volume)
+    if guest is not None:
+        raise StorageError(
+            f"Volume '{volume.name}' is attached to guest '{guest.name}', which is "
+            f"{guest.state}: shut the guest down (or detach the disk) before you {doing} it.")
+    job = busy_job(volume)
+    if job is not None:
+        raise StorageError(f"Volume '{volume.name}' is busy with job #{job.pk} ({job.title}); "
+                           "wait for it to finish.")
+
+
+def check_name(pool: Pool, name: str) -> None:
+    if not VOLUME_NAME.match(name):
+        raise StorageError(f"'{name}' is not a valid volume name: use letters, digits, "
+                           "'.', '_', '+' and '-', starting with a letter or digit.")
+    if pool.volumes.filter(name=name).exists():
+        raise StorageError(f"Pool '{pool.name}' already has a volume named '{name}'.")
+
+
+def create_volume(pool: Pool, *, name: str, capacity: int, fmt: str = "raw",
+                  preallocate: bool = False, user: Any = None, request: Any = None) -> Volume:
+    if fmt not in FORMATS:
+        raise StorageError(f"Unknown volume format '{fmt}': use {' or '.join(FORMATS)}.")
+    if capacity <= 0:
+        raise StorageError("A volume needs a size greater than zero.")
+    if not pool.active:
+        raise StorageError(f"Pool '{pool.name}' is not active.")
+    check_name(pool, name)
+    detail = {"pool": pool.name, "capacity": capacity, "format": fmt,
+              "allocation": "preallocated" if preallocate else "sparse"}
+    try:
+        info = virt.create_volume(pool.host.uri, pool.name, name, capacity, fmt,
+                                  preallocate=preallocate, **_conn(pool))
+    except VirtError as exc:
+        raise _failed("volume.create", exc, user=user, request=request, target=pool,
+                      name=name, **detail) from exc
+    volume = _store_volume(pool, info)
+    resync_pool(pool)
+    record("volume.create", user=user, request=request, target=volume, **detail)
+    return volume
+
+
+def resize_volume(volume: Volume, capacity: int, *, user: Any = None,
+                  request: Any = None) -> Volume:
+    if capacity < volume.capacity:
+        raise StorageError(
+            f"Volume '{volume.name}' can only grow: it is {volume.capacity} bytes, "
+            f"{capacity} bytes would cut data off.")
+    check_idle(volume, "resize")
+    pool = volume.pool
+    try:
+        info = virt.resize_volume(pool.host.uri, volume.path, capacity, **_conn(pool))
+    except VirtError as exc:
+        raise _failed("volume.resize", exc, user=user, request=request, target=volume,
+                      capacity=capacity) from exc
+    before = volume.capacity
+    volume = _store_volume(pool, info)
+    resync_pool(pool)
+    record("volume.resize", user=user, request=request, target=volume, before=before,
+           capacity=volume.capacity)
+    return volume
+
+
+def delete_volume(volume: Volume, *, user: Any = None, request: Any = None) -> None:
+    check_idle(volume, "delete")
+    pool = volume.pool
+    try:
+        virt.delete_volume(pool.host.uri, volume.path, **_conn(pool))
+    except VirtError as exc:
+        raise _failed("volume.delete", exc, user=user, request=request, target=volume) from exc
+    record("volume.delete", user=user, request=request, target=volume, pool=pool.name,
+           path=volume.path)
+    volume.delete()
+    resync_pool(pool)
+
+
+def start_clone(volume: Volume, new_name: str, *, user: Any = None,
+                request: Any = None) -> Job:
+    check_idle(volume, "clone")
+    check_name(volume.pool, new_name)
+    from storage.tasks import clone_task
+
+    return start_job(clone_task, kind="volume.clone", owner=user,
+                     title=f"Clone {volume.name} as {new_name}", target=volume,
+                     params={"name": new_name}, total=volume.capacity, unit=Job.Unit.BYTES,
+                     request=request, in_process=volume.pool.host.in_process_only)
+
+
+def start_wipe(volume: Volume, *, user: Any = None, request: Any = None) -> Job:
+    check_idle(volume, "wipe")
+    from storage.tasks import wipe_task
+
+    return start_job(wipe_task, kind="volume.wipe", owner=user, title=f"Wipe {volume.name}",
+                     target=volume, total=volume.capacity, unit=Job.Unit.BYTES,
+                     request=request, in_process=volume.pool.host.in_process_only)

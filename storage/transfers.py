@@ -1,0 +1,322 @@
+"""Streamed upload and download of volume content, each a Job with byte progress.
+
+The request handler holds the bytes, so the job runs in the request itself (not on a
+worker) but is an ordinary Job row: progress, rate and ETA reach ``/ws/jobs/<id>/`` and
+``/ws/events/`` like any other job's. Bytes flow in chunks between the HTTP body and a
+libvirt stream; neither side is ever held whole in memory or copied to disk here.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
+from hosts.virt import VirtError
+from hosts.virt import volumes as virt
+from storage.errors import ImageRefused, StorageError
+from storage.images import HEADER_BYTES, check_image
+from storage.models import Volume
+from storage.services import _store_volume, check_idle, resync_pool
+from xenweb.audit.services import record
+from xenweb.jobs.errors import JobCancelled, JobError
+from xenweb.jobs.models import Job, JobState
+from xenweb.jobs.progress import ProgressReporter
+from xenweb.jobs.runner import Heartbeat, claim, finish, run_job
+
+CHUNK = 1024 * 1024
+WORKER = f"{socket.gethostname()}/web"
+
+
+def _new_job(kind: str, volume: Volume, *, user: Any, request: Any, total: int,
+             title: str, params: dict[str, Any] | None = None) -> Job:
+    job = Job.objects.create(
+        kind=kind, title=title, owner=user if getattr(user, "is_authenticated", False) else None,
+        params=params or {}, unit=Job.Unit.BYTES, total=total, message="Starting",
+        target_type="storage.volume", target_id=str(volume.pk), target_label=str(volume),
+        celery_task_id=f"request-{uuid.uuid4()}",
+    )
+    record("job.start", user=user, request=request, target=job, kind=kind)
+    return job
+
+
+def content_size(volume: Volume) -> int:
+    """How many bytes a download of the volume returns (its file's size on the host)."""
+    pool = volume.pool
+    try:
+        return virt.volume_details(pool.host.uri, volume.path,
+                                   allow_insecure=pool.host.is_lab).physical
+    except VirtError as exc:
+        raise StorageError(str(exc)) from exc
+
+
+def reachable_path(volume: Volume) -> str | None:
+    """The volume's file, when this machine can read it (local and lab hosts)."""
+    host = volume.pool.host
+    local = host.is_lab or not urlsplit(host.uri).hostname
+    if local and not host.in_process_only and volume.path and os.path.isfile(volume.path):
+        return volume.path
+    return None
+
+
+# -- upload -----------------------------------------------------------------------------
+
+
+@dataclass
+class UploadOutcome:
+    job: Job
+    refused: bool = False
+
+
+def _recreate_empty(volume: Volume, capacity: int) -> None:
+    """Start from a fresh sparse volume, so that holes in the stream read as zeros."""
+    pool = volume.pool
+    lab = pool.host.is_lab
+    virt.delete_volume(pool.host.uri, volume.path, allow_insecure=lab)
+    virt.create_volume(pool.host.uri, pool.name, volume.name, max(capacity, 1),
+                       volume.format or "raw", allow_insecure=lab)
+
+
+def _receive(volume: Volume, body: IO[bytes], length: int, reporter: ProgressReporter) -> bytes:
+    """Copy `length` bytes of `body` into the volume; returns the image's first MiB."""
+    pool = volume.pool
+    header = bytearray()
+    done = 0
+    reporter.update(0, total=length, message=f"Receiving {volume.name}", force=True)
+    with virt.VolumeUpload(pool.host.uri, volume.path, sparse=True,
+                           allow_insecure=pool.host.is_lab) as upload:
+        while done < length:
+            chunk = body.read(min(CHUNK, length - done))
+            if not chunk:
+                raise JobError(f"The upload ended after {done} of {length} bytes; the volume "
+                               "holds a partial image: upload it again.")
+            if len(header) < HEADER_BYTES:
+                header += chunk[:HEADER_BYTES - len(header)]
+            upload.write(chunk)
+            done += len(chunk)
+            reporter.update(done, message=f"Receiving {volume.name}")
+    reporter.update(done, message="Checking the image", force=True)
+    return bytes(header)
+
+
+def upload(volume: Volume, body: IO[bytes], length: int, *, user: Any = None,
+           request: Any = None) -> UploadOutcome:
+    """Replace the volume's content with `length` bytes read from `body`, as a job.
+
+    The volume is re-created empty first (same name and format): a raw volume then has
+    the size of the upload, a qcow2 volume the virtual size its header says. The image
+    is checked afterwards (see storage.images); a refused one is deleted with its volume.
+    """
+    check_idle(volume, "overwrite")
+    pool = volume.pool
+    available = pool.available + volume.allocation
+    if pool.available and length > available:
+        raise StorageError(f"Pool '{pool.name}' has {available} bytes free for this volume; "
+                           f"the upload is {length} bytes.")
+    job = _new_job("volume.upload", volume, user=user, request=request, total=length,
+                   title=f"Upload to {volume.name}", params={"bytes": length})
+    outcome = UploadOutcome(job=job)
+
+    def body_fn(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
+        reporter.configure(cancellable=True)
+        try:
+            _recreate_empty(volume, length)
+            header = _receive(volume, body, length, reporter)
+            facts = check_image(header, volume.format or "raw", reachable_path(volume))
+        except ImageRefused as exc:
+            outcome.refused = True
+            _discard(volume)
+            record("volume.upload", user=user, request=request, target=volume,
+                   result="failed", message=str(exc), bytes=length)
+            raise JobError(f"{exc} The uploaded volume was deleted.") from exc
+        except (VirtError, StorageError) as exc:
+            record("volume.upload", user=user, request=request, target=volume,
+                   result="failed", message=str(exc), bytes=length)
+            raise JobError(str(exc)) from exc
+        except (JobError, JobCancelled) as exc:
+            record("volume.upload", user=user, request=request, target=volume,
+                   result="failed", message=str(exc) or "cancelled", bytes=length)
+            raise
+        info = virt.volume_details(pool.host.uri, volume.path, allow_insecure=pool.host.is_lab)
+        stored = _store_volume(pool, info)  # type: ignore[arg-type]
+        resync_pool(pool)
+        record("volume.upload", user=user, request=request, target=stored, bytes=length,
+               format=facts.format, virtual_size=facts.virtual_size)
+        return {"volume": stored.pk, "bytes": length, "format": facts.format,
+                "virtual_size": facts.virtual_size}
+
+    run_job(job.pk, body_fn, task_id=job.celery_task_id, worker=WORKER)
+    job.refresh_from_db()
+    return outcome
+
+
+def _discard(volume: Volume) -> None:
+    pool = volume.pool
+    try:
+        virt.delete_volume(pool.host.uri, volume.path, allow_insecure=pool.host.is_lab)
+    except VirtError:
+        pass
+    Volume.objects.filter(pk=volume.pk).delete()
+    resync_pool(pool)
+
+
+# -- download ---------------------------------------------------------------------------
+
+
+class ByteRangeError(StorageError):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"Range not satisfiable (the volume has {size} bytes).")
+        self.size = size
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(first, last) byte of a single `bytes=` range, None for the whole content."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first_s, _, last_s = header[6:].strip().partition("-")
+    try:
+        if first_s == "":
+            suffix = int(last_s)
+            if suffix <= 0:
+                raise ByteRangeError(size)
+            return max(size - suffix, 0), size - 1
+        first = int(first_s)
+        last = int(last_s) if last_s else size - 1
+    except ValueError:
+        return None
+    if first >= size or last < first:
+        raise ByteRangeError(size)
+    return first, min(last, size - 1)
+
+
+_END = object()
+
+
+class Download:
+    """A volume's bytes for a streaming response; the job follows the bytes sent.
+
+    The libvirt stream is opened (and the job claimed) before the response starts, so a
+    host that cannot send answers an error instead of a truncated body. A producer
+    thread then reads the stream into a small bounded queue (a slow client slows the
+    host down; no more than a few chunks wait in memory) which the response drains,
+    synchronously (`chunks`, WSGI) or asynchronously (`achunks`, ASGI).
+    """
+
+    def __init__(self, volume: Volume, *, first: int, length: int, user: Any,
+                 request: Any) -> None:
+        self.volume = volume
+        self.first = first
+        self.length = length
+        job = _new_job("volume.download", volume, user=user, request=request, total=length,
+                       title=f"Download {volume.name}", params={"offset": first, "bytes": length})
+        claimed = claim(job.pk, task_id=job.celery_task_id, worker=WORKER)
+        if claimed is None:
+            raise StorageError(f"Download job #{job.pk} could not start.")
+        self.job = claimed
+        pool = volume.pool
+        try:
+            self._stream = virt.VolumeDownload(pool.host.uri, volume.path, offset=first,
+                                               length=length, chunk=CHUNK,
+                                               allow_insecure=pool.host.is_lab)
+        except VirtError as exc:
+            finish(self.job, JobState.FAILED, error=str(exc), message="Failed")
+            record("volume.download", user=user, request=request, target=volume,
+                   result="failed", message=str(exc))
+            raise StorageError(str(exc)) from exc
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=8)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, daemon=True,
+                                        name=f"job-{self.job.pk}-download")
+        self._started = False
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pump(self) -> Iterator[bytes]:
+        """The bytes, while the job row follows them (progress, outcome, audit)."""
+        job = self.job
+        heartbeat = Heartbeat(job.pk)
+        heartbeat.start()
+        reporter = ProgressReporter(job)
+        sent = 0
+        try:
+            reporter.update(0, total=self.length, message=f"Sending {self.volume.name}",
+                            force=True)
+            for chunk in self._stream:
+                yield chunk
+                sent += len(chunk)
+                reporter.update(sent, message=f"Sending {self.volume.name}")
+            if sent != self.length:
+                raise JobError(f"The host sent {sent} of {self.length} bytes.")
+            finish(job, JobState.SUCCEEDED, result={"bytes": sent}, progress=1.0, done=sent,
+                   eta_seconds=0, message="Done", rate=reporter.job.rate)
+            record("volume.download", user=job.owner, target=self.volume, bytes=sent,
+                   offset=self.first)
+        except (JobCancelled, GeneratorExit):
+            message = "The client went away" if self._stop.is_set() else "Cancelled"
+            finish(job, JobState.CANCELLED, message=message, done=sent)
+        except (VirtError, JobError) as exc:
+            finish(job, JobState.FAILED, error=str(exc), message="Failed")
+        except Exception as exc:  # a job must never be left running
+            finish(job, JobState.FAILED, error=f"Internal error: {exc}", message="Failed")
+        finally:
+            self._stream.abort()
+            heartbeat.stop()
+
+    def _produce(self) -> None:
+        """The producer thread of `achunks`."""
+        pump = self._pump()
+        try:
+            for chunk in pump:
+                if not self._put(chunk):
+                    self._stop.set()
+                    pump.close()
+                    break
+        finally:
+            self._put(_END)
+            close_old_connections()
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if not self._started:  # the response was never sent
+            self._stream.abort()
+            finish(self.job, JobState.CANCELLED, message="Not sent")
+
+    def chunks(self) -> Iterator[bytes]:
+        """For a synchronous server: the bytes straight from the host, in this thread."""
+        self._started = True
+        pump = self._pump()
+        try:
+            yield from pump
+        finally:
+            self._stop.set()
+            pump.close()
+
+    async def achunks(self) -> AsyncIterator[bytes]:
+        self._start()
+        get = sync_to_async(self._queue.get, thread_sensitive=False)
+        try:
+            while (item := await get()) is not _END:
+                yield item
+        finally:
+            self.close()

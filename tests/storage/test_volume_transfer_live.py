@@ -1,0 +1,142 @@
+"""A 1 GiB sparse image up and down through the real server (daphne), streamed, with the
+job's progress arriving over the websocket, on a lab host's `local` pool."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from django.contrib.auth import get_user_model
+from django.test import Client
+from rest_framework.authtoken.models import Token
+
+from hosts.lab.register import register_lab_host
+from storage.inventory import reconcile_pools
+from storage.models import Pool
+from tests.live.processes import Daphne
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+GIB = 1024**3
+CHUNK = 1024 * 1024
+
+
+def sparse_image(path: Path) -> str:
+    """1 GiB, mostly holes, with random data at a few places; returns its sha256."""
+    with open(path, "wb") as out:
+        out.truncate(GIB)
+        for offset in (0, 300 * CHUNK + 12345, 700 * CHUNK, GIB - CHUNK):
+            out.seek(offset)
+            out.write(os.urandom(CHUNK))
+    digest = hashlib.sha256()
+    with open(path, "rb") as src:
+        while block := src.read(8 * CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def http_upload(server: Daphne, token: str, url: str, path: Path) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+    conn.putrequest("PUT", url)
+    conn.putheader("Authorization", f"Token {token}")
+    conn.putheader("Content-Type", "application/octet-stream")
+    conn.putheader("Content-Length", str(path.stat().st_size))
+    conn.endheaders()
+    with open(path, "rb") as src:
+        while block := src.read(CHUNK):
+            conn.send(block)
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def http_download(server: Daphne, token: str, url: str, first: int = 0) -> tuple[int, dict,
+                                                                                  Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+    headers = {"Authorization": f"Token {token}"}
+    if first:
+        headers["Range"] = f"bytes={first}-"
+    conn.request("GET", url, headers=headers)
+    response = conn.getresponse()
+    digest = hashlib.sha256()
+    size = 0
+    while block := response.read(CHUNK):
+        digest.update(block)
+        size += len(block)
+    return response.status, dict(response.getheaders()), (digest, size)
+
+
+async def with_events(server: Daphne, cookie: str, work: Any) -> tuple[Any, list[dict]]:
+    """Run `work` in a thread while collecting job messages from /ws/events/."""
+    headers = {"Origin": server.origin, "Cookie": f"sessionid={cookie}"}
+    messages: list[dict] = []
+    async with websockets.connect(server.ws_url("/ws/events/"), additional_headers=headers,
+                                  open_timeout=20, max_size=None) as ws:
+        await ws.recv()  # hello
+        task = asyncio.create_task(asyncio.to_thread(work))
+        while not task.done():
+            try:
+                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=0.5))
+            except TimeoutError:
+                continue
+            if message.get("type") == "job.update":
+                messages.append(message["job"])
+        return task.result(), messages
+
+
+def test_one_gib_sparse_image_up_and_down(lab_hosts: list[Any], daphne_server: Daphne,
+                                          admin_client_tx: Client, tmp_path: Path) -> None:
+    host, _ = register_lab_host(lab_hosts[0])
+    reconcile_pools(host)
+    pool = Pool.objects.get(host=host, name="local")
+    user = get_user_model().objects.get(username="alice-admin")
+    token = Token.objects.create(user=user).key
+    cookie = admin_client_tx.cookies["sessionid"].value
+
+    image = tmp_path / "sparse.img"
+    expected = sparse_image(image)
+    created = admin_client_tx.post("/api/v1/volumes/", {
+        "pool": pool.pk, "name": f"big-{uuid.uuid4().hex[:6]}.img", "size": "1G"},
+        content_type="application/json")
+    assert created.status_code == 201, created.json()
+    vol = created.json()
+    url = f"/api/v1/volumes/{vol['id']}/content/"
+    try:
+        (status, job), messages = asyncio.run(with_events(
+            daphne_server, cookie, lambda: http_upload(daphne_server, token, url, image)))
+        assert status == 201, job
+        assert job["state"] == "succeeded" and job["done"] == GIB and job["unit"] == "bytes"
+        progress = [m for m in messages if m["id"] == job["id"] and m["state"] == "running"]
+        assert any(0 < m["done"] < GIB for m in progress), messages
+        assert any(m["rate"] for m in progress)
+        assert messages[-1]["state"] == "succeeded"
+        # The volume stayed sparse on the host: the holes went through as holes.
+        assert os.stat(vol["path"]).st_blocks * 512 < 64 * CHUNK
+
+        (status, headers, (digest, size)), messages = asyncio.run(with_events(
+            daphne_server, cookie, lambda: http_download(daphne_server, token, url)))
+        assert status == 200 and int(headers["Content-Length"]) == size == GIB
+        assert digest.hexdigest() == expected
+        downloads = [m for m in messages if m["id"] == int(headers["X-Job-Id"])]
+        assert downloads and downloads[-1]["state"] == "succeeded"
+
+        # Resume from the middle (what `curl -C -` asks for).
+        first = GIB // 2 + 7
+        status, headers, (digest, size) = http_download(daphne_server, token, url, first)
+        assert status == 206 and size == GIB - first
+        assert headers["Content-Range"] == f"bytes {first}-{GIB - 1}/{GIB}"
+        with open(image, "rb") as src:
+            src.seek(first)
+            tail = hashlib.sha256()
+            while block := src.read(8 * CHUNK):
+                tail.update(block)
+        assert digest.hexdigest() == tail.hexdigest()
+    finally:
+        admin_client_tx.delete(f"/api/v1/volumes/{vol['id']}/")
