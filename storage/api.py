@@ -145,7 +145,9 @@ class VolumeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
     queryset = Volume.objects.all()
     serializer_class = VolumeSerializer
     action_permissions = {"resize": "storage.change_volume", "clone": "storage.add_volume",
-                          "wipe": "storage.change_volume", "upload": "storage.change_volume"}
+                          "wipe": "storage.change_volume", "upload": "storage.change_volume",
+                          # Disk contents can hold secrets: reading them is not for viewers.
+                          "content": "storage.change_volume"}
 
     def get_queryset(self) -> QuerySet[Volume]:
         return selectors.volumes(self.request.query_params.get("pool"))

@@ -138,6 +138,7 @@ def test_viewer_is_read_only(viewer_client: Client, operator_client: Client,
     assert viewer_client.delete(f"/api/v1/volumes/{web.pk}/").status_code == 403
     assert viewer_client.put(f"/api/v1/volumes/{web.pk}/content/", b"x",
                              content_type="application/octet-stream").status_code in (403, 405)
+    assert viewer_client.get(f"/api/v1/volumes/{web.pk}/content/").status_code == 403
     made = post(operator_client, "/api/v1/volumes/", {"pool": pool.pk, "name": "op.img",
                                                       "size": "1M"})
     assert made.status_code == 201
