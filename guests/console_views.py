@@ -6,8 +6,9 @@ from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from guests.consumers import TYPE_PERMISSION, VIEW_PERMISSION
 from guests.models import Guest
+from guests.sessions import ACT_PERMISSION as TYPE_PERMISSION
+from guests.sessions import VIEW_PERMISSION
 
 
 @permission_required(VIEW_PERMISSION, raise_exception=True)

@@ -34,7 +34,11 @@ from typing import Any, TypeVar
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from guests.models import Guest
+from guests.sessions import (
+    GuestSessionTarget,
+    load_target,
+    may_view,
+)
 from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import domains as virt
 from hosts.virt.console import ConsoleStream
@@ -58,22 +62,6 @@ POLL_SECONDS = 0.05
 SETTLE_SECONDS = 3.0  # how long an ended console waits for the guest's state to follow
 RUNNING_STATES = frozenset({"running", "blocked", "paused", "pmsuspended", "shutdown"})
 
-VIEW_PERMISSION = "guests.view_guest"
-TYPE_PERMISSION = "guests.change_guest"
-
-
-@dataclass(frozen=True)
-class ConsoleTarget:
-    """What the consumer needs of the guest row, read once in connect()."""
-
-    guest_pk: int
-    name: str
-    uuid: str
-    host_name: str
-    host_uri: str
-    is_lab: bool
-    is_privileged: bool
-    may_type: bool
 
 
 @dataclass(frozen=True)
@@ -86,29 +74,7 @@ class Ending:
 
 
 @database_sync_to_async
-def _may_view(user: Any) -> bool:
-    return user.has_perm(VIEW_PERMISSION)
-
-
-@database_sync_to_async
-def _console_target(user: Any, guest_pk: int) -> ConsoleTarget | None:
-    guest = Guest.objects.select_related("host").filter(pk=guest_pk).first()
-    if guest is None:
-        return None
-    return ConsoleTarget(
-        guest_pk=guest.pk,
-        name=guest.name,
-        uuid=str(guest.uuid),
-        host_name=guest.host.name,
-        host_uri=guest.host.uri,
-        is_lab=guest.host.is_lab,
-        is_privileged=guest.is_privileged,
-        may_type=user.has_perm(TYPE_PERMISSION),
-    )
-
-
-@database_sync_to_async
-def _audit_opened(user: Any, target: ConsoleTarget, client: str | None) -> None:
+def _audit_opened(user: Any, target: GuestSessionTarget, client: str | None) -> None:
     record(
         "guest.console",
         user=user,
@@ -116,14 +82,14 @@ def _audit_opened(user: Any, target: ConsoleTarget, client: str | None) -> None:
         target_id=target.guest_pk,
         target_label=target.name,
         message=f"Opened the console of {target.name} on {target.host_name}"
-        + (" (read-only)" if not target.may_type else ""),
+        + (" (read-only)" if not target.may_act else ""),
         host=target.host_name,
-        readonly=not target.may_type,
+        readonly=not target.may_act,
         client=client,
     )
 
 
-def _guest_state(target: ConsoleTarget, *, settle: bool) -> str:
+def _guest_state(target: GuestSessionTarget, *, settle: bool) -> str:
     """The guest's state in libvirt. With ``settle``, a running state is asked again for a
     moment: the console ends a little before a stopping guest's state changes."""
     deadline = time.monotonic() + (SETTLE_SECONDS if settle else 0.0)
@@ -134,7 +100,7 @@ def _guest_state(target: ConsoleTarget, *, settle: bool) -> str:
         time.sleep(0.1)
 
 
-def diagnose(target: ConsoleTarget, error: VirtError | None, *, opened: bool) -> Ending:
+def diagnose(target: GuestSessionTarget, error: VirtError | None, *, opened: bool) -> Ending:
     """Why the console could not open (``opened=False``) or ended: asks libvirt for the
     guest's state, so blocking; runs on the console's thread."""
     try:
@@ -173,7 +139,7 @@ class GuestConsoleConsumer(AsyncWebsocketConsumer):
     # No channel layer: the console joins no group, so it needs no Redis round trips (and
     # keeps working while Redis is away). An alias that is not configured means "none".
     channel_layer_alias = "console-uses-no-channel-layer"
-    target: ConsoleTarget | None = None
+    target: GuestSessionTarget | None = None
     stream: ConsoleStream | None = None
     pump: asyncio.Task[None] | None = None
     executor: ThreadPoolExecutor | None = None
@@ -195,10 +161,10 @@ class GuestConsoleConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        if not await _may_view(user):
+        if not await may_view(user):
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        target = await _console_target(user, int(self.scope["url_route"]["kwargs"]["guest_id"]))
+        target = await load_target(user, int(self.scope["url_route"]["kwargs"]["guest_id"]))
         if target is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
@@ -222,7 +188,7 @@ class GuestConsoleConsumer(AsyncWebsocketConsumer):
         client = self.scope.get("client")
         await _audit_opened(user, target, client[0] if client else None)
         await self._send_json({
-            "type": "console.status", "state": "connected", "readonly": not target.may_type,
+            "type": "console.status", "state": "connected", "readonly": not target.may_act,
             "guest": target.name, "host": target.host_name,
         })
         self.pump = asyncio.create_task(self._pump())
@@ -250,7 +216,7 @@ class GuestConsoleConsumer(AsyncWebsocketConsumer):
         data = bytes_data if bytes_data is not None else (text_data or "").encode()
         if not data or self.stream is None or self.target is None or self.ending:
             return
-        if not self.target.may_type:
+        if not self.target.may_act:
             if not self.warned_readonly:
                 self.warned_readonly = True
                 await self._send_json({
@@ -282,7 +248,7 @@ class GuestConsoleConsumer(AsyncWebsocketConsumer):
         self.pump = None  # finished: disconnect() must not wait for itself
         await self._end(ending)
 
-    async def _relay(self, stream: ConsoleStream, target: ConsoleTarget) -> Ending:
+    async def _relay(self, stream: ConsoleStream, target: GuestSessionTarget) -> Ending:
         error: VirtError | None = None
         try:
             while True:

@@ -43,7 +43,11 @@ from urllib.parse import parse_qsl, urlsplit
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from guests.models import Guest
+from guests.sessions import (
+    GuestSessionTarget,
+    load_target,
+    may_view,
+)
 from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import domains as virt
 from hosts.virt.graphics import VncEndpoint, vnc_endpoint
@@ -62,8 +66,6 @@ CLOSE_VNC_ERROR = 4002  # the host, the tunnel or the VNC server failed: retry w
 CLOSE_NO_VNC = 4003  # Domain-0, no VNC graphics, unsupported transport, gone: never retry
 CLOSE_REFUSED_INPUT = 4004  # a view-only client sent what the proxy cannot check: no retry
 
-VIEW_PERMISSION = "guests.view_guest"
-INTERACT_PERMISSION = "guests.change_guest"
 SUBPROTOCOL = "binary"
 
 SSH = "/usr/bin/ssh"
@@ -270,20 +272,6 @@ class ViewerInputFilter:
 
 
 @dataclass(frozen=True)
-class VncTarget:
-    """What the consumer needs of the guest row, read once in connect()."""
-
-    guest_pk: int
-    name: str
-    uuid: str
-    host_name: str
-    host_uri: str
-    is_lab: bool
-    is_privileged: bool
-    may_interact: bool
-
-
-@dataclass(frozen=True)
 class Ending:
     """Why a VNC session ended (or never began): the last message and the close code."""
 
@@ -343,7 +331,7 @@ def _ssh_target(address: str, port: int) -> str:
     return f"[{address}]:{port}" if is_v6 else f"{address}:{port}"
 
 
-def plan_route(target: VncTarget, endpoint: VncEndpoint, *, ssh_key: str = "",
+def plan_route(target: GuestSessionTarget, endpoint: VncEndpoint, *, ssh_key: str = "",
                known_hosts: str = "") -> Route:
     """The route to the guest's VNC server (raises VncUnavailable with the reason).
     ``ssh_key`` and ``known_hosts``: the appliance's key and pinned host keys, for +ssh."""
@@ -382,7 +370,7 @@ def plan_route(target: VncTarget, endpoint: VncEndpoint, *, ssh_key: str = "",
         or f"The graphical console cannot reach hosts over {transport}.", CLOSE_NO_VNC))
 
 
-def resolve(target: VncTarget) -> Route:
+def resolve(target: GuestSessionTarget) -> Route:
     """Blocking (libvirt, maybe ssh-keygen): the route to the guest's live VNC server.
     Raises VncUnavailable when there is nothing to connect to."""
     if target.is_privileged:
@@ -419,7 +407,7 @@ def resolve(target: VncTarget) -> Route:
                       known_hosts=str(key_dir() / KNOWN_HOSTS))
 
 
-def diagnose(target: VncTarget, detail: str) -> Ending:
+def diagnose(target: GuestSessionTarget, detail: str) -> Ending:
     """Why a session ended (or its connection failed): asks libvirt for the guest's state,
     a running state again for a moment (the VNC server goes a little before the state
     changes). Blocking."""
@@ -503,7 +491,7 @@ class Tunnel:
                 await self._stderr_task
 
 
-async def open_tunnel(target: VncTarget, route: Route) -> Tunnel:
+async def open_tunnel(target: GuestSessionTarget, route: Route) -> Tunnel:
     """Connect to the VNC server along ``route`` (raises OSError when it cannot)."""
     if route.kind == "ssh":
         process = await asyncio.create_subprocess_exec(
@@ -530,29 +518,7 @@ def _where(route: Route) -> str:
 
 
 @database_sync_to_async
-def _may_view(user: Any) -> bool:
-    return user.has_perm(VIEW_PERMISSION)
-
-
-@database_sync_to_async
-def _vnc_target(user: Any, guest_pk: int) -> VncTarget | None:
-    guest = Guest.objects.select_related("host").filter(pk=guest_pk).first()
-    if guest is None:
-        return None
-    return VncTarget(
-        guest_pk=guest.pk,
-        name=guest.name,
-        uuid=str(guest.uuid),
-        host_name=guest.host.name,
-        host_uri=guest.host.uri,
-        is_lab=guest.host.is_lab,
-        is_privileged=guest.is_privileged,
-        may_interact=user.has_perm(INTERACT_PERMISSION),
-    )
-
-
-@database_sync_to_async
-def _audit_opened(user: Any, target: VncTarget, route: Route, client: str | None) -> None:
+def _audit_opened(user: Any, target: GuestSessionTarget, route: Route, client: str | None) -> None:
     record(
         "guest.vnc",
         user=user,
@@ -560,9 +526,9 @@ def _audit_opened(user: Any, target: VncTarget, route: Route, client: str | None
         target_id=target.guest_pk,
         target_label=target.name,
         message=f"Opened the graphical console of {target.name} on {target.host_name}"
-        + (" (view-only)" if not target.may_interact else ""),
+        + (" (view-only)" if not target.may_act else ""),
         host=target.host_name,
-        view_only=not target.may_interact,
+        view_only=not target.may_act,
         via=route.label,
         client=client,
     )
@@ -573,7 +539,7 @@ class GuestVncConsumer(AsyncWebsocketConsumer):
 
     # No channel layer: the proxy joins no group (as the text console).
     channel_layer_alias = "vnc-uses-no-channel-layer"
-    target: VncTarget | None = None
+    target: GuestSessionTarget | None = None
     tunnel: Tunnel | None = None
     pump: asyncio.Task[None] | None = None
     input_filter: ViewerInputFilter | None = None
@@ -584,10 +550,10 @@ class GuestVncConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        if not await _may_view(user):
+        if not await may_view(user):
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        target = await _vnc_target(user, int(self.scope["url_route"]["kwargs"]["guest_id"]))
+        target = await load_target(user, int(self.scope["url_route"]["kwargs"]["guest_id"]))
         if target is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
@@ -606,12 +572,12 @@ class GuestVncConsumer(AsyncWebsocketConsumer):
                       f"{getattr(exc, 'strerror', None) or str(exc) or 'timed out'}.")
             await self._end(await asyncio.to_thread(diagnose, target, detail))
             return
-        if not target.may_interact:
+        if not target.may_act:
             self.input_filter = ViewerInputFilter()
         client = self.scope.get("client")
         await _audit_opened(user, target, route, client[0] if client else None)
         await self._send_json({
-            "type": "vnc.status", "state": "connected", "view_only": not target.may_interact,
+            "type": "vnc.status", "state": "connected", "view_only": not target.may_act,
             "guest": target.name, "host": target.host_name, "via": route.label,
         })
         self.pump = asyncio.create_task(self._pump(self.tunnel, target, route))
@@ -650,7 +616,7 @@ class GuestVncConsumer(AsyncWebsocketConsumer):
         except (OSError, RuntimeError) as exc:  # the pump sees the end and reports it
             logger.info("VNC write to %s failed: %s", self.target.name, exc)
 
-    async def _pump(self, tunnel: Tunnel, target: VncTarget, route: Route) -> None:
+    async def _pump(self, tunnel: Tunnel, target: GuestSessionTarget, route: Route) -> None:
         """VNC server bytes to the browser until the server (or the tunnel) ends."""
         received = 0
         detail = ""

@@ -7,7 +7,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from guests.models import Guest
-from guests.vnc import INTERACT_PERMISSION, VIEW_PERMISSION, transport_problem
+from guests.sessions import ACT_PERMISSION as INTERACT_PERMISSION
+from guests.sessions import VIEW_PERMISSION
+from guests.vnc import transport_problem
 
 
 @permission_required(VIEW_PERMISSION, raise_exception=True)

@@ -24,10 +24,10 @@ from django.test import Client
 from guests import vnc
 from guests.models import Guest
 from guests.vnc import (
+    GuestSessionTarget,
     RfbFilterError,
     Route,
     ViewerInputFilter,
-    VncTarget,
     VncUnavailable,
     plan_route,
 )
@@ -451,9 +451,9 @@ def test_filter_refuses_unknown_messages(message: bytes) -> None:
 # --- where the proxy connects -------------------------------------------------------------
 
 
-def _target(uri: str, *, is_lab: bool = False) -> VncTarget:
-    return VncTarget(guest_pk=1, name="desk1", uuid=str(uuid.uuid4()), host_name="h1",
-                     host_uri=uri, is_lab=is_lab, is_privileged=False, may_interact=True)
+def _target(uri: str, *, is_lab: bool = False) -> GuestSessionTarget:
+    return GuestSessionTarget(guest_pk=1, name="desk1", uuid=str(uuid.uuid4()), host_name="h1",
+                     host_uri=uri, is_lab=is_lab, is_privileged=False, may_act=True)
 
 
 ENDPOINT = VncEndpoint(name="desk1", state="running", active=True, has_vnc=True, port=5901,
