@@ -20,6 +20,7 @@ from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domain_xml as dx
 from hosts.virt.pools import create_volume, delete_volume_by_path
+from storage.iso_library import library_image
 from storage.models import Pool, Volume
 
 TYPES = {"pv": dx.PV, "hvm": dx.HVM, "pvh": dx.PVH, "xen": dx.PV, "xenpvh": dx.PVH}
@@ -70,6 +71,10 @@ class CreateGuestSerializer(serializers.Serializer):
                                                                        "network"]),
                                  default=["hd"], max_length=3)
     disks = DiskRequest(many=True, required=False, default=list)
+    cdrom = serializers.IntegerField(
+        required=False, allow_null=True, default=None,
+        help_text="an ISO image (volume id) from an ISO library pool of the guest's host, "
+                  "attached read-only as a CD-ROM; put 'cdrom' first in boot to install from it")
     nics = NicRequest(many=True, required=False, default=list)
     vnc = serializers.BooleanField(default=False)
     description = serializers.CharField(max_length=1000, required=False, default="")
@@ -88,6 +93,20 @@ def _targets(domain_type: str, os_type: str) -> tuple[str, str, str]:
     if domain_type == "xen":  # emulated disks: no PV drivers assumed in an HVM guest
         return ("hd", "ide", "ide")
     return ("vd", "virtio", "ide")
+
+
+def _cdrom(volume_id: int, host: Host, bus: str, prefix: str, letters: Any,
+           disks: list[dx.DiskSpec]) -> dx.DiskSpec:
+    """The ISO library image as a read-only CD-ROM (hdc on IDE, the next letter on Xen PV)."""
+    try:
+        image = library_image(volume_id, host)
+    except ValueError as exc:
+        raise GuestError(str(exc)) from exc
+    target = "hdc" if bus == "ide" else f"{prefix}{next(letters)}"
+    if any(disk.target == target for disk in disks):
+        raise GuestError("Give the CD-ROM either as cdrom or as an iso disk, not both.")
+    return dx.DiskSpec(source=image.path, target=target, bus=bus, device="cdrom",
+                       format="raw", readonly=True)
 
 
 def plan(data: dict[str, Any]) -> tuple[Host, dx.DomainSpec, list[dict[str, Any]]]:
@@ -132,6 +151,8 @@ def plan(data: dict[str, Any]) -> tuple[Host, dx.DomainSpec, list[dict[str, Any]
             source=volume.path, target=target, bus=cdrom_bus if iso else bus,
             device="cdrom" if iso else "disk", format="raw" if iso else volume.format or "raw",
         ))
+    if data.get("cdrom") is not None:
+        disks.append(_cdrom(data["cdrom"], host, cdrom_bus, prefix, letters, disks))
     nics = tuple(dx.NicSpec(mac=(nic.get("mac") or random_mac()).lower(),
                             bridge=nic.get("bridge", ""), network=nic.get("network", ""))
                  for nic in data["nics"])

@@ -16,6 +16,7 @@ from guests.lifecycle import ALLOWED, DOM0_FORBIDDEN
 from guests.models import Guest
 from hosts.capabilities import offered_types
 from hosts.models import Host
+from storage.iso_library import iso_images
 from storage.models import Pool, Volume
 from xenweb.jobs.models import Job
 
@@ -141,12 +142,12 @@ def _form_data(post: Any) -> dict[str, Any]:
                       "format": post.get("disk_format", "raw")})
     if post.get("disk_volume"):
         disks.append({"volume": post["disk_volume"]})
-    if post.get("iso"):
-        disks.append({"iso": post["iso"]})
+    if post.get("cdrom"):
+        data["cdrom"] = post["cdrom"]
     data["disks"] = disks
     data["nics"] = [{"bridge": post["bridge"], **({"mac": post["mac"]} if post.get("mac")
                                                   else {})}] if post.get("bridge") else []
-    data["boot"] = ["cdrom", "hd"] if post.get("iso") else ["hd"]
+    data["boot"] = ["cdrom", "hd"] if post.get("cdrom") else ["hd"]
     data["vnc"] = post.get("vnc") == "on"
     return data
 
@@ -172,7 +173,7 @@ def guest_create(request: HttpRequest) -> HttpResponse:
         "types": sorted({t for t in TYPES if t in ("pv", "hvm", "pvh")}),
         "pools": Pool.objects.select_related("host").filter(active=True),
         "volumes": Volume.objects.select_related("pool__host").exclude(format="iso"),
-        "isos": Volume.objects.select_related("pool__host").filter(name__iendswith=".iso"),
+        "isos": iso_images(),
         "errors": errors, "post": request.POST,
     })
 

@@ -1,4 +1,4 @@
-"""REST API for pools and volumes (thin: the work is in services, jobs and transfers)."""
+"""REST API for volumes (thin: the work is in services, jobs and transfers; pools: api_pools)."""
 
 from __future__ import annotations
 
@@ -27,22 +27,6 @@ from xenweb.jobs.api import accepted
 from xenweb.jobs.serializers import JobSerializer
 
 REFUSED = OpenApiResponse(description="refused, with `detail`")
-
-
-class PoolSerializer(serializers.ModelSerializer):
-    url = serializers.SerializerMethodField()
-    type = serializers.CharField(source="pool_type", read_only=True)
-    host_name = serializers.CharField(source="host.name", read_only=True)
-    volumes = serializers.IntegerField(source="volume_count", read_only=True)
-
-    class Meta:
-        model = Pool
-        fields = ["id", "url", "name", "uuid", "type", "active", "capacity", "allocation",
-                  "available", "shared", "host", "host_name", "volumes", "updated_at"]
-        read_only_fields = fields
-
-    def get_url(self, pool: Pool) -> str:
-        return reverse("api:pool-detail", args=[pool.pk])
 
 
 class VolumeUserSerializer(serializers.Serializer):
@@ -112,29 +96,6 @@ class CloneSerializer(serializers.Serializer):
 
 def refused(exc: Exception) -> Response:
     return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-
-
-@extend_schema(parameters=[OpenApiParameter("host", int, description="host id")])
-class PoolViewSet(viewsets.ReadOnlyModelViewSet):
-    """Storage pools of all hosts, from the inventory cache."""
-
-    queryset = Pool.objects.all()
-    serializer_class = PoolSerializer
-    action_permissions = {"refresh": "storage.change_pool"}
-
-    def get_queryset(self) -> QuerySet[Pool]:
-        return selectors.pools(self.request.query_params.get("host"))
-
-    @extend_schema(request=None, responses={200: PoolSerializer, 409: REFUSED})
-    @action(detail=True, methods=["post"])
-    def refresh(self, request: Request, pk: str | None = None) -> Response:
-        """Re-read the pool and its volumes from libvirt."""
-        pool = self.get_object()
-        try:
-            services.refresh_pool(pool, user=request.user, request=request)
-        except StorageError as exc:
-            return refused(exc)
-        return Response(PoolSerializer(self.get_queryset().get(pk=pool.pk)).data)
 
 
 @extend_schema(parameters=[OpenApiParameter("pool", int, description="pool id")])

@@ -5,42 +5,64 @@ from __future__ import annotations
 from django.db import transaction
 
 from hosts.models import Host
-from hosts.virt.pools import PoolInfo, list_pools
+from hosts.virt.pools import PoolInfo, VolumeInfo, list_pools
 from storage.models import Pool, Volume
+from storage.sharing import apply_source, effective_shared
 
 
-def _pool_fields(info: PoolInfo) -> dict[str, object]:
-    return {
-        "name": info.name, "pool_type": info.pool_type, "active": info.active,
-        "capacity": info.capacity, "allocation": info.allocation, "available": info.available,
-    }
+def _apply(pool: Pool, info: PoolInfo) -> None:
+    """libvirt's facts onto the cached pool (what libvirt does not know is kept)."""
+    pool.name = info.name
+    pool.pool_type = info.pool_type
+    pool.active = info.active
+    pool.autostart = info.autostart
+    pool.capacity, pool.allocation, pool.available = (
+        info.capacity, info.allocation, info.available)
+    apply_source(pool, info.source)
+
+
+def _store_volumes(pool: Pool, volumes: tuple[VolumeInfo, ...]) -> None:
+    for vol in volumes:
+        Volume.objects.update_or_create(pool=pool, name=vol.name, defaults={
+            "path": vol.path, "format": vol.format, "capacity": vol.capacity,
+            "allocation": vol.allocation,
+        })
+    pool.volumes.exclude(name__in=[v.name for v in volumes]).delete()
+
+
+def store_pool(host: Host, info: PoolInfo) -> Pool:
+    """Create or update the cached pool and its volumes from libvirt's description.
+
+    An inactive pool lists no volumes: the cached ones are kept until it runs again.
+    """
+    with transaction.atomic():
+        pool = Pool.objects.filter(host=host, uuid=info.uuid).first() or Pool(
+            host=host, uuid=info.uuid)
+        _apply(pool, info)
+        pool.save()
+        if info.active:
+            _store_volumes(pool, info.volumes)
+    return pool
 
 
 def reconcile_pools(host: Host) -> int:
     """Refresh the host's pools and volumes; returns how many pools it has.
 
-    What libvirt does not know (the `shared` flag) is kept.
+    What libvirt does not know (declared sharing, ISO library) is kept.
     """
     pools = list_pools(host.uri, allow_insecure=host.is_lab)
     with transaction.atomic():
-        seen = []
-        for info in pools:
-            pool, _ = Pool.objects.update_or_create(
-                host=host, uuid=info.uuid, defaults=_pool_fields(info)
-            )
-            seen.append(pool.pk)
-            names = []
-            for vol in info.volumes:
-                Volume.objects.update_or_create(pool=pool, name=vol.name, defaults={
-                    "path": vol.path, "format": vol.format, "capacity": vol.capacity,
-                    "allocation": vol.allocation,
-                })
-                names.append(vol.name)
-            pool.volumes.exclude(name__in=names).delete()
+        seen = [store_pool(host, info).pk for info in pools]
         host.pools.exclude(pk__in=seen).delete()
     return len(pools)
 
 
 def mark_shared(host: Host, pool_name: str, shared: bool = True) -> int:
     """Declare a pool as storage other hosts can write too (NFS, SAN, cluster FS)."""
-    return host.pools.filter(name=pool_name).update(shared=shared)
+    count = 0
+    for pool in host.pools.filter(name=pool_name):
+        pool.shared_declared = shared
+        pool.shared = effective_shared(pool)
+        pool.save(update_fields=["shared_declared", "shared", "updated_at"])
+        count += 1
+    return count

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
+from django.urls import reverse
 
 from hosts.models import Host
 
@@ -16,8 +18,23 @@ class Pool(models.Model):
     capacity = models.PositiveBigIntegerField(default=0)
     allocation = models.PositiveBigIntegerField(default=0)
     available = models.PositiveBigIntegerField(default=0)
-    # Storage every host that mounts it can write (NFS, iSCSI, shared LVM…): migration uses it.
+    autostart = models.BooleanField(default=False)
+    target_path = models.CharField(max_length=1024, blank=True)
+    # The <source> of the pool XML (hosts, dir, devices, name, format, initiator).
+    source = models.JSONField(default=dict, blank=True)
+    # Identity of the underlying storage ("nfs:server:/export", "iscsi:portal:iqn"…),
+    # computed from the pool XML at reconcile (storage.sharing); pools of several hosts
+    # with the same key (and shared) are the same storage.
+    storage_key = models.CharField(max_length=1024, blank=True, db_index=True)
+    # The admin's word on sharing: None = decided from the pool type, True/False = declared.
+    shared_declared = models.BooleanField(null=True, default=None)
+    # Optional name that groups declared pools instead of the computed key.
+    share_label = models.CharField(max_length=64, blank=True)
+    # Effective: storage every host that mounts it can write (NFS, iSCSI, shared LVM…),
+    # derived from the two fields above; migration uses it.
     shared = models.BooleanField(default=False)
+    # Its ISO images are offered as CD-ROMs by the create-guest wizard.
+    iso_library = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -28,6 +45,28 @@ class Pool(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host}/{self.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("storage:pool", args=[self.pk])
+
+    @property
+    def share_key(self) -> str:
+        """What pools of the same storage have in common ("" when nothing is known)."""
+        return f"label:{self.share_label}" if self.share_label else self.storage_key
+
+    @property
+    def free_percent(self) -> float | None:
+        return 100.0 * self.available / self.capacity if self.capacity else None
+
+    @property
+    def used_percent(self) -> int:
+        return round(100 * self.allocation / self.capacity) if self.capacity else 0
+
+    @property
+    def low_space(self) -> bool:
+        """Active, and less free space than POOL_LOW_SPACE_PERCENT of its capacity."""
+        free = self.free_percent
+        return self.active and free is not None and free < settings.POOL_LOW_SPACE_PERCENT
 
 
 class Volume(models.Model):

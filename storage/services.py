@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.db import transaction
-
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
 from hosts.virt.pools import PoolInfo, VolumeInfo
 from storage.errors import StorageError
+from storage.inventory import store_pool
 from storage.models import Pool, Volume
 from storage.selectors import active_user
 from xenweb.audit.services import record
@@ -41,16 +40,7 @@ def _store_volume(pool: Pool, info: VolumeInfo) -> Volume:
 
 
 def _store_pool(pool: Pool, info: PoolInfo) -> Pool:
-    with transaction.atomic():
-        for field, value in (("pool_type", info.pool_type), ("active", info.active),
-                             ("capacity", info.capacity), ("allocation", info.allocation),
-                             ("available", info.available)):
-            setattr(pool, field, value)
-        pool.save()
-        for vol in info.volumes:
-            _store_volume(pool, vol)
-        pool.volumes.exclude(name__in=[v.name for v in info.volumes]).delete()
-    return pool
+    return store_pool(pool.host, info)
 
 
 def refresh_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:

@@ -3,7 +3,8 @@ from rest_framework.routers import DefaultRouter
 
 from guests.api import GuestViewSet
 from hosts.api import HostViewSet
-from storage.api import PoolViewSet, VolumeViewSet
+from storage.api import VolumeViewSet
+from storage.api_pools import PoolViewSet
 from xenweb.accounts.api import MeView
 from xenweb.appliance.api import SshKeyView
 from xenweb.audit.api import AuditViewSet

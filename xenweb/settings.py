@@ -222,6 +222,9 @@ if SECURE:
 SETUP_TOKEN_FILE = DATA_DIR / "setup-token"
 DEMO_HOST_NAME = "demo"
 
+# A storage pool with less free space than this share of its capacity is flagged low_space.
+POOL_LOW_SPACE_PERCENT = env.float("XENWEB_POOL_LOW_SPACE_PERCENT", default=10.0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import libvirt
 from defusedxml import ElementTree as SafeET
 
 from .connection import get_connection
-from .errors import translate
+from .errors import VirtOperationError, translate
+from .pool_xml import BUILDABLE_TYPES, PoolSource, PoolSpec, build_pool_xml, parse_pool_source
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class PoolInfo:
     source_host: str  # NFS/iSCSI server
     source_path: str  # NFS export, iSCSI target, VG device…
     volumes: tuple[VolumeInfo, ...]
+    source: PoolSource = field(default_factory=lambda: PoolSource(pool_type=""))
 
 
 def _volumes(pool: libvirt.virStoragePool) -> tuple[VolumeInfo, ...]:
@@ -53,7 +56,8 @@ def _volumes(pool: libvirt.virStoragePool) -> tuple[VolumeInfo, ...]:
 
 
 def _describe(pool: libvirt.virStoragePool) -> PoolInfo:
-    root = SafeET.fromstring(pool.XMLDesc(0))
+    xml = pool.XMLDesc(0)
+    root = SafeET.fromstring(xml)
     _state, capacity, allocation, available = pool.info()
     host = root.find("source/host")
     source_dir = root.find("source/dir")
@@ -69,7 +73,7 @@ def _describe(pool: libvirt.virStoragePool) -> PoolInfo:
         capacity=capacity, allocation=allocation, available=available,
         target_path=root.findtext("target/path", ""),
         source_host=host.get("name", "") if host is not None else "",
-        source_path=source_path, volumes=_volumes(pool),
+        source_path=source_path, volumes=_volumes(pool), source=parse_pool_source(xml),
     )
 
 
@@ -112,3 +116,104 @@ def create_volume(
     except libvirt.libvirtError as exc:
         raise translate(exc, uri, action=f"create volume '{name}' in pool '{pool_name}'") \
             from exc
+
+
+# ---- pool lifecycle -----------------------------------------------------------------------
+
+def _pool(conn: libvirt.virConnect, name: str) -> libvirt.virStoragePool:
+    return conn.storagePoolLookupByName(name)
+
+
+def define_pool(uri: str, spec: PoolSpec, *, build: bool = False, start: bool = True,
+                autostart: bool = True, allow_insecure: bool = False) -> PoolInfo:
+    """Define the pool; optionally build its storage (mkdir, mkfs on an empty device,
+    vgcreate), start it and mark it autostart. Nothing stays defined when a step fails."""
+    xml = build_pool_xml(spec)
+    if build and spec.pool_type not in BUILDABLE_TYPES:
+        raise VirtOperationError(f"A {spec.pool_type} pool has nothing to build: its storage "
+                                 "exists on the network already.", uri=uri)
+    conn = get_connection(uri, allow_insecure=allow_insecure)
+    step = f"define the storage pool '{spec.name}'"
+    try:
+        pool = conn.storagePoolDefineXML(xml, 0)
+    except libvirt.libvirtError as exc:
+        raise translate(exc, uri, action=step) from exc
+    try:
+        if build:
+            step = f"build the storage of pool '{spec.name}'"
+            # NO_OVERWRITE: mkfs/vgcreate refuse a device that holds data already.
+            flags = libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE if spec.pool_type in (
+                "fs", "logical") else 0
+            pool.build(flags)
+        if start:
+            step = f"start the storage pool '{spec.name}'"
+            pool.create(0)
+        if autostart:
+            step = f"mark the storage pool '{spec.name}' autostart"
+            pool.setAutostart(1)
+        return _describe(pool)
+    except libvirt.libvirtError as exc:
+        error = translate(exc, uri, action=step)
+        try:
+            if pool.isActive():
+                pool.destroy()
+            pool.undefine()
+        except libvirt.libvirtError:
+            pass
+        raise error from exc
+
+
+def _pool_call(uri: str, name: str, action: str, allow_insecure: bool,
+               work: Callable[[libvirt.virStoragePool], object]) -> PoolInfo:
+    conn = get_connection(uri, allow_insecure=allow_insecure)
+    try:
+        pool = _pool(conn, name)
+        work(pool)
+        return _describe(pool)
+    except libvirt.libvirtError as exc:
+        raise translate(exc, uri, action=f"{action} the storage pool '{name}'") from exc
+
+
+def start_pool(uri: str, name: str, *, allow_insecure: bool = False) -> PoolInfo:
+    def work(pool: libvirt.virStoragePool) -> None:
+        if not pool.isActive():
+            pool.create(0)
+    return _pool_call(uri, name, "start", allow_insecure, work)
+
+
+def stop_pool(uri: str, name: str, *, allow_insecure: bool = False) -> PoolInfo:
+    def work(pool: libvirt.virStoragePool) -> None:
+        if pool.isActive():
+            pool.destroy()
+    return _pool_call(uri, name, "stop", allow_insecure, work)
+
+
+def set_pool_autostart(uri: str, name: str, enabled: bool, *,
+                       allow_insecure: bool = False) -> PoolInfo:
+    return _pool_call(uri, name, "change autostart of", allow_insecure,
+                      lambda pool: pool.setAutostart(1 if enabled else 0))
+
+
+def delete_pool(uri: str, name: str, *, delete_storage: bool = False,
+                allow_insecure: bool = False) -> None:
+    """Stop and undefine the pool; `delete_storage` also removes its (empty) directory."""
+    conn = get_connection(uri, allow_insecure=allow_insecure)
+    step = f"find the storage pool '{name}'"
+    try:
+        pool = _pool(conn, name)
+        if delete_storage:
+            kind = SafeET.fromstring(pool.XMLDesc(0)).get("type", "")
+            if kind != "dir":
+                raise VirtOperationError(
+                    f"Only a dir pool's storage can be deleted from here; '{name}' is a {kind} "
+                    "pool: remove its storage on the storage side.", uri=uri)
+        if pool.isActive():
+            step = f"stop the storage pool '{name}'"
+            pool.destroy()
+        if delete_storage:
+            step = f"delete the directory of storage pool '{name}'"
+            pool.delete(libvirt.VIR_STORAGE_POOL_DELETE_NORMAL)
+        step = f"undefine the storage pool '{name}'"
+        pool.undefine()
+    except libvirt.libvirtError as exc:
+        raise translate(exc, uri, action=step) from exc

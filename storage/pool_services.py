@@ -1,0 +1,206 @@
+"""Writes on storage pools: define/build, start/stop, autostart, delete, ISO library.
+
+libvirt first, then the cache, then the audit record (failures are audited too).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from guests.models import Guest
+from hosts.models import Host
+from hosts.virt import VirtError
+from hosts.virt import pool_xml as px
+from hosts.virt import pools as virt
+from storage.errors import StorageError
+from storage.inventory import store_pool
+from storage.models import Pool
+from storage.selectors import ACTIVE_GUEST_STATES
+from xenweb.audit.services import record
+
+TYPE_LABELS = {
+    "dir": "Directory", "fs": "Local filesystem (block device)", "netfs": "NFS export",
+    "logical": "LVM volume group", "iscsi": "iSCSI target",
+}
+# Pools whose volumes are files or LVs under the target path: a guest disk below that
+# path is on the pool even when the pool is stopped and lists no volumes.
+PATH_TYPES = ("dir", "fs", "netfs", "logical")
+
+
+def _conn(host: Host) -> dict[str, Any]:
+    return {"allow_insecure": host.is_lab}
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    return "" if value is None else str(value).strip()
+
+
+def _devices(data: dict[str, Any]) -> tuple[str, ...]:
+    raw = data.get("devices") or data.get("device") or ()
+    if isinstance(raw, str):
+        raw = raw.replace(",", "\n").splitlines()
+    return tuple(d.strip() for d in raw if str(d).strip())
+
+
+def spec_from_fields(pool_type: str, data: dict[str, Any]) -> px.PoolSpec:
+    """The pool spec for a type from flat form/API fields, checked (StorageError says what
+    is wrong)."""
+    name = _text(data, "name")
+    spec: px.PoolSpec
+    try:
+        if pool_type == "dir":
+            spec = px.DirPoolSpec(name=name, target_path=_text(data, "target_path"))
+        elif pool_type == "fs":
+            devices = _devices(data)
+            if len(devices) != 1:
+                raise StorageError("An fs pool needs exactly one source device, like /dev/sdb1.")
+            spec = px.FsPoolSpec(name=name, device=devices[0],
+                                 target_path=_text(data, "target_path"),
+                                 format=_text(data, "source_format") or "auto")
+        elif pool_type == "netfs":
+            spec = px.NetfsPoolSpec(name=name, source_host=_text(data, "source_host"),
+                                    source_dir=_text(data, "source_dir"),
+                                    target_path=_text(data, "target_path"),
+                                    format=_text(data, "source_format") or "nfs")
+        elif pool_type == "logical":
+            spec = px.LogicalPoolSpec(name=name, vg_name=_text(data, "source_name") or name,
+                                      devices=_devices(data))
+        elif pool_type == "iscsi":
+            port = _text(data, "port") or "3260"
+            if not port.isdigit():
+                raise StorageError(f"The iSCSI port must be a number (got '{port}').")
+            spec = px.IscsiPoolSpec(
+                name=name, source_host=_text(data, "source_host"),
+                target_iqn=_text(data, "target_iqn"), port=int(port),
+                initiator_iqn=_text(data, "initiator_iqn"),
+                target_path=_text(data, "target_path") or "/dev/disk/by-path")
+        else:
+            raise StorageError(f"Pools of type '{pool_type}' cannot be created here: use one "
+                               f"of {', '.join(px.CREATABLE_TYPES)}.")
+        spec.validate()
+    except px.PoolSpecError as exc:
+        raise StorageError(str(exc)) from exc
+    return spec
+
+
+def guests_on_pool(pool: Pool, *, active_only: bool = False) -> list[tuple[Guest, str]]:
+    """(guest, disk path) for every disk of the pool's host's guests that lives on the pool."""
+    paths = set(pool.volumes.exclude(path="").values_list("path", flat=True))
+    prefix = pool.target_path.rstrip("/") + "/" if (
+        pool.pool_type in PATH_TYPES and pool.target_path.rstrip("/")) else None
+    guests = Guest.objects.filter(host_id=pool.host_id)
+    if active_only:
+        guests = guests.filter(state__in=ACTIVE_GUEST_STATES)
+    found = []
+    for guest in guests.order_by("name"):
+        for disk in (guest.devices or {}).get("disks", []):
+            source = disk.get("source") or ""
+            if source in paths or (prefix and source.startswith(prefix)):
+                found.append((guest, source))
+                break
+    return found
+
+
+def _in_use_message(pool: Pool, users: list[tuple[Guest, str]], doing: str) -> str:
+    named = ", ".join(f"'{g.name}' ({g.get_state_display()}, {path})" for g, path in users[:5])
+    more = f" and {len(users) - 5} more" if len(users) > 5 else ""
+    return (f"Pool '{pool.name}' is in use: guest {named}{more} has a disk on it. Detach the "
+            f"disk or delete the guest before you {doing} the pool.")
+
+
+def _failed(action: str, exc: Exception, *, user: Any, request: Any, target: Any,
+            **detail: Any) -> StorageError:
+    record(action, user=user, request=request, target=target, result="failed",
+           message=str(exc), **detail)
+    return StorageError(str(exc))
+
+
+def create_pool(host: Host, spec: px.PoolSpec, *, build: bool = False, start: bool = True,
+                autostart: bool = True, user: Any = None, request: Any = None) -> Pool:
+    if host.pools.filter(name=spec.name).exists():
+        raise StorageError(f"Host '{host}' has a storage pool named '{spec.name}' already.")
+    detail = {"host": host.name, "type": spec.pool_type, "name": spec.name,
+              "spec": {k: v for k, v in spec.__dict__.items() if k != "name"},
+              "build": build, "start": start, "autostart": autostart}
+    try:
+        info = virt.define_pool(host.uri, spec, build=build, start=start, autostart=autostart,
+                                **_conn(host))
+    except (VirtError, px.PoolSpecError) as exc:
+        record("pool.create", user=user, request=request, target=host, result="failed",
+               message=str(exc), **detail)
+        raise StorageError(str(exc)) from exc
+    pool = store_pool(host, info)
+    record("pool.create", user=user, request=request, target=pool, **detail)
+    return pool
+
+
+def start_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:
+    try:
+        info = virt.start_pool(pool.host.uri, pool.name, **_conn(pool.host))
+    except VirtError as exc:
+        raise _failed("pool.start", exc, user=user, request=request, target=pool) from exc
+    pool = store_pool(pool.host, info)
+    record("pool.start", user=user, request=request, target=pool)
+    return pool
+
+
+def stop_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:
+    """Refused while a running guest has a disk on the pool (its storage would vanish)."""
+    users = guests_on_pool(pool, active_only=True)
+    if users:
+        raise StorageError(_in_use_message(pool, users, "stop"))
+    try:
+        info = virt.stop_pool(pool.host.uri, pool.name, **_conn(pool.host))
+    except VirtError as exc:
+        raise _failed("pool.stop", exc, user=user, request=request, target=pool) from exc
+    pool = store_pool(pool.host, info)
+    record("pool.stop", user=user, request=request, target=pool)
+    return pool
+
+
+def set_autostart(pool: Pool, enabled: bool, *, user: Any = None,
+                  request: Any = None) -> Pool:
+    try:
+        info = virt.set_pool_autostart(pool.host.uri, pool.name, enabled, **_conn(pool.host))
+    except VirtError as exc:
+        raise _failed("pool.autostart", exc, user=user, request=request, target=pool,
+                      enabled=enabled) from exc
+    pool = store_pool(pool.host, info)
+    record("pool.autostart", user=user, request=request, target=pool, enabled=enabled)
+    return pool
+
+
+def delete_pool(pool: Pool, *, delete_storage: bool = False, user: Any = None,
+                request: Any = None) -> None:
+    """Undefine the pool (refused while any guest has a disk on it); `delete_storage`
+    also removes a dir pool's directory, which must be empty."""
+    users = guests_on_pool(pool)
+    if users:
+        raise StorageError(_in_use_message(pool, users, "delete"))
+    if delete_storage and pool.pool_type != "dir":
+        raise StorageError(f"Only a dir pool's directory can be deleted with the pool; "
+                           f"'{pool.name}' is a {pool.pool_type} pool: its storage stays.")
+    if delete_storage and pool.volumes.exists():
+        raise StorageError(f"Pool '{pool.name}' still holds {pool.volumes.count()} volume(s): "
+                           "delete them first, or delete the pool without its directory.")
+    detail = {"host": pool.host.name, "type": pool.pool_type, "path": pool.target_path,
+              "delete_storage": delete_storage}
+    try:
+        virt.delete_pool(pool.host.uri, pool.name, delete_storage=delete_storage,
+                         **_conn(pool.host))
+    except VirtError as exc:
+        raise _failed("pool.delete", exc, user=user, request=request, target=pool,
+                      **detail) from exc
+    record("pool.delete", user=user, request=request, target=pool, **detail)
+    pool.delete()
+
+
+def set_iso_library(pool: Pool, enabled: bool, *, user: Any = None,
+                    request: Any = None) -> Pool:
+    """Offer (or stop offering) the pool's ISO images to the create-guest wizard. A host may
+    have several ISO libraries (say a local directory and an NFS share)."""
+    pool.iso_library = enabled
+    pool.save(update_fields=["iso_library", "updated_at"])
+    record("pool.iso_library", user=user, request=request, target=pool, enabled=enabled)
+    return pool
