@@ -7,7 +7,10 @@ from django.db import transaction
 from hosts.models import Host
 from hosts.virt.pools import PoolInfo, VolumeInfo, list_pools
 from storage.models import Pool, Volume
-from storage.sharing import apply_source, effective_shared
+from storage.sharing import apply_source, auto_shared, effective_shared
+
+LIBVIRT_FIELDS = ["name", "pool_type", "active", "autostart", "capacity", "allocation",
+                  "available", "target_path", "source", "storage_key", "updated_at"]
 
 
 def _apply(pool: Pool, info: PoolInfo) -> None:
@@ -39,7 +42,14 @@ def store_pool(host: Host, info: PoolInfo) -> Pool:
         pool = Pool.objects.filter(host=host, uuid=info.uuid).first() or Pool(
             host=host, uuid=info.uuid)
         _apply(pool, info)
-        pool.save()
+        if pool.pk is None:
+            pool.save()
+        else:
+            # Only libvirt's facts: a declaration saved meanwhile (sharing, ISO library)
+            # is not overwritten with what this instance read before it.
+            pool.save(update_fields=LIBVIRT_FIELDS)
+            Pool.objects.filter(pk=pool.pk, shared_declared__isnull=True).update(
+                shared=auto_shared(pool))
         if info.active:
             _store_volumes(pool, info.volumes)
     return pool

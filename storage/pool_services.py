@@ -102,6 +102,20 @@ def guests_on_pool(pool: Pool, *, active_only: bool = False) -> list[tuple[Guest
     return found
 
 
+def users_by_path(pool: Pool) -> dict[str, list[Guest]]:
+    """Disk path -> guests with that disk, read once for a whole pool (the same guests as
+    selectors.guests_using per volume: any host's for a shared pool)."""
+    guests = Guest.objects.select_related("host").order_by("name")
+    if not pool.shared:
+        guests = guests.filter(host_id=pool.host_id)
+    found: dict[str, list[Guest]] = {}
+    for guest in guests:
+        for disk in (guest.devices or {}).get("disks", []):
+            if disk.get("source"):
+                found.setdefault(disk["source"], []).append(guest)
+    return found
+
+
 def _in_use_message(pool: Pool, users: list[tuple[Guest, str]], doing: str) -> str:
     named = ", ".join(f"'{g.name}' ({g.get_state_display()}, {path})" for g, path in users[:5])
     more = f" and {len(users) - 5} more" if len(users) > 5 else ""

@@ -75,10 +75,13 @@ def storage_key(source: PoolSource) -> str:
     return ""
 
 
-def effective_shared(pool: Pool) -> bool:
-    if pool.shared_declared is not None:
-        return pool.shared_declared
+def auto_shared(pool: Pool) -> bool:
+    """Shared by nature: network storage whose identity is known."""
     return pool.pool_type in NETWORK_TYPES and bool(pool.storage_key)
+
+
+def effective_shared(pool: Pool) -> bool:
+    return pool.shared_declared if pool.shared_declared is not None else auto_shared(pool)
 
 
 def apply_source(pool: Pool, source: PoolSource) -> None:

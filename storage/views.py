@@ -53,7 +53,9 @@ def pool_list(request: HttpRequest) -> HttpResponse:
 @permission_required("storage.view_pool", raise_exception=True)
 def pool_detail(request: HttpRequest, pk: int) -> HttpResponse:
     pool = get_object_or_404(selectors.pools(), pk=pk)
-    volumes = [(volume, selectors.guests_using(volume), services.busy_job(volume))
+    users = pool_services.users_by_path(pool)
+    volumes = [(volume, users.get(volume.path, []) if volume.path else [],
+                services.busy_job(volume))
                for volume in pool.volumes.select_related("pool", "pool__host")]
     iso_ids = set(pool.volumes.filter(ISO_IMAGE).values_list("pk", flat=True))
     return render(request, "storage/detail.html", {
