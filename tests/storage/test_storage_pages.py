@@ -52,6 +52,10 @@ def test_overview_and_detail_show_capacity_sharing_and_users(admin_client: Clien
     assert ">web01</a>" in row and "running" in row  # used by
     assert "Local to demo" in detail and "In use:" in detail
 
+    host_page = page(admin_client, f"/hosts/{demo.pk}/")
+    assert f'href="/storage/?host={demo.pk}"' in host_page
+    assert f'href="/storage/pools/{pool.pk}/"' in host_page and "low space" in host_page
+
 
 def test_viewer_sees_no_mutating_buttons(viewer_client: Client, demo: Host) -> None:
     pool = Pool.objects.get(host=demo, name="default")
