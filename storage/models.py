@@ -5,6 +5,7 @@ from django.db import models
 from django.urls import reverse
 
 from hosts.models import Host
+from hosts.virt.pool_xml import CREATABLE_TYPES
 
 
 class Pool(models.Model):
@@ -61,6 +62,11 @@ class Pool(models.Model):
     @property
     def used_percent(self) -> int:
         return round(100 * self.allocation / self.capacity) if self.capacity else 0
+
+    @property
+    def managed(self) -> bool:
+        """Of a type the app creates and runs; other types are listed read-only."""
+        return self.pool_type in CREATABLE_TYPES
 
     @property
     def low_space(self) -> bool:

@@ -123,6 +123,16 @@ def _in_use_message(pool: Pool, users: list[tuple[Guest, str]], doing: str) -> s
             f"disk or delete the guest before you {doing} the pool.")
 
 
+def check_managed(pool: Pool, doing: str) -> None:
+    """Pools of other types are listed read-only: the app did not define them and does not
+    know what stopping or deleting them would do to the host."""
+    if not pool.managed:
+        raise StorageError(
+            f"Pool '{pool.name}' is a {pool.pool_type or 'unknown'} pool, listed read-only: "
+            f"xenweb manages {', '.join(px.CREATABLE_TYPES)} pools. Use virsh on the host "
+            f"to {doing} it.")
+
+
 def _failed(action: str, exc: Exception, *, user: Any, request: Any, target: Any,
             **detail: Any) -> StorageError:
     record(action, user=user, request=request, target=target, result="failed",
@@ -150,6 +160,7 @@ def create_pool(host: Host, spec: px.PoolSpec, *, build: bool = False, start: bo
 
 
 def start_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:
+    check_managed(pool, "start")
     try:
         info = virt.start_pool(pool.host.uri, pool.name, **_conn(pool.host))
     except VirtError as exc:
@@ -161,6 +172,7 @@ def start_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:
 
 def stop_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:
     """Refused while a running guest has a disk on the pool (its storage would vanish)."""
+    check_managed(pool, "stop")
     users = guests_on_pool(pool, active_only=True)
     if users:
         raise StorageError(_in_use_message(pool, users, "stop"))
@@ -175,6 +187,7 @@ def stop_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:
 
 def set_autostart(pool: Pool, enabled: bool, *, user: Any = None,
                   request: Any = None) -> Pool:
+    check_managed(pool, "change autostart of")
     try:
         info = virt.set_pool_autostart(pool.host.uri, pool.name, enabled, **_conn(pool.host))
     except VirtError as exc:
@@ -189,6 +202,7 @@ def delete_pool(pool: Pool, *, delete_storage: bool = False, user: Any = None,
                 request: Any = None) -> None:
     """Undefine the pool (refused while any guest has a disk on it); `delete_storage`
     also removes a dir pool's directory, which must be empty."""
+    check_managed(pool, "delete")
     users = guests_on_pool(pool)
     if users:
         raise StorageError(_in_use_message(pool, users, "delete"))

@@ -145,7 +145,6 @@ def test_other_pool_types_are_listed_read_only(admin_client: Client, demo: Host)
     conn.storagePoolDefineXML("<pool type='scsi'><name>hba</name><source><adapter "
                               "type='scsi_host' name='host0'/></source><target><path>/dev/"
                               "disk/by-path</path></target></pool>", 0)
-    assert post(admin_client, f"/api/v1/pools/{Pool.objects.first().pk}/refresh/")
     from storage.inventory import reconcile_pools
 
     reconcile_pools(demo)
@@ -153,6 +152,12 @@ def test_other_pool_types_are_listed_read_only(admin_client: Client, demo: Host)
     row = next(p for p in hba if p["name"] == "hba")
     assert row["type"] == "scsi" and row["source"]["adapter"] == "host0"
     assert row["storage_key"] == "" and row["shared"] is False
+    stop = post(admin_client, f"/api/v1/pools/{row['id']}/stop/")
+    assert stop.status_code == 409 and "listed read-only" in stop.json()["detail"]
+    assert admin_client.delete(f"/api/v1/pools/{row['id']}/").status_code == 409
+    assert post(admin_client, f"/api/v1/pools/{row['id']}/refresh/").status_code == 200
+    html = admin_client.get(f"/storage/pools/{row['id']}/").content.decode()
+    assert "read-only: scsi pool" in html and "/stop/" not in html and "/delete/" not in html
 
 
 def test_permissions(operator_client: Client, viewer_client: Client, demo: Host) -> None:
