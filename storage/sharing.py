@@ -6,13 +6,15 @@ volume group) are shared automatically; a dir/fs pool on a cluster filesystem on
 the admin declares it (the same path on two hosts is usually two different disks). The
 admin may also declare a pool not shared, or group declared pools under a label.
 
-The migration checks call `shared_pool_on(pool, host)` and `hosts_sharing(pool)`.
+The migration checks call `disk_on_target(host, path, target)` per disk (or
+`shared_pool_on(pool, host)` / `hosts_sharing(pool)`).
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from hosts.models import Host
@@ -24,6 +26,8 @@ from xenweb.audit.services import record
 # Pool types whose storage lives on the network: shared unless the admin says otherwise.
 NETWORK_TYPES = ("netfs", "iscsi", "iscsi-direct", "logical", "rbd", "sheepdog", "gluster")
 DEFAULT_PORTS = {"iscsi": 3260, "iscsi-direct": 3260}
+# Pools whose volumes are files below the target path (a mount point can differ per host).
+PATH_POOL_TYPES = ("dir", "fs", "netfs")
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
@@ -124,6 +128,39 @@ def shared_pool_on(pool: Pool, host: Host) -> Pool | None:
     if host.pk == pool.host_id:
         return pool
     return next((p for p in same_storage(pool) if p.host_id == host.pk), None)
+
+
+def pool_of_disk(host: Host, path: str) -> Pool | None:
+    """The host's pool holding a guest disk: by volume path, else the pool whose directory
+    holds the path (deepest first: a file libvirt has not listed, or in a subdirectory)."""
+    pool = Pool.objects.select_related("host").filter(host=host, volumes__path=path).first()
+    if pool is not None or not path.startswith("/"):
+        return pool
+    path = normal_path(path)
+    holders = [p for p in Pool.objects.select_related("host").filter(
+        host=host, pool_type__in=PATH_POOL_TYPES).exclude(target_path="")
+        if path.startswith(normal_path(p.target_path).rstrip("/") + "/")]
+    return max(holders, key=lambda p: len(normal_path(p.target_path)), default=None)
+
+
+@dataclass(frozen=True)
+class DiskOnTarget:
+    pool: Pool  # the target host's pool of the same storage
+    path: str  # where the disk is on the target (mount points may differ between hosts)
+
+
+def disk_on_target(host: Host, path: str, target: Host) -> DiskOnTarget | None:
+    """For a migration: where the source host's disk `path` is on the target host, or None
+    when the disk is local or on storage the target does not have as a pool."""
+    pool = pool_of_disk(host, path)
+    there = shared_pool_on(pool, target) if pool is not None else None
+    if pool is None or there is None:
+        return None
+    source_dir, target_dir = normal_path(pool.target_path), normal_path(there.target_path)
+    if pool.pool_type in PATH_POOL_TYPES and source_dir and target_dir and \
+            normal_path(path).startswith(source_dir.rstrip("/") + "/"):
+        path = posixpath.join(target_dir, posixpath.relpath(normal_path(path), source_dir))
+    return DiskOnTarget(pool=there, path=path)
 
 
 # ---- writes -------------------------------------------------------------------------------

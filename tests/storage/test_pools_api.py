@@ -226,6 +226,15 @@ def test_shared_storage_is_recognised_across_hosts(admin_client: Client, demo: H
                    target_iqn="iqn.2024-01.org.example:other").json()
     assert other["shared_with"] == []
 
+    # What a migration check asks per disk.
+    from storage.sharing import disk_on_target
+
+    there = disk_on_target(demo, "/mnt/vmstore/vm1/guest.img", demo2)
+    assert there is not None and there.pool == p2
+    assert there.path == "/var/lib/xen/nfs/vm1/guest.img"  # its mount point on demo2
+    assert disk_on_target(demo, "/var/lib/xen/images/web01.img", demo2) is None
+    assert disk_on_target(demo, "/nowhere/x.img", demo2) is None
+
     # The admin says one of them is not shared after all: the group loses it.
     off = post(admin_client, f"{two['url']}sharing/", {"shared": False})
     assert off.status_code == 200 and off.json()["shared"] is False

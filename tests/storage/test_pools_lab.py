@@ -15,7 +15,7 @@ from hosts.lab.register import register_lab_host
 from hosts.virt.pools import list_pools
 from storage.inventory import reconcile_pools
 from storage.models import Pool
-from storage.sharing import hosts_sharing, shared_pool_on
+from storage.sharing import disk_on_target, hosts_sharing, shared_pool_on
 
 pytestmark = pytest.mark.django_db
 
@@ -42,6 +42,10 @@ def test_the_lab_shared_directory_is_one_storage_on_both_hosts(admin_client: Cli
     assert [s["pool"] for s in listed["shared_with"]] == [two.pk]
     local = Pool.objects.get(host=lab[0], name="local")
     assert not local.shared and shared_pool_on(local, lab[1]) is None
+    disk = f"{one.target_path}/some-guest.img"
+    there = disk_on_target(lab[0], disk, lab[1])
+    assert there is not None and there.pool == two and there.path == disk
+    assert disk_on_target(lab[0], f"{local.target_path}/x.img", lab[1]) is None
     page = admin_client.get(f"/storage/pools/{one.pk}/").content.decode()
     assert f"{lab[1].name}/lab-shared" in page
 
