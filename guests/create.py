@@ -97,14 +97,16 @@ def _targets(domain_type: str, os_type: str) -> tuple[str, str, str]:
 
 def _cdrom(volume_id: int, host: Host, bus: str, prefix: str, letters: Any,
            disks: list[dx.DiskSpec]) -> dx.DiskSpec:
-    """The ISO library image as a read-only CD-ROM (hdc on IDE, the next letter on Xen PV)."""
+    """The ISO library image as a read-only CD-ROM (hdc on IDE, else the next free name)."""
     try:
         image = library_image(volume_id, host)
     except ValueError as exc:
         raise GuestError(str(exc)) from exc
-    target = "hdc" if bus == "ide" else f"{prefix}{next(letters)}"
-    if any(disk.target == target for disk in disks):
-        raise GuestError("Give the CD-ROM either as cdrom or as an iso disk, not both.")
+    taken = {disk.target for disk in disks}
+    wanted = (["hdc"] if bus == "ide" else []) + [f"{prefix}{letter}" for letter in letters]
+    target = next((name for name in wanted if name not in taken), None)
+    if target is None:
+        raise GuestError("No device name is left for the CD-ROM: give fewer disks.")
     return dx.DiskSpec(source=image.path, target=target, bus=bus, device="cdrom",
                        format="raw", readonly=True)
 
