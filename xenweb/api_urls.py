@@ -2,6 +2,7 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from guests.api import GuestViewSet
+from guests.migration_api import ConflictSetViewSet, GuestMigrationViewSet
 from hosts.api import HostViewSet
 from storage.api import PoolViewSet, VolumeViewSet
 from xenweb.accounts.api import MeView
@@ -14,6 +15,8 @@ router.register("jobs", JobViewSet, basename="job")
 router.register("audit", AuditViewSet, basename="audit")
 router.register("hosts", HostViewSet, basename="host")
 router.register("guests", GuestViewSet, basename="guest")
+router.register("guests", GuestMigrationViewSet, basename="guest-migration")
+router.register("conflict-sets", ConflictSetViewSet, basename="conflictset")
 router.register("pools", PoolViewSet, basename="pool")
 router.register("volumes", VolumeViewSet, basename="volume")
 
