@@ -25,23 +25,31 @@ def _sets_for(labels: Iterable[str]) -> list[tuple[ConflictSet, set[str]]]:
     return found
 
 
-def placement_conflicts(guest: Guest, host: Host, labels: Iterable[str] | None = None) -> list[str]:
-    """Why ``guest`` may not run on ``host``: one message per conflicting guest there."""
-    sets = _sets_for(guest.labels if labels is None else labels)
+def conflicts_on(host: Host, labels: Iterable[str], *, name: str,
+                 exclude_uuid: object = None) -> list[str]:
+    """Why a guest called ``name`` with ``labels`` may not run on ``host``: one message per
+    conflicting guest there."""
+    sets = _sets_for(labels)
     if not sets:
         return []
     problems = []
-    others = host.guests.filter(state__in=ACTIVE_STATES).exclude(uuid=guest.uuid)
+    others = host.guests.filter(state__in=ACTIVE_STATES)
+    if exclude_uuid is not None:
+        others = others.exclude(uuid=exclude_uuid)
     for other in others:
         for conflict_set, members in sets:
             shared = members & set(other.labels or [])
             if shared:
                 problems.append(
                     f"'{other}' ({', '.join(sorted(shared))}) runs on {host}, and conflict set "
-                    f"'{conflict_set}' forbids '{guest}' on the same host."
+                    f"'{conflict_set}' forbids '{name}' on the same host."
                 )
                 break
     return problems
+
+
+def placement_conflicts(guest: Guest, host: Host) -> list[str]:
+    return conflicts_on(host, guest.labels, name=guest.name, exclude_uuid=guest.uuid)
 
 
 def clean_labels(labels: Iterable[str]) -> list[str]:
