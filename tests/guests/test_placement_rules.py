@@ -116,3 +116,37 @@ def test_preflight_explains_what_blocks_a_migration(admin_client: Client, demo: 
     offline = send(admin_client, "post", f"/api/v1/guests/{web.pk}/migrate/",
                    {"host": other.pk, "mode": "offline"})
     assert offline.status_code == 409
+
+
+def test_pages_for_labels_conflict_sets_and_the_migration_dialog(
+        admin_client: Client, viewer_client: Client, demo: Host) -> None:
+    web = guest("web01")
+    page = admin_client.get(web.get_absolute_url()).content.decode()
+    assert 'id="migrate-modal"' in page and 'id="open-migrate"' in page
+    assert f"/api/v1/guests/{web.pk}/migrate/preflight/" in page
+    viewer_page = viewer_client.get(web.get_absolute_url()).content.decode()
+    assert 'id="migrate-modal"' not in viewer_page and 'name="labels"' not in viewer_page
+    assert "migrate-modal" not in admin_client.get(guest("Domain-0").get_absolute_url(
+        )).content.decode()
+
+    set_labels = admin_client.post(f"/guests/{web.pk}/labels/", {"labels": "web, dmz ,web"})
+    assert set_labels.status_code == 302 and guest("web01").labels == ["dmz", "web"]
+    assert viewer_client.post(f"/guests/{web.pk}/labels/", {"labels": "x"}).status_code == 403
+
+    created = admin_client.post("/guests/conflict-sets/new/",
+                                {"name": "fw", "labels": "dmz, lan", "description": "d"})
+    assert created.status_code == 302 and ConflictSet.objects.get(name="fw").labels == [
+        "dmz", "lan"]
+    again = admin_client.post("/guests/conflict-sets/new/", {"name": "fw", "labels": "a"},
+                              follow=True)
+    assert "exists already" in again.content.decode()
+    listing = admin_client.get("/guests/conflict-sets/").content.decode()
+    assert "fw" in listing and "web01" in listing
+    viewer_listing = viewer_client.get("/guests/conflict-sets/").content.decode()
+    assert "New conflict set" not in viewer_listing
+    assert viewer_client.post("/guests/conflict-sets/new/",
+                              {"name": "v", "labels": "a"}).status_code == 403
+    item = ConflictSet.objects.get(name="fw")
+    assert viewer_client.post(f"/guests/conflict-sets/{item.pk}/delete/").status_code == 403
+    assert admin_client.post(f"/guests/conflict-sets/{item.pk}/delete/").status_code == 302
+    assert not ConflictSet.objects.exists()
