@@ -21,11 +21,13 @@ from django.db import transaction
 
 from guests.errors import GuestError
 from guests.models import Guest
-from guests.preflight import MigrationOptions, preflight
+from guests.preflight import MigrationOptions, preflight, shared_directory
 from hosts.models import Host
 from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import domains as virt
 from hosts.virt import migration as vm
+from hosts.virt.pools import delete_volume_by_path
+from hosts.virt.volumes import describe_pool
 from xenweb.jobs.errors import JobCancelled, JobError
 from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
@@ -92,6 +94,8 @@ def migrate_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     try:
         if options.mode == "cold":
             outcome = _cold(guest, target, reporter)
+        elif options.mode == "offline":
+            outcome = _offline(guest, target, reporter)
         else:
             outcome = _live(guest, target, options, params, reporter)
     finally:
@@ -234,6 +238,74 @@ def _cold(guest: Guest, target: Host, reporter: ProgressReporter) -> dict[str, A
     except VirtError as exc:
         raise JobError(f"The cold migration failed: {exc}") from exc
     return {"downtime_ms": None, "downtime_note": "The guest was shut off.", "bytes": 0}
+
+
+def _offline(guest: Guest, target: Host, reporter: ProgressReporter) -> dict[str, Any]:
+    """Save the memory to a file on storage both hosts share, restore it on the target.
+
+    The target gets the definition first (restore then keeps it persistent); when the
+    restore fails the guest is restored on the source again and the target forgets it.
+    """
+    source, uuid = guest.host, str(guest.uuid)
+    path = shared_save_path(guest, target)
+    xml = vm.export_definition(source.uri, uuid, allow_insecure=source.is_lab)
+    steps = 4
+    reporter.update(0, total=steps, unit=Job.Unit.STEPS, force=True,
+                    message=f"Defining '{guest}' on {target}")
+    vm.define_from_xml(target.uri, xml, allow_insecure=target.is_lab)
+    reporter.update(1, message=f"Saving the memory of '{guest}' to {path}", force=True)
+    began = time.monotonic()
+    try:
+        virt.save(source.uri, uuid, path, allow_insecure=source.is_lab)
+    except VirtError as exc:
+        _forget(target, uuid)
+        raise JobError(f"Saving '{guest}' failed: {exc}; it keeps running on {source}.") from exc
+    reporter.update(2, message=f"Restoring '{guest}' on {target}", force=True)
+    try:
+        virt.restore(target.uri, path, allow_insecure=target.is_lab)
+    except VirtError as exc:
+        _forget(target, uuid)
+        virt.restore(source.uri, path, allow_insecure=source.is_lab)
+        _delete_file(source, path)
+        raise JobError(f"Restoring on {target} failed: {exc}; '{guest}' was restored on "
+                       f"{source}.") from exc
+    downtime_ms = int((time.monotonic() - began) * 1000)
+    reporter.update(3, message=f"Removing '{guest}' from {source}", force=True)
+    virt.undefine(source.uri, uuid, allow_insecure=source.is_lab)
+    _delete_file(target, path)
+    return {"downtime_ms": downtime_ms,
+            "downtime_note": "From the start of the save to the end of the restore.",
+            "bytes": None, "save_path": path}
+
+
+def shared_save_path(guest: Guest, target: Host) -> str:
+    directory = shared_directory(guest.host, target)
+    if directory is None:
+        raise JobError(f"{guest.host} and {target} share no file storage for the saved "
+                       "memory: offline migration needs an NFS (or other shared) directory "
+                       "pool on both.")
+    return f"{directory}/.xenweb-save-{guest.uuid}.save"
+
+
+def _forget(host: Host, uuid: str) -> None:
+    try:
+        virt.undefine(host.uri, uuid, allow_insecure=host.is_lab)
+    except VirtError:
+        pass
+
+
+def _delete_file(host: Host, path: str) -> None:
+    """The save file, through the host's pool (refreshed first: it was written by libvirt's
+    save, not created as a volume)."""
+    from storage.models import Pool
+
+    for pool in Pool.objects.filter(host=host, shared=True, active=True):
+        try:
+            describe_pool(host.uri, pool.name, refresh=True, allow_insecure=host.is_lab)
+            delete_volume_by_path(host.uri, path, allow_insecure=host.is_lab)
+            return
+        except VirtError:
+            continue
 
 
 def _where(host: Host, uuid: str) -> str | None:

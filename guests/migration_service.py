@@ -29,10 +29,6 @@ def request_migration(
     """Queue the migration job after a passing preflight (raises MigrationBlocked)."""
     if mode not in MODES:
         raise GuestError(f"Unknown migration mode '{mode}': use {', '.join(MODES)}.")
-    if mode == "offline":
-        raise GuestError("Offline migration (save to shared storage, restore on the target) "
-                         "is not available yet: migrate live, or shut the guest down and "
-                         "migrate it cold.")
     checks = preflight(guest, target, MigrationOptions(mode=mode, block_copy=block_copy))
     if not checks.ok:
         record("guest.migrate", user=user, request=request, target=guest, result="refused",

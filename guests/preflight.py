@@ -15,7 +15,8 @@ from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import migration as vm
 from hosts.virt.networks import list_networks
-from storage.models import Volume
+from hosts.virt.volumes import describe_pool
+from storage.models import Pool, Volume
 from storage.services import resync_pool
 
 LIVE_STATES = ("running", "blocked", "paused")
@@ -218,8 +219,34 @@ def disk_reachable_from(target: Host, path: str) -> bool:
     return cached()
 
 
+FILE_POOL_TYPES = ("dir", "fs", "netfs")
+
+
+def shared_directory(source: Host, target: Host) -> str | None:
+    """A directory both hosts mount (an active shared file pool of each with the same path),
+    where offline migration puts the saved memory."""
+    def paths(host: Host) -> set[str]:
+        found = set()
+        for pool in Pool.objects.filter(host=host, shared=True, active=True,
+                                        pool_type__in=FILE_POOL_TYPES):
+            try:
+                info = describe_pool(host.uri, pool.name, allow_insecure=host.is_lab)
+            except VirtError:
+                continue
+            if info.target_path:
+                found.add(info.target_path)
+        return found
+
+    common = sorted(paths(source) & paths(target))
+    return common[0] if common else None
+
+
 def check_storage(guest: Guest, target: Host, options: MigrationOptions) -> Check:
     disks = [disk for disk in (guest.devices or {}).get("disks", []) if disk.get("source")]
+    if options.mode == "offline" and shared_directory(guest.host, target) is None:
+        return Check("storage", False,
+                     f"{guest.host} and {target} share no directory for the saved memory: "
+                     "offline migration needs a shared (NFS) directory pool on both.")
     if options.block_copy:
         return Check("storage", True, "Whole disks will be copied to the target (block copy): "
                      "this takes long for big disks.")

@@ -158,6 +158,25 @@ def abort(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
     _act(uri, uuid, "abort the migration of", lambda dom: dom.abortJob(), allow_insecure)
 
 
+# --- offline migration: the definition travels separately from the saved memory ---------
+
+
+def export_definition(uri: str, uuid: str, *, allow_insecure: bool = False) -> str:
+    """The guest's persistent definition in the form meant for another host."""
+    flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE | \
+        libvirt.VIR_DOMAIN_XML_MIGRATABLE
+    return _act(uri, uuid, "export the definition of", lambda dom: dom.XMLDesc(flags),
+                allow_insecure)
+
+
+def define_from_xml(uri: str, xml: str, *, allow_insecure: bool = False) -> None:
+    conn = get_connection(uri, allow_insecure=allow_insecure)
+    try:
+        conn.defineXML(xml)
+    except libvirt.libvirtError as exc:
+        raise translate(exc, uri, action="define the migrated guest") from exc
+
+
 # --- CPU comparison for the preflight -----------------------------------------------------
 
 CPU_IDENTICAL_OR_SUPERSET = (libvirt.VIR_CPU_COMPARE_IDENTICAL, libvirt.VIR_CPU_COMPARE_SUPERSET)

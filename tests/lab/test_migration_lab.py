@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +22,16 @@ from guests.migration_job import migrate_body
 from guests.models import ConflictSet, Guest
 from hosts.lab.control import SHARED_POOL
 from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import ensure_tiny_guest, tiny_guest_cmdline
+from hosts.lab.tinyguest import (
+    TINY_GUEST_DIRTYING,
+    TINY_GUEST_TICK,
+    ensure_tiny_guest,
+    tiny_guest_cmdline,
+)
 from hosts.models import Host
 from hosts.virt import VirtObjectNotFound
 from hosts.virt import domains as virt
+from hosts.virt.console import read_console_until
 from hosts.virt.pools import create_volume
 from storage.inventory import reconcile_pools
 from storage.models import Volume
@@ -47,13 +54,13 @@ def hosts(lab_hosts: list[Any], admin_client_tx: Client) -> tuple[Host, Host]:
 
 
 def _make_guest(client: Client, host: Host, *, memory_mib: int = 128, pool: str = SHARED_POOL,
-                nics: bool = False) -> Guest:
+                dirty_mib: int = 0) -> Guest:
     image = ensure_tiny_guest()
     name = f"mig-{uuid.uuid4().hex[:6]}"
     created = post(client, "/api/v1/guests/", {
         "name": name, "host": host.pk, "type": "hvm", "memory_mib": memory_mib,
         "kernel": str(image.kernel), "initrd": str(image.initrd),
-        "cmdline": tiny_guest_cmdline(),
+        "cmdline": tiny_guest_cmdline(dirty_mib),
     })
     assert created.status_code == 201, created.json()
     guest = Guest.objects.get(pk=created.json()["id"])
@@ -220,6 +227,27 @@ def test_live_migration_with_progress_over_the_websocket(
     assert Guest.objects.filter(uuid=guest.uuid).count() == 1
 
 
+def test_live_migration_while_the_guest_dirties_64_mib(
+        hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
+    client, (source, target) = admin_client_tx, hosts
+    guest = _make_guest(client, source, memory_mib=4 * 64 + 64, dirty_mib=64)
+    made.append(guest)
+    _start(client, guest)
+    console = read_console_until(source.uri, str(guest.uuid), TINY_GUEST_DIRTYING, 180,
+                                 allow_insecure=True)
+    assert TINY_GUEST_DIRTYING in console, console[-500:]
+    answer = post(client, f"/api/v1/guests/{guest.pk}/migrate/", {"host": target.pk})
+    assert answer.status_code == 202, answer.json()
+    job = _run(answer.json()["id"])
+    assert job.state == "succeeded", job.error
+    assert job.result["downtime_ms"] is not None
+    assert job.result["bytes"] >= 64 * 1024**2  # at least the dirtied memory went across
+    assert _located(guest, target) == "running" and _located(guest, source) is None
+    after = read_console_until(target.uri, str(guest.uuid), TINY_GUEST_TICK, 60,
+                               allow_insecure=True)
+    assert TINY_GUEST_TICK in after  # still alive and printing on the target
+
+
 def test_cancel_keeps_the_guest_on_the_source(
         hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
     client, (source, target) = admin_client_tx, hosts
@@ -244,6 +272,27 @@ def test_cancel_keeps_the_guest_on_the_source(
     assert _located(guest, source) == "running"
     assert _located(guest, target) is None
     assert Guest.objects.get(pk=guest.pk).host_id == source.pk
+
+
+def test_offline_migration_through_the_shared_pool(
+        hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
+    client, (source, target) = admin_client_tx, hosts
+    guest = _make_guest(client, source)
+    made.append(guest)
+    _start(client, guest)
+    read_console_until(source.uri, str(guest.uuid), TINY_GUEST_TICK, 90, allow_insecure=True)
+    answer = post(client, f"/api/v1/guests/{guest.pk}/migrate/",
+                  {"host": target.pk, "mode": "offline"})
+    assert answer.status_code == 202, answer.json()
+    job = _run(answer.json()["id"])
+    assert job.state == "succeeded", job.error
+    assert job.result["mode"] == "offline" and job.result["downtime_ms"] > 0
+    assert _located(guest, target) == "running" and _located(guest, source) is None
+    assert not Path(job.result["save_path"]).exists()  # the saved memory was removed
+    assert TINY_GUEST_TICK in read_console_until(target.uri, str(guest.uuid), TINY_GUEST_TICK,
+                                                 60, allow_insecure=True)
+    moved = Guest.objects.get(pk=guest.pk)
+    assert moved.host_id == target.pk and moved.state == "running"
 
 
 def test_cold_migration_moves_the_definition(
