@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from guests.conflicts import clean_labels
 from guests.errors import GuestError
+from guests.evacuation import evacuate_host
 from guests.migration_service import MODES, MigrationBlocked, request_migration
 from guests.models import ConflictSet, Guest
 from guests.preflight import MigrationOptions, preflight
@@ -19,6 +20,7 @@ from hosts.models import Host
 from hosts.virt.migration import features_for
 from xenweb.audit.services import record
 from xenweb.jobs.api import accepted
+from xenweb.jobs.errors import JobError
 from xenweb.jobs.serializers import JobSerializer
 
 
@@ -129,6 +131,34 @@ class GuestMigrationViewSet(viewsets.GenericViewSet):
         record("guest.labels", user=request.user, request=request, target=guest,
                labels=guest.labels)
         return Response({"labels": guest.labels})
+
+
+class EvacuateSerializer(serializers.Serializer):
+    maintenance = serializers.BooleanField(
+        default=True, help_text="put the host in maintenance mode first (no new guests)")
+
+
+class HostEvacuationViewSet(viewsets.GenericViewSet):
+    """Evacuation of a host: every running guest live-migrated away."""
+
+    queryset = Host.objects.all()
+    serializer_class = EvacuateSerializer
+    action_permissions = {"evacuate": "hosts.change_host"}
+
+    @extend_schema(request=EvacuateSerializer, responses={202: JobSerializer, 409: None})
+    @action(detail=True, methods=["post"], url_path="evacuate")
+    def evacuate(self, request: Request, pk: str | None = None) -> Response:
+        """Start the evacuation job (202); its result lists the guests moved and those that
+        could not move, with the reasons."""
+        host = self.get_object()
+        data = EvacuateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            job = evacuate_host(host, maintenance=data.validated_data["maintenance"],
+                                user=request.user, request=request)
+        except JobError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return accepted(job)
 
 
 class ConflictSetSerializer(serializers.ModelSerializer):

@@ -324,3 +324,49 @@ def test_a_volume_deleted_by_another_host_does_not_break_pool_listing(
     delete_volume_by_path(source.uri, made.path, allow_insecure=True)
     pools = {pool.name: pool for pool in list_pools(target.uri, allow_insecure=True)}
     assert made.path not in [vol.path for vol in pools[SHARED_POOL].volumes]
+
+
+def test_evacuation_places_guests_by_the_rules_and_reports_who_stays(
+        hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
+    from guests.evacuation import evacuate_body
+    from hosts.lab.daemons import lab_up
+
+    client, (source, second) = admin_client_tx, hosts
+    third, _ = register_lab_host({h.name: h for h in lab_up(3)}["lab3"])
+    ConflictSet.objects.create(name="firewalls", labels=["dmz", "lan"])
+    ConflictSet.objects.create(name="web", labels=["web"])
+    # D (lan) on lab2 keeps A (dmz) off lab2; E (web) on lab3 keeps B (web) off lab3;
+    # C has its disk on lab1's local pool, which no other host shares.
+    blocker_d = _make_guest(client, second, memory_mib=96, pool="")
+    blocker_e = _make_guest(client, third, memory_mib=96, pool="")
+    guest_a = _make_guest(client, source, memory_mib=192)
+    guest_b = _make_guest(client, source, memory_mib=160)
+    guest_c = _make_guest(client, source, memory_mib=96, pool="local")
+    made.extend([blocker_d, blocker_e, guest_a, guest_b, guest_c])
+    for item, labels in ((blocker_d, ["lan"]), (blocker_e, ["web"]), (guest_a, ["dmz"]),
+                         (guest_b, ["web"])):
+        Guest.objects.filter(pk=item.pk).update(labels=labels)
+    for item in (blocker_d, blocker_e, guest_a, guest_b, guest_c):
+        _start(client, item)
+
+    answer = post(client, f"/api/v1/hosts/{source.pk}/evacuate/")
+    assert answer.status_code == 202, answer.json()
+    assert Host.objects.get(pk=source.pk).state == Host.State.MAINTENANCE
+    run_job(answer.json()["id"], evacuate_body, task_id="evac", worker="test")
+    job = Job.objects.get(pk=answer.json()["id"])
+    assert job.state == "succeeded", job.error
+    moved = {entry["name"]: entry["host"] for entry in job.result["moved"]}
+    stayed = {entry["name"]: " ".join(entry["reasons"]) for entry in job.result["stayed"]}
+    assert moved == {guest_a.name: "lab3", guest_b.name: "lab2"}
+    assert list(stayed) == [guest_c.name]
+    assert "is not on storage lab2 shares" in stayed[guest_c.name]
+    assert "is not on storage lab3 shares" in stayed[guest_c.name]
+    assert job.result["summary"] == "2 moved, 1 could not move"
+    for name, host_name in moved.items():
+        item = Guest.objects.get(name=name)
+        assert item.host.name == host_name and _located(item, item.host) == "running"
+        assert _located(item, source) is None
+    assert _located(guest_c, source) == "running"
+    assert Job.objects.filter(kind="guest.migrate", state="succeeded").count() == 2
+    for item in (blocker_e, guest_a):
+        _remove(item, Host.objects.get(pk=third.pk))
