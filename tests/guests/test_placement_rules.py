@@ -150,3 +150,16 @@ def test_pages_for_labels_conflict_sets_and_the_migration_dialog(
     assert viewer_client.post(f"/guests/conflict-sets/{item.pk}/delete/").status_code == 403
     assert admin_client.post(f"/guests/conflict-sets/{item.pk}/delete/").status_code == 302
     assert not ConflictSet.objects.exists()
+
+
+def test_evacuate_button_starts_a_job(admin_client: Client, operator_client: Client,
+                                      demo: Host) -> None:
+    page = admin_client.get(demo.get_absolute_url()).content.decode()
+    assert 'id="evacuate-host"' in page
+    assert 'id="evacuate-host"' not in operator_client.get(demo.get_absolute_url()).content.decode()
+    assert operator_client.post(f"/hosts/{demo.pk}/evacuate/").status_code == 403
+    answer = admin_client.post(f"/hosts/{demo.pk}/evacuate/")
+    assert answer.status_code == 302 and "/jobs/" in answer["Location"]
+    assert Host.objects.get(pk=demo.pk).state == Host.State.MAINTENANCE
+    again = admin_client.post(f"/hosts/{demo.pk}/evacuate/", follow=True)
+    assert "is being evacuated already" in again.content.decode()
