@@ -99,7 +99,10 @@ def migrate_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         else:
             outcome = _live(guest, target, options, params, reporter)
     finally:
-        settle(guest, source, target)
+        try:
+            settle(guest, source, target)
+        except GuestError as exc:  # the inventory round settles it later
+            reporter.log(f"The inventory could not be updated now: {exc}")
     outcome["total_s"] = round(time.monotonic() - started, 3)
     outcome.update(guest=guest.pk, source=source.pk, target=target.pk, mode=options.mode)
     return outcome
@@ -323,12 +326,20 @@ def settle(guest: Guest, source: Host, target: Host) -> Guest:
 
     uuid = str(guest.uuid)
     try:
-        on_target, on_source = _where(target, uuid), _where(source, uuid)
-        host = target if on_target is not None and on_source is None else source
-        info = virt.get_domain(host.uri, uuid, allow_insecure=host.is_lab) if (
-            on_target is not None or on_source is not None) else None
+        on_source = _where(source, uuid)
     except VirtError as exc:
-        raise GuestError(f"Where '{guest}' runs could not be read: {exc}") from exc
+        raise GuestError(f"Where '{guest}' runs could not be read from {source}: {exc}") from exc
+    if on_source is not None and on_source != "paused":
+        host = source  # running (or shut off) on the source: the migration did not happen
+    else:
+        try:
+            on_target = _where(target, uuid)
+        except VirtError:
+            on_target = None  # the target cannot answer: the source's word stands
+        host = target if on_target is not None and on_source is None else source
+        if on_source is None and on_target is None:
+            return guest  # neither host answers for it: the inventory round decides
+    info = virt.get_domain(host.uri, uuid, allow_insecure=host.is_lab)
     with transaction.atomic():
         Guest.objects.filter(host=host, uuid=guest.uuid).exclude(pk=guest.pk).delete()
         guest.host = host

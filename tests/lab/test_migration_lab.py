@@ -370,3 +370,81 @@ def test_evacuation_places_guests_by_the_rules_and_reports_who_stays(
     assert Job.objects.filter(kind="guest.migrate", state="succeeded").count() == 2
     for item in (blocker_e, guest_a):
         _remove(item, Host.objects.get(pk=third.pk))
+
+
+def _wait_for_copying(job_id: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = Job.objects.get(pk=job_id)
+        if job.state == "running" and job.done:
+            return
+        assert job.state in ("queued", "running"), (job.state, job.error)
+        time.sleep(0.2)
+    raise AssertionError("the migration did not start copying")
+
+
+def _slow_migration(client: Client, guest: Guest, target: Host) -> int:
+    answer = post(client, f"/api/v1/guests/{guest.pk}/migrate/",
+                  {"host": target.pk, "bandwidth_mib": 2})  # ~64 s for 128 MiB
+    assert answer.status_code == 202, answer.json()
+    return answer.json()["id"]
+
+
+def _exactly_on(guest: Guest, host: Host, other: Host, timeout: float = 60) -> None:
+    """The guest runs on ``host`` and (soon) nowhere else; its row says so."""
+    deadline = time.monotonic() + timeout
+    while _located(guest, other) is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _located(guest, other) is None
+    assert _located(guest, host) == "running"
+    rows = Guest.objects.filter(uuid=guest.uuid)
+    assert [row.host_id for row in rows] == [host.pk]
+
+
+def test_target_libvirtd_killed_during_a_migration(
+        hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
+    import os
+    import signal
+
+    from hosts.lab.daemons import lab_up
+
+    client, (source, target) = admin_client_tx, hosts
+    guest = _make_guest(client, source)
+    made.append(guest)
+    _start(client, guest)
+    job_id = _slow_migration(client, guest, target)
+    runner = threading.Thread(target=_run, args=(job_id,))
+    runner.start()
+    _wait_for_copying(job_id)
+    running = {h.name: h for h in lab_up(2)}
+    os.kill(running[target.name].pid, signal.SIGKILL)
+    runner.join(180)
+    job = Job.objects.get(pk=job_id)
+    assert job.state == "failed" and "The migration failed" in job.error, job.error
+    assert _located(guest, source) == "running"
+    restarted = {h.name: h for h in lab_up(2)}[target.name]
+    assert restarted.uri == target.uri
+    _exactly_on(guest, source, target)
+
+
+def test_worker_killed_during_a_migration(
+        hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
+    from tests.live.processes import CeleryWorker
+    from xenweb.jobs.services import reap_stale_jobs
+
+    client, (source, target) = admin_client_tx, hosts
+    guest = _make_guest(client, source)
+    made.append(guest)
+    _start(client, guest)
+    worker = CeleryWorker()
+    try:
+        job_id = _slow_migration(client, guest, target)
+        _wait_for_copying(job_id)
+        worker.kill()
+    finally:
+        worker.stop()
+    time.sleep(3)  # heartbeats every second in the tests: the job is now stale
+    assert job_id in reap_stale_jobs(stale_after=2)
+    job = Job.objects.get(pk=job_id)
+    assert job.state == "interrupted" and "no heartbeat from worker" in job.error
+    _exactly_on(guest, source, target)
