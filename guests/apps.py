@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class GuestsConfig(AppConfig):
     name = "guests"
     verbose_name = "Guests"
+
+    def ready(self) -> None:
+        from guests.migration_recovery import connect
+
+        connect()

@@ -11,6 +11,7 @@ from typing import Any
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
+from guests.conflicts import clean_labels, conflicts_on
 from guests.errors import GuestError
 from guests.models import Guest
 from guests.placement import choose_host
@@ -78,6 +79,15 @@ class CreateGuestSerializer(serializers.Serializer):
     nics = NicRequest(many=True, required=False, default=list)
     vnc = serializers.BooleanField(default=False)
     description = serializers.CharField(max_length=1000, required=False, default="")
+    labels = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
+                                   default=list, max_length=32,
+                                   help_text="placement labels (see conflict sets)")
+
+    def validate_labels(self, labels: list[str]) -> list[str]:
+        try:
+            return clean_labels(labels)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
 
     def validate_name(self, name: str) -> str:
         if not dx.NAME_RE.match(name):
@@ -120,8 +130,12 @@ def plan(data: dict[str, Any]) -> tuple[Host, dx.DomainSpec, list[dict[str, Any]
             raise GuestError(f"There is no host with id {data['host']}.")
         if host.state == Host.State.MAINTENANCE:
             raise GuestError(f"Host '{host}' is in maintenance: no new guests are placed there.")
+        conflicts = conflicts_on(host, data.get("labels", ()), name=data["name"])
+        if conflicts:
+            raise GuestError(" ".join(conflicts))
     else:
-        host = choose_host(os_type, data["memory_mib"])
+        host = choose_host(os_type, data["memory_mib"], labels=data.get("labels", ()),
+                           name=data["name"])
     try:
         domain_type = domain_type_for(host, os_type)
     except CapabilityError as exc:
@@ -188,7 +202,11 @@ def create(data: dict[str, Any], *, user: Any, request: Any = None) -> Guest:
                                      format=volume["format"]))
         spec = dx.DomainSpec(**{**spec.__dict__, "disks": tuple(sorted(
             disks, key=lambda d: d.target))})
-        return create_guest(spec, host=host, user=user, request=request)
+        guest = create_guest(spec, host=host, user=user, request=request)
+        if data.get("labels"):
+            guest.labels = data["labels"]
+            guest.save(update_fields=["labels"])
+        return guest
     except (VirtError, GuestError) as exc:
         for path in made:  # nothing half-made stays behind
             try:

@@ -6,10 +6,12 @@ from dataclasses import asdict, dataclass
 
 from django.db import transaction
 
+from guests.migration_service import MIGRATE_KIND
 from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import VirtObjectNotFound
 from hosts.virt import domains as virt
+from xenweb.jobs.models import ACTIVE_STATES, Job
 from xenweb.realtime import EVENTS_GROUP, broadcast
 
 
@@ -42,13 +44,26 @@ def cached_fields(info: virt.DomainInfo) -> dict[str, object]:
     }
 
 
+def migrating_uuids() -> set[str]:
+    """Guests a migration job is moving: the job, not the inventory, says where they are
+    until it ends (both hosts know such a guest for a while)."""
+    ids = Job.objects.filter(kind=MIGRATE_KIND, state__in=ACTIVE_STATES,
+                             target_type="guests.guest").values_list("target_id", flat=True)
+    pks = [int(pk) for pk in ids if pk.isdigit()]
+    return {str(uuid) for uuid in Guest.objects.filter(pk__in=pks).values_list("uuid", flat=True)}
+
+
 def reconcile_host(host: Host) -> ReconcileResult:
     """Make the host's cached guests equal what libvirt reports (raises VirtError)."""
     domains = virt.list_domains(host.uri, allow_insecure=host.is_lab)
     created = updated = 0
+    moving = migrating_uuids()
     with transaction.atomic():
-        cached = {str(guest.uuid): guest for guest in host.guests.select_for_update()}
+        cached = {str(guest.uuid): guest for guest in host.guests.select_for_update()
+                  if str(guest.uuid) not in moving}
         for info in domains:
+            if info.uuid in moving:
+                continue
             fields = cached_fields(info)
             guest = cached.pop(info.uuid, None)
             if guest is None:
@@ -75,7 +90,10 @@ def refresh_guest(host: Host, uuid: str) -> Guest | None:
 
     Returns the row, or None when libvirt no longer knows the guest (the row is deleted).
     Raises VirtError when the host cannot answer. Broadcasts nothing: the caller says why.
+    A guest being migrated is left to its job.
     """
+    if uuid in migrating_uuids():
+        return Guest.objects.filter(uuid=uuid).first()
     try:
         info = virt.get_domain(host.uri, uuid, allow_insecure=host.is_lab)
     except VirtObjectNotFound:

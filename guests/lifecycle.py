@@ -62,6 +62,15 @@ def check_allowed(guest: Guest, action: str) -> None:
         )
 
 
+def check_placement(guest: Guest) -> None:
+    """Conflict sets: refuse to start a guest next to one it must never share a host with."""
+    from guests.conflicts import placement_conflicts
+
+    problems = placement_conflicts(guest, guest.host)
+    if problems:
+        raise GuestError(f"'{guest}' cannot start on {guest.host}: " + " ".join(problems))
+
+
 def refresh(guest: Guest) -> Guest:
     """Re-read the guest from libvirt into its row."""
     info = virt.get_domain(guest.host.uri, str(guest.uuid), allow_insecure=guest.host.is_lab)
@@ -87,6 +96,8 @@ def act(guest: Guest, action: str, *, user: Any, request: Any = None, **params: 
     """Perform a quick action now; refused actions and libvirt failures raise GuestError."""
     try:
         check_allowed(guest, action)
+        if action == "start":
+            check_placement(guest)
         _call(guest, action, **params)
     except (GuestError, VirtError) as exc:
         record(f"guest.{action}", user=user, request=request, target=guest,

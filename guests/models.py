@@ -36,6 +36,8 @@ class Guest(models.Model):
     has_managed_save = models.BooleanField(default=False)
     # Disks and NICs as libvirt describes them ({"disks": [...], "nics": [...]}).
     devices = models.JSONField(default=dict, blank=True)
+    # Placement labels (e.g. "dmz-firewall"): conflict sets say which never share a host.
+    labels = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -53,3 +55,18 @@ class Guest(models.Model):
     @property
     def type_label(self) -> str:
         return {"xen": "PV", "hvm": "HVM", "xenpvh": "PVH"}.get(self.os_type, self.os_type)
+
+
+class ConflictSet(models.Model):
+    """Labels whose guests must never run on the same physical host (a Chinese Wall, as in
+    sHype/ACM): two guests carrying different — or the same — labels of one set conflict."""
+
+    name = models.CharField(max_length=100, unique=True)
+    labels = models.JSONField(default=list)
+    description = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

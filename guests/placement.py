@@ -3,8 +3,11 @@ has the most free memory for it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import Q, Sum
 
+from guests.conflicts import conflicts_on
 from guests.errors import GuestError
 from hosts.capabilities import CapabilityError, domain_type_for
 from hosts.models import Host
@@ -19,10 +22,18 @@ def free_memory_mib(host: Host) -> int:
     return host.memory_mib - used
 
 
-def choose_host(os_type: str, memory_mib: int) -> Host:
+def choose_host(os_type: str, memory_mib: int, *, labels: Iterable[str] = (),
+                name: str = "the guest", exclude: Host | None = None) -> Host:
     reasons = []
     best: tuple[int, Host] | None = None
-    for host in Host.objects.filter(state=Host.State.ONLINE):
+    hosts = Host.objects.filter(state=Host.State.ONLINE)
+    if exclude is not None:
+        hosts = hosts.exclude(pk=exclude.pk)
+    for host in hosts:
+        conflicts = conflicts_on(host, labels, name=name)
+        if conflicts:
+            reasons.append(f"{host}: {' '.join(conflicts)}")
+            continue
         try:
             domain_type_for(host, os_type)
         except CapabilityError as exc:

@@ -1,3 +1,5 @@
+from guests.evacuation import evacuate_body
+from guests.migration_job import migrate_body
 from guests.slow_actions import managed_save_body, restore_body, save_body, shutdown_body
 from xenweb.jobs.tasks_base import job_task
 
@@ -8,3 +10,6 @@ guest_managed_save = job_task("guests.tasks.managed_save")(managed_save_body)
 
 SLOW_TASKS = {"shutdown": guest_shutdown, "save": guest_save, "restore": guest_restore,
               "managedsave": guest_managed_save}
+
+guest_migrate = job_task("guests.tasks.migrate")(migrate_body)
+host_evacuate = job_task("guests.tasks.evacuate")(evacuate_body)

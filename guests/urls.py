@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from guests import console_views, views, vnc_views
+from guests import console_views, placement_views, views, vnc_views
 from guests.lifecycle import ACTIONS
 
 app_name = "guests"
@@ -13,6 +13,11 @@ urlpatterns = [
     path("<int:pk>/delete/", views.guest_delete, name="delete"),
     re_path(r"^(?P<pk>\d+)/hardware/(?P<change>vcpus|attach-disk|detach-disk|attach-nic|"
             r"detach-nic)/$", views.guest_hardware, name="hardware"),
+    path("<int:pk>/labels/", placement_views.guest_labels, name="labels"),
+    path("conflict-sets/", placement_views.conflict_sets, name="conflict-sets"),
+    path("conflict-sets/new/", placement_views.conflict_set_create, name="conflict-set-create"),
+    path("conflict-sets/<int:pk>/delete/", placement_views.conflict_set_delete,
+         name="conflict-set-delete"),
     path("<int:pk>/console/", console_views.console_page, name="console"),
     path("<int:pk>/vnc/", vnc_views.vnc_page, name="vnc"),
     re_path(rf"^(?P<pk>\d+)/(?P<action>{ACTION_RE})/$", views.guest_action, name="action"),

@@ -70,6 +70,7 @@ def guest_detail(request: HttpRequest, pk: int) -> HttpResponse:
             path__in=attached).select_related("pool"),
         "jobs": Job.objects.filter(target_type="guests.guest", target_id=str(guest.pk))[:10],
         "can_delete": guest.state in ALLOWED["delete"] and not guest.is_privileged,
+        "migration_targets": Host.objects.exclude(pk=guest.host_id),
     })
 
 

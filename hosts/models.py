@@ -30,6 +30,10 @@ class Host(models.Model):
     memory_mib = models.PositiveBigIntegerField(default=0)
     # Parsed capabilities: guest types (xen/hvm/xenpvh), CPU, topology (see hosts.capabilities).
     capabilities = models.JSONField(default=dict, blank=True)
+    # The migration allow-list: guests may be migrated to this host only when it is on it.
+    accepts_migrations = models.BooleanField(default=True)
+    # How other hosts' libvirtd reach this one for peer-to-peer migration (blank: ``uri``).
+    migration_uri = models.CharField(max_length=500, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

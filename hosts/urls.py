@@ -9,5 +9,6 @@ urlpatterns = [
     path("test/", views.host_test, name="test"),
     path("<int:pk>/", views.host_detail, name="detail"),
     path("<int:pk>/maintenance/", views.host_maintenance, name="maintenance"),
+    path("<int:pk>/evacuate/", views.host_evacuate, name="evacuate"),
     path("<int:pk>/networks/", views.host_networks, name="networks"),
 ]

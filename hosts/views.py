@@ -58,6 +58,22 @@ def host_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(host)
 
 
+@require_POST
+@permission_required("hosts.change_host", raise_exception=True)
+def host_evacuate(request: HttpRequest, pk: int) -> HttpResponse:
+    """Maintenance mode on, then every running guest live-migrated away (one job)."""
+    from guests.evacuation import evacuate_host
+    from xenweb.jobs.errors import JobError
+
+    host = get_object_or_404(Host, pk=pk)
+    try:
+        job = evacuate_host(host, user=request.user, request=request)
+    except JobError as exc:
+        messages.error(request, str(exc))
+        return redirect(host)
+    return redirect(job)
+
+
 @permission_required("hosts.view_host", raise_exception=True)
 def host_networks(request: HttpRequest, pk: int) -> HttpResponse:
     """The host's networks, read live (loaded into the host page by htmx)."""

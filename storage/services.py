@@ -54,10 +54,12 @@ def refresh_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:
     return pool
 
 
-def resync_pool(pool: Pool) -> None:
-    """Best effort: the pool's totals and volumes after a change (no audit record)."""
+def resync_pool(pool: Pool, *, rescan: bool = False) -> None:
+    """Best effort: the pool's totals and volumes after a change (no audit record);
+    ``rescan`` makes libvirt look at the storage again (a change made by another host)."""
     try:
-        _store_pool(pool, virt.describe_pool(pool.host.uri, pool.name, **_conn(pool)))
+        _store_pool(pool, virt.describe_pool(pool.host.uri, pool.name, refresh=rescan,
+                                             **_conn(pool)))
     except VirtError:
         pass
 

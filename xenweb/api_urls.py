@@ -2,6 +2,11 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from guests.api import GuestViewSet
+from guests.migration_api import (
+    ConflictSetViewSet,
+    GuestMigrationViewSet,
+    HostEvacuationViewSet,
+)
 from hosts.api import HostViewSet
 from storage.api import VolumeViewSet
 from storage.api_pools import PoolViewSet
@@ -14,7 +19,10 @@ router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="job")
 router.register("audit", AuditViewSet, basename="audit")
 router.register("hosts", HostViewSet, basename="host")
+router.register("hosts", HostEvacuationViewSet, basename="host-evacuation")
 router.register("guests", GuestViewSet, basename="guest")
+router.register("guests", GuestMigrationViewSet, basename="guest-migration")
+router.register("conflict-sets", ConflictSetViewSet, basename="conflictset")
 router.register("pools", PoolViewSet, basename="pool")
 router.register("volumes", VolumeViewSet, basename="volume")
 

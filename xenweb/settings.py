@@ -174,6 +174,12 @@ JOB_HEARTBEAT_SECONDS = env.float("XENWEB_JOB_HEARTBEAT_SECONDS", default=5.0)
 JOB_STALE_SECONDS = env.float("XENWEB_JOB_STALE_SECONDS", default=60.0)
 JOB_PROGRESS_INTERVAL = env.float("XENWEB_JOB_PROGRESS_INTERVAL", default=0.25)
 
+# A live migration is aborted after this long per GiB of guest memory (at least the floor).
+MIGRATION_SECONDS_PER_GIB = env.float("XENWEB_MIGRATION_SECONDS_PER_GIB", default=800.0)
+MIGRATION_MIN_TIMEOUT = env.float("XENWEB_MIGRATION_MIN_TIMEOUT", default=120.0)
+# Where the driver reports no counters (Xen), progress is estimated at this rate.
+MIGRATION_ESTIMATED_BPS = env.int("XENWEB_MIGRATION_ESTIMATED_BPS", default=50 * 1024 * 1024)
+
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -44,9 +44,15 @@ def _volumes(pool: libvirt.virStoragePool) -> tuple[VolumeInfo, ...]:
         return ()
     volumes = []
     for vol in pool.listAllVolumes(0):
-        root = SafeET.fromstring(vol.XMLDesc(0))
+        try:
+            root = SafeET.fromstring(vol.XMLDesc(0))
+            _kind, capacity, allocation = vol.info()
+        except libvirt.libvirtError as exc:
+            # On shared storage another host may have deleted it since the last refresh.
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                continue
+            raise
         fmt = root.find("target/format")
-        _kind, capacity, allocation = vol.info()
         volumes.append(VolumeInfo(
             name=vol.name(), path=vol.path(),
             format=fmt.get("type", "") if fmt is not None else "",

@@ -66,12 +66,21 @@ def test_a_job_runs_at_most_once() -> None:
 
 
 def test_redelivery_of_a_running_job_interrupts_it_instead_of_running_again() -> None:
-    job = new_job(state=JobState.RUNNING, started_at=timezone.now())
+    job = new_job(state=JobState.RUNNING, started_at=timezone.now(), celery_task_id="t-1")
     calls = []
     job = run(job, lambda job, reporter: calls.append(1))
     assert calls == []
     assert job.state == JobState.INTERRUPTED
     assert "delivered again" in job.error
+
+
+def test_a_stray_task_for_a_running_job_is_ignored() -> None:
+    """A message of another task naming the same job id (say, left in the queue from before
+    the database was reset) neither runs the body nor disturbs the running job."""
+    job = new_job(state=JobState.RUNNING, started_at=timezone.now(), celery_task_id="t-9")
+    calls = []
+    job = run(job, lambda job, reporter: calls.append(1))
+    assert calls == [] and job.state == JobState.RUNNING
 
 
 def test_progress_writes_are_throttled_but_forced_ones_pass() -> None:

@@ -21,6 +21,7 @@ from xenweb.jobs.errors import JobCancelled, JobError
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.notify import notify_job
 from xenweb.jobs.progress import ProgressReporter
+from xenweb.jobs.signals import job_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,11 @@ def claim(job_id: int, *, task_id: str, worker: str) -> Job | None:
     if claimed:
         notify_job(job)
         return job
-    if job.state == JobState.RUNNING:
+    if job.state == JobState.RUNNING and job.celery_task_id == task_id:
         mark_interrupted(job, WORKER_LOST.format(reason="its task was delivered again"))
+    elif job.state == JobState.RUNNING:
+        log.warning("job %s: ignoring task %s, the job runs as task %s", job_id, task_id,
+                    job.celery_task_id)
     return None
 
 
@@ -83,6 +87,8 @@ def finish(job: Job, state: str, **fields: Any) -> None:
 
 def mark_interrupted(job: Job, reason: str) -> None:
     finish(job, JobState.INTERRUPTED, error=reason, message="Interrupted")
+    if job.state == JobState.INTERRUPTED:
+        job_interrupted.send(sender=Job, job=job)
 
 
 def run_job(job_id: int, body: JobBody, *, task_id: str, worker: str) -> None:

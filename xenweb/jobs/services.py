@@ -31,12 +31,13 @@ def start_job(
     request: Any = None,
     queue: str | None = None,
     in_process: bool = False,
+    enqueue: bool = True,
 ) -> Job:
     """Create the job row and enqueue its task once the transaction commits.
 
     `queue` routes the task to the workers of one place (a host's own queue);
     `in_process` runs it in a thread of this process instead (the demo host, whose state
-    only this process sees).
+    only this process sees); without `enqueue` the caller runs it (a job's own sub-jobs).
     """
     task_id = str(uuid.uuid4())
     job = Job.objects.create(
@@ -53,6 +54,8 @@ def start_job(
         target_label=str(target) if target is not None else "",
     )
     record("job.start", user=owner, request=request, target=job, kind=kind)
+    if not enqueue:
+        return job
     if in_process:
         transaction.on_commit(lambda: _run_here(task, job.pk, task_id))
     else:

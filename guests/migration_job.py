@@ -1,0 +1,350 @@
+"""The migration job: preflight again, move the guest, watch and steer the migration,
+and leave the inventory saying where the guest runs — on exactly one host.
+
+Convergence (where the driver allows it, as Nova's downtime steps): start with a small
+max-downtime target and double it whenever an iteration ends with no less memory left to
+copy than the one before (the guest dirties memory faster than it is copied), up to a
+ceiling; QEMU's auto-converge throttles the guest after that. A migration that has not
+finished after a time proportional to the guest's memory is aborted and the guest keeps
+running on the source.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from guests.errors import GuestError
+from guests.models import Guest
+from guests.preflight import MigrationOptions, preflight, shared_directory
+from hosts.models import Host
+from hosts.virt import VirtError, VirtObjectNotFound
+from hosts.virt import domains as virt
+from hosts.virt import migration as vm
+from hosts.virt.pools import delete_volume_by_path
+from hosts.virt.volumes import describe_pool
+from xenweb.jobs.errors import JobCancelled, JobError
+from xenweb.jobs.models import Job
+from xenweb.jobs.progress import ProgressReporter
+
+POLL_SECONDS = 0.25
+MIB = 1024 * 1024
+
+
+@dataclass
+class DowntimePolicy:
+    """Raises the max-downtime target stepwise while the migration does not converge."""
+
+    initial_ms: int = 30
+    ceiling_ms: int = 500
+    current_ms: int = 0
+    _iteration: int = 0
+    _remaining: int | None = None
+    steps: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.current_ms = self.initial_ms
+
+    def next_target(self, stats: vm.JobStats) -> int | None:
+        """A new downtime target when this sample shows no convergence, else None."""
+        if stats.iteration is None or stats.iteration <= self._iteration:
+            return None
+        before, self._iteration = self._remaining, stats.iteration
+        self._remaining = stats.data_remaining
+        not_converging = (before is not None and stats.data_remaining is not None
+                          and stats.data_remaining >= before)
+        if not_converging and self.current_ms < self.ceiling_ms:
+            self.current_ms = min(self.ceiling_ms, self.current_ms * 2)
+            self.steps.append(self.current_ms)
+            return self.current_ms
+        return None
+
+
+def completion_timeout(memory_mib: int) -> float:
+    """Seconds a live migration may take before it is aborted (per GiB, with a floor)."""
+    per_gib = settings.MIGRATION_SECONDS_PER_GIB
+    return max(settings.MIGRATION_MIN_TIMEOUT, per_gib * memory_mib / 1024)
+
+
+def _load(job: Job) -> tuple[Guest, Host, MigrationOptions, dict[str, Any]]:
+    guest = Guest.objects.select_related("host").filter(pk=job.target_id).first()
+    if guest is None:
+        raise JobError("The guest no longer exists.")
+    target = Host.objects.filter(pk=job.params.get("target")).first()
+    if target is None:
+        raise JobError("The target host no longer exists.")
+    options = MigrationOptions(mode=job.params.get("mode", "live"),
+                               block_copy=bool(job.params.get("block_copy")))
+    return guest, target, options, job.params
+
+
+def migrate_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
+    guest, target, options, params = _load(job)
+    source = guest.host
+    checks = preflight(guest, target, options, skip=("other jobs",))
+    if not checks.ok:
+        raise JobError("The migration was not started: " + checks.summary())
+    reporter.log(f"Preflight passed: {source} → {target} ({options.mode})")
+    started = time.monotonic()
+    try:
+        if options.mode == "cold":
+            outcome = _cold(guest, target, reporter)
+        elif options.mode == "offline":
+            outcome = _offline(guest, target, reporter)
+        else:
+            outcome = _live(guest, target, options, params, reporter)
+    finally:
+        try:
+            settle(guest, source, target)
+        except GuestError as exc:  # the inventory round settles it later
+            reporter.log(f"The inventory could not be updated now: {exc}")
+    outcome["total_s"] = round(time.monotonic() - started, 3)
+    outcome.update(guest=guest.pk, source=source.pk, target=target.pk, mode=options.mode)
+    return outcome
+
+
+def _request(source: Host, target: Host, options: MigrationOptions, params: dict[str, Any],
+             features: vm.MigrationFeatures) -> vm.MigrationRequest:
+    return vm.MigrationRequest(
+        unsafe=source.is_lab and target.is_lab and not options.block_copy,
+        target_uri=target.migration_uri or target.uri,
+        live=options.mode == "live",
+        bandwidth_mib=params.get("bandwidth_mib") if features.bandwidth else None,
+        auto_converge=bool(params.get("auto_converge", True)) and features.auto_converge,
+        postcopy=bool(params.get("postcopy")) and features.postcopy,
+        block_copy=options.block_copy,
+        offline=options.mode == "cold",
+    )
+
+
+class _Migration(threading.Thread):
+    """``virDomainMigrateToURI3`` blocks until the end: it runs here while the job watches."""
+
+    def __init__(self, guest: Guest, request: vm.MigrationRequest) -> None:
+        super().__init__(name=f"migrate-{guest.pk}", daemon=True)
+        self.guest, self.request = guest, request
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            vm.migrate(self.guest.host.uri, str(self.guest.uuid), self.request,
+                       allow_insecure=self.guest.host.is_lab)
+        except Exception as exc:  # reported by the job, which owns the outcome
+            self.error = exc
+
+
+def _live(guest: Guest, target: Host, options: MigrationOptions, params: dict[str, Any],
+          reporter: ProgressReporter) -> dict[str, Any]:
+    source = guest.host
+    features = vm.features_for(source.hypervisor_type)
+    reporter.configure(cancellable=features.abort, estimated=not features.data_counters)
+    if not features.abort:
+        reporter.log(f"{source.hypervisor_type}'s driver cannot abort a migration: "
+                     "it cannot be cancelled once started.")
+    total = guest.memory_mib * MIB
+    reporter.update(0, total=total, unit=Job.Unit.BYTES, force=True,
+                    message=f"Migrating '{guest}' to {target}")
+    policy = DowntimePolicy(initial_ms=int(params.get("max_downtime_ms") or 30))
+    timeout = completion_timeout(guest.memory_mib)
+    migration = _Migration(guest, _request(source, target, options, params, features))
+    migration.start()
+    uri, uuid, lab = source.uri, str(guest.uuid), source.is_lab
+    began = time.monotonic()
+    downtime_set = False
+    last: vm.JobStats | None = None
+    try:
+        while migration.is_alive():
+            migration.join(POLL_SECONDS)
+            stats = vm.job_stats(uri, uuid, allow_insecure=lab) if features.data_counters \
+                else None
+            if stats is not None and stats.active:
+                last = stats
+                if features.max_downtime and not downtime_set:
+                    _try(vm.set_max_downtime, uri, uuid, policy.current_ms, allow_insecure=lab)
+                    downtime_set = True
+                step = policy.next_target(stats) if features.max_downtime else None
+                if step is not None:
+                    reporter.log(f"Not converging at iteration {stats.iteration}: "
+                                 f"max downtime raised to {step} ms")
+                    _try(vm.set_max_downtime, uri, uuid, step, allow_insecure=lab)
+                _report(reporter, stats, total)
+            else:
+                _estimate(reporter, time.monotonic() - began, total)
+            if time.monotonic() - began > timeout:
+                if not features.abort:
+                    continue
+                reporter.log(f"No completion after {timeout:.0f} s: aborting")
+                _abort(migration, uri, uuid, lab)
+                raise JobError(f"The migration did not complete within {timeout:.0f} s and was "
+                               f"aborted; '{guest}' keeps running on {source}.")
+    except JobCancelled:
+        if features.abort and migration.is_alive():
+            _abort(migration, uri, uuid, lab)
+        migration.join()
+        if migration.error is None:
+            raise JobError("The migration had already completed when the cancel arrived: "
+                           f"'{guest}' now runs on {target}.") from None
+        raise
+    if migration.error is not None:
+        raise JobError(f"The migration failed: {migration.error}") from migration.error
+    done = vm.job_stats(target.uri, uuid, completed=True, allow_insecure=target.is_lab)
+    moved = (done.data_processed if done and done.data_processed else
+             last.data_processed if last and last.data_processed else None)
+    return {
+        "downtime_ms": done.downtime_ms if done else None,
+        "downtime_note": "" if done and done.downtime_ms is not None else
+        f"{source.hypervisor_type}'s driver does not report the downtime.",
+        "bytes": moved,
+        "downtime_steps_ms": policy.steps,
+    }
+
+
+def _try(call: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        call(*args, **kwargs)
+    except VirtError:
+        pass  # the migration may just have finished: nothing left to steer
+
+
+def _abort(migration: _Migration, uri: str, uuid: str, lab: bool) -> None:
+    _try(vm.abort, uri, uuid, allow_insecure=lab)
+    migration.join(60)
+
+
+def _report(reporter: ProgressReporter, stats: vm.JobStats, memory: int) -> None:
+    total = stats.data_total or memory
+    done = stats.data_processed or 0
+    rate = f", dirtying {stats.dirty_rate_bps / MIB:.1f} MiB/s" if stats.dirty_rate_bps else ""
+    reporter.update(min(done, total), total=max(total, done),
+                    message=f"Copying memory (iteration {stats.iteration or 1}{rate})")
+
+
+def _estimate(reporter: ProgressReporter, elapsed: float, memory: int) -> None:
+    """No counters (Xen): an estimate from the elapsed time at a nominal bandwidth."""
+    nominal = settings.MIGRATION_ESTIMATED_BPS
+    reporter.update(min(int(elapsed * nominal), int(memory * 0.99)), total=memory,
+                    message=f"Migrating ({elapsed:.0f} s elapsed; progress is an estimate)")
+
+
+def _cold(guest: Guest, target: Host, reporter: ProgressReporter) -> dict[str, Any]:
+    reporter.update(0, total=1, message=f"Moving the definition of '{guest}' to {target}",
+                    force=True)
+    request = _request(guest.host, target, MigrationOptions(mode="cold"), {},
+                       vm.features_for(guest.host.hypervisor_type))
+    try:
+        vm.migrate(guest.host.uri, str(guest.uuid), request, allow_insecure=guest.host.is_lab)
+    except VirtError as exc:
+        raise JobError(f"The cold migration failed: {exc}") from exc
+    return {"downtime_ms": None, "downtime_note": "The guest was shut off.", "bytes": 0}
+
+
+def _offline(guest: Guest, target: Host, reporter: ProgressReporter) -> dict[str, Any]:
+    """Save the memory to a file on storage both hosts share, restore it on the target.
+
+    The target gets the definition first (restore then keeps it persistent); when the
+    restore fails the guest is restored on the source again and the target forgets it.
+    """
+    source, uuid = guest.host, str(guest.uuid)
+    path = shared_save_path(guest, target)
+    xml = vm.export_definition(source.uri, uuid, allow_insecure=source.is_lab)
+    steps = 4
+    reporter.update(0, total=steps, unit=Job.Unit.STEPS, force=True,
+                    message=f"Defining '{guest}' on {target}")
+    vm.define_from_xml(target.uri, xml, allow_insecure=target.is_lab)
+    reporter.update(1, message=f"Saving the memory of '{guest}' to {path}", force=True)
+    began = time.monotonic()
+    try:
+        virt.save(source.uri, uuid, path, allow_insecure=source.is_lab)
+    except VirtError as exc:
+        _forget(target, uuid)
+        raise JobError(f"Saving '{guest}' failed: {exc}; it keeps running on {source}.") from exc
+    reporter.update(2, message=f"Restoring '{guest}' on {target}", force=True)
+    try:
+        virt.restore(target.uri, path, allow_insecure=target.is_lab)
+    except VirtError as exc:
+        _forget(target, uuid)
+        virt.restore(source.uri, path, allow_insecure=source.is_lab)
+        _delete_file(source, path)
+        raise JobError(f"Restoring on {target} failed: {exc}; '{guest}' was restored on "
+                       f"{source}.") from exc
+    downtime_ms = int((time.monotonic() - began) * 1000)
+    reporter.update(3, message=f"Removing '{guest}' from {source}", force=True)
+    virt.undefine(source.uri, uuid, allow_insecure=source.is_lab)
+    _delete_file(target, path)
+    return {"downtime_ms": downtime_ms,
+            "downtime_note": "From the start of the save to the end of the restore.",
+            "bytes": None, "save_path": path}
+
+
+def shared_save_path(guest: Guest, target: Host) -> str:
+    directory = shared_directory(guest.host, target)
+    if directory is None:
+        raise JobError(f"{guest.host} and {target} share no file storage for the saved "
+                       "memory: offline migration needs an NFS (or other shared) directory "
+                       "pool on both.")
+    return f"{directory}/.xenweb-save-{guest.uuid}.save"
+
+
+def _forget(host: Host, uuid: str) -> None:
+    try:
+        virt.undefine(host.uri, uuid, allow_insecure=host.is_lab)
+    except VirtError:
+        pass
+
+
+def _delete_file(host: Host, path: str) -> None:
+    """The save file, through the host's pool (refreshed first: it was written by libvirt's
+    save, not created as a volume)."""
+    from storage.models import Pool
+
+    for pool in Pool.objects.filter(host=host, shared=True, active=True):
+        try:
+            describe_pool(host.uri, pool.name, refresh=True, allow_insecure=host.is_lab)
+            delete_volume_by_path(host.uri, path, allow_insecure=host.is_lab)
+            return
+        except VirtError:
+            continue
+
+
+def _where(host: Host, uuid: str) -> str | None:
+    """The guest's state on ``host``, None when the host does not know it."""
+    try:
+        return virt.get_domain(host.uri, uuid, allow_insecure=host.is_lab).state
+    except VirtObjectNotFound:
+        return None
+
+
+def settle(guest: Guest, source: Host, target: Host) -> Guest:
+    """Point the guest's row at the host that has it (the target wins once it runs there)
+    and refresh it; the watcher leaves guests alone while their migration job runs."""
+    from guests.inventory import cached_fields
+
+    uuid = str(guest.uuid)
+    try:
+        on_source = _where(source, uuid)
+    except VirtError as exc:
+        raise GuestError(f"Where '{guest}' runs could not be read from {source}: {exc}") from exc
+    if on_source is not None and on_source != "paused":
+        host = source  # running (or shut off) on the source: the migration did not happen
+    else:
+        try:
+            on_target = _where(target, uuid)
+        except VirtError:
+            on_target = None  # the target cannot answer: the source's word stands
+        host = target if on_target is not None and on_source is None else source
+        if on_source is None and on_target is None:
+            return guest  # neither host answers for it: the inventory round decides
+    info = virt.get_domain(host.uri, uuid, allow_insecure=host.is_lab)
+    with transaction.atomic():
+        Guest.objects.filter(host=host, uuid=guest.uuid).exclude(pk=guest.pk).delete()
+        guest.host = host
+        if info is not None:
+            for key, value in cached_fields(info).items():
+                setattr(guest, key, value)
+        guest.save()
+    return guest
