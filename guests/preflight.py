@@ -15,9 +15,8 @@ from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import migration as vm
 from hosts.virt.networks import list_networks
-from hosts.virt.volumes import describe_pool
-from storage.models import Pool, Volume
-from storage.services import resync_pool
+from storage.models import Pool
+from storage.sharing import disk_on_target, shared_pool_on
 
 LIVE_STATES = ("running", "blocked", "paused")
 AUTHENTICATED_TRANSPORTS = ("ssh", "tls", "libssh", "libssh2")
@@ -206,39 +205,30 @@ def check_networks(guest: Guest, target: Host, options: MigrationOptions) -> Che
                   f"Every NIC's network exists on {target} on the same layer-2 segment.")
 
 
-def disk_reachable_from(target: Host, path: str) -> bool:
-    """The target sees the same volume, at the same path, on shared storage (its pools are
-    re-read once when the volume is not in the cache: it may be new)."""
-    def cached() -> bool:
-        return Volume.objects.filter(pool__host=target, pool__shared=True, path=path).exists()
-
-    if cached():
-        return True
-    for pool in target.pools.filter(shared=True, active=True):
-        resync_pool(pool, rescan=True)
-    return cached()
+def disk_problem(source: Host, target: Host, path: str) -> str | None:
+    """Why the target cannot use the source's disk as it is, or None: the disk's pool must
+    be storage the target shares, mounted at the same path (libvirt keeps disk paths)."""
+    found = disk_on_target(source, path, target)
+    if found is None:
+        return f"is not on storage {target} shares"
+    if found.path != path:
+        return (f"is at {found.path} on {target} (the shared pool is mounted elsewhere): "
+                "mount it at the same path on both hosts")
+    return None
 
 
 FILE_POOL_TYPES = ("dir", "fs", "netfs")
 
 
 def shared_directory(source: Host, target: Host) -> str | None:
-    """A directory both hosts mount (an active shared file pool of each with the same path),
-    where offline migration puts the saved memory."""
-    def paths(host: Host) -> set[str]:
-        found = set()
-        for pool in Pool.objects.filter(host=host, shared=True, active=True,
-                                        pool_type__in=FILE_POOL_TYPES):
-            try:
-                info = describe_pool(host.uri, pool.name, allow_insecure=host.is_lab)
-            except VirtError:
-                continue
-            if info.target_path:
-                found.add(info.target_path)
-        return found
-
-    common = sorted(paths(source) & paths(target))
-    return common[0] if common else None
+    """A directory both hosts mount at the same path (a shared file pool), where offline
+    migration puts the saved memory."""
+    for pool in Pool.objects.filter(host=source, shared=True, active=True,
+                                    pool_type__in=FILE_POOL_TYPES).exclude(target_path=""):
+        there = shared_pool_on(pool, target)
+        if there is not None and there.active and there.target_path == pool.target_path:
+            return pool.target_path
+    return None
 
 
 def check_storage(guest: Guest, target: Host, options: MigrationOptions) -> Check:
@@ -250,10 +240,11 @@ def check_storage(guest: Guest, target: Host, options: MigrationOptions) -> Chec
     if options.block_copy:
         return Check("storage", True, "Whole disks will be copied to the target (block copy): "
                      "this takes long for big disks.")
-    problems = [
-        f"Disk {disk.get('target')} ({disk.get('source')}) is not on storage {target} shares."
-        for disk in disks if not disk_reachable_from(target, disk["source"])
-    ]
+    problems = []
+    for disk in disks:
+        problem = disk_problem(guest.host, target, disk["source"])
+        if problem:
+            problems.append(f"Disk {disk.get('target')} ({disk['source']}) {problem}.")
     if problems:
         problems.append("Move the disks to a shared pool or choose block copy.")
     return _check("storage", problems,
