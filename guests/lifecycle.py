@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from guests.errors import GuestError
+from guests.exclusivity import conflicts, explain
 from guests.inventory import cached_fields
 from guests.models import Guest
 from hosts.virt import VirtError
@@ -60,6 +61,10 @@ def check_allowed(guest: Guest, action: str) -> None:
             f"Guest '{guest}' is {guest.get_state_display()}: it cannot be {VERBS[action]} "
             f"now ({hint or f'needs to be {allowed}'})."
         )
+    if action in ("start", "restore"):
+        found = conflicts(guest)
+        if found:
+            raise GuestError(f"Guest '{guest}' cannot be {VERBS[action]}: {explain(found)}")
 
 
 def refresh(guest: Guest) -> Guest:

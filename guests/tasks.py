@@ -1,4 +1,5 @@
 from guests.slow_actions import managed_save_body, restore_body, save_body, shutdown_body
+from guests.snapshot_jobs import create_body, revert_body
 from xenweb.jobs.tasks_base import job_task
 
 guest_shutdown = job_task("guests.tasks.shutdown")(shutdown_body)
@@ -8,3 +9,8 @@ guest_managed_save = job_task("guests.tasks.managed_save")(managed_save_body)
 
 SLOW_TASKS = {"shutdown": guest_shutdown, "save": guest_save, "restore": guest_restore,
               "managedsave": guest_managed_save}
+
+snapshot_create = job_task("guests.tasks.snapshot_create")(create_body)
+snapshot_revert = job_task("guests.tasks.snapshot_revert")(revert_body)
+
+SNAPSHOT_TASKS = {"create": snapshot_create, "revert": snapshot_revert}

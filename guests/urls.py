@@ -1,7 +1,8 @@
 from django.urls import path, re_path
 
-from guests import console_views, views, vnc_views
+from guests import console_views, snapshot_views, views, vnc_views
 from guests.lifecycle import ACTIONS
+from guests.snapshot_api import SNAPSHOT_NAME
 
 app_name = "guests"
 ACTION_RE = "|".join(action for action in ACTIONS if action != "delete")
@@ -13,6 +14,11 @@ urlpatterns = [
     path("<int:pk>/delete/", views.guest_delete, name="delete"),
     re_path(r"^(?P<pk>\d+)/hardware/(?P<change>vcpus|attach-disk|detach-disk|attach-nic|"
             r"detach-nic)/$", views.guest_hardware, name="hardware"),
+    path("<int:pk>/snapshots/", snapshot_views.snapshot_create, name="snapshot-create"),
+    re_path(rf"^(?P<pk>\d+)/snapshots/(?P<name>{SNAPSHOT_NAME})/revert/$",
+            snapshot_views.snapshot_revert, name="snapshot-revert"),
+    re_path(rf"^(?P<pk>\d+)/snapshots/(?P<name>{SNAPSHOT_NAME})/delete/$",
+            snapshot_views.snapshot_delete, name="snapshot-delete"),
     path("<int:pk>/console/", console_views.console_page, name="console"),
     path("<int:pk>/vnc/", vnc_views.vnc_page, name="vnc"),
     re_path(rf"^(?P<pk>\d+)/(?P<action>{ACTION_RE})/$", views.guest_action, name="action"),
