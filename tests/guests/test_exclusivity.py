@@ -4,6 +4,7 @@ attach (API and page) and the migration check, on the embedded demo host."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,9 +25,10 @@ WEB_DISK = "/var/lib/xen/images/web01.img"
 
 
 @pytest.fixture
-def demo(admin_user: Any) -> Host:
-    drop_connection(demo_uri())
-    return enrol_host(name="demo", uri=demo_uri(), user=admin_user)
+def demo(admin_user: Any) -> Iterator[Host]:
+    drop_connection(demo_uri())  # a fresh copy of the demo host for each test…
+    yield enrol_host(name="demo", uri=demo_uri(), user=admin_user)
+    drop_connection(demo_uri())  # …and none of its changes left for the next one
 
 
 def post(client: Client, path: str, data: dict | None = None) -> Any:

@@ -231,7 +231,12 @@ def test_vcpus_disks_and_nics(admin_client: Client, demo: Host) -> None:
     too_many = admin_client.patch(f"/api/v1/guests/{web.pk}/", {"vcpus": 999},
                                   content_type="application/json")
     assert too_many.status_code == 409 and "maximum" in too_many.json()["detail"]
-    spare = Volume.objects.filter(pool__host=demo, name__startswith="db01").first()
+    # A volume no running guest writes (db01's own disks may not be attached elsewhere).
+    made = post(admin_client, "/api/v1/volumes/", {
+        "pool": Pool.objects.get(host=demo, name="default").pk, "name": "spare.img",
+        "size": "64M", "format": "raw"})
+    assert made.status_code == 201, made.json()
+    spare = Volume.objects.get(pk=made.json()["id"])
     # The test driver cannot hot-plug: a running guest gets it at its next boot.
     running = post(admin_client, f"/api/v1/guests/{web.pk}/disks/", {"volume": spare.pk})
     assert running.status_code == 200 and running.json()["applied"] == "next boot"

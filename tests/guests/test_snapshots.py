@@ -10,6 +10,7 @@ stores the volume with its backing store just as the logical backend would hand 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,9 +34,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def demo(admin_user: Any) -> Host:
-    drop_connection(demo_uri())  # a fresh copy of the demo host for each test
-    return enrol_host(name="demo", uri=demo_uri(), user=admin_user)
+def demo(admin_user: Any) -> Iterator[Host]:
+    drop_connection(demo_uri())  # a fresh copy of the demo host for each test…
+    yield enrol_host(name="demo", uri=demo_uri(), user=admin_user)
+    drop_connection(demo_uri())  # …and none of its changes left for the next one
 
 
 def post(client: Client, path: str, data: dict | None = None) -> Any:
