@@ -14,11 +14,16 @@ from guests import snapshots
 from guests.errors import GuestError
 from guests.models import Guest
 from guests.snapshot_plan import capability
+from hosts.models import Host
 from xenweb.jobs.models import Job
 
 
 def snapshot_context(guest: Guest) -> dict[str, Any]:
     """What the guest page shows: the snapshots, and whether a new one can be taken."""
+    if guest.host.state == Host.State.UNREACHABLE:
+        return {"snapshots": [], "snapshot_plan": capability(guest),
+                "snapshot_error": f"Host {guest.host} is unreachable: its snapshots cannot be "
+                                  "listed now."}
     try:
         found, error = snapshots.list_snapshots(guest), ""
     except GuestError as exc:

@@ -47,6 +47,8 @@ def _lab(guest: Guest) -> dict[str, Any]:
 
 
 def _domain_snapshots(guest: Guest) -> list[Snapshot]:
+    if guest.host.hypervisor_type == "Xen":
+        return []  # libxl has no domain snapshots (see guests.snapshot_plan)
     try:
         found = virt.list_snapshots(guest.host.uri, str(guest.uuid), **_lab(guest))
     except virt.SnapshotsUnsupported:
@@ -146,22 +148,27 @@ def create_snapshot(guest: Guest, name: str, description: str = "", *, user: Any
     return snapshot
 
 
+def domain_request(plan: Capability, name: str, description: str) -> virt.SnapshotRequest:
+    """The libvirt snapshot request for an internal or external plan."""
+    if plan.kind == INTERNAL:
+        disks = tuple(virt.SnapshotDisk(d.target, virt.NO if d.how == SKIP else virt.INTERNAL)
+                      for d in plan.disks if d.target)
+        return virt.SnapshotRequest(name=name, description=description, disks=disks,
+                                    memory=virt.INTERNAL if plan.with_memory else virt.NO)
+    # External disk-only: a qcow2 overlay per disk, named by libvirt after the snapshot.
+    disks = tuple(virt.SnapshotDisk(d.target, virt.NO) if d.how == SKIP
+                  else virt.SnapshotDisk(d.target, virt.EXTERNAL, driver="qcow2")
+                  for d in plan.disks if d.target)
+    return virt.SnapshotRequest(name=name, description=description, disks=disks,
+                                disk_only=True)
+
+
 def take(guest: Guest, plan: Capability, name: str, description: str) -> Snapshot:
     """The snapshot itself, by the plan's kind (raises VirtError or GuestError)."""
     if plan.kind == LVM:
         return _take_lvm(guest, plan, name, description)
-    if plan.kind == INTERNAL:
-        disks = tuple(virt.SnapshotDisk(d.target, virt.INTERNAL if d.how == INTERNAL
-                                        else virt.NO) for d in plan.disks if d.target)
-        request = virt.SnapshotRequest(name=name, description=description, disks=disks,
-                                       memory=virt.INTERNAL if plan.with_memory else virt.NO)
-    else:  # external disk-only: a qcow2 overlay per disk, named by libvirt
-        disks = tuple(virt.SnapshotDisk(d.target, virt.NO) if d.how == SKIP
-                      else virt.SnapshotDisk(d.target, virt.EXTERNAL, driver="qcow2")
-                      for d in plan.disks if d.target)
-        request = virt.SnapshotRequest(name=name, description=description, disks=disks,
-                                       disk_only=True)
-    virt.create_snapshot(guest.host.uri, str(guest.uuid), request, **_lab(guest))
+    virt.create_snapshot(guest.host.uri, str(guest.uuid),
+                         domain_request(plan, name, description), **_lab(guest))
     refresh(guest)
     return find(guest, name)
 

@@ -19,6 +19,7 @@ from django.test import Client
 from guests.models import Guest, LvmSnapshot
 from guests.snapshot_jobs import create_body, revert_body
 from guests.snapshot_plan import capability
+from guests.snapshots import domain_request
 from hosts.models import Host
 from hosts.services import enrol_host
 from hosts.virt import demo_uri
@@ -128,9 +129,46 @@ def test_a_xen_host_says_it_has_no_domain_snapshots(demo: Host) -> None:
     assert "only disks in LVM pools can" in plan.reason
 
 
+def test_snapshot_requests_and_their_xml(demo: Host) -> None:
+    win = Guest.objects.select_related("host").get(name="win2019")
+    request = domain_request(capability(win), "s1", "notes")
+    assert virt.build_snapshot_xml(request) == (
+        "<domainsnapshot><name>s1</name><description>notes</description>"
+        "<memory snapshot=\"internal\" /><disks><disk name=\"hda\" snapshot=\"internal\" />"
+        "<disk name=\"hdc\" snapshot=\"no\" /></disks></domainsnapshot>")
+    assert virt.create_flags(request) == libvirt_flags("ATOMIC")
+
+    # Raw disks: an external disk-only snapshot where libvirt can also revert it (9.7.0+).
+    Host.objects.filter(pk=demo.pk).update(libvirt_version="9.7.0")
+    web = Guest.objects.select_related("host").get(name="web01")
+    plan = capability(web)
+    assert plan.kind == "external"
+    request = domain_request(plan, "pre", "")
+    assert virt.build_snapshot_xml(request) == (
+        "<domainsnapshot><name>pre</name><memory snapshot=\"no\" /><disks>"
+        "<disk name=\"xvda\" snapshot=\"external\"><driver type=\"qcow2\" /></disk>"
+        "</disks></domainsnapshot>")
+    assert virt.create_flags(request) == libvirt_flags("ATOMIC", "DISK_ONLY")
+    parsed = virt.parse_snapshot_xml(
+        "<domainsnapshot><name>pre</name><state>disk-snapshot</state><creationTime>17"
+        "</creationTime><memory snapshot='no'/><disks><disk name='xvda' snapshot='external'>"
+        "<driver type='qcow2'/><source file='/i/web01.pre'/></disk></disks>"
+        "<parent><name>base</name></parent></domainsnapshot>")
+    assert (parsed.kind, parsed.parent, parsed.created) == ("external", "base", 17)
+    assert parsed.disks[0].source == "/i/web01.pre"
+
+
+def libvirt_flags(*names: str) -> int:
+    import libvirt
+
+    flags = 0
+    for name in names:
+        flags |= getattr(libvirt, f"VIR_DOMAIN_SNAPSHOT_CREATE_{name}")
+    return flags
+
+
 def test_block_pools_cannot_snapshot(demo: Host) -> None:
     web = Guest.objects.select_related("host").get(name="web01")
-    Volume.objects.filter(path="/var/lib/xen/images/web01.img").update()
     pool = Volume.objects.get(path="/var/lib/xen/images/web01.img").pool
     pool.pool_type = "iscsi"
     pool.save()
