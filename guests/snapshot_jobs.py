@@ -21,6 +21,7 @@ from xenweb.jobs.progress import ProgressReporter
 def create_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     guest = _guest(job)
     name, description = job.params["name"], job.params.get("description", "")
+    reporter.configure(cancellable=False)  # libvirt cannot abort a snapshot midway
     reporter.update(0, total=1, message=f"Taking snapshot '{name}' of '{guest}' (with its "
                     "memory)", force=True)
     try:
@@ -67,6 +68,7 @@ def _copy_back(guest: Any, volumes: list[dict[str, Any]], reporter: ProgressRepo
 def revert_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     guest = _guest(job)
     name = job.params["name"]
+    reporter.configure(cancellable=False)  # a half-done revert would leave a torn disk
     reporter.update(0, total=1, message=f"Reverting '{guest}' to snapshot '{name}'", force=True)
     result: dict[str, Any] = {}
     try:

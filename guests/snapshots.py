@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from guests.errors import GuestError
+from guests.exclusivity import conflicts, explain
 from guests.lifecycle import refresh
 from guests.models import Guest, LvmSnapshot
 from guests.snapshot_plan import EXTERNAL, INTERNAL, LVM, SKIP, Capability, capability
@@ -213,6 +214,11 @@ def revert_snapshot(guest: Guest, name: str, *, user: Any, request: Any = None) 
             if snapshot.missing:
                 raise GuestError(f"Snapshot '{name}' is incomplete: "
                                  f"{', '.join(snapshot.missing)} no longer exist(s).")
+        elif snapshot.with_memory and guest.state not in RUNNING:
+            found = conflicts(guest)  # the revert starts the guest
+            if found:
+                raise GuestError(f"Guest '{guest}' cannot be reverted to '{name}', which "
+                                 f"starts it: {explain(found)}")
     except GuestError as exc:
         raise _refused("revert", guest, exc, user, request, name=name) from exc
     if snapshot.kind == LVM or guest.state in RUNNING or snapshot.with_memory:

@@ -282,3 +282,27 @@ def test_lvm_snapshots_through_the_api(operator_client: Client, lvm_guest: Guest
     assert [v.name for v in virt.list_volume_snapshots(demo_uri(), "/dev/vg0/db-root")] == \
         ["db-root.snap.s2"]
     assert [s["name"] for s in snaps(operator_client, lvm_guest)["results"]] == ["s2"]
+
+
+def test_reverting_to_a_running_snapshot_respects_exclusivity(operator_client: Client,
+                                                              demo: Host) -> None:
+    """A revert that starts the guest is a start: not while another guest writes its disk."""
+    win = Guest.objects.get(name="win2019")
+    disk = Volume.objects.get(path="/var/lib/xen/images/win2019.qcow2")
+    created = post(operator_client, "/api/v1/guests/", {
+        "name": "win-twin", "host": demo.pk, "type": "hvm", "memory_mib": 512,
+        "disks": [{"volume": disk.pk}]})
+    assert created.status_code == 201, created.json()
+    twin = Guest.objects.get(pk=created.json()["id"])
+    api = "/api/v1/guests"
+    post(operator_client, f"{api}/{win.pk}/destroy/")
+    assert post(operator_client, f"{api}/{twin.pk}/start/").status_code == 200
+    run(post(operator_client, f"{api}/{twin.pk}/snapshots/", {"name": "up"}), create_body)
+    post(operator_client, f"{api}/{twin.pk}/destroy/")
+    assert post(operator_client, f"{api}/{win.pk}/start/").status_code == 200
+    refused = post(operator_client, f"{api}/{twin.pk}/snapshots/up/revert/")
+    assert refused.status_code == 409
+    assert refused.json()["detail"].startswith(
+        "Guest 'win-twin' cannot be reverted to 'up', which starts it: Volume "
+        "/var/lib/xen/images/win2019.qcow2 is attached writable to guest 'win2019' on host "
+        "'demo' (hda)")
