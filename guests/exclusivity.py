@@ -56,8 +56,13 @@ def _holders(exclude: Guest | None) -> list[tuple[Guest, dict[str, Any]]]:
     others = Guest.objects.select_related("host").filter(state__in=ACTIVE_GUEST_STATES)
     if exclude is not None and exclude.pk:
         others = others.exclude(pk=exclude.pk)
-    return [(other, disk) for other in others
-            for disk in (other.devices or {}).get("disks", []) if writable(disk)]
+    # A running guest's next-boot disks count too: it may reboot into them at any time.
+    return [(other, disk) for other in others for disk in _all_disks(other) if writable(disk)]
+
+
+def _all_disks(guest: Guest) -> list[dict[str, Any]]:
+    devices = guest.devices or {}
+    return [*devices.get("disks", []), *devices.get("next_boot_disks", [])]
 
 
 def disk_conflicts(disks: Iterable[dict[str, Any]], host: Host | int, *,
@@ -93,7 +98,7 @@ def conflicts(guest: Guest, target_host: Host | None = None) -> list[Conflict]:
     guests that have one of its volumes attached writable without both marking it
     shareable."""
     host = target_host or guest.host
-    return disk_conflicts((guest.devices or {}).get("disks", []), host, exclude=guest)
+    return disk_conflicts(_all_disks(guest), host, exclude=guest)
 
 
 def explain(found: list[Conflict]) -> str:
