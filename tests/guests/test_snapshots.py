@@ -283,6 +283,13 @@ def test_lvm_snapshots_through_the_api(operator_client: Client, lvm_guest: Guest
         ["db-root.snap.s2"]
     assert [s["name"] for s in snaps(operator_client, lvm_guest)["results"]] == ["s2"]
 
+    # Deleting the guest with its volumes takes the snapshot volumes first.
+    gone = operator_client.delete(f"/api/v1/guests/{lvm_guest.pk}/?confirm=lvm-db"
+                                  "&delete_volumes=true")
+    assert gone.status_code == 204, gone.content
+    pool = get_connection(demo_uri()).storagePoolLookupByName("vg0")
+    assert pool.listVolumes() == []
+
 
 def test_reverting_to_a_running_snapshot_respects_exclusivity(operator_client: Client,
                                                               demo: Host) -> None:
