@@ -6,7 +6,7 @@ Per writable disk (CD-ROMs, read-only and shareable disks are never part of a sn
 - qcow2 in a file pool (dir, fs, netfs) or outside any pool: a libvirt internal snapshot
   (with the memory too when the guest runs);
 - raw in a file pool: only an external disk-only snapshot (a qcow2 overlay), offered where
-  the host's libvirt can also revert it (9.7.0 and later);
+  the host's libvirt can also revert it (9.9.0 and later);
 - block storage of other pools (iscsi, disk, scsi, mpath, …): no snapshots.
 
 A Xen host has no domain snapshots at all (libvirt's libxl driver implements none of the
@@ -22,7 +22,7 @@ from storage.models import Volume
 
 INTERNAL, EXTERNAL, LVM, SKIP = "internal", "external", "lvm", "skip"
 FILE_POOLS = ("dir", "fs", "netfs", "gluster", "vstorage")
-EXTERNAL_REVERT_SINCE = (9, 7, 0)  # libvirt release that reverts external snapshots (QEMU)
+EXTERNAL_REVERT_SINCE = (9, 9, 0)  # libvirt release that reverts external snapshots (QEMU)
 XEN_NO_SNAPSHOTS = (
     "Xen hosts have no domain snapshots: libvirt's Xen driver (libxl) implements none of "
     "the snapshot calls"

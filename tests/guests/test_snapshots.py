@@ -138,8 +138,11 @@ def test_snapshot_requests_and_their_xml(demo: Host) -> None:
         "<disk name=\"hdc\" snapshot=\"no\" /></disks></domainsnapshot>")
     assert virt.create_flags(request) == libvirt_flags("ATOMIC")
 
-    # Raw disks: an external disk-only snapshot where libvirt can also revert it (9.7.0+).
-    Host.objects.filter(pk=demo.pk).update(libvirt_version="9.7.0")
+    # Raw disks: an external disk-only snapshot where libvirt can also revert it (9.9.0+).
+    Host.objects.filter(pk=demo.pk).update(libvirt_version="9.8.0")
+    web = Guest.objects.select_related("host").get(name="web01")
+    assert "cannot revert external ones (that needs libvirt 9.9.0)" in capability(web).reason
+    Host.objects.filter(pk=demo.pk).update(libvirt_version="10.0.0")
     web = Guest.objects.select_related("host").get(name="web01")
     plan = capability(web)
     assert plan.kind == "external"
