@@ -42,6 +42,11 @@ class Snapshot:
     disks: tuple[str, ...]  # targets
     missing: tuple[str, ...] = ()  # LVM: snapshot volumes that no longer exist
 
+    @property
+    def manageable(self) -> bool:
+        """Named within the app's rules (snapshots made elsewhere may not be addressable)."""
+        return bool(NAME_RE.match(self.name))
+
 
 def _lab(guest: Guest) -> dict[str, Any]:
     return {"allow_insecure": guest.host.is_lab}

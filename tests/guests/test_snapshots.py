@@ -210,6 +210,10 @@ def test_snapshot_section_on_the_guest_page(operator_client: Client, demo: Host)
     assert "reverted to &#x27;clean&#x27;" in reverted.content.decode()
     deleted = operator_client.post(f"/guests/{win.pk}/snapshots/clean/delete/", follow=True)
     assert "Snapshot &#x27;clean&#x27; deleted" in deleted.content.decode()
+    # A snapshot made outside the app, with a name no URL can carry, is listed only.
+    virt.create_snapshot(demo_uri(), str(win.uuid), virt.SnapshotRequest(name="by virsh/x"))
+    page = operator_client.get(win.get_absolute_url()).content.decode()
+    assert "by virsh/x" in page and 'data-snapshot-action="revert"' not in page
     web = Guest.objects.get(name="web01")
     page = operator_client.get(web.get_absolute_url()).content.decode()
     assert "raw images have no internal snapshots" in page
