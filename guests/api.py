@@ -15,6 +15,8 @@ from guests.create import CreateGuestSerializer, create_from_request
 from guests.errors import GuestError
 from guests.lifecycle import ACTIONS
 from guests.models import Guest
+from guests.snapshot_api import PERMISSIONS as SNAPSHOT_PERMISSIONS
+from guests.snapshot_api import SnapshotActions
 from storage.models import Volume
 from xenweb.jobs.api import accepted
 from xenweb.jobs.models import Job
@@ -60,6 +62,9 @@ class ChangeResultSerializer(serializers.Serializer):
 
 class AttachDiskSerializer(serializers.Serializer):
     volume = serializers.IntegerField(help_text="id of a volume on the guest's host")
+    shareable = serializers.BooleanField(
+        default=False, help_text="several running guests may write it (cluster filesystems)")
+    readonly = serializers.BooleanField(default=False, help_text="attach read-only")
 
 
 class AttachNicSerializer(serializers.Serializer):
@@ -104,7 +109,7 @@ def _action_view(name: str) -> Any:
     OpenApiParameter("state", str, description="running, paused, shutoff, …"),
     OpenApiParameter("name", str, description="part of the name"),
 ])
-class GuestViewSet(viewsets.ModelViewSet):
+class GuestViewSet(SnapshotActions, viewsets.ModelViewSet):
     """Guests of all hosts, from the inventory cache (libvirt stays the source of truth)."""
 
     queryset = Guest.objects.select_related("host")
@@ -114,6 +119,7 @@ class GuestViewSet(viewsets.ModelViewSet):
         **{attr: "guests.change_guest" for attr in ACTION_ATTRS.values()},
         **{name: "guests.change_guest" for name in ("attach_disk", "detach_disk",
                                                     "attach_nic", "detach_nic")},
+        **SNAPSHOT_PERMISSIONS,
     }
 
     def get_queryset(self) -> QuerySet[Guest]:
@@ -183,7 +189,8 @@ class GuestViewSet(viewsets.ModelViewSet):
         if volume is None:
             return Response({"detail": "No such volume."}, status=status.HTTP_404_NOT_FOUND)
         return self._changed(guest, lambda: devices.attach_volume(
-            guest, volume, user=request.user, request=request))
+            guest, volume, shareable=data.validated_data["shareable"],
+            readonly=data.validated_data["readonly"], user=request.user, request=request))
 
     @extend_schema(request=None, responses={200: ChangeResultSerializer})
     @action(detail=True, methods=["delete"], url_path=r"disks/(?P<target>[a-z]{2,4}\d*)")

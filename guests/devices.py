@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from guests.errors import GuestError
+from guests.exclusivity import disk_conflicts, explain
 from guests.lifecycle import refresh
 from guests.models import Guest
 from guests.services import random_mac
@@ -57,17 +58,30 @@ def _next_target(guest: Guest) -> tuple[str, str]:
     raise GuestError(f"Guest '{guest}' has no free disk slot.")
 
 
-def attach_volume(guest: Guest, volume: Volume, *, user: Any, request: Any = None) -> str:
+def attach_volume(guest: Guest, volume: Volume, *, shareable: bool = False,
+                  readonly: bool = False, user: Any, request: Any = None) -> str:
+    """Attach the volume as the guest's next disk. `shareable` marks it for use by several
+    running guests at once (cluster filesystems); otherwise a running guest that has it
+    attached writable refuses the attachment (see guests.exclusivity)."""
     if volume.pool.host_id != guest.host_id:
         raise GuestError(f"Volume '{volume}' is on another host than '{guest}'.")
     if any(disk["source"] == volume.path for disk in guest.devices.get("disks", [])):
         raise GuestError(f"Volume '{volume}' is attached to '{guest}' already.")
     target, bus = _next_target(guest)
+    disk = {"source": volume.path, "target": target, "device": "disk", "readonly": readonly,
+            "shareable": shareable}
+    found = disk_conflicts([disk], guest.host, exclude=guest)
+    if found:
+        message = f"Volume '{volume}' cannot be attached to '{guest}': {explain(found)}"
+        record("guest.attach_disk", user=user, request=request, target=guest, result="refused",
+               message=message, volume=volume.path, disk=target)
+        raise GuestError(message)
     spec = dx.DiskSpec(source=volume.path, target=target, bus=bus,
-                       format=volume.format or "raw")
+                       format=volume.format or "raw", shareable=shareable, readonly=readonly)
     return _run(guest, "attach_disk", lambda: virt_devices.attach(
         guest.host.uri, str(guest.uuid), spec, allow_insecure=guest.host.is_lab),
-        user=user, request=request, volume=volume.path, disk=target)
+        user=user, request=request, volume=volume.path, disk=target, shareable=shareable,
+        readonly=readonly)
 
 
 def detach_disk(guest: Guest, target: str, *, user: Any, request: Any = None) -> str:

@@ -39,6 +39,7 @@ def cached_fields(info: virt.DomainInfo) -> dict[str, object]:
         "autostart": info.autostart,
         "has_managed_save": info.managed_save,
         "devices": {"disks": [asdict(disk) for disk in info.xml.disks],
+                    "next_boot_disks": [asdict(disk) for disk in info.next_boot_disks],
                     "nics": [asdict(nic) for nic in info.xml.nics],
                     "vnc_port": info.xml.vnc_port},
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from guests.errors import GuestError
+from guests.exclusivity import conflicts, explain
 from guests.inventory import cached_fields
 from guests.models import Guest
 from hosts.virt import VirtError
@@ -48,6 +49,13 @@ STATE_HINTS = {
 }
 
 
+# QEMU's image locking, in words: a disk is open for writing by another QEMU process.
+IMAGE_LOCKED = (
+    " (QEMU refused to open a disk image: another running guest has the image open for "
+    "writing. Stop that guest, or mark the disk shareable in both guests.)"
+)
+
+
 def check_allowed(guest: Guest, action: str) -> None:
     if action not in ALLOWED:
         raise GuestError(f"Unknown action '{action}'. Actions: {', '.join(ACTIONS)}.")
@@ -60,6 +68,10 @@ def check_allowed(guest: Guest, action: str) -> None:
             f"Guest '{guest}' is {guest.get_state_display()}: it cannot be {VERBS[action]} "
             f"now ({hint or f'needs to be {allowed}'})."
         )
+    if action in ("start", "restore"):
+        found = conflicts(guest)
+        if found:
+            raise GuestError(f"Guest '{guest}' cannot be {VERBS[action]}: {explain(found)}")
 
 
 def check_placement(guest: Guest) -> None:
@@ -100,8 +112,9 @@ def act(guest: Guest, action: str, *, user: Any, request: Any = None, **params: 
             check_placement(guest)
         _call(guest, action, **params)
     except (GuestError, VirtError) as exc:
+        message = str(exc) + (IMAGE_LOCKED if '"write" lock' in str(exc) else "")
         record(f"guest.{action}", user=user, request=request, target=guest,
-               result="refused" if isinstance(exc, GuestError) else "failed", message=str(exc))
-        raise GuestError(str(exc)) from exc
+               result="refused" if isinstance(exc, GuestError) else "failed", message=message)
+        raise GuestError(message) from exc
     record(f"guest.{action}", user=user, request=request, target=guest, **params)
     return refresh(guest)

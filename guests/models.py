@@ -70,3 +70,27 @@ class ConflictSet(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class LvmSnapshot(models.Model):
+    """One snapshot of a guest whose disks are logical volumes: an LVM snapshot volume per
+    disk, taken together. libvirt knows the volumes; the name, description and grouping
+    live here (domain snapshots of qcow2 disks are libvirt's own metadata instead)."""
+
+    guest = models.ForeignKey(Guest, on_delete=models.CASCADE, related_name="lvm_snapshots")
+    name = models.CharField(max_length=64)
+    description = models.TextField(blank=True)
+    # [{"target": "xvda", "origin": "/dev/vg/lv", "path": "/dev/vg/lv.snap.NAME",
+    #   "size": bytes}, …]
+    volumes = models.JSONField(default=list)
+    guest_state = models.CharField(max_length=12, blank=True)  # when taken
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["guest", "created_at", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["guest", "name"], name="lvm_snapshot_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.guest}@{self.name}"

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from guests.conflicts import placement_conflicts
+from guests.exclusivity import conflicts
 from guests.models import Guest
 from guests.placement import HEADROOM_MIB, free_memory_mib
 from hosts.models import Host
@@ -271,6 +272,13 @@ def check_placement(guest: Guest, target: Host, options: MigrationOptions) -> Ch
                   "No conflict set forbids the target.")
 
 
+def check_exclusive_disks(guest: Guest, target: Host, options: MigrationOptions) -> Check:
+    if options.mode == "cold":
+        return Check("exclusive disks", True, "Checked when the guest starts.")
+    return _check("exclusive disks", [c.message for c in conflicts(guest, target)],
+                  "No running guest on the target writes the same non-shareable volume.")
+
+
 def check_busy(guest: Guest, target: Host, options: MigrationOptions) -> Check:
     from guests.services import busy_job
 
@@ -283,7 +291,8 @@ def check_busy(guest: Guest, target: Host, options: MigrationOptions) -> Check:
 
 CHECKS: tuple[CheckFn, ...] = (
     check_guest_state, check_target, check_transport, check_hypervisor, check_cpu,
-    check_networks, check_storage, check_memory, check_placement, check_busy,
+    check_networks, check_storage, check_memory, check_placement, check_exclusive_disks,
+    check_busy,
 )
 
 

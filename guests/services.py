@@ -56,7 +56,8 @@ def delete_guest(
 ) -> list[str]:
     """Undefine the guest (typed confirmation of its name); optionally delete its disks.
 
-    Returns the volume paths deleted. CD-ROMs and shareable disks are never deleted.
+    Returns the volume paths deleted (with its LVM snapshot volumes). CD-ROMs and shareable
+    disks are never deleted.
     """
     if confirm_name != guest.name:
         raise GuestError(f"Type the guest's name '{guest.name}' to confirm the deletion.")
@@ -71,6 +72,14 @@ def delete_guest(
         raise GuestError(str(exc)) from exc
     deleted, kept = [], []
     if delete_volumes:
+        # LVM snapshot volumes first: their origins cannot go while they exist.
+        snapshot_paths = [v["path"] for row in guest.lvm_snapshots.all() for v in row.volumes]
+        for path in snapshot_paths:
+            try:
+                delete_volume_by_path(uri, path, allow_insecure=lab)
+                deleted.append(path)
+            except VirtError as exc:
+                kept.append(f"{path}: {exc}")
         for disk in info.xml.disks:
             if disk.device != "disk" or disk.shareable or not disk.source:
                 continue

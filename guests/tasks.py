@@ -1,6 +1,7 @@
 from guests.evacuation import evacuate_body
 from guests.migration_job import migrate_body
 from guests.slow_actions import managed_save_body, restore_body, save_body, shutdown_body
+from guests.snapshot_jobs import create_body, revert_body
 from xenweb.jobs.tasks_base import job_task
 
 guest_shutdown = job_task("guests.tasks.shutdown")(shutdown_body)
@@ -13,3 +14,8 @@ SLOW_TASKS = {"shutdown": guest_shutdown, "save": guest_save, "restore": guest_r
 
 guest_migrate = job_task("guests.tasks.migrate")(migrate_body)
 host_evacuate = job_task("guests.tasks.evacuate")(evacuate_body)
+
+snapshot_create = job_task("guests.tasks.snapshot_create")(create_body)
+snapshot_revert = job_task("guests.tasks.snapshot_revert")(revert_body)
+
+SNAPSHOT_TASKS = {"create": snapshot_create, "revert": snapshot_revert}

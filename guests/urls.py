@@ -1,7 +1,8 @@
 from django.urls import path, re_path
 
-from guests import console_views, placement_views, views, vnc_views
+from guests import console_views, placement_views, snapshot_views, views, vnc_views
 from guests.lifecycle import ACTIONS
+from guests.snapshot_api import SNAPSHOT_NAME
 
 app_name = "guests"
 ACTION_RE = "|".join(action for action in ACTIONS if action != "delete")
@@ -18,6 +19,11 @@ urlpatterns = [
     path("conflict-sets/new/", placement_views.conflict_set_create, name="conflict-set-create"),
     path("conflict-sets/<int:pk>/delete/", placement_views.conflict_set_delete,
          name="conflict-set-delete"),
+    path("<int:pk>/snapshots/", snapshot_views.snapshot_create, name="snapshot-create"),
+    re_path(rf"^(?P<pk>\d+)/snapshots/(?P<name>{SNAPSHOT_NAME})/revert/$",
+            snapshot_views.snapshot_revert, name="snapshot-revert"),
+    re_path(rf"^(?P<pk>\d+)/snapshots/(?P<name>{SNAPSHOT_NAME})/delete/$",
+            snapshot_views.snapshot_delete, name="snapshot-delete"),
     path("<int:pk>/console/", console_views.console_page, name="console"),
     path("<int:pk>/vnc/", vnc_views.vnc_page, name="vnc"),
     re_path(rf"^(?P<pk>\d+)/(?P<action>{ACTION_RE})/$", views.guest_action, name="action"),

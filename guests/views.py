@@ -14,6 +14,7 @@ from guests.create import TYPES, CreateGuestSerializer, create
 from guests.errors import GuestError
 from guests.lifecycle import ALLOWED, DOM0_FORBIDDEN
 from guests.models import Guest
+from guests.snapshot_views import snapshot_context
 from hosts.capabilities import offered_types
 from hosts.models import Host
 from storage.iso_library import iso_images
@@ -71,6 +72,7 @@ def guest_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "jobs": Job.objects.filter(target_type="guests.guest", target_id=str(guest.pk))[:10],
         "can_delete": guest.state in ALLOWED["delete"] and not guest.is_privileged,
         "migration_targets": Host.objects.exclude(pk=guest.host_id),
+        **({} if guest.is_privileged else snapshot_context(guest)),
     })
 
 
@@ -190,7 +192,8 @@ def guest_hardware(request: HttpRequest, pk: int, change: str) -> HttpResponse:
             applied = devices.set_vcpus(guest, int(post.get("vcpus", "0")), **who)
         elif change == "attach-disk":
             volume = get_object_or_404(Volume, pk=post.get("volume") or 0)
-            applied = devices.attach_volume(guest, volume, **who)
+            applied = devices.attach_volume(guest, volume, shareable=post.get("shareable") == "1",
+                                            readonly=post.get("readonly") == "1", **who)
         elif change == "detach-disk":
             applied = devices.detach_disk(guest, post.get("target", ""), **who)
         elif change == "attach-nic":

@@ -15,7 +15,13 @@ from typing import TypeVar
 import libvirt
 
 from .connection import get_connection
-from .domain_xml import DomainSpec, DomainXmlInfo, build_domain_xml, parse_domain_xml
+from .domain_xml import (
+    DiskInfo,
+    DomainSpec,
+    DomainXmlInfo,
+    build_domain_xml,
+    parse_domain_xml,
+)
 from .errors import VirtOperationError, host_label, translate
 
 T = TypeVar("T")
@@ -44,6 +50,9 @@ class DomainInfo:
     is_privileged: bool  # Xen's Domain-0
     xml: DomainXmlInfo
     managed_save: bool = False  # a managed-save image exists: start resumes from it
+    # Disks of the persistent definition a running guest does not use yet (attached for
+    # its next boot where the hypervisor could not hot-plug them).
+    next_boot_disks: tuple[DiskInfo, ...] = ()
 
 
 @contextmanager
@@ -76,6 +85,7 @@ def _describe(dom: libvirt.virDomain) -> DomainInfo:
     except libvirt.libvirtError:
         managed = False
     return DomainInfo(
+        next_boot_disks=_next_boot_disks(dom, xml) if dom_id >= 0 else (),
         uuid=dom.UUIDString(),
         name=dom.name(),
         state=STATE_NAMES.get(state, "unknown"),
@@ -86,6 +96,17 @@ def _describe(dom: libvirt.virDomain) -> DomainInfo:
         xml=xml,
         managed_save=managed,
     )
+
+
+def _next_boot_disks(dom: libvirt.virDomain, live: DomainXmlInfo) -> tuple[DiskInfo, ...]:
+    if not dom.isPersistent():
+        return ()
+    try:
+        inactive = parse_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    except libvirt.libvirtError:
+        return ()
+    running = {disk.source for disk in live.disks}
+    return tuple(disk for disk in inactive.disks if disk.source and disk.source not in running)
 
 
 def list_domains(uri: str, *, allow_insecure: bool = False) -> list[DomainInfo]:

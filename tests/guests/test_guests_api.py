@@ -231,13 +231,27 @@ def test_vcpus_disks_and_nics(admin_client: Client, demo: Host) -> None:
     too_many = admin_client.patch(f"/api/v1/guests/{web.pk}/", {"vcpus": 999},
                                   content_type="application/json")
     assert too_many.status_code == 409 and "maximum" in too_many.json()["detail"]
-    spare = Volume.objects.filter(pool__host=demo, name__startswith="db01").first()
+    # A volume no running guest writes (db01's own disks may not be attached elsewhere).
+    made = post(admin_client, "/api/v1/volumes/", {
+        "pool": Pool.objects.get(host=demo, name="default").pk, "name": "spare.img",
+        "size": "64M", "format": "raw"})
+    assert made.status_code == 201, made.json()
+    spare = Volume.objects.get(pk=made.json()["id"])
     # The test driver cannot hot-plug: a running guest gets it at its next boot.
     running = post(admin_client, f"/api/v1/guests/{web.pk}/disks/", {"volume": spare.pk})
     assert running.status_code == 200 and running.json()["applied"] == "next boot"
 
+    assert [d["source"] for d in guest("web01").devices["next_boot_disks"]] == [spare.path]
+
     mail = guest("mail01")  # shut off: the definition is what it runs next
     base = f"/api/v1/guests/{mail.pk}"
+    # web01 will write `spare` after its next boot: nobody else may have it writable.
+    taken = post(admin_client, f"{base}/disks/", {"volume": spare.pk})
+    assert taken.status_code == 409 and "guest 'web01'" in taken.json()["detail"]
+    made = post(admin_client, "/api/v1/volumes/", {
+        "pool": Pool.objects.get(host=demo, name="default").pk, "name": "spare2.img",
+        "size": "64M", "format": "raw"})
+    spare = Volume.objects.get(pk=made.json()["id"])
     attached = post(admin_client, f"{base}/disks/", {"volume": spare.pk})
     assert attached.status_code == 200, attached.json()
     targets = [d["target"] for d in attached.json()["guest"]["disks"]]

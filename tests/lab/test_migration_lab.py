@@ -33,6 +33,7 @@ from hosts.virt import VirtObjectNotFound
 from hosts.virt import domains as virt
 from hosts.virt.console import read_console_until
 from hosts.virt.pools import create_volume
+from hosts.virt.volumes import refresh_pool
 from storage.inventory import reconcile_pools
 from storage.models import Volume
 from tests.live.processes import Daphne
@@ -167,6 +168,17 @@ def test_preflight_passes_and_each_check_fails_for_its_reason(
     assert not networks["ok"]
     assert "bridge 'nosuchbr0' is not known on" in networks["message"]
     assert "network 'nosuchnet' does not exist or is not active" in networks["message"]
+
+    # A guest on the target writes the same (not shareable) volume on the shared pool.
+    shared_disk = Guest.objects.get(pk=guest.pk).devices["disks"][0]["source"]
+    refresh_pool(target.uri, SHARED_POOL, allow_insecure=True)  # the file came from lab1
+    reconcile_pools(target)
+    volume = Volume.objects.get(pool__host=target, path=shared_disk)
+    writer = _make_guest(client, target, pool="")
+    made.append(writer)
+    attached = post(client, f"/api/v1/guests/{writer.pk}/disks/", {"volume": volume.pk})
+    assert attached.status_code == 409, attached.json()  # the rule holds at attach too
+    assert f"attached writable to guest '{guest.name}'" in attached.json()["detail"]
 
 
 async def _job_messages(server: Daphne, cookie: str, job_id: int, work: Any) -> tuple[

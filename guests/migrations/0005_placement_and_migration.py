@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('guests', '0003_managed_save'),
+        ('guests', '0004_lvm_snapshots'),
     ]
 
     operations = [
