@@ -46,6 +46,11 @@ def main() -> int:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results written to {out.relative_to(BENCH.parent)}")
+    if not selected:  # the docs show a whole run, never a partial one
+        from bench.report import write
+
+        doc = write(results, BENCH.parent / "docs")
+        print(f"report written to {doc.relative_to(BENCH.parent)}")
     return 0
 
 

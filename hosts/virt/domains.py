@@ -72,25 +72,63 @@ def _lookup(uri: str, uuid: str, allow_insecure: bool) -> libvirt.virDomain:
         return _conn(uri, allow_insecure).lookupByUUIDString(uuid)
 
 
-def _describe(dom: libvirt.virDomain) -> DomainInfo:
-    state, _reason = dom.state()
+@dataclass(frozen=True)
+class _HostFacts:
+    """What one bulk call per fact says about every domain of a host (by UUID), so that
+    listing a host costs a handful of calls plus one XML read per domain instead of
+    a round trip per fact per domain."""
+
+    states: dict[str, int]
+    autostart: frozenset[str]
+    persistent: frozenset[str]
+    managed_save: frozenset[str]
+
+
+def _uuids(conn: libvirt.virConnect, flags: int) -> frozenset[str]:
+    return frozenset(dom.UUIDString() for dom in conn.listAllDomains(flags))
+
+
+def _host_facts(conn: libvirt.virConnect) -> _HostFacts | None:
+    """None where the driver lacks the bulk calls (then each domain is asked)."""
+    try:
+        stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
+        return _HostFacts(
+            states={dom.UUIDString(): int(values.get("state.state", 0))
+                    for dom, values in stats},
+            autostart=_uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART),
+            persistent=_uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT),
+            managed_save=_uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE),
+        )
+    except libvirt.libvirtError:
+        return None
+
+
+def _describe(dom: libvirt.virDomain, facts: _HostFacts | None = None) -> DomainInfo:
+    uuid = dom.UUIDString()
+    if facts is not None and uuid in facts.states:
+        state = facts.states[uuid]
+        autostart, persistent = uuid in facts.autostart, uuid in facts.persistent
+        managed = uuid in facts.managed_save
+    else:
+        state, _reason = dom.state()
+        persistent = bool(dom.isPersistent())
+        try:
+            autostart = bool(dom.autostart())
+        except libvirt.libvirtError:
+            autostart = False
+        try:
+            managed = bool(dom.hasManagedSaveImage(0))
+        except libvirt.libvirtError:
+            managed = False
     dom_id = dom.ID()
     xml = parse_domain_xml(dom.XMLDesc(0))
-    try:
-        autostart = bool(dom.autostart())
-    except libvirt.libvirtError:
-        autostart = False
-    try:
-        managed = bool(dom.hasManagedSaveImage(0))
-    except libvirt.libvirtError:
-        managed = False
     return DomainInfo(
-        next_boot_disks=_next_boot_disks(dom, xml) if dom_id >= 0 else (),
-        uuid=dom.UUIDString(),
+        next_boot_disks=_next_boot_disks(dom, xml, persistent) if dom_id >= 0 else (),
+        uuid=uuid,
         name=dom.name(),
         state=STATE_NAMES.get(state, "unknown"),
         id=dom_id if dom_id >= 0 else None,
-        persistent=bool(dom.isPersistent()),
+        persistent=persistent,
         autostart=autostart,
         is_privileged=dom.name() == DOM0_NAME or (dom_id == 0 and xml.domain_type == "xen"),
         xml=xml,
@@ -98,8 +136,9 @@ def _describe(dom: libvirt.virDomain) -> DomainInfo:
     )
 
 
-def _next_boot_disks(dom: libvirt.virDomain, live: DomainXmlInfo) -> tuple[DiskInfo, ...]:
-    if not dom.isPersistent():
+def _next_boot_disks(dom: libvirt.virDomain, live: DomainXmlInfo,
+                     persistent: bool) -> tuple[DiskInfo, ...]:
+    if not persistent:
         return ()
     try:
         inactive = parse_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
@@ -111,8 +150,10 @@ def _next_boot_disks(dom: libvirt.virDomain, live: DomainXmlInfo) -> tuple[DiskI
 
 def list_domains(uri: str, *, allow_insecure: bool = False) -> list[DomainInfo]:
     with _errors(uri, "list guests"):
-        domains = _conn(uri, allow_insecure).listAllDomains(0)
-        return sorted((_describe(dom) for dom in domains), key=lambda d: d.name)
+        conn = _conn(uri, allow_insecure)
+        domains = conn.listAllDomains(0)
+        facts = _host_facts(conn)
+        return sorted((_describe(dom, facts) for dom in domains), key=lambda d: d.name)
 
 
 def get_domain(uri: str, uuid: str, *, allow_insecure: bool = False) -> DomainInfo:
