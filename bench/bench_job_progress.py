@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from bench.stats import latency_summary
 from tests.live.processes import Daphne
 from xenweb.accounts.roles import ADMIN, set_role, sync_roles
 from xenweb.jobs.models import Job, JobState
@@ -24,17 +24,6 @@ from xenweb.jobs.serializers import job_payload
 from xenweb.realtime import job_group
 
 ROUNDS = 300
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def summary(latencies: list[float]) -> dict[str, float]:
-    ms = [value * 1000 for value in latencies]
-    return {"p50_ms": round(statistics.median(ms), 3), "p99_ms": round(percentile(ms, 99), 3),
-            "mean_ms": round(statistics.fmean(ms), 3)}
 
 
 async def measure(server: Daphne, cookie: str, job: Job, send: Any) -> list[float]:
@@ -74,8 +63,8 @@ def run() -> dict[str, Any]:
 
     server = Daphne()
     try:
-        base = summary(asyncio.run(measure(server, cookie, job, baseline)))
-        app = summary(asyncio.run(measure(server, cookie, job, via_reporter)))
+        base = latency_summary(asyncio.run(measure(server, cookie, job, baseline)))
+        app = latency_summary(asyncio.run(measure(server, cookie, job, via_reporter)))
     finally:
         server.stop()
         job.delete()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from bench.scale_rig import count_libvirt_calls, make_hosts
+from bench.stats import latency_summary
 from guests.api import GuestSerializer
 from guests.inventory import refresh_guest
 from guests.models import Guest
@@ -46,17 +46,6 @@ CHANGES = 30
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def timings(samples: list[float]) -> dict[str, float]:
-    ms = [value * 1000 for value in samples]
-    return {"p50_ms": round(statistics.median(ms), 2), "p95_ms": round(percentile(ms, 95), 2),
-            "p99_ms": round(percentile(ms, 99), 2)}
-
-
 def _requests(client: Client, url: str, count: int) -> dict[str, Any]:
     samples, queries, calls = [], [], []
     for _ in range(count):
@@ -68,7 +57,7 @@ def _requests(client: Client, url: str, count: int) -> dict[str, Any]:
             raise RuntimeError(f"{url} answered {response.status_code}: {response.content[:300]!r}")
         queries.append(len(captured))
         calls.append(sum(counted.values()))
-    return {**timings(samples), "queries": max(queries), "libvirt_calls": max(calls)}
+    return {**latency_summary(samples), "queries": max(queries), "libvirt_calls": max(calls)}
 
 
 def live_list(hosts: list[Host]) -> list[dict[str, Any]]:
@@ -105,7 +94,7 @@ def _size(total: int, client: Client) -> dict[str, Any]:
         began = time.perf_counter()
         live_list(hosts)
         samples.append(time.perf_counter() - began)
-    baseline = timings(samples)
+    baseline = latency_summary(samples)
     for host in hosts:
         drop_connection(host.uri)
     return {
@@ -166,7 +155,7 @@ def _state_changes(cookie: str) -> dict[str, Any]:
         latencies = asyncio.run(_fan_out(server, cookie, change))
     finally:
         server.stop()
-    return {"clients": CLIENTS, "changes": CHANGES, **timings(latencies)}
+    return {"clients": CLIENTS, "changes": CHANGES, **latency_summary(latencies)}
 
 
 def _chart(rows: list[dict[str, Any]]) -> str:
