@@ -120,12 +120,18 @@ def _start(client: Client, guest: Guest) -> None:
     assert started.status_code == 200 and started.json()["state"] == "running", started.json()
 
 
+def _running_guest(client: Client, host: Host, made: list[Guest], **options: Any) -> Guest:
+    """A new tiny guest, started; removed again after the test (``made``)."""
+    guest = _make_guest(client, host, **options)
+    made.append(guest)
+    _start(client, guest)
+    return guest
+
+
 def test_preflight_passes_and_each_check_fails_for_its_reason(
         hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
     client, (source, target) = admin_client_tx, hosts
-    guest = _make_guest(client, source)
-    made.append(guest)
-    _start(client, guest)
+    guest = _running_guest(client, source, made)
     checks = _checks(client, guest, target)
     assert [c["message"] for c in checks.values() if not c["ok"]] == []
     assert "is online and accepts migrations" in checks["target host"]["message"]
@@ -214,9 +220,7 @@ def test_live_migration_with_progress_over_the_websocket(
         hosts: tuple[Host, Host], admin_client_tx: Client, daphne_server: Daphne,
         made: list[Guest]) -> None:
     client, (source, target) = admin_client_tx, hosts
-    guest = _make_guest(client, source)
-    made.append(guest)
-    _start(client, guest)
+    guest = _running_guest(client, source, made)
     answer = post(client, f"/api/v1/guests/{guest.pk}/migrate/", {"host": target.pk})
     assert answer.status_code == 202, answer.json()
     busy = post(client, f"/api/v1/guests/{guest.pk}/migrate/", {"host": target.pk})
@@ -242,9 +246,7 @@ def test_live_migration_with_progress_over_the_websocket(
 def test_live_migration_while_the_guest_dirties_64_mib(
         hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
     client, (source, target) = admin_client_tx, hosts
-    guest = _make_guest(client, source, memory_mib=4 * 64 + 64, dirty_mib=64)
-    made.append(guest)
-    _start(client, guest)
+    guest = _running_guest(client, source, made, memory_mib=4 * 64 + 64, dirty_mib=64)
     console = read_console_until(source.uri, str(guest.uuid), TINY_GUEST_DIRTYING, 180,
                                  allow_insecure=True)
     assert TINY_GUEST_DIRTYING in console, console[-500:]
@@ -263,9 +265,7 @@ def test_live_migration_while_the_guest_dirties_64_mib(
 def test_cancel_keeps_the_guest_on_the_source(
         hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
     client, (source, target) = admin_client_tx, hosts
-    guest = _make_guest(client, source, memory_mib=256)
-    made.append(guest)
-    _start(client, guest)
+    guest = _running_guest(client, source, made, memory_mib=256)
     answer = post(client, f"/api/v1/guests/{guest.pk}/migrate/",
                   {"host": target.pk, "bandwidth_mib": 1})  # ~256 s: it will be cancelled
     assert answer.status_code == 202, answer.json()
@@ -289,9 +289,7 @@ def test_cancel_keeps_the_guest_on_the_source(
 def test_offline_migration_through_the_shared_pool(
         hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
     client, (source, target) = admin_client_tx, hosts
-    guest = _make_guest(client, source)
-    made.append(guest)
-    _start(client, guest)
+    guest = _running_guest(client, source, made)
     read_console_until(source.uri, str(guest.uuid), TINY_GUEST_TICK, 90, allow_insecure=True)
     answer = post(client, f"/api/v1/guests/{guest.pk}/migrate/",
                   {"host": target.pk, "mode": "offline"})
@@ -421,9 +419,7 @@ def test_target_libvirtd_killed_during_a_migration(
     from hosts.lab.daemons import lab_up
 
     client, (source, target) = admin_client_tx, hosts
-    guest = _make_guest(client, source)
-    made.append(guest)
-    _start(client, guest)
+    guest = _running_guest(client, source, made)
     job_id = _slow_migration(client, guest, target)
     runner = threading.Thread(target=_run, args=(job_id,))
     runner.start()
@@ -445,9 +441,7 @@ def test_worker_killed_during_a_migration(
     from xenweb.jobs.services import reap_stale_jobs
 
     client, (source, target) = admin_client_tx, hosts
-    guest = _make_guest(client, source)
-    made.append(guest)
-    _start(client, guest)
+    guest = _running_guest(client, source, made)
     worker = CeleryWorker()
     try:
         job_id = _slow_migration(client, guest, target)
