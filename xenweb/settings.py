@@ -72,6 +72,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "xenweb.appliance.context.appliance",
+                "xenweb.health.services_status",
             ],
         },
     },
@@ -143,9 +144,10 @@ CHANNEL_LAYERS = {
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "xenweb.cache.SoftRedisCache",
         "LOCATION": _redis_db(2),
         "KEY_PREFIX": "xenweb",
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 2},
     }
 }
 
@@ -153,6 +155,11 @@ CACHES = {
 JOB_MAX_SECONDS = env.int("XENWEB_JOB_MAX_SECONDS", default=24 * 3600)
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=_redis_db(0))
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# With Redis down, creating a job must not hang the request: a short try, then the job
+# waits for the broker (xenweb.jobs.dispatch).
+CELERY_BROKER_CONNECTION_TIMEOUT = 2.0
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0,
+                                    "interval_step": 0.5, "interval_max": 0.5}
 # Redelivery only after the longest job could have finished, so a slow job is never run twice.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": JOB_MAX_SECONDS * 2}
 CELERY_TASK_ACKS_LATE = True
@@ -166,6 +173,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": "xenweb.jobs.tasks.reap_stale_jobs", "schedule": 30.0},
+    "redispatch-pending-jobs": {"task": "xenweb.jobs.tasks.redispatch_pending_jobs",
+                                "schedule": 15.0},
 }
 
 # A running job's worker touches the row this often; after JOB_STALE_SECONDS without a

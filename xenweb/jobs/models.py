@@ -63,6 +63,10 @@ class Job(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     celery_task_id = models.CharField(max_length=64, blank=True)
+    # The Celery task that runs it, and whether its message still has to be sent (the
+    # broker was unreachable when the job was created: it is sent once Redis is back).
+    task_name = models.CharField(max_length=128, blank=True)
+    dispatch_pending = models.BooleanField(default=False, db_index=True)
     worker = models.CharField(max_length=255, blank=True)
 
     class Meta:

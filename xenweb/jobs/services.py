@@ -12,6 +12,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from xenweb.audit.services import record
+from xenweb.jobs import dispatch
 from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.notify import notify_job
@@ -48,6 +49,7 @@ def start_job(
         unit=unit,
         total=total,
         celery_task_id=task_id,
+        task_name=getattr(task, "name", "") or "",
         message="Waiting for a worker",
         target_type=target._meta.label_lower if target is not None else "",
         target_id=str(target.pk) if target is not None else "",
@@ -60,8 +62,7 @@ def start_job(
         transaction.on_commit(lambda: _run_here(task, job.pk, task_id))
     else:
         options = {"queue": queue} if queue else {}
-        transaction.on_commit(
-            lambda: task.apply_async(args=[job.pk], task_id=task_id, **options))
+        transaction.on_commit(lambda: dispatch.send(job, options))
     return job
 
 

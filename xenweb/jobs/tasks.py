@@ -31,3 +31,11 @@ def selftest(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
 @shared_task(name="xenweb.jobs.tasks.reap_stale_jobs")
 def reap_stale_jobs() -> list[int]:
     return services.reap_stale_jobs()
+
+
+@shared_task(name="xenweb.jobs.tasks.redispatch_pending_jobs")
+def redispatch_pending_jobs() -> list[int]:
+    """Jobs created while the broker was down whose web process ended before sending them."""
+    from xenweb.jobs.dispatch import redispatch_pending
+
+    return redispatch_pending()
