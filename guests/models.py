@@ -94,3 +94,24 @@ class LvmSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.guest}@{self.name}"
+
+
+class GuestSample(models.Model):
+    """Raw counters of a guest at one moment (rates come from two samples)."""
+
+    guest = models.ForeignKey(Guest, on_delete=models.CASCADE, related_name="samples")
+    at = models.DateTimeField(db_index=True)
+    cpu_time_ns = models.BigIntegerField()
+    vcpus = models.PositiveIntegerField(default=0)
+    memory_kib = models.BigIntegerField(default=0)
+    disk_read_bytes = models.BigIntegerField(default=0)
+    disk_write_bytes = models.BigIntegerField(default=0)
+    net_rx_bytes = models.BigIntegerField(default=0)
+    net_tx_bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["guest", "at"]
+        indexes = [models.Index(fields=["guest", "at"], name="guestsample_guest_at")]
+
+    def __str__(self) -> str:
+        return f"{self.guest_id}@{self.at:%Y-%m-%d %H:%M:%S}"

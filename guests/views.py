@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from guests import devices, services
@@ -16,6 +17,7 @@ from guests.lifecycle import ALLOWED, DOM0_FORBIDDEN
 from guests.models import Guest
 from guests.snapshot_views import snapshot_context
 from hosts.capabilities import offered_types
+from hosts.metrics import GUEST_CHARTS, chart_context
 from hosts.models import Host
 from storage.iso_library import iso_images
 from storage.models import Pool, Volume
@@ -72,6 +74,8 @@ def guest_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "jobs": Job.objects.filter(target_type="guests.guest", target_id=str(guest.pk))[:10],
         "can_delete": guest.state in ALLOWED["delete"] and not guest.is_privileged,
         "migration_targets": Host.objects.exclude(pk=guest.host_id),
+        "performance": chart_context(reverse("api:guest-metrics-metrics", args=[guest.pk]),
+                                     guest.host_id, GUEST_CHARTS),
         **({} if guest.is_privileged else snapshot_context(guest)),
     })
 

@@ -53,3 +53,22 @@ class Host(models.Model):
         from hosts.virt.demo import is_private_mock
 
         return is_private_mock(self.uri)
+
+
+class HostSample(models.Model):
+    """Raw counters of a host at one moment (rates come from two samples)."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="samples")
+    at = models.DateTimeField(db_index=True)
+    cpu_busy_ns = models.BigIntegerField()
+    cpu_total_ns = models.BigIntegerField()
+    memory_total_kib = models.BigIntegerField()
+    memory_free_kib = models.BigIntegerField(null=True)
+    guests_running = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["host", "at"]
+        indexes = [models.Index(fields=["host", "at"], name="hostsample_host_at")]
+
+    def __str__(self) -> str:
+        return f"{self.host_id}@{self.at:%Y-%m-%d %H:%M:%S}"

@@ -4,10 +4,12 @@ from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from hosts import services
 from hosts.forms import HostForm
+from hosts.metrics import HOST_CHARTS, chart_context
 from hosts.models import Host
 from hosts.virt import VirtError
 from xenweb.appliance.sshkeys import public_key
@@ -21,7 +23,9 @@ def host_list(request: HttpRequest) -> HttpResponse:
 @permission_required("hosts.view_host", raise_exception=True)
 def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
     host = get_object_or_404(Host, pk=pk)
-    return render(request, "hosts/detail.html", {"host": host})
+    performance = chart_context(reverse("api:host-metrics-metrics", args=[host.pk]), host.pk,
+                                HOST_CHARTS)
+    return render(request, "hosts/detail.html", {"host": host, "performance": performance})
 
 
 @permission_required("hosts.add_host", raise_exception=True)

@@ -127,7 +127,7 @@ install_node_packages() {
 copy_vendor_files() {
     local hash="$1" nm="$ROOT/node_modules" tmp="$ROOT/static/.vendor.tmp"
     rm -rf "$tmp"
-    mkdir -p "$tmp"/{bootstrap,bootstrap-icons,htmx,xterm,novnc}
+    mkdir -p "$tmp"/{bootstrap,bootstrap-icons,htmx,xterm,novnc,uplot}
 
     # Copies a file; "?" before the source makes it optional.
     put() {
@@ -156,6 +156,9 @@ copy_vendor_files() {
     put '?@xterm/xterm/lib/xterm.js.map' xterm/
     put @xterm/xterm/css/xterm.css xterm/
     put @novnc/novnc/core novnc/
+    put uplot/dist/uPlot.iife.min.js uplot/
+    put uplot/dist/uPlot.min.css uplot/
+    put '?uplot/LICENSE' uplot/
     put @novnc/novnc/vendor novnc/
     put '?@novnc/novnc/LICENSE.txt' novnc/
 

@@ -8,6 +8,7 @@ from guests.migration_api import (
     HostEvacuationViewSet,
 )
 from hosts.api import HostViewSet
+from hosts.metrics_api import GuestMetricsViewSet, HostMetricsViewSet
 from storage.api import VolumeViewSet
 from storage.api_pools import PoolViewSet
 from xenweb.accounts.api import MeView
@@ -23,6 +24,8 @@ router.register("hosts", HostEvacuationViewSet, basename="host-evacuation")
 router.register("guests", GuestViewSet, basename="guest")
 router.register("guests", GuestMigrationViewSet, basename="guest-migration")
 router.register("conflict-sets", ConflictSetViewSet, basename="conflictset")
+router.register("hosts", HostMetricsViewSet, basename="host-metrics")
+router.register("guests", GuestMetricsViewSet, basename="guest-metrics")
 router.register("pools", PoolViewSet, basename="pool")
 router.register("volumes", VolumeViewSet, basename="volume")
 

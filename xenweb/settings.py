@@ -173,6 +173,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": "xenweb.jobs.tasks.reap_stale_jobs", "schedule": 30.0},
+    "sample-metrics": {"task": "hosts.tasks.sample_metrics",
+                       "schedule": env.float("XENWEB_METRICS_INTERVAL", default=30.0)},
     "redispatch-pending-jobs": {"task": "xenweb.jobs.tasks.redispatch_pending_jobs",
                                 "schedule": 15.0},
 }
@@ -182,6 +184,9 @@ CELERY_BEAT_SCHEDULE = {
 JOB_HEARTBEAT_SECONDS = env.float("XENWEB_JOB_HEARTBEAT_SECONDS", default=5.0)
 JOB_STALE_SECONDS = env.float("XENWEB_JOB_STALE_SECONDS", default=60.0)
 JOB_PROGRESS_INTERVAL = env.float("XENWEB_JOB_PROGRESS_INTERVAL", default=0.25)
+
+# Performance samples are kept this long (one row per guest and host per interval).
+METRICS_RETENTION_HOURS = env.float("XENWEB_METRICS_RETENTION_HOURS", default=24.0)
 
 # A live migration is aborted after this long per GiB of guest memory (at least the floor).
 MIGRATION_SECONDS_PER_GIB = env.float("XENWEB_MIGRATION_SECONDS_PER_GIB", default=800.0)

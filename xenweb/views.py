@@ -5,6 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from guests.models import Guest
+from hosts.metrics import latest_load
 from hosts.models import Host
 from storage.models import Pool
 from xenweb.jobs.models import ACTIVE_STATES, Job
@@ -23,7 +24,17 @@ def dashboard_context() -> dict:
         "pool_count": Pool.objects.count(),
         "active_jobs": Job.objects.filter(state__in=ACTIVE_STATES).select_related("owner")[:20],
         "recent_jobs": Job.objects.exclude(state__in=ACTIVE_STATES).select_related("owner")[:8],
+        "host_load": host_load(),
     }
+
+
+def host_load(limit: int = 10) -> list[dict[str, object]]:
+    """The busiest hosts by their latest CPU sample: the dashboard's load at a glance."""
+    hosts = list(Host.objects.filter(state=Host.State.ONLINE)[:200])
+    load = latest_load(hosts)
+    rows = [{"host": host, "cpu": load.get(host.pk)} for host in hosts]
+    rows.sort(key=lambda row: -1 if row["cpu"] is None else row["cpu"], reverse=True)
+    return rows[:limit]
 
 
 def dashboard(request: HttpRequest) -> HttpResponse:
