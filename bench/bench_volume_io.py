@@ -1,4 +1,4 @@
-"""Volume upload/download throughput through the app (daphne, the REST API, libvirt
+"""Volume upload/download throughput through the app (the web server, the REST API, libvirt
 streams) against `virsh vol-upload` / `vol-download` of the same file to the same lab
 host in the same run. Goal: app / virsh >= 0.8 both ways."""
 
@@ -23,7 +23,7 @@ from hosts.lab.register import register_lab_host
 from storage import services
 from storage.inventory import reconcile_pools
 from storage.models import Pool
-from tests.live.processes import Daphne
+from tests.live.processes import WebServer
 from xenweb.accounts.roles import ADMIN, set_role, sync_roles
 from xenweb.appliance.models import ApplianceSettings
 
@@ -31,7 +31,7 @@ SIZE = 512 * 1024 * 1024
 CHUNK = 1024 * 1024
 
 
-def _upload(server: Daphne, token: str, url: str, path: Path) -> None:
+def _upload(server: WebServer, token: str, url: str, path: Path) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
     conn.putrequest("PUT", url)
     conn.putheader("Authorization", f"Token {token}")
@@ -47,7 +47,7 @@ def _upload(server: Daphne, token: str, url: str, path: Path) -> None:
         raise RuntimeError(f"upload failed: {response.status} {body[:500]!r}")
 
 
-def _download(server: Daphne, token: str, url: str, path: Path) -> None:
+def _download(server: WebServer, token: str, url: str, path: Path) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
     conn.request("GET", url, headers={"Authorization": f"Token {token}"})
     response = conn.getresponse()
@@ -91,7 +91,7 @@ def run() -> dict[str, Any]:
                     out.write(os.urandom(CHUNK))
             name = f"bench-{uuid.uuid4().hex[:6]}.img"
             volume = services.create_volume(pool, name=name, capacity=SIZE)
-            server = Daphne()
+            server = WebServer()
             url = f"/api/v1/volumes/{volume.pk}/content/"
             virsh = ["virsh", "-q", "-c", lab.uri]
 
