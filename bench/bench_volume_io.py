@@ -20,6 +20,7 @@ from rest_framework.authtoken.models import Token
 
 from hosts.lab.daemons import lab_down, lab_up
 from hosts.lab.register import register_lab_host
+from hosts.models import Host
 from storage import services
 from storage.inventory import reconcile_pools
 from storage.models import Pool
@@ -74,6 +75,8 @@ def run() -> dict[str, Any]:
         lab = lab_up(1, root=root / "lab")[0]
         server = None
         try:
+            # A lab host row left by an earlier run names a lab that is gone.
+            Host.objects.filter(name=lab.name, is_lab=True).delete()
             host, _ = register_lab_host(lab)
             reconcile_pools(host)
             pool = Pool.objects.get(host=host, name="local")

@@ -43,6 +43,7 @@ def main() -> int:
         module = importlib.import_module(f"bench.{path.stem}")
         results["benchmarks"][name] = module.run()
     out = BENCH / "results" / "latest.json"
+    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results written to {out.relative_to(BENCH.parent)}")
     return 0

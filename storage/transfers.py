@@ -9,8 +9,9 @@ libvirt stream; neither side is ever held whole in memory or copied to disk here
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import os
-import queue
 import socket
 import threading
 import uuid
@@ -18,7 +19,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
 from hosts.virt import VirtError
@@ -134,20 +134,34 @@ class Download:
             record("volume.download", user=user, request=request, target=volume,
                    result="failed", message=str(exc))
             raise StorageError(str(exc)) from exc
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUED)
+        # Producer thread -> event loop: blocks in a deque, QUEUED places at most; the
+        # loop is woken by call_soon_threadsafe (no executor thread per block).
+        self._blocks: collections.deque[Any] = collections.deque()
+        self._space = threading.Semaphore(QUEUED)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._arrived: asyncio.Event | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, daemon=True,
                                         name=f"job-{self.job.pk}-download")
         self._started = False
 
     def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
+        """Hand a block (or _END, which always fits) to the response; False when the
+        response is gone."""
+        if item is not _END:
+            while not self._space.acquire(timeout=0.5):
+                if self._stop.is_set():
+                    return False
+        loop, arrived = self._loop, self._arrived
+        if loop is None or arrived is None:  # only achunks starts this thread
+            return False
+        self._blocks.append(item)
+        try:
+            loop.call_soon_threadsafe(arrived.set)
+        except RuntimeError:  # the event loop is closed: nobody reads any more
+            self._stop.set()
+            return False
+        return True
 
     def _pump(self) -> Iterator[bytes]:
         """The bytes, while the job row follows them (progress, outcome, audit)."""
@@ -224,10 +238,20 @@ class Download:
             pump.close()
 
     async def achunks(self) -> AsyncIterator[bytes]:
+        self._loop = asyncio.get_running_loop()
+        self._arrived = asyncio.Event()
         self._start()
-        get = sync_to_async(self._queue.get, thread_sensitive=False)
         try:
-            while (item := await get()) is not _END:
+            while True:
+                if not self._blocks:
+                    self._arrived.clear()
+                    if not self._blocks:
+                        await self._arrived.wait()
+                    continue
+                item = self._blocks.popleft()
+                if item is _END:
+                    break
+                self._space.release()
                 yield item
         finally:
             self.close()

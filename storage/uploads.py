@@ -34,7 +34,8 @@ from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
 from xenweb.jobs.runner import run_job
 
-READ = 4 * 1024 * 1024
+# What one read of the body asks for: one libvirt stream send (hosts.virt.volumes).
+READ = virt.SEND_MAX
 
 
 class UploadBrokenOff(JobError):
@@ -61,9 +62,8 @@ def start_upload(volume: Volume, length: int, *, user: Any = None,
 
 
 def body_chunks(body: IO[bytes], length: int) -> Iterator[bytes]:
-    """`length` bytes of a file-like body, in the pieces it gives (up to READ bytes each:
-    a streamed body hands over whole blocks without copying them). Fewer bytes when the
-    body ends early; UploadBrokenOff when the connection broke off."""
+    """`length` bytes of a file-like body, in the pieces it gives (up to READ bytes each).
+    Fewer bytes when the body ends early; UploadBrokenOff when the connection broke off."""
     left = length
     while left > 0:
         try:
