@@ -178,3 +178,48 @@ def test_a_body_that_breaks_off_fails_the_job_and_leaves_the_volume_empty(
     assert AuditRecord.objects.filter(action="volume.upload", result="failed",
                                       target_id=str(vol["id"])).exists()
     assert admin_client_tx.delete(f"/api/v1/volumes/{vol['id']}/").status_code == 204
+
+
+def test_a_cancelled_upload_ends_cancelled_and_leaves_the_volume_empty(
+        local_pool: Pool, web_server: WebServer, admin_client_tx: Client) -> None:
+    vol = new_volume(admin_client_tx, local_pool, "2M")
+    token = Token.objects.create(user=get_user_model().objects.get(username="alice-admin")).key
+    total = 256 * MIB
+    head = (f"PUT /api/v1/volumes/{vol['id']}/content/ HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{web_server.port}\r\nAuthorization: Token {token}\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {total}\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", web_server.port), timeout=60) as sock:
+        sock.sendall(head.encode())
+        for _ in range(16):
+            sock.sendall(os.urandom(MIB))
+        job = wait_for(lambda: Job.objects.filter(kind="volume.upload", state="running",
+                                                  target_id=str(vol["id"])).first(),
+                       120, "the upload job running")
+        cancelled = admin_client_tx.post(f"/api/v1/jobs/{job.pk}/cancel/")
+        assert cancelled.status_code in (200, 202), cancelled.content
+        # The server stops reading the body and answers at once: the job, cancelled.
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            try:
+                sock.sendall(bytes(64 * 1024))
+            except OSError:
+                pass
+            sock.settimeout(0.2)
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                break
+            answer += data
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 409"), answer[:300]
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["id"] == job.pk and body["state"] == "cancelled"
+    job.refresh_from_db()
+    assert job.state == "cancelled"
+    volume = Volume.objects.get(pk=vol["id"])
+    assert volume.capacity == 2 * MIB
+    content = Path(volume.path).read_bytes()
+    assert len(content) == 2 * MIB and content.count(0) == len(content)
+    assert admin_client_tx.delete(f"/api/v1/volumes/{vol['id']}/").status_code == 204
