@@ -63,7 +63,7 @@ class _End:
 class StreamedBody:
     """The request body between the event loop (which receives it) and the view's thread
     (which reads it like a file). Also the `receive` that Django's handler listens on for
-    a disconnect, so that only one party ever reads the connection."""
+    a disconnect, so that only the pump ever reads the connection."""
 
     def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
         self._receive = receive
@@ -75,7 +75,6 @@ class StreamedBody:
         self._offset = 0
         self._pump: asyncio.Task[None] | None = None
         self._pump_started = threading.Event()
-        self._body_over: asyncio.Future[str] = loop.create_future()
         self._closed = False
         self.received = 0
         self.ended: _End | None = None
@@ -111,8 +110,6 @@ class StreamedBody:
                     break
         finally:
             self._put(end)
-            if not self._body_over.done():
-                self._body_over.set_result(end.error)
 
     async def _hand_over(self, parts: list[bytes]) -> None:
         """One block of about BLOCK bytes for the view: waking its thread (and sending
@@ -125,11 +122,14 @@ class StreamedBody:
         self._ready.release()
 
     async def __call__(self) -> dict[str, Any]:
-        """`receive` for Django's disconnect listener: it waits until the body is over."""
-        error = await self._body_over
-        if error:
-            return {"type": "http.disconnect"}
-        return await self._receive()
+        """`receive` for Django's disconnect listener, which cancels the view when the
+        client goes away: here it never hears of that. A view reading a streamed body
+        learns it from the body (ConnectionAbortedError) and finishes what it started;
+        cancelled half-way (a job's progress broadcast on the event loop got the
+        CancelledError) it left its job running and a volume half-written. Django stops
+        this wait once the view has answered (to nobody, if the client is gone)."""
+        await self._loop.create_future()
+        return {"type": "http.disconnect"}
 
     def close(self) -> None:
         """The request is over (Django closes its body file): stop receiving."""
