@@ -1,5 +1,5 @@
 """Job progress latency: from a task's `ProgressReporter.update()` to a browser's
-websocket (daphne, real Redis channel layer), against the baseline of a bare channel-layer
+websocket (the web server, real Redis channel layer), against the baseline of a bare channel-layer
 `group_send` of the same message to the same socket (what any progress push costs)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from bench.stats import latency_summary
-from tests.live.processes import Daphne
+from tests.live.processes import WebServer
 from xenweb.accounts.roles import ADMIN, set_role, sync_roles
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.progress import ProgressReporter
@@ -26,7 +26,7 @@ from xenweb.realtime import job_group
 ROUNDS = 300
 
 
-async def measure(server: Daphne, cookie: str, job: Job, send: Any) -> list[float]:
+async def measure(server: WebServer, cookie: str, job: Job, send: Any) -> list[float]:
     headers = {"Origin": server.origin, "Cookie": f"sessionid={cookie}"}
     url = server.ws_url(f"/ws/jobs/{job.pk}/")
     latencies = []
@@ -61,7 +61,7 @@ def run() -> dict[str, Any]:
             job_group(job.pk), {"type": "job.update", "job": {**payload, "done": i}}
         )
 
-    server = Daphne()
+    server = WebServer()
     try:
         base = latency_summary(asyncio.run(measure(server, cookie, job, baseline)))
         app = latency_summary(asyncio.run(measure(server, cookie, job, via_reporter)))

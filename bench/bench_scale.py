@@ -33,7 +33,7 @@ from hosts.monitor import sync_inventory
 from hosts.virt import domains as virt
 from hosts.virt.connection import drop_connection
 from hosts.watcher import guest_message
-from tests.live.processes import Daphne
+from tests.live.processes import WebServer
 from xenweb.accounts.roles import ADMIN, set_role, sync_roles
 from xenweb.realtime import EVENTS_GROUP, broadcast
 
@@ -107,7 +107,7 @@ def _size(total: int, client: Client) -> dict[str, Any]:
     }
 
 
-async def _fan_out(server: Daphne, cookie: str, change: Any) -> list[float]:
+async def _fan_out(server: WebServer, cookie: str, change: Any) -> list[float]:
     headers = {"Origin": server.origin, "Cookie": f"sessionid={cookie}"}
     sockets = [await websockets.connect(server.ws_url("/ws/events/"), additional_headers=headers,
                                         open_timeout=30) for _ in range(CLIENTS)]
@@ -150,7 +150,7 @@ def _state_changes(cookie: str) -> dict[str, Any]:
                             detail="", received_at=time.time())
         broadcast([EVENTS_GROUP], guest_message(host, event, row.state if row else None))
 
-    server = Daphne()
+    server = WebServer()
     try:
         latencies = asyncio.run(_fan_out(server, cookie, change))
     finally:

@@ -19,12 +19,13 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from storage import selectors, services, transfers
+from storage import selectors, services, transfers, uploads
 from storage.errors import StorageError
 from storage.models import Pool, Volume
 from storage.units import parse_size
 from xenweb.jobs.api import accepted
 from xenweb.jobs.serializers import JobSerializer
+from xenweb.streamed_body import streams_body
 
 REFUSED = OpenApiResponse(description="refused, with `detail`")
 
@@ -236,15 +237,19 @@ class VolumeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
                        "says why"))},
     )
     @content.mapping.put
+    @streams_body
     def upload(self, request: Request, pk: str | None = None) -> Response:
         """Replace the volume's content with the request body (raw bytes, not a form),
-        streamed to the host in chunks. Needs `Content-Length`.
+        streamed to the host as it arrives (never stored on the appliance). Needs
+        `Content-Length`; `Expect: 100-continue` lets a client learn of a refusal before
+        it sends the body.
 
         The transfer is a job that runs in this request: it is listed under
         `/api/v1/jobs/` and its progress (bytes, rate, ETA) is pushed to `/ws/jobs/<id>/`
         and `/ws/events/` while the body arrives; the answer, once the upload is done,
         is that job: 201 when it succeeded (`result` gives the volume, format and
-        virtual size), 422 when the image was refused, 409 when it failed otherwise.
+        virtual size), 422 when the image was refused, 409 when it failed otherwise
+        (then the volume is left empty, never holding a partial image).
         The volume is re-created first: a raw volume gets the size of the upload, a
         qcow2 one the virtual size of the uploaded image. Uploaded images must be
         self-contained (no backing file, no external data file) and of the volume's
@@ -255,7 +260,7 @@ class VolumeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
             return Response({"detail": "Send the image as the request body with a "
                              "Content-Length header."}, status=status.HTTP_411_LENGTH_REQUIRED)
         try:
-            outcome = transfers.upload(volume, request._request, int(length),
+            outcome = uploads.upload(volume, request._request, int(length),
                                        user=request.user, request=request)
         except StorageError as exc:
             return refused(exc)

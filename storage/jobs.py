@@ -28,12 +28,24 @@ def _volume(job: Job) -> Volume:
 
 
 def clone_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
+    """Copy on the host (libvirt's volume clone), not through streams: the bytes never
+    leave the host, and the filesystem may share them (reflink). libvirt cannot report
+    progress nor abort it, so the job follows the copy's size on the host (an estimate)
+    and says it cannot be cancelled."""
     volume = _volume(job)
     pool, new_name = volume.pool, job.params["name"]
-    reporter.update(0, message=f"Copying {volume.name} to {new_name}", force=True)
+    reporter.configure(cancellable=False, estimated=True)
+    message = f"Copying {volume.name} to {new_name}"
+    reporter.update(0, message=message, force=True)
+    total = job.total or 0
+
+    def progress(done: int) -> None:
+        # The copy's final size is only known at the end: never show it finished before.
+        reporter.update(min(done, int(total * 0.99)) if total else done, message=message)
+
     try:
         info = virt.clone_volume(pool.host.uri, volume.path, new_name,
-                                 allow_insecure=pool.host.is_lab)
+                                 allow_insecure=pool.host.is_lab, progress=progress)
     except (VirtError, StorageError) as exc:
         record("volume.clone", user=job.owner, target=volume, result="failed", message=str(exc),
                name=new_name)
@@ -45,9 +57,13 @@ def clone_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
 
 
 def wipe_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
+    """libvirt wipes without reporting progress and cannot stop halfway: the job shows no
+    percentage (its total stays empty) and cannot be cancelled once running."""
     volume = _volume(job)
     pool = volume.pool
-    reporter.update(0, message=f"Overwriting {volume.name} with zeros", force=True)
+    reporter.configure(cancellable=False)
+    reporter.update(0, message=f"Overwriting {volume.name} with zeros (the host reports no "
+                    "progress)", force=True)
     try:
         info = virt.wipe_volume(pool.host.uri, volume.path, allow_insecure=pool.host.is_lab)
     except VirtError as exc:
@@ -56,4 +72,4 @@ def wipe_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     _store_volume(pool, info)
     resync_pool(pool)
     record("volume.wipe", user=job.owner, target=volume)
-    return {"volume": volume.pk}
+    return {"volume": volume.pk, "bytes": info.capacity}

@@ -147,6 +147,15 @@ def delete_volume(volume: Volume, *, user: Any = None, request: Any = None) -> N
     resync_pool(pool)
 
 
+def _copy_size(volume: Volume) -> int:
+    """What a clone writes on the host: the source file's size (the capacity for raw)."""
+    pool = volume.pool
+    try:
+        return virt.volume_details(pool.host.uri, volume.path, **_conn(pool)).physical
+    except VirtError:
+        return volume.capacity
+
+
 def start_clone(volume: Volume, new_name: str, *, user: Any = None,
                 request: Any = None) -> Job:
     check_idle(volume, "clone")
@@ -155,7 +164,7 @@ def start_clone(volume: Volume, new_name: str, *, user: Any = None,
 
     return start_job(clone_task, kind="volume.clone", owner=user,
                      title=f"Clone {volume.name} as {new_name}", target=volume,
-                     params={"name": new_name}, total=volume.capacity, unit=Job.Unit.BYTES,
+                     params={"name": new_name}, total=_copy_size(volume), unit=Job.Unit.BYTES,
                      request=request, in_process=volume.pool.host.in_process_only)
 
 
@@ -163,6 +172,7 @@ def start_wipe(volume: Volume, *, user: Any = None, request: Any = None) -> Job:
     check_idle(volume, "wipe")
     from storage.tasks import wipe_task
 
+    # No total: libvirt reports no progress for a wipe, so none is shown (not a fake one).
     return start_job(wipe_task, kind="volume.wipe", owner=user, title=f"Wipe {volume.name}",
-                     target=volume, total=volume.capacity, unit=Job.Unit.BYTES,
+                     target=volume, total=None, unit=Job.Unit.BYTES,
                      request=request, in_process=volume.pool.host.in_process_only)

@@ -1,4 +1,5 @@
-"""Streamed upload and download of volume content, each a Job with byte progress.
+"""Streamed download of volume content as a Job with byte progress, and what uploads
+(storage.uploads) share with it.
 
 The request handler holds the bytes, so the job runs in the request itself (not on a
 worker) but is an ordinary Job row: progress, rate and ETA reach ``/ws/jobs/<id>/`` and
@@ -8,32 +9,34 @@ libvirt stream; neither side is ever held whole in memory or copied to disk here
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import os
-import queue
 import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
-from storage.errors import ImageRefused, StorageError
-from storage.images import HEADER_BYTES, check_image
+from storage.errors import StorageError
 from storage.models import Volume
-from storage.services import _store_volume, check_idle, resync_pool
 from xenweb.audit.services import record
 from xenweb.jobs.errors import JobCancelled, JobError
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.progress import ProgressReporter
-from xenweb.jobs.runner import Heartbeat, claim, finish, run_job
+from xenweb.jobs.runner import Heartbeat, claim, finish
 
 CHUNK = 1024 * 1024
+# What a download hands the web server at once: the stream's packets (256 KiB) gathered,
+# so that the event loop is woken and a response message sent once per block, not per
+# packet. At most QUEUED blocks wait in memory per download.
+BLOCK = 2 * 1024 * 1024
+QUEUED = 4
 WORKER = f"{socket.gethostname()}/web"
 
 
@@ -66,107 +69,6 @@ def reachable_path(volume: Volume) -> str | None:
     if local and not host.in_process_only and volume.path and os.path.isfile(volume.path):
         return volume.path
     return None
-
-
-# -- upload -----------------------------------------------------------------------------
-
-
-@dataclass
-class UploadOutcome:
-    job: Job
-    refused: bool = False
-
-
-def _recreate_empty(volume: Volume, capacity: int) -> None:
-    """Start from a fresh sparse volume, so that holes in the stream read as zeros."""
-    pool = volume.pool
-    lab = pool.host.is_lab
-    virt.delete_volume(pool.host.uri, volume.path, allow_insecure=lab)
-    virt.create_volume(pool.host.uri, pool.name, volume.name, max(capacity, 1),
-                       volume.format or "raw", allow_insecure=lab)
-
-
-def _receive(volume: Volume, body: IO[bytes], length: int, reporter: ProgressReporter) -> bytes:
-    """Copy `length` bytes of `body` into the volume; returns the image's first MiB."""
-    pool = volume.pool
-    header = bytearray()
-    done = 0
-    reporter.update(0, total=length, message=f"Receiving {volume.name}", force=True)
-    with virt.VolumeUpload(pool.host.uri, volume.path, sparse=True,
-                           allow_insecure=pool.host.is_lab) as upload:
-        while done < length:
-            chunk = body.read(min(CHUNK, length - done))
-            if not chunk:
-                raise JobError(f"The upload ended after {done} of {length} bytes; the volume "
-                               "holds a partial image: upload it again.")
-            if len(header) < HEADER_BYTES:
-                header += chunk[:HEADER_BYTES - len(header)]
-            upload.write(chunk)
-            done += len(chunk)
-            reporter.update(done, message=f"Receiving {volume.name}")
-    reporter.update(done, message="Checking the image", force=True)
-    return bytes(header)
-
-
-def upload(volume: Volume, body: IO[bytes], length: int, *, user: Any = None,
-           request: Any = None) -> UploadOutcome:
-    """Replace the volume's content with `length` bytes read from `body`, as a job.
-
-    The volume is re-created empty first (same name and format): a raw volume then has
-    the size of the upload, a qcow2 volume the virtual size its header says. The image
-    is checked afterwards (see storage.images); a refused one is deleted with its volume.
-    """
-    check_idle(volume, "overwrite")
-    pool = volume.pool
-    available = pool.available + volume.allocation
-    if pool.available and length > available:
-        raise StorageError(f"Pool '{pool.name}' has {available} bytes free for this volume; "
-                           f"the upload is {length} bytes.")
-    job = _new_job("volume.upload", volume, user=user, request=request, total=length,
-                   title=f"Upload to {volume.name}", params={"bytes": length})
-    outcome = UploadOutcome(job=job)
-
-    def body_fn(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
-        reporter.configure(cancellable=True)
-        try:
-            _recreate_empty(volume, length)
-            header = _receive(volume, body, length, reporter)
-            facts = check_image(header, volume.format or "raw", reachable_path(volume))
-        except ImageRefused as exc:
-            outcome.refused = True
-            _discard(volume)
-            record("volume.upload", user=user, request=request, target=volume,
-                   result="failed", message=str(exc), bytes=length)
-            raise JobError(f"{exc} The uploaded volume was deleted.") from exc
-        except (VirtError, StorageError) as exc:
-            record("volume.upload", user=user, request=request, target=volume,
-                   result="failed", message=str(exc), bytes=length)
-            raise JobError(str(exc)) from exc
-        except (JobError, JobCancelled) as exc:
-            record("volume.upload", user=user, request=request, target=volume,
-                   result="failed", message=str(exc) or "cancelled", bytes=length)
-            raise
-        info = virt.volume_details(pool.host.uri, volume.path, allow_insecure=pool.host.is_lab)
-        stored = _store_volume(pool, info)  # type: ignore[arg-type]
-        resync_pool(pool)
-        record("volume.upload", user=user, request=request, target=stored, bytes=length,
-               format=facts.format, virtual_size=facts.virtual_size)
-        return {"volume": stored.pk, "bytes": length, "format": facts.format,
-                "virtual_size": facts.virtual_size}
-
-    run_job(job.pk, body_fn, task_id=job.celery_task_id, worker=WORKER)
-    job.refresh_from_db()
-    return outcome
-
-
-def _discard(volume: Volume) -> None:
-    pool = volume.pool
-    try:
-        virt.delete_volume(pool.host.uri, volume.path, allow_insecure=pool.host.is_lab)
-    except VirtError:
-        pass
-    Volume.objects.filter(pk=volume.pk).delete()
-    resync_pool(pool)
 
 
 # -- download ---------------------------------------------------------------------------
@@ -232,20 +134,34 @@ class Download:
             record("volume.download", user=user, request=request, target=volume,
                    result="failed", message=str(exc))
             raise StorageError(str(exc)) from exc
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=8)
+        # Producer thread -> event loop: blocks in a deque, QUEUED places at most; the
+        # loop is woken by call_soon_threadsafe (no executor thread per block).
+        self._blocks: collections.deque[Any] = collections.deque()
+        self._space = threading.Semaphore(QUEUED)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._arrived: asyncio.Event | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, daemon=True,
                                         name=f"job-{self.job.pk}-download")
         self._started = False
 
     def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
+        """Hand a block (or _END, which always fits) to the response; False when the
+        response is gone."""
+        if item is not _END:
+            while not self._space.acquire(timeout=0.5):
+                if self._stop.is_set():
+                    return False
+        loop, arrived = self._loop, self._arrived
+        if loop is None or arrived is None:  # only achunks starts this thread
+            return False
+        self._blocks.append(item)
+        try:
+            loop.call_soon_threadsafe(arrived.set)
+        except RuntimeError:  # the event loop is closed: nobody reads any more
+            self._stop.set()
+            return False
+        return True
 
     def _pump(self) -> Iterator[bytes]:
         """The bytes, while the job row follows them (progress, outcome, audit)."""
@@ -279,14 +195,23 @@ class Download:
             heartbeat.stop()
 
     def _produce(self) -> None:
-        """The producer thread of `achunks`."""
+        """The producer thread of `achunks`: the stream's packets, gathered in blocks."""
         pump = self._pump()
+        parts: list[bytes] = []
+        size = 0
         try:
             for chunk in pump:
-                if not self._put(chunk):
+                parts.append(chunk)
+                size += len(chunk)
+                if size < BLOCK:
+                    continue
+                if not self._put(parts[0] if len(parts) == 1 else b"".join(parts)):
                     self._stop.set()
                     pump.close()
-                    break
+                    return
+                parts, size = [], 0
+            if parts:
+                self._put(b"".join(parts))
         finally:
             self._put(_END)
             close_old_connections()
@@ -313,10 +238,20 @@ class Download:
             pump.close()
 
     async def achunks(self) -> AsyncIterator[bytes]:
+        self._loop = asyncio.get_running_loop()
+        self._arrived = asyncio.Event()
         self._start()
-        get = sync_to_async(self._queue.get, thread_sensitive=False)
         try:
-            while (item := await get()) is not _END:
+            while True:
+                if not self._blocks:
+                    self._arrived.clear()
+                    if not self._blocks:
+                        await self._arrived.wait()
+                    continue
+                item = self._blocks.popleft()
+                if item is _END:
+                    break
+                self._space.release()
                 yield item
         finally:
             self.close()

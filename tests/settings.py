@@ -1,5 +1,5 @@
 """Settings for the test suite: its own data dir, Redis databases and queue, so tests never
-touch a running appliance's state. The live stack's worker and daphne use these too."""
+touch a running appliance's state. The live stack's worker and web server use these too."""
 
 import os
 from pathlib import Path

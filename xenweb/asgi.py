@@ -1,4 +1,6 @@
-"""ASGI entry point (daphne): HTTP through Django, websockets through Channels.
+"""ASGI entry point (served by uvicorn, see xenweb.webserver): HTTP through Django,
+websockets through Channels. Views marked @streams_body (volume uploads) read their
+request body while it arrives instead of after Django has stored it (xenweb.streamed_body).
 
 Websockets are origin-checked against ALLOWED_HOSTS and carry the session user; each
 consumer checks authentication and permission in connect().
@@ -6,10 +8,14 @@ consumer checks authentication and permission in connect().
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "xenweb.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from xenweb.streamed_body import StreamingBodyASGIHandler  # noqa: E402
+
+django_asgi_app = StreamingBodyASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

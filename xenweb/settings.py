@@ -22,7 +22,6 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -89,7 +88,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
-    # A file, not memory, so a real Celery worker and daphne can share the test database.
+    # A file, not memory, so a real Celery worker and the web server can share the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-xenweb.sqlite3")}
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", 60)

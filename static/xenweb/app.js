@@ -51,14 +51,17 @@
     const set = function (sel, text) { root.querySelectorAll(sel).forEach(function (el) { el.textContent = text; }); };
     const bar = root.querySelector(".job-bar");
     if (bar) {
-      bar.style.width = job.percent + "%";
-      bar.setAttribute("aria-valuenow", job.percent);
-      bar.textContent = job.percent + "%";
+      // No total while running: the work reports no progress (a wipe); say so, do not fake it.
+      const unknown = job.state === "running" && !job.total;
+      bar.style.width = unknown ? "100%" : job.percent + "%";
+      if (unknown) bar.removeAttribute("aria-valuenow"); else bar.setAttribute("aria-valuenow", job.percent);
+      bar.textContent = unknown ? "no progress reported" : job.percent + "%";
       bar.classList.toggle("progress-bar-animated", job.state === "running");
       bar.classList.toggle("progress-bar-striped", job.state === "running" || job.state === "queued");
       bar.className = bar.className.replace(/\bbg-\w+/g, "") + " bg-" + (STATE_CLASS[job.state] || "primary");
     }
-    set(".job-percent", job.percent + "%" + (job.estimated ? " (estimate)" : ""));
+    set(".job-percent", job.state === "running" && !job.total ? "unknown"
+      : job.percent + "%" + (job.estimated ? " (estimate)" : ""));
     set(".job-state", job.state);
     root.querySelectorAll(".job-state").forEach(function (el) {
       el.className = "badge job-state text-bg-" + (STATE_CLASS[job.state] || "secondary");

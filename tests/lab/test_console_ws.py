@@ -1,5 +1,6 @@
-"""A guest's text console in the browser, for real: the tiny guest on a lab host, daphne serving
-`/ws/guests/<pk>/console/`, and a websocket client with a session cookie and an Origin header.
+"""A guest's text console in the browser, for real: the tiny guest on a lab host, the web
+server serving `/ws/guests/<pk>/console/`, and a websocket client with a session cookie and
+an Origin header.
 
 The tiny guest runs no shell on its console, but its serial tty echoes what it receives
 (line discipline ECHO): an operator's keystrokes come back on the console, a viewer's never
@@ -33,7 +34,7 @@ from hosts.lab.tinyguest import (
 from hosts.virt import VirtError
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import HVM, DomainSpec
-from tests.live.processes import Daphne
+from tests.live.processes import WebServer
 from xenweb.audit.models import AuditRecord
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
@@ -52,8 +53,8 @@ def tiny_spec(name: str) -> DomainSpec:
 
 
 @pytest.fixture(scope="module")
-def console_daphne(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Daphne]:
-    server = Daphne()
+def console_web(django_db_setup: Any, django_db_blocker: Any) -> Iterator[WebServer]:
+    server = WebServer()
     yield server
     server.stop()
 
@@ -68,7 +69,7 @@ class Session:
     close_code: int | None = None
 
     @classmethod
-    async def open(cls, server: Daphne, client: Client, guest_pk: int) -> Session:
+    async def open(cls, server: WebServer, client: Client, guest_pk: int) -> Session:
         headers = {"Origin": server.origin,
                    "Cookie": f"sessionid={client.cookies['sessionid'].value}"}
         ws = await websockets.connect(server.ws_url(f"/ws/guests/{guest_pk}/console/"),
@@ -123,7 +124,7 @@ class Session:
         await self.ws.send(data)
 
 
-async def _console_scenario(server: Daphne, viewer: Client, operator: Client, guest: Guest,
+async def _console_scenario(server: WebServer, viewer: Client, operator: Client, guest: Guest,
                             uri: str) -> None:
     # A shut-off guest: the console says so and ends with "reconnect later".
     session = await Session.open(server, viewer, guest.pk)
@@ -174,7 +175,7 @@ async def _console_scenario(server: Daphne, viewer: Client, operator: Client, gu
 
 
 def test_guest_console_over_websocket(
-    lab_hosts: list[Any], console_daphne: Daphne, viewer_client: Client,
+    lab_hosts: list[Any], console_web: WebServer, viewer_client: Client,
     operator_client: Client,
 ) -> None:
     lab_host = lab_hosts[0]
@@ -184,7 +185,7 @@ def test_guest_console_over_websocket(
     try:
         reconcile_host(host)
         guest = Guest.objects.get(host=host, uuid=info.uuid)
-        asyncio.run(_console_scenario(console_daphne, viewer_client, operator_client, guest,
+        asyncio.run(_console_scenario(console_web, viewer_client, operator_client, guest,
                                       host.uri))
         opened = AuditRecord.objects.filter(action="guest.console", target_id=str(guest.pk))
         assert sorted(opened.values_list("username", "detail__readonly")) == [

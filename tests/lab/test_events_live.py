@@ -1,5 +1,5 @@
 """Guest events through the real thing: a lab host (real libvirtd and QEMU), the real
-watcher process (``manage.py watchhosts``), daphne and a browser-like websocket client.
+watcher process (``manage.py watchhosts``), the web server and a browser-like websocket client.
 
 A tiny guest is defined, started and destroyed through ``hosts.virt.domains`` directly,
 i.e. out of band as with virsh: only the watcher's event subscription can tell the
@@ -28,7 +28,7 @@ from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import HVM, DomainSpec
-from tests.live.processes import Daphne, Service, child_env, wait_for
+from tests.live.processes import Service, WebServer, child_env, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -49,11 +49,11 @@ def tiny_image() -> TinyGuestImage:
 
 
 @pytest.fixture
-def daphne(admin_client_tx: Client) -> Iterator[Daphne]:
-    server = Daphne()
+def web(admin_client_tx: Client) -> Iterator[WebServer]:
+    server = WebServer()
     yield server
     server.stop()
-    print(f"--- daphne output ---\n{server.output()[-3000:]}")
+    print(f"--- web server output ---\n{server.output()[-3000:]}")
 
 
 @pytest.fixture
@@ -80,12 +80,12 @@ def watcher(lab_host: Host) -> Iterator[Service]:
 
 
 @pytest.fixture
-def events_socket(daphne: Daphne, admin_client_tx: Client) -> Iterator[ClientConnection]:
+def events_socket(web: WebServer, admin_client_tx: Client) -> Iterator[ClientConnection]:
     headers = {
-        "Origin": daphne.origin,
+        "Origin": web.origin,
         "Cookie": f"sessionid={admin_client_tx.cookies['sessionid'].value}",
     }
-    with connect(daphne.ws_url("/ws/events/"), additional_headers=headers, open_timeout=20,
+    with connect(web.ws_url("/ws/events/"), additional_headers=headers, open_timeout=20,
                  proxy=None) as ws:
         assert json.loads(ws.recv(timeout=20))["type"] == "hello"
         yield ws

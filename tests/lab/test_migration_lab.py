@@ -36,7 +36,7 @@ from hosts.virt.pools import create_volume
 from hosts.virt.volumes import refresh_pool
 from storage.inventory import reconcile_pools
 from storage.models import Volume
-from tests.live.processes import Daphne
+from tests.live.processes import WebServer
 from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
 
@@ -94,8 +94,8 @@ def _remove(guest: Guest, *hosts: Host) -> None:
 
 
 @pytest.fixture(scope="module")
-def daphne_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Daphne]:
-    server = Daphne()
+def web_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[WebServer]:
+    server = WebServer()
     yield server
     server.stop()
 
@@ -187,7 +187,7 @@ def test_preflight_passes_and_each_check_fails_for_its_reason(
     assert f"attached writable to guest '{guest.name}'" in attached.json()["detail"]
 
 
-async def _job_messages(server: Daphne, cookie: str, job_id: int, work: Any) -> tuple[
+async def _job_messages(server: WebServer, cookie: str, job_id: int, work: Any) -> tuple[
         Any, list[dict]]:
     headers = {"Origin": server.origin, "Cookie": f"sessionid={cookie}"}
     messages: list[dict] = []
@@ -217,7 +217,7 @@ def _located(guest: Guest, host: Host) -> str | None:
 
 
 def test_live_migration_with_progress_over_the_websocket(
-        hosts: tuple[Host, Host], admin_client_tx: Client, daphne_server: Daphne,
+        hosts: tuple[Host, Host], admin_client_tx: Client, web_server: WebServer,
         made: list[Guest]) -> None:
     client, (source, target) = admin_client_tx, hosts
     guest = _running_guest(client, source, made)
@@ -227,7 +227,7 @@ def test_live_migration_with_progress_over_the_websocket(
     assert busy.status_code == 409 and "busy with job" in busy.json()["detail"]
 
     cookie = client.cookies["sessionid"].value
-    job, messages = asyncio.run(_job_messages(daphne_server, cookie, answer.json()["id"],
+    job, messages = asyncio.run(_job_messages(web_server, cookie, answer.json()["id"],
                                               lambda: _run(answer.json()["id"])))
     assert job.state == "succeeded", job.error
     assert job.result["downtime_ms"] is not None and job.result["total_s"] > 0

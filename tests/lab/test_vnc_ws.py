@@ -1,5 +1,5 @@
 """A guest's graphical console through the proxy, for real: the tiny guest with VNC graphics on a
-lab host (QEMU's VNC server on 127.0.0.1), daphne serving `/ws/guests/<pk>/vnc/`, and a
+lab host (QEMU's VNC server on 127.0.0.1), the web server serving `/ws/guests/<pk>/vnc/`, and a
 websocket client (subprotocol ``binary``, session cookie, Origin) speaking RFB as noVNC would:
 version, security type None, ClientInit, ServerInit with the framebuffer's size.
 """
@@ -28,7 +28,7 @@ from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import HVM, DomainSpec
-from tests.live.processes import Daphne
+from tests.live.processes import WebServer
 from xenweb.audit.models import AuditRecord
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
@@ -48,8 +48,8 @@ def tiny_vnc_spec(name: str) -> DomainSpec:
 
 
 @pytest.fixture(scope="module")
-def vnc_daphne(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Daphne]:
-    server = Daphne()
+def vnc_web(django_db_setup: Any, django_db_blocker: Any) -> Iterator[WebServer]:
+    server = WebServer()
     yield server
     server.stop()
 
@@ -64,7 +64,7 @@ class VncSession:
     close_code: int | None = None
 
     @classmethod
-    async def open(cls, server: Daphne, client: Client, guest_pk: int) -> VncSession:
+    async def open(cls, server: WebServer, client: Client, guest_pk: int) -> VncSession:
         headers = {"Origin": server.origin,
                    "Cookie": f"sessionid={client.cookies['sessionid'].value}"}
         ws = await websockets.connect(server.ws_url(f"/ws/guests/{guest_pk}/vnc/"),
@@ -139,7 +139,7 @@ async def rfb_handshake(session: VncSession) -> tuple[int, int, str]:
     return width, height, name
 
 
-async def _vnc_scenario(server: Daphne, viewer: Client, operator: Client, guest: Guest,
+async def _vnc_scenario(server: WebServer, viewer: Client, operator: Client, guest: Guest,
                         host: Host) -> None:
     uri = host.uri
     # Shut off: the proxy says so and ends with "reconnect later".
@@ -183,7 +183,7 @@ async def _vnc_scenario(server: Daphne, viewer: Client, operator: Client, guest:
 
 
 def test_guest_vnc_over_websocket(
-    lab_hosts: list[Any], vnc_daphne: Daphne, viewer_client: Client, operator_client: Client,
+    lab_hosts: list[Any], vnc_web: WebServer, viewer_client: Client, operator_client: Client,
 ) -> None:
     lab_host = lab_hosts[0]
     host, _ = register_lab_host(lab_host)
@@ -193,7 +193,7 @@ def test_guest_vnc_over_websocket(
         assert info.xml.vnc_listen == "127.0.0.1"
         reconcile_host(host)
         guest = Guest.objects.get(host=host, uuid=info.uuid)
-        asyncio.run(_vnc_scenario(vnc_daphne, viewer_client, operator_client, guest, host))
+        asyncio.run(_vnc_scenario(vnc_web, viewer_client, operator_client, guest, host))
         opened = AuditRecord.objects.filter(action="guest.vnc", target_id=str(guest.pk))
         assert sorted(opened.values_list("username", "detail__view_only")) == [
             ("oscar-operator", False), ("vera-viewer", True),

@@ -7,7 +7,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from tests.live.processes import CeleryWorker, Daphne
+from tests.live.processes import CeleryWorker, WebServer
 
 
 def _flush_test_redis() -> None:
@@ -26,7 +26,13 @@ def live_worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Celery
 
 
 @pytest.fixture(scope="session")
-def daphne_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Daphne]:
-    server = Daphne()
+def web_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[WebServer]:
+    server = WebServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def daphne_server(web_server: WebServer) -> WebServer:
+    """The fixture's name before the switch to uvicorn, for branches written against it."""
+    return web_server

@@ -1,4 +1,4 @@
-"""Jobs through the real thing: a Celery worker on the real Redis, daphne serving the
+"""Jobs through the real thing: a Celery worker on the real Redis, the web server serving the
 websocket, and a websocket client reading the progress stream."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import websockets
 from django.test import Client
 
-from tests.live.processes import CeleryWorker, Daphne, wait_for
+from tests.live.processes import CeleryWorker, WebServer, wait_for
 from xenweb.jobs import services
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.tasks import selftest
@@ -29,7 +29,7 @@ def wait_state(job_id: int, states: tuple[str, ...], timeout: float = 60) -> Job
     return Job.objects.get(pk=job_id)
 
 
-async def read_stream(server: Daphne, client: Client, job_id: int) -> list[dict[str, Any]]:
+async def read_stream(server: WebServer, client: Client, job_id: int) -> list[dict[str, Any]]:
     """Every job message until the job is finished."""
     headers = {
         "Origin": server.origin,
@@ -46,7 +46,7 @@ async def read_stream(server: Daphne, client: Client, job_id: int) -> list[dict[
 
 
 def test_progress_streams_in_order_to_the_finish(
-    live_worker: CeleryWorker, daphne_server: Daphne, admin_client_tx: Client
+    live_worker: CeleryWorker, web_server: WebServer, admin_client_tx: Client
 ) -> None:
     response = admin_client_tx.post(
         "/api/v1/jobs/selftest/", {"steps": 12, "step_seconds": 0.3},
@@ -57,7 +57,7 @@ def test_progress_streams_in_order_to_the_finish(
     assert body["url"] == f"/api/v1/jobs/{body['id']}/"
     assert body["state"] == "queued"
 
-    messages = asyncio.run(read_stream(daphne_server, admin_client_tx, body["id"]))
+    messages = asyncio.run(read_stream(web_server, admin_client_tx, body["id"]))
 
     assert messages[0]["seq"] == 0  # the snapshot sent on connect
     updates = messages[1:]

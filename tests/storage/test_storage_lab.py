@@ -77,18 +77,48 @@ def test_volume_actions_on_a_lab_host(admin_client: Client, local_pool: Pool) ->
     from xenweb.jobs.runner import run_job
 
     run_job(clone.json()["id"], clone_body, task_id="t", worker="w")
+    # libvirt copies on the host: progress is the copy's size there, an estimate, and the
+    # copy cannot be aborted.
+    cloned = Job.objects.get(pk=clone.json()["id"])
+    assert cloned.state == "succeeded" and cloned.estimated and not cloned.cancellable
+    assert cloned.total == cloned.done == len(data)
     copy = Volume.objects.get(name=vol["name"] + ".copy")
     assert hashlib.sha256(Path(copy.path).read_bytes()).digest() == \
         hashlib.sha256(data).digest()
     wipe = post(admin_client, f"/api/v1/volumes/{copy.pk}/wipe/")
+    assert wipe.json()["total"] is None  # libvirt reports no progress for a wipe
     run_job(wipe.json()["id"], wipe_body, task_id="t", worker="w")
-    assert Job.objects.get(pk=wipe.json()["id"]).state == "succeeded"
+    wiped_job = Job.objects.get(pk=wipe.json()["id"])
+    assert wiped_job.state == "succeeded" and not wiped_job.cancellable
     wiped = Path(copy.path).read_bytes()
     assert wiped.count(0) == len(wiped) >= len(data), len(wiped)
     for pk in (copy.pk, vol["id"]):
         assert admin_client.delete(f"/api/v1/volumes/{pk}/").status_code == 204
     assert not os.path.exists(vol["path"])
     assert AuditRecord.objects.filter(action="volume.upload", result="ok").exists()
+
+
+def test_clone_progress_follows_the_copy_on_the_host(local_pool: Pool) -> None:
+    """The value clone progress polls: the size of the (growing) copy's file."""
+    from hosts.virt import volumes as virt
+    from hosts.virt.connection import get_connection
+
+    host = local_pool.host
+    name = f"t-{uuid.uuid4().hex[:8]}.img"
+    info = virt.create_volume(host.uri, local_pool.name, name, 3 * 1024**2,
+                              allow_insecure=True)
+    try:
+        pool = get_connection(host.uri, allow_insecure=True).storagePoolLookupByName("local")
+        assert virt._copied(pool, name) == 3 * 1024**2
+        assert virt._copied(pool, "no-such-volume") is None
+        seen: list[int] = []
+        copy = virt.clone_volume(host.uri, info.path, name + ".copy", allow_insecure=True,
+                                 progress=seen.append, poll_seconds=0.001)
+        assert all(0 <= done <= 3 * 1024**2 for done in seen)
+        assert copy.capacity == 3 * 1024**2
+        virt.delete_volume(host.uri, copy.path, allow_insecure=True)
+    finally:
+        virt.delete_volume(host.uri, info.path, allow_insecure=True)
 
 
 def test_image_with_a_backing_file_is_refused(admin_client: Client, local_pool: Pool,

@@ -1,4 +1,4 @@
-"""A 1 GiB sparse image up and down through the real server (daphne), streamed, with the
+"""A 1 GiB sparse image up and down through the real web server (uvicorn), streamed, with the
 job's progress arriving over the websocket, on a lab host's `local` pool."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from rest_framework.authtoken.models import Token
 from hosts.lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool
-from tests.live.processes import Daphne
+from tests.live.processes import WebServer
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -43,7 +43,7 @@ def sparse_image(path: Path) -> str:
     return digest.hexdigest()
 
 
-def http_upload(server: Daphne, token: str, url: str, path: Path) -> tuple[int, dict]:
+def http_upload(server: WebServer, token: str, url: str, path: Path) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
     conn.putrequest("PUT", url)
     conn.putheader("Authorization", f"Token {token}")
@@ -57,8 +57,8 @@ def http_upload(server: Daphne, token: str, url: str, path: Path) -> tuple[int, 
     return response.status, json.loads(response.read())
 
 
-def http_download(server: Daphne, token: str, url: str, first: int = 0) -> tuple[int, dict,
-                                                                                  Any]:
+def http_download(server: WebServer, token: str, url: str, first: int = 0) -> tuple[int, Any,
+                                                                                     Any]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
     headers = {"Authorization": f"Token {token}"}
     if first:
@@ -70,10 +70,10 @@ def http_download(server: Daphne, token: str, url: str, first: int = 0) -> tuple
     while block := response.read(CHUNK):
         digest.update(block)
         size += len(block)
-    return response.status, dict(response.getheaders()), (digest, size)
+    return response.status, response.headers, (digest, size)  # names case-insensitive
 
 
-async def with_events(server: Daphne, cookie: str, work: Any) -> tuple[Any, list[dict]]:
+async def with_events(server: WebServer, cookie: str, work: Any) -> tuple[Any, list[dict]]:
     """Run `work` in a thread while collecting job messages from /ws/events/."""
     headers = {"Origin": server.origin, "Cookie": f"sessionid={cookie}"}
     messages: list[dict] = []
@@ -91,7 +91,7 @@ async def with_events(server: Daphne, cookie: str, work: Any) -> tuple[Any, list
         return task.result(), messages
 
 
-def test_one_gib_sparse_image_up_and_down(lab_hosts: list[Any], daphne_server: Daphne,
+def test_one_gib_sparse_image_up_and_down(lab_hosts: list[Any], web_server: WebServer,
                                           admin_client_tx: Client, tmp_path: Path) -> None:
     host, _ = register_lab_host(lab_hosts[0])
     reconcile_pools(host)
@@ -110,7 +110,7 @@ def test_one_gib_sparse_image_up_and_down(lab_hosts: list[Any], daphne_server: D
     url = f"/api/v1/volumes/{vol['id']}/content/"
     try:
         (status, job), messages = asyncio.run(with_events(
-            daphne_server, cookie, lambda: http_upload(daphne_server, token, url, image)))
+            web_server, cookie, lambda: http_upload(web_server, token, url, image)))
         assert status == 201, job
         assert job["state"] == "succeeded" and job["done"] == GIB and job["unit"] == "bytes"
         progress = [m for m in messages if m["id"] == job["id"] and m["state"] == "running"]
@@ -121,7 +121,7 @@ def test_one_gib_sparse_image_up_and_down(lab_hosts: list[Any], daphne_server: D
         assert os.stat(vol["path"]).st_blocks * 512 < 64 * CHUNK
 
         (status, headers, (digest, size)), messages = asyncio.run(with_events(
-            daphne_server, cookie, lambda: http_download(daphne_server, token, url)))
+            web_server, cookie, lambda: http_download(web_server, token, url)))
         assert status == 200 and int(headers["Content-Length"]) == size == GIB
         assert digest.hexdigest() == expected
         downloads = [m for m in messages if m["id"] == int(headers["X-Job-Id"])]
@@ -129,7 +129,7 @@ def test_one_gib_sparse_image_up_and_down(lab_hosts: list[Any], daphne_server: D
 
         # Resume from the middle (what `curl -C -` asks for).
         first = GIB // 2 + 7
-        status, headers, (digest, size) = http_download(daphne_server, token, url, first)
+        status, headers, (digest, size) = http_download(web_server, token, url, first)
         assert status == 206 and size == GIB - first
         assert headers["Content-Range"] == f"bytes {first}-{GIB - 1}/{GIB}"
         with open(image, "rb") as src:

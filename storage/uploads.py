@@ -1,0 +1,188 @@
+"""Replacing a volume's content with uploaded bytes, as a job with byte progress.
+
+The bytes arrive as an iterable of chunks: from storage.upload_asgi (the web server's
+request body, piece by piece as it arrives) or, through the DRF view, from a request's
+body file (the test client, a WSGI server). Each chunk goes straight into a libvirt upload
+stream; nothing is kept but the image's first MiB (for the format check).
+
+The job runs in the thread that feeds it, not on a worker, but it is an ordinary Job row:
+progress, rate and ETA reach ``/ws/jobs/<id>/`` and ``/ws/events/`` like any other job's,
+and ``POST /api/v1/jobs/<id>/cancel/`` stops it.
+
+What the volume holds afterwards is never a partial image: a complete, accepted image; or,
+when the image was refused, nothing (the volume is deleted, see storage.images); or, when
+the transfer broke off (client gone, cancelled, host error), an empty volume of the size
+it had before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from hosts.virt import VirtError
+from hosts.virt import volumes as virt
+from storage.errors import ImageRefused, StorageError
+from storage.images import HEADER_BYTES, check_image
+from storage.models import Volume
+from storage.services import _store_volume, check_idle, resync_pool
+from storage.transfers import WORKER, _new_job, reachable_path
+from xenweb.audit.services import record
+from xenweb.jobs.errors import JobCancelled, JobError
+from xenweb.jobs.models import Job
+from xenweb.jobs.progress import ProgressReporter
+from xenweb.jobs.runner import run_job
+
+# What one read of the body asks for: one libvirt stream send (hosts.virt.volumes).
+READ = virt.SEND_MAX
+
+
+class UploadBrokenOff(JobError):
+    """The body ended before Content-Length bytes came (the client went away)."""
+
+
+@dataclass
+class UploadOutcome:
+    job: Job
+    refused: bool = False
+
+
+def start_upload(volume: Volume, length: int, *, user: Any = None,
+                 request: Any = None) -> Job:
+    """The checks before any byte is read, then the (queued) job; StorageError if refused."""
+    check_idle(volume, "overwrite")
+    pool = volume.pool
+    available = pool.available + volume.allocation
+    if pool.available and length > available:
+        raise StorageError(f"Pool '{pool.name}' has {available} bytes free for this volume; "
+                           f"the upload is {length} bytes.")
+    return _new_job("volume.upload", volume, user=user, request=request, total=length,
+                    title=f"Upload to {volume.name}", params={"bytes": length})
+
+
+def body_chunks(body: IO[bytes], length: int) -> Iterator[bytes]:
+    """`length` bytes of a file-like body, in the pieces it gives (up to READ bytes each).
+    Fewer bytes when the body ends early; UploadBrokenOff when the connection broke off."""
+    left = length
+    while left > 0:
+        try:
+            chunk = body.read(min(READ, left))
+        except OSError as exc:  # the client went away (Django: UnreadablePostError)
+            raise UploadBrokenOff(f"{exc} The upload broke off after {length - left} of "
+                                  f"{length} bytes.") from exc
+        if not chunk:
+            return
+        left -= len(chunk)
+        yield chunk
+
+
+def _recreate_empty(volume: Volume, capacity: int) -> None:
+    """Start from a fresh sparse volume, so that holes in the stream read as zeros."""
+    pool = volume.pool
+    lab = pool.host.is_lab
+    virt.delete_volume(pool.host.uri, volume.path, allow_insecure=lab)
+    virt.create_volume(pool.host.uri, pool.name, volume.name, max(capacity, 1),
+                       volume.format or "raw", allow_insecure=lab)
+
+
+def _receive(volume: Volume, chunks: Iterable[bytes], length: int,
+             reporter: ProgressReporter) -> bytes:
+    """Copy `length` bytes from `chunks` into the volume; returns the image's first MiB."""
+    pool = volume.pool
+    header = bytearray()
+    done = 0
+    reporter.update(0, total=length, message=f"Receiving {volume.name}", force=True)
+    with virt.VolumeUpload(pool.host.uri, volume.path, sparse=True,
+                           allow_insecure=pool.host.is_lab) as upload:
+        for chunk in chunks:
+            if done + len(chunk) > length:
+                raise JobError(f"The body is longer than its Content-Length ({length}).")
+            if len(header) < HEADER_BYTES:
+                header += chunk[:HEADER_BYTES - len(header)]
+            upload.write(chunk)
+            done += len(chunk)
+            reporter.update(done, message=f"Receiving {volume.name}")
+        if done < length:
+            raise UploadBrokenOff(f"The upload ended after {done} of {length} bytes.")
+    reporter.update(done, message="Checking the image", force=True)
+    return bytes(header)
+
+
+def _discard(volume: Volume) -> None:
+    pool = volume.pool
+    try:
+        virt.delete_volume(pool.host.uri, volume.path, allow_insecure=pool.host.is_lab)
+    except VirtError:
+        pass
+    Volume.objects.filter(pk=volume.pk).delete()
+    resync_pool(pool)
+
+
+def _empty_again(volume: Volume, capacity: int) -> str:
+    """After a broken-off transfer: the volume empty, at its former size. Says what was done."""
+    pool = volume.pool
+    try:
+        _recreate_empty(volume, capacity)
+        _store_volume(pool, virt.volume_details(pool.host.uri, volume.path,  # type: ignore[arg-type]
+                                                allow_insecure=pool.host.is_lab))
+    except VirtError as exc:
+        _discard(volume)
+        return f"The partial upload could not be cleared ({exc}); the volume was deleted."
+    resync_pool(pool)
+    return "The partial upload was discarded: the volume is empty."
+
+
+def receive_upload(job: Job, volume: Volume, chunks: Iterable[bytes], length: int, *,
+                   user: Any = None, request: Any = None) -> UploadOutcome:
+    """Run the upload job `start_upload` made, on `chunks` (`length` bytes in all).
+
+    The volume is re-created empty first (same name and format): a raw volume then has
+    the size of the upload, a qcow2 volume the virtual size its header says. The image
+    is checked afterwards (see storage.images); a refused one is deleted with its volume.
+    """
+    outcome = UploadOutcome(job=job)
+    capacity_before = volume.capacity
+
+    def failed(message: str) -> None:
+        record("volume.upload", user=user, request=request, target=volume, result="failed",
+               message=message, bytes=length)
+
+    def body_fn(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
+        reporter.configure(cancellable=True)
+        pool = volume.pool
+        try:
+            _recreate_empty(volume, length)
+            header = _receive(volume, chunks, length, reporter)
+            facts = check_image(header, volume.format or "raw", reachable_path(volume))
+        except ImageRefused as exc:
+            outcome.refused = True
+            _discard(volume)
+            failed(str(exc))
+            raise JobError(f"{exc} The uploaded volume was deleted.") from exc
+        except JobCancelled:
+            failed(f"cancelled; {_empty_again(volume, capacity_before)}")
+            raise
+        except (VirtError, StorageError, JobError) as exc:
+            message = f"{exc} {_empty_again(volume, capacity_before)}"
+            failed(message)
+            raise JobError(message) from exc
+        info = virt.volume_details(pool.host.uri, volume.path, allow_insecure=pool.host.is_lab)
+        stored = _store_volume(pool, info)  # type: ignore[arg-type]
+        resync_pool(pool)
+        record("volume.upload", user=user, request=request, target=stored, bytes=length,
+               format=facts.format, virtual_size=facts.virtual_size)
+        return {"volume": stored.pk, "bytes": length, "format": facts.format,
+                "virtual_size": facts.virtual_size}
+
+    run_job(job.pk, body_fn, task_id=job.celery_task_id, worker=WORKER)
+    job.refresh_from_db()
+    return outcome
+
+
+def upload(volume: Volume, body: IO[bytes], length: int, *, user: Any = None,
+           request: Any = None) -> UploadOutcome:
+    """The whole upload from a file-like body (the DRF view's path)."""
+    job = start_upload(volume, length, user=user, request=request)
+    return receive_upload(job, volume, body_chunks(body, length), length, user=user,
+                          request=request)
