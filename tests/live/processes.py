@@ -104,7 +104,8 @@ class Service:
 
 class CeleryWorker(Service):
     def __init__(
-        self, hostname: str | None = None, concurrency: int = 2, queue: str | None = None
+        self, hostname: str | None = None, concurrency: int = 2, queue: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.hostname = hostname or f"test-{uuid.uuid4().hex[:8]}@localhost"
         argv = [
@@ -113,7 +114,7 @@ class CeleryWorker(Service):
             "--hostname", self.hostname, "--without-mingle", "--without-gossip",
             "-Q", queue or settings.CELERY_TASK_DEFAULT_QUEUE,
         ]
-        super().__init__("celery-worker", argv, child_env())
+        super().__init__("celery-worker", argv, child_env(**(env or {})))
         try:
             wait_for(lambda: "ready." in self.output() or not self.alive(), 60, "worker ready")
         except TimeoutError:
@@ -126,10 +127,10 @@ class CeleryWorker(Service):
 class WebServer(Service):
     """The web process as the Procfile runs it (xenweb.webserver: uvicorn), on a free port."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         argv = [sys.executable, "-m", "xenweb.webserver", "--port", str(self.port)]
-        super().__init__("web", argv, child_env())
+        super().__init__("web", argv, child_env(**(env or {})))
         try:
             wait_for(self._listening, 60, "the web server listening")
         except TimeoutError:
@@ -151,6 +152,42 @@ class WebServer(Service):
 
     def ws_url(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a free port, that a test may stop and start
+    again (same port) without touching the Redis the rest of the suite uses."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port, self.directory = free_port(), directory
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        """The base URL, as REDIS_URL takes it (the settings add the database)."""
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def answering() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            except OSError:
+                return False
+            return True
+
+        wait_for(answering, 20, "the private redis-server")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
 
 
 # The name before the switch to uvicorn, for branches written against it.
