@@ -167,3 +167,33 @@ def test_out_of_band_start_and_stop_reach_the_browser(
     assert gone["removed"] and gone["event"] == "undefined"
     assert not Guest.objects.filter(host=lab_host, uuid=tiny_guest).exists()
     assert watcher.alive()
+
+
+def test_restarted_libvirtd_host_goes_unreachable_then_online_with_events_again(
+    tiny_image: TinyGuestImage, lab_host: Host, watcher: Service,
+    events_socket: ClientConnection, tiny_guest: str,
+) -> None:
+    import os
+    import signal
+
+    from hosts.lab.daemons import lab_up
+
+    running = {h.name: h for h in lab_up(2)}
+    os.kill(running[lab_host.name].pid, signal.SIGKILL)
+    wait_for(lambda: Host.objects.get(pk=lab_host.pk).state == Host.State.UNREACHABLE,
+             TIMEOUT, "the watcher to mark the host unreachable")
+    assert Host.objects.get(pk=lab_host.pk).last_error
+    restarted = {h.name: h for h in lab_up(2)}[lab_host.name]
+    assert restarted.uri == lab_host.uri
+    wait_for(lambda: Host.objects.get(pk=lab_host.pk).state == Host.State.ONLINE,
+             TIMEOUT, "the host to come back online")
+    wait_for(lambda: watcher.output().count(f"{lab_host.name}: watching guest events") >= 2,
+             TIMEOUT, "the watcher to subscribe again")
+    # Events flow again, and the inventory matches libvirt.
+    guest_state(events_socket, tiny_guest, "running",
+                lambda: virt.start(lab_host.uri, tiny_guest, allow_insecure=True),
+                "start after the restart")
+    assert Guest.objects.get(host=lab_host, uuid=tiny_guest).state == "running"
+    assert {g.uuid for g in virt.list_domains(lab_host.uri, allow_insecure=True)} == {
+        str(u) for u in Guest.objects.filter(host=lab_host).values_list("uuid", flat=True)}
+    assert watcher.alive()
