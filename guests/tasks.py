@@ -4,7 +4,7 @@ from guests.slow_actions import managed_save_body, restore_body, save_body, shut
 from guests.snapshot_jobs import create_body, revert_body
 from xenweb.jobs.tasks_base import job_task
 
-guest_shutdown = job_task("guests.tasks.shutdown")(shutdown_body)
+guest_shutdown = job_task("guests.tasks.shutdown", retry_safe=True)(shutdown_body)
 guest_save = job_task("guests.tasks.save")(save_body)
 guest_restore = job_task("guests.tasks.restore")(restore_body)
 guest_managed_save = job_task("guests.tasks.managed_save")(managed_save_body)
@@ -12,8 +12,9 @@ guest_managed_save = job_task("guests.tasks.managed_save")(managed_save_body)
 SLOW_TASKS = {"shutdown": guest_shutdown, "save": guest_save, "restore": guest_restore,
               "managedsave": guest_managed_save}
 
-guest_migrate = job_task("guests.tasks.migrate")(migrate_body)
-host_evacuate = job_task("guests.tasks.evacuate")(evacuate_body)
+# A migration checks everything again before it moves anything: safe to repeat.
+guest_migrate = job_task("guests.tasks.migrate", retry_safe=True)(migrate_body)
+host_evacuate = job_task("guests.tasks.evacuate", retry_safe=True)(evacuate_body)
 
 snapshot_create = job_task("guests.tasks.snapshot_create")(create_body)
 snapshot_revert = job_task("guests.tasks.snapshot_revert")(revert_body)

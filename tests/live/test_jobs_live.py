@@ -153,6 +153,19 @@ def test_killed_worker_leaves_the_job_interrupted_with_a_reason(
     assert f"no heartbeat from worker {worker.hostname}" in job.error
     assert job.finished_at is not None
 
+    # A self-test is safe to repeat: the job page and the API offer to start it again.
+    assert job.can_retry and 'id="retry-job"' in admin_client_tx.get(
+        job.get_absolute_url()).content.decode()
+    again = admin_client_tx.post(f"/api/v1/jobs/{job.pk}/retry/")
+    assert again.status_code == 202, again.json()
+    retried = Job.objects.get(pk=again.json()["id"])
+    assert (retried.kind, retried.params) == (job.kind, job.params)
+    assert retried.state in ("queued", "running", "succeeded")  # the session worker may run it
+    unsafe = Job.objects.create(kind="guest.save", task_name="guests.tasks.save",
+                                state=JobState.INTERRUPTED)
+    refused = admin_client_tx.post(f"/api/v1/jobs/{unsafe.pk}/retry/")
+    assert refused.status_code == 409 and "not safe to repeat" in refused.json()["detail"]
+
 
 def test_restarted_worker_interrupts_what_it_was_running(admin_client_tx: Client) -> None:
     queue = "xenweb-test-restart"

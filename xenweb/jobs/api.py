@@ -33,7 +33,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
     queryset = Job.objects.select_related("owner")
     serializer_class = JobSerializer
-    action_permissions = {"cancel": "jobs.cancel_job", "selftest": "jobs.add_job"}
+    action_permissions = {"cancel": "jobs.cancel_job", "selftest": "jobs.add_job",
+                          "retry": "jobs.add_job"}
 
     def get_queryset(self) -> QuerySet[Job]:
         queryset = super().get_queryset()
@@ -65,6 +66,16 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         except JobError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(JobSerializer(job).data)
+
+    @extend_schema(request=None, responses={202: JobSerializer, 409: None})
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str | None = None) -> Response:
+        """Start a failed or interrupted job again, where repeating it is safe."""
+        try:
+            job = services.retry_job(self.get_object(), user=request.user, request=request)
+        except JobError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return accepted(job)
 
     @extend_schema(request=SelftestSerializer, responses={202: JobSerializer})
     @action(detail=False, methods=["post"])

@@ -81,6 +81,14 @@ class Job(models.Model):
         return reverse("jobs:detail", args=[self.pk])
 
     @property
+    def can_retry(self) -> bool:
+        """Failed or interrupted, and its task is safe to run again (see tasks_base)."""
+        from xenweb.jobs.tasks_base import RETRY_SAFE
+
+        return self.state in (JobState.FAILED, JobState.INTERRUPTED) and \
+            self.task_name in RETRY_SAFE
+
+    @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
 

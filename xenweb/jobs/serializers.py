@@ -14,6 +14,8 @@ class JobSerializer(serializers.ModelSerializer):
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
     percent = serializers.IntegerField(read_only=True)
     log = serializers.ListField(child=serializers.CharField(), source="log_lines", read_only=True)
+    can_retry = serializers.BooleanField(read_only=True,
+                                         help_text="failed or interrupted, and safe to repeat")
 
     class Meta:
         model = Job
@@ -21,7 +23,8 @@ class JobSerializer(serializers.ModelSerializer):
             "id", "url", "page_url", "kind", "title", "target_type", "target_id",
             "target_label", "owner", "state", "progress", "percent", "done", "total", "unit",
             "rate", "eta_seconds", "estimated", "cancellable", "cancel_requested", "message",
-            "log", "result", "error", "created_at", "started_at", "finished_at", "heartbeat_at",
+            "log", "result", "error", "can_retry", "created_at", "started_at", "finished_at",
+            "heartbeat_at",
         ]
         read_only_fields = fields
 

@@ -112,3 +112,26 @@ def interrupt_jobs_of_worker(worker: str, reason: str) -> list[int]:
     for job in jobs:
         mark_interrupted(job, WORKER_LOST.format(reason=reason))
     return [job.pk for job in jobs]
+
+
+def retry_job(job: Job, *, user: Any, request: Any = None) -> Job:
+    """A new job doing what a failed or interrupted one set out to do, where that is safe."""
+    from celery import current_app
+
+    from xenweb.jobs.tasks_base import RETRY_SAFE
+
+    if job.state not in (JobState.FAILED, JobState.INTERRUPTED):
+        raise JobError(f"Job #{job.pk} is {job.state}: only a failed or interrupted job can "
+                       "be started again.")
+    if job.task_name not in RETRY_SAFE:
+        raise JobError(f"Job #{job.pk} ({job.kind}) is not safe to repeat automatically: "
+                       "check its target and start the action again yourself.")
+    task = current_app.tasks[job.task_name]
+    retried = start_job(task, kind=job.kind, owner=user, title=job.title, params=job.params,
+                        unit=job.unit, total=job.total, request=request)
+    Job.objects.filter(pk=retried.pk).update(target_type=job.target_type,
+                                             target_id=job.target_id,
+                                             target_label=job.target_label)
+    retried.refresh_from_db()
+    record("job.retry", user=user, request=request, target=job, new_job=retried.pk)
+    return retried

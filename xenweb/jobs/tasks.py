@@ -12,7 +12,7 @@ from xenweb.jobs.progress import ProgressReporter
 from xenweb.jobs.tasks_base import job_task
 
 
-@job_task("xenweb.jobs.tasks.selftest")
+@job_task("xenweb.jobs.tasks.selftest", retry_safe=True)
 def selftest(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     """A diagnostic job: proves worker, progress, websockets and cancel work end to end."""
     steps = int(job.params.get("steps", 10))

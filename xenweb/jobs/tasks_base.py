@@ -11,8 +11,15 @@ from celery import shared_task
 
 from xenweb.jobs.runner import JobBody, run_job
 
+# Tasks a failed or interrupted job may simply be started again with (they check the
+# state they find first, so a second run cannot do harm).
+RETRY_SAFE: set[str] = set()
 
-def job_task(name: str) -> Any:
+
+def job_task(name: str, *, retry_safe: bool = False) -> Any:
+    if retry_safe:
+        RETRY_SAFE.add(name)
+
     def decorate(body: JobBody) -> Any:
         @shared_task(name=name, bind=True, acks_late=True, reject_on_worker_lost=True)
         def task(self: Any, job_id: int) -> None:

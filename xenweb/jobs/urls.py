@@ -8,4 +8,5 @@ urlpatterns = [
     path("selftest/", views.selftest_start, name="selftest"),
     path("<int:pk>/", views.job_detail, name="detail"),
     path("<int:pk>/cancel/", views.job_cancel, name="cancel"),
+    path("<int:pk>/retry/", views.job_retry, name="retry"),
 ]

@@ -46,6 +46,18 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @permission_required("jobs.add_job", raise_exception=True)
+def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(Job, pk=pk)
+    try:
+        retried = services.retry_job(job, user=request.user, request=request)
+    except JobError as exc:
+        messages.error(request, str(exc))
+        return redirect(job)
+    return redirect(retried)
+
+
+@require_POST
+@permission_required("jobs.add_job", raise_exception=True)
 def selftest_start(request: HttpRequest) -> HttpResponse:
     job = services.start_job(
         selftest, kind="selftest", owner=request.user, title="Self-test",
