@@ -28,7 +28,7 @@ help:
 	@echo "make run    installs what is missing, starts everything, serves http://127.0.0.1:$(PORT)"
 	@echo "make test   installs what is missing, runs lint and every test"
 	@echo "            (again on PostgreSQL when CI=true or TEST_POSTGRES=1)"
-	@echo "make test-xen  runs tests/xen: one real Xen 4.17 dom0 booted under QEMU (root)"
+	@echo "make test-xen  runs tests/xen: two real Xen 4.17 dom0s booted under QEMU (root)"
 	@echo "make xenlab [XEN=N]  starts N (default 1) real Xen 4.17 dom0s under QEMU, enrolled"
 	@echo "make lint   ruff check"
 	@echo "make bench  runs bench/run.py"
@@ -55,11 +55,12 @@ test: deps lint
 		$(call pytest,env DATABASE_URL=$(TEST_DATABASE_URL)); \
 	fi
 
-# tests/xen only: one Xen dom0 under QEMU/TCG (a few minutes; the dom0 image is cached in
-# ~/.cache/xenweb or $$XENWEB_CACHE_DIR).
+# tests/xen only, with the two-host tests (two Xen dom0s under QEMU/TCG, booted in parallel;
+# a few minutes; the dom0 image is cached in ~/.cache/xenweb or $$XENWEB_CACHE_DIR).
+# `make test` runs tests/xen with one dom0 unless XENWEB_TEST_XEN_PAIR=1.
 test-xen: deps
 	@bash scripts/ensure-redis.sh
-	env -u DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS) tests/xen
+	env -u DATABASE_URL XENWEB_TEST_XEN_PAIR=1 $(PY) -m pytest $(PYTEST_ARGS) tests/xen
 
 lint: deps
 	$(VENV)/bin/ruff check .

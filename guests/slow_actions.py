@@ -17,7 +17,10 @@ from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
 
 DEFAULT_SHUTDOWN_TIMEOUT = 120
-SAVE_DIRS = {"Xen": "/var/lib/xen/save", "QEMU": "/var/lib/libvirt/qemu/save"}
+# Directories libvirt's own driver creates on every host (its managed-save location), so a
+# save never fails for a missing folder: Debian's Xen packages do not create xendomains'
+# /var/lib/xen/save, for instance.
+SAVE_DIRS = {"Xen": "/var/lib/libvirt/libxl/save", "QEMU": "/var/lib/libvirt/qemu/save"}
 
 
 def save_path(guest: Guest) -> str:

@@ -12,7 +12,9 @@ console (and on ``ttyS0`` when the console is elsewhere). Then it:
   N MiB of guest pages continuously (live-migration tests under load); the guest needs about
   ``4 * N`` MiB of RAM plus 64 MiB (tmpfs holds at most half of it, source and target copies);
 - powers off on an ACPI power-button press (libvirt's ``shutdown``, QEMU's
-  ``system_powerdown``): the ``button`` and ``evdev`` modules plus busybox ``acpid``.
+  ``system_powerdown``): the ``button`` and ``evdev`` modules plus busybox ``acpid``;
+- powers off when Xen asks a PV guest to (libvirt's ``shutdown`` on Xen: the kernel's Xen
+  driver runs ``/sbin/poweroff``, which the initramfs provides).
 
 ``ensure_tiny_guest()`` builds it once into ``lab_dir()/tiny-guest/<key>/`` (the key hashes the
 package versions and ``BUILDER_VERSION``), from ``.deb`` files that ``apt-get download`` keeps in
@@ -48,9 +50,10 @@ TINY_GUEST_BANNER = "xenweb tiny guest ready"
 TINY_GUEST_TICK = "tick"
 TINY_GUEST_DIRTYING = "dirtying"
 TINY_GUEST_POWER_BUTTON = "xenweb tiny guest: power button, powering off"
+TINY_GUEST_POWEROFF = "xenweb tiny guest: shutdown requested, powering off"
 
 # Bump when the image content changes (init script, modules, layout): it is part of the key.
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 
 KERNEL_METAPACKAGE = "linux-image-amd64"
 BUSYBOX_PACKAGE = "busybox-static"
@@ -380,6 +383,11 @@ _POWER_BUTTON = """#!/bin/sh
 echo "@POWER@" >/dev/console
 poweroff -f
 """
+# What the kernel runs when Xen asks the guest to shut down (its poweroff_cmd).
+_SBIN_POWEROFF = """#!/bin/sh
+echo "@POWEROFF@" >/dev/console
+/bin/poweroff -f
+"""
 
 
 def _initramfs(busybox: Path, modules: list[tuple[str, bytes]]) -> bytes:
@@ -390,8 +398,9 @@ def _initramfs(busybox: Path, modules: list[tuple[str, bytes]]) -> bytes:
         .replace("@TICK@", TINY_GUEST_TICK)
     )
     power_button = _POWER_BUTTON.replace("@POWER@", TINY_GUEST_POWER_BUTTON)
+    sbin_poweroff = _SBIN_POWEROFF.replace("@POWEROFF@", TINY_GUEST_POWEROFF)
     directory, script, link = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o755, stat.S_IFLNK | 0o777
-    dirs = "bin dev proc sys tmp root etc etc/acpi etc/acpi/PWRF lib lib/modules var var/run"
+    dirs = "bin sbin dev proc sys tmp root etc etc/acpi etc/acpi/PWRF lib lib/modules var var/run"
     entries = [_Entry(name, directory) for name in dirs.split()]
     entries += [
         _Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)),
@@ -402,6 +411,7 @@ def _initramfs(busybox: Path, modules: list[tuple[str, bytes]]) -> bytes:
         _Entry("etc/modules", stat.S_IFREG | 0o644, "".join(f"{n}\n" for n, _ in modules).encode()),
         *(_Entry(f"lib/modules/{n}.ko", stat.S_IFREG | 0o644, data) for n, data in modules),
         _Entry("etc/acpi/PWRF/00000080", script, power_button.encode()),
+        _Entry("sbin/poweroff", script, sbin_poweroff.encode()),
     ]
     return gzip.compress(_cpio_newc(entries), compresslevel=9, mtime=0)
 

@@ -163,6 +163,7 @@ def test_image_is_cached_and_complete(image: TinyGuestImage) -> None:
     assert "lib/modules/button.ko" in names
     assert "lib/modules/evdev.ko" in names
     assert "etc/acpi/PWRF/00000080" in names
+    assert "sbin/poweroff" in names  # what the kernel runs when Xen asks for a shutdown
 
 
 def test_boots_ticks_and_powers_off_on_acpi_button(boot: Callable[[str], Guest]) -> None:

@@ -1,13 +1,20 @@
-"""A real Xen 4.17 dom0 (Debian 12 under QEMU/TCG) for the whole test session.
+"""Real Xen 4.17 dom0s (Debian 12 under QEMU/TCG) for the whole test session.
 
-One host, ``xen1``, in the test data dir's lab (``<data dir>/lab/xen``): booted once (a failed
-boot is retried once after a clean stop), always stopped at the end. Skipped only where the
-machine cannot run it (not root, QEMU or debootstrap missing).
+``xen1`` (and ``xen2`` when the two-host tests run, booted in parallel with xen1) live in the
+test data dir's lab (``<data dir>/lab/xen``): booted once (a failed boot is retried once after a
+clean stop), always stopped at the end. Skipped only where the machine cannot run them (not
+root, QEMU or debootstrap missing).
+
+The two-host tests (``test_xen_pair.py``: the storage network and NFS between the dom0s) run
+when ``XENWEB_TEST_XEN_PAIR=1`` (``make test-xen`` sets it): a second TCG dom0 costs CPU time
+on a small machine. ``XENWEB_TEST_XEN_KEEP=1`` leaves the dom0s running at the end, for
+the next run to reuse (``manage.py lab down`` stops them).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 
@@ -18,31 +25,54 @@ from hosts.lab.xen.manager import XenHost, preflight_problems, xen_down, xen_up
 
 logger = logging.getLogger(__name__)
 
-# TCG is slow: the first boot may also build the dom0 image (about a minute).
-BOOT_TIMEOUT_S = 360.0
+# TCG is slow, and slower still on a busy machine: the first boot may also build the dom0
+# image (a few minutes).
+BOOT_TIMEOUT_S = 900.0
+PAIR_ENV = "XENWEB_TEST_XEN_PAIR"
+# While working on the suite: leave the dom0s running at the end (the next run reuses them).
+KEEP_ENV = "XENWEB_TEST_XEN_KEEP"
 
 
-def _start() -> XenHost:
+def pair_enabled() -> bool:
+    return os.environ.get(PAIR_ENV, "") == "1"
+
+
+def _start(count: int) -> list[XenHost]:
     try:
-        return xen_up(1, timeout=BOOT_TIMEOUT_S)[0]
+        return xen_up(count, timeout=BOOT_TIMEOUT_S)
     except LabError as first:
-        logger.warning("Xen host did not boot, retrying once: %s", first)
+        logger.warning("Xen hosts did not boot, retrying once: %s", first)
         xen_down()
         try:
-            return xen_up(1, timeout=BOOT_TIMEOUT_S)[0]
+            return xen_up(count, timeout=BOOT_TIMEOUT_S)
         except LabError as second:
-            pytest.fail(f"the Xen host did not boot (twice).\nfirst: {first}\nsecond: {second}")
+            pytest.fail(f"the Xen hosts did not boot (twice).\nfirst: {first}\n"
+                        f"second: {second}")
 
 
 @pytest.fixture(scope="session")
-def xen_host() -> Iterator[XenHost]:
+def xen_hosts() -> Iterator[list[XenHost]]:
     problems = preflight_problems()
     if problems:
         pytest.skip("Xen lab hosts cannot run on this machine: " + "; ".join(problems))
     try:
         began = time.monotonic()
-        host = _start()
-        logger.warning("Xen host %s ready in %.0f s", host.uri, time.monotonic() - began)
-        yield host
+        hosts = _start(2 if pair_enabled() else 1)
+        logger.warning("Xen hosts %s ready in %.0f s", [h.uri for h in hosts],
+                       time.monotonic() - began)
+        yield hosts
     finally:
-        xen_down()
+        if os.environ.get(KEEP_ENV, "") != "1":
+            xen_down()
+
+
+@pytest.fixture(scope="session")
+def xen_host(xen_hosts: list[XenHost]) -> XenHost:
+    return xen_hosts[0]
+
+
+@pytest.fixture(scope="session")
+def xen_pair(xen_hosts: list[XenHost]) -> list[XenHost]:
+    if len(xen_hosts) < 2:
+        pytest.skip(f"two-host Xen tests are off: set {PAIR_ENV}=1 (make test-xen does)")
+    return xen_hosts

@@ -154,10 +154,57 @@ def test_qemu_argv(tmp_path: Path) -> None:
     assert value("-kernel") == str(tmp_path / "xen")
     assert "dom0_mem=768M smap=0 smep=0 cet=0" in value("-append")
     assert value("-initrd") == (
-        f"{tmp_path / 'vmlinux'} {boot.DOM0_ARGS},{tmp_path / 'initrd.img'}"
+        f"{tmp_path / 'vmlinux'} {boot.DOM0_ARGS} systemd.machine_id={boot.machine_id('xen1')},"
+        f"{tmp_path / 'initrd.img'}"
     )
+    assert "bootscrub=false" in value("-append")
     assert value("-netdev") == "user,id=net0,hostfwd=tcp:127.0.0.1:16600-:22"
+    assert argv.count("-netdev") == 1  # no storage network unless asked
     assert f"file={files.overlay},format=qcow2" in " ".join(argv)
     assert files.marker in " ".join(argv)
     with pytest.raises(Exception, match="cannot take a path"):
         boot.qemu_argv(image, boot.HostFiles(tmp_path / "a,b"), name="x", ssh_port=1)
+
+
+def test_storage_network_link(tmp_path: Path) -> None:
+    image = Dom0Image(tmp_path, tmp_path / "dom0.img", tmp_path / "xen", tmp_path / "vmlinux",
+                      tmp_path / "initrd.img", {})
+    first = boot.PeerLink(index=1, listen=20016)
+    second = boot.PeerLink(index=2, connect=20016)
+    argv = boot.qemu_argv(image, boot.HostFiles(tmp_path / "xen1"), name="xen1",
+                          ssh_port=16600, peer=first)
+    netdevs = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-netdev"]
+    devices = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-device"]
+    assert netdevs[1] == "socket,id=peer,listen=127.0.0.1:20016"
+    assert devices[1] == "virtio-net-pci,netdev=peer,mac=52:54:00:99:00:01"
+    assert second.netdev() == "socket,id=peer,connect=127.0.0.1:20016"
+    assert (first.address, second.address) == ("10.99.0.1", "10.99.0.2")
+    assert "MACAddress=52:54:00:99:00:02" in second.network_file()
+    assert "Address=10.99.0.2/24" in second.network_file()
+    with pytest.raises(Exception, match="either listens or connects"):
+        boot.PeerLink(index=3).netdev()
+    assert boot.machine_id("xen1") != boot.machine_id("xen2")
+    assert len(boot.machine_id("xen1")) == 32
+
+
+def test_dom0_apt_sources_follow_the_machine_s_suites() -> None:
+    from hosts.lab.xen.image import apt_sources
+
+    assert apt_sources("http://deb.example/debian", "http://deb.example/debian-security") == (
+        "deb http://deb.example/debian bookworm main\n"
+        "deb http://deb.example/debian bookworm-updates main\n"
+        "deb http://deb.example/debian-security bookworm-security main\n"
+    )
+
+
+def test_seed_disk_carries_text_files(tmp_path: Path) -> None:
+    files = boot.HostFiles(tmp_path / "xen1")
+    boot.ensure_host_key(files)
+    boot.make_seed(files, authorized_key="ssh-ed25519 AAAA test", hostname="xenweb-xen1",
+                   extra={}, texts={"/etc/exports": "/var/lib/xen/images 10.99.0.0/24(rw)\n"})
+    listing = subprocess.run(["debugfs", "-R", "ls -p /files/etc", str(files.seed)],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "/exports/" in listing
+    with pytest.raises(Exception, match="absolute path"):
+        boot.make_seed(files, authorized_key="k", hostname="h", extra={},
+                       texts={"etc/x": "relative"})

@@ -12,16 +12,20 @@ Each host has a folder (``<xen lab>/hosts/<name>/``) holding:
 - ``qemu.pid``: the daemonised QEMU.
 
 dom0's sshd is reachable only on loopback: QEMU user networking with
-``hostfwd=tcp:127.0.0.1:PORT-:22``.
+``hostfwd=tcp:127.0.0.1:PORT-:22``. A second NIC can join the lab's storage network between
+dom0s (:class:`PeerLink`): QEMU socket networking over loopback, one dom0 listening and the
+other connecting, a private layer-2 link (``10.99.0.0/24``) that nothing else can reach.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from hosts.lab import procs
@@ -37,12 +41,54 @@ VCPUS = 2
 # Each of these fixed a failure under TCG (see the module docstring of manager.py).
 ACCEL = "tcg,thread=multi,tb-size=256"
 CPU = "max,vendor=GenuineIntel,-svm,+vme,x-force-features=on"
+# bootscrub=false: Xen would otherwise scrub all free RAM while dom0 boots, on the same
+# (emulated, slow) CPUs.
 XEN_ARGS = (
     f"dom0_mem={DOM0_MEMORY} smap=0 smep=0 cet=0 console=com1 com1=115200,8n1 "
-    "loglvl=warning guest_loglvl=warning"
+    "loglvl=warning guest_loglvl=warning bootscrub=false"
 )
 DOM0_ARGS = "root=/dev/vda rw console=hvc0 loglevel=4"
 STOP_TIMEOUT_S = 10.0
+PEER_NETWORK = "10.99.0"
+
+
+@dataclass(frozen=True)
+class PeerLink:
+    """This dom0's NIC on the storage network: host ``index`` gets ``10.99.0.<index>``.
+
+    QEMU's socket netdev joins exactly two NICs: one side ``listen``s on a loopback port,
+    the other ``connect``s to it (and may come and go: the listener accepts it again)."""
+
+    index: int
+    listen: int | None = None
+    connect: int | None = None
+
+    @property
+    def mac(self) -> str:
+        return f"52:54:00:99:00:{self.index:02x}"
+
+    @property
+    def address(self) -> str:
+        return f"{PEER_NETWORK}.{self.index}"
+
+    def netdev(self) -> str:
+        if (self.listen is None) == (self.connect is None):
+            raise LabError("a peer link either listens or connects")
+        if self.listen is not None:
+            return f"socket,id=peer,listen=127.0.0.1:{self.listen}"
+        return f"socket,id=peer,connect=127.0.0.1:{self.connect}"
+
+    def network_file(self) -> str:
+        """systemd-networkd's configuration of the NIC (before the catch-all DHCP one)."""
+        return (
+            f"[Match]\nMACAddress={self.mac}\n\n[Network]\nAddress={self.address}/24\n"
+            "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        )
+
+
+def machine_id(name: str) -> str:
+    """A stable machine-id per lab host (systemd.machine_id= on dom0's command line)."""
+    return hashlib.sha256(f"xenweb-lab-{name}".encode()).hexdigest()[:32]
 
 
 class HostFiles:
@@ -123,9 +169,11 @@ def make_overlay(image: Dom0Image, files: HostFiles) -> None:
 
 
 def make_seed(
-    files: HostFiles, *, authorized_key: str, hostname: str, extra: dict[str, Path]
+    files: HostFiles, *, authorized_key: str, hostname: str, extra: dict[str, Path],
+    texts: dict[str, str] | None = None,
 ) -> None:
-    """The seed disk. ``extra`` maps absolute paths in dom0 to files here."""
+    """The seed disk. ``extra`` maps absolute paths in dom0 to files here, ``texts`` to
+    file contents."""
     shutil.rmtree(files.seed_dir, ignore_errors=True)
     seed = files.seed_dir
     seed.mkdir(parents=True)
@@ -141,6 +189,12 @@ def make_seed(
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, dest)
         size += dest.stat().st_size
+    for target, text in (texts or {}).items():
+        if not target.startswith("/") or ".." in Path(target).parts:
+            raise LabError(f"seed file target must be an absolute path: {target!r}")
+        dest = seed / "files" / target.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(text)
     size_mib = size // (1024 * 1024) * 5 // 4 + 8
     files.seed.unlink(missing_ok=True)
     with files.seed.open("wb") as handle:
@@ -159,9 +213,17 @@ def _no_comma(path: Path) -> str:
     return text
 
 
-def qemu_argv(image: Dom0Image, files: HostFiles, *, name: str, ssh_port: int) -> list[str]:
+def qemu_argv(
+    image: Dom0Image, files: HostFiles, *, name: str, ssh_port: int,
+    peer: PeerLink | None = None,
+) -> list[str]:
     """The QEMU command line of one dom0 (an argument list; no shell)."""
-    modules = f"{_no_comma(image.kernel)} {DOM0_ARGS},{_no_comma(image.initrd)}"
+    dom0_args = f"{DOM0_ARGS} systemd.machine_id={machine_id(name)}"
+    modules = f"{_no_comma(image.kernel)} {dom0_args},{_no_comma(image.initrd)}"
+    peer_nic = [
+        "-netdev", peer.netdev(),
+        "-device", f"virtio-net-pci,netdev=peer,mac={peer.mac}",
+    ] if peer else []
     return [
         QEMU,
         "-name", f"xenweb-{name},process=xenweb-{name}",
@@ -178,6 +240,7 @@ def qemu_argv(image: Dom0Image, files: HostFiles, *, name: str, ssh_port: int) -
         "-drive", f"file={_no_comma(files.seed)},format=raw,if=virtio,readonly=on",
         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0",
+        *peer_nic,
         "-display", "none",
         "-serial", f"file:{_no_comma(files.console_log)}",
         "-monitor", "none",

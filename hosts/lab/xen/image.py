@@ -43,10 +43,11 @@ from hosts.lab.paths import cache_dir
 log = logging.getLogger(__name__)
 
 # Bump when the image content changes (configuration, layout): it is part of the cache key.
-BUILDER_VERSION = 3
+BUILDER_VERSION = 5
 
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 PACKAGES = (
     "linux-image-amd64",
     "xen-hypervisor-4.17-amd64",
@@ -58,6 +59,10 @@ PACKAGES = (
     "udev",
     "kmod",
     "e2fsprogs",
+    # Shared storage between lab dom0s: dom0 #1 exports over NFS, the others mount it (a
+    # libvirt netfs pool). Installed but not started at boot (see DISABLE).
+    "nfs-kernel-server",
+    "nfs-common",
 )
 INITRD_MODULES = (
     "virtio_pci",
@@ -75,9 +80,20 @@ SEED_LABEL = "xenweb-seed"
 SEED_SCRIPT = """#!/bin/sh
 # Copies this host's identity from the seed disk (made by the lab on the build machine).
 set -eu
+# The kernel made /dev/vdb (devtmpfs) while probing virtio disks in the initramfs: no need
+# to wait for udev's coldplug, which takes minutes on a busy TCG host.
+tries=0
+while [ ! -b /dev/vdb ]; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 1200 ]; then
+        echo "xenweb-seed: no seed disk /dev/vdb" >&2
+        exit 1
+    fi
+    sleep 0.5
+done
 seed=/run/xenweb-seed
 mkdir -p "$seed"
-mount -o ro /dev/vdb "$seed"
+mount -t ext4 -o ro /dev/vdb "$seed"
 install -d -m 700 /root/.ssh
 install -m 600 "$seed/authorized_keys" /root/.ssh/authorized_keys
 rm -f /etc/ssh/ssh_host_*
@@ -95,24 +111,47 @@ umount "$seed"
 SEED_UNIT = """[Unit]
 Description=xenweb lab: this host's identity from the seed disk
 DefaultDependencies=no
-Requires=dev-vdb.device
-After=dev-vdb.device local-fs.target
-Before=ssh.service libvirtd.service network-pre.target
+After=local-fs.target
+Before=ssh.service libvirtd.service systemd-networkd.service network-pre.target
+Wants=network-pre.target
 
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+TimeoutStartSec=900
 ExecStart=/usr/local/sbin/xenweb-seed
 
 [Install]
 WantedBy=multi-user.target
 """
+# libvirt-daemon depends on the QEMU driver, which a Xen dom0 does not use: without its
+# module libvirtd starts faster (no probing for /dev/kvm and QEMU binaries).
+DPKG_EXCLUDE = (
+    "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so",
+    "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_lxc.so",
+)
 FILES = {
     "etc/fstab": "/dev/vda / ext4 defaults,noatime 0 1\n",
     "etc/hostname": "xenweb-dom0\n",
     "etc/hosts": "127.0.0.1 localhost\n",
+    # QEMU's user network always hands out 10.0.2.15: a static address spares the DHCP
+    # exchange at boot.
     "etc/systemd/network/80-lab.network": (
-        "[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n"
+        "[Match]\nName=en* eth*\n\n[Network]\nAddress=10.0.2.15/24\nGateway=10.0.2.2\n"
+        "DNS=10.0.2.3\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+    ),
+    "etc/systemd/journald.conf.d/xenweb.conf": "[Journal]\nStorage=volatile\n",
+    # A busy machine can slow a TCG boot to minutes: systemd's 90 s defaults would fail
+    # units (sshd, libvirtd) that are merely slow.
+    "etc/systemd/system.conf.d/xenweb.conf": (
+        "[Manager]\nDefaultTimeoutStartSec=900s\nDefaultDeviceTimeoutSec=900s\n"
+    ),
+    # A storage pool where an operator keeps guest images (Xen's own place for them), as
+    # virt-manager or the installer would have defined; the app's volumes land here.
+    "etc/libvirt/storage/default.xml": (
+        "<pool type='dir'>\n  <name>default</name>\n"
+        "  <uuid>5f0c6a51-7b1e-4c1a-9a53-00000000d0d0</uuid>\n"
+        "  <target>\n    <path>/var/lib/xen/images</path>\n  </target>\n</pool>\n"
     ),
     "etc/ssh/sshd_config.d/xenweb.conf": (
         "HostKey /etc/ssh/ssh_host_ed25519_key\n"
@@ -138,20 +177,55 @@ FILES = {
     "usr/sbin/policy-rc.d": "#!/bin/sh\nexit 101\n",
     "usr/local/sbin/xenweb-seed": SEED_SCRIPT,
     "etc/systemd/system/xenweb-seed.service": SEED_UNIT,
+    "etc/dpkg/dpkg.cfg.d/xenweb-lab": "".join(f"path-exclude={p}\n" for p in DPKG_EXCLUDE),
 }
-# Units that only slow a lab dom0's boot under TCG (no VGA, no disks to scrub, no updates).
+# Units that only slow a lab dom0's boot under TCG (no VGA, no disks to scrub, no updates,
+# no logins on a console: everything goes over SSH, which runs without PAM).
 MASK = (
     "e2scrub_reap.service",
     "e2scrub_all.timer",
     "apt-daily.timer",
     "apt-daily-upgrade.timer",
     "fstrim.timer",
+    "dpkg-db-backup.timer",
+    "logrotate.timer",
+    "systemd-tmpfiles-clean.timer",
     "getty@tty1.service",
+    "serial-getty@hvc0.service",
     "systemd-rfkill.service",
     "systemd-rfkill.socket",
     "libvirt-guests.service",
+    "systemd-logind.service",
+    "systemd-machined.service",
+    "systemd-binfmt.service",
+    "proc-sys-fs-binfmt_misc.automount",
+    "systemd-pstore.service",
+    "systemd-random-seed.service",
+    "systemd-update-utmp.service",
+    "systemd-update-utmp-runlevel.service",
+    "systemd-journal-flush.service",
+    "systemd-remount-fs.service",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "sys-kernel-config.mount",
+    "sys-fs-fuse-connections.mount",
+    "dev-mqueue.mount",
+    "modprobe@drm.service",
+    "modprobe@efi_pstore.service",
+    "modprobe@fuse.service",
+    "modprobe@configfs.service",
+    "modprobe@dm_mod.service",
+)
+# Installed but not started at boot: the lab starts the NFS server where it is needed.
+DISABLE = (
+    "nfs-server.service",
+    "nfs-client.target",
+    "rpcbind.service",
+    "rpcbind.socket",
 )
 EXECUTABLE = {"usr/sbin/policy-rc.d", "usr/local/sbin/xenweb-seed"}
+LINKS = {"etc/libvirt/storage/autostart/default.xml": "/etc/libvirt/storage/default.xml"}
+MACHINE_ID = "8d3c0f9a6f2b4e0c9b7d1a2e3f405060"
 ENABLE = {
     "multi-user.target.wants/systemd-networkd.service": (
         "/lib/systemd/system/systemd-networkd.service"
@@ -225,7 +299,7 @@ def ensure_dom0_image(*, mirror: str | None = None) -> Dom0Image:
             shutil.rmtree(leftover, ignore_errors=True)  # from a builder that died
         shutil.rmtree(out, ignore_errors=True)
         began = time.monotonic()
-        _build(out, versions, mirror or configured_mirror())
+        _build(out, versions, mirror or configured_mirror(), configured_security_mirror())
         log.info("dom0 image built in %.0f s: %s", time.monotonic() - began, out)
         image = _complete(out)
         if image is None:
@@ -308,21 +382,45 @@ def resolve_versions() -> dict[str, str]:
     return versions
 
 
-def configured_mirror() -> str:
-    """The machine's Debian mirror (the first non-security URI of the apt sources)."""
+def _source_uris() -> list[str]:
     sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    uris = []
     for path in sources:
         try:
             text = path.read_text()
         except OSError:
             continue
-        for uri in re.findall(r"^(?:URIs:\s*|deb\s+(?:\[[^]]*\]\s+)?)(\S+)", text, re.MULTILINE):
-            if uri.startswith(("http://", "https://")) and "security" not in uri:
-                return uri.rstrip("/")
+        uris += re.findall(r"^(?:URIs:\s*|deb\s+(?:\[[^]]*\]\s+)?)(\S+)", text, re.MULTILINE)
+    return [uri.rstrip("/") for uri in uris if uri.startswith(("http://", "https://"))]
+
+
+def configured_mirror() -> str:
+    """The machine's Debian mirror (the first non-security URI of the apt sources)."""
+    for uri in _source_uris():
+        if "security" not in uri and uri.endswith("/debian"):
+            return uri
     return DEFAULT_MIRROR
 
 
-def _build(out: Path, versions: dict[str, str], mirror: str) -> None:
+def configured_security_mirror() -> str:
+    """The machine's Debian security mirror (its apt sources' ``…-security`` URI)."""
+    for uri in _source_uris():
+        if uri.endswith("/debian-security"):
+            return uri
+    return DEFAULT_SECURITY_MIRROR
+
+
+def apt_sources(mirror: str, security: str) -> str:
+    """The dom0's sources.list: the release with its updates and security fixes, the same
+    suites whose candidate versions ``resolve_versions`` reads on this machine (the key)."""
+    return (
+        f"deb {mirror} {SUITE} main\n"
+        f"deb {mirror} {SUITE}-updates main\n"
+        f"deb {security} {SUITE}-security main\n"
+    )
+
+
+def _build(out: Path, versions: dict[str, str], mirror: str, security: str) -> None:
     scratch = out.parent / f".build-{out.name}-{os.getpid()}"
     scratch.mkdir()
     try:
@@ -334,11 +432,14 @@ def _build(out: Path, versions: dict[str, str], mirror: str) -> None:
             step="debootstrap",
         )
         _write_files(rootfs)
+        (rootfs / "etc/apt/sources.list").write_text(apt_sources(mirror, security))
         env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "DEBIAN_FRONTEND": "noninteractive",
             "LC_ALL": "C",
         }
+        _run(["chroot", str(rootfs), "apt-get", "update", "-q"], step="apt-get update in the "
+             "dom0 root", env=env)
         _run(
             [
                 "chroot", str(rootfs), "apt-get", "install", "-y", "-q",
@@ -381,6 +482,11 @@ def _write_files(rootfs: Path) -> None:
         link = wants / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
+    for rel, target in LINKS.items():
+        link = rootfs / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
     (rootfs / "var/lib/xen/images").mkdir(parents=True, exist_ok=True)
 
 
@@ -390,17 +496,25 @@ def _finish_root(rootfs: Path) -> None:
         key.unlink()
     (rootfs / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
     _write_files_after(rootfs)
-    for name in ("var/lib/apt/lists", "var/cache/apt/archives"):
-        for entry in (rootfs / name).glob("*.deb"):
-            entry.unlink()
+    for entry in (rootfs / "var/cache/apt/archives").glob("*.deb"):
+        entry.unlink()
+    for entry in (rootfs / "var/lib/apt/lists").glob("*_dists_*"):
+        entry.unlink()  # the package lists (about 100 MB), fetched again by apt-get update
 
 
 def _write_files_after(rootfs: Path) -> None:
     # Packages may have replaced these (conffiles): write them again.
     for rel in ("etc/default/libvirtd", "etc/fstab", "etc/hostname"):
         (rootfs / rel).write_text(FILES[rel])
-    # Root has no password; an empty machine-id is regenerated on first boot.
-    (rootfs / "etc/machine-id").write_text("")
+    # Not a "first boot" (which would apply presets to every unit, re-enabling what DISABLE
+    # turned off): a set machine-id; each lab host gets its own on the kernel command line
+    # (systemd.machine_id=, boot.py). Root has no password.
+    (rootfs / "etc/machine-id").write_text(f"{MACHINE_ID}\n")
+    for wants in (rootfs / "etc/systemd/system").glob("*.wants"):
+        for unit in DISABLE:
+            (wants / unit).unlink(missing_ok=True)
+    # libvirt's default NAT network needs dnsmasq (not installed): no autostart.
+    (rootfs / "etc/libvirt/qemu/networks/autostart/default.xml").unlink(missing_ok=True)
 
 
 def _boot_files(rootfs: Path, staged: Path) -> None:

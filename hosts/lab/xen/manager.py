@@ -14,6 +14,11 @@ with an AMD vendor and ``-svm`` libvirt reports no CPUs) and Xen's ``smap=0 smep
 
 State lives in ``lab_dir()/xen/`` (``xen.json``, a lock file, ``hosts/<name>/``). Ports come
 from the lab's port registry (``hosts.lab.ports``), so they never collide with QEMU lab hosts.
+
+``xen1`` and ``xen2`` share a storage network (``boot.PeerLink``: ``10.99.0.1`` and
+``10.99.0.2``, a point-to-point QEMU socket link that xen1 always offers) and storage both can
+write: xen1 exports its image store ``/var/lib/xen/images`` (its ``default`` pool) over NFS
+to that network; once both run, ``xen_up`` starts xen1's NFS server (``shared.py``).
 """
 
 from __future__ import annotations
@@ -39,12 +44,17 @@ from .image import Dom0Image, ensure_dom0_image
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "xen.json"
-DEFAULT_BOOT_TIMEOUT_S = 300.0
+# Generous: TCG on a machine busy with other work may take minutes.
+DEFAULT_BOOT_TIMEOUT_S = 600.0
 PROBE_TIMEOUT_S = 20.0
 # Where the tiny guest's files sit in every dom0 (hosts.lab.tinyguest).
 TINY_GUEST_DIR = "/var/lib/xen/images/tiny-guest"
 TINY_GUEST_KERNEL = f"{TINY_GUEST_DIR}/vmlinuz"
 TINY_GUEST_INITRD = f"{TINY_GUEST_DIR}/initrd.gz"
+# The storage network joins xen1 (listening) and xen2 (connecting).
+PEERED = ("xen1", "xen2")
+SHARED_DIR = "/var/lib/xen/images"  # xen1's default pool, exported over NFS
+EXPORTS = f"{SHARED_DIR} {boot.PEER_NETWORK}.0/24(rw,sync,no_subtree_check,no_root_squash)\n"
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,12 @@ class XenHost:
     root: Path
     console_log: Path
     running: bool
+    storage_address: str = ""  # on the storage network between xen1 and xen2
+
+    @property
+    def known_hosts(self) -> Path:
+        """A known_hosts file with only this host's key (for the lab's own SSH commands)."""
+        return self.root / "known_hosts"
 
 
 @dataclass
@@ -70,6 +86,8 @@ class _Record:
     pid: int | None = None
     host_key_fingerprint: str = ""
     started_at: float = 0.0
+    peer_port: int = 0  # xen1: where its storage-network NIC listens
+    migration_ports: tuple[int, int] = (0, 0)
 
     @property
     def hostname(self) -> str:
@@ -98,10 +116,12 @@ def _load(root: Path) -> dict[str, _Record]:
     except (OSError, ValueError) as exc:
         raise LabError(f"cannot read the Xen lab state {root / STATE_FILE}: {exc}") from exc
     known = set(_Record.__dataclass_fields__)
-    return {
-        name: _Record(**{k: v for k, v in item.items() if k in known})
-        for name, item in sorted(data.get("hosts", {}).items())
-    }
+    records = {}
+    for name, item in sorted(data.get("hosts", {}).items()):
+        record = _Record(**{k: v for k, v in item.items() if k in known})
+        record.migration_ports = tuple(record.migration_ports)  # type: ignore[assignment]
+        records[name] = record
+    return records
 
 
 def _save(root: Path, records: dict[str, _Record]) -> None:
@@ -125,6 +145,7 @@ def _view(root: Path, record: _Record) -> XenHost:
         root=files.root,
         console_log=files.console_log,
         running=running,
+        storage_address=f"{boot.PEER_NETWORK}.{record.index}" if record.name in PEERED else "",
     )
 
 
@@ -165,25 +186,30 @@ def xen_up(
     with locked(base):
         records = _load(base)
         starting: list[_Record] = []
-        for index in range(1, count + 1):
-            name = f"xen{index}"
-            record = records.get(name) or _Record(name=name, index=index)
-            records[name] = record
-            if boot.is_running(record.pid, _files(base, name)):
-                continue
-            _boot(base, record, image, extra)
-            starting.append(record)
-            _save(base, records)
         try:
+            for index in range(1, count + 1):
+                name = f"xen{index}"
+                record = records.get(name) or _Record(name=name, index=index)
+                records[name] = record
+                if boot.is_running(record.pid, _files(base, name)):
+                    continue
+                _boot(base, record, image, extra, _peer(record, records))
+                starting.append(record)
+                _save(base, records)
             with ThreadPoolExecutor(max_workers=max(1, len(starting))) as pool:
                 list(pool.map(lambda rec: _wait_ready(base, rec, timeout), starting))
+            hosts = [_view(base, records[f"xen{i}"]) for i in range(1, count + 1)]
+            if count >= len(PEERED):
+                from .shared import ensure_shared_storage
+
+                ensure_shared_storage(hosts[0], hosts[1])
         except BaseException:
             for record in starting:
                 _stop(base, record)
             _save(base, records)
             raise
         _save(base, records)
-        return [_view(base, records[f"xen{i}"]) for i in range(1, count + 1)]
+        return hosts
 
 
 def _tiny_guest_files() -> dict[str, Path]:
@@ -193,19 +219,45 @@ def _tiny_guest_files() -> dict[str, Path]:
     return {TINY_GUEST_KERNEL: tiny.kernel, TINY_GUEST_INITRD: tiny.initrd}
 
 
-def _boot(base: Path, record: _Record, image: Dom0Image, extra: dict[str, Path]) -> None:
+def _peer(record: _Record, records: dict[str, _Record]) -> boot.PeerLink | None:
+    """xen1 listens on the storage network (always: xen2 may come later), xen2 connects."""
+    if record.name == PEERED[0]:
+        return boot.PeerLink(index=record.index, listen=record.peer_port or None)
+    if record.name == PEERED[1]:
+        first = records.get(PEERED[0])
+        return boot.PeerLink(index=record.index, connect=first.peer_port if first else None)
+    return None
+
+
+def _boot(
+    base: Path, record: _Record, image: Dom0Image, extra: dict[str, Path],
+    peer: boot.PeerLink | None,
+) -> None:
     from xenweb.appliance.sshkeys import fingerprint, public_key
 
     files = _files(base, record.name)
     files.root.mkdir(parents=True, exist_ok=True)
     host_key = boot.ensure_host_key(files)
     record.host_key_fingerprint = fingerprint(host_key)
-    booking = ports.book(base, record.name, prefer_port=record.ssh_port)
+    booking = ports.book(base, record.name, prefer_port=record.ssh_port,
+                         prefer_range=record.migration_ports)
     record.ssh_port = booking.port
+    record.migration_ports = booking.migration_ports
     files.known_hosts.write_text(f"[127.0.0.1]:{record.ssh_port} {host_key}\n")
+    texts: dict[str, str] = {}
+    if peer is not None:
+        if record.name == PEERED[0]:
+            # The first port of the host's booked block: nobody else uses it.
+            record.peer_port = booking.migration_ports[0]
+            peer = boot.PeerLink(index=peer.index, listen=record.peer_port)
+            texts["/etc/exports"] = EXPORTS
+        elif not peer.connect:
+            raise LabError(f"{record.name} joins xen1's storage network: start xen1 first")
+        texts["/etc/systemd/network/10-storage.network"] = peer.network_file()
     boot.make_overlay(image, files)
-    boot.make_seed(files, authorized_key=public_key(), hostname=record.hostname, extra=extra)
-    argv = boot.qemu_argv(image, files, name=record.name, ssh_port=record.ssh_port)
+    boot.make_seed(files, authorized_key=public_key(), hostname=record.hostname, extra=extra,
+                   texts=texts)
+    argv = boot.qemu_argv(image, files, name=record.name, ssh_port=record.ssh_port, peer=peer)
     logger.info("starting %s: %s", record.name, argv)
     try:
         record.pid = boot.start_qemu(argv, files)

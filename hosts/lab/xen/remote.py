@@ -1,0 +1,45 @@
+"""Commands on a Xen lab dom0 over SSH: the appliance's key, the host's own known key.
+
+For the lab's plumbing (starting the NFS server, out-of-band changes in tests), never for
+the product, which talks to dom0 through libvirt only.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+from hosts.lab.errors import LabError
+
+from .manager import XenHost
+
+SSH_TIMEOUT_S = 120.0
+
+
+def ssh_argv(host: XenHost, command: list[str]) -> list[str]:
+    """The ssh command line running ``command`` (quoted word by word) as root on dom0."""
+    from xenweb.appliance.sshkeys import ensure_keypair
+
+    return [
+        "ssh", "-i", str(ensure_keypair()), "-p", str(host.ssh_port),
+        "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={host.known_hosts}", "-o", "ConnectTimeout=30",
+        "-o", "LogLevel=ERROR",
+        "root@127.0.0.1", "--", shlex.join(command),
+    ]
+
+
+def run_on(host: XenHost, command: list[str], *, timeout: float = SSH_TIMEOUT_S,
+           check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` on the dom0; a failure (with ``check``) raises LabError with its
+    output."""
+    try:
+        result = subprocess.run(ssh_argv(host, command), capture_output=True, text=True,
+                                timeout=timeout, check=False, input=stdin)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LabError(f"{host.name}: {shlex.join(command)}: {exc}") from exc
+    if check and result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip()[-1000:]
+        raise LabError(f"{host.name}: {shlex.join(command)} exited with "
+                       f"{result.returncode}: {detail}")
+    return result

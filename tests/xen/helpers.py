@@ -1,0 +1,61 @@
+"""What the Xen suites share: the tiny PV guest made through the API, jobs run as the worker
+runs them, and cleanup that never fails a test."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.test import Client
+
+from guests.models import Guest
+from hosts.lab.tinyguest import tiny_guest_cmdline
+from hosts.lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL
+from hosts.models import Host
+from hosts.virt import VirtError
+from hosts.virt import domains as virt
+from xenweb.jobs.models import Job
+from xenweb.jobs.runner import run_job
+
+
+def post(client: Client, path: str, data: dict | None = None) -> Any:
+    return client.post(path, data or {}, content_type="application/json")
+
+
+def patch(client: Client, path: str, data: dict) -> Any:
+    return client.patch(path, data, content_type="application/json")
+
+
+def create_pv_guest(client: Client, host: Host, prefix: str, **extra: Any) -> Guest:
+    """A PV guest booting the tiny guest's kernel from dom0 (direct kernel boot), defined
+    through the API (not started)."""
+    data = {
+        "name": f"{prefix}-{uuid.uuid4().hex[:6]}", "host": host.pk, "type": "pv",
+        "memory_mib": 192, "max_memory_mib": 256,
+        "kernel": TINY_GUEST_KERNEL, "initrd": TINY_GUEST_INITRD,
+        "cmdline": tiny_guest_cmdline(console="hvc0"),
+        **extra,
+    }
+    created = post(client, "/api/v1/guests/", data)
+    assert created.status_code == 201, created.json()
+    return Guest.objects.get(pk=created.json()["id"])
+
+
+def run(response: Any, body: Any, *, succeed: bool = True) -> Job:
+    """The job a 202 answer started, run here as the Celery worker would run it."""
+    assert response.status_code == 202, response.json()
+    job = Job.objects.get(pk=response.json()["id"])
+    run_job(job.pk, body, task_id="t", worker="w")
+    job.refresh_from_db()
+    if succeed:
+        assert job.state == "succeeded", job.error
+    return job
+
+
+def remove_quietly(host: Host, guest_uuid: str) -> None:
+    """Force off and undefine (with its managed save) whatever is left of a test guest."""
+    for action in (virt.destroy, virt.undefine):
+        try:
+            action(host.uri, guest_uuid, allow_insecure=True)
+        except VirtError:
+            pass

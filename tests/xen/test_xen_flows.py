@@ -1,0 +1,251 @@
+"""The guest flows against a real Xen 4.17 dom0 through the API and the services: pause and
+resume, save to a file and restore, ballooning within the maximum, a clean shutdown (the PV
+shutdown request honoured by the guest), delete, and pygrub booting a guest's own kernel
+from its disk.
+
+Memory is checked on dom0 with ``xl list`` (what Xen really gave the guest), not only in
+libvirt's definition.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from guests.models import Guest
+from guests.slow_actions import (
+    SAVE_DIRS,
+    managed_save_body,
+    restore_body,
+    save_body,
+    shutdown_body,
+)
+from hosts.lab.tinyguest import (
+    TINY_GUEST_BANNER,
+    TINY_GUEST_TICK,
+    ensure_tiny_guest,
+)
+from hosts.lab.xen.manager import XenHost
+from hosts.lab.xen.register import register_xen_host
+from hosts.lab.xen.remote import run_on
+from hosts.models import Host
+from hosts.virt import domains as virt
+from hosts.virt.console import read_console_until
+from storage.inventory import reconcile_pools
+from storage.models import Pool, Volume
+from tests.xen.helpers import create_pv_guest, patch, post, remove_quietly, run
+
+pytestmark = [pytest.mark.django_db, pytest.mark.timeout(1200)]
+
+BOOT_TIMEOUT = 240.0  # the tiny guest under TCG on a busy machine
+
+
+@pytest.fixture
+def enrolled(xen_host: XenHost) -> Host:
+    host, _ = register_xen_host(xen_host)
+    return host
+
+
+def console_until(host: Host, guest: Guest, needle: str, timeout: float = BOOT_TIMEOUT) -> str:
+    text = read_console_until(host.uri, str(guest.uuid), needle, timeout, allow_insecure=True)
+    assert needle in text, text[-1000:]
+    return text
+
+
+def xl_memory_mib(xen_host: XenHost, name: str) -> int:
+    """What Xen gives the guest now (``xl list``'s Mem column)."""
+    out = run_on(xen_host, ["xl", "list", name]).stdout.splitlines()
+    return int(out[1].split()[2])
+
+
+def wait_xl_memory(xen_host: XenHost, name: str, wanted: int, timeout: float = 120.0) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        memory = xl_memory_mib(xen_host, name)
+        if abs(memory - wanted) <= 2 or time.monotonic() > deadline:
+            return memory
+        time.sleep(2.0)
+
+
+def test_pause_resume_save_restore(enrolled: Host, admin_client: Client) -> None:
+    guest = create_pv_guest(admin_client, enrolled, "sr")
+    base = f"/api/v1/guests/{guest.pk}"
+    try:
+        assert post(admin_client, f"{base}/start/").json()["state"] == "running"
+        console_until(enrolled, guest, TINY_GUEST_BANNER)
+        assert post(admin_client, f"{base}/pause/").json()["state"] == "paused"
+        assert post(admin_client, f"{base}/resume/").json()["state"] == "running"
+
+        # Saving where the host has no such folder fails clearly, and the guest runs on.
+        missing = run(post(admin_client, f"{base}/save/", {"path": "/nonexistent/x.save"}),
+                      save_body, succeed=False)
+        assert missing.state == "failed"
+        assert "Failed to create domain save file '/nonexistent/x.save'" in missing.error
+        assert virt.get_domain(enrolled.uri, str(guest.uuid), allow_insecure=True).state \
+            == "running"
+
+        # The default place exists on a stock Debian dom0 (libvirt's libxl save folder).
+        saved = run(post(admin_client, f"{base}/save/"), save_body)
+        path = saved.result["path"]
+        assert path.startswith(SAVE_DIRS["Xen"] + "/") and saved.result["state"] == "shutoff"
+        assert Guest.objects.get(pk=guest.pk).saved_path == path
+        restored = run(post(admin_client, f"{base}/restore/"), restore_body)
+        assert restored.result["state"] == "running"
+        # The same guest goes on where it was: its heartbeat continues.
+        console_until(enrolled, guest, TINY_GUEST_TICK, 60)
+        assert Guest.objects.get(pk=guest.pk).saved_path == ""
+    finally:
+        remove_quietly(enrolled, str(guest.uuid))
+
+
+def test_managed_save_then_start_resumes(enrolled: Host, admin_client: Client) -> None:
+    """libvirt's libxl driver keeps a managed save (/var/lib/libvirt/libxl/save/<name>.save);
+    the next start resumes from it."""
+    guest = create_pv_guest(admin_client, enrolled, "ms")
+    base = f"/api/v1/guests/{guest.pk}"
+    try:
+        post(admin_client, f"{base}/start/")
+        console_until(enrolled, guest, TINY_GUEST_BANNER)
+        run(post(admin_client, f"{base}/managedsave/"), managed_save_body)
+        saved = admin_client.get(f"{base}/").json()
+        assert saved["state"] == "shutoff" and saved["has_managed_save"]
+        resumed = post(admin_client, f"{base}/start/").json()
+        assert resumed["state"] == "running" and not resumed["has_managed_save"]
+        console_until(enrolled, guest, TINY_GUEST_TICK, 60)
+    finally:
+        remove_quietly(enrolled, str(guest.uuid))
+
+
+@pytest.mark.skipif(
+    os.environ.get("XENWEB_TEST_XEN_BALLOON", "") != "1",
+    reason="ballooning a PV guest down makes the TCG-emulated dom0 hang or corrupt its memory "
+    "(seen on Xen 4.17.5 and 4.17.7 under QEMU/TCG: libvirtd heap corruption, then no SSH); "
+    "set XENWEB_TEST_XEN_BALLOON=1 to run it (on hardware or KVM-nested dom0s)",
+)
+def test_memory_balloons_within_the_maximum(
+    enrolled: Host, admin_client: Client, xen_host: XenHost
+) -> None:
+    guest = create_pv_guest(admin_client, enrolled, "mem")
+    base = f"/api/v1/guests/{guest.pk}"
+    try:
+        started = post(admin_client, f"{base}/start/").json()
+        assert (started["memory_mib"], started["max_memory_mib"]) == (192, 256)
+        console_until(enrolled, guest, TINY_GUEST_BANNER)
+        assert wait_xl_memory(xen_host, guest.name, 192) == pytest.approx(192, abs=2)
+
+        down = patch(admin_client, f"{base}/", {"memory_mib": 128})
+        assert down.status_code == 200, down.json()
+        assert down.json()["memory_mib"] == 128
+        assert wait_xl_memory(xen_host, guest.name, 128) == pytest.approx(128, abs=2)
+
+        up = patch(admin_client, f"{base}/", {"memory_mib": 256})
+        assert up.status_code == 200, up.json()
+        assert wait_xl_memory(xen_host, guest.name, 256) == pytest.approx(256, abs=2)
+
+        beyond = patch(admin_client, f"{base}/", {"memory_mib": 512})
+        assert beyond.status_code == 409
+        assert beyond.json()["detail"] == \
+            "Memory must be between 64 MiB and the maximum of 256 MiB."
+        assert xl_memory_mib(xen_host, guest.name) == pytest.approx(256, abs=2)
+        # The definition keeps the new size for the next boot too.
+        assert virt.get_domain(enrolled.uri, str(guest.uuid),
+                               allow_insecure=True).xml.memory_mib == 256
+    finally:
+        remove_quietly(enrolled, str(guest.uuid))
+
+
+def test_clean_shutdown_then_delete(enrolled: Host, admin_client: Client) -> None:
+    guest = create_pv_guest(admin_client, enrolled, "down")
+    base = f"/api/v1/guests/{guest.pk}"
+    try:
+        post(admin_client, f"{base}/start/")
+        console_until(enrolled, guest, TINY_GUEST_BANNER)
+        # Xen asks the PV guest to power off (xenstore control/shutdown); its kernel runs
+        # /sbin/poweroff. The job waits until libvirt says it is off.
+        job = run(post(admin_client, f"{base}/shutdown/", {"timeout": 180}), shutdown_body)
+        assert job.result["state"] == "shutoff"
+        assert Guest.objects.get(pk=guest.pk).state == "shutoff"
+    finally:
+        remove_quietly_running_only(enrolled, str(guest.uuid))
+    refused = admin_client.delete(f"{base}/?confirm=wrong")
+    assert refused.status_code == 409 and "Type the guest's name" in refused.json()["detail"]
+    deleted = admin_client.delete(f"{base}/?confirm={guest.name}")
+    assert deleted.status_code == 204, deleted.content
+    assert not Guest.objects.filter(pk=guest.pk).exists()
+    assert guest.name not in {d.name for d in virt.list_domains(enrolled.uri,
+                                                                allow_insecure=True)}
+
+
+def remove_quietly_running_only(host: Host, guest_uuid: str) -> None:
+    """Force off if still running (a failed test), keeping the definition for the delete."""
+    from hosts.virt import VirtError
+
+    try:
+        virt.destroy(host.uri, guest_uuid, allow_insecure=True)
+    except VirtError:
+        pass
+
+
+def grub_disk(tmp_path: Path) -> Path:
+    """A disk image (ext4, no partition table) holding the tiny guest's kernel and initrd and
+    a GRUB 2 menu, as a distribution's guest would: made with ``mkfs.ext4 -d``."""
+    tiny = ensure_tiny_guest()
+    tree = tmp_path / "root"
+    grub = tree / "boot" / "grub"
+    grub.mkdir(parents=True)
+    (tree / "boot" / "vmlinuz").write_bytes(tiny.kernel.read_bytes())
+    (tree / "boot" / "initrd.gz").write_bytes(tiny.initrd.read_bytes())
+    (grub / "grub.cfg").write_text(
+        "set default=0\nset timeout=0\n"
+        "menuentry 'xenweb tiny guest (pygrub)' {\n"
+        "    linux /boot/vmlinuz console=hvc0 panic=-1 loglevel=1 xenweb.dirty=0\n"
+        "    initrd /boot/initrd.gz\n"
+        "}\n"
+    )
+    disk = tmp_path / "pygrub.img"
+    with disk.open("wb") as handle:
+        handle.truncate(48 * 1024 * 1024)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "tinyroot", "-d", str(tree), str(disk)],
+                   check=True, capture_output=True, timeout=120)
+    return disk
+
+
+def test_pygrub_boots_the_kernel_from_the_guest_disk(
+    enrolled: Host, admin_client: Client, tmp_path: Path
+) -> None:
+    disk = grub_disk(tmp_path)
+    reconcile_pools(enrolled)
+    pool = Pool.objects.get(host=enrolled, name="default")
+    name = f"pygrub-{time.monotonic_ns() % 10**6}"
+    created = post(admin_client, "/api/v1/volumes/", {
+        "pool": pool.pk, "name": f"{name}.img", "size": str(disk.stat().st_size)})
+    assert created.status_code == 201, created.json()
+    volume = created.json()
+    uploaded = admin_client.put(f"/api/v1/volumes/{volume['id']}/content/",
+                                disk.read_bytes(), content_type="application/octet-stream")
+    assert uploaded.status_code == 201, uploaded.json()
+    guest = create_pv_guest(admin_client, enrolled, "pygrub", kernel="", initrd="",
+                            cmdline="", bootloader="pygrub",
+                            disks=[{"volume": volume["id"]}])
+    base = f"/api/v1/guests/{guest.pk}"
+    try:
+        info = virt.get_domain(enrolled.uri, str(guest.uuid), allow_insecure=True)
+        assert [(d.target, d.source) for d in info.xml.disks] == [("xvda", volume["path"])]
+        started = post(admin_client, f"{base}/start/")
+        assert started.status_code == 200, started.json()
+        # pygrub read grub.cfg on the disk and Xen booted the kernel it found there.
+        console_until(enrolled, guest, TINY_GUEST_BANNER)
+        job = run(post(admin_client, f"{base}/shutdown/", {"timeout": 180}), shutdown_body)
+        assert job.result["state"] == "shutoff"
+    finally:
+        remove_quietly_running_only(enrolled, str(guest.uuid))
+    deleted = admin_client.delete(f"{base}/?confirm={guest.name}&delete_volumes=true")
+    assert deleted.status_code == 204, deleted.content
+    reconcile_pools(enrolled)
+    assert not Volume.objects.filter(pool=pool, name=f"{name}.img").exists()
+
