@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import uuid
-import xml.etree.ElementTree as ET
 
 import pytest
 from django.test import Client
@@ -21,7 +20,6 @@ from hosts.lab.xen.manager import XenHost
 from hosts.lab.xen.register import register_xen_host
 from hosts.lab.xen.remote import run_on
 from hosts.lab.xen.shared import export_source
-from hosts.virt.pool_define import define_pool_from_xml, remove_pool
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
 from tests.xen.helpers import post
@@ -29,19 +27,6 @@ from tests.xen.helpers import post
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(1200)]
 
 MOUNT_POINT = "/var/lib/xen/shared"
-
-
-def netfs_pool_xml(name: str, server: str, export: str, target: str) -> str:
-    """A libvirt ``netfs`` pool (NFS). Interim: switch to the storage pools API's
-    ``NetfsPoolSpec``/``build_pool_xml`` once that is merged."""
-    root = ET.Element("pool", type="netfs")
-    ET.SubElement(root, "name").text = name
-    source = ET.SubElement(root, "source")
-    ET.SubElement(source, "host", name=server)
-    ET.SubElement(source, "dir", path=export)
-    ET.SubElement(source, "format", type="nfs")
-    ET.SubElement(ET.SubElement(root, "target"), "path").text = target
-    return ET.tostring(root, encoding="unicode")
 
 
 def test_storage_network_links_the_dom0s(xen_pair: list[XenHost]) -> None:
@@ -62,17 +47,20 @@ def test_netfs_pool_shares_xen1_storage_with_xen2(
     host2, _ = register_xen_host(xen2)
     server, export = export_source(xen1)
     name = "xen1-images"
-    info = define_pool_from_xml(host2.uri, netfs_pool_xml(name, server, export, MOUNT_POINT),
-                                allow_insecure=True)
+    # The app's own netfs pool type, through the API: libvirt mounts the NFS export.
+    created_pool = post(admin_client, "/api/v1/pools/", {
+        "host": host2.pk, "type": "netfs", "name": name, "source_host": server,
+        "source_dir": export, "target_path": MOUNT_POINT, "build": True})
+    assert created_pool.status_code == 201, created_pool.json()
+    pool_id = created_pool.json()["id"]
     volume_name = f"shared-{uuid.uuid4().hex[:6]}.img"
     try:
-        assert (info.pool_type, info.active) == ("netfs", True)
-        assert (info.source_host, info.source_path) == (server, export)
+        info = created_pool.json()
+        assert (info["type"], info["active"]) == ("netfs", True) and info["storage_key"]
         mounted = run_on(xen2, ["findmnt", "-n", "-o", "FSTYPE,SOURCE", MOUNT_POINT]).stdout
         assert mounted.split()[0].startswith("nfs") and f"{server}:{export}" in mounted
 
-        reconcile_pools(host2)
-        netfs = Pool.objects.get(host=host2, name=name)
+        netfs = Pool.objects.get(pk=pool_id)
         assert netfs.pool_type == "netfs" and netfs.active
         created = post(admin_client, "/api/v1/volumes/", {
             "pool": netfs.pk, "name": volume_name, "size": "4M"})
@@ -99,5 +87,6 @@ def test_netfs_pool_shares_xen1_storage_with_xen2(
         assert not Volume.objects.filter(pool=netfs, name=volume_name).exists()
     finally:
         run_on(xen1, ["rm", "-f", f"{export}/{volume_name}"], check=False)
-        remove_pool(host2.uri, name, allow_insecure=True)
+        deleted = admin_client.delete(f"/api/v1/pools/{pool_id}/")
+        assert deleted.status_code == 204, deleted.content
     assert run_on(xen2, ["findmnt", MOUNT_POINT], check=False).returncode != 0
