@@ -10,6 +10,7 @@ from guests.migration_api import (
 from hosts.api import HostViewSet
 from storage.api import VolumeViewSet
 from storage.api_pools import PoolViewSet
+from storage.v2v.api import ImportViewSet
 from xenweb.accounts.api import MeView
 from xenweb.appliance.api import SshKeyView
 from xenweb.audit.api import AuditViewSet
@@ -25,6 +26,7 @@ router.register("guests", GuestMigrationViewSet, basename="guest-migration")
 router.register("conflict-sets", ConflictSetViewSet, basename="conflictset")
 router.register("pools", PoolViewSet, basename="pool")
 router.register("volumes", VolumeViewSet, basename="volume")
+router.register("imports", ImportViewSet, basename="import")
 
 app_name = "api"
 urlpatterns = [

@@ -1,0 +1,43 @@
+"""An import area of the test's own (settings.DATA_DIR → tmp_path) and image makers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+MIB = 1024 * 1024
+VARIANTS = ("monolithicSparse", "streamOptimized", "monolithicFlat", "twoGbMaxExtentSparse",
+            "twoGbMaxExtentFlat")
+
+
+@pytest.fixture
+def area(settings: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    settings.DATA_DIR = tmp_path / "data"
+    root = tmp_path / "data" / "import"
+    root.mkdir(parents=True)
+    return root
+
+
+def qemu_img(*args: str) -> str:
+    return subprocess.run(["qemu-img", *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def patterned_raw(path: Path, size: int) -> Path:
+    """A raw image with random data in a few places and zeros elsewhere."""
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+        for offset in (0, size // 3, size - MIB):
+            handle.seek(offset)
+            handle.write(os.urandom(MIB // 2))
+    return path
+
+
+def make_vmdk(directory: Path, name: str, subformat: str, source: Path) -> Path:
+    target = directory / f"{name}.vmdk"
+    qemu_img("convert", "-f", "raw", "-O", "vmdk", "-o", f"subformat={subformat}",
+             str(source), str(target))
+    return target
