@@ -60,7 +60,7 @@ def test_extent_paths_are_refused(area: Path, tmp_path: Path, extent: str) -> No
     shutil.copy(area / "d-flat.vmdk", area / "sub" / "d-flat.vmdk")
     shutil.copy(area / "d-flat.vmdk", area.parent / "outside-flat.vmdk")
     _rewrite(disk, '"d-flat.vmdk"', f'"{extent}"')
-    with pytest.raises(ImportRefused, match="plain file name|regular file"):
+    with pytest.raises(ImportRefused, match=r"plain file name|regular file"):
         check_vmdk(disk)
 
 
@@ -83,7 +83,7 @@ def test_qcow2_with_a_backing_file_disguised_as_vmdk_is_refused(area: Path,
                                                                 tmp_path: Path) -> None:
     qemu_img("create", "-q", "-f", "qcow2", "-b", "/etc/shadow", "-F", "raw",
              str(area / "evil.vmdk"), "1M")
-    with pytest.raises(ImportRefused, match="not a VMDK|neither"):
+    with pytest.raises(ImportRefused, match=r"not a VMDK|neither"):
         inspect("evil.vmdk")
 
 
