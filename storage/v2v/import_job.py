@@ -127,6 +127,19 @@ def _source_image(proposal: Proposal, disk: ProposedDisk,
     yield qemu.Image(str(root / disk.path), disk.format)
 
 
+def _verify_manifest(proposal: Proposal, reporter: ProgressReporter) -> None:
+    from storage.v2v.ova import verify_digests
+
+    checked = 0
+
+    def counted(size: int) -> None:
+        nonlocal checked
+        checked += size
+        reporter.update(0, message=f"Verifying the manifest checksums ({checked} bytes)")
+
+    verify_digests(import_root() / proposal.source, proposal, counted)
+
+
 def _upload_file(host: Host, volume_path: str, scratch: Path) -> None:
     """Stream a converted scratch file into a volume on a host this machine cannot write."""
     with virt.VolumeUpload(host.uri, volume_path, sparse=True,
@@ -183,6 +196,8 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         plan = plan_import(proposal, params)
         total = sum(d.virtual_size for d in proposal.images) or 1
         reporter.update(0, total=total, unit=Job.Unit.BYTES, force=True)
+        if proposal.kind == "ova":
+            _verify_manifest(proposal, reporter)
         done = 0
         for number, disk in enumerate(proposal.images):
             ext = "img" if plan.format == "raw" else "qcow2"

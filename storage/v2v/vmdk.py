@@ -15,6 +15,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from storage.v2v import qemu
 from storage.v2v.proposal import ImportRefused
@@ -101,6 +102,40 @@ def _sparse_header(path: Path) -> tuple[int, int, int]:
     return capacity, desc_offset, desc_size
 
 
+def embedded_descriptor(handle: BinaryIO, base: int, name: str) -> Descriptor:
+    """The descriptor inside a hosted sparse VMDK that starts at `base` in `handle`."""
+    handle.seek(base)
+    head = handle.read(HEADER.size)
+    if len(head) < HEADER.size:
+        raise ImportRefused(f"'{name}' is truncated: it ends inside its VMDK header.")
+    magic, _version, _flags, capacity, _grain, offset, size = HEADER.unpack(head)
+    if magic != SPARSE_MAGIC:
+        raise ImportRefused(f"'{name}' is not a sparse VMDK (monolithicSparse or "
+                            "streamOptimized).")
+    if not offset or not size:
+        raise ImportRefused(f"'{name}' is a sparse extent without a descriptor: import the "
+                            "descriptor file that names it.")
+    if size * SECTOR > MAX_DESCRIPTOR:
+        raise ImportRefused(f"'{name}' declares an embedded descriptor of {size * SECTOR} "
+                            "bytes: refused.")
+    handle.seek(base + offset * SECTOR)
+    raw = handle.read(size * SECTOR)
+    if len(raw) < size * SECTOR and b"\0" not in raw:
+        raise ImportRefused(f"'{name}' is truncated inside its descriptor.")
+    descriptor = parse_descriptor(raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
+    if descriptor.extents and descriptor.virtual_size != capacity * SECTOR:
+        raise ImportRefused(f"'{name}' declares {capacity * SECTOR} bytes in its header but "
+                            f"{descriptor.virtual_size} in its descriptor.")
+    if descriptor.create_type not in EMBEDDED_TYPES:
+        raise ImportRefused(f"'{name}' has an embedded descriptor of type "
+                            f"'{descriptor.create_type}'.")
+    if len(descriptor.extents) != 1 or descriptor.extents[0].type != "SPARSE":
+        raise ImportRefused(f"The sparse '{name}' must name only itself as extent.")
+    if descriptor.parent_hint or descriptor.parent_cid not in (NO_PARENT, ""):
+        raise ImportRefused(f"'{name}' is a child disk: backing chains are refused.")
+    return descriptor
+
+
 def read_descriptor(path: Path) -> tuple[Descriptor, bool]:
     """The descriptor of a `.vmdk` and whether it is embedded in a sparse file."""
     with open(path, "rb") as handle:
@@ -109,23 +144,8 @@ def read_descriptor(path: Path) -> tuple[Descriptor, bool]:
         raise ImportRefused(f"'{path.name}' is an ESX redo log (a snapshot delta): import "
                             "the consolidated base disk.")
     if magic == SPARSE_MAGIC:
-        capacity, offset, size = _sparse_header(path)
-        if not offset or not size:
-            raise ImportRefused(f"'{path.name}' is a sparse extent without a descriptor: "
-                                "import the descriptor file that names it.")
-        if size * SECTOR > MAX_DESCRIPTOR:
-            raise ImportRefused(f"'{path.name}' declares an embedded descriptor of "
-                                f"{size * SECTOR} bytes: refused.")
         with open(path, "rb") as handle:
-            handle.seek(offset * SECTOR)
-            raw = handle.read(size * SECTOR)
-        if len(raw) < size * SECTOR and b"\0" not in raw:
-            raise ImportRefused(f"'{path.name}' is truncated inside its descriptor.")
-        descriptor = parse_descriptor(raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
-        if descriptor.extents and descriptor.virtual_size != capacity * SECTOR:
-            raise ImportRefused(f"'{path.name}' declares {capacity * SECTOR} bytes in its "
-                                f"header but {descriptor.virtual_size} in its descriptor.")
-        return descriptor, True
+            return embedded_descriptor(handle, 0, path.name), True
     if os.path.getsize(path) > MAX_DESCRIPTOR:
         raise ImportRefused(f"'{path.name}' is neither a VMDK descriptor nor a sparse VMDK.")
     text = path.read_bytes().split(b"\0", 1)[0].decode("utf-8", "replace")

@@ -150,3 +150,33 @@ def test_a_cancelled_import_leaves_nothing(operator_client: Client, local_pool: 
     assert Job.objects.get(pk=started.json()["id"]).state == "cancelled"
     assert _pool_files(local_pool) == before
     assert not Guest.objects.filter(name=name).exists()
+
+
+def test_ova_import_into_a_lab_pool(operator_client: Client, local_pool: Pool,
+                                    lab_area: Path, tmp_path: Path) -> None:
+    from tests.storage.v2v.ova_maker import build_ova
+
+    name = f"ova-{uuid.uuid4().hex[:6]}"
+    raws = [patterned_raw(tmp_path / f"r{i}.raw", size)
+            for i, size in enumerate((8 * MIB, 4 * MIB))]
+    work = tmp_path / "w"
+    work.mkdir()
+    disks = [make_vmdk(work, f"d{i}", "streamOptimized", raw) for i, raw in enumerate(raws)]
+    build_ova(lab_area / "vm.ova", name, disks)
+    started = operator_client.post("/api/v1/imports/", {
+        "source": f"{lab_area.name}/vm.ova", "host": local_pool.host_id,
+        "pool": local_pool.pk, "format": "raw"}, content_type="application/json")
+    assert started.status_code == 202, started.json()
+    run_job(started.json()["id"], run_import, task_id="t", worker="w")
+    job = Job.objects.get(pk=started.json()["id"])
+    assert job.state == "succeeded", job.error
+    guest = Guest.objects.get(pk=job.result["guest"])
+    try:
+        for raw, volume in zip(raws, job.result["volumes"], strict=True):
+            qemu_img("compare", "-f", "raw", "-F", "raw", str(raw), volume)
+        defined = domains.get_domain(guest.host.uri, str(guest.uuid), allow_insecure=True).xml
+        assert [n.mac for n in defined.nics] == ["00:50:56:aa:bb:01"]
+    finally:
+        domains.undefine(guest.host.uri, str(guest.uuid), allow_insecure=True)
+        for path in job.result["volumes"]:
+            Path(path).unlink(missing_ok=True)
