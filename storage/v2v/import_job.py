@@ -106,7 +106,7 @@ def _reachable(host: Host, path: str) -> bool:
 
 @contextlib.contextmanager
 def _source_image(proposal: Proposal, disk: ProposedDisk,
-                  reporter: ProgressReporter) -> Iterator[qemu.Image]:
+                  on_progress: Any) -> Iterator[qemu.Image]:
     """What qemu-img reads for a disk; XVA disks are first rebuilt into a scratch file."""
     root = import_root()
     if proposal.kind == "xva":
@@ -114,7 +114,7 @@ def _source_image(proposal: Proposal, disk: ProposedDisk,
 
         scratch = work_dir() / f"xva-{uuid.uuid4().hex}.raw"
         try:
-            rebuild_disk(root / proposal.source, disk, scratch, reporter)
+            rebuild_disk(root / proposal.source, disk, scratch, on_progress)
             yield qemu.Image(str(scratch), "raw")
         finally:
             scratch.unlink(missing_ok=True)
@@ -212,9 +212,12 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
                          message: str = message) -> None:
                 reporter.update(base + int(fraction * size), message=message)
 
-            with _source_image(proposal, disk, reporter) as image:
+            # An XVA disk is rebuilt first (half of its share), then converted.
+            staged = proposal.kind == "xva"
+            with _source_image(proposal, disk, lambda f: progress(f / 2)) as image:
                 reporter.update(done, message=message, force=True)
-                _convert(plan, image, disk, info.path, progress)
+                _convert(plan, image, disk, info.path,
+                         (lambda f: progress(0.5 + f / 2)) if staged else progress)
             done += disk.virtual_size
             reporter.update(done, message=message, force=True)
         reporter.update(done, message="Defining the guest", force=True)

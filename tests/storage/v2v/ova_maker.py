@@ -78,8 +78,9 @@ def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def build_ova(target: Path, name: str, disks: list[Path], *, ovf: str | None = None,
               manifest: bool = True, extra: list[tarfile.TarInfo] | None = None,
               tamper: bool = False) -> Path:
-    from tests.storage.v2v.conftest import qemu_img
     import json
+
+    from tests.storage.v2v.conftest import qemu_img
 
     sizes = [(d.name, d.stat().st_size,
               json.loads(qemu_img("info", "--output=json", "-f", "vmdk", str(d)))

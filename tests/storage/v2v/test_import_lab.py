@@ -180,3 +180,32 @@ def test_ova_import_into_a_lab_pool(operator_client: Client, local_pool: Pool,
         domains.undefine(guest.host.uri, str(guest.uuid), allow_insecure=True)
         for path in job.result["volumes"]:
             Path(path).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("compress", ["", "zst"])
+def test_xva_import_into_a_lab_pool(operator_client: Client, local_pool: Pool,
+                                    lab_area: Path, tmp_path: Path, compress: str) -> None:
+    from tests.storage.v2v.xva_maker import build_xva
+
+    name = f"xva-{uuid.uuid4().hex[:6]}"
+    raws = [patterned_raw(tmp_path / "r0.raw", 6 * MIB),
+            patterned_raw(tmp_path / "r1.raw", 3 * MIB)]
+    build_xva(lab_area / "vm.xva", name, raws, compress=compress)
+    started = operator_client.post("/api/v1/imports/", {
+        "source": f"{lab_area.name}/vm.xva", "host": local_pool.host_id,
+        "pool": local_pool.pk, "format": "qcow2"}, content_type="application/json")
+    assert started.status_code == 202, started.json()
+    run_job(started.json()["id"], run_import, task_id="t", worker="w")
+    job = Job.objects.get(pk=started.json()["id"])
+    assert job.state == "succeeded", job.error
+    guest = Guest.objects.get(pk=job.result["guest"])
+    try:
+        for raw, volume in zip(raws, job.result["volumes"], strict=True):
+            qemu_img("compare", "-f", "raw", "-F", "qcow2", str(raw), volume)
+        defined = domains.get_domain(guest.host.uri, str(guest.uuid), allow_insecure=True).xml
+        assert [n.mac for n in defined.nics] == ["02:00:00:aa:bb:cc"]
+        assert (defined.vcpus, defined.memory_mib) == (2, 512)
+    finally:
+        domains.undefine(guest.host.uri, str(guest.uuid), allow_insecure=True)
+        for path in job.result["volumes"]:
+            Path(path).unlink(missing_ok=True)
