@@ -1,0 +1,101 @@
+"""V2V import throughput: a 4 GiB disk (one quarter random data, the rest zeros) as a
+monolithicSparse VMDK, imported into a lab host's pool by the import job (inspect,
+checks, volume, qemu-img under prlimit with progress, guest definition) against a bare
+`qemu-img convert -f vmdk -O qcow2` of the same file into the same pool directory, in the
+same run. Goal: job / bare >= 0.9."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth import get_user_model
+
+from guests.models import Guest
+from hosts.lab.daemons import lab_down, lab_up
+from hosts.lab.register import register_lab_host
+from hosts.virt import domains
+from storage.inventory import reconcile_pools
+from storage.models import Pool
+from storage.v2v.import_job import run_import
+from storage.v2v.services import start_import
+from storage.v2v.sources import import_root
+from xenweb.jobs.models import Job
+from xenweb.jobs.runner import run_job
+
+SIZE = 4 * 1024**3
+MIB = 1024 * 1024
+
+
+def _image(raw: Path) -> None:
+    """Every fourth MiB random, the rest zeros (holes)."""
+    with open(raw, "wb") as out:
+        out.truncate(SIZE)
+        for index in range(0, SIZE // MIB, 4):
+            out.seek(index * MIB)
+            out.write(os.urandom(MIB))
+
+
+def run() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="xenweb-bench-v2v-") as tmp:
+        root = Path(tmp)
+        lab = lab_up(1, root=root / "lab")[0]
+        area = import_root() / f"bench-{uuid.uuid4().hex[:6]}"
+        area.mkdir()
+        try:
+            host, _ = register_lab_host(lab)
+            reconcile_pools(host)
+            pool = Pool.objects.get(host=host, name="local")
+            user, _ = get_user_model().objects.get_or_create(username="bench-v2v")
+            raw = root / "disk.raw"
+            _image(raw)
+            vmdk = area / "disk.vmdk"
+            subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o",
+                            "subformat=monolithicSparse", str(raw), str(vmdk)], check=True)
+            raw.unlink()
+            rounds: dict[str, list[float]] = {"job": [], "bare": []}
+            for rnd in range(2):
+                bare_out = Path(pool.target_path) / f"bench-bare-{rnd}.qcow2"
+                start = time.perf_counter()
+                subprocess.run(["qemu-img", "convert", "-f", "vmdk", "-O", "qcow2",
+                                str(vmdk), str(bare_out)], check=True)
+                rounds["bare"].append(time.perf_counter() - start)
+                bare_out.unlink()
+
+                job = start_import({"source": f"{area.name}/disk.vmdk", "host": host.pk,
+                                    "pool": pool.pk, "format": "qcow2",
+                                    "name": f"bench-{rnd}-{uuid.uuid4().hex[:4]}"},
+                                   user=user)
+                start = time.perf_counter()
+                run_job(job.pk, run_import, task_id=f"bench-{job.pk}", worker="bench")
+                rounds["job"].append(time.perf_counter() - start)
+                job.refresh_from_db()
+                if job.state != "succeeded":
+                    raise RuntimeError(f"import failed: {job.error}")
+                guest = Guest.objects.get(pk=job.result["guest"])
+                domains.undefine(host.uri, str(guest.uuid), allow_insecure=True)
+                for path in job.result["volumes"]:
+                    Path(path).unlink(missing_ok=True)
+                if rnd == 0:
+                    last = Job.objects.get(pk=job.pk)
+            job_s, bare_s = min(rounds["job"]), min(rounds["bare"])
+            out = {
+                "bytes": SIZE, "data_bytes": SIZE // 4,
+                "job_seconds": round(job_s, 2), "bare_qemu_img_seconds": round(bare_s, 2),
+                "job_mib_s": round(SIZE / job_s / MIB, 1),
+                "bare_mib_s": round(SIZE / bare_s / MIB, 1),
+                "ratio": round(bare_s / job_s, 3), "goal_ratio": 0.9,
+                "job_rate_reported_mib_s": round((last.rate or 0) / MIB, 1),
+            }
+            print(json.dumps(out, indent=2), flush=True)
+            return out
+        finally:
+            shutil.rmtree(area, ignore_errors=True)
+            lab_down(root / "lab")
