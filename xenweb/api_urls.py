@@ -10,7 +10,7 @@ from guests.migration_api import (
 from hosts.api import HostViewSet
 from storage.api import VolumeViewSet
 from storage.api_pools import PoolViewSet
-from storage.v2v.api import ImportViewSet
+from storage.v2v.api import ExportViewSet, GuestExportViewSet, ImportViewSet
 from xenweb.accounts.api import MeView
 from xenweb.appliance.api import SshKeyView
 from xenweb.audit.api import AuditViewSet
@@ -27,6 +27,8 @@ router.register("conflict-sets", ConflictSetViewSet, basename="conflictset")
 router.register("pools", PoolViewSet, basename="pool")
 router.register("volumes", VolumeViewSet, basename="volume")
 router.register("imports", ImportViewSet, basename="import")
+router.register("guests", GuestExportViewSet, basename="guest-export")
+router.register("exports", ExportViewSet, basename="export")
 
 app_name = "api"
 urlpatterns = [

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import FileResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from guests.models import Guest
 from storage.v2v import services
+from storage.v2v.export_job import export_file
 from storage.v2v.import_job import FORMATS
 from storage.v2v.proposal import ImportRefused
+from xenweb.audit.services import record
 from xenweb.jobs.api import accepted
+from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.serializers import JobSerializer
 
 REFUSED = OpenApiResponse(description="refused, with `detail`")
@@ -80,3 +85,55 @@ class ImportViewSet(viewsets.ViewSet):
         except ImportRefused as exc:
             return refused(exc)
         return accepted(job)
+
+
+class ExportSerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=["xva", "raw", "qcow2", "vmdk"])
+    compress = serializers.ChoiceField(choices=["", "gzip", "zstd"], default="",
+                                       help_text="XVA only")
+    disk = serializers.IntegerField(min_value=0, default=0,
+                                    help_text="which disk, for raw/qcow2/vmdk")
+
+
+class GuestExportViewSet(viewsets.GenericViewSet):
+    """Export a shut-off guest as XVA, or one of its disks as raw/qcow2/vmdk."""
+
+    queryset = Guest.objects.select_related("host")
+    serializer_class = ExportSerializer
+    action_permissions = {"export": "guests.change_guest"}
+
+    @extend_schema(request=ExportSerializer, responses={202: JobSerializer, 422: REFUSED})
+    @action(detail=True, methods=["post"])
+    def export(self, request: Request, pk: str | None = None) -> Response:
+        """A job; its result holds `download`, a URL that streams the file."""
+        guest = self.get_object()
+        data = ExportSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        params = data.validated_data
+        try:
+            job = services.start_export(guest, fmt=params["format"],
+                                        compress=params["compress"], disk=params["disk"],
+                                        user=request.user, request=request)
+        except ImportRefused as exc:
+            return refused(exc)
+        return accepted(job)
+
+
+class ExportViewSet(viewsets.GenericViewSet):
+    """The files export jobs wrote, streamed to authenticated operators."""
+
+    queryset = Job.objects.filter(kind="guest.export", state=JobState.SUCCEEDED)
+    # Disk contents can hold secrets: reading them is not for viewers.
+    action_permissions = {"download": "guests.change_guest"}
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @action(detail=True, methods=["get"])
+    def download(self, request: Request, pk: str | None = None) -> FileResponse | Response:
+        job = self.get_object()
+        path = export_file(job)
+        if path is None:
+            return Response({"detail": "The exported file is gone."},
+                            status=status.HTTP_404_NOT_FOUND)
+        record("guest.export.download", user=request.user, request=request, target=job,
+               file=path.name)
+        return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name)

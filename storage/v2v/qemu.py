@@ -109,7 +109,8 @@ def convert_cpu_seconds(virtual_size: int) -> int:
 
 
 def convert(image: Image, target: str, target_format: str, *, virtual_size: int,
-            existing: bool, on_progress: Callable[[float], None]) -> None:
+            existing: bool, on_progress: Callable[[float], None],
+            options: list[str] | None = None) -> None:
     """`qemu-img convert -p` into `target`; `on_progress(fraction)` may raise to stop it.
 
     `existing`: the target volume was created already (libvirt made it), write into it
@@ -119,7 +120,7 @@ def convert(image: Image, target: str, target_format: str, *, virtual_size: int,
     if existing:
         argv.append("-n")
     argv += image.args()
-    argv += ["-O", target_format, target]
+    argv += ["-O", target_format, *(options or []), target]
     with tempfile.TemporaryFile() as errors:
         _run_convert(argv, virtual_size, errors, on_progress)
 

@@ -38,3 +38,21 @@ def start_import(params: dict[str, Any], *, user: Any, request: Any = None) -> J
                      title=f"Import {source} as {plan.name}", target=plan.pool,
                      params={**params, "name": plan.name}, unit=Job.Unit.BYTES,
                      total=total or None, request=request)
+
+
+def start_export(guest: Any, *, fmt: str, compress: str = "", disk: int = 0, user: Any,
+                 request: Any = None) -> Job:
+    from storage.v2v.export_job import check_export
+
+    try:
+        check_export(guest, fmt, disk)
+    except ImportRefused as exc:
+        record("guest.export", user=user, request=request, target=guest, result="failed",
+               message=str(exc), format=fmt)
+        raise
+    from storage.tasks import export_task
+
+    return start_job(export_task, kind="guest.export", owner=user,
+                     title=f"Export {guest.name} as {fmt}", target=guest,
+                     params={"format": fmt, "compress": compress, "disk": disk},
+                     unit=Job.Unit.BYTES, request=request)

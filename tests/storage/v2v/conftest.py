@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from hosts.lab.register import register_lab_host
+from storage.inventory import reconcile_pools
+from storage.models import Pool
+from storage.v2v.sources import import_root
 
 MIB = 1024 * 1024
 VARIANTS = ("monolithicSparse", "streamOptimized", "monolithicFlat", "twoGbMaxExtentSparse",
@@ -41,3 +50,21 @@ def make_vmdk(directory: Path, name: str, subformat: str, source: Path) -> Path:
     qemu_img("convert", "-f", "raw", "-O", "vmdk", "-o", f"subformat={subformat}",
              str(source), str(target))
     return target
+
+
+@pytest.fixture
+def local_pool(lab_hosts: list[Any]) -> Pool:
+    """The `local` dir pool of a real lab host (its files are readable here)."""
+    host, _ = register_lab_host(lab_hosts[0])
+    reconcile_pools(host)
+    return Pool.objects.get(host=host, name="local")
+
+
+@pytest.fixture
+def lab_area() -> Iterator[Path]:
+    """A directory of the test's own inside the real import area (lab tests keep the
+    data dir the lab hosts were started with)."""
+    path = import_root() / f"t-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

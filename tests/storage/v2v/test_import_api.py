@@ -114,3 +114,16 @@ def test_import_answers_202_with_a_job(operator_client: Client, demo: Host, area
     job = started.json()
     assert job["kind"] == "guest.import" and job["state"] == "queued"
     assert job["total"] == 8 * MIB
+
+
+def test_export_refusals(operator_client: Client, viewer_client: Client, demo: Host) -> None:
+    from guests.models import Guest
+
+    guest = Guest.objects.filter(host=demo, is_privileged=False).first()
+    url = f"/api/v1/guests/{guest.pk}/export/"
+    assert post(viewer_client, url, {"format": "xva"}).status_code == 403
+    assert post(operator_client, url, {"format": "iso"}).status_code == 400
+    answer = post(operator_client, url, {"format": "xva"})
+    assert answer.status_code == 422 and answer.json()["detail"]
+    assert not Job.objects.filter(kind="guest.export").exists()
+    assert AuditRecord.objects.filter(action="guest.export", result="failed").exists()

@@ -4,9 +4,7 @@ a failing disk leaves nothing behind; so does a cancelled import."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,34 +12,15 @@ import pytest
 from django.test import Client
 
 from guests.models import Guest
-from hosts.lab.register import register_lab_host
 from hosts.virt import domains
-from storage.inventory import reconcile_pools
 from storage.models import Pool
 from storage.v2v.import_job import run_import
-from storage.v2v.sources import import_root
 from tests.storage.v2v.conftest import MIB, make_vmdk, patterned_raw, qemu_img
 from xenweb.audit.models import AuditRecord
 from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def local_pool(lab_hosts: list[Any]) -> Pool:
-    host, _ = register_lab_host(lab_hosts[0])
-    reconcile_pools(host)
-    return Pool.objects.get(host=host, name="local")
-
-
-@pytest.fixture
-def lab_area() -> Iterator[Path]:
-    """A directory of this test's own inside the real import area."""
-    path = import_root() / f"t-{uuid.uuid4().hex[:8]}"
-    path.mkdir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 VMX = """.encoding = "UTF-8"
