@@ -88,7 +88,7 @@ class ImportViewSet(viewsets.ViewSet):
 
 
 class ExportSerializer(serializers.Serializer):
-    format = serializers.ChoiceField(choices=["xva", "raw", "qcow2", "vmdk"])
+    format = serializers.ChoiceField(choices=["xva", "ova", "raw", "qcow2", "vmdk"])
     compress = serializers.ChoiceField(choices=["", "gzip", "zstd"], default="",
                                        help_text="XVA only")
     disk = serializers.IntegerField(min_value=0, default=0,
@@ -96,7 +96,7 @@ class ExportSerializer(serializers.Serializer):
 
 
 class GuestExportViewSet(viewsets.GenericViewSet):
-    """Export a shut-off guest as XVA, or one of its disks as raw/qcow2/vmdk."""
+    """Export a shut-off guest as XVA or OVA, or one of its disks as raw/qcow2/vmdk."""
 
     queryset = Guest.objects.select_related("host")
     serializer_class = ExportSerializer

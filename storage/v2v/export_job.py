@@ -29,8 +29,8 @@ from xenweb.jobs.errors import JobCancelled, JobError
 from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
 
-FORMATS = ("xva", "raw", "qcow2", "vmdk")
-SUFFIX = {"xva": ".xva", "raw": ".img", "qcow2": ".qcow2", "vmdk": ".vmdk"}
+FORMATS = ("xva", "ova", "raw", "qcow2", "vmdk")
+SUFFIX = {"xva": ".xva", "ova": ".ova", "raw": ".img", "qcow2": ".qcow2", "vmdk": ".vmdk"}
 
 
 def export_dir() -> Path:
@@ -68,7 +68,7 @@ def check_export(guest: Guest, fmt: str, disk_index: int) -> None:
     _info, disks = _disks(guest)
     if not disks:
         raise ImportRefused(f"Guest '{guest.name}' has no disk to export.")
-    if fmt != "xva" and not 0 <= disk_index < len(disks):
+    if fmt not in ("xva", "ova") and not 0 <= disk_index < len(disks):
         raise ImportRefused(f"Guest '{guest.name}' has {len(disks)} disks; there is no disk "
                             f"{disk_index}.")
 
@@ -92,6 +92,35 @@ def _as_raw(disk: Any, size: int, reporter: ProgressReporter) -> Iterator[str]:
 
 def _size(disk: Any) -> int:
     return qemu.info(qemu.Image(disk.source, disk.format or "raw")).virtual_size
+
+
+def _write_ova(guest: Guest, info: Any, disks: list[Any], sizes: list[int], target: Path,
+               reporter: ProgressReporter) -> None:
+    """Each disk as a streamOptimized VMDK (scratch), then the OVF, manifest and tar."""
+    from storage.v2v.ova_writer import OvaDisk, envelope, write_ova
+
+    reporter.update(0, total=sum(sizes) or 1, unit=Job.Unit.BYTES, force=True)
+    scratch = work_dir() / f"ova-{uuid.uuid4().hex}"
+    scratch.mkdir()
+    try:
+        parts, done = [], 0
+        for index, (disk, size) in enumerate(zip(disks, sizes, strict=True)):
+            vmdk = scratch / f"{guest.name}-disk{index + 1}.vmdk"
+            qemu.convert(qemu.Image(disk.source, disk.format or "raw"), str(vmdk), "vmdk",
+                         virtual_size=size, existing=False,
+                         on_progress=lambda f, base=done, size=size: reporter.update(
+                             base + int(f * size), message="Writing streamOptimized VMDKs"),
+                         options=["-o", "subformat=streamOptimized"])
+            done += size
+            parts.append(OvaDisk(vmdk=vmdk, capacity=size))
+        reporter.update(done, message="Packing the OVA", force=True)
+        ovf = envelope(guest.name, info.xml.description, info.xml.vcpus, info.xml.memory_mib,
+                       parts, [n.mac for n in info.xml.nics])
+        write_ova(target, guest.name, ovf, parts)
+    finally:
+        for leftover in scratch.iterdir():
+            leftover.unlink()
+        scratch.rmdir()
 
 
 def run_export(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
@@ -122,6 +151,8 @@ def run_export(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
                     reporter.update(written, message="Writing the XVA")
 
                 write_xva(vm, target, compress=compress, on_bytes=counted)
+        elif fmt == "ova":
+            _write_ova(guest, info, disks, sizes, target, reporter)
         else:
             index = int(job.params.get("disk", 0))
             disk, size = disks[index], sizes[index]

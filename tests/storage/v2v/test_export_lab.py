@@ -159,3 +159,36 @@ def test_one_disk_exports_equal(operator_client: Client, local_pool: Pool, lab_a
         domains.undefine(guest.host.uri, str(guest.uuid), allow_insecure=True)
         for path in volumes:
             Path(path).unlink(missing_ok=True)
+
+
+def test_guest_to_ova_to_guest(operator_client: Client, local_pool: Pool, lab_area: Path,
+                               tmp_path: Path) -> None:
+    guest, raws, volumes = _imported_guest(operator_client, local_pool, lab_area, tmp_path)
+    made = list(volumes)
+    try:
+        job = _export(operator_client, guest, format="ova")
+        (lab_area / "back.ova").write_bytes(_download(operator_client, job))
+        inspected = operator_client.post("/api/v1/imports/inspect/",
+                                         {"source": f"{lab_area.name}/back.ova"},
+                                         content_type="application/json")
+        assert inspected.status_code == 200, inspected.json()
+        proposal = inspected.json()
+        assert (proposal["vcpus"], proposal["memory_mib"]) == (2, 256)
+        assert proposal["nics"][0]["mac"] == "00:50:56:01:02:03"
+        again = operator_client.post("/api/v1/imports/", {
+            "source": f"{lab_area.name}/back.ova", "host": local_pool.host_id,
+            "pool": local_pool.pk, "format": "qcow2", "name": guest.name + "-b"},
+            content_type="application/json")
+        assert again.status_code == 202, again.json()
+        run_job(again.json()["id"], run_import, task_id="t", worker="w")
+        job2 = Job.objects.get(pk=again.json()["id"])
+        assert job2.state == "succeeded", job2.error
+        made += job2.result["volumes"]
+        for raw, volume in zip(raws, job2.result["volumes"], strict=True):
+            qemu_img("compare", "-f", "raw", "-F", "qcow2", str(raw), volume)
+        new = Guest.objects.get(pk=job2.result["guest"])
+        domains.undefine(new.host.uri, str(new.uuid), allow_insecure=True)
+    finally:
+        domains.undefine(guest.host.uri, str(guest.uuid), allow_insecure=True)
+        for path in made:
+            Path(path).unlink(missing_ok=True)
