@@ -16,6 +16,7 @@ from storage.v2v import services
 from storage.v2v.export_job import export_file
 from storage.v2v.import_job import FORMATS
 from storage.v2v.proposal import ImportRefused
+from storage.v2v.uploads import receive
 from xenweb.audit.services import record
 from xenweb.jobs.api import accepted
 from xenweb.jobs.models import Job, JobState
@@ -57,7 +58,26 @@ def refused(exc: Exception) -> Response:
 class ImportViewSet(viewsets.ViewSet):
     """Import VMware (VMX/VMDK), OVA/OVF and XVA files from the import area as guests."""
 
-    action_permissions = {"create": "guests.add_guest", "inspect": "guests.add_guest"}
+    action_permissions = {"create": "guests.add_guest", "inspect": "guests.add_guest",
+                          "upload": "guests.add_guest"}
+
+    @extend_schema(request={"application/octet-stream": {"type": "string",
+                                                         "format": "binary"}},
+                   responses={201: dict, 411: REFUSED, 422: REFUSED})
+    @action(detail=False, methods=["put"], url_path=r"files/(?P<name>.+)")
+    def upload(self, request: Request, name: str = "") -> Response:
+        """Store the request body (raw bytes, with Content-Length) as `name` inside the
+        import area; it can then be inspected and imported as `{"source": name}`."""
+        length = request.headers.get("Content-Length", "")
+        if not length.isdigit():
+            return Response({"detail": "Send the file as the request body with a "
+                             "Content-Length header."}, status=status.HTTP_411_LENGTH_REQUIRED)
+        try:
+            stored = receive(name, request._request, int(length), user=request.user,
+                             request=request)
+        except ImportRefused as exc:
+            return refused(exc)
+        return Response(stored, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=SourceSerializer, responses={200: dict, 422: REFUSED})
     @action(detail=False, methods=["post"])

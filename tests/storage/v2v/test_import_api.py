@@ -127,3 +127,27 @@ def test_export_refusals(operator_client: Client, viewer_client: Client, demo: H
     assert answer.status_code == 422 and answer.json()["detail"]
     assert not Job.objects.filter(kind="guest.export").exists()
     assert AuditRecord.objects.filter(action="guest.export", result="failed").exists()
+
+
+def put(client: Client, path: str, data: bytes) -> Any:
+    return client.put(path, data, content_type="application/octet-stream")
+
+
+def test_upload_into_the_import_area(operator_client: Client, viewer_client: Client,
+                                     area: Path, tmp_path: Path) -> None:
+    _vm(tmp_path, tmp_path)
+    for name in ("web.vmx", "web.vmdk"):
+        stored = put(operator_client, f"/api/v1/imports/files/up/{name}/",
+                     (tmp_path / name).read_bytes())
+        assert stored.status_code == 201, stored.json()
+        assert stored.json()["source"] == f"up/{name}"
+    assert post(operator_client, "/api/v1/imports/inspect/", {"source": "up/web.vmx"}) \
+        .status_code == 200
+    again = put(operator_client, "/api/v1/imports/files/up/web.vmx/", b"x")
+    assert again.status_code == 422 and "exists already" in again.json()["detail"]
+    assert put(viewer_client, "/api/v1/imports/files/v.vmx/", b"x").status_code == 403
+    for bad in ("../escape.vmx", ".hidden", "a/../../b"):
+        refused = put(operator_client, f"/api/v1/imports/files/{bad}/", b"x")
+        assert refused.status_code in (404, 422), bad
+    assert sorted(p.name for p in (area / "up").iterdir()) == ["web.vmdk", "web.vmx"]
+    assert AuditRecord.objects.filter(action="import.upload", result="ok").count() == 2
