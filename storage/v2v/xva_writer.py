@@ -8,8 +8,10 @@ order of its VDI ref as 1 MiB chunks `Ref:N/%08d`, each followed by its `.xxhash
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
+import os
 import tarfile
 import time
 import uuid
@@ -142,6 +144,23 @@ def _output(handle: IO[bytes], compress: str) -> IO[bytes]:
     return handle
 
 
+def _is_hole(image: IO[bytes], offset: int) -> bool:
+    """Whether the file has no data in [offset, offset + CHUNK) (a sparse file's hole),
+    so that the chunk is skipped without reading it."""
+    try:
+        return os.lseek(image.fileno(), offset, os.SEEK_DATA) >= offset + CHUNK
+    except OSError:  # ENXIO: only a hole up to the end; or no SEEK_DATA support
+        return os.fstat(image.fileno()).st_size > offset and _no_data_after(image, offset)
+
+
+def _no_data_after(image: IO[bytes], offset: int) -> bool:
+    try:
+        os.lseek(image.fileno(), offset, os.SEEK_DATA)
+    except OSError as exc:
+        return exc.errno == errno.ENXIO
+    return False
+
+
 def write_xva(vm: ExportVm, target: Path, *, compress: str = "",
               on_bytes: Callable[[int], None] | None = None) -> None:
     """Write the XVA to `target`; `on_bytes(n)` after each n bytes of disk read."""
@@ -156,6 +175,11 @@ def write_xva(vm: ExportVm, target: Path, *, compress: str = "",
                 count = max(1, (disk.virtual_size + CHUNK - 1) // CHUNK)
                 with open(disk.path, "rb") as image:
                     for number in range(count):
+                        if 0 < number < count - 1 and _is_hole(image, number * CHUNK):
+                            if on_bytes is not None:
+                                on_bytes(CHUNK)
+                            continue
+                        image.seek(number * CHUNK)
                         data = image.read(CHUNK)
                         if len(data) < CHUNK and number < count - 1:
                             data = data.ljust(CHUNK, b"\0")  # a short file reads as zeros
