@@ -117,8 +117,8 @@ def convert(image: Image, target: str, target_format: str, *, virtual_size: int,
     (`-n`) instead of creating a file.
     """
     argv = ["qemu-img", "convert", "-p"]
-    if existing:
-        argv.append("-n")
+    if existing:  # a volume libvirt just created reads as zeros: keep its holes
+        argv += ["-n", "--target-is-zero"]
     argv += image.args()
     argv += ["-O", target_format, *(options or []), target]
     with tempfile.TemporaryFile() as errors:

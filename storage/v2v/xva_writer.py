@@ -25,6 +25,7 @@ import xxhash
 import zstandard
 
 CHUNK = 1024 * 1024
+ZEROS = bytes(CHUNK)
 
 
 @dataclass
@@ -185,7 +186,7 @@ def write_xva(vm: ExportVm, target: Path, *, compress: str = "",
                             data = data.ljust(CHUNK, b"\0")  # a short file reads as zeros
                         if on_bytes is not None:
                             on_bytes(len(data))
-                        if 0 < number < count - 1 and data == bytes(len(data)):
+                        if 0 < number < count - 1 and data == ZEROS:
                             continue
                         _add(tar, f"{ref}/{number:08d}", data)
                         _add(tar, f"{ref}/{number:08d}.xxhash",
