@@ -29,7 +29,6 @@ from storage.models import Pool
 from storage.v2v.import_job import run_import
 from storage.v2v.services import start_import
 from storage.v2v.sources import import_root
-from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
 
 SIZE = 4 * 1024**3
@@ -128,8 +127,6 @@ def run() -> dict[str, Any]:
                 domains.undefine(host.uri, str(guest.uuid), allow_insecure=True)
                 for path in job.result["volumes"]:
                     Path(path).unlink(missing_ok=True)
-                if rnd == 0:
-                    last = Job.objects.get(pk=job.pk)
             export = _export_rounds(host, pool, area, user)
             job_s, bare_s = min(rounds["job"]), min(rounds["bare"])
             out = {
@@ -138,7 +135,6 @@ def run() -> dict[str, Any]:
                 "job_mib_s": round(SIZE / job_s / MIB, 1),
                 "bare_mib_s": round(SIZE / bare_s / MIB, 1),
                 "ratio": round(bare_s / job_s, 3), "goal_ratio": 0.9,
-                "job_rate_reported_mib_s": round((last.rate or 0) / MIB, 1),
                 **export,
             }
             print(json.dumps(out, indent=2), flush=True)
