@@ -11,6 +11,7 @@ from hosts.api import HostViewSet
 from hosts.metrics_api import GuestMetricsViewSet, HostMetricsViewSet
 from storage.api import VolumeViewSet
 from storage.api_pools import PoolViewSet
+from storage.v2v.api import ExportViewSet, GuestExportViewSet, ImportViewSet
 from xenweb.accounts.api import MeView
 from xenweb.appliance.api import SshKeyView
 from xenweb.audit.api import AuditViewSet
@@ -28,6 +29,9 @@ router.register("hosts", HostMetricsViewSet, basename="host-metrics")
 router.register("guests", GuestMetricsViewSet, basename="guest-metrics")
 router.register("pools", PoolViewSet, basename="pool")
 router.register("volumes", VolumeViewSet, basename="volume")
+router.register("imports", ImportViewSet, basename="import")
+router.register("guests", GuestExportViewSet, basename="guest-export")
+router.register("exports", ExportViewSet, basename="export")
 
 app_name = "api"
 urlpatterns = [

@@ -219,6 +219,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several serializers have a `format` field with different choices.
+    "ENUM_NAME_OVERRIDES": {"ExportFormatEnum": ["xva", "ova", "raw", "qcow2", "vmdk"],
+                            "VolumeFormatEnum": ["raw", "qcow2"]},
 }
 
 # --- Security -----------------------------------------------------------------------------

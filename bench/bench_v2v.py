@@ -1,0 +1,144 @@
+"""V2V import throughput: a 4 GiB disk (one quarter random data, the rest zeros) as a
+monolithicSparse VMDK, imported into a lab host's pool by the import job (inspect,
+checks, volume, qemu-img under prlimit with progress, guest definition) against a bare
+`qemu-img convert -f vmdk -O qcow2` of the same file into the same pool directory, in the
+same run. Goal: job / bare >= 0.9. Then XVA export of a guest with that disk against
+`qemu-img convert -O raw` of its volume. Goal: export / bare >= 0.7."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth import get_user_model
+
+from guests.models import Guest
+from hosts.lab.daemons import lab_down, lab_up
+from hosts.lab.register import register_lab_host
+from hosts.models import Host
+from hosts.virt import domains
+from storage.inventory import reconcile_pools
+from storage.models import Pool
+from storage.v2v.import_job import run_import
+from storage.v2v.services import start_import
+from storage.v2v.sources import import_root
+from xenweb.jobs.runner import run_job
+
+SIZE = 4 * 1024**3
+MIB = 1024 * 1024
+
+
+def _image(raw: Path) -> None:
+    """Every fourth MiB random, the rest zeros (holes)."""
+    with open(raw, "wb") as out:
+        out.truncate(SIZE)
+        for index in range(0, SIZE // MIB, 4):
+            out.seek(index * MIB)
+            out.write(os.urandom(MIB))
+
+
+def _export_rounds(host: Any, pool: Pool, area: Path, user: Any) -> dict[str, Any]:
+    """XVA export of a guest with the same disk (raw volume) against `qemu-img convert
+    -O raw` of that volume. Goal: export / qemu-img >= 0.7."""
+    from storage.v2v.export_job import export_file, run_export
+    from storage.v2v.services import start_export
+
+    job = start_import({"source": f"{area.name}/disk.vmdk", "host": host.pk,
+                        "pool": pool.pk, "format": "raw",
+                        "name": f"bench-x-{uuid.uuid4().hex[:4]}"}, user=user)
+    run_job(job.pk, run_import, task_id=f"bench-{job.pk}", worker="bench")
+    job.refresh_from_db()
+    guest = Guest.objects.get(pk=job.result["guest"])
+    volume = job.result["volumes"][0]
+    times: dict[str, list[float]] = {"xva": [], "bare": []}
+    try:
+        for _ in range(2):
+            out = Path(pool.target_path) / "bench-bare-export.raw"
+            start = time.perf_counter()
+            subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "raw", volume,
+                            str(out)], check=True)
+            times["bare"].append(time.perf_counter() - start)
+            out.unlink()
+            export = start_export(guest, fmt="xva", user=user)
+            start = time.perf_counter()
+            run_job(export.pk, run_export, task_id=f"bench-{export.pk}", worker="bench")
+            times["xva"].append(time.perf_counter() - start)
+            export.refresh_from_db()
+            if export.state != "succeeded":
+                raise RuntimeError(f"export failed: {export.error}")
+            path = export_file(export)
+            xva_bytes = path.stat().st_size if path else 0
+            if path:
+                path.unlink()
+    finally:
+        domains.undefine(host.uri, str(guest.uuid), allow_insecure=True)
+        Path(volume).unlink(missing_ok=True)
+    xva_s, bare_s = min(times["xva"]), min(times["bare"])
+    return {"xva_export_seconds": round(xva_s, 2), "bare_raw_seconds": round(bare_s, 2),
+            "xva_export_mib_s": round(SIZE / xva_s / MIB, 1), "xva_bytes": xva_bytes,
+            "export_ratio": round(bare_s / xva_s, 3), "export_goal_ratio": 0.7}
+
+
+def run() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="xenweb-bench-v2v-") as tmp:
+        root = Path(tmp)
+        lab = lab_up(1, root=root / "lab")[0]
+        area = import_root() / f"bench-{uuid.uuid4().hex[:6]}"
+        area.mkdir()
+        try:
+            Host.objects.filter(name=lab.name).delete()  # a previous run's lab, gone now
+            host, _ = register_lab_host(lab)
+            reconcile_pools(host)
+            pool = Pool.objects.get(host=host, name="local")
+            user, _ = get_user_model().objects.get_or_create(username="bench-v2v")
+            raw = root / "disk.raw"
+            _image(raw)
+            vmdk = area / "disk.vmdk"
+            subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o",
+                            "subformat=monolithicSparse", str(raw), str(vmdk)], check=True)
+            raw.unlink()
+            rounds: dict[str, list[float]] = {"job": [], "bare": []}
+            for rnd in range(2):
+                bare_out = Path(pool.target_path) / f"bench-bare-{rnd}.qcow2"
+                start = time.perf_counter()
+                subprocess.run(["qemu-img", "convert", "-f", "vmdk", "-O", "qcow2",
+                                str(vmdk), str(bare_out)], check=True)
+                rounds["bare"].append(time.perf_counter() - start)
+                bare_out.unlink()
+
+                job = start_import({"source": f"{area.name}/disk.vmdk", "host": host.pk,
+                                    "pool": pool.pk, "format": "qcow2",
+                                    "name": f"bench-{rnd}-{uuid.uuid4().hex[:4]}"},
+                                   user=user)
+                start = time.perf_counter()
+                run_job(job.pk, run_import, task_id=f"bench-{job.pk}", worker="bench")
+                rounds["job"].append(time.perf_counter() - start)
+                job.refresh_from_db()
+                if job.state != "succeeded":
+                    raise RuntimeError(f"import failed: {job.error}")
+                guest = Guest.objects.get(pk=job.result["guest"])
+                domains.undefine(host.uri, str(guest.uuid), allow_insecure=True)
+                for path in job.result["volumes"]:
+                    Path(path).unlink(missing_ok=True)
+            export = _export_rounds(host, pool, area, user)
+            job_s, bare_s = min(rounds["job"]), min(rounds["bare"])
+            out = {
+                "bytes": SIZE, "data_bytes": SIZE // 4,
+                "job_seconds": round(job_s, 2), "bare_qemu_img_seconds": round(bare_s, 2),
+                "job_mib_s": round(SIZE / job_s / MIB, 1),
+                "bare_mib_s": round(SIZE / bare_s / MIB, 1),
+                "ratio": round(bare_s / job_s, 3), "goal_ratio": 0.9,
+                **export,
+            }
+            print(json.dumps(out, indent=2), flush=True)
+            return out
+        finally:
+            shutil.rmtree(area, ignore_errors=True)
+            lab_down(root / "lab")
