@@ -1,5 +1,7 @@
 from storage.jobs import clone_body, wipe_body
+from storage.p2v.job import p2v_body
 from xenweb.jobs.tasks_base import job_task
 
 clone_task = job_task("storage.tasks.clone")(clone_body)
 wipe_task = job_task("storage.tasks.wipe")(wipe_body)
+p2v_task = job_task("storage.tasks.p2v")(p2v_body)

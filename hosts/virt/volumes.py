@@ -222,12 +222,14 @@ class VolumeUpload:
             self._stream.sendHole(self._pending_hole, 0)
             self._pending_hole = 0
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | memoryview, *, holes: bool = True) -> None:
+        """Send `data`; with ``holes=False`` zero packets are written as bytes even in a
+        sparse stream (where the volume may hold stale data that must become zeros)."""
         view = memoryview(data)
         try:
             for start in range(0, len(view), STREAM_PACKET):
                 packet = view[start:start + STREAM_PACKET]
-                if self.sparse and packet == _ZEROS[:len(packet)]:
+                if self.sparse and holes and packet == _ZEROS[:len(packet)]:
                     self._pending_hole += len(packet)
                 else:
                     self._flush_hole()
@@ -237,6 +239,13 @@ class VolumeUpload:
                 self.sent += len(packet)
         except libvirt.libvirtError as exc:
             raise self._error(exc) from exc
+
+    def hole(self, length: int) -> None:
+        """Skip `length` bytes that read as zeros (sparse streams only)."""
+        if not self.sparse:
+            raise ValueError("holes need a sparse upload stream")
+        self._pending_hole += length
+        self.sent += length
 
     def finish(self) -> None:
         try:
