@@ -58,9 +58,10 @@ class SshServer:
             "StrictModes no", f"PidFile {self.root / 'sshd.pid'}", "LogLevel ERROR", "",
         ]))
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config), "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL,
-                                     stderr=open(self.root / "sshd.log", "ab"))  # noqa: SIM115
+        with open(self.root / "sshd.log", "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(config), "-p", str(self.port)],
+                stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
