@@ -32,6 +32,7 @@ fd = os.open(device, os.O_RDONLY)
 size = os.lseek(fd, 0, os.SEEK_END)
 end = size if length <= 0 else min(size, offset + length)
 zero = bytes(region)
+SAMPLE = 32768
 zero_digest = hashlib.sha256(zero).digest()
 started, sent = time.time(), 0
 pos = offset
@@ -47,7 +48,9 @@ while pos < end:
     else:
         digest = hashlib.sha256(data).digest()
         flags, payload = 0, data
-        if level > 0:
+        # A sample first: incompressible data (already compressed, encrypted) is sent as
+        # it is without paying for a whole region's compression.
+        if level > 0 and len(zlib.compress(data[:SAMPLE], 1)) < min(SAMPLE, want) * 0.8:
             packed = zlib.compress(data, level)
             if len(packed) < want * 0.9:
                 flags, payload = 1, packed

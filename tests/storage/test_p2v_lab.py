@@ -37,11 +37,26 @@ def post(client: Client, path: str, data: dict[str, Any]) -> Any:
     return client.post(path, data, content_type="application/json")
 
 
+def _remove_p2v_leftovers(host: Any, pool_name: str) -> None:
+    """Guests and volumes named p2v-* on the lab host (the lab outlives the test)."""
+    from hosts.virt import domains, pools
+
+    for domain in domains.list_domains(host.uri, allow_insecure=True):
+        if domain.name.startswith("p2v-"):
+            domains.undefine(host.uri, domain.uuid, allow_insecure=True)
+    for info in pools.list_pools(host.uri, allow_insecure=True):
+        for volume in info.volumes if info.name == pool_name else ():
+            if volume.name.startswith("p2v-"):
+                pools.delete_volume_by_path(host.uri, volume.path, allow_insecure=True)
+
+
 @pytest.fixture
-def pool(lab_hosts: list[Any]) -> Pool:
+def pool(lab_hosts: list[Any]) -> Iterator[Pool]:
+    _remove_p2v_leftovers(lab_hosts[0], "local")  # before the host's guests are cached
     host, _ = register_lab_host(lab_hosts[0])
     reconcile_pools(host)
-    return Pool.objects.get(host=host, name="local")
+    yield Pool.objects.get(host=host, name="local")
+    _remove_p2v_leftovers(host, "local")
 
 
 @pytest.fixture
@@ -82,8 +97,11 @@ def start(client: Client, server: SshServer, fingerprint: str, pool: Pool, devic
 
 
 def run(job_id: int) -> Job:
-    job = Job.objects.get(pk=job_id)
-    run_job(job.pk, p2v_body, task_id=job.celery_task_id, worker="test")
+    """Run the job here, unless a live worker of the session took it first: then wait."""
+    run_job(job_id, p2v_body, task_id=f"test-{job_id}", worker="test")
+    deadline = time.monotonic() + 900
+    while Job.objects.get(pk=job_id).is_active and time.monotonic() < deadline:
+        time.sleep(0.5)
     return Job.objects.get(pk=job_id)
 
 
@@ -223,3 +241,55 @@ def test_changed_host_key_and_missing_disk_are_refused(admin_client_tx: Client, 
     assert not Job.objects.filter(kind="p2v").exists()
     assert not Volume.objects.filter(pool=pool, name__startswith="p2v-x").exists()
     assert AuditRecord.objects.filter(action="p2v.start", result="failed").count() == 2
+
+
+def test_verify_names_the_region_that_differs(pool: Pool) -> None:
+    import hashlib
+
+    from hosts.virt import volumes as virt
+    from storage.p2v.copy import DiskCopy, Target
+    from storage.p2v.verify import VerifyMismatch, verify_disk
+
+    host = pool.host
+    info = virt.create_volume(host.uri, pool.name, f"p2v-verify-{os.getpid()}.img", 3 * MIB,
+                              "raw", allow_insecure=True)
+    try:
+        data = os.urandom(3 * MIB)
+        with virt.VolumeUpload(host.uri, info.path, allow_insecure=True) as upload:
+            upload.write(data)
+        copy = DiskCopy(device="/dev/sdz", size=3 * MIB, digests={
+            offset: hashlib.sha256(data[offset:offset + MIB]).digest()
+            for offset in range(0, 3 * MIB, MIB)})
+        target = Target(host.uri, info.path, True)
+        verify_disk(copy, target)  # equal: no error
+        copy.digests[MIB] = bytes(32)
+        with pytest.raises(VerifyMismatch) as refused:
+            verify_disk(copy, target)
+        assert refused.value.regions == [(MIB, 2 * MIB)]
+        assert "differs from the source in bytes 1048576-2097151" in str(refused.value)
+    finally:
+        virt.delete_volume(host.uri, info.path, allow_insecure=True)
+
+
+def test_p2v_page_previews_and_starts(admin_client_tx: Client, pool: Pool, sshd: SshServer,
+                                      disks: dict[str, LoopDisk], viewer_client: Any) -> None:
+    page = admin_client_tx.get("/storage/p2v/")
+    assert page.status_code == 200 and public_key() in page.content.decode()
+    assert viewer_client.get("/storage/p2v/").status_code == 403
+    preview = admin_client_tx.post("/storage/p2v/", {"step": "inventory",
+                                                     "address": "127.0.0.1",
+                                                     "port": sshd.port})
+    html = preview.content.decode()
+    assert preview.status_code == 200 and disks["full"].device in html, html[-2000:]
+    fingerprint = preview.context["fingerprint"]
+    assert fingerprint in html
+    started = admin_client_tx.post("/storage/p2v/", {
+        "step": "start", "address": "127.0.0.1", "port": sshd.port, "fingerprint": fingerprint,
+        "disks": [disks["full"].device], "host": pool.host.pk, "pool": pool.pk,
+        "name": "p2v-page", "network": "default", "keep_macs": "on"})
+    job = Job.objects.get(kind="p2v")
+    assert started.status_code == 302 and started.url == f"/jobs/{job.pk}/"
+    assert job.params["disks"] == [{"device": disks["full"].device, "size": 48 * MIB}]
+    done = run(job.pk)
+    assert done.state == "succeeded", done.error
+    assert Guest.objects.get(pk=done.result["guest"]).name == "p2v-page"
