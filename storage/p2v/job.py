@@ -21,7 +21,7 @@ from hosts.virt import VirtError
 from hosts.virt import volumes as virt
 from storage.models import Pool, Volume
 from storage.p2v.copy import RETRIES, DiskCopy, Target, copy_disk, digest_list
-from storage.p2v.inventory import Inventory, read_inventory
+from storage.p2v.inventory import Inventory, propose, read_inventory
 from storage.p2v.ssh import P2VError, Source, confirm_host_key
 from storage.p2v.verify import verify_disk
 from storage.services import _store_volume, resync_pool
@@ -253,6 +253,5 @@ def p2v_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
 
 
 def _checks(inventory: Inventory) -> list[str]:
-    from storage.p2v.inventory import propose
-
-    return [*propose(inventory)["checks"], *propose(inventory)["warnings"]]
+    proposal = propose(inventory)
+    return [*proposal["checks"], *proposal["warnings"]]

@@ -27,8 +27,12 @@ def volume_digests(target: Target, size: int,
     buffer = bytearray()
     position = 0
     try:
-        for chunk in VolumeDownload(target.uri, target.path, length=size, chunk=REGION,
-                                    allow_insecure=target.allow_insecure):
+        download = VolumeDownload(target.uri, target.path, length=size, chunk=REGION,
+                                  allow_insecure=target.allow_insecure)
+    except VirtError as exc:
+        raise P2VError(f"Reading back {target.path} failed: {exc}") from exc
+    try:
+        for chunk in download:
             buffer += chunk
             while len(buffer) >= REGION:
                 digests[position] = hashlib.sha256(buffer[:REGION]).digest()
@@ -38,6 +42,8 @@ def volume_digests(target: Target, size: int,
                     progress(position)
     except VirtError as exc:
         raise P2VError(f"Reading back {target.path} failed: {exc}") from exc
+    finally:
+        download.abort()  # a no-op once finished; stops the stream on cancel
     if buffer:
         digests[position] = hashlib.sha256(buffer).digest()
         position += len(buffer)
