@@ -17,6 +17,7 @@ from django.contrib.auth import get_user_model
 
 from hosts.lab.daemons import lab_down, lab_up
 from hosts.lab.register import register_lab_host
+from hosts.models import Host
 from storage.inventory import reconcile_pools
 from storage.models import Pool
 from storage.p2v import job as p2v_job
@@ -69,6 +70,7 @@ def run() -> dict[str, Any]:
         server = SshServer(root=root, authorized_key=public_key())
         disks: list[LoopDisk] = []
         try:
+            Host.objects.filter(name=lab.name).delete()  # from an earlier run's lab
             host, _ = register_lab_host(lab)
             reconcile_pools(host)
             pool = Pool.objects.get(host=host, name="local")
