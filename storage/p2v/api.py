@@ -61,7 +61,9 @@ class StartSerializer(ConnectionSerializer):
                                   help_text="source device paths, e.g. /dev/sda")
     host = serializers.PrimaryKeyRelatedField(queryset=Host.objects.all())
     pool = serializers.PrimaryKeyRelatedField(queryset=Pool.objects.all())
-    format = serializers.ChoiceField(choices=["raw"], default="raw")
+    format = serializers.RegexField(r"^raw$", default="raw",
+                                    help_text="volume format: raw (the only one P2V writes "
+                                              "for now)")
     name = serializers.CharField(max_length=64)
     vcpus = serializers.IntegerField(min_value=1, max_value=512, required=False)
     memory_mib = serializers.IntegerField(min_value=64, required=False)
