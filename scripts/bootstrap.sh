@@ -29,8 +29,8 @@ did_something=0
 
 APT_PACKAGES=(
     libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-    qemu-utils qemu-system-x86 redis-server python3-venv python3-dev gcc openssh-client debootstrap e2fsprogs
-    shellcheck nginx-light
+    qemu-utils qemu-system-x86 redis-server python3-venv python3-dev gcc openssh-client openssh-server
+    debootstrap e2fsprogs shellcheck nginx-light
 )
 
 install_system_packages() {

@@ -1,11 +1,13 @@
 from django.urls import path, re_path
 
 from storage import views
+from storage.p2v.views import p2v_page
 
 app_name = "storage"
 urlpatterns = [
     path("", views.pool_list, name="list"),
     path("pools/new/", views.pool_create, name="pool-create"),
+    path("p2v/", p2v_page, name="p2v"),
     path("pools/<int:pk>/", views.pool_detail, name="pool"),
     path("pools/<int:pk>/volumes/new/", views.volume_create, name="volume-create"),
     re_path(r"^pools/(?P<pk>\d+)/(?P<action>start|stop|autostart|refresh|iso-library|sharing|"

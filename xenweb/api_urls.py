@@ -11,6 +11,7 @@ from hosts.api import HostViewSet
 from hosts.metrics_api import GuestMetricsViewSet, HostMetricsViewSet
 from storage.api import VolumeViewSet
 from storage.api_pools import PoolViewSet
+from storage.p2v.api import P2VInventoryView, P2VStartView
 from storage.v2v.api import ExportViewSet, GuestExportViewSet, ImportViewSet
 from xenweb.accounts.api import MeView
 from xenweb.appliance.api import SshKeyView
@@ -37,5 +38,7 @@ app_name = "api"
 urlpatterns = [
     path("me/", MeView.as_view(), name="me"),
     path("appliance/ssh-key/", SshKeyView.as_view(), name="ssh-key"),
+    path("p2v/", P2VStartView.as_view(), name="p2v"),
+    path("p2v/inventory/", P2VInventoryView.as_view(), name="p2v-inventory"),
     path("", include(router.urls)),
 ]

@@ -270,17 +270,18 @@ class VolumeUpload:
         while data:
             data = data[self._stream.send(data):]
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview, *, holes: bool = True) -> None:
         """Send `data`. Runs of data go out in sends of up to SEND_MAX bytes (the whole
         `data` object itself when it is one run: no copy; libvirt takes bytes only, not a
-        memoryview). With `sparse`, every all-zero STREAM_PACKET becomes a hole."""
+        memoryview). With `sparse`, every all-zero STREAM_PACKET becomes a hole, unless
+        ``holes=False`` (where the volume may hold stale data that must become zeros)."""
         view = memoryview(data)
         run_start = 0
         try:
             for start in range(0, len(view), STREAM_PACKET):
                 packet = view[start:start + STREAM_PACKET]
                 # startswith is a memcmp; comparing a memoryview with == goes byte by byte.
-                if self.sparse and _ZEROS.startswith(packet):
+                if self.sparse and holes and _ZEROS.startswith(packet):
                     self._send_run(data, view, run_start, start)
                     self._pending_hole += len(packet)
                     run_start = start + len(packet)
@@ -298,6 +299,13 @@ class VolumeUpload:
         self._flush_hole()
         whole = start == 0 and end == len(view) and isinstance(data, bytes)
         self._send(data if whole else bytes(view[start:end]))
+
+    def hole(self, length: int) -> None:
+        """Skip `length` bytes that read as zeros (sparse streams only)."""
+        if not self.sparse:
+            raise ValueError("holes need a sparse upload stream")
+        self._pending_hole += length
+        self.sent += length
 
     def finish(self) -> None:
         try:

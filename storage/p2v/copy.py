@@ -1,0 +1,179 @@
+"""Streaming one source disk into a volume: sparse, compressed, checksummed, resumable.
+
+One SSH session runs the reader (reader.py) from the last committed offset to the end.
+Records go straight into libvirt upload streams, one stream per segment: when a segment's
+stream has finished, its bytes are on the volume and its regions' checksums are kept, so a
+dropped connection resumes at the end of the last finished segment. Bytes are never held
+beyond one region in memory and never written anywhere but the volume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO
+
+from hosts.virt import VirtError
+from hosts.virt.volumes import VolumeUpload
+from storage.p2v import ssh
+from storage.p2v.reader import FLAG_ZLIB, HEADER, REGION, SCRIPT, command
+from storage.p2v.ssh import ConnectionLost, P2VError, Source
+
+SEGMENT = 64 * REGION
+RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Target:
+    """The volume a disk is written to."""
+
+    uri: str
+    path: str
+    allow_insecure: bool = False
+
+
+@dataclass
+class DiskCopy:
+    device: str
+    size: int
+    committed: int = 0  # everything before it is on the volume (finished segments)
+    high_water: int = 0  # the furthest any attempt wrote: stale bytes may lie below it
+    digests: dict[int, bytes] = field(default_factory=dict)  # region offset → source sha256
+    wire_bytes: int = 0  # what crossed the SSH channel (headers + payload)
+    attempts: int = 0
+
+
+Progress = Callable[[DiskCopy, int], None]
+
+
+def _read_exact(stream: IO[bytes], size: int) -> bytes | None:
+    data = stream.read(size)
+    return data if len(data) == size else None
+
+
+def _ended_early(source: Source, proc: subprocess.Popen[bytes], position: int) -> P2VError:
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if "short read" in stderr or "No such file or directory" in stderr:
+        return P2VError(f"The source disk could not be read at offset {position}: "
+                        f"{stderr.strip().splitlines()[-1]}")
+    error = ssh.explain(source, proc.returncode or 255, stderr)
+    if isinstance(error, ConnectionLost) or proc.returncode in (None, 255) or proc.returncode < 0:
+        return ConnectionLost(f"The stream from {source.label} ended at offset {position}: "
+                              f"{error}")
+    return error
+
+
+def copy_pass(source: Source, disk: DiskCopy, target: Target, *, progress: Progress,
+              level: int = 1, bwlimit: int = 0) -> None:
+    """One SSH session from ``disk.committed`` to the end of the disk."""
+    proc = ssh.popen(source, command(disk.device, disk.committed, level=level,
+                                     bwlimit=bwlimit))
+    if proc.stdin is None or proc.stdout is None:
+        raise P2VError("ssh started without pipes")
+    upload: VolumeUpload | None = None
+    position = disk.committed
+    pending: dict[int, bytes] = {}
+    try:
+        try:
+            proc.stdin.write(SCRIPT.encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            raise _ended_early(source, proc, position) from None
+        segment_end = 0
+        while True:
+            head = _read_exact(proc.stdout, HEADER.size)
+            if head is None:
+                raise _ended_early(source, proc, position)
+            kind, flags, offset, length, payload_length, digest = HEADER.unpack(head)
+            disk.wire_bytes += HEADER.size + payload_length
+            if kind == b"E":
+                if offset != disk.size:
+                    raise P2VError(f"{disk.device} ended at {offset} bytes, not {disk.size}: "
+                                   "did the disk change size?")
+                return
+            if offset != position or kind not in (b"D", b"Z"):
+                raise ConnectionLost(f"The stream from {source.label} is garbled at offset "
+                                     f"{position}.")
+            if upload is None:
+                segment_end = min(disk.size, position + SEGMENT)
+                upload = VolumeUpload(target.uri, target.path, offset=position,
+                                      length=segment_end - position, sparse=True,
+                                      allow_insecure=target.allow_insecure)
+            holes = offset >= disk.high_water  # below it an earlier attempt may have written
+            if kind == b"Z":
+                if holes:
+                    upload.hole(length)
+                else:
+                    upload.write(bytes(length), holes=False)
+            else:
+                payload = _read_exact(proc.stdout, payload_length)
+                if payload is None:
+                    raise _ended_early(source, proc, position)
+                data = zlib.decompress(payload) if flags & FLAG_ZLIB else payload
+                if len(data) != length or hashlib.sha256(data).digest() != digest:
+                    raise ConnectionLost(f"Region at offset {offset} arrived damaged.")
+                upload.write(data, holes=holes)
+            position = offset + length
+            disk.high_water = max(disk.high_water, position)
+            pending[offset] = digest
+            if position == segment_end:
+                upload.finish()
+                upload = None
+                disk.digests.update(pending)
+                pending.clear()
+                disk.committed = position
+            progress(disk, position)
+    except VirtError as exc:
+        raise P2VError(f"Writing {disk.device} to {target.path} failed: {exc}") from exc
+    finally:
+        if upload is not None:
+            upload.abort()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def copy_disk(source: Source, disk: DiskCopy, target: Target, *, progress: Progress,
+              retries: int = RETRIES, backoff: float = 2.0, level: int = 1, bwlimit: int = 0,
+              on_retry: Callable[[str], None] | None = None) -> None:
+    """Copy the whole disk, resuming after dropped connections.
+
+    Gives up after ``retries`` consecutive failures that made no progress; errors other
+    than a lost connection (host key, permission, unreadable disk) are not retried.
+    """
+    failures = 0
+    while True:
+        before = disk.committed
+        disk.attempts += 1
+        try:
+            copy_pass(source, disk, target, progress=progress, level=level, bwlimit=bwlimit)
+            return
+        except ConnectionLost as exc:
+            failures = 1 if disk.committed > before else failures + 1
+            if failures > retries:
+                raise P2VError(f"Copying {disk.device} failed {failures} times in a row "
+                               f"without progress; last error: {exc}") from exc
+            if on_retry is not None:
+                on_retry(f"{exc} Resuming at offset {disk.committed} (attempt "
+                         f"{failures + 1} of {retries + 1}).")
+            time.sleep(backoff * failures)
+
+
+def digest_list(disk: DiskCopy) -> str:
+    """One checksum for the whole disk: sha256 over its regions' sha256s, in order."""
+    whole = hashlib.sha256()
+    for offset in sorted(disk.digests):
+        whole.update(disk.digests[offset])
+    return whole.hexdigest()

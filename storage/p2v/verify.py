@@ -1,0 +1,68 @@
+"""Reading a written volume back and comparing it with the checksums the source computed."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from hosts.virt import VirtError
+from hosts.virt.volumes import VolumeDownload
+from storage.p2v.copy import DiskCopy, Target
+from storage.p2v.reader import REGION
+from storage.p2v.ssh import P2VError
+
+
+class VerifyMismatch(P2VError):
+    def __init__(self, device: str, regions: list[tuple[int, int]]) -> None:
+        shown = ", ".join(f"{first}-{last - 1}" for first, last in regions[:5])
+        more = f" and {len(regions) - 5} more" if len(regions) > 5 else ""
+        super().__init__(f"The copy of {device} differs from the source in bytes {shown}{more}.")
+        self.regions = regions
+
+
+def volume_digests(target: Target, size: int,
+                   progress: Callable[[int], None] | None = None) -> dict[int, bytes]:
+    """sha256 of each REGION of the volume's first ``size`` bytes, read through libvirt."""
+    digests: dict[int, bytes] = {}
+    buffer = bytearray()
+    position = 0
+    try:
+        download = VolumeDownload(target.uri, target.path, length=size, chunk=REGION,
+                                  allow_insecure=target.allow_insecure)
+    except VirtError as exc:
+        raise P2VError(f"Reading back {target.path} failed: {exc}") from exc
+    try:
+        for chunk in download:
+            buffer += chunk
+            while len(buffer) >= REGION:
+                digests[position] = hashlib.sha256(buffer[:REGION]).digest()
+                del buffer[:REGION]
+                position += REGION
+                if progress is not None:
+                    progress(position)
+    except VirtError as exc:
+        raise P2VError(f"Reading back {target.path} failed: {exc}") from exc
+    finally:
+        download.abort()  # a no-op once finished; stops the stream on cancel
+    if buffer:
+        digests[position] = hashlib.sha256(buffer).digest()
+        position += len(buffer)
+    if position != size:
+        raise P2VError(f"Reading back {target.path} gave {position} bytes, not {size}.")
+    return digests
+
+
+def verify_disk(disk: DiskCopy, target: Target,
+                progress: Callable[[int], None] | None = None) -> None:
+    """Raise VerifyMismatch naming the differing byte ranges, if any."""
+    written = volume_digests(target, disk.size, progress)
+    regions: list[tuple[int, int]] = []
+    for offset in sorted(set(disk.digests) | set(written)):
+        if disk.digests.get(offset) != written.get(offset):
+            last = min(offset + REGION, disk.size)
+            if regions and regions[-1][1] == offset:
+                regions[-1] = (regions[-1][0], last)
+            else:
+                regions.append((offset, last))
+    if regions:
+        raise VerifyMismatch(disk.device, regions)

@@ -1,0 +1,71 @@
+"""The P2V page: connect (fingerprint shown), preview the inventory, choose, start.
+
+Thin: the same functions as the API (inventory, start_p2v); the job page shows progress.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import permission_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from hosts.models import Host
+from storage.models import Pool
+from storage.p2v import job as p2v_job
+from storage.p2v.api import PERMISSION
+from storage.p2v.inventory import propose, read_inventory
+from storage.p2v.ssh import P2VError, Source, confirm_host_key
+from xenweb.appliance.sshkeys import public_key
+from xenweb.audit.services import record
+
+
+def _source(post: Any) -> Source:
+    address = post.get("address", "").strip()
+    if not address or address.startswith("-") or any(char.isspace() for char in address):
+        raise P2VError("Give the source's host name or address.")
+    try:
+        port = int(post.get("port") or 22)
+    except ValueError:
+        raise P2VError("The port is a number.") from None
+    username = post.get("username", "root").strip() or "root"
+    if not username.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        raise P2VError("Not a user name.")
+    return Source(address=address, port=port, username=username)
+
+
+def _start(request: HttpRequest, source: Source) -> HttpResponse:
+    post = request.POST
+    host = Host.objects.filter(pk=post.get("host") or 0).first()
+    pool = Pool.objects.filter(pk=post.get("pool") or 0).first()
+    if host is None or pool is None:
+        raise P2VError("Choose the target host and pool.")
+    wanted = p2v_job.Request(
+        source=source, fingerprint=post.get("fingerprint", ""), disks=post.getlist("disks"),
+        host=host, pool=pool, name=post.get("name", "").strip(),
+        network=post.get("network", "default").strip() or "default",
+        keep_macs=post.get("keep_macs") == "on")
+    job = p2v_job.start_p2v(wanted, user=request.user, http_request=request)
+    return redirect("jobs:detail", job.pk)
+
+
+@permission_required(PERMISSION, raise_exception=True)
+def p2v_page(request: HttpRequest) -> HttpResponse:
+    context: dict[str, Any] = {"public_key": public_key(), "post": request.POST,
+                               "pools": Pool.objects.select_related("host").order_by(
+                                   "host__name", "name")}
+    if request.method == "POST":
+        try:
+            source = _source(request.POST)
+            if request.POST.get("step") == "start":
+                return _start(request, source)
+            fingerprint = confirm_host_key(source, None)
+            inventory = read_inventory(source)
+            record("p2v.inventory", user=request.user, request=request, target_type="p2v",
+                   target_label=source.label, fingerprint=fingerprint)
+            context.update(fingerprint=fingerprint, inventory=inventory,
+                           proposal=propose(inventory), source=source)
+        except P2VError as exc:
+            context["error"] = str(exc)
+    return render(request, "storage/p2v.html", context)

@@ -1,0 +1,295 @@
+"""P2V end to end: a real sshd on 127.0.0.1 as the "physical server", its disks real loop
+devices (partition table, ext4, known files), copied into the `local` pool of a real
+libvirt/QEMU lab host through the API and the job body."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from guests.models import Guest
+from hosts.lab.register import register_lab_host
+from storage.inventory import reconcile_pools
+from storage.models import Pool, Volume
+from storage.p2v.job import p2v_body, volume_name
+from tests.storage.p2v_source import MIB, LoopDisk, SshServer, loop_disks
+from xenweb.appliance.sshkeys import public_key, unpin_host_key
+from xenweb.audit.models import AuditRecord
+from xenweb.jobs.models import Job
+from xenweb.jobs.runner import run_job
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HELLO = b"hello from the physical server\n"
+
+
+def post(client: Client, path: str, data: dict[str, Any]) -> Any:
+    return client.post(path, data, content_type="application/json")
+
+
+def _remove_p2v_leftovers(host: Any, pool_name: str) -> None:
+    """Guests and volumes named p2v-* on the lab host (the lab outlives the test)."""
+    from hosts.virt import domains, pools
+
+    for domain in domains.list_domains(host.uri, allow_insecure=True):
+        if domain.name.startswith("p2v-"):
+            domains.undefine(host.uri, domain.uuid, allow_insecure=True)
+    for info in pools.list_pools(host.uri, allow_insecure=True):
+        for volume in info.volumes if info.name == pool_name else ():
+            if volume.name.startswith("p2v-"):
+                pools.delete_volume_by_path(host.uri, volume.path, allow_insecure=True)
+
+
+@pytest.fixture
+def pool(lab_hosts: list[Any]) -> Iterator[Pool]:
+    _remove_p2v_leftovers(lab_hosts[0], "local")  # before the host's guests are cached
+    host, _ = register_lab_host(lab_hosts[0])
+    reconcile_pools(host)
+    yield Pool.objects.get(host=host, name="local")
+    _remove_p2v_leftovers(host, "local")
+
+
+@pytest.fixture
+def sshd(tmp_path: Path, admin_client_tx: Client) -> Iterator[SshServer]:
+    root = tmp_path / "sshd"
+    root.mkdir()
+    server = SshServer(root=root, authorized_key=public_key())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        unpin_host_key("127.0.0.1", server.port)
+
+
+@pytest.fixture
+def disks(tmp_path: Path) -> Iterator[dict[str, LoopDisk]]:
+    yield from loop_disks(tmp_path, {
+        "full": (48, {"hello.txt": HELLO, "random.bin": os.urandom(32 * MIB)}),
+        "sparse": (160, {"hello.txt": HELLO, "small.bin": os.urandom(4 * MIB)}),
+        "big": (128, {"random.bin": os.urandom(100 * MIB)}),
+    })
+
+
+def inventory(client: Client, server: SshServer) -> dict[str, Any]:
+    answer = post(client, "/api/v1/p2v/inventory/", {"address": "127.0.0.1",
+                                                     "port": server.port})
+    assert answer.status_code == 200, answer.json()
+    return answer.json()
+
+
+def start(client: Client, server: SshServer, fingerprint: str, pool: Pool, devices: list[str],
+          name: str, **extra: Any) -> Any:
+    return post(client, "/api/v1/p2v/", {
+        "address": "127.0.0.1", "port": server.port, "host_key_fingerprint": fingerprint,
+        "disks": devices, "host": pool.host.pk, "pool": pool.pk, "name": name,
+        "network": "default", **extra})
+
+
+def run(job_id: int) -> Job:
+    """Run the job here, unless a live worker of the session took it first: then wait."""
+    run_job(job_id, p2v_body, task_id=f"test-{job_id}", worker="test")
+    deadline = time.monotonic() + 900
+    while Job.objects.get(pk=job_id).is_active and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return Job.objects.get(pk=job_id)
+
+
+def file_sha256(path: str) -> str:
+    return subprocess.run(["sha256sum", path], capture_output=True, text=True,
+                          check=True).stdout.split()[0]
+
+
+def allocated(path: Path) -> int:
+    try:
+        return path.stat().st_blocks * 512
+    except FileNotFoundError:
+        return 0
+
+
+def when_allocated(path: Path, threshold: int, action: Any) -> threading.Thread:
+    """Run ``action`` once the volume file holds more than ``threshold`` bytes."""
+    def watch() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and allocated(path) <= threshold:
+            time.sleep(0.05)
+        action()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_inventory_copy_verify_and_guest(admin_client_tx: Client, pool: Pool, sshd: SshServer,
+                                         disks: dict[str, LoopDisk]) -> None:
+    client = admin_client_tx
+    found = inventory(client, sshd)
+    key = subprocess.run(["/usr/bin/ssh-keygen", "-lf", str(sshd.host_key)], check=True,
+                         capture_output=True, text=True).stdout.split()[1]
+    assert found["host_key_fingerprint"] == key
+    assert found["public_key"] == public_key()
+    facts = found["inventory"]
+    assert facts["hostname"] == socket.gethostname()
+    assert facts["cpu"]["count"] == os.cpu_count() and facts["cpu"]["lm"] is True
+    assert facts["memory_bytes"] > 0 and facts["firmware"] in ("bios", "uefi")
+    assert facts["root"] is True and "python3" in facts["tools"]
+    by_path = {disk["path"]: disk for disk in facts["disks"]}
+    full = by_path[disks["full"].device]
+    assert full["size"] == 48 * MIB and full["pttype"] == "dos"
+    assert [part["fstype"] for part in full["partitions"]] == ["ext4"]
+    assert full["partitions"][0]["size"] == 47 * MIB
+    assert found["proposal"]["type"] == "hvm" and found["proposal"]["vcpus"] >= 1
+
+    fingerprint = found["host_key_fingerprint"]
+    devices = [disks["full"].device, disks["sparse"].device]
+    started = start(client, sshd, fingerprint, pool, devices, "p2v-full")
+    assert started.status_code == 202, started.json()
+    job = run(started.json()["id"])
+    assert job.state == "succeeded", job.error
+    result = job.result
+    full_copy, sparse_copy = result["disks"]
+    assert file_sha256(full_copy["path"]) == disks["full"].sha256()
+    assert file_sha256(sparse_copy["path"]) == disks["sparse"].sha256()
+    # The mostly empty disk: far fewer bytes crossed the wire than its size, and the
+    # volume stays sparse.
+    assert sparse_copy["bytes_sent"] < sparse_copy["size"] // 5
+    assert allocated(Path(sparse_copy["path"])) < sparse_copy["size"] // 4
+    assert job.done == job.total == 48 * MIB + 160 * MIB
+
+    guest = Guest.objects.get(pk=result["guest"])
+    assert guest.name == "p2v-full" and guest.state != "running"
+    assert result["checks"] and result["guest_url"].endswith(f"/{guest.pk}/")
+    assert set(Volume.objects.filter(pool=pool, name__startswith="p2v-full").values_list(
+        "path", flat=True)) == {full_copy["path"], sparse_copy["path"]}
+    assert AuditRecord.objects.filter(action="p2v.run", result="ok").exists()
+    print(f"\nP2V full: {full_copy['size'] // MIB} MiB in {full_copy['seconds']} s, "
+          f"sent {full_copy['bytes_sent'] // MIB} MiB; sparse: {sparse_copy['size'] // MIB} "
+          f"MiB in {sparse_copy['seconds']} s, sent {sparse_copy['bytes_sent'] / MIB:.1f} MiB")
+
+
+def test_dropped_connection_resumes(admin_client_tx: Client, pool: Pool, sshd: SshServer,
+                                    disks: dict[str, LoopDisk]) -> None:
+    fingerprint = inventory(admin_client_tx, sshd)["host_key_fingerprint"]
+    started = start(admin_client_tx, sshd, fingerprint, pool, [disks["big"].device],
+                    "p2v-resume", bwlimit_mib=16)
+    assert started.status_code == 202, started.json()
+    path = Path(pool.target_path) / volume_name("p2v-resume", 0)
+    killed: list[int] = []
+    # Past the first 64 MiB segment: the resumed pass must start there, not at zero.
+    watcher = when_allocated(path, 72 * MIB, lambda: killed.append(sshd.kill_sessions()))
+    job = run(started.json()["id"])
+    watcher.join(timeout=60)
+    assert killed and killed[0] >= 1
+    assert job.state == "succeeded", job.error
+    copied = job.result["disks"][0]
+    assert copied["attempts"] == 2
+    assert copied["bytes_sent"] < 1.3 * copied["size"]  # not started again from zero
+    assert file_sha256(copied["path"]) == disks["big"].sha256()
+    assert any("Resuming at offset" in line for _stamp, line in job.log)
+
+
+def test_cancel_removes_the_half_made_volume(admin_client_tx: Client, pool: Pool,
+                                             sshd: SshServer,
+                                             disks: dict[str, LoopDisk]) -> None:
+    fingerprint = inventory(admin_client_tx, sshd)["host_key_fingerprint"]
+    started = start(admin_client_tx, sshd, fingerprint, pool, [disks["big"].device],
+                    "p2v-cancel", bwlimit_mib=16)
+    job_id = started.json()["id"]
+    path = Path(pool.target_path) / volume_name("p2v-cancel", 0)
+
+    def cancel() -> None:
+        try:
+            Job.objects.filter(pk=job_id).update(cancel_requested=True)
+        finally:
+            connection.close()
+
+    watcher = when_allocated(path, 16 * MIB, cancel)
+    job = run(job_id)
+    watcher.join(timeout=60)
+    assert job.state == "cancelled"
+    assert not path.exists()
+    assert not Volume.objects.filter(pool=pool, name=volume_name("p2v-cancel", 0)).exists()
+    assert not Guest.objects.filter(name="p2v-cancel").exists()
+
+
+def test_changed_host_key_and_missing_disk_are_refused(admin_client_tx: Client, pool: Pool,
+                                                       sshd: SshServer,
+                                                       disks: dict[str, LoopDisk]) -> None:
+    fingerprint = inventory(admin_client_tx, sshd)["host_key_fingerprint"]
+    missing = start(admin_client_tx, sshd, fingerprint, pool, ["/dev/no-such-disk"], "p2v-x")
+    assert missing.status_code == 400
+    assert "has no disk /dev/no-such-disk" in missing.json()["detail"]
+
+    sshd.stop()
+    sshd.start(new_key=True)
+    changed = start(admin_client_tx, sshd, fingerprint, pool, [disks["full"].device], "p2v-x")
+    assert changed.status_code == 400
+    assert "does not match the confirmed fingerprint" in changed.json()["detail"]
+    again = post(admin_client_tx, "/api/v1/p2v/inventory/",
+                 {"address": "127.0.0.1", "port": sshd.port})
+    assert again.status_code == 400 and "changed" in again.json()["detail"]
+    assert not Job.objects.filter(kind="p2v").exists()
+    assert not Volume.objects.filter(pool=pool, name__startswith="p2v-x").exists()
+    assert AuditRecord.objects.filter(action="p2v.start", result="failed").count() == 2
+
+
+def test_verify_names_the_region_that_differs(pool: Pool) -> None:
+    import hashlib
+
+    from hosts.virt import volumes as virt
+    from storage.p2v.copy import DiskCopy, Target
+    from storage.p2v.verify import VerifyMismatch, verify_disk
+
+    host = pool.host
+    info = virt.create_volume(host.uri, pool.name, f"p2v-verify-{os.getpid()}.img", 3 * MIB,
+                              "raw", allow_insecure=True)
+    try:
+        data = os.urandom(3 * MIB)
+        with virt.VolumeUpload(host.uri, info.path, allow_insecure=True) as upload:
+            upload.write(data)
+        copy = DiskCopy(device="/dev/sdz", size=3 * MIB, digests={
+            offset: hashlib.sha256(data[offset:offset + MIB]).digest()
+            for offset in range(0, 3 * MIB, MIB)})
+        target = Target(host.uri, info.path, True)
+        verify_disk(copy, target)  # equal: no error
+        copy.digests[MIB] = bytes(32)
+        with pytest.raises(VerifyMismatch) as refused:
+            verify_disk(copy, target)
+        assert refused.value.regions == [(MIB, 2 * MIB)]
+        assert "differs from the source in bytes 1048576-2097151" in str(refused.value)
+    finally:
+        virt.delete_volume(host.uri, info.path, allow_insecure=True)
+
+
+def test_p2v_page_previews_and_starts(admin_client_tx: Client, pool: Pool, sshd: SshServer,
+                                      disks: dict[str, LoopDisk], viewer_client: Any) -> None:
+    page = admin_client_tx.get("/storage/p2v/")
+    assert page.status_code == 200 and public_key() in page.content.decode()
+    assert viewer_client.get("/storage/p2v/").status_code == 403
+    preview = admin_client_tx.post("/storage/p2v/", {"step": "inventory",
+                                                     "address": "127.0.0.1",
+                                                     "port": sshd.port})
+    html = preview.content.decode()
+    assert preview.status_code == 200 and disks["full"].device in html, html[-2000:]
+    fingerprint = preview.context["fingerprint"]
+    assert fingerprint in html
+    started = admin_client_tx.post("/storage/p2v/", {
+        "step": "start", "address": "127.0.0.1", "port": sshd.port, "fingerprint": fingerprint,
+        "disks": [disks["full"].device], "host": pool.host.pk, "pool": pool.pk,
+        "name": "p2v-page", "network": "default", "keep_macs": "on"})
+    job = Job.objects.get(kind="p2v")
+    assert started.status_code == 302 and started.url == f"/jobs/{job.pk}/"
+    assert job.params["disks"] == [{"device": disks["full"].device, "size": 48 * MIB}]
+    done = run(job.pk)
+    assert done.state == "succeeded", done.error
+    assert Guest.objects.get(pk=done.result["guest"]).name == "p2v-page"

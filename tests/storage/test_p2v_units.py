@@ -1,0 +1,135 @@
+"""P2V pieces that need no SSH or hypervisor: the inventory parser fed by this machine's
+own tools, the disk reader's stream format run by this machine's python3, the API's
+permission and refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from storage.p2v import inventory as inv
+from storage.p2v.reader import FLAG_ZLIB, HEADER, REGION, SCRIPT, command
+
+MIB = 1024 * 1024
+
+
+def records(stream: bytes) -> list[tuple[bytes, int, int, int, bytes, bytes]]:
+    found, pos = [], 0
+    while pos < len(stream):
+        kind, flags, offset, length, size, digest = HEADER.unpack_from(stream, pos)
+        pos += HEADER.size
+        payload = stream[pos:pos + size]
+        pos += size
+        found.append((kind, flags, offset, length, digest, payload))
+    return found
+
+
+def run_reader(path: Path, offset: int = 0) -> bytes:
+    args = command(str(path), offset)
+    return subprocess.run(["python3", *args[1:]], input=SCRIPT.encode(), capture_output=True,
+                          check=True).stdout
+
+
+def test_reader_sends_zero_regions_as_records_without_payload(tmp_path: Path) -> None:
+    image = tmp_path / "disk.img"
+    data = os.urandom(MIB) + b"text " * 1000
+    with open(image, "wb") as handle:
+        handle.truncate(5 * MIB + 12345)
+        handle.seek(2 * MIB)
+        handle.write(data)
+    stream = run_reader(image)
+    found = records(stream)
+    kinds = [record[0] for record in found]
+    assert kinds == [b"Z", b"Z", b"D", b"D", b"Z", b"Z", b"E"]
+    assert found[-1][2] == 5 * MIB + 12345  # where it stopped: the end
+    assert found[-2][3] == 12345  # the short last region
+    content = image.read_bytes()
+    for kind, flags, offset, length, digest, payload in found[:-1]:
+        region = content[offset:offset + length]
+        assert hashlib.sha256(region).digest() == digest
+        if kind == b"D":
+            assert (zlib.decompress(payload) if flags & FLAG_ZLIB else payload) == region
+    assert found[2][1] == 0 and found[3][1] == FLAG_ZLIB  # random: raw; text: compressed
+    assert len(stream) < 2 * MIB + 10 * HEADER.size  # zeros cost a header each, no bytes
+    resumed = records(run_reader(image, offset=3 * MIB))
+    assert [record[2] for record in resumed] == [3 * MIB, 4 * MIB, 5 * MIB,
+                                                 5 * MIB + 12345]
+    assert REGION == MIB
+
+
+def test_inventory_of_this_machine_parses() -> None:
+    output = subprocess.run(["sh", "-s"], input=inv.SCRIPT.encode(), capture_output=True,
+                            check=True).stdout.decode()
+    found = inv.parse(output)
+    assert found.cpu.count == os.cpu_count()
+    assert found.cpu.vendor and found.cpu.model
+    assert found.memory_bytes > 64 * MIB
+    assert found.firmware in ("bios", "uefi")
+    assert found.hostname == os.uname().nodename
+    assert found.root == (os.getuid() == 0) and "python3" in found.tools
+    assert all(disk.size > 0 for disk in found.disks)
+    assert all(len(nic.mac) == 17 for nic in found.nics)
+    proposal = inv.propose(found)
+    assert proposal["type"] == "hvm" and proposal["vcpus"] == found.cpu.count
+    assert proposal["memory_mib"] == max(256, found.memory_bytes // MIB)
+
+
+def test_inventory_parsers() -> None:
+    cpu = inv.parse_cpu("processor : 0\nvendor_id : GenuineIntel\nmodel name : Xeon\n"
+                        "flags : fpu pae lm vmx\n\nprocessor : 1\nflags : fpu\n")
+    assert (cpu.count, cpu.vendor, cpu.model, cpu.lm, cpu.pae, cpu.vmx, cpu.svm) == \
+        (2, "GenuineIntel", "Xeon", True, True, True, False)
+    lsblk = ('{"blockdevices": [{"name": "sda", "path": "/dev/sda", "type": "disk", '
+             '"size": 1000204886016, "model": "WDC WD10 ", "pttype": "gpt", "rm": false, '
+             '"ro": false, "mountpoints": [null], "children": [{"name": "sda1", '
+             '"path": "/dev/sda1", "size": 536870912, "fstype": "vfat", "mountpoints": '
+             '["/boot/efi"]}]}, {"name": "sr0", "type": "rom", "size": 1024}]}')
+    disks = inv.parse_disks(lsblk, "")
+    assert [disk.path for disk in disks] == ["/dev/sda"]
+    assert disks[0].model == "WDC WD10" and disks[0].in_use
+    assert disks[0].partitions[0].fstype == "vfat"
+    parted = inv.parse_disks('{"blockdevices": [{"name": "loop3", "type": "loop", '
+                             '"size": 1048576}]}', "", "/dev/loop3 1 2048 30720 ext4\n")
+    assert parted[0].partitions[0].path == "/dev/loop3p1"
+    assert parted[0].partitions[0].size == 30720 * 512
+    nics = inv.parse_nics('[{"ifname": "lo", "link_type": "loopback", "address": "00:00:00:00:'
+                          '00:00"}, {"ifname": "eno1", "link_type": "ether", "address": '
+                          '"AA:BB:CC:00:11:22", "operstate": "UP", "mtu": 1500}]')
+    assert [(nic.name, nic.mac, nic.state) for nic in nics] == [("eno1", "aa:bb:cc:00:11:22",
+                                                                   "UP")]
+    busy = inv.warnings(inv.Inventory("h", "Debian", "debian", cpu, 1, "bios", disks, nics,
+                                      [], False))
+    assert any("python3" in note for note in busy)
+    assert any("/dev/sda is mounted" in note for note in busy)
+
+
+@pytest.mark.django_db
+def test_p2v_api_needs_the_operator_role(viewer_client: Client, operator_client: Client) -> None:
+    body: dict[str, Any] = {"address": "127.0.0.1", "port": 1}
+    assert viewer_client.post("/api/v1/p2v/inventory/", body,
+                              content_type="application/json").status_code == 403
+    assert viewer_client.post("/api/v1/p2v/", body,
+                              content_type="application/json").status_code == 403
+    refused = operator_client.post("/api/v1/p2v/inventory/", {**body, "password": "secret"},
+                                   content_type="application/json")
+    assert refused.status_code == 400 and "password" in refused.json()
+    bad = operator_client.post("/api/v1/p2v/inventory/", {"address": "-oProxyCommand=x"},
+                               content_type="application/json")
+    assert bad.status_code == 400 and "address" in bad.json()
+    closed = operator_client.post("/api/v1/p2v/inventory/", body,
+                                  content_type="application/json")
+    assert closed.status_code == 400 and "host key" in closed.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_p2v_is_in_the_openapi_schema(admin_client: Client) -> None:
+    schema = admin_client.get("/api/schema/", HTTP_ACCEPT="application/json").content.decode()
+    assert "/api/v1/p2v/inventory/" in schema and "/api/v1/p2v/" in schema
+    assert "host_key_fingerprint" in schema
