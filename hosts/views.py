@@ -4,7 +4,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from hosts import services
 from hosts.forms import HostForm
@@ -14,11 +14,13 @@ from xenweb.appliance.sshkeys import public_key
 
 
 @permission_required("hosts.view_host", raise_exception=True)
+@require_safe
 def host_list(request: HttpRequest) -> HttpResponse:
     return render(request, "hosts/list.html", {"hosts": Host.objects.all()})
 
 
 @permission_required("hosts.view_host", raise_exception=True)
+@require_safe
 def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
     host = get_object_or_404(Host, pk=pk)
     return render(request, "hosts/detail.html", {"host": host})
@@ -75,6 +77,7 @@ def host_evacuate(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @permission_required("hosts.view_host", raise_exception=True)
+@require_safe
 def host_networks(request: HttpRequest, pk: int) -> HttpResponse:
     """The host's networks, read live (loaded into the host page by htmx)."""
     host = get_object_or_404(Host, pk=pk)

@@ -30,6 +30,7 @@ did_something=0
 APT_PACKAGES=(
     libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
     qemu-utils qemu-system-x86 redis-server python3-venv python3-dev gcc openssh-client debootstrap e2fsprogs
+    chromium  # tests/e2e: Playwright drives this system browser (never a downloaded one)
 )
 
 install_system_packages() {

@@ -13,7 +13,7 @@ from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from hosts.models import Host
 from hosts.virt import pool_xml as px
@@ -42,6 +42,7 @@ def _pools_by_host(host_id: str | None) -> list[tuple[Host, list[tuple[Pool, lis
 
 
 @permission_required("storage.view_pool", raise_exception=True)
+@require_safe
 def pool_list(request: HttpRequest) -> HttpResponse:
     host_id = request.GET.get("host") or None
     return render(request, "storage/list.html", {
@@ -51,6 +52,7 @@ def pool_list(request: HttpRequest) -> HttpResponse:
 
 
 @permission_required("storage.view_pool", raise_exception=True)
+@require_safe
 def pool_detail(request: HttpRequest, pk: int) -> HttpResponse:
     pool = get_object_or_404(selectors.pools(), pk=pk)
     users = pool_services.users_by_path(pool)

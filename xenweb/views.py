@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from guests.models import Guest
 from hosts.models import Host
@@ -26,10 +27,12 @@ def dashboard_context() -> dict:
     }
 
 
+@require_safe
 def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard.html", dashboard_context())
 
 
+@require_safe
 def dashboard_jobs(request: HttpRequest) -> HttpResponse:
     """The dashboard's job tables, re-fetched by htmx when a job starts or ends."""
     return render(request, "_dashboard_live.html", dashboard_context())

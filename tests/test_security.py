@@ -1,0 +1,110 @@
+"""The security suite beyond authentication (tests/test_access.py): the viewer role changes
+nothing anywhere, forms need their CSRF token, logins are throttled, and the production
+settings send the headers a browser needs. Routes are generated from the URL conf."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.apps import apps
+from django.test import Client
+
+from guests.models import ConflictSet
+from hosts.services import enrol_host
+from hosts.virt.demo import demo_uri
+from tests.conftest import PASSWORD, logged_in
+from tests.test_access import PUBLIC, all_paths
+from xenweb.audit.models import AuditRecord
+from xenweb.jobs.models import Job
+from xenweb.security import HEADER
+
+pytestmark = pytest.mark.django_db
+
+MUTATING = ("post", "put", "patch", "delete")
+# A user's own session and credentials: every role may log out, change its own password
+# and manage its own API token.
+OWN_ACCOUNT = {"/accounts/logout/", "/accounts/password/", "/accounts/profile/token/",
+               "/accounts/profile/token/revoke/"}
+SETUP = "/setup/"
+
+
+@pytest.fixture
+def inventory(admin_user: Any) -> None:
+    """Objects behind the generated paths' ids (1): the demo host with its guests, pools and
+    volumes, a job and a conflict set, so a refusal is not just a missing object."""
+    enrol_host(name="demo", uri=demo_uri(), user=None)
+    Job.objects.create(kind="selftest", title="t")
+    ConflictSet.objects.create(name="firewalls", labels=["fw"])
+
+
+def mutating_routes() -> list[str]:
+    return [p for p in all_paths()
+            if p not in PUBLIC | OWN_ACCOUNT and not p.startswith(SETUP)]
+
+
+def _snapshot() -> dict[str, int]:
+    return {m._meta.label: m.objects.count() for m in apps.get_models()
+            if m._meta.app_label in {"hosts", "guests", "storage", "jobs", "auth", "authtoken"}}
+
+
+def test_viewer_cannot_change_anything(inventory: None, viewer_user: Any) -> None:
+    client = logged_in(viewer_user)
+    before = _snapshot()
+    done_before = AuditRecord.objects.filter(result="ok").count()
+    failures = []
+    for path in mutating_routes():
+        for method in MUTATING:
+            response = getattr(client, method)(path, {}, content_type="application/json")
+            if response.status_code not in (403, 405):
+                failures.append(f"{method.upper()} {path} -> {response.status_code}")
+    assert not failures, "\n".join(failures)
+    assert _snapshot() == before
+    assert AuditRecord.objects.filter(result="ok").count() == done_before
+
+
+def test_every_form_post_needs_its_csrf_token(inventory: None, admin_user: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    before = _snapshot()
+    failures = []
+    forms = [p for p in mutating_routes() if not p.startswith("/api/")]
+    for path in [*forms, "/api/v1/jobs/selftest/"]:  # the API's session auth checks it too
+        response = client.post(path, {})
+        if response.status_code not in (403, 405):
+            failures.append(f"POST {path} -> {response.status_code}")
+    assert not failures, "\n".join(failures)
+    assert _snapshot() == before
+
+
+def test_logins_are_throttled(viewer_user: Any, operator_user: Any) -> None:
+    client = Client()
+    wrong = {"username": viewer_user.username, "password": "not-" + PASSWORD}
+    for _ in range(4):
+        answer = client.post("/accounts/login/", wrong)
+        assert answer.status_code == 200 and "alert-danger" in answer.content.decode()
+    assert client.post("/accounts/login/", wrong).status_code == 429  # the fifth
+    locked = client.post("/accounts/login/", {"username": viewer_user.username,
+                                              "password": PASSWORD})
+    assert locked.status_code == 429
+    assert "Too many login attempts" in locked.content.decode()
+    assert "_auth_user_id" not in client.session
+    # Another user from the same address is not locked out.
+    other = client.post("/accounts/login/", {"username": operator_user.username,
+                                             "password": PASSWORD})
+    assert other.status_code == 302 and other["Location"] == "/"
+
+
+def test_pages_carry_a_content_security_policy(admin_client: Client) -> None:
+    for path in ("/", "/guests/", "/api/docs/", "/accounts/login/"):
+        response = admin_client.get(path, follow=True)
+        policy = response[HEADER]
+        assert "script-src 'self' 'nonce-" in policy and "unsafe-inline" not in policy.split(
+            "style-src")[0], policy
+        assert "frame-ancestors 'none'" in policy and "object-src 'none'" in policy
+    page = admin_client.get("/guests/new/")
+    nonce = page[HEADER].split("'nonce-")[1].split("'")[0]
+    assert f'<script nonce="{nonce}">' in page.content.decode()
+    assert "onchange=" not in admin_client.get("/jobs/").content.decode()
+
+
