@@ -20,3 +20,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"),
          name="api-docs"),
 ]
+
+handler400 = "xenweb.api_errors.bad_request"
+handler404 = "xenweb.api_errors.page_not_found"
+handler500 = "xenweb.api_errors.server_error"
