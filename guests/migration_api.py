@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -179,7 +179,6 @@ class ConflictSetSerializer(serializers.ModelSerializer):
         return labels
 
 
-@extend_schema(responses={409: OpenApiResponse(description="refused")})
 class ConflictSetViewSet(viewsets.ModelViewSet):
     """Conflict sets: guests whose labels are in one set never share a physical host."""
 

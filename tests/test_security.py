@@ -4,9 +4,12 @@ settings send the headers a browser needs. Routes are generated from the URL con
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
 from django.apps import apps
 from django.test import Client
 
@@ -15,8 +18,10 @@ from hosts.services import enrol_host
 from hosts.virt.demo import demo_uri
 from tests.conftest import PASSWORD, logged_in
 from tests.test_access import PUBLIC, all_paths
+from xenweb.asgi import application
 from xenweb.audit.models import AuditRecord
 from xenweb.jobs.models import Job
+from xenweb.routing import websocket_urlpatterns
 from xenweb.security import HEADER
 
 pytestmark = pytest.mark.django_db
@@ -108,3 +113,33 @@ def test_pages_carry_a_content_security_policy(admin_client: Client) -> None:
     assert "onchange=" not in admin_client.get("/jobs/").content.decode()
 
 
+
+
+def ws_paths() -> list[str]:
+    """Every websocket route of xenweb/routing.py, ids filled with 1."""
+    return ["/" + re.sub(r"<(?:int:)?\w+>", "1", str(route.pattern))
+            for route in websocket_urlpatterns]
+
+
+async def _ws_accepted(path: str, headers: list[tuple[bytes, bytes]]) -> bool:
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect(timeout=10)
+    await communicator.disconnect()
+    return connected
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_every_websocket_route_refuses_anonymous_and_foreign_origins(
+    admin_client_tx: Client,
+) -> None:
+    await sync_to_async(enrol_host)(name="demo", uri=demo_uri(), user=None)
+    await Job.objects.acreate(kind="selftest", title="t")
+    cookie = (b"cookie", f"sessionid={admin_client_tx.cookies['sessionid'].value}".encode())
+    paths = ws_paths()
+    assert len(paths) >= 4, paths
+    # The same session from the appliance's own origin is welcome (the test is not vacuous).
+    assert await _ws_accepted("/ws/events/", [(b"origin", b"http://127.0.0.1"), cookie])
+    for path in paths:
+        assert not await _ws_accepted(path, [(b"origin", b"http://127.0.0.1")]), path
+        assert not await _ws_accepted(path, [(b"origin", b"https://evil.example"), cookie]), path

@@ -44,6 +44,9 @@ def _expected_errors(path: str, method: str, operation: dict[str, Any]) -> dict[
     query = [p for p in operation.get("parameters", []) if p.get("in") == "query"]
     if method in WRITE_METHODS or query:
         errors["400"] = _error("Bad input, with a message per field.", VALIDATION)
+    if method in WRITE_METHODS | {"delete"}:
+        errors["409"] = _error("Refused: the object's state or a placement, storage or job "
+                               "rule forbids it (the message says which).", DETAIL)
     if "{" in path or any(p.get("name") == "page" for p in query):
         errors["404"] = _error("No such object (or page).", DETAIL)
     return errors
