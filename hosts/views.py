@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST, require_safe
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from hosts import services
 from hosts.forms import HostForm
@@ -77,12 +78,15 @@ def host_evacuate(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @permission_required("hosts.view_host", raise_exception=True)
-@require_safe
+@require_http_methods(["GET", "HEAD", "POST"])
 def host_networks(request: HttpRequest, pk: int) -> HttpResponse:
-    """The host's networks, read live (loaded into the host page by htmx)."""
+    """The host's networks, read live (loaded into the host page by htmx); POST
+    (administrators) creates an isolated network."""
+    if request.method == "POST" and not request.user.has_perm("hosts.add_host"):
+        raise PermissionDenied
     host = get_object_or_404(Host, pk=pk)
     error, found = "", []
-    if request.method == "POST" and request.user.has_perm("hosts.add_host"):
+    if request.method == "POST":
         try:
             services.create_isolated_network(host, request.POST.get("name", ""),
                                              request.POST.get("bridge", ""),

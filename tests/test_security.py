@@ -14,6 +14,7 @@ from django.apps import apps
 from django.test import Client
 
 from guests.models import ConflictSet
+from hosts.models import Host
 from hosts.services import enrol_host
 from hosts.virt.demo import demo_uri
 from tests.conftest import PASSWORD, logged_in
@@ -143,3 +144,11 @@ async def test_every_websocket_route_refuses_anonymous_and_foreign_origins(
     for path in paths:
         assert not await _ws_accepted(path, [(b"origin", b"http://127.0.0.1")]), path
         assert not await _ws_accepted(path, [(b"origin", b"https://evil.example"), cookie]), path
+
+
+def test_pages_that_take_a_post_still_take_it(inventory: None, admin_client: Client) -> None:
+    """Read-only pages refuse POST; the host networks fragment takes the admin's form."""
+    demo = Host.objects.get(name="demo")
+    assert admin_client.post(f"/hosts/{demo.pk}/").status_code == 405
+    page = admin_client.post(f"/hosts/{demo.pk}/networks/", {"name": "dmz", "bridge": "xenbr9"})
+    assert page.status_code == 200 and "xenbr9" in page.content.decode()
