@@ -12,7 +12,7 @@ import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -35,7 +35,6 @@ ADMIN = "e2e-admin"
 PASSWORD = "Browser-tested-passphrase-7"
 STEP_MS = 45_000
 BOOT_MS = 150_000
-T = TypeVar("T")
 
 
 def off_loop(func: Any, *args: Any) -> Any:
