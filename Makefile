@@ -22,7 +22,7 @@ define pytest
 		if [[ $$rc -eq 5 ]]; then echo "pytest: no test was collected"; else exit $$rc; fi; }
 endef
 
-.PHONY: help deps run test test-xen lint bench clean lab xenlab
+.PHONY: help deps run test test-xen lint bench clean lab xenlab screenshots
 
 help:
 	@echo "make run    installs what is missing, starts everything, serves http://127.0.0.1:$(PORT)"
@@ -30,6 +30,7 @@ help:
 	@echo "            (again on PostgreSQL when CI=true or TEST_POSTGRES=1)"
 	@echo "make test-xen  runs tests/xen: two real Xen 4.17 dom0s booted under QEMU (root)"
 	@echo "make xenlab [XEN=N]  starts N (default 1) real Xen 4.17 dom0s under QEMU, enrolled"
+	@echo "make screenshots  runs the browser suite (tests/e2e), saving the main pages to docs/screenshots/"
 	@echo "make lint   ruff check"
 	@echo "make bench  runs bench/run.py"
 	@echo "make deps   installs what is missing (system packages, .venv, node_modules, static/vendor)"
@@ -61,6 +62,12 @@ test: deps lint
 test-xen: deps
 	@bash scripts/ensure-redis.sh
 	env -u DATABASE_URL XENWEB_TEST_XEN_PAIR=1 $(PY) -m pytest $(PYTEST_ARGS) tests/xen
+
+# The browser suite with screenshots of the main pages (needs the lab: root, namespaces).
+screenshots: deps
+	@bash scripts/ensure-redis.sh
+	env -u DATABASE_URL XENWEB_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots \
+		$(PY) -m pytest $(PYTEST_ARGS) tests/e2e
 
 lint: deps
 	$(VENV)/bin/ruff check .

@@ -18,6 +18,7 @@ from guests.models import Guest
 from guests.snapshot_api import PERMISSIONS as SNAPSHOT_PERMISSIONS
 from guests.snapshot_api import SnapshotActions
 from storage.models import Volume
+from xenweb.ids import parse_id
 from xenweb.jobs.api import accepted
 from xenweb.jobs.models import Job
 from xenweb.jobs.serializers import JobSerializer
@@ -126,8 +127,8 @@ class GuestViewSet(SnapshotActions, viewsets.ModelViewSet):
         queryset = super().get_queryset()
         params = self.request.query_params
         if params.get("host"):
-            queryset = queryset.filter(host_id=params["host"]) if params["host"].isdigit() \
-                else queryset.none()
+            host_id = parse_id(params["host"])
+            queryset = queryset.filter(host_id=host_id) if host_id else queryset.none()
         if params.get("state"):
             queryset = queryset.filter(state=params["state"])
         if params.get("name"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_safe
 
 from guests.models import Guest
 from guests.sessions import ACT_PERMISSION as TYPE_PERMISSION
@@ -12,6 +13,7 @@ from guests.sessions import VIEW_PERMISSION
 
 
 @permission_required(VIEW_PERMISSION, raise_exception=True)
+@require_safe
 def console_page(request: HttpRequest, pk: int) -> HttpResponse:
     guest = get_object_or_404(Guest.objects.select_related("host"), pk=pk)
     return render(request, "guests/console.html", {

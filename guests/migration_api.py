@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -19,6 +19,7 @@ from guests.preflight import MigrationOptions, preflight
 from hosts.models import Host
 from hosts.virt.migration import features_for
 from xenweb.audit.services import record
+from xenweb.ids import parse_id
 from xenweb.jobs.api import accepted
 from xenweb.jobs.errors import JobError
 from xenweb.jobs.serializers import JobSerializer
@@ -58,8 +59,8 @@ class LabelsSerializer(serializers.Serializer):
 
 
 def _target(request: Request) -> Host | Response:
-    host_id = request.query_params.get("host", "")
-    host = Host.objects.filter(pk=host_id).first() if host_id.isdigit() else None
+    host_id = parse_id(request.query_params.get("host"))
+    host = Host.objects.filter(pk=host_id).first() if host_id else None
     if host is None:
         return Response({"detail": "Give the target host's id as ?host=."},
                         status=status.HTTP_400_BAD_REQUEST)
@@ -178,7 +179,6 @@ class ConflictSetSerializer(serializers.ModelSerializer):
         return labels
 
 
-@extend_schema(responses={409: OpenApiResponse(description="refused")})
 class ConflictSetViewSet(viewsets.ModelViewSet):
     """Conflict sets: guests whose labels are in one set never share a physical host."""
 

@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from guests.conflicts import clean_labels
 from guests.models import ConflictSet, Guest
@@ -33,6 +33,7 @@ def guest_labels(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @permission_required("guests.view_conflictset", raise_exception=True)
+@require_safe
 def conflict_sets(request: HttpRequest) -> HttpResponse:
     sets = ConflictSet.objects.all()
     labelled = Guest.objects.exclude(labels=[]).select_related("host")

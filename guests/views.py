@@ -8,7 +8,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from guests import devices, services
 from guests.create import TYPES, CreateGuestSerializer, create
@@ -40,6 +40,7 @@ BUTTONS = [  # (action, label, icon, style, confirmation)
 
 
 @permission_required("guests.view_guest", raise_exception=True)
+@require_safe
 def guest_list(request: HttpRequest) -> HttpResponse:
     guests = Guest.objects.select_related("host")
     query = request.GET.get("q", "").strip()
@@ -64,6 +65,7 @@ def _buttons(guest: Guest) -> list[dict[str, Any]]:
 
 
 @permission_required("guests.view_guest", raise_exception=True)
+@require_safe
 def guest_detail(request: HttpRequest, pk: int) -> HttpResponse:
     guest = get_object_or_404(Guest.objects.select_related("host"), pk=pk)
     attached = {disk["source"] for disk in guest.devices.get("disks", [])}

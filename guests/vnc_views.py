@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_safe
 
 from guests.models import Guest
 from guests.sessions import ACT_PERMISSION as INTERACT_PERMISSION
@@ -13,6 +14,7 @@ from guests.vnc import transport_problem
 
 
 @permission_required(VIEW_PERMISSION, raise_exception=True)
+@require_safe
 def vnc_page(request: HttpRequest, pk: int) -> HttpResponse:
     guest = get_object_or_404(Guest.objects.select_related("host"), pk=pk)
     return render(request, "guests/vnc.html", {

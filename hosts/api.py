@@ -56,9 +56,11 @@ class HostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
     action_permissions = {"maintenance": "hosts.change_host"}
 
     @extend_schema(methods=["GET"], responses={200: NetworkSerializer(many=True)})
+    @extend_schema(methods=["GET"], responses={200: NetworkSerializer(many=True)},
+                   filters=False)
     @extend_schema(methods=["POST"], request=NetworkSerializer,
                    responses={201: NetworkSerializer})
-    @action(detail=True, methods=["get", "post"])
+    @action(detail=True, methods=["get", "post"], pagination_class=None)
     def networks(self, request: Request, pk: str | None = None) -> Response:
         """The host's networks and bridges; POST (administrators) creates an isolated one."""
         host = self.get_object()

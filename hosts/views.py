@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from hosts import services
 from hosts.forms import HostForm
@@ -16,11 +17,13 @@ from xenweb.appliance.sshkeys import public_key
 
 
 @permission_required("hosts.view_host", raise_exception=True)
+@require_safe
 def host_list(request: HttpRequest) -> HttpResponse:
     return render(request, "hosts/list.html", {"hosts": Host.objects.all()})
 
 
 @permission_required("hosts.view_host", raise_exception=True)
+@require_safe
 def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
     host = get_object_or_404(Host, pk=pk)
     performance = chart_context(reverse("api:host-metrics-metrics", args=[host.pk]), host.pk,
@@ -79,11 +82,15 @@ def host_evacuate(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @permission_required("hosts.view_host", raise_exception=True)
+@require_http_methods(["GET", "HEAD", "POST"])
 def host_networks(request: HttpRequest, pk: int) -> HttpResponse:
-    """The host's networks, read live (loaded into the host page by htmx)."""
+    """The host's networks, read live (loaded into the host page by htmx); POST
+    (administrators) creates an isolated network."""
+    if request.method == "POST" and not request.user.has_perm("hosts.add_host"):
+        raise PermissionDenied
     host = get_object_or_404(Host, pk=pk)
     error, found = "", []
-    if request.method == "POST" and request.user.has_perm("hosts.add_host"):
+    if request.method == "POST":
         try:
             services.create_isolated_network(host, request.POST.get("name", ""),
                                              request.POST.get("bridge", ""),

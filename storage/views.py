@@ -13,7 +13,7 @@ from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from hosts.models import Host
 from hosts.virt import pool_xml as px
@@ -22,6 +22,7 @@ from storage.errors import StorageError
 from storage.iso_library import ISO_IMAGE
 from storage.models import Pool, Volume
 from storage.units import parse_size
+from xenweb.ids import parse_id
 from xenweb.jobs.models import Job
 
 ADMIN_ONLY = "hosts.change_host"  # as in storage.api_pools
@@ -32,7 +33,7 @@ POOL_FIELDS = ("host", "type", "name", "target_path", "source_host", "source_dir
 def _pools_by_host(host_id: str | None) -> list[tuple[Host, list[tuple[Pool, list[Pool]]]]]:
     hosts = Host.objects.order_by("name")
     if host_id:
-        hosts = hosts.filter(pk=host_id) if host_id.isdigit() else hosts.none()
+        hosts = hosts.filter(pk=parse_id(host_id)) if parse_id(host_id) else hosts.none()
     pools = list(selectors.pools())
     grouped = []
     for host in hosts:
@@ -42,6 +43,7 @@ def _pools_by_host(host_id: str | None) -> list[tuple[Host, list[tuple[Pool, lis
 
 
 @permission_required("storage.view_pool", raise_exception=True)
+@require_safe
 def pool_list(request: HttpRequest) -> HttpResponse:
     host_id = request.GET.get("host") or None
     return render(request, "storage/list.html", {
@@ -51,6 +53,7 @@ def pool_list(request: HttpRequest) -> HttpResponse:
 
 
 @permission_required("storage.view_pool", raise_exception=True)
+@require_safe
 def pool_detail(request: HttpRequest, pk: int) -> HttpResponse:
     pool = get_object_or_404(selectors.pools(), pk=pk)
     users = pool_services.users_by_path(pool)
@@ -86,7 +89,8 @@ def pool_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         post = request.POST.dict()
         data = _pool_form_data(request.POST)
-        host = Host.objects.filter(pk=data["host"]).first() if data["host"].isdigit() else None
+        host_id = parse_id(data["host"])
+        host = Host.objects.filter(pk=host_id).first() if host_id else None
         try:
             if host is None:
                 raise StorageError("Choose the host the pool is defined on.")

@@ -6,6 +6,7 @@ secret key live in XENWEB_DATA_DIR (default ./var), Redis on 127.0.0.1:6379.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -33,6 +34,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "axes",
     "xenweb.appliance",
     "xenweb.accounts",
     "xenweb.audit",
@@ -44,9 +46,11 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "xenweb.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "xenweb.api_errors.RejectNulInQueryMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -55,6 +59,8 @@ MIDDLEWARE = [
     "xenweb.appliance.middleware.SetupRequiredMiddleware",
     "xenweb.accounts.middleware.LoginRequiredMiddleware",
     "xenweb.appliance.middleware.ApplianceTimezoneMiddleware",
+    # Last: django-axes refuses logins after too many failures (see AXES_* below).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "xenweb.urls"
@@ -72,6 +78,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "xenweb.appliance.context.appliance",
                 "xenweb.health.services_status",
+                "xenweb.security.csp_nonce",
             ],
         },
     },
@@ -102,6 +109,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Login throttling (django-axes, attempts stored in the database): after AXES_FAILURE_LIMIT
+# wrong passwords for one user name from one address, that pair is locked out for the
+# cool-off time; a success resets the count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("XENWEB_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("XENWEB_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "accounts/locked.html"
+AXES_VERBOSE = False
+AXES_CLIENT_IP_CALLABLE = "xenweb.security.client_ip"
 
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "dashboard"
@@ -222,6 +244,12 @@ SPECTACULAR_SETTINGS = {
     # Several serializers have a `format` field with different choices.
     "ENUM_NAME_OVERRIDES": {"ExportFormatEnum": ["xva", "ova", "raw", "qcow2", "vmdk"],
                             "VolumeFormatEnum": ["raw", "qcow2"]},
+    # The API is documented as JSON (forms are still parsed, for the browser's htmx calls).
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "xenweb.api_schema.add_error_responses",
+    ],
 }
 
 # --- Security -----------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from xenweb import views
 from xenweb.audit.views import audit_list
@@ -16,5 +16,11 @@ urlpatterns = [
     path("audit/", audit_list, name="audit"),
     path("api/v1/", include("xenweb.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The split view serves Swagger UI's settings as a script file: no inline script (CSP).
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"),
+         name="api-docs"),
 ]
+
+handler400 = "xenweb.api_errors.bad_request"
+handler404 = "xenweb.api_errors.page_not_found"
+handler500 = "xenweb.api_errors.server_error"

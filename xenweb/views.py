@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from guests.models import Guest
 from hosts.metrics import latest_load
@@ -37,10 +38,12 @@ def host_load(limit: int = 10) -> list[dict[str, object]]:
     return rows[:limit]
 
 
+@require_safe
 def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard.html", dashboard_context())
 
 
+@require_safe
 def dashboard_jobs(request: HttpRequest) -> HttpResponse:
     """The dashboard's job tables, re-fetched by htmx when a job starts or ends."""
     return render(request, "_dashboard_live.html", dashboard_context())

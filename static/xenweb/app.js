@@ -164,6 +164,11 @@
     });
   }
 
+  // Filters that apply on change (no inline handlers: the content security policy forbids them).
+  document.addEventListener("change", function (ev) {
+    if (ev.target.matches && ev.target.matches("select[data-autosubmit]")) ev.target.form.submit();
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     setupConfirm();
     document.querySelectorAll("[data-job-id]").forEach(watchJob);

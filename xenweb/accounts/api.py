@@ -11,6 +11,8 @@ from xenweb.accounts.roles import role_of
 
 
 class MeSerializer(serializers.ModelSerializer):
+    # A string, not format "email": a user without an address has "" (a valid account).
+    email = serializers.CharField(read_only=True)
     role = serializers.SerializerMethodField()
     permissions = serializers.SerializerMethodField()
 

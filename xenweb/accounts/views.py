@@ -6,7 +6,7 @@ from django.contrib.auth.decorators import permission_required
 from django.contrib.auth.forms import PasswordChangeForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 from rest_framework.authtoken.models import Token
 
 from xenweb.accounts import services
@@ -16,6 +16,7 @@ from xenweb.accounts.roles import role_of
 manage_users = permission_required("auth.change_user", raise_exception=True)
 
 
+@require_safe
 def profile(request: HttpRequest) -> HttpResponse:
     token = Token.objects.filter(user=request.user).first()
     return render(request, "accounts/profile.html", {

@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from xenweb.jobs import services
 from xenweb.jobs.errors import JobError
@@ -15,6 +15,7 @@ from xenweb.jobs.tasks import selftest
 
 
 @permission_required("jobs.view_job", raise_exception=True)
+@require_safe
 def job_list(request: HttpRequest) -> HttpResponse:
     jobs = Job.objects.select_related("owner")
     state = request.GET.get("state", "")
@@ -26,6 +27,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
 
 
 @permission_required("jobs.view_job", raise_exception=True)
+@require_safe
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Job.objects.select_related("owner"), pk=pk)
     return render(request, "jobs/detail.html", {"job": job, "job_json": job_payload(job)})

@@ -1,0 +1,216 @@
+"""The appliance in a real browser, the way an operator meets it: the first-boot wizard with
+the setup token, login, the dashboard, a guest created and started on the demo host, the text
+console of a lab host's tiny guest printing its boot, a long job's progress bar advancing
+without a reload, the migration dialog's preflight checks between two lab hosts, logout.
+
+With XENWEB_SCREENSHOT_DIR set, the main pages are saved there as PNG (`make screenshots`).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+
+from guests.inventory import reconcile_host
+from guests.models import Guest
+from hosts.lab.register import register_lab_host
+from hosts.lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK
+from hosts.virt import VirtError
+from hosts.virt import domains as virt
+from tests.e2e.conftest import SCREENSHOT_DIR
+from tests.lab.test_console_ws import tiny_spec
+from tests.live.processes import Daphne, wait_for
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True),
+              pytest.mark.timeout(900)]
+
+ADMIN = "e2e-admin"
+PASSWORD = "Browser-tested-passphrase-7"
+STEP_MS = 45_000
+BOOT_MS = 150_000
+
+
+def off_loop(func: Any, *args: Any) -> Any:
+    """Run ORM or libvirt code outside the thread where Playwright's event loop lives
+    (Django refuses synchronous queries from a thread with a running loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(func, *args).result()
+
+
+def shot(page: Any, name: str) -> None:
+    """Checked on every main page: no template syntax leaks into it (a multi-line {# #})."""
+    text = page.locator("body").inner_text()
+    assert not re.search(r"\{[#%{]", text), f"template syntax on {page.url}"
+    if SCREENSHOT_DIR:
+        Path(SCREENSHOT_DIR).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOT_DIR) / f"{name}.png"))
+
+
+def select_by_text(page: Any, select: str, name: str) -> None:
+    """Choose the option whose label starts with `name` followed by a space."""
+    option = page.locator(f"{select} option", has_text=re.compile(f"^{re.escape(name)} "))
+    page.select_option(select, option.get_attribute("value"))
+
+
+def first_boot_wizard(page: Any, server: Daphne) -> None:
+    page.goto(server.origin + "/")
+    assert page.url.endswith("/setup/")
+    shot(page, "setup-wizard")
+    token = settings.SETUP_TOKEN_FILE.read_text().strip()  # written on first contact
+    page.fill("input[name=token]", "not-the-token")
+    page.click("button[type=submit]")
+    page.get_by_text("not the setup token").wait_for()
+    page.fill("input[name=token]", token)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/setup/admin/")
+    page.fill("input[name=username]", ADMIN)
+    page.fill("input[name=password1]", PASSWORD)
+    page.fill("input[name=password2]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/setup/appliance/")
+    page.fill("input[name=name]", "e2e-rack")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/setup/host/")
+    page.click("#test-connection")  # htmx: the answer lands in the page without a reload
+    page.locator("#test-result").get_by_text("Connected to").wait_for()
+    page.click("button[type=submit]:has-text('Finish setup')")
+    page.wait_for_url(server.origin + "/")
+
+
+def logout(page: Any) -> None:
+    page.click("a.dropdown-toggle[data-bs-toggle=dropdown]")
+    page.click("#logout-button")
+    page.wait_for_url("**/accounts/login/**")
+
+
+def login(page: Any, server: Daphne) -> None:
+    page.goto(server.origin + "/guests/")
+    page.wait_for_url("**/accounts/login/?next=/guests/")
+    shot(page, "login")
+    page.fill("input[name=username]", ADMIN)
+    page.fill("input[name=password]", "wrong-" + PASSWORD)
+    page.click("button[type=submit]")
+    page.locator(".alert-danger, .invalid-feedback, .errorlist").first.wait_for()
+    page.fill("input[name=username]", ADMIN)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/guests/")
+
+
+def create_and_start_demo_guest(page: Any, server: Daphne) -> None:
+    name = f"web-{uuid.uuid4().hex[:6]}"
+    page.goto(server.origin + "/guests/new/")
+    page.fill("#name", name)
+    select_by_text(page, "#host", "demo")
+    page.fill("#memory_mib", "256")
+    shot(page, "guest-create")
+    page.click("#create-guest")
+    page.wait_for_url(re.compile(r"/guests/\d+/$"))
+    assert page.locator("h1").first.inner_text().startswith(name)
+    assert page.locator("#guest-state").inner_text().lower() == "shut off"
+    page.click("#guest-actions button[data-action=start]")
+    page.locator("#guest-state", has_text=re.compile("running", re.I)).wait_for(timeout=STEP_MS)
+    shot(page, "guest-detail")
+
+
+def watch_job_progress(page: Any, server: Daphne) -> None:
+    page.goto(server.origin + "/jobs/")
+    page.click("#start-selftest")
+    page.wait_for_url(re.compile(r"/jobs/\d+/$"))
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloaded
+    bar = page.locator(".job-bar")
+    seen: set[int] = set()
+
+    def advanced() -> bool:
+        seen.add(int(bar.get_attribute("aria-valuenow")))
+        return any(0 < value < 100 for value in seen)
+
+    wait_for(advanced, STEP_MS / 1000, "the progress bar to move", interval=0.2)
+    shot(page, "job-progress")
+    page.locator(".job-bar.bg-success").wait_for(timeout=STEP_MS)
+    assert bar.get_attribute("aria-valuenow") == "100"
+    assert page.evaluate("window.__sameDocument") is True
+    assert len(seen) >= 2, seen
+
+
+def lab_guest(lab_hosts: list[Any]) -> tuple[Any, Guest, str]:
+    hosts = [register_lab_host(lab_host)[0] for lab_host in lab_hosts[:2]]
+    info = virt.define_domain(hosts[0].uri, tiny_spec(f"e2e-{uuid.uuid4().hex[:6]}"),
+                              allow_insecure=True)
+    reconcile_host(hosts[0])
+    return hosts[0], Guest.objects.get(host=hosts[0], uuid=info.uuid), info.uuid
+
+
+def remove_lab_guest(uri: str, domain_uuid: str) -> None:
+    try:
+        virt.destroy(uri, domain_uuid, allow_insecure=True)
+    except VirtError:
+        pass
+    virt.undefine(uri, domain_uuid, allow_insecure=True)
+
+
+def console_and_migration_dialog(page: Any, server: Daphne, guest: Guest, target: str) -> None:
+    page.goto(f"{server.origin}/guests/{guest.pk}/")
+    page.click("#guest-actions button[data-action=start]")
+    page.locator("#guest-state", has_text=re.compile("running", re.I)).wait_for(timeout=STEP_MS)
+
+    page.click("#open-console")
+    page.locator("#guest-console[data-console-state=connected]").wait_for(timeout=STEP_MS)
+    rows = page.locator("#console-terminal .xterm-rows")
+    rows.filter(has_text=re.compile(f"{TINY_GUEST_BANNER}|{TINY_GUEST_TICK}")).wait_for(
+        timeout=BOOT_MS)
+    shot(page, "guest-console")
+
+    page.goto(f"{server.origin}/guests/{guest.pk}/")
+    page.click("#open-migrate")
+    page.locator("#migrate-modal.show").wait_for()
+    select_by_text(page, "#migrate-host", target)
+    checks = page.locator("#migrate-checks li[data-check]")
+    checks.first.wait_for(timeout=STEP_MS)
+    texts = checks.all_inner_texts()
+    assert len(texts) >= 3, texts
+    assert any(re.search(r"memory", text, re.I) for text in texts), texts
+    shot(page, "migrate-dialog")
+    page.click("#migrate-modal button[data-bs-dismiss=modal].btn-secondary")
+
+
+def test_operator_journey_in_a_browser(
+    browser: Any, e2e_server: Daphne, e2e_worker: Any, lab_hosts: list[Any],
+) -> None:
+    settings.SETUP_TOKEN_FILE.unlink(missing_ok=True)
+    off_loop(cache.clear)  # wizard throttling counters of earlier tests
+    page = browser.new_page()
+    page.set_default_timeout(STEP_MS)
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+
+    first_boot_wizard(page, e2e_server)
+    assert not settings.SETUP_TOKEN_FILE.exists()
+    logout(page)
+    login(page, e2e_server)
+    page.goto(e2e_server.origin + "/")
+    assert page.locator("#count-hosts").inner_text() == "1"  # the demo host
+    shot(page, "dashboard")
+
+    create_and_start_demo_guest(page, e2e_server)
+    watch_job_progress(page, e2e_server)
+
+    host, guest, domain_uuid = off_loop(lab_guest, lab_hosts)
+    try:
+        console_and_migration_dialog(page, e2e_server, guest, lab_hosts[1].name)
+    finally:
+        off_loop(remove_lab_guest, host.uri, domain_uuid)
+
+    logout(page)
+    page.goto(e2e_server.origin + "/")
+    assert "/accounts/login/" in page.url
+    page.close()
+    # The content security policy blocked nothing the pages need.
+    assert not [e for e in console_errors if "Content Security Policy" in e], console_errors

@@ -1,0 +1,52 @@
+"""Errors the API answers outside DRF's views (an unknown URL, a server error, a malformed
+query) in the API's own shape, JSON with `detail`, as its schema documents; pages keep
+Django's HTML answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+
+API_PREFIX = "/api/"
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith(API_PREFIX)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse({"detail": "Server error: see the appliance's log."}, status=500)
+    return defaults.server_error(request)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse({"detail": "Bad request."}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+class RejectNulInQueryMiddleware:
+    """A NUL character cannot be stored or compared in PostgreSQL text (a server error
+    there): an API query string carrying one is refused up front."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if _is_api(request):
+            for name, values in request.GET.lists():
+                if "\x00" in name or any("\x00" in value for value in values):
+                    return JsonResponse(
+                        {"detail": f"Query parameter '{name.replace(chr(0), '')}' contains a "
+                                   "NUL character."}, status=400)
+        return self.get_response(request)
