@@ -64,9 +64,10 @@ class CreateGuestSerializer(serializers.Serializer):
     memory_mib = serializers.IntegerField(min_value=16, max_value=16 * 1024 * 1024)
     max_memory_mib = serializers.IntegerField(min_value=16, max_value=16 * 1024 * 1024,
                                               required=False)
-    kernel = serializers.CharField(max_length=1024, required=False, default="")
-    initrd = serializers.CharField(max_length=1024, required=False, default="")
-    cmdline = serializers.CharField(max_length=2048, required=False, default="")
+    kernel = serializers.CharField(max_length=1024, required=False, default="", allow_blank=True)
+    initrd = serializers.CharField(max_length=1024, required=False, default="", allow_blank=True)
+    cmdline = serializers.CharField(max_length=2048, required=False, default="",
+                                    allow_blank=True)
     bootloader = serializers.ChoiceField(choices=["", "pygrub"], default="")
     boot = serializers.ListField(child=serializers.ChoiceField(choices=["hd", "cdrom",
                                                                        "network"]),

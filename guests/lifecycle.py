@@ -6,13 +6,14 @@ save to file, restore) run as jobs (see guests/tasks.py).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from guests.errors import GuestError
 from guests.exclusivity import conflicts, explain
 from guests.inventory import cached_fields
 from guests.models import Guest
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtObjectNotFound, VirtOperationError
 from hosts.virt import domains as virt
 from xenweb.audit.services import record
 
@@ -83,9 +84,26 @@ def check_placement(guest: Guest) -> None:
         raise GuestError(f"'{guest}' cannot start on {guest.host}: " + " ".join(problems))
 
 
+REREAD_ATTEMPTS = 5
+
+
 def refresh(guest: Guest) -> Guest:
-    """Re-read the guest from libvirt into its row."""
-    info = virt.get_domain(guest.host.uri, str(guest.uuid), allow_insecure=guest.host.is_lab)
+    """Re-read the guest from libvirt into its row.
+
+    Right after a state change libxl may fail to report a domain that is still being
+    set up ("An error occurred, but the cause is unknown"): such reads are tried again.
+    """
+    for attempt in range(1, REREAD_ATTEMPTS + 1):
+        try:
+            info = virt.get_domain(guest.host.uri, str(guest.uuid),
+                                   allow_insecure=guest.host.is_lab)
+            break
+        except VirtObjectNotFound:
+            raise
+        except VirtOperationError:
+            if attempt == REREAD_ATTEMPTS:
+                raise
+            time.sleep(0.5 * attempt)
     for key, value in cached_fields(info).items():
         setattr(guest, key, value)
     guest.save()
@@ -117,4 +135,8 @@ def act(guest: Guest, action: str, *, user: Any, request: Any = None, **params: 
                result="refused" if isinstance(exc, GuestError) else "failed", message=message)
         raise GuestError(message) from exc
     record(f"guest.{action}", user=user, request=request, target=guest, **params)
-    return refresh(guest)
+    try:
+        return refresh(guest)
+    except VirtError as exc:
+        raise GuestError(f"'{guest}' was {VERBS.get(action, action)}, but reading its state "
+                         f"back failed: {exc}") from exc
