@@ -61,7 +61,7 @@ test: deps lint
 # `make test` runs tests/xen with one dom0 unless XENWEB_TEST_XEN_PAIR=1.
 test-xen: deps
 	@bash scripts/ensure-redis.sh
-	env -u DATABASE_URL XENWEB_TEST_XEN_PAIR=1 $(PY) -m pytest $(PYTEST_ARGS) tests/xen
+	env -u DATABASE_URL XENWEB_TEST_XEN_PAIR=1 XENWEB_TEST_XEN_LIVE=1 $(PY) -m pytest $(PYTEST_ARGS) tests/xen
 
 # The browser suite with screenshots of the main pages (needs the lab: root, namespaces).
 screenshots: deps
