@@ -6,7 +6,6 @@ shared pool (the stand-in for NFS)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 import uuid
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import websockets
 from django.test import Client
 
 from guests.migration_job import migrate_body
@@ -37,6 +35,7 @@ from hosts.virt.volumes import refresh_pool
 from storage.inventory import reconcile_pools
 from storage.models import Volume
 from tests.live.processes import WebServer
+from tests.live.ws import job_messages_while
 from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
 
@@ -187,23 +186,6 @@ def test_preflight_passes_and_each_check_fails_for_its_reason(
     assert f"attached writable to guest '{guest.name}'" in attached.json()["detail"]
 
 
-async def _job_messages(server: WebServer, cookie: str, job_id: int, work: Any) -> tuple[
-        Any, list[dict]]:
-    headers = {"Origin": server.origin, "Cookie": f"sessionid={cookie}"}
-    messages: list[dict] = []
-    async with websockets.connect(server.ws_url(f"/ws/jobs/{job_id}/"),
-                                  additional_headers=headers, open_timeout=20) as ws:
-        task = asyncio.create_task(asyncio.to_thread(work))
-        while not task.done():
-            try:
-                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=0.5))
-            except TimeoutError:
-                continue
-            if message.get("type") == "job.update":
-                messages.append(message["job"])
-        return task.result(), messages
-
-
 def _run(job_id: int) -> Job:
     run_job(job_id, migrate_body, task_id=f"t{job_id}", worker="test")
     return Job.objects.get(pk=job_id)
@@ -227,8 +209,8 @@ def test_live_migration_with_progress_over_the_websocket(
     assert busy.status_code == 409 and "busy with job" in busy.json()["detail"]
 
     cookie = client.cookies["sessionid"].value
-    job, messages = asyncio.run(_job_messages(web_server, cookie, answer.json()["id"],
-                                              lambda: _run(answer.json()["id"])))
+    job, messages = asyncio.run(job_messages_while(
+        web_server, cookie, f"/ws/jobs/{answer.json()['id']}/", lambda: _run(answer.json()["id"])))
     assert job.state == "succeeded", job.error
     assert job.result["downtime_ms"] is not None and job.result["total_s"] > 0
     assert job.result["bytes"] and job.result["target"] == target.pk

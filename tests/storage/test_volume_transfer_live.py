@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import websockets
 from django.contrib.auth import get_user_model
 from django.test import Client
 from rest_framework.authtoken.models import Token
@@ -22,6 +21,7 @@ from hosts.lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool
 from tests.live.processes import WebServer
+from tests.live.ws import job_messages_while
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -73,24 +73,6 @@ def http_download(server: WebServer, token: str, url: str, first: int = 0) -> tu
     return response.status, response.headers, (digest, size)  # names case-insensitive
 
 
-async def with_events(server: WebServer, cookie: str, work: Any) -> tuple[Any, list[dict]]:
-    """Run `work` in a thread while collecting job messages from /ws/events/."""
-    headers = {"Origin": server.origin, "Cookie": f"sessionid={cookie}"}
-    messages: list[dict] = []
-    async with websockets.connect(server.ws_url("/ws/events/"), additional_headers=headers,
-                                  open_timeout=20, max_size=None) as ws:
-        await ws.recv()  # hello
-        task = asyncio.create_task(asyncio.to_thread(work))
-        while not task.done():
-            try:
-                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=0.5))
-            except TimeoutError:
-                continue
-            if message.get("type") == "job.update":
-                messages.append(message["job"])
-        return task.result(), messages
-
-
 def test_one_gib_sparse_image_up_and_down(lab_hosts: list[Any], web_server: WebServer,
                                           admin_client_tx: Client, tmp_path: Path) -> None:
     host, _ = register_lab_host(lab_hosts[0])
@@ -109,8 +91,8 @@ def test_one_gib_sparse_image_up_and_down(lab_hosts: list[Any], web_server: WebS
     vol = created.json()
     url = f"/api/v1/volumes/{vol['id']}/content/"
     try:
-        (status, job), messages = asyncio.run(with_events(
-            web_server, cookie, lambda: http_upload(web_server, token, url, image)))
+        (status, job), messages = asyncio.run(job_messages_while(
+            web_server, cookie, "/ws/events/", lambda: http_upload(web_server, token, url, image)))
         assert status == 201, job
         assert job["state"] == "succeeded" and job["done"] == GIB and job["unit"] == "bytes"
         progress = [m for m in messages if m["id"] == job["id"] and m["state"] == "running"]
@@ -120,8 +102,8 @@ def test_one_gib_sparse_image_up_and_down(lab_hosts: list[Any], web_server: WebS
         # The volume stayed sparse on the host: the holes went through as holes.
         assert os.stat(vol["path"]).st_blocks * 512 < 64 * CHUNK
 
-        (status, headers, (digest, size)), messages = asyncio.run(with_events(
-            web_server, cookie, lambda: http_download(web_server, token, url)))
+        (status, headers, (digest, size)), messages = asyncio.run(job_messages_while(
+            web_server, cookie, "/ws/events/", lambda: http_download(web_server, token, url)))
         assert status == 200 and int(headers["Content-Length"]) == size == GIB
         assert digest.hexdigest() == expected
         downloads = [m for m in messages if m["id"] == int(headers["X-Job-Id"])]

@@ -1,0 +1,30 @@
+"""Collecting job messages from a websocket while some work runs in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import websockets
+
+from tests.live.processes import WebServer
+
+
+async def job_messages_while(server: WebServer, cookie: str, path: str,
+                             work: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """Run ``work`` in a thread; return its result and the ``job.update`` payloads that
+    arrived on ``path`` (``/ws/events/`` or ``/ws/jobs/<id>/``) meanwhile, in order."""
+    headers = {"Origin": server.origin, "Cookie": f"sessionid={cookie}"}
+    messages: list[dict[str, Any]] = []
+    async with websockets.connect(server.ws_url(path), additional_headers=headers,
+                                  open_timeout=20, max_size=None) as ws:
+        task = asyncio.create_task(asyncio.to_thread(work))
+        while not task.done():
+            try:
+                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=0.5))
+            except TimeoutError:
+                continue
+            if message.get("type") == "job.update":
+                messages.append(message["job"])
+        return task.result(), messages
