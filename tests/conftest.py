@@ -84,3 +84,16 @@ def admin_client_tx(transactional_db: Any) -> Client:
     row.setup_completed_at = timezone.now()
     row.save()
     return logged_in(make_user("alice-admin", ADMIN))
+
+
+@pytest.fixture
+def demo(admin_user: Any) -> Iterator[Any]:
+    """The embedded demo host (libvirt's test driver), enrolled: a fresh copy for each test,
+    and none of its changes left for the next one."""
+    from hosts.services import enrol_host
+    from hosts.virt import demo_uri
+    from hosts.virt.connection import drop_connection
+
+    drop_connection(demo_uri())
+    yield enrol_host(name="demo", uri=demo_uri(), user=admin_user)
+    drop_connection(demo_uri())

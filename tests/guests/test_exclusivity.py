@@ -4,7 +4,6 @@ attach (API and page) and the migration check, on the embedded demo host."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,22 +12,12 @@ from django.test import Client
 from guests.exclusivity import conflicts
 from guests.models import Guest
 from hosts.models import Host
-from hosts.services import enrol_host
-from hosts.virt import demo_uri
-from hosts.virt.connection import drop_connection
 from storage.models import Pool, Volume
 from xenweb.audit.models import AuditRecord
 
 pytestmark = pytest.mark.django_db
 
 WEB_DISK = "/var/lib/xen/images/web01.img"
-
-
-@pytest.fixture
-def demo(admin_user: Any) -> Iterator[Host]:
-    drop_connection(demo_uri())  # a fresh copy of the demo host for each test…
-    yield enrol_host(name="demo", uri=demo_uri(), user=admin_user)
-    drop_connection(demo_uri())  # …and none of its changes left for the next one
 
 
 def post(client: Client, path: str, data: dict | None = None) -> Any:

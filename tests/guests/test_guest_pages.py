@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from django.test import Client
 
 from guests.models import Guest
 from hosts.models import Host
-from hosts.services import enrol_host
-from hosts.virt import demo_uri
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def demo(admin_user: Any) -> Host:
-    from hosts.virt.connection import drop_connection
-
-    drop_connection(demo_uri())
-    return enrol_host(name="demo", uri=demo_uri(), user=admin_user)
 
 
 def test_detail_offers_what_the_state_allows(admin_client: Client, demo: Host) -> None:

@@ -21,14 +21,6 @@ from xenweb.jobs.runner import run_job
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def demo(admin_user: Any) -> Host:
-    from hosts.virt.connection import drop_connection
-
-    drop_connection(demo_uri())  # a fresh copy of the demo host for each test
-    return enrol_host(name="demo", uri=demo_uri(), user=admin_user)
-
-
 def guest(name: str) -> Guest:
     return Guest.objects.get(name=name)
 

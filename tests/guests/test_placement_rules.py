@@ -10,19 +10,9 @@ from django.test import Client
 
 from guests.models import ConflictSet, Guest
 from hosts.models import Host
-from hosts.services import enrol_host
-from hosts.virt import demo_uri
 from xenweb.audit.models import AuditRecord
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def demo(admin_user: Any) -> Host:
-    from hosts.virt.connection import drop_connection
-
-    drop_connection(demo_uri())
-    return enrol_host(name="demo", uri=demo_uri(), user=admin_user)
 
 
 def send(client: Client, method: str, path: str, data: Any = None) -> Any:

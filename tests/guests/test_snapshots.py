@@ -10,7 +10,6 @@ stores the volume with its backing store just as the logical backend would hand 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,10 +20,9 @@ from guests.snapshot_jobs import create_body, revert_body
 from guests.snapshot_plan import capability
 from guests.snapshots import domain_request
 from hosts.models import Host
-from hosts.services import enrol_host
 from hosts.virt import demo_uri
 from hosts.virt import snapshots as virt
-from hosts.virt.connection import drop_connection, get_connection
+from hosts.virt.connection import get_connection
 from storage.inventory import reconcile_pools
 from storage.models import Volume
 from xenweb.audit.models import AuditRecord
@@ -32,13 +30,6 @@ from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def demo(admin_user: Any) -> Iterator[Host]:
-    drop_connection(demo_uri())  # a fresh copy of the demo host for each test…
-    yield enrol_host(name="demo", uri=demo_uri(), user=admin_user)
-    drop_connection(demo_uri())  # …and none of its changes left for the next one
 
 
 def post(client: Client, path: str, data: dict | None = None) -> Any:

@@ -19,7 +19,7 @@ from django.test import Client, override_settings
 from guests.models import Guest
 from hosts.models import Host
 from hosts.services import enrol_host
-from hosts.virt import DEMO_NODE_FILE, demo_uri
+from hosts.virt import DEMO_NODE_FILE
 from hosts.virt.connection import drop_connection
 from hosts.virt.pools import list_pools
 from storage.models import Pool, Volume
@@ -27,12 +27,6 @@ from storage.sharing import hosts_sharing, shared_pool_on
 from xenweb.audit.models import AuditRecord
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def demo(admin_user: Any) -> Host:
-    drop_connection(demo_uri())  # a fresh copy of the demo host for each test
-    return enrol_host(name="demo", uri=demo_uri(), user=admin_user)
 
 
 @pytest.fixture

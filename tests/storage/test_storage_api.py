@@ -9,8 +9,6 @@ from django.test import Client
 
 from guests.models import Guest
 from hosts.models import Host
-from hosts.services import enrol_host
-from hosts.virt import demo_uri
 from storage.jobs import clone_body, wipe_body
 from storage.models import Pool, Volume
 from storage.units import parse_size
@@ -19,14 +17,6 @@ from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def demo(admin_user: Any) -> Host:
-    from hosts.virt.connection import drop_connection
-
-    drop_connection(demo_uri())  # a fresh copy of the demo host for each test
-    return enrol_host(name="demo", uri=demo_uri(), user=admin_user)
 
 
 def post(client: Client, path: str, data: dict | None = None) -> Any:

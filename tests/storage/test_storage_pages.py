@@ -9,9 +9,6 @@ import pytest
 from django.test import Client
 
 from hosts.models import Host
-from hosts.services import enrol_host
-from hosts.virt import demo_uri
-from hosts.virt.connection import drop_connection
 from storage.models import Pool, Volume
 from xenweb.audit.models import AuditRecord
 
@@ -20,12 +17,6 @@ pytestmark = pytest.mark.django_db
 MUTATING = ('id="new-pool"', 'id="pool-buttons"><form', 'id="sharing-form"',
             'id="delete-pool-form"', 'id="volume-create-form"', "volume-upload",
             "storage/volumes/")
-
-
-@pytest.fixture
-def demo(admin_user: Any) -> Host:
-    drop_connection(demo_uri())
-    return enrol_host(name="demo", uri=demo_uri(), user=admin_user)
 
 
 def page(client: Client, path: str) -> str:

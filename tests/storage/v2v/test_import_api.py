@@ -10,8 +10,6 @@ import pytest
 from django.test import Client
 
 from hosts.models import Host
-from hosts.services import enrol_host
-from hosts.virt import demo_uri
 from storage.models import Pool, Volume
 from tests.storage.v2v.conftest import MIB, make_vmdk, patterned_raw
 from xenweb.audit.models import AuditRecord
@@ -25,14 +23,6 @@ VMX = 'displayName = "web"\nmemsize = "{memory}"\nnumvcpus = "{vcpus}"\nfirmware
       'sata0:1.deviceType = "cdrom-image"\nsata0:1.fileName = "/vmfs/volumes/x/win.iso"\n' \
       'ethernet0.present = "TRUE"\nethernet0.addressType = "generated"\n' \
       'ethernet0.generatedAddress = "00:0c:29:aa:bb:cc"\nethernet0.virtualDev = "e1000e"\n'
-
-
-@pytest.fixture
-def demo(admin_user: Any) -> Host:
-    from hosts.virt.connection import drop_connection
-
-    drop_connection(demo_uri())
-    return enrol_host(name="demo", uri=demo_uri(), user=admin_user)
 
 
 def post(client: Client, path: str, data: dict) -> Any:
