@@ -54,6 +54,9 @@ def _snapshot() -> dict[str, int]:
             if m._meta.app_label in {"hosts", "guests", "storage", "jobs", "auth", "authtoken"}}
 
 
+# The generated paths use id 1: the objects must get it on PostgreSQL too, whose
+# sequences are not reset between tests unless asked.
+@pytest.mark.django_db(transaction=True, reset_sequences=True)
 def test_viewer_cannot_change_anything(inventory: None, viewer_user: Any) -> None:
     client = logged_in(viewer_user)
     before = _snapshot()
@@ -69,6 +72,7 @@ def test_viewer_cannot_change_anything(inventory: None, viewer_user: Any) -> Non
     assert AuditRecord.objects.filter(result="ok").count() == done_before
 
 
+@pytest.mark.django_db(transaction=True, reset_sequences=True)
 def test_every_form_post_needs_its_csrf_token(inventory: None, admin_user: Any) -> None:
     client = Client(enforce_csrf_checks=True)
     client.force_login(admin_user)
