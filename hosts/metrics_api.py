@@ -22,7 +22,7 @@ class SeriesSerializer(serializers.Serializer):
 
 def _minutes(request: Request) -> int:
     raw = request.query_params.get("minutes", "60")
-    return max(1, min(1440, int(raw))) if raw.isdigit() else 60
+    return max(1, min(1440, int(raw))) if raw.isascii() and raw.isdigit() else 60
 
 
 def _answer(series: dict[str, list[object]]) -> Response:
