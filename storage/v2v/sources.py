@@ -28,6 +28,9 @@ def work_dir() -> Path:
     return path.resolve()
 
 
+MAX_SOURCE_LENGTH = 1024
+
+
 def resolve_source(source: str) -> Path:
     """The regular file `source` names inside the import area, or ImportRefused."""
     if not isinstance(source, str) or not source.strip():
@@ -38,14 +41,22 @@ def resolve_source(source: str) -> Path:
     if relative.is_absolute() or ".." in relative.parts:
         raise ImportRefused(f"'{source}' is not a path inside the import area (absolute "
                             "paths and '..' are refused).")
+    if len(source) > MAX_SOURCE_LENGTH or any(len(part) > 255 for part in relative.parts):
+        raise ImportRefused(f"The source path is too long (at most {MAX_SOURCE_LENGTH} "
+                            "characters, 255 per name).")
     root = import_root()
-    path = (root / relative).resolve()
+    try:
+        path = (root / relative).resolve()
+    except OSError as exc:
+        raise ImportRefused(f"'{source}' cannot be resolved: {exc.strerror}.") from exc
     if not path.is_relative_to(root):
         raise ImportRefused(f"'{source}' leads outside the import area.")
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError as exc:
         raise ImportRefused(f"There is no file '{source}' in the import area.") from exc
+    except OSError as exc:
+        raise ImportRefused(f"'{source}' cannot be read: {exc.strerror}.") from exc
     if not stat.S_ISREG(mode):
         raise ImportRefused(f"'{source}' is not a regular file.")
     return path

@@ -141,3 +141,12 @@ def test_upload_into_the_import_area(operator_client: Client, viewer_client: Cli
         assert refused.status_code in (404, 422), bad
     assert sorted(p.name for p in (area / "up").iterdir()) == ["web.vmdk", "web.vmx"]
     assert AuditRecord.objects.filter(action="import.upload", result="ok").count() == 2
+
+
+def test_over_long_source_paths_are_refused_not_server_errors() -> None:
+    from storage.v2v.proposal import ImportRefused
+    from storage.v2v.sources import resolve_source
+
+    for source in ("0" * 1000, "0" * 300, "dir/" + "b" * 300, "x" * 5000):
+        with pytest.raises(ImportRefused):
+            resolve_source(source)
