@@ -160,3 +160,15 @@ def test_forms_enforce_csrf(admin_user: Any) -> None:
     assert client.post("/jobs/selftest/").status_code == 403
     assert client.post("/api/v1/jobs/selftest/", {}).status_code == 403  # session auth too
     assert not Job.objects.exists()
+
+
+def test_no_template_comment_spans_lines() -> None:
+    """Django's {# #} comments end at the line's end: a longer one prints on the page."""
+    from pathlib import Path
+
+    base = Path(__file__).resolve().parent.parent / "templates"
+    broken = [f"{path.relative_to(base)}:{number}"
+              for path in base.rglob("*.html")
+              for number, line in enumerate(path.read_text().splitlines(), start=1)
+              if "{#" in line and "#}" not in line.split("{#", 1)[1]]
+    assert broken == []
