@@ -19,7 +19,7 @@ from guests.lifecycle import act
 from guests.migration_job import migrate_body
 from guests.migration_service import request_migration
 from guests.models import Guest
-from hosts.lab.daemons import lab_up
+from hosts.lab.daemons import lab_down, lab_up
 from hosts.lab.register import register_lab_host
 from hosts.lab.tinyguest import (
     TINY_GUEST_DIRTYING,
@@ -114,8 +114,11 @@ def _summary(app: list[tuple[float, float | None]],
 def run() -> dict[str, Any]:
     hosts = [register_lab_host(lab_host)[0] for lab_host in lab_up(2)[:2]]
     user, _ = get_user_model().objects.get_or_create(username="bench-migration")
-    results = {name: _scenario(hosts, memory, dirty, user)
-               for name, (memory, dirty) in SCENARIOS.items()}
+    try:
+        results = {name: _scenario(hosts, memory, dirty, user)
+                   for name, (memory, dirty) in SCENARIOS.items()}
+    finally:
+        lab_down()  # the bench leaves nothing running
     for name, row in results.items():
         print(f"  {name}: app {row['app_total_s']} s vs virsh {row['virsh_total_s']} s "
               f"(ratio {row['total_ratio']}); downtime app {row['app_downtime_ms']} ms, "
