@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
@@ -35,37 +36,36 @@ def _guest(pk: int) -> Guest:
     return get_object_or_404(Guest.objects.select_related("host"), pk=pk)
 
 
-@require_POST
-@permission_required("guests.change_guest", raise_exception=True)
-def snapshot_create(request: HttpRequest, pk: int) -> HttpResponse:
-    guest = _guest(pk)
-    name = request.POST.get("name", "").strip()
+def _outcome(request: HttpRequest, guest: Guest, call: Callable[[], object],
+             success: str) -> HttpResponse:
+    """Run a snapshot action: a job leads to its page, a refusal or success is a message."""
     try:
-        outcome = snapshots.create_snapshot(
-            guest, name, request.POST.get("description", "").strip()[:1000],
-            user=request.user, request=request)
+        outcome = call()
     except GuestError as exc:
         messages.error(request, str(exc))
         return redirect(guest)
     if isinstance(outcome, Job):
         return redirect(outcome)
-    messages.success(request, f"Snapshot '{name}' taken.")
+    messages.success(request, success)
     return redirect(guest)
+
+
+@require_POST
+@permission_required("guests.change_guest", raise_exception=True)
+def snapshot_create(request: HttpRequest, pk: int) -> HttpResponse:
+    guest = _guest(pk)
+    name = request.POST.get("name", "").strip()
+    return _outcome(request, guest, lambda: snapshots.create_snapshot(
+        guest, name, request.POST.get("description", "").strip()[:1000],
+        user=request.user, request=request), f"Snapshot '{name}' taken.")
 
 
 @require_POST
 @permission_required("guests.change_guest", raise_exception=True)
 def snapshot_revert(request: HttpRequest, pk: int, name: str) -> HttpResponse:
     guest = _guest(pk)
-    try:
-        outcome = snapshots.revert_snapshot(guest, name, user=request.user, request=request)
-    except GuestError as exc:
-        messages.error(request, str(exc))
-        return redirect(guest)
-    if isinstance(outcome, Job):
-        return redirect(outcome)
-    messages.success(request, f"{guest} reverted to '{name}'.")
-    return redirect(guest)
+    return _outcome(request, guest, lambda: snapshots.revert_snapshot(
+        guest, name, user=request.user, request=request), f"{guest} reverted to '{name}'.")
 
 
 @require_POST
