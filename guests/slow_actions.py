@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -17,6 +19,9 @@ from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
 
 DEFAULT_SHUTDOWN_TIMEOUT = 120
+# A guest can miss one request (its kernel was still setting up the Xen watch or the ACPI
+# button, or the helper it spawns failed); like Nova's clean shutdown, ask again at intervals.
+SHUTDOWN_RESEND_SECONDS = 15
 # Directories libvirt's own driver creates on every host (its managed-save location), so a
 # save never fails for a missing folder: Debian's Xen packages do not create xendomains'
 # /var/lib/xen/save, for instance.
@@ -41,8 +46,9 @@ def _guest(job: Job) -> Guest:
 
 
 def _wait(guest: Guest, reporter: ProgressReporter, states: tuple[str, ...],
-          timeout: float, what: str) -> str:
+          timeout: float, what: str, *, resend: Callable[[], None] | None = None) -> str:
     started = time.monotonic()
+    last_sent = started
     while True:
         elapsed = time.monotonic() - started
         state = virt.get_domain(guest.host.uri, str(guest.uuid),
@@ -53,6 +59,9 @@ def _wait(guest: Guest, reporter: ProgressReporter, states: tuple[str, ...],
             raise JobError(f"Guest '{guest}' did not {what} within {timeout:g} s (it is {state}).")
         reporter.update(int(elapsed), total=int(timeout),
                         message=f"Waiting for '{guest}' to {what}")
+        if resend is not None and time.monotonic() - last_sent >= SHUTDOWN_RESEND_SECONDS:
+            resend()
+            last_sent = time.monotonic()
         time.sleep(0.5)
 
 
@@ -61,9 +70,18 @@ def shutdown_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     timeout = float(job.params.get("timeout", DEFAULT_SHUTDOWN_TIMEOUT))
     try:
         check_allowed(guest, "shutdown")
-        virt.shutdown(guest.host.uri, str(guest.uuid), allow_insecure=guest.host.is_lab)
-        reporter.log(f"Sent the shutdown request (ACPI / PV) to '{guest}'")
-        _wait(guest, reporter, ("shutoff",), timeout, "shut down")
+
+        def send() -> None:
+            virt.shutdown(guest.host.uri, str(guest.uuid), allow_insecure=guest.host.is_lab)
+            reporter.log(f"Sent the shutdown request (ACPI / PV) to '{guest}'")
+
+        def send_again() -> None:
+            # The guest may have gone off in between: the next state check decides.
+            with contextlib.suppress(VirtError):
+                send()
+
+        send()
+        _wait(guest, reporter, ("shutoff",), timeout, "shut down", resend=send_again)
     except (GuestError, VirtError) as exc:
         raise JobError(
             f"{exc} Force it off if it does not react to shutdown requests."

@@ -10,6 +10,8 @@ import websockets
 
 from tests.live.processes import WebServer
 
+DRAIN_SECONDS = 15
+
 
 async def job_messages_while(server: WebServer, cookie: str, path: str,
                              work: Any) -> tuple[Any, list[dict[str, Any]]]:
@@ -27,4 +29,20 @@ async def job_messages_while(server: WebServer, cookie: str, path: str,
                 continue
             if message.get("type") == "job.update":
                 messages.append(message["job"])
+        # The work (an HTTP request) can return before its job's final message is through
+        # the channel layer: keep reading until every job seen has ended, or a grace period.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_SECONDS
+        while _unfinished(messages) and loop.time() < deadline:
+            try:
+                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=0.5))
+            except TimeoutError:
+                continue
+            if message.get("type") == "job.update":
+                messages.append(message["job"])
         return task.result(), messages
+
+
+def _unfinished(messages: list[dict[str, Any]]) -> bool:
+    last = {m["id"]: m["state"] for m in messages}
+    return any(state in ("queued", "running") for state in last.values())

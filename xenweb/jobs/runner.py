@@ -14,7 +14,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from xenweb.jobs.errors import JobCancelled, JobError
@@ -44,9 +44,14 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopped.wait(settings.JOB_HEARTBEAT_SECONDS):
-                Job.objects.filter(pk=self.job_id, state=JobState.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
+                try:
+                    Job.objects.filter(pk=self.job_id, state=JobState.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError as exc:
+                    # A busy database (SQLite's "database is locked") only delays this beat;
+                    # the job is judged lost after several missed beats, not one.
+                    log.warning("job %s: heartbeat not written: %s", self.job_id, exc)
         finally:
             connection.close()
 
