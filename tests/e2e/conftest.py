@@ -14,7 +14,7 @@ import pytest
 
 from tests.lab.conftest import lab_hosts  # noqa: F401 (the lab's session fixture, shared)
 from tests.live.conftest import _flush_test_redis
-from tests.live.processes import CeleryWorker, Daphne
+from tests.live.processes import CeleryWorker, WebServer
 
 CHROMIUM = Path(os.environ.get("XENWEB_CHROMIUM", "/usr/bin/chromium"))
 # Screenshots of the main pages go here when set (`make screenshots`).
@@ -26,9 +26,9 @@ LAUNCH_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def e2e_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Daphne]:
+def e2e_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[WebServer]:
     """A daphne of its own: the wizard needs a process that has not yet seen setup done."""
-    server = Daphne()
+    server = WebServer()
     yield server
     server.stop()
 

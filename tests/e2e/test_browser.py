@@ -26,7 +26,7 @@ from hosts.virt import VirtError
 from hosts.virt import domains as virt
 from tests.e2e.conftest import SCREENSHOT_DIR
 from tests.lab.test_console_ws import tiny_spec
-from tests.live.processes import Daphne, wait_for
+from tests.live.processes import WebServer, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True),
               pytest.mark.timeout(900)]
@@ -59,7 +59,7 @@ def select_by_text(page: Any, select: str, name: str) -> None:
     page.select_option(select, option.get_attribute("value"))
 
 
-def first_boot_wizard(page: Any, server: Daphne) -> None:
+def first_boot_wizard(page: Any, server: WebServer) -> None:
     page.goto(server.origin + "/")
     assert page.url.endswith("/setup/")
     shot(page, "setup-wizard")
@@ -90,7 +90,7 @@ def logout(page: Any) -> None:
     page.wait_for_url("**/accounts/login/**")
 
 
-def login(page: Any, server: Daphne) -> None:
+def login(page: Any, server: WebServer) -> None:
     page.goto(server.origin + "/guests/")
     page.wait_for_url("**/accounts/login/?next=/guests/")
     shot(page, "login")
@@ -104,7 +104,7 @@ def login(page: Any, server: Daphne) -> None:
     page.wait_for_url("**/guests/")
 
 
-def create_and_start_demo_guest(page: Any, server: Daphne) -> None:
+def create_and_start_demo_guest(page: Any, server: WebServer) -> None:
     name = f"web-{uuid.uuid4().hex[:6]}"
     page.goto(server.origin + "/guests/new/")
     page.fill("#name", name)
@@ -120,7 +120,7 @@ def create_and_start_demo_guest(page: Any, server: Daphne) -> None:
     shot(page, "guest-detail")
 
 
-def watch_job_progress(page: Any, server: Daphne) -> None:
+def watch_job_progress(page: Any, server: WebServer) -> None:
     page.goto(server.origin + "/jobs/")
     page.click("#start-selftest")
     page.wait_for_url(re.compile(r"/jobs/\d+/$"))
@@ -156,7 +156,7 @@ def remove_lab_guest(uri: str, domain_uuid: str) -> None:
     virt.undefine(uri, domain_uuid, allow_insecure=True)
 
 
-def console_and_migration_dialog(page: Any, server: Daphne, guest: Guest, target: str) -> None:
+def console_and_migration_dialog(page: Any, server: WebServer, guest: Guest, target: str) -> None:
     page.goto(f"{server.origin}/guests/{guest.pk}/")
     page.click("#guest-actions button[data-action=start]")
     page.locator("#guest-state", has_text=re.compile("running", re.I)).wait_for(timeout=STEP_MS)
@@ -182,7 +182,7 @@ def console_and_migration_dialog(page: Any, server: Daphne, guest: Guest, target
 
 
 def test_operator_journey_in_a_browser(
-    browser: Any, e2e_server: Daphne, e2e_worker: Any, lab_hosts: list[Any],
+    browser: Any, e2e_server: WebServer, e2e_worker: Any, lab_hosts: list[Any],
 ) -> None:
     settings.SETUP_TOKEN_FILE.unlink(missing_ok=True)
     off_loop(cache.clear)  # wizard throttling counters of earlier tests

@@ -31,8 +31,3 @@ def web_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[WebServ
     yield server
     server.stop()
 
-
-@pytest.fixture(scope="session")
-def daphne_server(web_server: WebServer) -> WebServer:
-    """The fixture's name before the switch to uvicorn, for branches written against it."""
-    return web_server

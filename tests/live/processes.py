@@ -189,6 +189,3 @@ class PrivateRedis:
             self.proc.wait(timeout=10)
             self.proc = None
 
-
-# The name before the switch to uvicorn, for branches written against it.
-Daphne = WebServer

@@ -1,4 +1,4 @@
-"""The browser's view of a real Xen host: a PV guest's text console through daphne's
+"""The browser's view of a real Xen host: a PV guest's text console through the web server's
 `/ws/guests/<pk>/console/`, and the watcher (``manage.py watchhosts``) turning the Xen host's
 libvirt events into inventory updates on `/ws/events/` when the guest is changed out of band
 (``virsh`` on dom0, and the guest powering itself off).
@@ -31,7 +31,7 @@ from hosts.models import Host
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import PV, DomainSpec
 from tests.lab.test_console_ws import Session
-from tests.live.processes import Daphne, Service, child_env, wait_for
+from tests.live.processes import Service, WebServer, child_env, wait_for
 from tests.xen.helpers import remove_quietly
 
 LIVE_ENV = "XENWEB_TEST_XEN_LIVE"
@@ -57,11 +57,11 @@ def pv_spec(prefix: str) -> DomainSpec:
 
 
 @pytest.fixture
-def daphne(admin_client_tx: Client) -> Iterator[Daphne]:
-    server = Daphne()
+def web_server(admin_client_tx: Client) -> Iterator[WebServer]:
+    server = WebServer()
     yield server
     server.stop()
-    print(f"--- daphne output ---\n{server.output()[-3000:]}")
+    print(f"--- web server output ---\n{server.output()[-3000:]}")
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def pv_guest(xen_enrolled: Host) -> Iterator[Guest]:
     remove_quietly(xen_enrolled, info.uuid)
 
 
-async def _console_scenario(server: Daphne, operator: Client, guest: Guest, uri: str) -> None:
+async def _console_scenario(server: WebServer, operator: Client, guest: Guest, uri: str) -> None:
     await asyncio.to_thread(virt.start, uri, str(guest.uuid), allow_insecure=True)
     session = await Session.open(server, operator, guest.pk)
     status = await session.message("console.status")
@@ -99,9 +99,9 @@ async def _console_scenario(server: Daphne, operator: Client, guest: Guest, uri:
 
 
 def test_pv_console_in_the_browser(
-    daphne: Daphne, admin_client_tx: Client, xen_enrolled: Host, pv_guest: Guest
+    web_server: WebServer, admin_client_tx: Client, xen_enrolled: Host, pv_guest: Guest
 ) -> None:
-    asyncio.run(_console_scenario(daphne, admin_client_tx, pv_guest, xen_enrolled.uri))
+    asyncio.run(_console_scenario(web_server, admin_client_tx, pv_guest, xen_enrolled.uri))
 
 
 @pytest.fixture
@@ -122,10 +122,10 @@ def watcher(xen_enrolled: Host) -> Iterator[Service]:
 
 
 @pytest.fixture
-def events_socket(daphne: Daphne, admin_client_tx: Client) -> Iterator[ClientConnection]:
-    headers = {"Origin": daphne.origin,
+def events_socket(web_server: WebServer, admin_client_tx: Client) -> Iterator[ClientConnection]:
+    headers = {"Origin": web_server.origin,
                "Cookie": f"sessionid={admin_client_tx.cookies['sessionid'].value}"}
-    with connect(daphne.ws_url("/ws/events/"), additional_headers=headers, open_timeout=30,
+    with connect(web_server.ws_url("/ws/events/"), additional_headers=headers, open_timeout=30,
                  proxy=None) as ws:
         assert json.loads(ws.recv(timeout=30))["type"] == "hello"
         yield ws

@@ -43,7 +43,7 @@ from hosts.lab.paths import cache_dir
 log = logging.getLogger(__name__)
 
 # Bump when the image content changes (configuration, layout): it is part of the cache key.
-BUILDER_VERSION = 5
+BUILDER_VERSION = 6
 
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -165,6 +165,11 @@ FILES = {
         "UsePAM no\n"
         "PrintMotd no\n"
         "PrintLastLog no\n"
+        # Under TCG a key exchange takes seconds, and the app opens several libvirt
+        # connections at once (web, watcher, console, jobs): sshd's default MaxStartups
+        # (10:30:100) then drops new connections at random (kex_exchange_identification).
+        "MaxStartups 100:30:200\n"
+        "LoginGraceTime 600\n"
     ),
     # libvirt's libxl driver needs xenstored and friends: start after the Xen init script.
     "etc/systemd/system/libvirtd.service.d/xen.conf": (
