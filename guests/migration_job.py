@@ -111,7 +111,9 @@ def migrate_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
 def _request(source: Host, target: Host, options: MigrationOptions, params: dict[str, Any],
              features: vm.MigrationFeatures) -> vm.MigrationRequest:
     return vm.MigrationRequest(
-        unsafe=source.is_lab and target.is_lab and not options.block_copy,
+        # libvirt's Xen driver has no UNSAFE flag (it does not check the storage either).
+        unsafe=source.is_lab and target.is_lab and not options.block_copy
+        and source.hypervisor_type == "QEMU",
         target_uri=target.migration_uri or target.uri,
         live=options.mode == "live",
         bandwidth_mib=params.get("bandwidth_mib") if features.bandwidth else None,

@@ -21,7 +21,7 @@ class HostSerializer(serializers.ModelSerializer):
         model = Host
         fields = ["id", "url", "name", "uri", "is_lab", "state", "state_since", "last_error",
                   "hostname", "hypervisor_type", "hypervisor_version", "libvirt_version",
-                  "arch", "cpus", "memory_mib", "capabilities"]
+                  "arch", "cpus", "memory_mib", "capabilities", "migration_uri"]
         read_only_fields = fields
 
     def get_url(self, host: Host) -> str:
@@ -47,13 +47,20 @@ class MaintenanceSerializer(serializers.Serializer):
     enabled = serializers.BooleanField()
 
 
+class MigrationUriSerializer(serializers.Serializer):
+    migration_uri = serializers.CharField(max_length=500, allow_blank=True, help_text=(
+        "How other hosts' libvirtd reach this host when migrating to it, e.g. "
+        "xen+ssh://root@10.0.0.2/system on a migration network; empty: the host's URI."))
+
+
 class HostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                   viewsets.GenericViewSet):
     """Hypervisor hosts, each reached through its libvirt URI."""
 
     queryset = Host.objects.all()
     serializer_class = HostSerializer
-    action_permissions = {"maintenance": "hosts.change_host"}
+    action_permissions = {"maintenance": "hosts.change_host",
+                          "migration_uri": "hosts.change_host"}
 
     @extend_schema(methods=["GET"], responses={200: NetworkSerializer(many=True)})
     @extend_schema(methods=["GET"], responses={200: NetworkSerializer(many=True)},
@@ -96,4 +103,18 @@ class HostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         data.is_valid(raise_exception=True)
         host = services.set_maintenance(self.get_object(), data.validated_data["enabled"],
                                         user=request.user, request=request)
+        return Response(HostSerializer(host).data)
+
+    @extend_schema(request=MigrationUriSerializer, responses={200: HostSerializer})
+    @action(detail=True, methods=["put"], url_path="migration-uri")
+    def migration_uri(self, request: Request, pk: str | None = None) -> Response:
+        """Set how other hosts reach this one for migration (empty: its own URI)."""
+        data = MigrationUriSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            host = services.set_migration_uri(self.get_object(),
+                                              data.validated_data["migration_uri"],
+                                              user=request.user, request=request)
+        except (VirtError, services.HostError) as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(HostSerializer(host).data)

@@ -125,6 +125,22 @@ def set_maintenance(host: Host, enabled: bool, *, user: Any, request: Any = None
     return host
 
 
+def set_migration_uri(host: Host, uri: str, *, user: Any, request: Any = None) -> Host:
+    """How other hosts' libvirtd reach this one for peer-to-peer migration (typically its
+    address on a storage or migration network); empty: its enrolment URI."""
+    uri = uri.strip()
+    if uri:
+        uri = validate_uri(uri, allow_insecure=host.is_lab)
+        driver = urlsplit(host.uri).scheme.split("+", 1)[0].lower()
+        if uri.split(":", 1)[0].split("+", 1)[0] != driver:
+            raise HostError(f"The migration URI must use the host's own driver "
+                            f"('{driver}', as in {host.uri}).")
+    host.migration_uri = uri
+    host.save(update_fields=["migration_uri"])
+    record("host.migration_uri", user=user, request=request, target=host, uri=uri)
+    return host
+
+
 def networks(host: Host) -> list[NetworkInfo]:
     return list_networks(host.uri, allow_insecure=host.is_lab)
 

@@ -14,8 +14,17 @@ from hosts.lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domains as virt
+from hosts.virt.console import read_console_until
 from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
+
+BOOT_TIMEOUT = 240.0  # the tiny guest under TCG on a busy machine
+
+
+def console_until(host: Host, guest: Guest, needle: str, timeout: float = BOOT_TIMEOUT) -> str:
+    text = read_console_until(host.uri, str(guest.uuid), needle, timeout, allow_insecure=True)
+    assert needle in text, text[-1000:]
+    return text
 
 
 def post(client: Client, path: str, data: dict | None = None) -> Any:

@@ -35,26 +35,17 @@ from hosts.lab.xen.register import register_xen_host
 from hosts.lab.xen.remote import run_on
 from hosts.models import Host
 from hosts.virt import domains as virt
-from hosts.virt.console import read_console_until
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
-from tests.xen.helpers import create_pv_guest, patch, post, remove_quietly, run
+from tests.xen.helpers import console_until, create_pv_guest, patch, post, remove_quietly, run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(1200)]
-
-BOOT_TIMEOUT = 240.0  # the tiny guest under TCG on a busy machine
 
 
 @pytest.fixture
 def enrolled(xen_host: XenHost) -> Host:
     host, _ = register_xen_host(xen_host)
     return host
-
-
-def console_until(host: Host, guest: Guest, needle: str, timeout: float = BOOT_TIMEOUT) -> str:
-    text = read_console_until(host.uri, str(guest.uuid), needle, timeout, allow_insecure=True)
-    assert needle in text, text[-1000:]
-    return text
 
 
 def xl_memory_mib(xen_host: XenHost, name: str) -> int:

@@ -1,9 +1,14 @@
-"""Two real Xen dom0s: a storage network between them and storage both can write.
+"""Two real Xen dom0s: a storage network between them, storage both can write, and live
+migration of a running PV guest from one to the other and back.
 
 xen1 exports its image store (its ``default`` dir pool) over NFS to the storage network; on
 xen2 the app's ``netfs`` pool type mounts it for real. A volume made through the API in
 xen2's netfs pool, filled through xen2 and read back through xen1's own dir pool, proves
 both hosts write the same storage (what live migration of a guest's disks needs).
+
+Live migration goes the way the app sends it to any Xen host: peer to peer, the source dom0's
+libvirtd reaching the target over xen+ssh on the storage network (the target's migration URI,
+set at enrolment), libxl streaming the memory to the target's hostname there.
 
 Runs with ``XENWEB_TEST_XEN_PAIR=1`` (``make test-xen``).
 """
@@ -16,13 +21,17 @@ import uuid
 import pytest
 from django.test import Client
 
+from guests.migration_job import migrate_body
+from guests.models import Guest
+from hosts.lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK
 from hosts.lab.xen.manager import XenHost
 from hosts.lab.xen.register import register_xen_host
 from hosts.lab.xen.remote import run_on
 from hosts.lab.xen.shared import export_source
+from hosts.models import Host
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
-from tests.xen.helpers import post
+from tests.xen.helpers import console_until, create_pv_guest, post, remove_quietly, run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(1200)]
 
@@ -90,3 +99,55 @@ def test_netfs_pool_shares_xen1_storage_with_xen2(
         deleted = admin_client.delete(f"/api/v1/pools/{pool_id}/")
         assert deleted.status_code == 204, deleted.content
     assert run_on(xen2, ["findmnt", MOUNT_POINT], check=False).returncode != 0
+
+
+def xl_names(xen_host: XenHost) -> set[str]:
+    lines = run_on(xen_host, ["xl", "list"]).stdout.splitlines()[1:]
+    return {line.split()[0] for line in lines if line.strip()}
+
+
+def migrate(client: Client, guest: Guest, target: Host) -> None:
+    base = f"/api/v1/guests/{guest.pk}/migrate"
+    preflight = client.get(f"{base}/preflight/?host={target.pk}")
+    assert preflight.status_code == 200, preflight.content
+    answer = preflight.json()
+    assert answer["ok"], answer["checks"]
+    # The dialog offers only what libvirt's Xen driver can do.
+    assert answer["features"]["supported"] and not answer["features"]["postcopy"]
+    job = run(post(client, f"{base}/", {"host": target.pk, "mode": "live"}), migrate_body)
+    assert job.result["target"] == target.pk, job.result
+
+
+def test_live_migration_between_the_xen_hosts(
+    xen_pair: list[XenHost], admin_client: Client
+) -> None:
+    xen1, xen2 = xen_pair
+    host1, _ = register_xen_host(xen1)
+    host2, _ = register_xen_host(xen2)
+    assert host2.migration_uri == "xen+ssh://root@10.99.0.2/system"
+    shown = admin_client.get(f"/api/v1/hosts/{host2.pk}/").json()
+    assert shown["migration_uri"] == host2.migration_uri
+    # Diskless: kernel and initrd sit at the same path in both dom0s.
+    guest = create_pv_guest(admin_client, host1, "move")
+    try:
+        assert post(admin_client, f"/api/v1/guests/{guest.pk}/start/").status_code == 200
+        console_until(host1, guest, TINY_GUEST_BANNER)
+
+        migrate(admin_client, guest, host2)
+        moved = Guest.objects.get(pk=guest.pk)
+        assert (moved.host_id, moved.state) == (host2.pk, "running")
+        assert guest.name in xl_names(xen2) and guest.name not in xl_names(xen1)
+        # The same guest goes on running there (its heartbeat on xen2's console), defined on
+        # xen2 only.
+        console_until(host2, moved, TINY_GUEST_TICK)
+        assert guest.name not in run_on(xen1, ["virsh", "-c", "xen:///system", "list",
+                                               "--all", "--name"]).stdout
+
+        migrate(admin_client, moved, host1)
+        back = Guest.objects.get(pk=guest.pk)
+        assert (back.host_id, back.state) == (host1.pk, "running")
+        assert guest.name in xl_names(xen1) and guest.name not in xl_names(xen2)
+        console_until(host1, back, TINY_GUEST_TICK)
+    finally:
+        remove_quietly(host1, str(guest.uuid))
+        remove_quietly(host2, str(guest.uuid))

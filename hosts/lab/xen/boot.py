@@ -195,6 +195,9 @@ def make_seed(
         dest = seed / "files" / target.lstrip("/")
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(text)
+        if target.startswith("/root/.ssh/"):
+            dest.parent.chmod(0o700)
+            dest.chmod(0o600)  # ssh refuses a private key others can read
     size_mib = size // (1024 * 1024) * 5 // 4 + 8
     files.seed.unlink(missing_ok=True)
     with files.seed.open("wb") as handle:

@@ -229,6 +229,34 @@ def _peer(record: _Record, records: dict[str, _Record]) -> boot.PeerLink | None:
     return None
 
 
+def _peer_key_files(base: Path) -> boot.HostFiles:
+    """The SSH key the peered dom0s log in to each other with (libvirt's peer-to-peer
+    migration: the source libvirtd opens xen+ssh to the target's storage address)."""
+    return boot.HostFiles(base / "peer-key")
+
+
+def peer_migration_uri(host: XenHost) -> str:
+    """How the other dom0's libvirtd reaches ``host``: over the storage network."""
+    return f"xen+ssh://root@{host.storage_address}/system" if host.storage_address else ""
+
+
+def _peer_ssh_texts(base: Path) -> dict[str, str]:
+    """dom0 to dom0 SSH: the shared peer key, both host keys pinned by storage address, and
+    the hostnames on the storage network (libxl sends the memory to the target's hostname)."""
+    key = _peer_key_files(base)
+    boot.ensure_host_key(key)
+    known, hosts = [], ["127.0.0.1 localhost"]
+    for index, name in enumerate(PEERED, start=1):
+        address = f"{boot.PEER_NETWORK}.{index}"
+        known.append(f"{address} {boot.ensure_host_key(_files(base, name))}")
+        hosts.append(f"{address} xenweb-{name}")
+    return {
+        "/root/.ssh/id_ed25519": key.host_key.read_text(),
+        "/root/.ssh/known_hosts": "\n".join(known) + "\n",
+        "/etc/hosts": "\n".join(hosts) + "\n",
+    }
+
+
 def _boot(
     base: Path, record: _Record, image: Dom0Image, extra: dict[str, Path],
     peer: boot.PeerLink | None,
@@ -254,8 +282,12 @@ def _boot(
         elif not peer.connect:
             raise LabError(f"{record.name} joins xen1's storage network: start xen1 first")
         texts["/etc/systemd/network/10-storage.network"] = peer.network_file()
+        texts.update(_peer_ssh_texts(base))
+    authorized = public_key().strip()
+    if peer is not None:
+        authorized += "\n" + boot.ensure_host_key(_peer_key_files(base))
     boot.make_overlay(image, files)
-    boot.make_seed(files, authorized_key=public_key(), hostname=record.hostname, extra=extra,
+    boot.make_seed(files, authorized_key=authorized, hostname=record.hostname, extra=extra,
                    texts=texts)
     argv = boot.qemu_argv(image, files, name=record.name, ssh_port=record.ssh_port, peer=peer)
     logger.info("starting %s: %s", record.name, argv)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from hosts.models import Host
-from hosts.services import enrol_host
+from hosts.services import enrol_host, set_migration_uri
 
-from .manager import XenHost
+from .manager import XenHost, peer_migration_uri
 
 
 def register_xen_host(xen_host: XenHost) -> tuple[Host, bool]:
@@ -14,7 +14,8 @@ def register_xen_host(xen_host: XenHost) -> tuple[Host, bool]:
     The lab generated the host's SSH key, so it passes that key's fingerprint as the one
     confirmed: enrolment checks the key the host offers against it and pins it in the
     appliance's known_hosts. The transport is authenticated SSH with the appliance's key;
-    ``is_lab`` only flags the host as a lab host.
+    ``is_lab`` only flags the host as a lab host. A host on the storage network is reached
+    there by the other dom0 when a guest migrates to it (its migration URI).
     """
     host = Host.objects.filter(uri=xen_host.uri).first()
     if host is not None:
@@ -26,4 +27,6 @@ def register_xen_host(xen_host: XenHost) -> tuple[Host, bool]:
         is_lab=True,
         host_key_fingerprint=xen_host.host_key_fingerprint,
     )
+    if xen_host.storage_address:
+        set_migration_uri(host, peer_migration_uri(xen_host), user=None)
     return host, True
