@@ -178,7 +178,7 @@ def plan(data: dict[str, Any]) -> tuple[Host, dx.DomainSpec, list[dict[str, Any]
         memory_mib=data["memory_mib"], max_memory_mib=data.get("max_memory_mib"),
         vcpus=data["vcpus"], max_vcpus=data.get("max_vcpus"), kernel=data["kernel"],
         initrd=data["initrd"], cmdline=data["cmdline"],
-        bootloader="/usr/bin/pygrub" if data["bootloader"] == "pygrub" else "",
+        bootloader="pygrub" if data["bootloader"] == "pygrub" else "",
         boot=tuple(data["boot"]), disks=tuple(disks), nics=nics, vnc=data["vnc"],
         description=data["description"],
     )

@@ -128,10 +128,17 @@ def device_xml(device: DiskSpec | NicSpec) -> str:
     return ET.tostring(holder[0], encoding="unicode")
 
 
+def _disk_driver(disk: DiskSpec) -> str:
+    """Xen's blkback ("phy", a loop device for a file) serves raw disks of PV guests, as in
+    libvirt's own Xen XML; "qemu" (qdisk) needs the qemu-system-xen package on the host,
+    which a PV-only Debian dom0 may lack."""
+    return "phy" if disk.bus == "xen" and disk.format == "raw" else "qemu"
+
+
 def _disk(devices: ET.Element, disk: DiskSpec) -> None:
     kind = "block" if disk.block else "file"
     element = _sub(devices, "disk", type=kind, device=disk.device)
-    _sub(element, "driver", name="qemu", type=disk.format)
+    _sub(element, "driver", name=_disk_driver(disk), type=disk.format)
     _sub(element, "source", **{("dev" if disk.block else "file"): disk.source})
     _sub(element, "target", dev=disk.target, bus=disk.bus)
     if disk.readonly or disk.device == "cdrom":

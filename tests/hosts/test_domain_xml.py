@@ -129,3 +129,15 @@ def test_hostile_text_is_escaped_not_injected() -> None:
 def test_bad_specs_say_what_is_wrong(overrides: dict, message: str) -> None:
     with pytest.raises(SpecError, match=message):
         build_domain_xml(pv_spec(**overrides))
+
+
+def test_raw_pv_disks_use_blkback_like_libvirts_example() -> None:
+    """A PV-only dom0 need not have qemu-system-xen: raw disks go through blkback ("phy",
+    a loop device for a file), as in libvirt's own Xen XML; qcow2 needs qdisk ("qemu")."""
+    theirs = sample("test-new-disk").find("devices/disk/driver").attrib
+    raw = built(pv_spec(disks=(DiskSpec(source="/var/lib/xen/images/a.img", target="xvda",
+                                        bus="xen"),)))
+    assert raw.find("devices/disk/driver").attrib == theirs == {"name": "phy", "type": "raw"}
+    qcow2 = built(pv_spec(disks=(DiskSpec(source="/var/lib/xen/images/a.qcow2", target="xvda",
+                                          bus="xen", format="qcow2"),)))
+    assert qcow2.find("devices/disk/driver").attrib == {"name": "qemu", "type": "qcow2"}

@@ -41,8 +41,8 @@ MOUNT_POINT = "/var/lib/xen/shared"
 def test_storage_network_links_the_dom0s(xen_pair: list[XenHost]) -> None:
     xen1, xen2 = xen_pair
     assert (xen1.storage_address, xen2.storage_address) == ("10.99.0.1", "10.99.0.2")
-    addresses = run_on(xen2, ["ip", "-brief", "-4", "address"]).stdout
-    assert "10.99.0.2/24" in addresses, addresses
+    addresses = run_on(xen2, ["cat", "/proc/net/fib_trie"]).stdout  # dom0 has no iproute2
+    assert "10.99.0.2" in addresses, addresses
     reach = run_on(xen2, ["timeout", "10", "bash", "-c", "</dev/tcp/10.99.0.1/22"],
                    check=False)
     assert reach.returncode == 0, reach.stderr
