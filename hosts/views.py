@@ -67,6 +67,21 @@ def host_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @permission_required("hosts.change_host", raise_exception=True)
+def host_migration_uri(request: HttpRequest, pk: int) -> HttpResponse:
+    host = get_object_or_404(Host, pk=pk)
+    try:
+        services.set_migration_uri(host, request.POST.get("migration_uri", ""),
+                                   user=request.user, request=request)
+    except (VirtError, services.HostError) as exc:
+        messages.error(request, f"The migration URI was not changed: {exc}")
+    else:
+        messages.success(request, f"{host}: migration URI "
+                         f"{'set to ' + host.migration_uri if host.migration_uri else 'cleared'}.")
+    return redirect(host)
+
+
+@require_POST
+@permission_required("hosts.change_host", raise_exception=True)
 def host_evacuate(request: HttpRequest, pk: int) -> HttpResponse:
     """Maintenance mode on, then every running guest live-migrated away (one job)."""
     from guests.evacuation import evacuate_host

@@ -52,3 +52,18 @@ def test_bad_uris_are_refused_and_change_nothing(admin_client: Client, xen_host:
 
 def test_only_administrators_set_it(operator_client: Client, xen_host: Host) -> None:
     assert put(operator_client, xen_host, "xen+ssh://root@10.99.0.2/system").status_code == 403
+
+
+def test_host_page_form(admin_client: Client, operator_client: Client, xen_host: Host) -> None:
+    page = admin_client.get(f"/hosts/{xen_host.pk}/").content.decode()
+    assert 'id="migration-uri"' in page
+    form = f"/hosts/{xen_host.pk}/migration-uri/"
+    done = admin_client.post(form, {"migration_uri": "xen+ssh://root@10.99.0.2/system"},
+                             follow=True)
+    assert "migration URI set to xen+ssh://root@10.99.0.2/system" in done.content.decode()
+    bad = admin_client.post(form, {"migration_uri": "xen+tcp://10.99.0.2/system"}, follow=True)
+    assert "The migration URI was not changed" in bad.content.decode()
+    assert Host.objects.get(pk=xen_host.pk).migration_uri == "xen+ssh://root@10.99.0.2/system"
+    assert operator_client.post(form, {"migration_uri": ""}).status_code == 403
+    seen_by_operator = operator_client.get(f"/hosts/{xen_host.pk}/").content.decode()
+    assert 'id="migration-uri"' not in seen_by_operator
