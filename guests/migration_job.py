@@ -21,7 +21,7 @@ from django.db import transaction
 
 from guests.errors import GuestError
 from guests.models import Guest
-from guests.preflight import MigrationOptions, preflight, shared_directory
+from guests.preflight import LIVE_STATES, MigrationOptions, preflight, shared_directory
 from hosts.models import Host
 from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import domains as virt
@@ -193,7 +193,10 @@ def _live(guest: Guest, target: Host, options: MigrationOptions, params: dict[st
                            f"'{guest}' now runs on {target}.") from None
         raise
     if migration.error is not None:
-        raise JobError(f"The migration failed: {migration.error}") from migration.error
+        where = _where(source, uuid)
+        still = (f" '{guest}' is still {where} on {source}." if where in LIVE_STATES else "")
+        raise JobError(f"The migration failed: {str(migration.error).rstrip('.')}.{still}"
+                       f"{_hint(source, options)}") from migration.error
     done = vm.job_stats(target.uri, uuid, completed=True, allow_insecure=target.is_lab)
     moved = (done.data_processed if done and done.data_processed else
              last.data_processed if last and last.data_processed else None)
@@ -204,6 +207,16 @@ def _live(guest: Guest, target: Host, options: MigrationOptions, params: dict[st
         "bytes": moved,
         "downtime_steps_ms": policy.steps,
     }
+
+
+def _hint(source: Host, options: MigrationOptions) -> str:
+    if source.hypervisor_type == "Xen" and options.mode == "live":
+        # Seen on Debian 12's Xen 4.17 (built without CONFIG_SHADOW_PAGING): "Failed to
+        # enable logdirty" in libxl's log, a generic error through libvirt.
+        return (" On Xen this happens when the hypervisor cannot track the guest's dirty "
+                "memory (PV guests need shadow paging, which some Xen builds such as "
+                "Debian 12's leave out): migrate it paused instead.")
+    return ""
 
 
 def _try(call: Any, *args: Any, **kwargs: Any) -> None:
@@ -236,10 +249,21 @@ def _estimate(reporter: ProgressReporter, elapsed: float, memory: int) -> None:
 def _cold(guest: Guest, target: Host, reporter: ProgressReporter) -> dict[str, Any]:
     reporter.update(0, total=1, message=f"Moving the definition of '{guest}' to {target}",
                     force=True)
-    request = _request(guest.host, target, MigrationOptions(mode="cold"), {},
-                       vm.features_for(guest.host.hypervisor_type))
+    source, uuid = guest.host, str(guest.uuid)
+    features = vm.features_for(source.hypervisor_type)
     try:
-        vm.migrate(guest.host.uri, str(guest.uuid), request, allow_insecure=guest.host.is_lab)
+        if features.offline:
+            request = _request(source, target, MigrationOptions(mode="cold"), {}, features)
+            vm.migrate(source.uri, uuid, request, allow_insecure=source.is_lab)
+        else:
+            # libvirt's Xen driver has no offline migration: the app moves the definition.
+            xml = vm.export_definition(source.uri, uuid, allow_insecure=source.is_lab)
+            vm.define_from_xml(target.uri, xml, allow_insecure=target.is_lab)
+            try:
+                virt.undefine(source.uri, uuid, allow_insecure=source.is_lab)
+            except VirtError:
+                _forget(target, uuid)
+                raise
     except VirtError as exc:
         raise JobError(f"The cold migration failed: {exc}") from exc
     return {"downtime_ms": None, "downtime_note": "The guest was shut off.", "bytes": 0}

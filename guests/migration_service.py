@@ -13,7 +13,7 @@ from xenweb.jobs.models import Job
 from xenweb.jobs.services import start_job
 
 MIGRATE_KIND = "guest.migrate"
-MODES = ("live", "offline", "cold")
+MODES = ("live", "paused", "offline", "cold")
 
 
 class MigrationBlocked(GuestError):

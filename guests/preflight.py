@@ -27,12 +27,14 @@ HOST_LOCAL_MODES = ("", "nat", "route", "open")
 
 @dataclass(frozen=True)
 class MigrationOptions:
-    mode: str = "live"  # live | offline (save/restore via shared storage) | cold
+    # live | paused (peer to peer, the guest paused during the copy: no dirty-memory
+    # tracking) | offline (save/restore via shared storage) | cold
+    mode: str = "live"
     block_copy: bool = False
 
     @property
     def moves_memory(self) -> bool:
-        return self.mode in ("live", "offline")
+        return self.mode in ("live", "paused", "offline")
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,6 @@ def check_hypervisor(guest: Guest, target: Host, options: MigrationOptions) -> C
     if not features.supported:
         return Check("hypervisor", False, f"libvirt's {target.hypervisor_type or 'unknown'} "
                      "driver cannot migrate guests.")
-    if options.mode == "cold" and not features.offline:
-        return Check("hypervisor", False,
-                     f"{target.hypervisor_type}'s libvirt driver cannot move the definition of "
-                     "a shut-off guest; export and import it instead.")
     if options.block_copy and not features.block_copy:
         return Check("hypervisor", False,
                      f"{target.hypervisor_type}'s libvirt driver cannot copy disks while "

@@ -206,10 +206,6 @@ def grub_disk(tmp_path: Path) -> Path:
     return disk
 
 
-@pytest.mark.skipif(
-    os.environ.get("XENWEB_TEST_XEN_LIVE") != "1",
-    reason="pygrub on Xen runs with make test-xen (XENWEB_TEST_XEN_LIVE=1): not yet proven, "
-    "its disk upload through the test client was refused (409) in the last run")
 def test_pygrub_boots_the_kernel_from_the_guest_disk(
     enrolled: Host, admin_client: Client, tmp_path: Path
 ) -> None:

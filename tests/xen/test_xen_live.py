@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 import uuid
@@ -34,15 +33,8 @@ from tests.lab.test_console_ws import Session
 from tests.live.processes import Service, WebServer, child_env, wait_for
 from tests.xen.helpers import remove_quietly
 
-LIVE_ENV = "XENWEB_TEST_XEN_LIVE"
 pytestmark = [
     pytest.mark.live, pytest.mark.django_db(transaction=True), pytest.mark.timeout(1200),
-    pytest.mark.skipif(
-        os.environ.get(LIVE_ENV) != "1",
-        reason=f"the browser console and watcher tests on Xen are off: set {LIVE_ENV}=1 "
-        "(make test-xen does). Not yet proven: on a loaded 2-core machine the dom0's sshd "
-        "dropped the extra xen+ssh connections (kex_exchange_identification reset) and the "
-        "console stream closed"),
 ]
 
 TIMEOUT = 240.0  # TCG dom0 on a busy machine

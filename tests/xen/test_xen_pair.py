@@ -10,7 +10,7 @@ Live migration goes the way the app sends it to any Xen host: peer to peer, the 
 libvirtd reaching the target over xen+ssh on the storage network (the target's migration URI,
 set at enrolment), libxl streaming the memory to the target's hostname there.
 
-Runs with ``XENWEB_TEST_XEN_PAIR=1`` (``make test-xen``).
+Skipped with ``XENWEB_TEST_XEN_PAIR=0`` (one dom0 only).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from hosts.models import Host
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
 from tests.xen.helpers import console_until, create_pv_guest, post, remove_quietly, run
+from xenweb.jobs.models import Job
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(1200)]
 
@@ -106,19 +107,28 @@ def xl_names(xen_host: XenHost) -> set[str]:
     return {line.split()[0] for line in lines if line.strip()}
 
 
-def migrate(client: Client, guest: Guest, target: Host) -> None:
+def migrate(client: Client, guest: Guest, target: Host, mode: str, *,
+            succeed: bool = True) -> Job:
     base = f"/api/v1/guests/{guest.pk}/migrate"
-    preflight = client.get(f"{base}/preflight/?host={target.pk}")
+    preflight = client.get(f"{base}/preflight/?host={target.pk}&mode={mode}")
     assert preflight.status_code == 200, preflight.content
     answer = preflight.json()
     assert answer["ok"], answer["checks"]
     # The dialog offers only what libvirt's Xen driver can do.
     assert answer["features"]["supported"] and not answer["features"]["postcopy"]
-    job = run(post(client, f"{base}/", {"host": target.pk, "mode": "live"}), migrate_body)
-    assert job.result["target"] == target.pk, job.result
+    job = run(post(client, f"{base}/", {"host": target.pk, "mode": mode}), migrate_body,
+              succeed=succeed)
+    if succeed:
+        assert job.result["target"] == target.pk, job.result
+    return job
 
 
-def test_live_migration_between_the_xen_hosts(
+def defined_on(xen_host: XenHost) -> set[str]:
+    return set(run_on(xen_host, ["virsh", "-c", "xen:///system", "list", "--all",
+                                 "--name"]).stdout.split())
+
+
+def test_migration_between_the_xen_hosts(
     xen_pair: list[XenHost], admin_client: Client
 ) -> None:
     xen1, xen2 = xen_pair
@@ -133,21 +143,41 @@ def test_live_migration_between_the_xen_hosts(
         assert post(admin_client, f"/api/v1/guests/{guest.pk}/start/").status_code == 200
         console_until(host1, guest, TINY_GUEST_BANNER)
 
-        migrate(admin_client, guest, host2)
+        # Live migration of a PV guest needs Xen's shadow paging (log-dirty); Debian 12's
+        # Xen 4.17 is built without it. Then the job fails with the way out, and the guest
+        # runs on where it was.
+        config = run_on(xen1, ["sh", "-c", "cat /boot/xen-*.config"]).stdout
+        if "CONFIG_SHADOW_PAGING=y" in config:
+            migrate(admin_client, guest, host2, "live")
+            migrate(admin_client, Guest.objects.get(pk=guest.pk), host1, "live")
+        else:
+            failed = migrate(admin_client, guest, host2, "live", succeed=False)
+            assert failed.state == "failed"
+            assert f"'{guest.name}' is still running on xen1" in failed.error, failed.error
+            assert "migrate it paused instead" in failed.error
+            assert guest.name in xl_names(xen1) and guest.name not in defined_on(xen2)
+            assert Guest.objects.get(pk=guest.pk).host_id == host1.pk
+
+        migrate(admin_client, Guest.objects.get(pk=guest.pk), host2, "paused")
         moved = Guest.objects.get(pk=guest.pk)
         assert (moved.host_id, moved.state) == (host2.pk, "running")
         assert guest.name in xl_names(xen2) and guest.name not in xl_names(xen1)
-        # The same guest goes on running there (its heartbeat on xen2's console), defined on
-        # xen2 only.
+        assert guest.name not in defined_on(xen1)
+        # The same guest goes on running there: its heartbeat on xen2's console.
         console_until(host2, moved, TINY_GUEST_TICK)
-        assert guest.name not in run_on(xen1, ["virsh", "-c", "xen:///system", "list",
-                                               "--all", "--name"]).stdout
 
-        migrate(admin_client, moved, host1)
+        migrate(admin_client, moved, host1, "paused")
         back = Guest.objects.get(pk=guest.pk)
         assert (back.host_id, back.state) == (host1.pk, "running")
         assert guest.name in xl_names(xen1) and guest.name not in xl_names(xen2)
         console_until(host1, back, TINY_GUEST_TICK)
+
+        # Cold: libvirt's Xen driver has no offline migration, the app moves the definition.
+        assert post(admin_client, f"/api/v1/guests/{guest.pk}/destroy/").status_code == 200
+        migrate(admin_client, Guest.objects.get(pk=guest.pk), host2, "cold")
+        cold = Guest.objects.get(pk=guest.pk)
+        assert (cold.host_id, cold.state) == (host2.pk, "shutoff")
+        assert guest.name in defined_on(xen2) and guest.name not in defined_on(xen1)
     finally:
         remove_quietly(host1, str(guest.uuid))
         remove_quietly(host2, str(guest.uuid))
