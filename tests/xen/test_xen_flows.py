@@ -9,7 +9,6 @@ libvirt's definition.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -112,12 +111,6 @@ def test_managed_save_then_start_resumes(enrolled: Host, admin_client: Client) -
         remove_quietly(enrolled, str(guest.uuid))
 
 
-@pytest.mark.skipif(
-    os.environ.get("XENWEB_TEST_XEN_BALLOON", "") != "1",
-    reason="ballooning a PV guest down makes the TCG-emulated dom0 hang or corrupt its memory "
-    "(seen on Xen 4.17.5 and 4.17.7 under QEMU/TCG: libvirtd heap corruption, then no SSH); "
-    "set XENWEB_TEST_XEN_BALLOON=1 to run it (on hardware or KVM-nested dom0s)",
-)
 def test_memory_balloons_within_the_maximum(
     enrolled: Host, admin_client: Client, xen_host: XenHost
 ) -> None:
