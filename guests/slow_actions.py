@@ -14,6 +14,7 @@ from guests.lifecycle import check_allowed, refresh
 from guests.models import Guest
 from hosts.virt import VirtError
 from hosts.virt import domains as virt
+from hosts.virt.volumes import delete_file
 from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
@@ -117,6 +118,12 @@ def restore_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         raise JobError(str(exc)) from exc
     guest.saved_path = ""
     guest.save(update_fields=["saved_path"])
+    if path == save_path(guest):
+        # The app's own save file, restored: delete it so saves do not fill the host.
+        try:
+            delete_file(guest.host.uri, path, allow_insecure=guest.host.is_lab)
+        except VirtError as exc:
+            reporter.log(f"The save file {path} was kept: {exc}")
     return {"guest": guest.pk, "state": refresh(guest).state}
 
 

@@ -97,3 +97,13 @@ def demo(admin_user: Any) -> Iterator[Any]:
     drop_connection(demo_uri())
     yield enrol_host(name="demo", uri=demo_uri(), user=admin_user)
     drop_connection(demo_uri())
+
+
+@pytest.fixture(scope="session")
+def web_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
+    """The web process (uvicorn, as the Procfile runs it) on a free port, for the session."""
+    from tests.live.processes import WebServer
+
+    server = WebServer()
+    yield server
+    server.stop()

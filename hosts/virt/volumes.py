@@ -9,7 +9,9 @@ with sparse streams, runs of zeros cross the wire as holes, not as bytes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -226,6 +228,32 @@ def delete_volume(uri: str, path: str, *, allow_insecure: bool = False) -> None:
         _lookup(conn, path).delete(0)
     except libvirt.libvirtError as exc:
         raise translate(exc, uri, action=f"delete the volume {path}") from exc
+
+
+def delete_file(uri: str, path: str, *, allow_insecure: bool = False) -> None:
+    """Delete a file libvirt wrote outside any pool (a save image), through libvirt: as a
+    volume of a transient dir pool over its folder when no pool holds it."""
+    conn = get_connection(uri, allow_insecure=allow_insecure)
+    try:
+        _lookup(conn, path).delete(0)
+        return
+    except libvirt.libvirtError:
+        pass
+    folder, name = path.rsplit("/", 1)
+    root = ET.Element("pool", type="dir")
+    ET.SubElement(root, "name").text = f"xenweb-files-{uuid.uuid4().hex[:8]}"
+    ET.SubElement(ET.SubElement(root, "target"), "path").text = folder or "/"
+    try:
+        pool = conn.storagePoolCreateXML(ET.tostring(root, encoding="unicode"), 0)
+    except libvirt.libvirtError as exc:
+        raise translate(exc, uri, action=f"delete {path}") from exc
+    try:
+        pool.storageVolLookupByName(name).delete(0)
+    except libvirt.libvirtError as exc:
+        raise translate(exc, uri, action=f"delete {path}") from exc
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            pool.destroy()
 
 
 # -- streams ----------------------------------------------------------------------------

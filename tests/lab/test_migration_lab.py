@@ -92,13 +92,6 @@ def _remove(guest: Guest, *hosts: Host) -> None:
                     pass
 
 
-@pytest.fixture(scope="module")
-def web_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[WebServer]:
-    server = WebServer()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def made(hosts: tuple[Host, Host]) -> Iterator[list[Guest]]:
     guests: list[Guest] = []

@@ -7,7 +7,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from tests.live.processes import CeleryWorker, WebServer
+from tests.live.processes import CeleryWorker
 
 
 def _flush_test_redis() -> None:
@@ -25,9 +25,4 @@ def live_worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Celery
     worker.stop()
 
 
-@pytest.fixture(scope="session")
-def web_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[WebServer]:
-    server = WebServer()
-    yield server
-    server.stop()
 

@@ -13,15 +13,19 @@ the next run to reuse (``manage.py lab down`` stops them).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+from django.test import Client
 
 from hosts.lab.errors import LabError
 from hosts.lab.xen.manager import XenHost, preflight_problems, xen_down, xen_up
+from tests.live.processes import WebServer
+from tests.xen.helpers import console_until
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +80,10 @@ def xen_pair(xen_hosts: list[XenHost]) -> list[XenHost]:
     if len(xen_hosts) < 2:
         pytest.skip(f"two-host Xen tests are off ({PAIR_ENV}=0)")
     return xen_hosts
+
+
+@pytest.fixture
+def console(web_server: WebServer, admin_client_tx: Client) -> Callable[..., str]:
+    """``console(guest, *needles, timeout=…)``: the guest's console read through the browser's
+    websocket until one of the needles shows (``helpers.console_until``)."""
+    return functools.partial(console_until, web_server, admin_client_tx)

@@ -3,6 +3,7 @@ runs them, and cleanup that never fails a test."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -14,17 +15,27 @@ from hosts.lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domains as virt
-from hosts.virt.console import read_console_until
+from tests.lab.test_console_ws import Session
+from tests.live.processes import WebServer
 from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
 
 BOOT_TIMEOUT = 240.0  # the tiny guest under TCG on a busy machine
 
 
-def console_until(host: Host, guest: Guest, needle: str, timeout: float = BOOT_TIMEOUT) -> str:
-    text = read_console_until(host.uri, str(guest.uuid), needle, timeout, allow_insecure=True)
-    assert needle in text, text[-1000:]
-    return text
+def console_until(server: WebServer, client: Client, guest: Guest, *needles: str,
+                  timeout: float = BOOT_TIMEOUT) -> str:
+    """Read the guest's console as the browser does (``/ws/guests/<pk>/console/`` on the web
+    server, for the host the guest is on now) until one of ``needles`` shows."""
+
+    async def read() -> bytes:
+        session = await Session.open(server, client, guest.pk)
+        try:
+            return await session.read_until(*(n.encode() for n in needles), timeout=timeout)
+        finally:
+            await session.ws.close()
+
+    return asyncio.run(read()).decode(errors="replace")
 
 
 def post(client: Client, path: str, data: dict | None = None) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -36,9 +37,9 @@ from hosts.models import Host
 from hosts.virt import domains as virt
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
-from tests.xen.helpers import console_until, create_pv_guest, patch, post, remove_quietly, run
+from tests.xen.helpers import create_pv_guest, patch, post, remove_quietly, run
 
-pytestmark = [pytest.mark.django_db, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(1200)]
 
 
 @pytest.fixture
@@ -62,17 +63,19 @@ def wait_xl_memory(xen_host: XenHost, name: str, wanted: int, timeout: float = 1
         time.sleep(2.0)
 
 
-def test_pause_resume_save_restore(enrolled: Host, admin_client: Client) -> None:
-    guest = create_pv_guest(admin_client, enrolled, "sr")
+def test_pause_resume_save_restore(
+    enrolled: Host, admin_client_tx: Client, console: Any, xen_host: XenHost
+) -> None:
+    guest = create_pv_guest(admin_client_tx, enrolled, "sr")
     base = f"/api/v1/guests/{guest.pk}"
     try:
-        assert post(admin_client, f"{base}/start/").json()["state"] == "running"
-        console_until(enrolled, guest, TINY_GUEST_BANNER)
-        assert post(admin_client, f"{base}/pause/").json()["state"] == "paused"
-        assert post(admin_client, f"{base}/resume/").json()["state"] == "running"
+        assert post(admin_client_tx, f"{base}/start/").json()["state"] == "running"
+        console(guest, TINY_GUEST_BANNER, TINY_GUEST_TICK)
+        assert post(admin_client_tx, f"{base}/pause/").json()["state"] == "paused"
+        assert post(admin_client_tx, f"{base}/resume/").json()["state"] == "running"
 
         # Saving where the host has no such folder fails clearly, and the guest runs on.
-        missing = run(post(admin_client, f"{base}/save/", {"path": "/nonexistent/x.save"}),
+        missing = run(post(admin_client_tx, f"{base}/save/", {"path": "/nonexistent/x.save"}),
                       save_body, succeed=False)
         assert missing.state == "failed"
         assert "Failed to create domain save file '/nonexistent/x.save'" in missing.error
@@ -80,58 +83,62 @@ def test_pause_resume_save_restore(enrolled: Host, admin_client: Client) -> None
             == "running"
 
         # The default place exists on a stock Debian dom0 (libvirt's libxl save folder).
-        saved = run(post(admin_client, f"{base}/save/"), save_body)
+        saved = run(post(admin_client_tx, f"{base}/save/"), save_body)
         path = saved.result["path"]
         assert path.startswith(SAVE_DIRS["Xen"] + "/") and saved.result["state"] == "shutoff"
         assert Guest.objects.get(pk=guest.pk).saved_path == path
-        restored = run(post(admin_client, f"{base}/restore/"), restore_body)
+        restored = run(post(admin_client_tx, f"{base}/restore/"), restore_body)
         assert restored.result["state"] == "running"
         # The same guest goes on where it was: its heartbeat continues.
-        console_until(enrolled, guest, TINY_GUEST_TICK, 60)
+        console(guest, TINY_GUEST_TICK, timeout=60)
         assert Guest.objects.get(pk=guest.pk).saved_path == ""
+        # Restored: the app deletes its save file (guest-sized) so saves do not fill dom0.
+        assert run_on(xen_host, ["test", "-e", path], check=False).returncode == 1
     finally:
         remove_quietly(enrolled, str(guest.uuid))
 
 
-def test_managed_save_then_start_resumes(enrolled: Host, admin_client: Client) -> None:
+def test_managed_save_then_start_resumes(
+    enrolled: Host, admin_client_tx: Client, console: Any
+) -> None:
     """libvirt's libxl driver keeps a managed save (/var/lib/libvirt/libxl/save/<name>.save);
     the next start resumes from it."""
-    guest = create_pv_guest(admin_client, enrolled, "ms")
+    guest = create_pv_guest(admin_client_tx, enrolled, "ms")
     base = f"/api/v1/guests/{guest.pk}"
     try:
-        post(admin_client, f"{base}/start/")
-        console_until(enrolled, guest, TINY_GUEST_BANNER)
-        run(post(admin_client, f"{base}/managedsave/"), managed_save_body)
-        saved = admin_client.get(f"{base}/").json()
+        post(admin_client_tx, f"{base}/start/")
+        console(guest, TINY_GUEST_BANNER, TINY_GUEST_TICK)
+        run(post(admin_client_tx, f"{base}/managedsave/"), managed_save_body)
+        saved = admin_client_tx.get(f"{base}/").json()
         assert saved["state"] == "shutoff" and saved["has_managed_save"]
-        resumed = post(admin_client, f"{base}/start/").json()
+        resumed = post(admin_client_tx, f"{base}/start/").json()
         assert resumed["state"] == "running" and not resumed["has_managed_save"]
-        console_until(enrolled, guest, TINY_GUEST_TICK, 60)
+        console(guest, TINY_GUEST_TICK, timeout=60)
     finally:
         remove_quietly(enrolled, str(guest.uuid))
 
 
 def test_memory_balloons_within_the_maximum(
-    enrolled: Host, admin_client: Client, xen_host: XenHost
+    enrolled: Host, admin_client_tx: Client, console: Any, xen_host: XenHost
 ) -> None:
-    guest = create_pv_guest(admin_client, enrolled, "mem")
+    guest = create_pv_guest(admin_client_tx, enrolled, "mem")
     base = f"/api/v1/guests/{guest.pk}"
     try:
-        started = post(admin_client, f"{base}/start/").json()
+        started = post(admin_client_tx, f"{base}/start/").json()
         assert (started["memory_mib"], started["max_memory_mib"]) == (192, 256)
-        console_until(enrolled, guest, TINY_GUEST_BANNER)
+        console(guest, TINY_GUEST_BANNER, TINY_GUEST_TICK)
         assert wait_xl_memory(xen_host, guest.name, 192) == pytest.approx(192, abs=2)
 
-        down = patch(admin_client, f"{base}/", {"memory_mib": 128})
+        down = patch(admin_client_tx, f"{base}/", {"memory_mib": 128})
         assert down.status_code == 200, down.json()
         assert down.json()["memory_mib"] == 128
         assert wait_xl_memory(xen_host, guest.name, 128) == pytest.approx(128, abs=2)
 
-        up = patch(admin_client, f"{base}/", {"memory_mib": 256})
+        up = patch(admin_client_tx, f"{base}/", {"memory_mib": 256})
         assert up.status_code == 200, up.json()
         assert wait_xl_memory(xen_host, guest.name, 256) == pytest.approx(256, abs=2)
 
-        beyond = patch(admin_client, f"{base}/", {"memory_mib": 512})
+        beyond = patch(admin_client_tx, f"{base}/", {"memory_mib": 512})
         assert beyond.status_code == 409
         assert beyond.json()["detail"] == \
             "Memory must be between 64 MiB and the maximum of 256 MiB."
@@ -143,22 +150,24 @@ def test_memory_balloons_within_the_maximum(
         remove_quietly(enrolled, str(guest.uuid))
 
 
-def test_clean_shutdown_then_delete(enrolled: Host, admin_client: Client) -> None:
-    guest = create_pv_guest(admin_client, enrolled, "down")
+def test_clean_shutdown_then_delete(
+    enrolled: Host, admin_client_tx: Client, console: Any
+) -> None:
+    guest = create_pv_guest(admin_client_tx, enrolled, "down")
     base = f"/api/v1/guests/{guest.pk}"
     try:
-        post(admin_client, f"{base}/start/")
-        console_until(enrolled, guest, TINY_GUEST_BANNER)
+        post(admin_client_tx, f"{base}/start/")
+        console(guest, TINY_GUEST_BANNER, TINY_GUEST_TICK)
         # Xen asks the PV guest to power off (xenstore control/shutdown); its kernel runs
         # /sbin/poweroff. The job waits until libvirt says it is off.
-        job = run(post(admin_client, f"{base}/shutdown/", {"timeout": 180}), shutdown_body)
+        job = run(post(admin_client_tx, f"{base}/shutdown/", {"timeout": 180}), shutdown_body)
         assert job.result["state"] == "shutoff"
         assert Guest.objects.get(pk=guest.pk).state == "shutoff"
     finally:
         remove_quietly_running_only(enrolled, str(guest.uuid))
-    refused = admin_client.delete(f"{base}/?confirm=wrong")
+    refused = admin_client_tx.delete(f"{base}/?confirm=wrong")
     assert refused.status_code == 409 and "Type the guest's name" in refused.json()["detail"]
-    deleted = admin_client.delete(f"{base}/?confirm={guest.name}")
+    deleted = admin_client_tx.delete(f"{base}/?confirm={guest.name}")
     assert deleted.status_code == 204, deleted.content
     assert not Guest.objects.filter(pk=guest.pk).exists()
     assert guest.name not in {d.name for d in virt.list_domains(enrolled.uri,
@@ -200,35 +209,35 @@ def grub_disk(tmp_path: Path) -> Path:
 
 
 def test_pygrub_boots_the_kernel_from_the_guest_disk(
-    enrolled: Host, admin_client: Client, tmp_path: Path
+    enrolled: Host, admin_client_tx: Client, console: Any, tmp_path: Path
 ) -> None:
     disk = grub_disk(tmp_path)
     reconcile_pools(enrolled)
     pool = Pool.objects.get(host=enrolled, name="default")
     name = f"pygrub-{time.monotonic_ns() % 10**6}"
-    created = post(admin_client, "/api/v1/volumes/", {
+    created = post(admin_client_tx, "/api/v1/volumes/", {
         "pool": pool.pk, "name": f"{name}.img", "size": str(disk.stat().st_size)})
     assert created.status_code == 201, created.json()
     volume = created.json()
-    uploaded = admin_client.put(f"/api/v1/volumes/{volume['id']}/content/",
+    uploaded = admin_client_tx.put(f"/api/v1/volumes/{volume['id']}/content/",
                                 disk.read_bytes(), content_type="application/octet-stream")
     assert uploaded.status_code == 201, uploaded.json()
-    guest = create_pv_guest(admin_client, enrolled, "pygrub", kernel="", initrd="",
+    guest = create_pv_guest(admin_client_tx, enrolled, "pygrub", kernel="", initrd="",
                             cmdline="", bootloader="pygrub",
                             disks=[{"volume": volume["id"]}])
     base = f"/api/v1/guests/{guest.pk}"
     try:
         info = virt.get_domain(enrolled.uri, str(guest.uuid), allow_insecure=True)
         assert [(d.target, d.source) for d in info.xml.disks] == [("xvda", volume["path"])]
-        started = post(admin_client, f"{base}/start/")
+        started = post(admin_client_tx, f"{base}/start/")
         assert started.status_code == 200, started.json()
         # pygrub read grub.cfg on the disk and Xen booted the kernel it found there.
-        console_until(enrolled, guest, TINY_GUEST_BANNER)
-        job = run(post(admin_client, f"{base}/shutdown/", {"timeout": 180}), shutdown_body)
+        console(guest, TINY_GUEST_BANNER, TINY_GUEST_TICK)
+        job = run(post(admin_client_tx, f"{base}/shutdown/", {"timeout": 180}), shutdown_body)
         assert job.result["state"] == "shutoff"
     finally:
         remove_quietly_running_only(enrolled, str(guest.uuid))
-    deleted = admin_client.delete(f"{base}/?confirm={guest.name}&delete_volumes=true")
+    deleted = admin_client_tx.delete(f"{base}/?confirm={guest.name}&delete_volumes=true")
     assert deleted.status_code == 204, deleted.content
     reconcile_pools(enrolled)
     assert not Volume.objects.filter(pool=pool, name=f"{name}.img").exists()

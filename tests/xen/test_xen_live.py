@@ -49,14 +49,6 @@ def pv_spec(prefix: str) -> DomainSpec:
 
 
 @pytest.fixture
-def web_server(admin_client_tx: Client) -> Iterator[WebServer]:
-    server = WebServer()
-    yield server
-    server.stop()
-    print(f"--- web server output ---\n{server.output()[-3000:]}")
-
-
-@pytest.fixture
 def xen_enrolled(xen_host: XenHost, admin_client_tx: Client) -> Host:
     host, _ = register_xen_host(xen_host)
     return host

@@ -53,7 +53,9 @@ TINY_GUEST_KERNEL = f"{TINY_GUEST_DIR}/vmlinuz"
 TINY_GUEST_INITRD = f"{TINY_GUEST_DIR}/initrd.gz"
 # The storage network joins xen1 (listening) and xen2 (connecting).
 PEERED = ("xen1", "xen2")
-SHARED_DIR = "/var/lib/xen/images"  # xen1's default pool, exported over NFS
+# xen1 exports this directory over NFS; both dom0s mount it (netfs pools, made through the
+# app) at the same path, so a guest's disks and saved memory have one path on both hosts.
+SHARED_DIR = "/srv/xen-shared"
 EXPORTS = f"{SHARED_DIR} {boot.PEER_NETWORK}.0/24(rw,sync,no_subtree_check,no_root_squash)\n"
 
 
@@ -278,7 +280,6 @@ def _boot(
             # The first port of the host's booked block: nobody else uses it.
             record.peer_port = booking.migration_ports[0]
             peer = boot.PeerLink(index=peer.index, listen=record.peer_port)
-            texts["/etc/exports"] = EXPORTS
         elif not peer.connect:
             raise LabError(f"{record.name} joins xen1's storage network: start xen1 first")
         texts["/etc/systemd/network/10-storage.network"] = peer.network_file()

@@ -1,10 +1,9 @@
-"""Storage both Xen lab hosts can write: xen1's image store exported over NFS.
+"""Storage both Xen lab hosts can write: a directory of xen1 exported over NFS.
 
-xen1's seed disk brings ``/etc/exports`` (``manager.EXPORTS``: ``/var/lib/xen/images`` to the
-storage network ``10.99.0.0/24``, root not squashed, as libvirt on the other dom0 writes as
-root). The NFS server is installed in every dom0 but started only here, once both hosts run,
-so a single lab host boots without it. The other host mounts the export through the app
-(a libvirt ``netfs`` pool), not here.
+xen1 exports ``manager.SHARED_DIR`` to the storage network ``10.99.0.0/24`` (root not
+squashed, as libvirt writes as root). The NFS server is installed in every dom0 but started
+only here, once both hosts run, so a single lab host boots without it. Both hosts mount the
+export through the app (libvirt ``netfs`` pools, xen1 over its own storage address), not here.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import time
 
 from hosts.lab.errors import LabError
 
-from .manager import SHARED_DIR, XenHost
+from .manager import EXPORTS, SHARED_DIR, XenHost
 from .remote import run_on
 
 logger = logging.getLogger(__name__)
@@ -27,6 +26,8 @@ def ensure_shared_storage(server: XenHost, client: XenHost) -> None:
     """Start the NFS server on ``server`` and wait until ``client`` reaches it over the
     storage network. Idempotent."""
     began = time.monotonic()
+    run_on(server, ["mkdir", "-p", SHARED_DIR])
+    run_on(server, ["tee", "/etc/exports"], stdin=EXPORTS)
     run_on(server, ["systemctl", "start", "nfs-server.service"], timeout=300)
     run_on(server, ["exportfs", "-ra"])
     exports = run_on(server, ["exportfs", "-v"]).stdout
