@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import time
 
 from hosts.lab.errors import LabError
 
 from .manager import XenHost
 
 SSH_TIMEOUT_S = 120.0
+CONNECT_ATTEMPTS = 4
+NOT_CONNECTED = "kex_exchange_identification"
 
 
 def ssh_argv(host: XenHost, command: list[str]) -> list[str]:
@@ -32,12 +35,18 @@ def ssh_argv(host: XenHost, command: list[str]) -> list[str]:
 def run_on(host: XenHost, command: list[str], *, timeout: float = SSH_TIMEOUT_S,
            check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``command`` on the dom0; a failure (with ``check``) raises LabError with its
-    output."""
-    try:
-        result = subprocess.run(ssh_argv(host, command), capture_output=True, text=True,
-                                timeout=timeout, check=False, input=stdin)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LabError(f"{host.name}: {shlex.join(command)}: {exc}") from exc
+    output. A connection that sshd closed before the key exchange (seen now and then on a
+    busy TCG dom0) ran nothing and is tried again."""
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        try:
+            result = subprocess.run(ssh_argv(host, command), capture_output=True, text=True,
+                                    timeout=timeout, check=False, input=stdin)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise LabError(f"{host.name}: {shlex.join(command)}: {exc}") from exc
+        if not (result.returncode == 255 and NOT_CONNECTED in result.stderr):
+            break
+        if attempt < CONNECT_ATTEMPTS:
+            time.sleep(2.0 * attempt)
     if check and result.returncode != 0:
         detail = (result.stderr or result.stdout).strip()[-1000:]
         raise LabError(f"{host.name}: {shlex.join(command)} exited with "
