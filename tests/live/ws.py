@@ -23,24 +23,24 @@ async def job_messages_while(server: WebServer, cookie: str, path: str,
                                   open_timeout=20, max_size=None) as ws:
         task = asyncio.create_task(asyncio.to_thread(work))
         while not task.done():
-            try:
-                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=0.5))
-            except TimeoutError:
-                continue
-            if message.get("type") == "job.update":
-                messages.append(message["job"])
+            await _receive_job_update(ws, messages)
         # The work (an HTTP request) can return before its job's final message is through
         # the channel layer: keep reading until every job seen has ended, or a grace period.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DRAIN_SECONDS
         while _unfinished(messages) and loop.time() < deadline:
-            try:
-                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=0.5))
-            except TimeoutError:
-                continue
-            if message.get("type") == "job.update":
-                messages.append(message["job"])
+            await _receive_job_update(ws, messages)
         return task.result(), messages
+
+
+async def _receive_job_update(ws: Any, messages: list[dict[str, Any]]) -> None:
+    """Wait up to half a second for a message; keep it if it is a job update."""
+    try:
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout=0.5))
+    except TimeoutError:
+        return
+    if message.get("type") == "job.update":
+        messages.append(message["job"])
 
 
 def _unfinished(messages: list[dict[str, Any]]) -> bool:
