@@ -77,6 +77,16 @@
     if (log && job.log) { log.textContent = job.log.join("\n"); log.scrollTop = log.scrollHeight; }
     const result = root.querySelector(".job-result");
     if (result && job.result !== undefined) result.textContent = job.result === null ? "" : JSON.stringify(job.result, null, 2);
+    const download = root.querySelector(".job-download");
+    if (download && job.result && job.result.download) {
+      download.href = job.result.download;
+      download.classList.remove("d-none");
+    }
+    const made = root.querySelector(".job-guest");
+    if (made && job.result && job.result.guest) {
+      made.href = made.dataset.base + encodeURIComponent(job.result.guest) + "/";
+      made.classList.remove("d-none");
+    }
     root.querySelectorAll(".job-cancel").forEach(function (el) {
       el.classList.toggle("d-none", !(job.state === "queued" || job.state === "running") || !job.cancellable);
     });
