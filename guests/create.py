@@ -69,6 +69,8 @@ class CreateGuestSerializer(serializers.Serializer):
     cmdline = serializers.CharField(max_length=2048, required=False, default="",
                                     allow_blank=True)
     bootloader = serializers.ChoiceField(choices=["", "pygrub"], default="")
+    firmware = serializers.ChoiceField(choices=["bios", "efi"], default="bios",
+                                       help_text="HVM guests: BIOS or UEFI (OVMF on the host)")
     boot = serializers.ListField(child=serializers.ChoiceField(choices=["hd", "cdrom",
                                                                        "network"]),
                                  default=["hd"], max_length=3)
@@ -179,6 +181,7 @@ def plan(data: dict[str, Any]) -> tuple[Host, dx.DomainSpec, list[dict[str, Any]
         vcpus=data["vcpus"], max_vcpus=data.get("max_vcpus"), kernel=data["kernel"],
         initrd=data["initrd"], cmdline=data["cmdline"],
         bootloader="pygrub" if data["bootloader"] == "pygrub" else "",
+        firmware=data.get("firmware", "bios"),
         boot=tuple(data["boot"]), disks=tuple(disks), nics=nics, vnc=data["vnc"],
         description=data["description"],
     )

@@ -142,7 +142,8 @@ def _form_data(post: Any) -> dict[str, Any]:
     """The wizard's flat form as the API's create payload (one set of rules)."""
     data: dict[str, Any] = {
         key: post.get(key) for key in ("name", "type", "vcpus", "memory_mib", "max_memory_mib",
-                                       "kernel", "initrd", "cmdline", "bootloader")
+                                       "kernel", "initrd", "cmdline", "bootloader",
+                                       "firmware")
         if post.get(key) not in (None, "")
     }
     if post.get("host"):

@@ -58,6 +58,7 @@ class DomainSpec:
     initrd: str = ""
     cmdline: str = ""
     bootloader: str = ""  # pygrub for PV guests booting their own kernel
+    firmware: str = "bios"  # bios or efi (HVM): libvirt picks the OVMF build the host has
     boot: tuple[str, ...] = ("hd",)
     disks: tuple[DiskSpec, ...] = ()
     nics: tuple[NicSpec, ...] = ()
@@ -75,6 +76,11 @@ def validate(spec: DomainSpec) -> None:
         )
     if spec.os_type not in (PV, HVM, PVH):
         raise SpecError(f"Unknown guest type '{spec.os_type}': use xen (PV), hvm or xenpvh.")
+    if spec.firmware not in ("bios", "efi"):
+        raise SpecError(f"Unknown firmware '{spec.firmware}': use bios or efi.")
+    if spec.firmware == "efi" and spec.os_type != HVM:
+        raise SpecError("UEFI firmware needs an HVM guest: PV and PVH guests boot their "
+                        "kernel directly or through pygrub.")
     if spec.os_type in (PV, PVH) and spec.domain_type not in ("xen", "test"):
         raise SpecError("PV and PVH guests need a Xen host.")
     if not 1 <= spec.vcpus <= (spec.max_vcpus or spec.vcpus) <= 512:
@@ -99,7 +105,10 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
 
 
 def _os(root: ET.Element, spec: DomainSpec) -> None:
-    os_el = _sub(root, "os")
+    # libvirt's firmware auto-selection (QEMU and libxl drivers); the test driver has no
+    # firmware to select.
+    efi = spec.firmware == "efi" and spec.domain_type != "test"
+    os_el = _sub(root, "os", **({"firmware": "efi"} if efi else {}))
     type_attrs = {"arch": spec.arch}
     if spec.domain_type == "xen":
         type_attrs["machine"] = XEN_MACHINES[spec.os_type]

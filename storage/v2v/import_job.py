@@ -177,7 +177,8 @@ def _spec(plan: ImportPlan, proposal: Proposal, volumes: list[str]) -> dx.Domain
         name=plan.name, domain_type=domain_type, os_type=plan.os_type,
         memory_mib=plan.memory_mib, vcpus=plan.vcpus, disks=disks, nics=nics, vnc=True,
         description=proposal.description[:1000],
-        bootloader="pygrub" if plan.os_type == dx.PV else "")
+        bootloader="pygrub" if plan.os_type == dx.PV else "",
+        firmware=proposal.firmware if plan.os_type == dx.HVM else "bios")
     try:
         dx.validate(spec)
     except dx.SpecError as exc:

@@ -220,7 +220,8 @@ def _warn(proposal: Proposal, values: dict[str, str]) -> None:
             "The guest has VMware Tools and no Xen PV drivers: boot it as HVM with emulated "
             "disks first, install the Xen PV drivers, then switch disks to PV.")
     if proposal.firmware == "efi":
-        proposal.warnings.append("The guest boots with UEFI: the host needs OVMF firmware.")
+        proposal.warnings.append("The guest boots with UEFI: it is defined with UEFI "
+                                 "firmware, which the host provides as OVMF (package ovmf).")
     for disk in proposal.disks:
         if disk.block:
             proposal.warnings.append(

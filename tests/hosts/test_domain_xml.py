@@ -141,3 +141,14 @@ def test_raw_pv_disks_use_blkback_like_libvirts_example() -> None:
     qcow2 = built(pv_spec(disks=(DiskSpec(source="/var/lib/xen/images/a.qcow2", target="xvda",
                                           bus="xen", format="qcow2"),)))
     assert qcow2.find("devices/disk/driver").attrib == {"name": "qemu", "type": "qcow2"}
+
+
+def test_uefi_firmware_for_hvm_guests_only() -> None:
+    efi = built(pv_spec(os_type=HVM, kernel="", firmware="efi", disks=(), nics=()))
+    assert efi.find("os").get("firmware") == "efi"
+    assert built(pv_spec(os_type=HVM, kernel="", disks=(), nics=())).find("os").get(
+        "firmware") is None
+    with pytest.raises(SpecError, match="UEFI firmware needs an HVM guest"):
+        build_domain_xml(pv_spec(firmware="efi"))
+    with pytest.raises(SpecError, match="Unknown firmware"):
+        build_domain_xml(pv_spec(os_type=HVM, kernel="", firmware="coreboot"))

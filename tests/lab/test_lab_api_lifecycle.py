@@ -36,14 +36,15 @@ def run(response: Any, body: Any) -> Job:
     return job
 
 
-def create_tiny_guest(lab_host: Any, client: Client, prefix: str) -> tuple[Any, Guest]:
+def create_tiny_guest(lab_host: Any, client: Client, prefix: str,
+                      **extra: Any) -> tuple[Any, Guest]:
     """The lab host enrolled, and a new tiny guest defined on it through the API."""
     host, _ = register_lab_host(lab_host)
     image = ensure_tiny_guest()
     created = post(client, "/api/v1/guests/", {
         "name": f"{prefix}-{uuid.uuid4().hex[:6]}", "host": host.pk, "type": "hvm",
         "memory_mib": 160, "kernel": str(image.kernel), "initrd": str(image.initrd),
-        "cmdline": tiny_guest_cmdline(),
+        "cmdline": tiny_guest_cmdline(), **extra,
     })
     assert created.status_code == 201, created.json()
     return host, Guest.objects.get(pk=created.json()["id"])
@@ -122,3 +123,35 @@ def _managed_save_body() -> Any:
     from guests.slow_actions import managed_save_body
 
     return managed_save_body
+
+
+def test_uefi_guest_boots_with_the_hosts_ovmf(lab_hosts: list[Any],
+                                              admin_client: Client) -> None:
+    """firmware=efi: libvirt picks the host's OVMF build (its firmware descriptors); the
+    guest boots through it (OVMF loads the kernel) and gets its own NVRAM, deleted with it."""
+    from hosts.virt import VirtError
+    from hosts.virt import domains as virt
+    from hosts.virt.connection import get_connection
+
+    host, guest = create_tiny_guest(lab_hosts[0], admin_client, "efi", firmware="efi",
+                                    memory_mib=256)
+    base = f"/api/v1/guests/{guest.pk}"
+    try:
+        assert post(admin_client, f"{base}/start/").json()["state"] == "running"
+        live = get_connection(host.uri, allow_insecure=True).lookupByUUIDString(
+            str(guest.uuid)).XMLDesc(0)
+        assert "OVMF" in live and "<nvram" in live, live
+        console = read_console_until(host.uri, str(guest.uuid), TINY_GUEST_BANNER, 240,
+                                     allow_insecure=True)
+        assert TINY_GUEST_BANNER in console
+        assert post(admin_client, f"{base}/destroy/").json()["state"] == "shutoff"
+        deleted = admin_client.delete(f"{base}/?confirm={guest.name}")
+        assert deleted.status_code == 204, deleted.content
+        with pytest.raises(VirtError):
+            virt.get_domain(host.uri, str(guest.uuid), allow_insecure=True)
+    finally:
+        try:
+            virt.destroy(host.uri, str(guest.uuid), allow_insecure=True)
+            virt.undefine(host.uri, str(guest.uuid), allow_insecure=True)
+        except VirtError:
+            pass
