@@ -119,6 +119,17 @@ def _source_image(proposal: Proposal, disk: ProposedDisk,
         finally:
             scratch.unlink(missing_ok=True)
         return
+    if disk.member and disk.compression == "gzip":
+        from storage.v2v.ova import unpack_member
+
+        scratch = work_dir() / f"ova-{uuid.uuid4().hex}.{disk.format}"
+        try:
+            unpack_member(root / proposal.source, proposal.extra["members"][disk.member],
+                          disk, scratch, on_progress)
+            yield qemu.Image(str(scratch), disk.format)
+        finally:
+            scratch.unlink(missing_ok=True)
+        return
     if disk.member:
         ova = root / proposal.source
         yield qemu.Image(str(ova), disk.format, offset=int(proposal.extra["members"][
@@ -213,8 +224,9 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
                          message: str = message) -> None:
                 reporter.update(base + int(fraction * size), message=message)
 
-            # An XVA disk is rebuilt first (half of its share), then converted.
-            staged = proposal.kind == "xva"
+            # An XVA disk is rebuilt (a gzipped OVA disk unpacked) first, for half of its
+            # share, then converted.
+            staged = proposal.kind == "xva" or disk.compression == "gzip"
             with _source_image(proposal, disk, lambda f: progress(f / 2)) as image:
                 reporter.update(done, message=message, force=True)
                 _convert(plan, image, disk, info.path,

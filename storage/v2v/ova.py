@@ -4,21 +4,25 @@ The tar is never extracted: its headers are read one by one and every member mus
 regular file with a plain, unique name (absolute paths, `..`, sub-directories, links and
 devices are refused). The OVF and the manifest are read from the archive in memory;
 disks are read by qemu-img in place (a raw window of the archive at the member's
-offset). The `.mf` digests (SHA-1 / SHA-256) are verified for every file it lists.
+offset), or, gzip-compressed (``ovf:compression="gzip"``), unpacked into the import's
+scratch space when the import runs. The `.mf` digests (SHA-1 / SHA-256) are verified for
+every file it lists (of the files as packed).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tarfile
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from storage.v2v import qemu, vmdk
 from storage.v2v.ovf import MAX_OVF_BYTES, Envelope, parse_ovf
-from storage.v2v.proposal import ImportRefused, Proposal
+from storage.v2v.proposal import ImportRefused, Proposal, ProposedDisk
 from storage.v2v.sources import sibling
 
 MANIFEST_LINE = re.compile(r"^(SHA1|SHA256|SHA512)\s*\((.+)\)\s*=\s*([0-9a-fA-F]+)\s*$")
@@ -130,20 +134,86 @@ def inspect_ova(path: Path, source: str) -> Proposal:
                 raise ImportRefused(f"The OVF names the disk file '{disk.source}', which the "
                                     "OVA lacks.")
             _check_declared_size(envelope, disk.source, member.size)
-            if disk.format == "vmdk":
-                vmdk.embedded_descriptor(handle, member.offset_data, disk.source)
-            image = qemu.Image(str(path), disk.format, offset=member.offset_data,
-                               size=member.size)
-            found = qemu.info(image)
-            qemu.check_self_contained(image, found)
-            if found.virtual_size != disk.virtual_size:
-                raise ImportRefused(f"The OVF declares {disk.virtual_size} bytes for "
-                                    f"'{disk.source}' but the disk holds {found.virtual_size}.")
+            if disk.compression == "gzip":
+                # Checked in full once unpacked, when the import runs (unpack_member).
+                _check_gzip_start(handle, member, disk)
+                proposal.warnings.append(f"'{disk.source}' is gzip-compressed: the import "
+                                         "unpacks it first, then checks and converts it.")
+            else:
+                _check_image(qemu.Image(str(path), disk.format, offset=member.offset_data,
+                                        size=member.size), handle, member.offset_data, disk)
             disk.member = disk.source
             placed[disk.source] = {"offset": member.offset_data, "size": member.size}
     proposal.extra["members"] = placed
     proposal.extra["digests"] = {n: list(d) for n, d in digests.items()}
     return proposal
+
+
+def _check_image(image: qemu.Image, handle: BinaryIO, base: int, disk: ProposedDisk) -> None:
+    """A disk image as the OVF declares it: its format, self-contained, its size."""
+    if disk.format == "vmdk":
+        vmdk.embedded_descriptor(handle, base, disk.source)
+    found = qemu.info(image)
+    qemu.check_self_contained(image, found)
+    if found.virtual_size != disk.virtual_size:
+        raise ImportRefused(f"The OVF declares {disk.virtual_size} bytes for "
+                            f"'{disk.source}' but the disk holds {found.virtual_size}.")
+
+
+def _gunzipped(handle: BinaryIO, offset: int, size: int) -> Iterator[bytes]:
+    """The gzip member at `offset` (`size` bytes in the archive), unpacked piece by piece."""
+    unpacker = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    handle.seek(offset)
+    left = size
+    try:
+        while left > 0:
+            packed = handle.read(min(CHUNK, left))
+            if not packed:
+                raise ImportRefused("The OVA is truncated inside a compressed disk.")
+            left -= len(packed)
+            while packed:
+                yield unpacker.decompress(packed, CHUNK)
+                packed = unpacker.unconsumed_tail
+            if unpacker.eof:
+                break
+        tail = unpacker.flush()
+        if tail:
+            yield tail
+    except zlib.error as exc:
+        raise ImportRefused(f"A compressed disk of the OVA is damaged: {exc}.") from None
+    if not unpacker.eof:
+        raise ImportRefused("A compressed disk of the OVA ends before its gzip stream does.")
+
+
+def _check_gzip_start(handle: BinaryIO, member: tarfile.TarInfo, disk: ProposedDisk) -> None:
+    if disk.format != "vmdk":
+        return
+    head = next(_gunzipped(handle, member.offset_data, member.size), b"")
+    if head[:4] != vmdk.SPARSE_MAGIC:
+        raise ImportRefused(f"'{disk.source}' is not a gzip-compressed sparse VMDK.")
+
+
+def unpack_member(path: Path, place: dict[str, int], disk: ProposedDisk, target: Path,
+                  on_progress: Callable[[float], None]) -> None:
+    """Unpack a gzip-compressed disk of the OVA to `target` (sparse), then check it as an
+    uncompressed one is checked at inspection. An image that unpacks to more than its
+    format can hold for the declared size is refused (a gzip bomb)."""
+    limit = disk.virtual_size * 2 + 64 * 1024 * 1024
+    written = 0
+    with open(path, "rb") as handle, open(target, "wb") as out:
+        for piece in _gunzipped(handle, place["offset"], place["size"]):
+            written += len(piece)
+            if written > limit:
+                raise ImportRefused(f"'{disk.source}' unpacks to more than {limit} bytes for "
+                                    f"a {disk.virtual_size}-byte disk: refused.")
+            if piece.count(0) == len(piece):
+                out.seek(len(piece), os.SEEK_CUR)
+            else:
+                out.write(piece)
+            on_progress(min(handle.tell() - place["offset"], place["size"]) / place["size"])
+        out.truncate(written)
+    with open(target, "rb") as handle:
+        _check_image(qemu.Image(str(target), disk.format), handle, 0, disk)
 
 
 def _check_declared_size(envelope: Envelope, href: str, size: int) -> None:
@@ -190,6 +260,9 @@ def inspect_ovf(path: Path, source: str) -> Proposal:
                 raise ImportRefused(f"The manifest's {algorithm.upper()} of '{name}' does "
                                     "not match.")
     for disk in proposal.images:
+        if disk.compression:
+            raise ImportRefused(f"'{disk.source}' is gzip-compressed: import the OVA that "
+                                "holds it, or unpack it beside the OVF first.")
         file = sibling(path.parent, disk.source, what="disk file")
         _check_declared_size(envelope, disk.source, file.stat().st_size)
         if disk.format != "vmdk":

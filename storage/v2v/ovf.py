@@ -31,6 +31,7 @@ class OvfFile:
     id: str
     href: str
     size: int | None
+    compression: str = ""  # "" or gzip (ovf:compression): the file in the package is gzipped
 
 
 @dataclass
@@ -112,10 +113,17 @@ def parse_ovf(data: bytes, *, source: str) -> Envelope:
     envelope = Envelope(proposal=Proposal(source=source, kind="ova"))
     references = _find(root, "References")
     for item in _children(references, "File") if references is not None else []:
-        size = _attr(item, "size")
+        size, href = _attr(item, "size"), _attr(item, "href")
+        compression = _attr(item, "compression").lower()
+        if compression not in ("", "identity", "gzip"):
+            raise ImportRefused(f"'{href}' is {compression}-compressed: OVF files can be "
+                                "imported uncompressed or gzip-compressed.")
+        if _attr(item, "chunkSize"):
+            raise ImportRefused(f"'{href}' is split into chunks (ovf:chunkSize): join the "
+                                "chunks into one file first.")
         envelope.files[_attr(item, "id")] = OvfFile(
-            id=_attr(item, "id"), href=_attr(item, "href"),
-            size=_int(size, "file size") if size else None)
+            id=_attr(item, "id"), href=href, size=_int(size, "file size") if size else None,
+            compression="gzip" if compression == "gzip" else "")
     capacities: dict[str, tuple[int, str]] = {}
     section = _find(root, "DiskSection")
     for disk in _children(section, "Disk") if section is not None else []:
@@ -217,5 +225,5 @@ def _disk(item: dict[str, Any], kind: str, controllers: dict[str, dict[str, Any]
     if ovf_file is None:
         raise ImportRefused(f"Disk {disk_id} names no file of the References section.")
     disk.source, disk.format, disk.virtual_size = ovf_file.href, fmt, capacity
-    disk.ref = disk_id
+    disk.ref, disk.compression = disk_id, ovf_file.compression
     return disk

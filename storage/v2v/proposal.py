@@ -35,6 +35,7 @@ class ProposedDisk:
     path: str = ""  # resolved image path (inside the import area), when it is one
     member: str = ""
     ref: str = ""
+    compression: str = ""  # gzip: the OVA holds the image gzipped (checked once unpacked)
 
 
 @dataclass

@@ -52,9 +52,10 @@ FORMAT = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimi
 
 
 def ovf_text(name: str, disks: list[tuple[str, int, int]], *, vcpus: str = "2",
-             memory: str = "512") -> str:
+             memory: str = "512", compression: str = "") -> str:
     """`disks`: (file name, file size, capacity in bytes)."""
-    files = "".join(f'<File ovf:href="{f}" ovf:id="file{i}" ovf:size="{size}"/>'
+    packed = f' ovf:compression="{compression}"' if compression else ""
+    files = "".join(f'<File ovf:href="{f}" ovf:id="file{i}" ovf:size="{size}"{packed}/>'
                     for i, (f, size, _c) in enumerate(disks))
     section = "".join(f'<Disk ovf:capacity="{c}" ovf:capacityAllocationUnits="byte" '
                       f'ovf:diskId="vmdisk{i}" ovf:fileRef="file{i}" ovf:format="{FORMAT}"/>'
@@ -77,15 +78,24 @@ def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def build_ova(target: Path, name: str, disks: list[Path], *, ovf: str | None = None,
               manifest: bool = True, extra: list[tarfile.TarInfo] | None = None,
-              tamper: bool = False) -> Path:
+              tamper: bool = False, gzip_disks: bool = False) -> Path:
+    """With `gzip_disks`, the disks are packed gzip-compressed (ovf:compression="gzip")."""
+    import gzip
     import json
 
     from tests.storage.v2v.conftest import qemu_img
 
-    sizes = [(d.name, d.stat().st_size,
-              json.loads(qemu_img("info", "--output=json", "-f", "vmdk", str(d)))
-              ["virtual-size"]) for d in disks]
-    text = (ovf or ovf_text(name, sizes)).encode()
+    capacities = [json.loads(qemu_img("info", "--output=json", "-f", "vmdk", str(d)))
+                  ["virtual-size"] for d in disks]
+    if gzip_disks:
+        packed = []
+        for disk in disks:
+            target_gz = disk.with_name(disk.name + ".gz")
+            target_gz.write_bytes(gzip.compress(disk.read_bytes(), compresslevel=1))
+            packed.append(target_gz)
+        disks = packed
+    sizes = [(d.name, d.stat().st_size, c) for d, c in zip(disks, capacities, strict=True)]
+    text = (ovf or ovf_text(name, sizes, compression="gzip" if gzip_disks else "")).encode()
     digests = {f"{name}.ovf": hashlib.sha256(text).hexdigest()}
     for disk in disks:
         digests[disk.name] = hashlib.sha256(disk.read_bytes()).hexdigest()

@@ -131,8 +131,9 @@ def test_a_cancelled_import_leaves_nothing(operator_client: Client, local_pool: 
     assert not Guest.objects.filter(name=name).exists()
 
 
+@pytest.mark.parametrize("gzip_disks", [False, True])
 def test_ova_import_into_a_lab_pool(operator_client: Client, local_pool: Pool,
-                                    lab_area: Path, tmp_path: Path) -> None:
+                                    lab_area: Path, tmp_path: Path, gzip_disks: bool) -> None:
     from tests.storage.v2v.ova_maker import build_ova
 
     name = f"ova-{uuid.uuid4().hex[:6]}"
@@ -141,7 +142,7 @@ def test_ova_import_into_a_lab_pool(operator_client: Client, local_pool: Pool,
     work = tmp_path / "w"
     work.mkdir()
     disks = [make_vmdk(work, f"d{i}", "streamOptimized", raw) for i, raw in enumerate(raws)]
-    build_ova(lab_area / "vm.ova", name, disks)
+    build_ova(lab_area / "vm.ova", name, disks, gzip_disks=gzip_disks)
     started = operator_client.post("/api/v1/imports/", {
         "source": f"{lab_area.name}/vm.ova", "host": local_pool.host_id,
         "pool": local_pool.pk, "format": "raw"}, content_type="application/json")

@@ -131,3 +131,78 @@ def test_absurd_ova_values_are_refused(area: Path, tmp_path: Path, vcpus: str,
                                                         memory=memory))
     with pytest.raises(ImportRefused, match="asks for"):
         inspect("a.ova")
+
+
+def test_gzip_compressed_disks(area: Path, tmp_path: Path) -> None:
+    """ovf:compression="gzip": inspected by the VMDK header at the start of the stream,
+    unpacked (sparse) and checked in full when the import runs."""
+    from storage.v2v.ova import unpack_member, verify_digests
+
+    build_ova(area / "vm.ova", "packed", _disks(area, tmp_path), gzip_disks=True)
+    got = inspect("vm.ova")
+    assert [(d.member, d.compression, d.virtual_size) for d in got.images] == [
+        ("d0.vmdk.gz", "gzip", 8 * MIB), ("d1.vmdk.gz", "gzip", 4 * MIB)]
+    assert any("gzip-compressed" in w for w in got.warnings)
+    verify_digests(area / "vm.ova", got)  # the manifest covers the files as packed
+    fractions: list[float] = []
+    target = tmp_path / "d0.vmdk"
+    disk = got.images[0]
+    unpack_member(area / "vm.ova", got.extra["members"][disk.member], disk, target,
+                  fractions.append)
+    original = tmp_path / "disks" / "d0.vmdk"
+    assert target.read_bytes() == original.read_bytes()
+    assert fractions and fractions[-1] == 1.0
+
+
+def _packed_ova(path: Path, content: bytes, capacity: int) -> None:
+    import gzip
+    import io
+
+    packed = gzip.compress(content, compresslevel=1)
+    text = ovf_text(path.stem, [("x.vmdk.gz", len(packed), capacity)], compression="gzip")
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in ((f"{path.stem}.ovf", text.encode()), ("x.vmdk.gz", packed)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_bad_compressed_disks_are_refused(area: Path, tmp_path: Path) -> None:
+    from storage.v2v.ova import unpack_member
+
+    # Not a VMDK inside the gzip stream: refused at inspection.
+    _packed_ova(area / "bad.ova", b"not a disk" * 1000, 8 * MIB)
+    with pytest.raises(ImportRefused, match="not a gzip-compressed sparse VMDK"):
+        inspect("bad.ova")
+    # A VMDK header, then far more than a 1 MiB disk can hold (a gzip bomb): refused while
+    # unpacking, and what was unpacked is not kept by the import (its scratch file).
+    _packed_ova(area / "bomb.ova", b"KDMV" + bytes(80 * MIB), MIB)
+    got = inspect("bomb.ova")
+    disk = got.images[0]
+    with pytest.raises(ImportRefused, match="unpacks to more than"):
+        unpack_member(area / "bomb.ova", got.extra["members"][disk.member], disk,
+                      tmp_path / "bomb", lambda _f: None)
+    # A damaged stream.
+    _packed_ova(area / "cut.ova", b"KDMV" + bytes(MIB), MIB)
+    data = (area / "cut.ova").read_bytes()
+    start = data.index(b"\x1f\x8b")
+    damaged = data[:start + 40] + b"\xff" * 64 + data[start + 104:]
+    (area / "cut.ova").write_bytes(damaged)
+    with pytest.raises(ImportRefused, match="A compressed disk of the OVA is damaged"):
+        got = inspect("cut.ova")  # a small stream: its check fails already here
+        unpack_member(area / "cut.ova", got.extra["members"][got.images[0].member],
+                      got.images[0], tmp_path / "cut", lambda _f: None)
+
+
+@pytest.mark.parametrize(("attrs", "reason"), [
+    ('ovf:compression="bzip2"', "bzip2-compressed"),
+    ('ovf:chunkSize="1000"', "split into chunks"),
+])
+def test_unsupported_packing_is_refused(area: Path, tmp_path: Path, attrs: str,
+                                        reason: str) -> None:
+    disks = _disks(area, tmp_path)
+    text = ovf_text("odd", [(disks[0].name, disks[0].stat().st_size, 8 * MIB)]).replace(
+        'ovf:id="file0"', f'ovf:id="file0" {attrs}')
+    build_ova(area / "odd.ova", "odd", [disks[0]], ovf=text)
+    with pytest.raises(ImportRefused, match=reason):
+        inspect("odd.ova")
