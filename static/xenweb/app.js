@@ -47,7 +47,12 @@
   }
 
   // ---- job progress ---------------------------------------------------------------------
+  const ENDED = ["succeeded", "failed", "cancelled", "interrupted"];
+
   function renderJob(root, job) {
+    // A job never leaves an end state (a retry is a new job): a progress hint that arrives
+    // after the final message is stale.
+    if (ENDED.indexOf(root.dataset.jobState) >= 0 && ENDED.indexOf(job.state) < 0) return;
     const set = function (sel, text) { root.querySelectorAll(sel).forEach(function (el) { el.textContent = text; }); };
     const bar = root.querySelector(".job-bar");
     if (bar) {

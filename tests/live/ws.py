@@ -43,6 +43,13 @@ async def _receive_job_update(ws: Any, messages: list[dict[str, Any]]) -> None:
         messages.append(message["job"])
 
 
+def latest(messages: list[dict[str, Any]], job_id: int) -> dict[str, Any]:
+    """The job's newest message as the browser takes it: by `seq`, not by arrival (hints
+    may overtake each other; the final one carries the highest seq)."""
+    mine = [m for m in messages if m["id"] == job_id]
+    return max(mine, key=lambda m: m.get("seq") or 0)
+
+
 def _unfinished(messages: list[dict[str, Any]]) -> bool:
-    last = {m["id"]: m["state"] for m in messages}
-    return any(state in ("queued", "running") for state in last.values())
+    return any(latest(messages, job_id)["state"] in ("queued", "running")
+               for job_id in {m["id"] for m in messages})
