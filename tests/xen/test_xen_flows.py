@@ -25,6 +25,7 @@ from guests.slow_actions import (
     save_body,
     shutdown_body,
 )
+from hosts.lab.errors import LabError
 from hosts.lab.tinyguest import (
     TINY_GUEST_BANNER,
     TINY_GUEST_TICK,
@@ -55,9 +56,18 @@ def xl_memory_mib(xen_host: XenHost, name: str) -> int:
 
 
 def wait_xl_memory(xen_host: XenHost, name: str, wanted: int, timeout: float = 120.0) -> int:
+    """Poll ``xl list`` until the guest has `wanted` MiB. A failed poll is tried again (once
+    in a full run, ssh to the busy TCG dom0 failed with 255 and no message, while the dom0
+    went on working)."""
     deadline = time.monotonic() + timeout
     while True:
-        memory = xl_memory_mib(xen_host, name)
+        try:
+            memory = xl_memory_mib(xen_host, name)
+        except LabError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
+            continue
         if abs(memory - wanted) <= 2 or time.monotonic() > deadline:
             return memory
         time.sleep(2.0)
