@@ -21,7 +21,7 @@ from hosts.metrics import GUEST_CHARTS, chart_context
 from hosts.models import Host
 from storage.iso_library import iso_images
 from storage.models import Pool, Volume
-from storage.v2v.views import EXPORT_FORMATS
+from storage.v2v.export_job import FORMAT_LABELS as EXPORT_FORMATS
 from xenweb.jobs.models import Job
 
 BUTTONS = [  # (action, label, icon, style, confirmation)
@@ -72,7 +72,7 @@ def guest_detail(request: HttpRequest, pk: int) -> HttpResponse:
     attached = {disk["source"] for disk in guest.devices.get("disks", [])}
     return render(request, "guests/detail.html", {
         "guest": guest, "buttons": _buttons(guest), "busy": services.busy_job(guest),
-        "export_formats": EXPORT_FORMATS,
+        "export_formats": EXPORT_FORMATS.items(),
         "spare_volumes": Volume.objects.filter(pool__host=guest.host).exclude(
             path__in=attached).select_related("pool"),
         "jobs": Job.objects.filter(target_type="guests.guest", target_id=str(guest.pk))[:10],

@@ -29,7 +29,11 @@ from xenweb.jobs.errors import JobCancelled, JobError
 from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
 
-FORMATS = ("xva", "ova", "raw", "qcow2", "vmdk")
+# What each export format is, as the guest page offers it (XVA and OVA: the whole guest).
+FORMAT_LABELS = {"xva": "XVA (XenServer / XCP-ng)", "ova": "OVA (OVF 1.0, VMDK disks)",
+                 "qcow2": "One disk as qcow2", "raw": "One disk as raw",
+                 "vmdk": "One disk as VMDK"}
+FORMATS = tuple(FORMAT_LABELS)
 SUFFIX = {"xva": ".xva", "ova": ".ova", "raw": ".img", "qcow2": ".qcow2", "vmdk": ".vmdk"}
 
 

@@ -22,9 +22,6 @@ from storage.v2v.sources import import_root
 
 SOURCE_SUFFIXES = (".vmx", ".ova", ".ovf", ".xva", ".vmdk", ".gz", ".zst")
 MAX_LISTED = 200
-EXPORT_FORMATS = (("xva", "XVA (XenServer / XCP-ng)"), ("ova", "OVA (OVF 1.0, VMDK disks)"),
-                  ("qcow2", "One disk as qcow2"), ("raw", "One disk as raw"),
-                  ("vmdk", "One disk as VMDK"))
 
 
 def importable_files() -> list[str]:
