@@ -147,7 +147,7 @@ def virsh(xen_host: XenHost, *args: str) -> str:
 
 @pytest.mark.skipif(
     os.environ.get("XENWEB_TEST_XEN_WATCHER") != "1",
-    reason="opt-in (XENWEB_TEST_XEN_WATCHER=1): it passed in most full runs, but on "
+    reason="opt-in (XENWEB_TEST_XEN_WATCHER=1): on "
     "2026-11-26 it failed in four of six runs (it passed in two full CI runs): the "
     "TCG-emulated dom0 corrupted "
     "memory: libssh failed to verify the host key signature, and virsh on dom0 died with "
