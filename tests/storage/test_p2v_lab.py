@@ -1,9 +1,11 @@
-"""P2V end to end: a real sshd on 127.0.0.1 as the "physical server", its disks real loop
-devices (partition table, ext4, known files), copied into the `local` pool of a real
-libvirt/QEMU lab host through the API and the job body."""
+"""P2V end to end: a real sshd in a network namespace of its own (reached over a veth pair)
+as the "physical server", its disks real loop devices (partition table, ext4, known
+files), copied into the `local` pool of a real libvirt/QEMU lab host through the API and
+the job body."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -22,7 +24,20 @@ from hosts.lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
 from storage.p2v.job import p2v_body, volume_name
-from tests.storage.p2v_source import MIB, LoopDisk, SshServer, loop_disks
+from tests.storage.p2v_source import (
+    IP,
+    MIB,
+    SSHD,
+    LoopDisk,
+    NamespaceUnavailable,
+    SourceNetwork,
+    SshServer,
+    detach,
+    is_attached,
+    link_exists,
+    loop_disks,
+    make_source_network,
+)
 from xenweb.appliance.sshkeys import public_key, unpin_host_key
 from xenweb.audit.models import AuditRecord
 from xenweb.jobs.models import Job
@@ -59,17 +74,37 @@ def pool(lab_hosts: list[Any]) -> Iterator[Pool]:
     _remove_p2v_leftovers(host, "local")
 
 
+@pytest.fixture(scope="session")
+def source_network() -> Iterator[SourceNetwork]:
+    """The source's own network namespace and veth pair, for the whole session."""
+    if os.geteuid() != 0:
+        pytest.skip("the P2V source runs in a network namespace, which needs root")
+    for program in (IP, SSHD):
+        if not os.access(program, os.X_OK):
+            pytest.skip(f"the P2V source needs {program} (iproute2, openssh-server)")
+    network = SourceNetwork(tag=os.getpid())
+    try:
+        network.up()  # removes what it made when it fails
+    except NamespaceUnavailable as exc:
+        pytest.skip(f"no network namespace can be made for the P2V source here: {exc}")
+    try:
+        yield network
+    finally:
+        network.down()
+
+
 @pytest.fixture
-def sshd(tmp_path: Path, admin_client_tx: Client) -> Iterator[SshServer]:
+def sshd(tmp_path: Path, admin_client_tx: Client,
+         source_network: SourceNetwork) -> Iterator[SshServer]:
     root = tmp_path / "sshd"
     root.mkdir()
-    server = SshServer(root=root, authorized_key=public_key())
+    server = SshServer(root=root, authorized_key=public_key(), network=source_network)
     server.start()
     try:
         yield server
     finally:
         server.stop()
-        unpin_host_key("127.0.0.1", server.port)
+        unpin_host_key(server.address, server.port)
 
 
 @pytest.fixture
@@ -82,7 +117,7 @@ def disks(tmp_path: Path) -> Iterator[dict[str, LoopDisk]]:
 
 
 def inventory(client: Client, server: SshServer) -> dict[str, Any]:
-    answer = post(client, "/api/v1/p2v/inventory/", {"address": "127.0.0.1",
+    answer = post(client, "/api/v1/p2v/inventory/", {"address": server.address,
                                                      "port": server.port})
     assert answer.status_code == 200, answer.json()
     return answer.json()
@@ -91,7 +126,7 @@ def inventory(client: Client, server: SshServer) -> dict[str, Any]:
 def start(client: Client, server: SshServer, fingerprint: str, pool: Pool, devices: list[str],
           name: str, **extra: Any) -> Any:
     return post(client, "/api/v1/p2v/", {
-        "address": "127.0.0.1", "port": server.port, "host_key_fingerprint": fingerprint,
+        "address": server.address, "port": server.port, "host_key_fingerprint": fingerprint,
         "disks": devices, "host": pool.host.pk, "pool": pool.pk, "name": name,
         "network": "default", **extra})
 
@@ -131,7 +166,8 @@ def when_allocated(path: Path, threshold: int, action: Any) -> threading.Thread:
 
 
 def test_inventory_copy_verify_and_guest(admin_client_tx: Client, pool: Pool, sshd: SshServer,
-                                         disks: dict[str, LoopDisk]) -> None:
+                                         disks: dict[str, LoopDisk],
+                                         source_network: SourceNetwork) -> None:
     client = admin_client_tx
     found = inventory(client, sshd)
     key = subprocess.run(["/usr/bin/ssh-keygen", "-lf", str(sshd.host_key)], check=True,
@@ -142,6 +178,8 @@ def test_inventory_copy_verify_and_guest(admin_client_tx: Client, pool: Pool, ss
     assert facts["hostname"] == socket.gethostname()
     assert facts["cpu"]["count"] == os.cpu_count() and facts["cpu"]["lm"] is True
     assert facts["memory_bytes"] > 0 and facts["firmware"] in ("bios", "uefi")
+    # The source sees its own network: the namespace's end of the veth pair, nothing else.
+    assert [nic["name"] for nic in facts["nics"]] == [source_network.source_link]
     assert facts["root"] is True and "python3" in facts["tools"]
     by_path = {disk["path"]: disk for disk in facts["disks"]}
     full = by_path[disks["full"].device]
@@ -236,7 +274,7 @@ def test_changed_host_key_and_missing_disk_are_refused(admin_client_tx: Client, 
     assert changed.status_code == 400
     assert "does not match the confirmed fingerprint" in changed.json()["detail"]
     again = post(admin_client_tx, "/api/v1/p2v/inventory/",
-                 {"address": "127.0.0.1", "port": sshd.port})
+                 {"address": sshd.address, "port": sshd.port})
     assert again.status_code == 400 and "changed" in again.json()["detail"]
     assert not Job.objects.filter(kind="p2v").exists()
     assert not Volume.objects.filter(pool=pool, name__startswith="p2v-x").exists()
@@ -277,14 +315,14 @@ def test_p2v_page_previews_and_starts(admin_client_tx: Client, pool: Pool, sshd:
     assert page.status_code == 200 and public_key() in page.content.decode()
     assert viewer_client.get("/storage/p2v/").status_code == 403
     preview = admin_client_tx.post("/storage/p2v/", {"step": "inventory",
-                                                     "address": "127.0.0.1",
+                                                     "address": sshd.address,
                                                      "port": sshd.port})
     html = preview.content.decode()
     assert preview.status_code == 200 and disks["full"].device in html, html[-2000:]
     fingerprint = preview.context["fingerprint"]
     assert fingerprint in html
     started = admin_client_tx.post("/storage/p2v/", {
-        "step": "start", "address": "127.0.0.1", "port": sshd.port, "fingerprint": fingerprint,
+        "step": "start", "address": sshd.address, "port": sshd.port, "fingerprint": fingerprint,
         "disks": [disks["full"].device], "host": pool.host.pk, "pool": pool.pk,
         "name": "p2v-page", "network": "default", "keep_macs": "on"})
     job = Job.objects.get(kind="p2v")
@@ -293,3 +331,53 @@ def test_p2v_page_previews_and_starts(admin_client_tx: Client, pool: Pool, sshd:
     done = run(job.pk)
     assert done.state == "succeeded", done.error
     assert Guest.objects.get(pk=done.result["guest"]).name == "p2v-page"
+
+
+def test_a_disk_that_vanished_before_the_job_ran(admin_client_tx: Client, pool: Pool,
+                                                 sshd: SshServer,
+                                                 disks: dict[str, LoopDisk]) -> None:
+    fingerprint = inventory(admin_client_tx, sshd)["host_key_fingerprint"]
+    started = start(admin_client_tx, sshd, fingerprint, pool, [disks["full"].device],
+                    "p2v-vanished")
+    assert started.status_code == 202, started.json()
+    detach(disks["full"])  # unplugged between the start and the worker taking the job
+    job = run(started.json()["id"])
+    assert job.state == "failed"
+    assert f"no longer has the disk {disks['full'].device}" in job.error
+    assert not Volume.objects.filter(pool=pool, name__startswith="p2v-vanished").exists()
+    assert not (Path(pool.target_path) / volume_name("p2v-vanished", 0)).exists()
+    assert not Guest.objects.filter(name="p2v-vanished").exists()
+    assert AuditRecord.objects.filter(action="p2v.run", result="failed").exists()
+
+
+def test_a_pool_without_room_is_refused_before_anything_is_made(
+        admin_client_tx: Client, pool: Pool, sshd: SshServer,
+        disks: dict[str, LoopDisk]) -> None:
+    fingerprint = inventory(admin_client_tx, sshd)["host_key_fingerprint"]
+    Pool.objects.filter(pk=pool.pk).update(available=40 * MIB)  # the disk needs 48 MiB
+    refused = start(admin_client_tx, sshd, fingerprint, pool, [disks["full"].device],
+                    "p2v-full-pool")
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == (f"Pool '{pool.name}' has 40 MiB free; the disks "
+                                        "need 48 MiB.")
+    assert not Job.objects.filter(kind="p2v").exists()
+    assert not (Path(pool.target_path) / volume_name("p2v-full-pool", 0)).exists()
+
+
+def test_the_source_network_is_taken_down_when_a_test_fails(tmp_path: Path) -> None:
+    """Namespace, veth pair, sshd and loop devices go, also when the block raises."""
+    seen: dict[str, Any] = {}
+    with pytest.raises(RuntimeError, match="the test failed"), \
+            make_source_network(index=1) as network, \
+            contextlib.contextmanager(loop_disks)(tmp_path, {"d": (8, {})}) as made:
+        server = SshServer(root=tmp_path, authorized_key=public_key(), network=network)
+        server.start()
+        seen.update(network=network, sshd=server.proc, disk=made["d"])
+        assert network.exists() and link_exists(network.host_link)
+        assert is_attached(made["d"])
+        raise RuntimeError("the test failed")
+    network = seen["network"]
+    assert not network.exists()
+    assert not link_exists(network.host_link)
+    assert seen["sshd"].wait(timeout=30) is not None  # killed with the namespace
+    assert not is_attached(seen["disk"])
