@@ -172,6 +172,11 @@ CACHES = {
     }
 }
 
+# A P2V login password waits this long (sealed, in the cache's Redis database) for the
+# worker that runs its job; see storage/p2v/handoff.py.
+P2V_PASSWORD_REDIS_URL = _redis_db(2)
+P2V_PASSWORD_TTL = env.int("XENWEB_P2V_PASSWORD_TTL", default=300)
+
 # --- Celery: configured for long, non-idempotent jobs -----------------------------------
 JOB_MAX_SECONDS = env.int("XENWEB_JOB_MAX_SECONDS", default=24 * 3600)
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=_redis_db(0))

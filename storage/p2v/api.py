@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -14,7 +14,7 @@ from hosts.models import Host
 from storage.models import Pool
 from storage.p2v import job as p2v_job
 from storage.p2v.inventory import propose, read_inventory
-from storage.p2v.ssh import P2VError, Source, confirm_host_key
+from storage.p2v.ssh import P2VError, Secret, Source, check_password, confirm_host_key
 from xenweb.appliance.sshkeys import public_key
 from xenweb.audit.services import record
 from xenweb.jobs.api import accepted
@@ -28,9 +28,9 @@ class ConnectionSerializer(serializers.Serializer):
     port = serializers.IntegerField(min_value=1, max_value=65535, default=22)
     username = serializers.RegexField(r"^[a-z_][a-z0-9_.-]{0,31}$", default="root")
     password = serializers.CharField(
-        required=False, allow_blank=True, write_only=True,
-        help_text="not supported yet: add the appliance's public key (public_key) to the "
-                  "user's authorized_keys instead")
+        required=False, allow_blank=True, write_only=True, trim_whitespace=False,
+        help_text="log in with this password instead of the appliance's key (public_key); "
+                  "used for this request or job only and never stored")
 
     def validate_address(self, address: str) -> str:
         address = address.strip()
@@ -38,16 +38,18 @@ class ConnectionSerializer(serializers.Serializer):
             raise serializers.ValidationError("Not a host name or address.")
         return address
 
-    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
-        if data.pop("password", ""):
-            raise serializers.ValidationError(
-                {"password": "Password logins are not supported yet: put the appliance's "
-                             "public SSH key in the source's authorized_keys."})
-        return data
+    def validate_password(self, password: str) -> Secret | None:
+        if not password:
+            return None
+        problem = check_password(password)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return Secret(password)
 
     def ssh_source(self) -> Source:
         data = self.validated_data
-        return Source(address=data["address"], port=data["port"], username=data["username"])
+        return Source(address=data["address"], port=data["port"], username=data["username"],
+                      password=data.get("password"))
 
 
 class InventoryRequestSerializer(ConnectionSerializer):
@@ -80,6 +82,7 @@ class InventoryResponseSerializer(serializers.Serializer):
     proposal = serializers.DictField()
 
 
+@method_decorator(sensitive_post_parameters("password"), name="dispatch")
 class _P2VView(APIView):
     action = "p2v"
     action_permissions = {"p2v": PERMISSION}
@@ -104,7 +107,8 @@ class P2VInventoryView(_P2VView):
                    target_label=source.label, result="failed", message=str(exc))
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         record("p2v.inventory", user=request.user, request=request, target_type="p2v",
-               target_label=source.label, fingerprint=fingerprint)
+               target_label=source.label, fingerprint=fingerprint,
+               login="key" if source.password is None else "password")
         return Response({"host_key_fingerprint": fingerprint, "public_key": public_key(),
                          "inventory": inventory.as_dict(), "proposal": propose(inventory)})
 

@@ -21,7 +21,7 @@ from hosts.virt import VirtError
 from hosts.virt.volumes import VolumeUpload
 from storage.p2v import ssh
 from storage.p2v.reader import FLAG_ZLIB, HEADER, REGION, SCRIPT, command
-from storage.p2v.ssh import ConnectionLost, P2VError, Source
+from storage.p2v.ssh import ConnectionLost, HostKeyRefused, LoginRefused, P2VError, Source
 
 SEGMENT = 64 * REGION
 RETRIES = 3
@@ -66,6 +66,8 @@ def _ended_early(source: Source, proc: subprocess.Popen[bytes], position: int) -
         return P2VError(f"The source disk could not be read at offset {position}: "
                         f"{stderr.strip().splitlines()[-1]}")
     error = ssh.explain(source, proc.returncode or 255, stderr)
+    if isinstance(error, HostKeyRefused | LoginRefused):
+        return error  # retrying would not help (and would count as one more failed login)
     if isinstance(error, ConnectionLost) or proc.returncode in (None, 255) or proc.returncode < 0:
         return ConnectionLost(f"The stream from {source.label} ended at offset {position}: "
                               f"{error}")
@@ -75,8 +77,14 @@ def _ended_early(source: Source, proc: subprocess.Popen[bytes], position: int) -
 def copy_pass(source: Source, disk: DiskCopy, target: Target, *, progress: Progress,
               level: int = 1, bwlimit: int = 0) -> None:
     """One SSH session from ``disk.committed`` to the end of the disk."""
-    proc = ssh.popen(source, command(disk.device, disk.committed, level=level,
-                                     bwlimit=bwlimit))
+    with ssh.session(source, command(disk.device, disk.committed, level=level,
+                                     bwlimit=bwlimit)) as proc:
+        _stream(source, proc, disk, target, progress)
+
+
+def _stream(source: Source, proc: subprocess.Popen[bytes], disk: DiskCopy, target: Target,
+            progress: Progress) -> None:
+    """Send the reader to ``proc`` and write the records it answers into the volume."""
     if proc.stdin is None or proc.stdout is None:
         raise P2VError("ssh started without pipes")
     upload: VolumeUpload | None = None
@@ -137,12 +145,6 @@ def copy_pass(source: Source, disk: DiskCopy, target: Target, *, progress: Progr
     finally:
         if upload is not None:
             upload.abort()
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 def copy_disk(source: Source, disk: DiskCopy, target: Target, *, progress: Progress,

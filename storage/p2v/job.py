@@ -2,11 +2,13 @@
 
 Nothing is defined until every disk is verified; the guest is not started. On failure the
 volumes that are not verified are removed; on cancel every volume the job made is removed.
+A login password never enters the job's params: it travels through handoff.py.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +22,10 @@ from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
 from storage.models import Pool, Volume
+from storage.p2v import handoff
 from storage.p2v.copy import RETRIES, DiskCopy, Target, copy_disk, digest_list
 from storage.p2v.inventory import Inventory, propose, read_inventory
-from storage.p2v.ssh import P2VError, Source, confirm_host_key
+from storage.p2v.ssh import P2VError, Secret, Source, confirm_host_key
 from storage.p2v.verify import verify_disk
 from storage.services import _store_volume, resync_pool
 from xenweb.audit.services import record
@@ -107,14 +110,35 @@ def start_p2v(request: Request, *, user: Any, http_request: Any = None,
         record("p2v.start", user=user, request=http_request, target_type="p2v",
                target_label=request.source.label, result="failed", message=str(exc))
         raise P2VError(str(exc)) from exc
-    params = {
+    params = _params(request, disks)
+    try:
+        return _create_job(request, params, needed, user=user, http_request=http_request,
+                           enqueue=enqueue)
+    except handoff.HandoffError as exc:
+        record("p2v.start", user=user, request=http_request, target_type="p2v",
+               target_label=request.source.label, result="failed", message=str(exc))
+        raise
+
+
+def _params(request: Request, disks: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the job row keeps: everything but a password (only whether one is used, and
+    the name its handoff goes by)."""
+    password = request.source.password is not None
+    return {
         "source": {"address": request.source.address, "port": request.source.port,
                    "username": request.source.username},
+        "login": "password" if password else "key",
+        "password_handoff": uuid.uuid4().hex if password else "",
         "fingerprint": request.fingerprint, "disks": disks, "host": request.host.pk,
         "pool": request.pool.pk, "name": request.name, "format": request.format,
         "vcpus": request.vcpus, "memory_mib": request.memory_mib, "network": request.network,
         "keep_macs": request.keep_macs, "bwlimit": request.bwlimit,
     }
+
+
+def _create_job(request: Request, params: dict[str, Any], needed: int, *, user: Any,
+                http_request: Any, enqueue: bool) -> Job:
+    """The job row, its password handed over, queued once both are in place (on commit)."""
     from storage.tasks import p2v_task
 
     with transaction.atomic():
@@ -122,19 +146,34 @@ def start_p2v(request: Request, *, user: Any, http_request: Any = None,
                         f"→ {request.name}", params=params, unit=Job.Unit.BYTES, total=needed,
                         request=http_request, in_process=request.host.in_process_only,
                         enqueue=enqueue)
+        if request.source.password is not None:
+            handoff.hand_over(request.source.password, params["password_handoff"])
         record("p2v.start", user=user, request=http_request, target=job,
-               source=request.source.label, disks=[disk["device"] for disk in disks],
-               host=request.host.name, pool=request.pool.name, name=request.name)
+               source=request.source.label, login=params["login"],
+               disks=[disk["device"] for disk in params["disks"]], host=request.host.name,
+               pool=request.pool.name, name=request.name)
     return job
+
+
+def _password(job: Job) -> Secret | None:
+    """The job's login password, taken from its handoff (once), or None for a key login."""
+    if job.params.get("login") != "password":
+        return None
+    try:
+        return handoff.take(job.params.get("password_handoff", ""))
+    except handoff.HandoffError as exc:
+        record("p2v.run", user=job.owner, target=job, result="failed", message=str(exc))
+        raise JobError(str(exc)) from exc
 
 
 def _load(job: Job) -> tuple[Request, list[dict[str, Any]]]:
     params = job.params
+    password = _password(job)  # first: taken from Redis whatever happens next
     host = Host.objects.filter(pk=params["host"]).first()
     pool = Pool.objects.filter(pk=params["pool"]).first()
     if host is None or pool is None:
         raise JobError("The target host or pool no longer exists.")
-    source = Source(**params["source"])
+    source = Source(**params["source"], password=password)
     return Request(source=source, fingerprint=params["fingerprint"],
                    disks=[disk["device"] for disk in params["disks"]], host=host, pool=pool,
                    name=params["name"], format=params["format"], vcpus=params["vcpus"],

@@ -2,15 +2,29 @@
 
 The host key must be the one the user confirmed (pinned in the appliance's known_hosts,
 see xenweb.appliance.sshkeys); ssh then runs with StrictHostKeyChecking=yes, so a key that
-changes later aborts every following connection too. Authentication is the appliance's
-key (BatchMode: ssh never prompts).
+changes later aborts every following connection too.
+
+Authentication is the appliance's key (BatchMode: ssh never prompts), or a password given
+for one request or job. A password is never in ssh's arguments or environment: for each
+ssh run it is written once into a FIFO in a private temporary folder (mode 0700; the
+data lives in the kernel's pipe buffer, never on disk), and ssh, with SSH_ASKPASS_REQUIRE
+=force, asks for it through ``askpass.py``, which finds the FIFO by its path and takes the
+password out without blocking. (An inherited pipe is not possible: ssh closes every
+descriptor above stderr when it starts.) Public-key authentication is then off and only
+one password prompt is allowed, so a wrong password fails at once, with its own message,
+and is never tried again by the copy's reconnects.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
 import subprocess
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from xenweb.appliance.sshkeys import (
     HostKeyError,
@@ -21,6 +35,9 @@ from xenweb.appliance.sshkeys import (
 )
 
 SSH = "/usr/bin/ssh"
+ASKPASS = Path(__file__).with_name("askpass.py")
+ASKPASS_FIFO_VARIABLE = "XENWEB_ASKPASS_FIFO"  # askpass.FIFO_VARIABLE
+PASSWORD_MAX_BYTES = 1000  # ssh reads at most 1023 bytes from an askpass program
 
 
 class P2VError(RuntimeError):
@@ -35,11 +52,47 @@ class ConnectionLost(P2VError):
     """The SSH session ended early: worth retrying."""
 
 
+class LoginRefused(P2VError):
+    """The source refused the key or the password: never retried (a retry would only
+    count as one more failed login on the source)."""
+
+
+class Secret:
+    """A password held in memory only: it never shows in a repr, a log line, a traceback
+    or a pickle; ``reveal()`` is the one way to its value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a Secret is never pickled")
+
+
+def check_password(password: str) -> str | None:
+    """Why ``password`` cannot be sent through ssh, or None when it can."""
+    if "\n" in password or "\r" in password or "\0" in password:
+        return "A password with a line break or a NUL character cannot be used."
+    if len(password.encode()) > PASSWORD_MAX_BYTES:
+        return f"A password longer than {PASSWORD_MAX_BYTES} bytes cannot be used."
+    return None
+
+
 @dataclass(frozen=True)
 class Source:
     address: str
     port: int = 22
     username: str = "root"
+    password: Secret | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -60,12 +113,20 @@ def confirm_host_key(source: Source, fingerprint: str | None) -> str:
         raise P2VError(str(exc)) from exc
 
 
+def _auth_options(source: Source) -> list[str]:
+    if source.password is None:
+        return ["-i", str(ensure_keypair()), "-o", "BatchMode=yes",
+                "-o", "IdentitiesOnly=yes"]
+    return ["-o", "BatchMode=no",  # BatchMode=yes would not ask askpass either
+            "-o", "PubkeyAuthentication=no",
+            "-o", "PreferredAuthentications=password",
+            "-o", "NumberOfPasswordPrompts=1"]
+
+
 def ssh_args(source: Source, command: list[str]) -> list[str]:
     """The ``ssh`` argument list running ``command`` (quoted for the remote shell)."""
     return [
-        SSH, "-T", "-p", str(source.port), "-i", str(ensure_keypair()),
-        "-o", "BatchMode=yes",
-        "-o", "IdentitiesOnly=yes",
+        SSH, "-T", "-p", str(source.port), *_auth_options(source),
         "-o", "StrictHostKeyChecking=yes",
         "-o", f"UserKnownHostsFile={known_hosts_path()}",
         "-o", "GlobalKnownHostsFile=/dev/null",
@@ -78,6 +139,50 @@ def ssh_args(source: Source, command: list[str]) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def login_env(source: Source) -> Iterator[dict[str, str] | None]:
+    """The environment ssh runs with: None (this process's) for a key login; for a
+    password login, the askpass settings, with the password waiting in a FIFO until the
+    block ends."""
+    if source.password is None:
+        yield None
+        return
+    if not os.access(ASKPASS, os.X_OK):
+        raise P2VError(f"The password helper {ASKPASS} is not executable: reinstall the "
+                       "appliance, or use the appliance's key.")
+    folder = tempfile.mkdtemp(prefix="xenweb-askpass-")  # mode 0700
+    fifo = os.path.join(folder, "password")
+    fd = -1
+    try:
+        os.mkfifo(fifo, 0o600)
+        # Read-write: opening never blocks, and the FIFO keeps what was written until
+        # askpass takes it (or until it is closed: the kernel then drops the bytes).
+        fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.write(fd, source.password.reveal().encode() + b"\n")  # < PIPE_BUF: atomic
+        yield {**os.environ, "SSH_ASKPASS": str(ASKPASS), "SSH_ASKPASS_REQUIRE": "force",
+               ASKPASS_FIFO_VARIABLE: fifo}
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(fifo)  # first: a late askpass finds nothing rather than waiting
+        if fd >= 0:
+            os.close(fd)
+        os.rmdir(folder)
+
+
+def _refusal(source: Source, stderr: str, text: str) -> LoginRefused:
+    """The message for ``Permission denied (method,…)``: key or password, and why."""
+    offered = stderr.rsplit("Permission denied", 1)[-1].partition("(")[2].partition(")")[0]
+    methods = [method.strip() for method in offered.split(",") if method.strip()]
+    if source.password is None:
+        return LoginRefused(f"{source.label} refused the appliance's SSH key: add the key "
+                            f"shown on the P2V page to the user's authorized_keys ({text}).")
+    if "password" in methods:
+        return LoginRefused(f"The source refused the password for {source.label}.")
+    return LoginRefused(f"{source.label} does not accept password logins (it offers: "
+                        f"{', '.join(methods) or 'nothing'}): add the appliance's key to the "
+                        "user's authorized_keys instead.")
+
+
 def explain(source: Source, returncode: int, stderr: str) -> P2VError:
     """The ssh client's failure as a P2VError of the right kind."""
     text = " ".join(stderr.strip().splitlines()[-3:]) or f"exit status {returncode}"
@@ -86,8 +191,7 @@ def explain(source: Source, returncode: int, stderr: str) -> P2VError:
         return HostKeyRefused(f"The host key of {source.address}:{source.port} is not the "
                               f"confirmed one; the connection was refused ({text}).")
     if "Permission denied" in stderr:
-        return P2VError(f"{source.label} refused the appliance's SSH key: add the key shown "
-                        f"on the P2V page to the user's authorized_keys ({text}).")
+        return _refusal(source, stderr, text)
     if returncode == 255:
         return ConnectionLost(f"SSH connection to {source.label} failed: {text}")
     return P2VError(f"The command on {source.label} failed: {text}")
@@ -96,17 +200,32 @@ def explain(source: Source, returncode: int, stderr: str) -> P2VError:
 def run(source: Source, command: list[str], *, stdin: bytes = b"",
         timeout: float = 120.0) -> bytes:
     """Run ``command`` on the source; its stdout, or a P2VError that says why not."""
-    try:
-        done = subprocess.run(ssh_args(source, command), input=stdin, capture_output=True,
-                              timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise ConnectionLost(f"{source.label} did not answer within {timeout:.0f} s.") from exc
+    with login_env(source) as env:
+        try:
+            done = subprocess.run(ssh_args(source, command), input=stdin, capture_output=True,
+                                  timeout=timeout, check=False, env=env)
+        except subprocess.TimeoutExpired as exc:
+            raise ConnectionLost(f"{source.label} did not answer within {timeout:.0f} s.") \
+                from exc
     if done.returncode != 0:
         raise explain(source, done.returncode, done.stderr.decode(errors="replace"))
     return done.stdout
 
 
-def popen(source: Source, command: list[str]) -> subprocess.Popen[bytes]:
-    """Start ``command`` on the source with pipes (the caller writes stdin, reads stdout)."""
-    return subprocess.Popen(ssh_args(source, command), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@contextlib.contextmanager
+def session(source: Source, command: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` running on the source with pipes (the caller writes stdin, reads
+    stdout); when the block ends, ssh is stopped if it still runs and its pipes closed."""
+    with login_env(source) as env:
+        proc = subprocess.Popen(ssh_args(source, command), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()

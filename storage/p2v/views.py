@@ -1,6 +1,8 @@
 """The P2V page: connect (fingerprint shown), preview the inventory, choose, start.
 
 Thin: the same functions as the API (inventory, start_p2v); the job page shows progress.
+An optional login password is used for the one request that carries it: the page never
+sends it back, so the start form asks for it again (nothing keeps it in between).
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from typing import Any
 from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 
 from hosts.models import Host
 from storage.models import Pool
 from storage.p2v import job as p2v_job
 from storage.p2v.api import PERMISSION
 from storage.p2v.inventory import propose, read_inventory
-from storage.p2v.ssh import P2VError, Source, confirm_host_key
+from storage.p2v.ssh import P2VError, Secret, Source, check_password, confirm_host_key
 from xenweb.appliance.sshkeys import public_key
 from xenweb.audit.services import record
 
@@ -32,7 +35,17 @@ def _source(post: Any) -> Source:
     username = post.get("username", "root").strip() or "root"
     if not username.replace("_", "").replace("-", "").replace(".", "").isalnum():
         raise P2VError("Not a user name.")
-    return Source(address=address, port=port, username=username)
+    return Source(address=address, port=port, username=username,
+                  password=_password(post.get("password", "")))
+
+
+def _password(password: str) -> Secret | None:
+    if not password:
+        return None
+    problem = check_password(password)
+    if problem:
+        raise P2VError(problem)
+    return Secret(password)
 
 
 def _start(request: HttpRequest, source: Source) -> HttpResponse:
@@ -50,6 +63,7 @@ def _start(request: HttpRequest, source: Source) -> HttpResponse:
     return redirect("jobs:detail", job.pk)
 
 
+@sensitive_post_parameters("password")
 @permission_required(PERMISSION, raise_exception=True)
 def p2v_page(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {"public_key": public_key(), "post": request.POST,
@@ -63,9 +77,11 @@ def p2v_page(request: HttpRequest) -> HttpResponse:
             fingerprint = confirm_host_key(source, None)
             inventory = read_inventory(source)
             record("p2v.inventory", user=request.user, request=request, target_type="p2v",
-                   target_label=source.label, fingerprint=fingerprint)
+                   target_label=source.label, fingerprint=fingerprint,
+                   login="key" if source.password is None else "password")
             context.update(fingerprint=fingerprint, inventory=inventory,
-                           proposal=propose(inventory), source=source)
+                           proposal=propose(inventory), source=source,
+                           with_password=source.password is not None)
         except P2VError as exc:
             context["error"] = str(exc)
     return render(request, "storage/p2v.html", context)

@@ -193,15 +193,30 @@ def make_source_network(index: int = 0) -> Iterator[SourceNetwork]:
         network.down()
 
 
+def shadow_line(user: str, password: str) -> str:
+    """An /etc/shadow entry giving ``user`` the password ``password`` (SHA-512 crypt)."""
+    hashed = subprocess.run(["/usr/bin/openssl", "passwd", "-6", "-stdin"],
+                            input=password + "\n", capture_output=True, text=True,
+                            check=True).stdout.strip()
+    return f"{user}:{hashed}:19000:0:99999:7:::\n"
+
+
 @dataclass
 class SshServer:
     """sshd in ``network`` on port 22, or (no network: the benchmark) on 127.0.0.1 and a
-    free port."""
+    free port.
+
+    With ``root_password`` it also takes password logins for root (PAM off: sshd checks
+    /etc/shadow itself). That password is a test's own: sshd runs in a mount namespace
+    of its own where a temporary shadow file, holding only root's entry, is bind-mounted
+    over /etc/shadow. The machine's /etc/shadow is neither changed nor read.
+    """
 
     root: Path
     authorized_key: str
     network: SourceNetwork | None = None
     port: int = 0
+    root_password: str | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -218,9 +233,28 @@ class SshServer:
 
     def _argv(self, config: Path) -> list[str]:
         sshd = [SSHD, "-D", "-e", "-f", str(config), "-p", str(self.port)]
+        if self.root_password is not None:
+            shadow = self.root / "shadow"
+            shadow.touch(mode=0o600)
+            shadow.write_text(shadow_line("root", self.root_password))
+            # Both wrappers below make a new mount namespace whose mounts stay in it.
+            sshd = ["/bin/sh", "-c", 'mount --bind "$1" /etc/shadow && shift && exec "$@"',
+                    "sh", str(shadow), *sshd]
         if self.network is None:
-            return sshd
+            return ["/usr/bin/unshare", "--mount", "--propagation", "private", "--", *sshd] \
+                if self.root_password is not None else sshd
         return [IP, "netns", "exec", self.network.name, *sshd]  # ip execs: same pid
+
+    def _config(self, authorized: Path) -> list[str]:
+        password = self.root_password is not None
+        return [
+            f"ListenAddress {self.address}", f"HostKey {self.host_key}",
+            f"AuthorizedKeysFile {authorized}",
+            f"PermitRootLogin {'yes' if password else 'prohibit-password'}",
+            f"PasswordAuthentication {'yes' if password else 'no'}",
+            "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
+            f"PidFile {self.root / 'sshd.pid'}", "LogLevel ERROR", "",
+        ]
 
     def start(self, *, new_key: bool = False) -> None:
         if new_key or not self.host_key.exists():
@@ -229,12 +263,7 @@ class SshServer:
         authorized.write_text(self.authorized_key + "\n")
         authorized.chmod(0o600)
         config = self.root / "sshd_config"
-        config.write_text("\n".join([
-            f"ListenAddress {self.address}", f"HostKey {self.host_key}",
-            f"AuthorizedKeysFile {authorized}", "PermitRootLogin prohibit-password",
-            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
-            "StrictModes no", f"PidFile {self.root / 'sshd.pid'}", "LogLevel ERROR", "",
-        ]))
+        config.write_text("\n".join(self._config(authorized)))
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         with open(self.root / "sshd.log", "ab") as log:  # the child keeps its own copy
             self.proc = subprocess.Popen(self._argv(config), stdout=subprocess.DEVNULL,
@@ -260,6 +289,7 @@ class SshServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        (self.root / "shadow").unlink(missing_ok=True)
 
     def sessions(self) -> list[int]:
         """The per-connection sshd processes (children of the listener)."""

@@ -6,9 +6,11 @@ the job body."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from guests.models import Guest
 from hosts.lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
+from storage.p2v import ssh as p2v_ssh
 from storage.p2v.job import p2v_body, volume_name
 from tests.storage.p2v_source import (
     IP,
@@ -37,6 +40,7 @@ from tests.storage.p2v_source import (
     link_exists,
     loop_disks,
     make_source_network,
+    shadow_line,
 )
 from xenweb.appliance.sshkeys import public_key, unpin_host_key
 from xenweb.audit.models import AuditRecord
@@ -46,6 +50,8 @@ from xenweb.jobs.runner import run_job
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HELLO = b"hello from the physical server\n"
+# Spaces, quotes, a shell variable, a backslash, a non-ASCII letter: nothing may interpret it.
+SOURCE_PASSWORD = "p2v-Pw 7f3a $HOME 'q' \\ ;ü"
 
 
 def post(client: Client, path: str, data: dict[str, Any]) -> Any:
@@ -93,18 +99,33 @@ def source_network() -> Iterator[SourceNetwork]:
         network.down()
 
 
-@pytest.fixture
-def sshd(tmp_path: Path, admin_client_tx: Client,
-         source_network: SourceNetwork) -> Iterator[SshServer]:
-    root = tmp_path / "sshd"
-    root.mkdir()
-    server = SshServer(root=root, authorized_key=public_key(), network=source_network)
+def _serving(server: SshServer) -> Iterator[SshServer]:
     server.start()
     try:
         yield server
     finally:
         server.stop()
         unpin_host_key(server.address, server.port)
+
+
+@pytest.fixture
+def sshd(tmp_path: Path, admin_client_tx: Client,
+         source_network: SourceNetwork) -> Iterator[SshServer]:
+    """The source: root logs in with the appliance's key only."""
+    root = tmp_path / "sshd"
+    root.mkdir()
+    yield from _serving(SshServer(root=root, authorized_key=public_key(),
+                                  network=source_network))
+
+
+@pytest.fixture
+def password_sshd(tmp_path: Path, admin_client_tx: Client,
+                  source_network: SourceNetwork) -> Iterator[SshServer]:
+    """The source: root logs in with SOURCE_PASSWORD only (no authorized key at all)."""
+    root = tmp_path / "sshd"
+    root.mkdir()
+    yield from _serving(SshServer(root=root, authorized_key="", network=source_network,
+                                  root_password=SOURCE_PASSWORD))
 
 
 @pytest.fixture
@@ -116,9 +137,9 @@ def disks(tmp_path: Path) -> Iterator[dict[str, LoopDisk]]:
     })
 
 
-def inventory(client: Client, server: SshServer) -> dict[str, Any]:
+def inventory(client: Client, server: SshServer, **extra: Any) -> dict[str, Any]:
     answer = post(client, "/api/v1/p2v/inventory/", {"address": server.address,
-                                                     "port": server.port})
+                                                     "port": server.port, **extra})
     assert answer.status_code == 200, answer.json()
     return answer.json()
 
@@ -381,3 +402,166 @@ def test_the_source_network_is_taken_down_when_a_test_fails(tmp_path: Path) -> N
     assert not link_exists(network.host_link)
     assert seen["sshd"].wait(timeout=30) is not None  # killed with the namespace
     assert not is_attached(seen["disk"])
+
+
+# --- password logins ---------------------------------------------------------------------
+
+def _shown_by(pid: int, secret: bytes) -> bool:
+    """Whether ``secret`` is in the process's arguments or environment (after its exec)."""
+    proc = Path(f"/proc/{pid}")
+    for _ in range(200):  # the child may still be between fork and exec
+        with contextlib.suppress(OSError):
+            if os.readlink(proc / "exe") == "/usr/bin/ssh":
+                break
+        time.sleep(0.01)
+    return any(secret in (proc / name).read_bytes() for name in ("cmdline", "environ"))
+
+
+def _redis_values_holding(secret: bytes) -> list[str]:
+    """Keys of the session's Redis databases (broker, channels, cache) whose value holds
+    ``secret``, and any P2V handoff key still there."""
+    import redis
+    from django.conf import settings
+
+    from storage.p2v.handoff import KEY_PREFIX
+
+    found = []
+    for offset in range(3):
+        url = f"{settings.REDIS_URL}/{settings.REDIS_DB_BASE + offset}"
+        with redis.Redis.from_url(url) as client:
+            for key in client.scan_iter(count=500):
+                value = client.dump(key) or b""
+                if secret in value or key.decode(errors="replace").startswith(KEY_PREFIX):
+                    found.append(f"db{offset}:{key!r}")
+    return found
+
+
+def _data_dir_files_holding(secret: bytes) -> list[str]:
+    from django.conf import settings
+
+    found = subprocess.run(["grep", "-rlaF", "--", secret, str(settings.DATA_DIR)],
+                           capture_output=True, check=False)
+    return found.stdout.decode(errors="replace").split()
+
+
+def _assert_nowhere(secret: str, job: Job, caplog: pytest.LogCaptureFixture) -> None:
+    """The password is in no job row, audit record, log line, Redis value or data file."""
+    raw = secret.encode()
+    assert secret not in repr(list(Job.objects.filter(pk=job.pk).values()))
+    assert secret not in repr(list(AuditRecord.objects.values()))
+    assert secret not in caplog.text
+    assert _redis_values_holding(raw) == []
+    assert _data_dir_files_holding(raw) == []
+    assert not list(Path(tempfile.gettempdir()).glob("xenweb-askpass-*"))
+
+
+def test_password_login_copies_and_leaves_no_trace(
+        admin_client_tx: Client, pool: Pool, password_sshd: SshServer,
+        disks: dict[str, LoopDisk], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = admin_client_tx
+    keyed = post(client, "/api/v1/p2v/inventory/", {"address": password_sshd.address,
+                                                    "port": password_sshd.port})
+    assert keyed.status_code == 400  # the appliance's key is not enough: only the password is
+    assert "refused the appliance's SSH key" in keyed.json()["detail"]
+    found = inventory(client, password_sshd, password=SOURCE_PASSWORD)
+    assert found["inventory"]["root"] is True
+
+    inspected: list[bool] = []
+    real_session = p2v_ssh.session
+
+    @contextlib.contextmanager
+    def inspecting(source: Any, command: list[str]) -> Iterator[Any]:
+        with real_session(source, command) as proc:
+            inspected.append(_shown_by(proc.pid, SOURCE_PASSWORD.encode()))
+            yield proc
+
+    monkeypatch.setattr(p2v_ssh, "session", inspecting)
+    started = start(client, password_sshd, found["host_key_fingerprint"], pool,
+                    [disks["full"].device], "p2v-password", password=SOURCE_PASSWORD)
+    assert started.status_code == 202, started.json()
+    queued = Job.objects.get(pk=started.json()["id"])
+    assert queued.params["login"] == "password" and "password" not in queued.params["source"]
+    job = run(queued.pk)
+    assert job.state == "succeeded", job.error
+    assert file_sha256(job.result["disks"][0]["path"]) == disks["full"].sha256()
+    # Where this process ran the copy, its ssh showed the password in neither argv nor env.
+    assert inspected == [False] or (not inspected and job.worker != "test")
+    audit = AuditRecord.objects.get(action="p2v.start", result="ok")
+    assert audit.detail["login"] == "password"
+    _assert_nowhere(SOURCE_PASSWORD, job, caplog)
+
+
+def test_a_wrong_password_is_refused_and_leaves_nothing(
+        admin_client_tx: Client, pool: Pool, password_sshd: SshServer,
+        disks: dict[str, LoopDisk], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = admin_client_tx
+    refusal = f"The source refused the password for root@{password_sshd.address}:22."
+    wrong = "not-the-Pw 91c2"
+    preview = post(client, "/api/v1/p2v/inventory/", {
+        "address": password_sshd.address, "port": password_sshd.port, "password": wrong})
+    assert preview.status_code == 400 and preview.json()["detail"] == refusal
+    fingerprint = inventory(client, password_sshd,
+                            password=SOURCE_PASSWORD)["host_key_fingerprint"]
+    refused = start(client, password_sshd, fingerprint, pool, [disks["full"].device],
+                    "p2v-wrong", password=wrong)
+    assert refused.status_code == 400 and refused.json()["detail"] == refusal
+    assert not Job.objects.filter(kind="p2v").exists()
+
+    # The password changes while the copy runs and the connection drops: the reconnect is
+    # refused, not retried, and the half-made volume goes.
+    started = start(client, password_sshd, fingerprint, pool, [disks["big"].device],
+                    "p2v-wrong", password=SOURCE_PASSWORD, bwlimit_mib=16)
+    assert started.status_code == 202, started.json()
+    path = Path(pool.target_path) / volume_name("p2v-wrong", 0)
+
+    def change_password() -> None:
+        (password_sshd.root / "shadow").write_text(shadow_line("root", "changed meanwhile"))
+        password_sshd.kill_sessions()
+
+    watcher = when_allocated(path, 16 * MIB, change_password)
+    job = run(started.json()["id"])
+    watcher.join(timeout=60)
+    assert job.state == "failed"
+    assert job.error.startswith(refusal), job.error
+    # One reconnect after the drop, which the source refused: no second try.
+    assert sum("Resuming at offset" in line for _stamp, line in job.log) == 1
+    assert not path.exists()
+    assert not Volume.objects.filter(pool=pool, name__startswith="p2v-wrong").exists()
+    assert not Guest.objects.filter(name="p2v-wrong").exists()
+    assert AuditRecord.objects.filter(action="p2v.run", result="failed").exists()
+    _assert_nowhere(wrong, job, caplog)
+    _assert_nowhere(SOURCE_PASSWORD, job, caplog)
+
+
+def test_a_source_without_password_logins_says_so(admin_client_tx: Client,
+                                                  sshd: SshServer) -> None:
+    answer = post(admin_client_tx, "/api/v1/p2v/inventory/", {
+        "address": sshd.address, "port": sshd.port, "password": SOURCE_PASSWORD})
+    assert answer.status_code == 400
+    assert "does not accept password logins (it offers: publickey)" in answer.json()["detail"]
+
+
+def test_p2v_page_with_a_password(admin_client_tx: Client, pool: Pool,
+                                  password_sshd: SshServer,
+                                  disks: dict[str, LoopDisk]) -> None:
+    page = admin_client_tx.get("/storage/p2v/").content.decode()
+    assert 'type="password" id="password" name="password" autocomplete="off"' in page
+    form = {"address": password_sshd.address, "port": password_sshd.port}
+    preview = admin_client_tx.post("/storage/p2v/", {"step": "inventory", **form,
+                                                     "password": SOURCE_PASSWORD})
+    html = preview.content.decode()
+    assert preview.status_code == 200 and disks["full"].device in html, html[-2000:]
+    assert "p2v-Pw 7f3a" not in html  # the password is never sent back, escaped or not
+    assert 'id="start-password" name="password" autocomplete="off" required' in html
+    started = admin_client_tx.post("/storage/p2v/", {
+        "step": "start", **form, "password": SOURCE_PASSWORD,
+        "fingerprint": preview.context["fingerprint"], "disks": [disks["full"].device],
+        "host": pool.host.pk, "pool": pool.pk, "name": "p2v-page-pw", "network": "default"})
+    job = Job.objects.get(kind="p2v")
+    assert started.status_code == 302 and started.url == f"/jobs/{job.pk}/"
+    done = run(job.pk)
+    assert done.state == "succeeded", done.error
+    assert file_sha256(done.result["disks"][0]["path"]) == disks["full"].sha256()

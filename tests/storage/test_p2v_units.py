@@ -1,11 +1,14 @@
 """P2V pieces that need no SSH or hypervisor: the inventory parser fed by this machine's
 own tools, the disk reader's stream format run by this machine's python3, the API's
-permission and refusals."""
+permission and refusals, the password's way to ssh (askpass, FIFO) and to the worker
+(handoff through Redis)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import socket
 import subprocess
 import zlib
 from pathlib import Path
@@ -14,8 +17,19 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from storage.p2v import handoff
 from storage.p2v import inventory as inv
 from storage.p2v.reader import FLAG_ZLIB, HEADER, REGION, SCRIPT, command
+from storage.p2v.ssh import (
+    ASKPASS,
+    LoginRefused,
+    Secret,
+    Source,
+    check_password,
+    explain,
+    login_env,
+    ssh_args,
+)
 
 MIB = 1024 * 1024
 
@@ -117,9 +131,13 @@ def test_p2v_api_needs_the_operator_role(viewer_client: Client, operator_client:
                               content_type="application/json").status_code == 403
     assert viewer_client.post("/api/v1/p2v/", body,
                               content_type="application/json").status_code == 403
-    refused = operator_client.post("/api/v1/p2v/inventory/", {**body, "password": "secret"},
-                                   content_type="application/json")
-    assert refused.status_code == 400 and "password" in refused.json()
+    with_password = operator_client.post("/api/v1/p2v/inventory/",
+                                         {**body, "password": "secret"},
+                                         content_type="application/json")
+    assert with_password.status_code == 400 and "host key" in with_password.json()["detail"]
+    two_lines = operator_client.post("/api/v1/p2v/inventory/", {**body, "password": "a\nb"},
+                                     content_type="application/json")
+    assert two_lines.status_code == 400 and "line break" in two_lines.json()["password"][0]
     bad = operator_client.post("/api/v1/p2v/inventory/", {"address": "-oProxyCommand=x"},
                                content_type="application/json")
     assert bad.status_code == 400 and "address" in bad.json()
@@ -133,3 +151,107 @@ def test_p2v_is_in_the_openapi_schema(admin_client: Client) -> None:
     schema = admin_client.get("/api/schema/", HTTP_ACCEPT="application/json").content.decode()
     assert "/api/v1/p2v/inventory/" in schema and "/api/v1/p2v/" in schema
     assert "host_key_fingerprint" in schema
+
+
+PASSWORD = "p2v-Pw 7f3a $HOME 'q' \\ ;ü"
+
+
+def askpass(env: dict[str, str] | None, prompt: str = "root@10.0.0.9's password: ") -> \
+        subprocess.CompletedProcess[bytes]:
+    """Run the askpass helper as ssh does: the prompt as its argument, the answer on stdout."""
+    return subprocess.run([str(ASKPASS), prompt], env=env, capture_output=True, check=False)
+
+
+def test_askpass_gives_the_password_once_and_only_for_a_password_prompt() -> None:
+    source = Source("10.0.0.9", password=Secret(PASSWORD))
+    with login_env(source) as env:
+        assert env is not None and env["SSH_ASKPASS_REQUIRE"] == "force"
+        assert PASSWORD not in repr(env) and PASSWORD not in repr(source)
+        folder = Path(env["XENWEB_ASKPASS_FIFO"]).parent
+        assert folder.stat().st_mode & 0o777 == 0o700
+        assert askpass(env, "Are you sure you want to continue connecting?").returncode == 1
+        given = askpass(env)
+        assert given.returncode == 0 and given.stdout == PASSWORD.encode() + b"\n"
+        again = askpass(env)  # taken: nothing left, no waiting
+        assert again.returncode == 1 and again.stdout == b""
+    assert not folder.exists()
+    assert askpass(env).returncode == 1  # after the block the FIFO is gone
+    with login_env(Source("10.0.0.9")) as key_login:
+        assert key_login is None
+
+
+def test_ssh_arguments_never_hold_the_password() -> None:
+    args = ssh_args(Source("10.0.0.9", password=Secret(PASSWORD)), ["true"])
+    assert not any(PASSWORD in arg for arg in args)
+    assert "PubkeyAuthentication=no" in args and "PreferredAuthentications=password" in args
+    assert "BatchMode=no" in args and "NumberOfPasswordPrompts=1" in args
+    assert "StrictHostKeyChecking=yes" in args and "-i" not in args
+    key = ssh_args(Source("10.0.0.9"), ["true"])
+    assert "BatchMode=yes" in key and "-i" in key and "PubkeyAuthentication=no" not in key
+
+
+def test_a_secret_never_shows() -> None:
+    secret = Secret(PASSWORD)
+    assert PASSWORD not in repr(secret) and PASSWORD not in str(secret)
+    assert PASSWORD not in f"{secret}" and secret.reveal() == PASSWORD
+    with pytest.raises(TypeError):
+        pickle.dumps(secret)
+    assert check_password("fine, with spaces ") is None
+    assert check_password("x" * 1001) and check_password("a\rb") and check_password("a\0b")
+
+
+def test_refusals_say_which_login_failed() -> None:
+    password = Source("10.0.0.9", password=Secret(PASSWORD))
+    denied = "root@10.0.0.9: Permission denied (publickey,password).\n"
+    wrong = explain(password, 255, denied)
+    assert isinstance(wrong, LoginRefused)
+    assert str(wrong) == "The source refused the password for root@10.0.0.9:22."
+    keys_only = explain(password, 255, "root@10.0.0.9: Permission denied (publickey).\n")
+    assert "does not accept password logins (it offers: publickey)" in str(keys_only)
+    key = explain(Source("10.0.0.9"), 255, denied)
+    assert isinstance(key, LoginRefused) and "refused the appliance's SSH key" in str(key)
+
+
+def test_handoff_seals_the_password_for_one_job_and_one_take(settings: Any) -> None:
+    sealed = handoff.seal(Secret(PASSWORD), "job-a")
+    assert PASSWORD.encode() not in sealed
+    assert handoff.unseal(sealed, "job-a").reveal() == PASSWORD
+    with pytest.raises(handoff.HandoffError, match="SECRET_KEY"):
+        handoff.unseal(sealed, "job-b")  # bound to its job
+    handoff.hand_over(Secret(PASSWORD), "unit-test-handoff")
+    with handoff._client() as client:
+        assert 0 < client.ttl(handoff.redis_key("unit-test-handoff")) <= settings.P2V_PASSWORD_TTL
+        assert PASSWORD.encode() not in client.get(handoff.redis_key("unit-test-handoff"))
+    assert handoff.take("unit-test-handoff").reveal() == PASSWORD
+    with pytest.raises(handoff.HandoffError, match="is gone"):
+        handoff.take("unit-test-handoff")
+
+
+def test_handoff_without_redis_says_so(settings: Any) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once closed
+    settings.P2V_PASSWORD_REDIS_URL = f"redis://127.0.0.1:{port}/0"
+    with pytest.raises(handoff.HandoffError, match="Redis is unreachable"):
+        handoff.hand_over(Secret(PASSWORD), "no-redis")
+    with pytest.raises(handoff.HandoffError, match="Redis is unreachable"):
+        handoff.take("no-redis")
+
+
+@pytest.mark.django_db
+def test_a_failed_handoff_leaves_no_job(settings: Any, demo: Any, admin_user: Any) -> None:
+    from storage.models import Pool
+    from storage.p2v import job as p2v_job
+    from xenweb.jobs.models import Job
+
+    settings.P2V_PASSWORD_REDIS_URL = "redis://127.0.0.1:1/0"
+    pool = Pool.objects.get(host=demo, name="default")
+    request = p2v_job.Request(source=Source("10.0.0.9", password=Secret(PASSWORD)),
+                              fingerprint="SHA256:x", disks=["/dev/sda"], host=demo, pool=pool,
+                              name="p2v-unit")
+    params = p2v_job._params(request, [{"device": "/dev/sda", "size": MIB}])
+    assert params["login"] == "password" and PASSWORD not in repr(params)
+    with pytest.raises(handoff.HandoffError):
+        p2v_job._create_job(request, params, MIB, user=admin_user, http_request=None,
+                            enqueue=False)
+    assert not Job.objects.exists()
