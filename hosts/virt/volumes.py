@@ -169,8 +169,9 @@ def _copied(pool: libvirt.virStoragePool, name: str) -> int | None:
 
 def clone_volume(uri: str, path: str, new_name: str, *, allow_insecure: bool = False,
                  progress: Callable[[int], None] | None = None,
-                 poll_seconds: float = 1.0) -> VolumeInfo:
-    """A full copy of the volume, in the same pool and format, named `new_name`.
+                 poll_seconds: float = 1.0, fmt: str | None = None) -> VolumeInfo:
+    """A full copy of the volume, in the same pool, named `new_name`: in the same format,
+    or converted to `fmt` (libvirt runs ``qemu-img convert`` on the host).
 
     The host copies (``virStorageVolCreateXMLFrom``: no data through this process,
     reflinks where the filesystem has them) and cannot report progress or be aborted.
@@ -182,7 +183,7 @@ def clone_volume(uri: str, path: str, new_name: str, *, allow_insecure: bool = F
         source = _lookup(conn, path)
         info = _info(source)
         pool = source.storagePoolLookupByVolume()
-        xml = _volume_xml(new_name, info.capacity, 0, info.format or "raw")
+        xml = _volume_xml(new_name, info.capacity, 0, fmt or info.format or "raw")
     except libvirt.libvirtError as exc:
         raise translate(exc, uri, action=f"clone the volume {path} as '{new_name}'") from exc
     outcome: dict[str, Any] = {}

@@ -63,9 +63,10 @@ class StartSerializer(ConnectionSerializer):
                                   help_text="source device paths, e.g. /dev/sda")
     host = serializers.PrimaryKeyRelatedField(queryset=Host.objects.all())
     pool = serializers.PrimaryKeyRelatedField(queryset=Pool.objects.all())
-    format = serializers.RegexField(r"^raw$", default="raw",
-                                    help_text="volume format: raw (the only one P2V writes "
-                                              "for now)")
+    format = serializers.ChoiceField(
+        choices=list(p2v_job.FORMATS), default="raw",
+        help_text="volume format: raw, or qcow2 (copied raw, then converted by the host: the "
+                  "pool needs room for both while it converts)")
     name = serializers.CharField(max_length=64)
     vcpus = serializers.IntegerField(min_value=1, max_value=512, required=False)
     memory_mib = serializers.IntegerField(min_value=64, required=False)

@@ -34,6 +34,7 @@ class Target:
     uri: str
     path: str
     allow_insecure: bool = False
+    format: str = "raw"  # how verify reads it back: its file's bytes, or qcow2's guest view
 
 
 @dataclass

@@ -1,12 +1,18 @@
-"""Reading a written volume back and comparing it with the checksums the source computed."""
+"""Reading a written volume back and comparing it with the checksums the source computed.
+
+What is compared is what the guest will see: a raw volume's bytes, or a qcow2 volume's
+guest view (qcow2.py maps its file), never the qcow2 container itself.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from contextlib import closing
 
 from hosts.virt import VirtError
 from hosts.virt.volumes import VolumeDownload
+from storage.p2v import qcow2
 from storage.p2v.copy import DiskCopy, Target
 from storage.p2v.reader import REGION
 from storage.p2v.ssh import P2VError
@@ -20,19 +26,38 @@ class VerifyMismatch(P2VError):
         self.regions = regions
 
 
-def volume_digests(target: Target, size: int,
-                   progress: Callable[[int], None] | None = None) -> dict[int, bytes]:
-    """sha256 of each REGION of the volume's first ``size`` bytes, read through libvirt."""
-    digests: dict[int, bytes] = {}
-    buffer = bytearray()
-    position = 0
+def file_chunks(target: Target, offset: int, length: int) -> Generator[bytes, None, None]:
+    """``length`` bytes of the volume's file from ``offset``, through a libvirt stream
+    (aborted when the reader stops early, e.g. on cancel)."""
     try:
-        download = VolumeDownload(target.uri, target.path, length=size, chunk=REGION,
-                                  allow_insecure=target.allow_insecure)
+        download = VolumeDownload(target.uri, target.path, offset=offset, length=length,
+                                  chunk=REGION, allow_insecure=target.allow_insecure)
     except VirtError as exc:
         raise P2VError(f"Reading back {target.path} failed: {exc}") from exc
     try:
-        for chunk in download:
+        yield from download
+    except VirtError as exc:
+        raise P2VError(f"Reading back {target.path} failed: {exc}") from exc
+    finally:
+        download.abort()  # a no-op once finished
+
+
+def guest_chunks(target: Target, size: int) -> Generator[bytes, None, None]:
+    """The first ``size`` bytes the guest will see on the volume."""
+    if target.format == "qcow2":
+        return qcow2.guest_chunks(lambda offset, length: file_chunks(target, offset, length),
+                                  size)
+    return file_chunks(target, 0, size)
+
+
+def volume_digests(target: Target, size: int,
+                   progress: Callable[[int], None] | None = None) -> dict[int, bytes]:
+    """sha256 of each REGION of the volume's first ``size`` guest-visible bytes."""
+    digests: dict[int, bytes] = {}
+    buffer = bytearray()
+    position = 0
+    with closing(guest_chunks(target, size)) as chunks:  # closing aborts the download
+        for chunk in chunks:
             buffer += chunk
             while len(buffer) >= REGION:
                 digests[position] = hashlib.sha256(buffer[:REGION]).digest()
@@ -40,10 +65,6 @@ def volume_digests(target: Target, size: int,
                 position += REGION
                 if progress is not None:
                     progress(position)
-    except VirtError as exc:
-        raise P2VError(f"Reading back {target.path} failed: {exc}") from exc
-    finally:
-        download.abort()  # a no-op once finished; stops the stream on cancel
     if buffer:
         digests[position] = hashlib.sha256(buffer).digest()
         position += len(buffer)

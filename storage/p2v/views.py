@@ -58,7 +58,7 @@ def _start(request: HttpRequest, source: Source) -> HttpResponse:
         source=source, fingerprint=post.get("fingerprint", ""), disks=post.getlist("disks"),
         host=host, pool=pool, name=post.get("name", "").strip(),
         network=post.get("network", "default").strip() or "default",
-        keep_macs=post.get("keep_macs") == "on")
+        keep_macs=post.get("keep_macs") == "on", format=post.get("format") or "raw")
     job = p2v_job.start_p2v(wanted, user=request.user, http_request=request)
     return redirect("jobs:detail", job.pk)
 

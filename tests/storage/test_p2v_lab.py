@@ -6,6 +6,7 @@ the job body."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -342,6 +343,8 @@ def test_p2v_page_previews_and_starts(admin_client_tx: Client, pool: Pool, sshd:
     assert preview.status_code == 200 and disks["full"].device in html, html[-2000:]
     fingerprint = preview.context["fingerprint"]
     assert fingerprint in html
+    assert '<option value="qcow2">qcow2</option>' in html  # the volume format is a choice
+    assert 'id="start-password"' not in html  # the key logged in: no password to ask again
     started = admin_client_tx.post("/storage/p2v/", {
         "step": "start", "address": sshd.address, "port": sshd.port, "fingerprint": fingerprint,
         "disks": [disks["full"].device], "host": pool.host.pk, "pool": pool.pk,
@@ -381,6 +384,13 @@ def test_a_pool_without_room_is_refused_before_anything_is_made(
     assert refused.status_code == 400
     assert refused.json()["detail"] == (f"Pool '{pool.name}' has 40 MiB free; the disks "
                                         "need 48 MiB.")
+    Pool.objects.filter(pk=pool.pk).update(available=90 * MIB)  # raw fits, qcow2 does not
+    qcow2 = start(admin_client_tx, sshd, fingerprint, pool, [disks["full"].device],
+                  "p2v-full-pool", format="qcow2")
+    assert qcow2.status_code == 400
+    assert qcow2.json()["detail"] == (f"Pool '{pool.name}' has 90 MiB free; the disks need "
+                                      "96 MiB (a qcow2 disk is converted from a raw copy on "
+                                      "the host).")
     assert not Job.objects.filter(kind="p2v").exists()
     assert not (Path(pool.target_path) / volume_name("p2v-full-pool", 0)).exists()
 
@@ -565,3 +575,105 @@ def test_p2v_page_with_a_password(admin_client_tx: Client, pool: Pool,
     done = run(job.pk)
     assert done.state == "succeeded", done.error
     assert file_sha256(done.result["disks"][0]["path"]) == disks["full"].sha256()
+
+
+# --- qcow2 volumes -------------------------------------------------------------------------
+
+def qemu_img_identical(raw: Path, qcow2_path: str) -> bool:
+    """qemu-img compares what a guest sees on both (explicit formats, no probing)."""
+    return subprocess.run(["/usr/bin/qemu-img", "compare", "-q", "-f", "raw", "-F", "qcow2",
+                           str(raw), qcow2_path], check=False).returncode == 0
+
+
+def test_qcow2_copy_is_converted_on_the_host_and_verified(admin_client_tx: Client, pool: Pool,
+                                                          sshd: SshServer,
+                                                          disks: dict[str, LoopDisk]) -> None:
+    from hosts.virt import domains
+
+    fingerprint = inventory(admin_client_tx, sshd)["host_key_fingerprint"]
+    started = start(admin_client_tx, sshd, fingerprint, pool,
+                    [disks["full"].device, disks["sparse"].device], "p2v-qcow2",
+                    format="qcow2")
+    assert started.status_code == 202, started.json()
+    job = run(started.json()["id"])
+    assert job.state == "succeeded", job.error
+    full_copy, sparse_copy = job.result["disks"]
+    for copied, disk in ((full_copy, disks["full"]), (sparse_copy, disks["sparse"])):
+        assert copied["format"] == "qcow2" and copied["path"].endswith(".qcow2")
+        info = json.loads(subprocess.run(
+            ["/usr/bin/qemu-img", "info", "--output=json", "-f", "qcow2", copied["path"]],
+            check=True, capture_output=True, text=True).stdout)
+        assert info["format"] == "qcow2" and info["virtual-size"] == disk.size
+        assert "backing-filename" not in info
+        assert qemu_img_identical(disk.image, copied["path"])
+    assert allocated(Path(sparse_copy["path"])) < sparse_copy["size"] // 4
+    # The raw staging copies are gone; the pool holds exactly the two qcow2 volumes.
+    left = sorted(path.name for path in Path(pool.target_path).glob("p2v-qcow2-*"))
+    assert left == ["p2v-qcow2-p2v-disk0.qcow2", "p2v-qcow2-p2v-disk1.qcow2"]
+    volumes = Volume.objects.filter(pool=pool, name__startswith="p2v-qcow2")
+    assert sorted(volumes.values_list("format", flat=True)) == ["qcow2", "qcow2"]
+    guest = Guest.objects.get(pk=job.result["guest"])
+    defined = domains.get_domain(pool.host.uri, str(guest.uuid), allow_insecure=True)
+    assert [(disk.source, disk.format) for disk in defined.xml.disks] == [
+        (full_copy["path"], "qcow2"), (sparse_copy["path"], "qcow2")]
+    assert any("converted to qcow2, verified" in line for _stamp, line in job.log)
+
+
+def test_a_cancel_during_the_conversion_waits_for_it_and_removes_everything(
+        admin_client_tx: Client, pool: Pool, sshd: SshServer, disks: dict[str, LoopDisk],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from storage.p2v import job as p2v_job
+
+    fingerprint = inventory(admin_client_tx, sshd)["host_key_fingerprint"]
+    started = start(admin_client_tx, sshd, fingerprint, pool, [disks["full"].device],
+                    "p2v-qcancel", format="qcow2")
+    job_id = started.json()["id"]
+    real_clone = p2v_job.virt.clone_volume
+    seen: list[bool] = []
+
+    def clone_after_a_cancel(*args: Any, progress: Any, **kwargs: Any) -> Any:
+        Job.objects.filter(pk=job_id).update(cancel_requested=True)
+        seen.append(Job.objects.get(pk=job_id).cancellable)
+        progress(0)  # the cancel is seen while the host converts: it must not stop it
+        return real_clone(*args, progress=progress, **kwargs)
+
+    monkeypatch.setattr(p2v_job.virt, "clone_volume", clone_after_a_cancel)
+    job = run(job_id)
+    assert job.state == "cancelled"
+    assert seen in ([False], [])  # empty: a live worker of the session ran it
+    assert not list(Path(pool.target_path).glob("p2v-qcancel-*"))
+    assert not Volume.objects.filter(pool=pool, name__startswith="p2v-qcancel").exists()
+    assert not Guest.objects.filter(name="p2v-qcancel").exists()
+
+
+def test_verify_reads_a_qcow2_volume_as_the_guest_sees_it(pool: Pool) -> None:
+    import hashlib
+
+    from hosts.virt import volumes as virt
+    from storage.p2v.copy import DiskCopy, Target
+    from storage.p2v.verify import VerifyMismatch, verify_disk
+
+    host = pool.host
+    name = f"p2v-qverify-{os.getpid()}"
+    raw = virt.create_volume(host.uri, pool.name, f"{name}.img", 5 * MIB, "raw",
+                             allow_insecure=True)
+    made = [raw.path]
+    try:
+        data = os.urandom(MIB) + bytes(2 * MIB) + os.urandom(2 * MIB)
+        with virt.VolumeUpload(host.uri, raw.path, allow_insecure=True) as upload:
+            upload.write(data)
+        converted = virt.clone_volume(host.uri, raw.path, f"{name}.qcow2", fmt="qcow2",
+                                      allow_insecure=True)
+        made.append(converted.path)
+        assert converted.format == "qcow2"
+        copy = DiskCopy(device="/dev/sdz", size=5 * MIB, digests={
+            offset: hashlib.sha256(data[offset:offset + MIB]).digest()
+            for offset in range(0, 5 * MIB, MIB)})
+        verify_disk(copy, Target(host.uri, converted.path, True, "qcow2"))
+        copy.digests[4 * MIB] = bytes(32)
+        with pytest.raises(VerifyMismatch) as refused:
+            verify_disk(copy, Target(host.uri, converted.path, True, "qcow2"))
+        assert refused.value.regions == [(4 * MIB, 5 * MIB)]
+    finally:
+        for path in made:
+            virt.delete_volume(host.uri, path, allow_insecure=True)

@@ -11,13 +11,14 @@ import pickle
 import socket
 import subprocess
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.test import Client
 
-from storage.p2v import handoff
+from storage.p2v import handoff, qcow2
 from storage.p2v import inventory as inv
 from storage.p2v.reader import FLAG_ZLIB, HEADER, REGION, SCRIPT, command
 from storage.p2v.ssh import (
@@ -255,3 +256,82 @@ def test_a_failed_handoff_leaves_no_job(settings: Any, demo: Any, admin_user: An
         p2v_job._create_job(request, params, MIB, user=admin_user, http_request=None,
                             enqueue=False)
     assert not Job.objects.exists()
+
+
+# --- qcow2 guest view ----------------------------------------------------------------------
+
+QEMU_IMG = "/usr/bin/qemu-img"
+
+
+def local_read(path: Path) -> qcow2.Read:
+    """``read(offset, length)`` over a local file, in uneven chunks as a stream gives them."""
+    def read(offset: int, length: int) -> Iterator[bytes]:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            while length > 0:
+                chunk = handle.read(min(length, 300_001))
+                if not chunk:
+                    return
+                length -= len(chunk)
+                yield chunk
+    return read
+
+
+def raw_image(path: Path, size: int) -> bytes:
+    """Data, text, a run of zeros written as data, and holes: what a disk copy holds."""
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+        for offset, data in ((0, os.urandom(70_000)), (3 * MIB + 4096, b"text " * 50_000),
+                             (6 * MIB, bytes(MIB)), (size - 1000, os.urandom(1000))):
+            handle.seek(offset)
+            handle.write(data)
+    return path.read_bytes()
+
+
+def converted(raw: Path, *options: str) -> Path:
+    out = raw.with_suffix(".qcow2")
+    subprocess.run([QEMU_IMG, "convert", "-q", "-f", "raw", "-O", "qcow2", *options, str(raw),
+                    str(out)], check=True, capture_output=True)
+    return out
+
+
+@pytest.mark.parametrize("options", [(), ("-o", "compat=0.10"), ("-o", "cluster_size=4096"),
+                                     ("-o", "cluster_size=2M")])
+def test_qcow2_guest_view_equals_the_raw_image(tmp_path: Path, options: tuple[str, ...]) -> \
+        None:
+    size = 10 * MIB + 3 * 512  # not a whole number of clusters
+    expected = raw_image(tmp_path / "disk.img", size)
+    image = converted(tmp_path / "disk.img", *options)
+    seen = b"".join(qcow2.guest_chunks(local_read(image), size))
+    assert len(seen) == size and seen == expected
+    layout = qcow2.parse_header(image.read_bytes()[:104])
+    runs = qcow2.extents(local_read(image), layout)
+    assert sum(extent.length for extent in runs) == size
+    assert len(runs) < 12  # neighbouring clusters are read in one go
+
+
+def test_qcow2_zero_clusters_and_the_wrong_size(tmp_path: Path) -> None:
+    image = tmp_path / "zero.qcow2"
+    subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata",
+                    str(image), "4M"], check=True, capture_output=True)
+    subprocess.run(["/usr/bin/qemu-io", "-f", "qcow2", "-c", "write -P 7 0 1M",
+                    "-c", "write -z 64k 128k", str(image)], check=True, capture_output=True)
+    expected = bytes([7]) * (64 * 1024) + bytes(128 * 1024) + bytes([7]) * (832 * 1024) + \
+        bytes(3 * MIB)
+    assert b"".join(qcow2.guest_chunks(local_read(image), 4 * MIB)) == expected
+    with pytest.raises(qcow2.Qcow2Error, match="is 4194304 bytes, not 4194305"):
+        list(qcow2.guest_chunks(local_read(image), 4 * MIB + 1))
+
+
+def test_qcow2_features_it_does_not_read_are_refused(tmp_path: Path) -> None:
+    raw_image(tmp_path / "disk.img", 10 * MIB)
+    compressed = converted(tmp_path / "disk.img", "-c")
+    with pytest.raises(qcow2.Qcow2Error, match="compressed"):
+        list(qcow2.guest_chunks(local_read(compressed), 10 * MIB))
+    overlay = tmp_path / "overlay.qcow2"
+    subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                    str(compressed), str(overlay)], check=True, capture_output=True)
+    with pytest.raises(qcow2.Qcow2Error, match="backing file"):
+        list(qcow2.guest_chunks(local_read(overlay), 10 * MIB))
+    with pytest.raises(qcow2.Qcow2Error, match="not a qcow2 image"):
+        list(qcow2.guest_chunks(local_read(tmp_path / "disk.img"), 10 * MIB))
