@@ -7,12 +7,12 @@ changes later aborts every following connection too.
 Authentication is the appliance's key (BatchMode: ssh never prompts), or a password given
 for one request or job. A password is never in ssh's arguments or environment: for each
 ssh run it is written once into a FIFO in a private temporary folder (mode 0700; the
-data lives in the kernel's pipe buffer, never on disk), and ssh, with SSH_ASKPASS_REQUIRE
-=force, asks for it through ``askpass.py``, which finds the FIFO by its path and takes the
-password out without blocking. (An inherited pipe is not possible: ssh closes every
-descriptor above stderr when it starts.) Public-key authentication is then off and only
-one password prompt is allowed, so a wrong password fails at once, with its own message,
-and is never tried again by the copy's reconnects.
+data lives in the kernel's pipe buffer, never on disk), and ssh, told to use an askpass
+program (``SSH_ASKPASS_REQUIRE=force``), asks ``askpass.py`` for it, which finds the FIFO
+by its path and takes the password out without blocking. (An inherited pipe is not
+possible: ssh closes every descriptor above stderr when it starts.) Public-key
+authentication is then off and only one password prompt is allowed, so a wrong password
+fails at once, with its own message, and is never tried again by the copy's reconnects.
 """
 
 from __future__ import annotations
