@@ -3,8 +3,9 @@
 
 The request handler holds the bytes, so the job runs in the request itself (not on a
 worker) but is an ordinary Job row: progress, rate and ETA reach ``/ws/jobs/<id>/`` and
-``/ws/events/`` like any other job's. Bytes flow in chunks between the HTTP body and a
-libvirt stream; neither side is ever held whole in memory or copied to disk here.
+``/ws/events/`` like any other job's. Bytes flow in chunks between the HTTP body and the
+volume (its file or a libvirt stream: storage.volume_io); neither side is ever held whole
+in memory or copied to disk here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from django.db import close_old_connections
 
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
+from storage import volume_io
 from storage.errors import StorageError
 from storage.models import Volume
 from xenweb.audit.services import record
@@ -106,7 +108,7 @@ _END = object()
 class Download:
     """A volume's bytes for a streaming response; the job follows the bytes sent.
 
-    The libvirt stream is opened (and the job claimed) before the response starts, so a
+    The volume is opened (and the job claimed) before the response starts, so a
     host that cannot send answers an error instead of a truncated body. A producer
     thread then reads the stream into a small bounded queue (a slow client slows the
     host down; no more than a few chunks wait in memory) which the response drains,
@@ -126,9 +128,8 @@ class Download:
         self.job = claimed
         pool = volume.pool
         try:
-            self._stream = virt.VolumeDownload(pool.host.uri, volume.path, offset=first,
-                                               length=length, chunk=CHUNK,
-                                               allow_insecure=pool.host.is_lab)
+            self._stream = volume_io.open_reader(pool.host, volume.path, offset=first,
+                                                 length=length, chunk=CHUNK, file_chunk=BLOCK)
         except VirtError as exc:
             finish(self.job, JobState.FAILED, error=str(exc), message="Failed")
             record("volume.download", user=user, request=request, target=volume,

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
+from storage import volume_io
 from storage.errors import ImageRefused, StorageError
 from storage.images import HEADER_BYTES, check_image
 from storage.models import Volume
@@ -93,8 +94,7 @@ def _receive(volume: Volume, chunks: Iterable[bytes], length: int,
     header = bytearray()
     done = 0
     reporter.update(0, total=length, message=f"Receiving {volume.name}", force=True)
-    with virt.VolumeUpload(pool.host.uri, volume.path, sparse=True,
-                           allow_insecure=pool.host.is_lab) as upload:
+    with volume_io.open_writer(pool.host, volume.path, sparse=True) as upload:
         for chunk in chunks:
             if done + len(chunk) > length:
                 raise JobError(f"The body is longer than its Content-Length ({length}).")

@@ -1,5 +1,6 @@
 """A 1 GiB sparse image up and down through the real web server (uvicorn), streamed, with the
-job's progress arriving over the websocket, on a lab host's `local` pool."""
+job's progress arriving over the websocket, on a lab host's `local` pool: once with the
+bytes written to and read from the volume's file, once through libvirt streams."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import http.client
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from rest_framework.authtoken.models import Token
 from hosts.lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool
+from storage.volume_io import IO_ENV
 from tests.live.processes import WebServer
 from tests.live.ws import job_messages_while, latest
 
@@ -73,8 +76,23 @@ def http_download(server: WebServer, token: str, url: str, first: int = 0) -> tu
     return response.status, response.headers, (digest, size)  # names case-insensitive
 
 
-def test_one_gib_sparse_image_up_and_down(lab_hosts: list[Any], web_server: WebServer,
+@pytest.fixture(params=["file", "libvirt"])
+def transfer_server(request: pytest.FixtureRequest, web_server: WebServer) -> Iterator[WebServer]:
+    """The web server moving a lab volume's bytes in its file (this machine holds it), and
+    one made to send them through libvirt streams (as for a remote host)."""
+    if request.param == "file":
+        yield web_server
+        return
+    server = WebServer(env={IO_ENV: "libvirt"})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_one_gib_sparse_image_up_and_down(lab_hosts: list[Any], transfer_server: WebServer,
                                           admin_client_tx: Client, tmp_path: Path) -> None:
+    web_server = transfer_server
     host, _ = register_lab_host(lab_hosts[0])
     reconcile_pools(host)
     pool = Pool.objects.get(host=host, name="local")

@@ -1,0 +1,87 @@
+"""Volume bytes in the volume's file (storage.volume_io), without a host: which volumes take
+that way, and that the file reader and writer keep holes and report errors in the callers'
+terms. The libvirt-stream way is tested on lab hosts (test_volume_transfer_live)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hosts.models import Host
+from hosts.virt import VirtError
+from storage import volume_io
+
+PACKET = volume_io.STREAM_PACKET
+
+
+def host(uri: str, *, lab: bool = False) -> Host:
+    return Host(name="h", uri=uri, is_lab=lab)
+
+
+def test_only_regular_files_on_this_machine_take_the_direct_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(volume_io.IO_ENV, raising=False)
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"x")
+    assert volume_io.direct_path(host("xen:///system"), str(image)) == str(image)
+    assert volume_io.direct_path(host("qemu+tcp://127.1.0.3/system", lab=True),
+                                 str(image)) == str(image)
+    # A remote host's path names a file over there, not here.
+    assert volume_io.direct_path(host("xen+ssh://root@dom0.example/system"), str(image)) is None
+    # Block devices (LVM volumes) and missing files go through libvirt.
+    assert volume_io.direct_path(host("xen:///system"), "/dev/null") is None
+    assert volume_io.direct_path(host("xen:///system"), str(tmp_path / "gone")) is None
+    # libvirt's test driver (the demo host) only pretends to have volumes.
+    assert volume_io.direct_path(host("test:///default"), str(image)) is None
+    monkeypatch.setenv(volume_io.IO_ENV, "libvirt")
+    assert volume_io.direct_path(host("xen:///system"), str(image)) is None
+
+
+def test_sparse_upload_leaves_zero_packets_as_holes(tmp_path: Path) -> None:
+    target = tmp_path / "vol.img"
+    size = 8 * PACKET
+    with open(target, "wb") as f:
+        f.truncate(size)
+    data = os.urandom(PACKET)
+    body = data + bytes(4 * PACKET) + data + bytes(PACKET)
+    with volume_io.FileUpload(str(target), sparse=True) as upload:
+        upload.write(body[:3 * PACKET])
+        upload.write(body[3 * PACKET:])
+        upload.hole(PACKET)
+    assert upload.sent == size
+    assert target.read_bytes() == body + bytes(PACKET)
+    assert target.stat().st_blocks * 512 <= 3 * PACKET  # two data packets and a little
+
+
+def test_dense_upload_writes_zeros_too(tmp_path: Path) -> None:
+    target = tmp_path / "vol.img"
+    target.write_bytes(b"\xff" * 2 * PACKET)  # stale data that must become zeros
+    with volume_io.FileUpload(str(target), offset=PACKET) as upload:
+        upload.write(bytes(PACKET), holes=False)
+    assert target.read_bytes() == b"\xff" * PACKET + bytes(PACKET)
+
+
+def test_download_reads_the_asked_range_in_chunks(tmp_path: Path) -> None:
+    source = tmp_path / "vol.img"
+    data = os.urandom(3 * PACKET + 17)
+    source.write_bytes(data)
+    reader = volume_io.FileDownload(str(source), offset=5, length=2 * PACKET, chunk=PACKET)
+    chunks = list(reader)
+    assert b"".join(chunks) == data[5:5 + 2 * PACKET] and len(chunks) == 2
+    assert reader.received == 2 * PACKET
+    # A file shorter than asked ends early; the caller compares the count.
+    short = volume_io.FileDownload(str(source), offset=3 * PACKET, length=PACKET, chunk=PACKET)
+    assert b"".join(short) == data[3 * PACKET:] and short.received == 17
+
+
+def test_io_errors_come_out_as_virt_errors(tmp_path: Path) -> None:
+    with pytest.raises(VirtError, match="Could not download the volume"):
+        volume_io.FileDownload(str(tmp_path / "gone"), offset=0, length=1, chunk=1)
+    with pytest.raises(VirtError, match="Could not upload into the volume"):
+        volume_io.FileUpload(str(tmp_path / "gone"))
+    full = volume_io.FileUpload("/dev/full")
+    with pytest.raises(VirtError, match="No space left"):
+        full.write(b"data")
