@@ -51,18 +51,23 @@ class Reader(Protocol):
     def abort(self) -> None: ...
 
 
-def direct_path(host: Host, path: str) -> str | None:
-    """The volume's file, when this machine holds it as a regular file it may use."""
-    if os.environ.get(IO_ENV, "") == "libvirt" or not path or host.in_process_only:
+def direct_file(uri: str, path: str, *, lab: bool) -> str | None:
+    """The volume's file, when this machine holds it as a regular file: the host is this
+    machine (a URI without a host name) or a lab host, and not libvirt's test driver."""
+    if os.environ.get(IO_ENV, "") == "libvirt" or not path:
         return None
-    uri = urlsplit(host.uri)
-    if uri.scheme == "test" or not (host.is_lab or not uri.hostname):
+    parts = urlsplit(uri)
+    if parts.scheme == "test" or not (lab or not parts.hostname):
         return None
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return None
     return path if stat.S_ISREG(mode) else None
+
+
+def direct_path(host: Host, path: str) -> str | None:
+    return direct_file(host.uri, path, lab=host.is_lab)
 
 
 def _failed(exc: OSError, action: str, path: str) -> VirtError:
@@ -174,20 +179,35 @@ class FileDownload:
             os.close(fd)
 
 
+def writer(uri: str, path: str, *, lab: bool, sparse: bool, offset: int = 0,
+           length: int = 0) -> Writer:
+    """Where bytes go into a volume from `offset` (`length` of them at most, 0: to the end).
+    `lab`: a lab host (on this machine; its libvirt takes insecure transports)."""
+    local = direct_file(uri, path, lab=lab)
+    if local:
+        return FileUpload(local, offset=offset, sparse=sparse)
+    return virt.VolumeUpload(uri, path, offset=offset, length=length, sparse=sparse,
+                             allow_insecure=lab)
+
+
+def reader(uri: str, path: str, *, lab: bool, offset: int, length: int, chunk: int,
+           file_chunk: int | None = None) -> Reader:
+    """Where `length` bytes of a volume from `offset` come from: chunks of at most `chunk`
+    bytes from a libvirt stream, of `file_chunk` (default `chunk`) bytes from the file."""
+    local = direct_file(uri, path, lab=lab)
+    if local:
+        return FileDownload(local, offset=offset, length=length, chunk=file_chunk or chunk)
+    return virt.VolumeDownload(uri, path, offset=offset, length=length, chunk=chunk,
+                               allow_insecure=lab)
+
+
 def open_writer(host: Host, path: str, *, sparse: bool) -> Writer:
     """Where an upload writes the whole volume from its start."""
-    local = direct_path(host, path)
-    if local:
-        return FileUpload(local, sparse=sparse)
-    return virt.VolumeUpload(host.uri, path, sparse=sparse, allow_insecure=host.is_lab)
+    return writer(host.uri, path, lab=host.is_lab, sparse=sparse)
 
 
 def open_reader(host: Host, path: str, *, offset: int, length: int, chunk: int,
                 file_chunk: int) -> Reader:
-    """Where a download reads `length` bytes from `offset`: chunks of `chunk` bytes from a
-    libvirt stream (what one receive gathers), of `file_chunk` bytes from the file."""
-    local = direct_path(host, path)
-    if local:
-        return FileDownload(local, offset=offset, length=length, chunk=file_chunk)
-    return virt.VolumeDownload(host.uri, path, offset=offset, length=length, chunk=chunk,
-                               allow_insecure=host.is_lab)
+    """Where a download reads `length` bytes from `offset`."""
+    return reader(host.uri, path, lab=host.is_lab, offset=offset, length=length, chunk=chunk,
+                  file_chunk=file_chunk)

@@ -1,8 +1,9 @@
 """Streaming one source disk into a volume: sparse, compressed, checksummed, resumable.
 
 One SSH session runs the reader (reader.py) from the last committed offset to the end.
-Records go straight into libvirt upload streams, one stream per segment: when a segment's
-stream has finished, its bytes are on the volume and its regions' checksums are kept, so a
+Records go straight into the volume (its file where this machine holds it, else libvirt
+upload streams: storage.volume_io), one writer per segment: when a segment's writer has
+finished, its bytes are on the volume and its regions' checksums are kept, so a
 dropped connection resumes at the end of the last finished segment. Bytes are never held
 beyond one region in memory and never written anywhere but the volume.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from hosts.virt import VirtError
-from hosts.virt.volumes import VolumeUpload
+from storage import volume_io
 from storage.p2v import ssh
 from storage.p2v.reader import FLAG_ZLIB, HEADER, REGION, SCRIPT, command
 from storage.p2v.ssh import ConnectionLost, HostKeyRefused, LoginRefused, P2VError, Source
@@ -88,7 +89,7 @@ def _stream(source: Source, proc: subprocess.Popen[bytes], disk: DiskCopy, targe
     """Send the reader to ``proc`` and write the records it answers into the volume."""
     if proc.stdin is None or proc.stdout is None:
         raise P2VError("ssh started without pipes")
-    upload: VolumeUpload | None = None
+    upload: volume_io.Writer | None = None
     position = disk.committed
     pending: dict[int, bytes] = {}
     try:
@@ -114,9 +115,9 @@ def _stream(source: Source, proc: subprocess.Popen[bytes], disk: DiskCopy, targe
                                      f"{position}.")
             if upload is None:
                 segment_end = min(disk.size, position + SEGMENT)
-                upload = VolumeUpload(target.uri, target.path, offset=position,
-                                      length=segment_end - position, sparse=True,
-                                      allow_insecure=target.allow_insecure)
+                upload = volume_io.writer(target.uri, target.path, lab=target.allow_insecure,
+                                          offset=position, length=segment_end - position,
+                                          sparse=True)
             holes = offset >= disk.high_water  # below it an earlier attempt may have written
             if kind == b"Z":
                 if holes:

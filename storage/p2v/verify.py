@@ -11,7 +11,7 @@ from collections.abc import Callable, Generator
 from contextlib import closing
 
 from hosts.virt import VirtError
-from hosts.virt.volumes import VolumeDownload
+from storage import volume_io
 from storage.p2v import qcow2
 from storage.p2v.copy import DiskCopy, Target
 from storage.p2v.reader import REGION
@@ -27,11 +27,12 @@ class VerifyMismatch(P2VError):
 
 
 def file_chunks(target: Target, offset: int, length: int) -> Generator[bytes, None, None]:
-    """``length`` bytes of the volume's file from ``offset``, through a libvirt stream
-    (aborted when the reader stops early, e.g. on cancel)."""
+    """``length`` bytes of the volume's file from ``offset``, read where it lies or through
+    a libvirt stream (storage.volume_io; aborted when the reader stops early, e.g. on
+    cancel)."""
     try:
-        download = VolumeDownload(target.uri, target.path, offset=offset, length=length,
-                                  chunk=REGION, allow_insecure=target.allow_insecure)
+        download = volume_io.reader(target.uri, target.path, lab=target.allow_insecure,
+                                    offset=offset, length=length, chunk=REGION)
     except VirtError as exc:
         raise P2VError(f"Reading back {target.path} failed: {exc}") from exc
     try:

@@ -237,17 +237,31 @@ def test_inventory_copy_verify_and_guest(admin_client_tx: Client, pool: Pool, ss
           f"MiB in {sparse_copy['seconds']} s, sent {sparse_copy['bytes_sent'] / MIB:.1f} MiB")
 
 
+@pytest.mark.parametrize("io", ["file", "libvirt"])
 def test_dropped_connection_resumes(admin_client_tx: Client, pool: Pool, sshd: SshServer,
-                                    disks: dict[str, LoopDisk]) -> None:
+                                    disks: dict[str, LoopDisk], io: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resumed at the last finished segment, writing the lab volume's file (this machine
+    holds it) and, as for a remote host, through libvirt upload streams."""
+    from django.contrib.auth import get_user_model
+
+    from storage.p2v import job as p2v_job
+    from storage.volume_io import IO_ENV
+
+    if io == "libvirt":
+        monkeypatch.setenv(IO_ENV, "libvirt")
     fingerprint = inventory(admin_client_tx, sshd)["host_key_fingerprint"]
-    started = start(admin_client_tx, sshd, fingerprint, pool, [disks["big"].device],
-                    "p2v-resume", bwlimit_mib=16)
-    assert started.status_code == 202, started.json()
-    path = Path(pool.target_path) / volume_name("p2v-resume", 0)
+    name = f"p2v-resume-{io}"
+    wanted = p2v_job.Request(source=p2v_ssh.Source(sshd.address, sshd.port),
+                             fingerprint=fingerprint, disks=[disks["big"].device],
+                             host=pool.host, pool=pool, name=name, bwlimit=16 * MIB)
+    user = get_user_model().objects.get(username="alice-admin")
+    job_id = p2v_job.start_p2v(wanted, user=user, enqueue=False).pk  # runs here, with `io`
+    path = Path(pool.target_path) / volume_name(name, 0)
     killed: list[int] = []
     # Past the first 64 MiB segment: the resumed pass must start there, not at zero.
     watcher = when_allocated(path, 72 * MIB, lambda: killed.append(sshd.kill_sessions()))
-    job = run(started.json()["id"])
+    job = run(job_id)
     watcher.join(timeout=60)
     assert killed and killed[0] >= 1
     assert job.state == "succeeded", job.error
