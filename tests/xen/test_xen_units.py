@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from hosts.lab.xen import boot
+from hosts.lab.xen import boot, hypervisor
 from hosts.lab.xen.image import Dom0Image, Dom0ImageError, cache_key, extract_vmlinux
 from hosts.services import HostError, check_host_key
 from hosts.virt import HostDriverError, validate_uri
@@ -139,6 +139,55 @@ def test_cache_key_follows_package_versions() -> None:
     assert one != cache_key({"xen-hypervisor-4.17-amd64": "4.17.8", "linux-image-amd64": "6.1"})
 
 
+SOURCES = """Package: xen
+Version: 4.17.7+13-g2445b30a44-0+deb12u1
+Directory: pool/updates/main/x/xen
+Checksums-Sha256:
+ aa11 3000 xen_4.17.7+13-g2445b30a44-0+deb12u1.dsc
+ 7722ae 4740076 xen_4.17.7+13-g2445b30a44.orig.tar.xz
+ 658ca4 140728 xen_4.17.7+13-g2445b30a44-0+deb12u1.debian.tar.xz
+
+Package: xen-tools
+Version: 4.17.0
+Directory: pool/main/x/xen-tools
+Checksums-Sha256:
+ bb22 100 xen-tools_4.17.0.orig.tar.xz
+
+Package: xen
+Version: 4.20.1-1
+Directory: pool/main/x/xen
+Checksums-Sha256:
+ cc33 100 xen_4.20.1.orig.tar.xz
+"""
+
+
+def test_xen_source_is_found_in_the_sources_index() -> None:
+    found = hypervisor.parse_sources(SOURCES, "http://mirror/debian-security")
+    assert found == [hypervisor.SourcePackage(
+        "4.17.7+13-g2445b30a44-0+deb12u1",
+        "http://mirror/debian-security/pool/updates/main/x/xen/"
+        "xen_4.17.7%2B13-g2445b30a44.orig.tar.xz",
+        "7722ae")]
+
+
+def test_a_tarball_with_the_wrong_checksum_is_not_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No network here: _fetch is replaced by a function returning other bytes.
+    monkeypatch.setattr(hypervisor, "_fetch", lambda url: b"not the tarball")
+    source = hypervisor.SourcePackage("4.17.7", "http://mirror/x/xen_4.17.7.orig.tar.xz", "00")
+    with pytest.raises(hypervisor.HypervisorBuildError, match="checksum mismatch"):
+        hypervisor.download_source([source], tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_debian_config_gets_shadow_paging() -> None:
+    debian = "CONFIG_PV=y\n# CONFIG_SHADOW_PAGING is not set\nCONFIG_HVM=y\n"
+    config = hypervisor.shadow_config(debian).splitlines()
+    assert "CONFIG_SHADOW_PAGING=y" in config and "CONFIG_PV=y" in config
+    assert not any(line.startswith("# CONFIG_SHADOW_PAGING") for line in config)
+
+
 def test_qemu_argv(tmp_path: Path) -> None:
     image = Dom0Image(tmp_path, tmp_path / "dom0.img", tmp_path / "xen", tmp_path / "vmlinux",
                       tmp_path / "initrd.img", {})
@@ -150,7 +199,7 @@ def test_qemu_argv(tmp_path: Path) -> None:
         return argv[argv.index(flag) + 1]
 
     assert value("-accel") == "tcg,thread=multi,tb-size=256"
-    assert value("-cpu") == "max,vendor=GenuineIntel,-svm,+vme,x-force-features=on"
+    assert value("-cpu") == boot.CPU and ",-avx2," in boot.CPU
     assert value("-kernel") == str(tmp_path / "xen")
     assert "dom0_mem=768M smap=0 smep=0 cet=0" in value("-append")
     assert value("-initrd") == (

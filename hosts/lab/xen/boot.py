@@ -40,7 +40,11 @@ DOM0_MEMORY = "768M"
 VCPUS = 2
 # Each of these fixed a failure under TCG (see the module docstring of manager.py).
 ACCEL = "tcg,thread=multi,tb-size=256"
-CPU = "max,vendor=GenuineIntel,-svm,+vme,x-force-features=on"
+# -avx...: QEMU 7.2 (Debian 12) is the first to emulate AVX/AVX2 under TCG, and with them
+# the dom0s corrupted memory at random (garbage bytes in libvirt's domain XML, malloc
+# corruption in virsh, bad SSH host-key signatures, with one TCG thread as with several):
+# glibc's string functions use AVX2 wherever the CPU offers it. Without AVX they use SSE.
+CPU = "max,vendor=GenuineIntel,-svm,+vme,-avx,-avx2,-fma,-f16c,-vaes,x-force-features=on"
 # bootscrub=false: Xen would otherwise scrub all free RAM while dom0 boots, on the same
 # (emulated, slow) CPUs.
 XEN_ARGS = (

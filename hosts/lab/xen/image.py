@@ -1,8 +1,9 @@
 """The Xen dom0 disk image and boot files, built once from Debian packages and cached.
 
 ``ensure_dom0_image()`` returns a :class:`Dom0Image`: a raw ext4 root file system (Debian 12
-with Xen 4.17, libvirt's libxl driver and sshd), the gunzipped Xen hypervisor (QEMU's
-multiboot loader takes it with ``-kernel``), an uncompressed dom0 ``vmlinux`` (Xen boots it
+with Xen 4.17, libvirt's libxl driver and sshd), the Xen hypervisor built from Debian's
+source with shadow paging (``hypervisor.py``; QEMU's multiboot loader takes it with
+``-kernel``), an uncompressed dom0 ``vmlinux`` (Xen boots it
 faster under TCG than the bzImage) and the dom0 initrd (only the modules listed in
 ``INITRD_MODULES``).
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gzip
 import hashlib
 import json
 import logging
@@ -40,10 +40,12 @@ from pathlib import Path
 from hosts.lab.errors import LabError
 from hosts.lab.paths import cache_dir
 
+from .hypervisor import build_hypervisor
+
 log = logging.getLogger(__name__)
 
 # Bump when the image content changes (configuration, layout): it is part of the cache key.
-BUILDER_VERSION = 6
+BUILDER_VERSION = 7
 
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -461,10 +463,13 @@ def _build(out: Path, versions: dict[str, str], mirror: str, security: str) -> N
         staged = scratch / "out"
         staged.mkdir()
         _boot_files(rootfs, staged)
-        _make_disk(rootfs, staged / "dom0.img")
-        (staged / "manifest.json").write_text(
-            json.dumps({"builder": BUILDER_VERSION, "versions": versions}, indent=2) + "\n"
+        hypervisor = build_hypervisor(
+            _debian_xen_config(rootfs), staged / "xen", scratch / "xen-src",
+            mirror=mirror, security=security, suite=SUITE,
         )
+        _make_disk(rootfs, staged / "dom0.img")
+        manifest = {"builder": BUILDER_VERSION, "versions": versions, "hypervisor": hypervisor}
+        (staged / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(staged, out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -522,15 +527,21 @@ def _write_files_after(rootfs: Path) -> None:
     (rootfs / "etc/libvirt/qemu/networks/autostart/default.xml").unlink(missing_ok=True)
 
 
+def _debian_xen_config(rootfs: Path) -> Path:
+    configs = sorted((rootfs / "boot").glob("xen-4.17*.config"))
+    if not configs:
+        raise Dom0ImageError("Debian's Xen configuration is missing in the dom0 root's /boot")
+    return configs[-1]
+
+
 def _boot_files(rootfs: Path, staged: Path) -> None:
+    """The dom0 kernel and initrd (the hypervisor is built: see hypervisor.py)."""
     boot = rootfs / "boot"
-    xens = sorted(boot.glob("xen-4.17*.gz"))
     kernels = sorted(boot.glob("vmlinuz-*"))
     initrds = sorted(boot.glob("initrd.img-*"))
-    if not (xens and kernels and initrds):
+    if not (kernels and initrds):
         found = ", ".join(p.name for p in boot.iterdir())
         raise Dom0ImageError(f"boot files missing in the dom0 root's /boot (found: {found})")
-    (staged / "xen").write_bytes(gzip.decompress(xens[-1].read_bytes()))
     (staged / "vmlinux").write_bytes(extract_vmlinux(kernels[-1].read_bytes()))
     shutil.copyfile(initrds[-1], staged / "initrd.img")
 

@@ -38,7 +38,7 @@ from hosts.lab.errors import LabError, LabUnavailable
 from hosts.lab.paths import lab_dir
 from hosts.lab.state import locked
 
-from . import boot
+from . import boot, hypervisor
 from .image import Dom0Image, ensure_dom0_image
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,9 @@ def preflight_problems() -> list[str]:
     problems = []
     if os.geteuid() != 0:
         problems.append("not root (debootstrap and chroot need root)")
-    for tool in (boot.QEMU, boot.QEMU_IMG, "debootstrap", "mkfs.ext4", "ssh-keyscan"):
+    tools = (boot.QEMU, boot.QEMU_IMG, "debootstrap", "mkfs.ext4", "ssh-keyscan",
+             *hypervisor.BUILD_TOOLS)
+    for tool in tools:
         if shutil.which(tool) is None:
             problems.append(f"{tool} is not installed")
     return problems
