@@ -1,9 +1,10 @@
 """Replacing a volume's content with uploaded bytes, as a job with byte progress.
 
-The bytes arrive as an iterable of chunks: from storage.upload_asgi (the web server's
-request body, piece by piece as it arrives) or, through the DRF view, from a request's
-body file (the test client, a WSGI server). Each chunk goes straight into a libvirt upload
-stream; nothing is kept but the image's first MiB (for the format check).
+The bytes arrive as an iterable of chunks: the pieces of a streamed request body as the
+web server receives them (xenweb.streamed_body), or reads of a request's body file (the
+test client, a WSGI server). Each chunk goes straight into the volume: its file, where
+this machine holds it, or a libvirt upload stream (storage.volume_io). Nothing is kept but
+the image's first MiB (for the format check).
 
 The job runs in the thread that feeds it, not on a worker, but it is an ordinary Job row:
 progress, rate and ETA reach ``/ws/jobs/<id>/`` and ``/ws/events/`` like any other job's,
@@ -17,6 +18,7 @@ it had before.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -63,12 +65,14 @@ def start_upload(volume: Volume, length: int, *, user: Any = None,
 
 
 def body_chunks(body: IO[bytes], length: int) -> Iterator[bytes]:
-    """`length` bytes of a file-like body, in the pieces it gives (up to READ bytes each).
-    Fewer bytes when the body ends early; UploadBrokenOff when the connection broke off."""
+    """`length` bytes of a file-like body, in the pieces it gives (up to READ bytes each;
+    a streamed request body's pieces as the web server received them). Fewer bytes when
+    the body ends early; UploadBrokenOff when the connection broke off."""
+    streamed = getattr(body, "streamed_body", None)
     left = length
     while left > 0:
         try:
-            chunk = body.read(min(READ, left))
+            chunk = streamed.read_piece() if streamed else body.read(min(READ, left))
         except OSError as exc:  # the client went away (Django: UnreadablePostError)
             raise UploadBrokenOff(f"{exc} The upload broke off after {length - left} of "
                                   f"{length} bytes.") from exc
@@ -76,6 +80,24 @@ def body_chunks(body: IO[bytes], length: int) -> Iterator[bytes]:
             return
         left -= len(chunk)
         yield chunk
+
+
+def gathered(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The chunks joined into blocks of about `size` bytes (a libvirt stream sends big
+    blocks faster than many small ones; a file takes the pieces as they are)."""
+    parts: list[bytes] = []
+    held = 0
+    for chunk in chunks:
+        if len(chunk) >= size and not parts:
+            yield chunk
+            continue
+        parts.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield b"".join(parts)
+            parts, held = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
 def _recreate_empty(volume: Volume, capacity: int) -> None:
@@ -94,7 +116,10 @@ def _receive(volume: Volume, chunks: Iterable[bytes], length: int,
     header = bytearray()
     done = 0
     reporter.update(0, total=length, message=f"Receiving {volume.name}", force=True)
-    with volume_io.open_writer(pool.host, volume.path, sparse=True) as upload:
+    make_empty = functools.partial(_recreate_empty, volume, length)
+    with volume_io.replacing_writer(pool.host, volume.path, make_empty=make_empty) as upload:
+        if not isinstance(upload, volume_io.FileUpload):
+            chunks = gathered(chunks, READ)
         for chunk in chunks:
             if done + len(chunk) > length:
                 raise JobError(f"The body is longer than its Content-Length ({length}).")
@@ -152,7 +177,6 @@ def receive_upload(job: Job, volume: Volume, chunks: Iterable[bytes], length: in
         reporter.configure(cancellable=True)
         pool = volume.pool
         try:
-            _recreate_empty(volume, length)
             header = _receive(volume, chunks, length, reporter)
             facts = check_image(header, volume.format or "raw", reachable_path(volume))
         except ImageRefused as exc:

@@ -63,6 +63,25 @@ def test_pieces_are_gathered_in_blocks_and_read_in_order() -> None:
     assert [len(p) for p in pieces] == [4 * piece, 4 * piece, piece + 3]
 
 
+def test_pieces_can_be_taken_as_they_arrived() -> None:
+    """read_piece() hands over the web server's pieces themselves (no join, no copy), and
+    picks up after what read() left of a block."""
+    piece = 256 * 1024
+    messages = [{"type": "http.request", "body": bytes([n]) * piece, "more_body": True}
+                for n in range(6)] + [{"type": "http.request", "body": b"end"}]
+
+    def mixed(body: StreamedBody) -> list[bytes]:
+        taken = [body.read(10)]  # joins the first block, takes 10 bytes
+        while piece_read := body.read_piece():
+            taken.append(piece_read)
+        return taken
+
+    taken, _ = asyncio.run(feed(messages, mixed))
+    assert b"".join(taken) == b"".join(m["body"] for m in messages)
+    assert [len(p) for p in taken] == [10, 4 * piece - 10, piece, piece, 3]
+    assert taken[2] is messages[4]["body"]  # the very object the server handed over
+
+
 def test_nothing_is_received_before_the_view_reads() -> None:
     messages = [{"type": "http.request", "body": b"x" * 10, "more_body": False}]
     _, handed = asyncio.run(feed(messages, lambda body: None))

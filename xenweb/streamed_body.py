@@ -68,11 +68,13 @@ class StreamedBody:
     def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
         self._receive = receive
         self._loop = loop
-        self._blocks: collections.deque[bytes | _End] = collections.deque()
+        self._blocks: collections.deque[list[bytes] | _End] = collections.deque()
         self._ready = threading.Semaphore(0)  # blocks waiting, for the view's thread
         self._space = asyncio.Semaphore(DEPTH)  # free places, for the event loop
-        self._block = b""
+        self._block = b""  # what read() takes from, once the pieces have been joined
         self._offset = 0
+        self._pieces: list[bytes] = []  # the current block as it arrived
+        self._next_piece = 0
         self._pump: asyncio.Task[None] | None = None
         self._pump_started = threading.Event()
         self._closed = False
@@ -112,12 +114,13 @@ class StreamedBody:
             self._put(end)
 
     async def _hand_over(self, parts: list[bytes]) -> None:
-        """One block of about BLOCK bytes for the view: waking its thread (and sending
-        to the hypervisor) once per block, not per piece, matters on a busy machine."""
+        """One block of about BLOCK bytes for the view: waking its thread once per block,
+        not per piece, matters on a busy machine. The pieces are joined only if the view
+        asks for bytes with read(); read_piece() takes them as they are."""
         await self._space.acquire()
-        self._put(parts[0] if len(parts) == 1 else b"".join(parts))
+        self._put(parts)
 
-    def _put(self, item: bytes | _End) -> None:
+    def _put(self, item: list[bytes] | _End) -> None:
         self._blocks.append(item)
         self._ready.release()
 
@@ -160,24 +163,51 @@ class StreamedBody:
             self.ended = item
             return self._next_block()
         self._loop.call_soon_threadsafe(self._space.release)
-        self._block, self._offset = item, 0
+        self._pieces, self._next_piece = item, 0
+        self._block, self._offset = b"", 0
         return True
+
+    def _join_pieces(self) -> None:
+        """The current block's unread pieces as read()'s one bytes object."""
+        left = self._pieces[self._next_piece:]
+        if left:
+            self._block = left[0] if len(left) == 1 else b"".join(left)
+            self._offset = 0
+        self._pieces, self._next_piece = [], 0
 
     def read(self, size: int = -1) -> bytes:
         """Up to `size` bytes, at most one block (all that is left when `size` < 0);
         b"" at the end. A whole block is returned as it came, not copied."""
+        self._join_pieces()
         if size is None or size < 0:
             out = [self._block[self._offset:]]
             while self._next_block():
+                self._join_pieces()
                 out.append(self._block)
             self._block, self._offset = b"", 0
             return b"".join(out)
-        if self._offset >= len(self._block) and not self._next_block():
-            return b""
+        if self._offset >= len(self._block):
+            if not self._next_block():
+                return b""
+            self._join_pieces()
         block, start = self._block, self._offset
         end = min(len(block), start + size)
         self._offset = end
         return block if start == 0 and end == len(block) else block[start:end]
+
+    def read_piece(self) -> bytes:
+        """The next piece of the body as the web server received it (up to a few hundred
+        KiB; never copied here); b"" at the end."""
+        if self._offset < len(self._block):  # what read() left of its block
+            piece = self._block[self._offset:] if self._offset else self._block
+            self._block, self._offset = b"", 0
+            return piece
+        while self._next_piece >= len(self._pieces):
+            if not self._next_block():
+                return b""
+        piece = self._pieces[self._next_piece]
+        self._next_piece += 1
+        return piece
 
     def readable(self) -> bool:
         return True
@@ -206,6 +236,13 @@ class StreamingBodyASGIHandler(ASGIHandler):
             await super().handle(scope, body, send)
         finally:
             body.close()
+
+    def create_request(self, scope: Scope, body_file: Any) -> Any:
+        """The request, with `streamed_body` (the StreamedBody, or None) for the view."""
+        request, error = super().create_request(scope, body_file)
+        if request is not None:
+            request.streamed_body = body_file if isinstance(body_file, StreamedBody) else None
+        return request, error
 
     async def read_body(self, receive: Receive) -> Any:
         if isinstance(receive, StreamedBody):

@@ -12,6 +12,7 @@ import pytest
 from hosts.models import Host
 from hosts.virt import VirtError
 from storage import volume_io
+from storage.uploads import gathered
 
 PACKET = volume_io.STREAM_PACKET
 
@@ -64,6 +65,40 @@ def test_dense_upload_writes_zeros_too(tmp_path: Path) -> None:
     assert target.read_bytes() == b"\xff" * PACKET + bytes(PACKET)
 
 
+def test_replacing_upload_overwrites_in_place_punching_out_old_bytes(tmp_path: Path) -> None:
+    target = tmp_path / "vol.img"
+    target.write_bytes(os.urandom(10 * PACKET))  # an earlier image, longer than the new one
+    inode = target.stat().st_ino
+    data = os.urandom(PACKET)
+    body = data + bytes(3 * PACKET) + data + bytes(PACKET)
+    with volume_io.FileUpload(str(target), replace=True) as upload:
+        upload.write(body[:2 * PACKET])
+        upload.write(body[2 * PACKET:])
+    assert target.read_bytes() == body  # old bytes zero where the upload had zeros, and cut
+    assert target.stat().st_ino == inode
+    assert target.stat().st_blocks * 512 <= 3 * PACKET  # the zero runs are holes again
+
+
+def test_a_broken_off_replacing_upload_is_not_cut(tmp_path: Path) -> None:
+    target = tmp_path / "vol.img"
+    target.write_bytes(b"\xff" * 4 * PACKET)
+    with pytest.raises(RuntimeError), volume_io.FileUpload(str(target), replace=True) as up:
+        up.write(b"\x01" * PACKET)
+        raise RuntimeError("the client went away")
+    assert target.stat().st_size == 4 * PACKET  # the caller empties it (storage.uploads)
+
+
+def test_punch_hole_zeroes_a_range(tmp_path: Path) -> None:
+    target = tmp_path / "vol.img"
+    target.write_bytes(b"\xff" * 3 * PACKET)
+    fd = os.open(target, os.O_RDWR)
+    try:
+        volume_io.punch_hole(fd, PACKET, PACKET)
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == b"\xff" * PACKET + bytes(PACKET) + b"\xff" * PACKET
+
+
 def test_download_reads_the_asked_range_in_chunks(tmp_path: Path) -> None:
     source = tmp_path / "vol.img"
     data = os.urandom(3 * PACKET + 17)
@@ -85,3 +120,11 @@ def test_io_errors_come_out_as_virt_errors(tmp_path: Path) -> None:
     full = volume_io.FileUpload("/dev/full")
     with pytest.raises(VirtError, match="No space left"):
         full.write(b"data")
+
+
+def test_pieces_for_a_libvirt_stream_are_gathered_in_blocks() -> None:
+    pieces = [b"a" * 300, b"b" * 300, b"c" * 500, b"d" * 2000, b"e" * 10]
+    blocks = list(gathered(pieces, 1000))
+    assert b"".join(blocks) == b"".join(pieces)
+    assert [len(b) for b in blocks] == [1100, 2000, 10]
+    assert blocks[1] is pieces[3]  # a big piece on its own goes as it is
