@@ -32,7 +32,7 @@ from hosts.virt import domains as virt
 from hosts.virt.console import read_console_until
 from xenweb.jobs.runner import run_job
 
-ROUNDS = 3
+ROUNDS = 5
 SCENARIOS = {"idle": (128, 0), "dirty_64mib": (4 * 64 + 64, 64)}
 
 
