@@ -1,6 +1,8 @@
 """P2V copy speed: a P2V job (reader over SSH, sparse upload, verify) against a bare
 ``ssh root@src dd if=DISK | dd of=FILE`` of the same loop-device disk into the same lab
-pool directory, in the same run. Goals: full disk P2V/dd >= 0.9 (copy phase), a
+pool directory, in the same run (best of four rounds in alternating order, the source disk
+read once before so that both read it from the page cache, each run started with the
+page cache written back). Goals: full disk P2V/dd >= 0.9 (copy phase), a
 10%-used disk >= 3x faster than dd. ``P2V_BENCH_MIB`` sets the disk size (default 2048)."""
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from tests.storage.p2v_source import MIB, LoopDisk, SshServer, detach
 from xenweb.appliance.sshkeys import public_key, unpin_host_key
 from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
+
+ROUNDS = 4
 
 
 def _disk(path: Path, size: int, used: float) -> LoopDisk:
@@ -62,6 +66,30 @@ def _p2v(source: Source, fingerprint: str, pool: Pool, device: str, user: Any) -
     return elapsed, job.result["disks"][0]
 
 
+def _rounds(source: Source, fingerprint: str, pool: Pool, disk: LoopDisk, user: Any,
+            label: str) -> tuple[float, float, float, int]:
+    """The best dd time, P2V copy time and whole-job time of ROUNDS rounds, and the bytes
+    P2V sent. Both sides read the source disk from a warm cache, in alternating order."""
+    subprocess.run(["dd", f"if={disk.device}", "of=/dev/null", "bs=4M"], check=True,
+                   capture_output=True)
+    baselines, copies, wholes, sent = [], [], [], 0
+    for rnd in range(ROUNDS):
+        for side in (("dd", "p2v") if rnd % 2 == 0 else ("p2v", "dd")):
+            os.sync()
+            if side == "dd":
+                target = Path(pool.target_path) / f"dd-{label}.img"
+                baselines.append(_dd(source, disk.device, target))
+                target.unlink()
+            else:
+                whole, copied = _p2v(source, fingerprint, pool, disk.device, user)
+                wholes.append(whole)
+                copies.append(copied["seconds"])
+                sent = copied["bytes_sent"]
+    print(f"  {label} rounds: dd {[round(b, 2) for b in baselines]} s, P2V copy {copies} s",
+          flush=True)
+    return min(baselines), min(copies), min(wholes), sent
+
+
 def run() -> dict[str, Any]:
     size = int(os.environ.get("P2V_BENCH_MIB", "2048")) * MIB
     with tempfile.TemporaryDirectory(prefix="xenweb-bench-p2v-") as tmp:
@@ -83,15 +111,16 @@ def run() -> dict[str, Any]:
             for label, used in (("full", 1.0), ("sparse", 0.1)):
                 disk = _disk(root / f"{label}.img", size, used)
                 disks.append(disk)
-                baseline = _dd(source, disk.device, Path(pool.target_path) / f"dd-{label}.img")
-                (Path(pool.target_path) / f"dd-{label}.img").unlink()
-                whole, copied = _p2v(source, fingerprint, pool, disk.device, user)
+                baseline, copy_s, whole_s, sent = _rounds(source, fingerprint, pool, disk,
+                                                          user, label)
                 out[f"{label}_dd_s"] = round(baseline, 2)
-                out[f"{label}_p2v_copy_s"] = copied["seconds"]
-                out[f"{label}_p2v_job_s"] = round(whole, 2)
-                out[f"{label}_bytes_sent"] = copied["bytes_sent"]
-                out[f"{label}_ratio"] = round(baseline / copied["seconds"], 3)
-                out[f"{label}_ratio_with_verify"] = round(baseline / whole, 3)
+                out[f"{label}_p2v_copy_s"] = round(copy_s, 2)
+                out[f"{label}_p2v_job_s"] = round(whole_s, 2)
+                out[f"{label}_bytes_sent"] = sent
+                out[f"{label}_ratio"] = round(baseline / copy_s, 3)
+                out[f"{label}_ratio_with_verify"] = round(baseline / whole_s, 3)
+                print(f"  {label}: dd {baseline:.2f} s, P2V copy {copy_s:.2f} s (ratio "
+                      f"{out[f'{label}_ratio']}), whole job {whole_s:.2f} s", flush=True)
             return out
         finally:
             server.stop()

@@ -1,8 +1,9 @@
 """Volume upload/download throughput through the app (the web server, the REST API) against
 `virsh vol-upload` / `vol-download` of the same file to the same lab host in the same run
-(best of two rounds; each run starts with the page cache written back). Goal: app / virsh >= 0.8 both ways. The app moves the bytes of a volume this machine holds
-in its file (the dom0 the appliance runs on; the lab host here): the headline ratios. Also
-measured: the same app sending them through libvirt streams, as it does for remote hosts
+(best of two rounds; each run starts with the page cache written back). Goal: app / virsh
+>= 0.8 both ways. The app moves the bytes of a volume this machine holds in its file (the
+dom0 the appliance runs on; the lab host here): the headline ratios. Also measured: the
+same app sending them through libvirt streams, as it does for remote hosts
 (the `stream_*` figures).
 
 Also reported: the CPU seconds the web server spent per transfer against virsh's (libvirtd's

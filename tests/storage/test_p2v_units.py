@@ -335,3 +335,38 @@ def test_qcow2_features_it_does_not_read_are_refused(tmp_path: Path) -> None:
         list(qcow2.guest_chunks(local_read(overlay), 10 * MIB))
     with pytest.raises(qcow2.Qcow2Error, match="not a qcow2 image"):
         list(qcow2.guest_chunks(local_read(tmp_path / "disk.img"), 10 * MIB))
+
+
+def test_write_pipeline_runs_steps_in_order_and_hands_errors_back() -> None:
+    from storage.p2v.pipeline import WritePipeline
+
+    done: list[int] = []
+    with WritePipeline("t", depth=2) as pipeline:
+        for n in range(20):
+            pipeline.put(lambda n=n: done.append(n))
+        pipeline.drain()
+    assert done == list(range(20))
+
+    def broken() -> None:
+        raise OSError("disk full")
+
+    ran: list[int] = []
+    pipeline = WritePipeline("t", depth=2)
+    pipeline.put(broken)
+    with pytest.raises(OSError, match="disk full"):
+        for n in range(50):  # a later put (or the drain) raises; later steps never run
+            pipeline.put(lambda n=n: ran.append(n))
+        pipeline.drain()
+    pipeline.abort()
+    assert ran == []
+
+
+def test_damaged_payloads_are_recognised() -> None:
+    from storage.p2v.copy import _unpacked
+
+    data = os.urandom(1000) + bytes(3000)
+    packed = zlib.compress(data)
+    assert _unpacked(packed, FLAG_ZLIB, len(data)) == data
+    assert _unpacked(data, 0, len(data)) is data
+    assert _unpacked(packed[:-5] + b"xxxxx", FLAG_ZLIB, len(data)) is None
+    assert _unpacked(data[:-1], 0, len(data)) is None
