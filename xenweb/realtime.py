@@ -7,7 +7,10 @@ that something changed, the database row is the truth, and clients re-read on
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,4 +42,39 @@ async def abroadcast(groups: Iterable[str], message: dict[str, Any]) -> None:
 
 
 def broadcast(groups: Iterable[str], message: dict[str, Any]) -> None:
-    async_to_sync(abroadcast)(list(groups), message)
+    """abroadcast from synchronous code (jobs, views), waiting until it was sent."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:  # called from an event loop's own thread: asgiref says what it thinks of that
+        async_to_sync(abroadcast)(list(groups), message)
+        return
+    future = asyncio.run_coroutine_threadsafe(abroadcast(list(groups), message),
+                                              _sender_loop())
+    try:
+        future.result(timeout=SEND_TIMEOUT)
+    except TimeoutError:
+        future.cancel()
+        log.warning("broadcast to %s dropped: no answer from the channel layer", groups)
+
+
+SEND_TIMEOUT = 10.0
+_sender: tuple[int, asyncio.AbstractEventLoop] | None = None
+_sender_lock = threading.Lock()
+
+
+def _sender_loop() -> asyncio.AbstractEventLoop:
+    """An event loop that stays, in a thread of this process, for synchronous callers.
+
+    async_to_sync made a new loop for every call, and channels_redis a new Redis
+    connection for every loop: 2.8 ms per broadcast instead of 0.25 ms (measured), paid
+    twice per progress update of every job. A forked worker process makes its own."""
+    global _sender
+    with _sender_lock:
+        if _sender is None or _sender[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="xenweb-broadcast",
+                             daemon=True).start()
+            _sender = (os.getpid(), loop)
+        return _sender[1]
