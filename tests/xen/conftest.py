@@ -3,7 +3,7 @@
 ``xen1`` and ``xen2`` (booted in parallel; only xen1 with ``XENWEB_TEST_XEN_PAIR=0``) live in the
 test data dir's lab (``<data dir>/lab/xen``): booted once (a failed boot is retried once after a
 clean stop), always stopped at the end. Skipped only where the machine cannot run them (not
-root, QEMU or debootstrap missing).
+root, QEMU or debootstrap missing) or with ``XENWEB_TEST_XEN=0``.
 
 The two-host tests (``test_xen_pair.py``: the storage network, NFS between the dom0s and
 migration) need the second dom0; ``XENWEB_TEST_XEN_PAIR=0`` leaves it out where a second TCG
@@ -55,15 +55,22 @@ def _start(count: int) -> list[XenHost]:
 
 
 XEN_ENV = "XENWEB_TEST_XEN"
+# A test on the TCG-emulated dom0s runs once more after a failure: under emulation on a
+# 2-core machine an SSH session to a dom0 is now and then lost (README, "Real Xen in the
+# lab"); a failure that is the product's repeats.
+RERUNS = 1
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "xen_hosts" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.flaky(reruns=RERUNS, reruns_delay=5))
 
 
 @pytest.fixture(scope="session")
 def xen_hosts() -> Iterator[list[XenHost]]:
-    if os.environ.get(XEN_ENV) != "1":
-        pytest.skip(
-            f"the real-Xen dom0 tests run with make test-xen ({XEN_ENV}=1): the TCG dom0s "
-            "on this 2-core machine still lose an SSH session now and then (README, 'Real "
-            "Xen in the lab'), which would turn CI red at random")
+    if os.environ.get(XEN_ENV) == "0":
+        pytest.skip(f"the real-Xen dom0 tests are off ({XEN_ENV}=0)")
     problems = preflight_problems()
     if problems:
         pytest.skip("Xen lab hosts cannot run on this machine: " + "; ".join(problems))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 import uuid
@@ -145,14 +144,6 @@ def virsh(xen_host: XenHost, *args: str) -> str:
     return run_on(xen_host, ["virsh", "-c", "xen:///system", *args], timeout=TIMEOUT).stdout
 
 
-@pytest.mark.skipif(
-    os.environ.get("XENWEB_TEST_XEN_WATCHER") != "1",
-    reason="opt-in (XENWEB_TEST_XEN_WATCHER=1): on "
-    "2026-11-26 it failed in four of six runs (it passed in two full CI runs): the "
-    "TCG-emulated dom0 corrupted "
-    "memory: libssh failed to verify the host key signature, and virsh on dom0 died with "
-    "'malloc(): unsorted double linked list corrupted'. A flaky hypervisor must not turn CI "
-    "red; the watcher is tested against the QEMU lab in tests/lab/test_events_live.py")
 def test_out_of_band_changes_on_xen_reach_the_browser(
     xen_host: XenHost, xen_enrolled: Host, watcher: Service,
     events_socket: ClientConnection, pv_guest: Guest,
