@@ -140,6 +140,8 @@ def run() -> dict[str, Any]:
             for rnd in range(ROUNDS):  # alternating which goes first
                 for step in ((bare, job) if rnd % 2 == 0 else (job, bare)):
                     step(rnd)
+            print(f"  import rounds: job {[round(t, 2) for t in rounds['job']]} s, qemu-img "
+                  f"{[round(t, 2) for t in rounds['bare']]} s", flush=True)
             export = _export_rounds(host, pool, area, user)
             job_s, bare_s = min(rounds["job"]), min(rounds["bare"])
             out = {
