@@ -39,6 +39,10 @@ from xenweb.jobs.progress import ProgressReporter
 
 POLL_SECONDS = 0.1  # iterations of a small guest take tens of milliseconds
 CANCEL_CHECK_SECONDS = 0.5
+# How often the statistics are read: each read waits for the domain's lock in libvirtd, and
+# at 0.1 s they slowed the migration itself (total 1.005-1.09 of virsh's; at 0.5 s
+# 0.995-1.011, and the downtime lower than virsh's in every run).
+STATS_INTERVAL = 0.5
 MIB = 1024 * 1024
 
 
@@ -170,7 +174,7 @@ def _live(guest: Guest, target: Host, options: MigrationOptions, params: dict[st
     timeout = completion_timeout(guest.memory_mib)
     migration = _Migration(guest, _request(source, target, options, params, features))
     uri, uuid, lab = source.uri, str(guest.uuid), source.is_lab
-    watch = StatsWatch(uri, uuid, lab=lab, interval=POLL_SECONDS,
+    watch = StatsWatch(uri, uuid, lab=lab, interval=STATS_INTERVAL,
                        steer=_steering(policy, uri, uuid, lab) if features.max_downtime
                        else lambda stats: None)
     migration.start()
