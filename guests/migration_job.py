@@ -6,8 +6,7 @@ max-downtime target and raise it whenever an iteration ends with no less memory 
 copy than the one before (the guest dirties memory faster than it is copied): at least
 doubled, and at once to what copying the remaining memory at the measured bandwidth takes
 (with a margin), up to a ceiling; QEMU's auto-converge throttles the guest after that.
-Stepping by doubling alone cost a guest dirtying 64 MiB a third more time than virsh's
-fixed 300 ms target. A migration that has not
+The statistics are read beside the job (guests.migration_watch). A migration that has not
 finished after a time proportional to the guest's memory is aborted and the guest keeps
 running on the source.
 """

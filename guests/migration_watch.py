@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from hosts.virt import migration as vm
 
+FIRST_LOOKS = 0.1  # seconds between samples until the first active one
+
 
 class StatsWatch(threading.Thread):
     """Samples the job statistics of `uuid` on `uri` every `interval` seconds until
@@ -37,7 +39,9 @@ class StatsWatch(threading.Thread):
                 with self._lock:
                     self._fresh = self.last = stats
                 self.steer(stats)
-            self._stopping.wait(self.interval)
+            # Until the migration job shows up, look again soon: the first downtime target
+            # is set with the first active sample.
+            self._stopping.wait(self.interval if self.last is not None else FIRST_LOOKS)
 
     def take(self) -> vm.JobStats | None:
         """The active sample that came since the last take, if any."""
