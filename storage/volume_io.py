@@ -17,6 +17,7 @@ read as whatever the device held before, while libvirt writes it as zeros there.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -192,9 +193,9 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
     mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
     if _libc.fallocate(fd, mode, offset, length) == 0:
         return
-    errno = ctypes.get_errno()
-    if errno not in (95, 38):  # EOPNOTSUPP, ENOSYS
-        raise OSError(errno, os.strerror(errno))
+    code = ctypes.get_errno()
+    if code not in (errno.EOPNOTSUPP, errno.ENOSYS):
+        raise OSError(code, os.strerror(code))
     end = min(offset + length, os.fstat(fd).st_size)
     while offset < end:
         offset += os.pwrite(fd, _ZEROS[:end - offset], offset)
