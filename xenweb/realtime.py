@@ -43,14 +43,15 @@ async def abroadcast(groups: Iterable[str], message: dict[str, Any]) -> None:
 
 def broadcast(groups: Iterable[str], message: dict[str, Any]) -> None:
     """abroadcast from synchronous code (jobs, views), waiting until it was sent."""
+    groups = list(groups)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         pass
     else:  # called from an event loop's own thread: asgiref says what it thinks of that
-        async_to_sync(abroadcast)(list(groups), message)
+        async_to_sync(abroadcast)(groups, message)
         return
-    future = asyncio.run_coroutine_threadsafe(abroadcast(list(groups), message),
+    future = asyncio.run_coroutine_threadsafe(abroadcast(groups, message),
                                               _sender_loop())
     try:
         future.result(timeout=SEND_TIMEOUT)
