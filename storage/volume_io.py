@@ -146,6 +146,27 @@ class FileUpload:
             self._pwrite(view[run_start:])
         self.sent += len(view)
 
+    def splice_from(self, pipe: int, length: int) -> int:
+        """Up to `length` bytes from the pipe `pipe`, moved by the kernel (splice) without
+        passing through this process; the count moved (fewer: the pipe's writer ended).
+        All of them are written, zeros included."""
+        self._punch()
+        if self._fd is None:
+            raise VirtError(f"The upload into {self.path} was closed.")
+        moved = 0
+        try:
+            while moved < length:
+                count = os.splice(pipe, self._fd, length - moved, offset_dst=self._position)
+                if count == 0:
+                    break
+                moved += count
+                self._position += count
+        except OSError as exc:
+            self._close()
+            raise _failed(exc, "upload into", self.path) from exc
+        self.sent += moved
+        return moved
+
     def hole(self, length: int) -> None:
         if not self.sparse:
             raise ValueError("holes need a sparse upload")

@@ -4,8 +4,9 @@ One SSH session runs the reader (reader.py) from the last committed offset to th
 Records go straight into the volume (its file where this machine holds it, else libvirt
 upload streams: storage.volume_io), one writer per segment: when a segment's writer has
 finished, its bytes are on the volume and its regions' checksums are kept, so a
-dropped connection resumes at the end of the last finished segment. The writes run in a
-thread beside the receiving one (storage.p2v.pipeline). Bytes are never held
+dropped connection resumes at the end of the last finished segment. Into a volume file
+this machine holds, uncompressed regions are spliced from the SSH pipe; other writes run
+in a thread beside the receiving one (storage.p2v.pipeline). Bytes are never held
 beyond a few regions in memory and never written anywhere but the volume.
 """
 
@@ -15,17 +16,17 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import os
 import subprocess
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO
 
 from hosts.virt import VirtError
 from storage import volume_io
 from storage.p2v import ssh
-from storage.p2v.pipeline import WritePipeline
+from storage.p2v.pipeline import InlineSteps, WritePipeline
 from storage.p2v.reader import FLAG_ZLIB, HEADER, REGION, SCRIPT, command
 from storage.p2v.ssh import ConnectionLost, HostKeyRefused, LoginRefused, P2VError, Source
 
@@ -57,9 +58,20 @@ class DiskCopy:
 Progress = Callable[[DiskCopy, int], None]
 
 
-def _read_exact(stream: IO[bytes], size: int) -> bytes | None:
-    data = stream.read(size)
-    return data if len(data) == size else None
+def _read_exact(fd: int, size: int) -> bytes | None:
+    """`size` bytes from the pipe `fd`; None when it ends first."""
+    data = os.read(fd, size)
+    if len(data) == size or not data:
+        return data or None
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.read(fd, size - got)
+        if not more:
+            return None
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def _ended_early(source: Source, proc: subprocess.Popen[bytes], position: int) -> P2VError:
@@ -94,11 +106,13 @@ def _stream(source: Source, proc: subprocess.Popen[bytes], disk: DiskCopy, targe
     """Send the reader to ``proc`` and write the records it answers into the volume."""
     if proc.stdin is None or proc.stdout is None:
         raise P2VError("ssh started without pipes")
-    _widen(proc.stdout)
+    pipe = proc.stdout.fileno()  # read unbuffered: region bytes are spliced from it
+    _widen(pipe)
     upload: volume_io.Writer | None = None
     position = disk.committed
     pending: dict[int, bytes] = {}
-    pipeline = WritePipeline(f"p2v-write-{disk.device}")
+    local = volume_io.direct_file(target.uri, target.path, lab=target.allow_insecure)
+    steps = InlineSteps() if local else WritePipeline(f"p2v-write-{disk.device}")
     try:
         try:
             proc.stdin.write(SCRIPT.encode())
@@ -106,7 +120,7 @@ def _stream(source: Source, proc: subprocess.Popen[bytes], disk: DiskCopy, targe
         except BrokenPipeError:
             raise _ended_early(source, proc, position) from None
         while True:
-            head = _read_exact(proc.stdout, HEADER.size)
+            head = _read_exact(pipe, HEADER.size)
             if head is None:
                 raise _ended_early(source, proc, position)
             kind, flags, offset, length, payload_length, digest = HEADER.unpack(head)
@@ -115,7 +129,7 @@ def _stream(source: Source, proc: subprocess.Popen[bytes], disk: DiskCopy, targe
                 if offset != disk.size:
                     raise P2VError(f"{disk.device} ended at {offset} bytes, not {disk.size}: "
                                    "did the disk change size?")
-                pipeline.drain()
+                steps.drain()
                 return
             if offset != position or kind not in (b"D", b"Z"):
                 raise ConnectionLost(f"The stream from {source.label} is garbled at offset "
@@ -126,38 +140,41 @@ def _stream(source: Source, proc: subprocess.Popen[bytes], disk: DiskCopy, targe
                                           offset=position, length=segment_end - position,
                                           sparse=True)
             holes = offset >= disk.high_water  # below it an earlier attempt may have written
+            disk.high_water = max(disk.high_water, offset + length)  # before its bytes land
             if kind == b"Z":
                 if holes:
-                    pipeline.put(functools.partial(upload.hole, length))
+                    steps.put(functools.partial(upload.hole, length))
                 else:
-                    pipeline.put(functools.partial(upload.write, bytes(length), holes=False))
+                    steps.put(functools.partial(upload.write, bytes(length), holes=False))
+            elif isinstance(upload, volume_io.FileUpload) and not flags & FLAG_ZLIB:
+                if payload_length != length or upload.splice_from(pipe, length) != length:
+                    raise _ended_early(source, proc, position)
             else:
-                payload = _read_exact(proc.stdout, payload_length)
+                payload = _read_exact(pipe, payload_length)
                 if payload is None:
                     raise _ended_early(source, proc, position)
                 data = _unpacked(payload, flags, length)
                 if data is None:
                     raise ConnectionLost(f"Region at offset {offset} arrived damaged.")
-                pipeline.put(functools.partial(upload.write, data, holes=holes))
+                steps.put(functools.partial(upload.write, data, holes=holes))
             position = offset + length
-            disk.high_water = max(disk.high_water, position)
             pending[offset] = digest
             if position == segment_end:
-                pipeline.put(functools.partial(_commit, upload, disk, pending, position))
+                steps.put(functools.partial(_commit, upload, disk, pending, position))
                 upload, pending = None, {}
             progress(disk, position)
     except VirtError as exc:
         raise P2VError(f"Writing {disk.device} to {target.path} failed: {exc}") from exc
     finally:
-        pipeline.abort()  # what is still waiting is not written; its segment not committed
+        steps.abort()  # what is still waiting is not written; its segment not committed
         if upload is not None:
             upload.abort()
 
 
-def _widen(pipe: IO[bytes]) -> None:
+def _widen(pipe: int) -> None:
     """Let ssh get a region ahead of us (a pipe holds 64 KiB unless told otherwise)."""
     with contextlib.suppress(OSError):
-        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+        fcntl.fcntl(pipe, fcntl.F_SETPIPE_SZ, 1 << 20)
 
 
 def _unpacked(payload: bytes, flags: int, length: int) -> bytes | None:

@@ -10,6 +10,8 @@ the device read-only and walks it in regions; for each region it sends one recor
 ``D`` records carry data, and one ``E`` record (offset = where it stopped) ends the stream.
 The checksums are computed on the source from the bytes it read, which is what the
 written volume is verified against. The script keeps to Python 3.5 (old servers).
+A record is written once the next region has been read (its checksum is computed in a
+thread meanwhile), so a short read still sends everything read before it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ FLAG_ZLIB = 1
 
 SCRIPT = r'''
 import hashlib, os, struct, sys, time, zlib
+from concurrent.futures import ThreadPoolExecutor
 HEADER = struct.Struct("!cBQII32s")
 device, offset, length, region, level, bwlimit = sys.argv[1], int(sys.argv[2]), \
     int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
@@ -43,8 +46,23 @@ if drop:
 end = size if length <= 0 else min(size, offset + length)
 zero = bytes(region)
 SAMPLE = 32768
+PACKET = 256 * 1024
+zero_packet = bytes(PACKET)
+backoff = untried = 0
 zero_digest = hashlib.sha256(zero).digest()
-started, sent = time.time(), 0
+# A region's checksum is computed in a thread (hashlib lets go of the GIL) while the one
+# before it is written to sshd: its record waits one region for its checksum.
+hasher = ThreadPoolExecutor(1)
+def checksum(data):
+    return hashlib.sha256(data).digest()
+def emit(record):
+    kind, flags, at, count, payload, digest = record
+    if not isinstance(digest, bytes):
+        digest = digest.result()
+    out.write(HEADER.pack(kind, flags, at, count, len(payload), digest))
+    if payload:
+        out.write(payload)
+started, sent, queued = time.time(), 0, None
 pos = offset
 while pos < end:
     want = min(region, end - pos)
@@ -52,33 +70,52 @@ while pos < end:
         os.posix_fadvise(fd, pos + want, 4 * region, os.POSIX_FADV_WILLNEED)
     data = os.pread(fd, want, pos)
     if len(data) != want:
+        if queued is not None:
+            emit(queued)
+        out.flush()
         sys.stderr.write("short read at %d: %d of %d bytes\n" % (pos, len(data), want))
         sys.exit(3)
     if data == zero[:want]:
-        digest = zero_digest if want == region else hashlib.sha256(data).digest()
-        out.write(HEADER.pack(b"Z", 0, pos, want, 0, digest))
+        record = (b"Z", 0, pos, want, b"",
+                  zero_digest if want == region else hashlib.sha256(data).digest())
     else:
-        digest = hashlib.sha256(data).digest()
         flags, payload = 0, data
         # A sample first: incompressible data (already compressed, encrypted) is sent as
-        # it is without paying for a whole region's compression.
-        if level > 0 and len(zlib.compress(data[:SAMPLE], 1)) < min(SAMPLE, want) * 0.8:
+        # it is without paying for a whole region's compression. After incompressible
+        # samples the next regions are not even sampled (1, 2, 4 ... 16 of them), unless
+        # one holds a zero packet (those compress well and stay sparse on the volume).
+        holey = level > 0 and any(data.startswith(zero_packet, at)
+                                  for at in range(0, want, PACKET))
+        if level <= 0:
+            pass
+        elif untried > 0 and not holey:
+            untried -= 1
+        elif holey or len(zlib.compress(data[:SAMPLE], 1)) < min(SAMPLE, want) * 0.8:
             packed = zlib.compress(data, level)
             if len(packed) < want * 0.9:
                 flags, payload = 1, packed
-        out.write(HEADER.pack(b"D", flags, pos, want, len(payload), digest))
-        out.write(payload)
+            backoff = untried = 0
+        else:
+            backoff = min(16, backoff * 2 or 1)
+            untried = backoff
+        record = (b"D", flags, pos, want, payload, hasher.submit(checksum, data))
         sent += len(payload)
-        if bwlimit > 0:
-            ahead = sent / float(bwlimit) - (time.time() - started)
-            if ahead > 0:
-                out.flush()
-                time.sleep(ahead)
+    if queued is not None:
+        emit(queued)
+    queued = record
+    if bwlimit > 0:
+        ahead = sent / float(bwlimit) - (time.time() - started)
+        if ahead > 0:
+            out.flush()
+            time.sleep(ahead)
     if drop:
         os.posix_fadvise(fd, pos, want, os.POSIX_FADV_DONTNEED)
     pos += want
+if queued is not None:
+    emit(queued)
 out.write(HEADER.pack(b"E", 0, pos, 0, 0, bytes(32)))
 out.flush()
+hasher.shutdown()
 '''
 
 

@@ -79,6 +79,43 @@ def test_reader_sends_zero_regions_as_records_without_payload(tmp_path: Path) ->
     assert REGION == MIB
 
 
+def test_reader_stops_sampling_incompressible_data_but_not_regions_with_zero_packets(
+        tmp_path: Path) -> None:
+    """After a region that does not compress, the next ones are sent without trying;
+    a region holding a zero packet is still compressed (it stays sparse on the volume),
+    and compressible data after a pause is compressed again once sampled."""
+    packet = 256 * 1024
+    text = b"text " * (MIB // 5) + b"t"
+    regions = [os.urandom(MIB), os.urandom(MIB),
+               os.urandom(3 * packet) + bytes(packet),  # a zero packet: compressed
+               os.urandom(MIB), os.urandom(MIB), os.urandom(MIB), text, text, text]
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"".join(regions))
+    found = records(run_reader(image))
+    # Not sampled: the 2nd (one after a miss), the 5th (one after a miss) and, after two
+    # misses in a row, the 7th and 8th; the 9th is sampled and compressed again.
+    assert [record[1] for record in found[:-1]] == [0, 0, FLAG_ZLIB, 0, 0, 0, 0, 0, FLAG_ZLIB]
+    for record, region in zip(found, regions, strict=False):
+        _kind, flag, _offset, _length, digest, payload = record
+        assert hashlib.sha256(region).digest() == digest
+        assert (zlib.decompress(payload) if flag & FLAG_ZLIB else payload) == region
+
+
+def test_reader_sends_what_it_read_before_a_short_read(tmp_path: Path) -> None:
+    """The device shrinks under the reader: the regions before the short read arrive, with
+    their checksums, and the reader says where it failed."""
+    image = tmp_path / "disk.img"
+    image.write_bytes(os.urandom(2 * MIB))
+    args = command(str(image), 0, 3 * MIB)  # asks for more than there is: size is re-read
+    script = SCRIPT.replace("size = os.lseek(fd, 0, os.SEEK_END)", "size = 3 * 1048576")
+    done = subprocess.run(["python3", *args[1:]], input=script.encode(), capture_output=True,
+                          check=False)
+    assert done.returncode == 3
+    assert b"short read at 2097152" in done.stderr
+    found = records(done.stdout)
+    assert [(record[0], record[2]) for record in found] == [(b"D", 0), (b"D", MIB)]
+
+
 def test_inventory_of_this_machine_parses() -> None:
     output = subprocess.run(["sh", "-s"], input=inv.SCRIPT.encode(), capture_output=True,
                             check=True).stdout.decode()

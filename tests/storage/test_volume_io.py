@@ -5,6 +5,7 @@ terms. The libvirt-stream way is tested on lab hosts (test_volume_transfer_live)
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,28 @@ def test_sparse_upload_leaves_zero_packets_as_holes(tmp_path: Path) -> None:
     assert upload.sent == size
     assert target.read_bytes() == body + bytes(PACKET)
     assert target.stat().st_blocks * 512 <= 3 * PACKET  # two data packets and a little
+
+
+def test_splice_from_a_pipe_writes_at_the_position_and_counts_a_short_end(
+        tmp_path: Path) -> None:
+    target = tmp_path / "vol.img"
+    with open(target, "wb") as f:
+        f.truncate(4 * PACKET)
+    data = os.urandom(2 * PACKET)
+    read_end, write_end = os.pipe()
+    try:
+        upload = volume_io.FileUpload(str(target), offset=PACKET, sparse=True)
+        writer = threading.Thread(target=lambda: (os.write(write_end, data),
+                                                  os.close(write_end)))
+        writer.start()
+        assert upload.splice_from(read_end, PACKET) == PACKET
+        assert upload.splice_from(read_end, 2 * PACKET) == PACKET  # the writer ended
+        writer.join()
+        upload.finish()
+    finally:
+        os.close(read_end)
+    assert upload.sent == 2 * PACKET
+    assert target.read_bytes() == bytes(PACKET) + data + bytes(PACKET)
 
 
 def test_dense_upload_writes_zeros_too(tmp_path: Path) -> None:
