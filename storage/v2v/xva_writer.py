@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import gzip
-import io
 import os
 import tarfile
 import time
@@ -129,11 +128,34 @@ def ova_xml(vm: ExportVm) -> bytes:
     return ET.tostring(root[0], encoding="utf-8")
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = int(time.time())
-    tar.addfile(info, io.BytesIO(data))
+class TarStream:
+    """A ustar stream written straight to `out`, a member at a time: its header, its bytes
+    as they are, the padding. tarfile's stream mode ("w|") passed every member through a
+    10 KiB record buffer in 16 KiB pieces (about a hundred writes and as many copies per
+    1 MiB chunk); the archive's bytes are the same."""
+
+    def __init__(self, out: IO[bytes], mtime: int | None = None) -> None:
+        self._out = out
+        self._offset = 0
+        self._mtime = int(time.time()) if mtime is None else mtime
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self._out.write(data)
+        self._offset += len(data)
+
+    def add(self, name: str, data: bytes | memoryview) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = self._mtime
+        self._write(info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape"))
+        self._write(data)
+        if pad := -len(data) % tarfile.BLOCKSIZE:
+            self._write(bytes(pad))
+
+    def close(self) -> None:
+        """The end: two zero blocks, then zeros to a whole record, as tarfile ends it."""
+        end = 2 * tarfile.BLOCKSIZE
+        self._write(bytes(end + -(self._offset + end) % tarfile.RECORDSIZE))
 
 
 def _output(handle: IO[bytes], compress: str) -> IO[bytes]:
@@ -167,29 +189,36 @@ def write_xva(vm: ExportVm, target: Path, *, compress: str = "",
     """Write the XVA to `target`; `on_bytes(n)` after each n bytes of disk read."""
     with open(target, "wb") as raw:
         out = _output(raw, compress)
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-            _add(tar, "ova.xml", ova_xml(vm))
-            order = sorted(range(len(vm.disks)), key=vdi_ref)
-            for index in order:
-                disk = vm.disks[index]
-                ref = vdi_ref(index)
-                count = max(1, (disk.virtual_size + CHUNK - 1) // CHUNK)
-                with open(disk.path, "rb") as image:
-                    for number in range(count):
-                        if 0 < number < count - 1 and _is_hole(image, number * CHUNK):
-                            if on_bytes is not None:
-                                on_bytes(CHUNK)
-                            continue
-                        image.seek(number * CHUNK)
-                        data = image.read(CHUNK)
-                        if len(data) < CHUNK and number < count - 1:
-                            data = data.ljust(CHUNK, b"\0")  # a short file reads as zeros
-                        if on_bytes is not None:
-                            on_bytes(len(data))
-                        if 0 < number < count - 1 and data == ZEROS:
-                            continue
-                        _add(tar, f"{ref}/{number:08d}", data)
-                        _add(tar, f"{ref}/{number:08d}.xxhash",
-                             xxhash.xxh64(data).hexdigest().encode())
+        tar = TarStream(out)
+        tar.add("ova.xml", ova_xml(vm))
+        for index in sorted(range(len(vm.disks)), key=vdi_ref):
+            _write_disk(tar, vm.disks[index], vdi_ref(index), on_bytes)
+        tar.close()
         if out is not raw:
             out.close()
+
+
+def _write_disk(tar: TarStream, disk: ExportDisk, ref: str,
+                on_bytes: Callable[[int], None] | None) -> None:
+    count = max(1, (disk.virtual_size + CHUNK - 1) // CHUNK)
+    # One buffer for every chunk: a new 1 MiB object per read cost the kernel a page
+    # fault and a zeroed page per 4 KiB, more than the copy itself.
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    with open(disk.path, "rb") as image:
+        for number in range(count):
+            if 0 < number < count - 1 and _is_hole(image, number * CHUNK):
+                if on_bytes is not None:
+                    on_bytes(CHUNK)
+                continue
+            size = os.preadv(image.fileno(), [buffer], number * CHUNK)
+            if size < CHUNK and number < count - 1:
+                view[size:] = ZEROS[size:]  # a short file reads as zeros
+                size = CHUNK
+            data = view[:size]
+            if on_bytes is not None:
+                on_bytes(size)
+            if 0 < number < count - 1 and buffer == ZEROS:
+                continue
+            tar.add(f"{ref}/{number:08d}", data)
+            tar.add(f"{ref}/{number:08d}.xxhash", xxhash.xxh64(data).hexdigest().encode())
