@@ -119,6 +119,8 @@ def _volume_xml(name: str, capacity: int, allocation: int, fmt: str) -> str:
     ET.SubElement(root, "allocation", unit="bytes").text = str(allocation)
     target = ET.SubElement(root, "target")
     ET.SubElement(target, "format", type=fmt)
+    if fmt == "qcow2":  # libvirt's default is still qcow2 v2 (0.10): no zero clusters
+        ET.SubElement(target, "compat").text = "1.1"
     return ET.tostring(root, encoding="unicode")
 
 

@@ -4,6 +4,7 @@ upload and ranged download, and the refusal of an image with a backing file."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import uuid
@@ -147,3 +148,12 @@ def test_image_with_a_backing_file_is_refused(admin_client: Client, local_pool: 
     assert accepted.status_code == 201, accepted.json()
     assert Volume.objects.get(pk=good["id"]).capacity == 64 * 1024**2
     assert admin_client.delete(f"/api/v1/volumes/{good['id']}/").status_code == 204
+
+
+def test_new_qcow2_volumes_are_qcow2_v3(admin_client: Client, local_pool: Pool) -> None:
+    """libvirt makes qcow2 v2 (compat 0.10) unless told: no zero clusters, slower writes."""
+    vol = new_volume(admin_client, local_pool, "4M", "qcow2")
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-f", "qcow2",
+                                      vol["path"]], capture_output=True, text=True,
+                                     check=True).stdout)
+    assert info["format-specific"]["data"]["compat"] == "1.1"
