@@ -19,6 +19,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 
+from bench.stats import quiet_start
 from hosts.lab.daemons import lab_down, lab_up
 from hosts.lab.register import register_lab_host
 from hosts.models import Host
@@ -78,7 +79,7 @@ def _rounds(source: Source, fingerprint: str, pool: Pool, disk: LoopDisk, user: 
     baselines, copies, wholes, sent = [], [], [], 0
     for rnd in range(ROUNDS):
         for side in (("dd", "p2v") if rnd % 2 == 0 else ("p2v", "dd")):
-            os.sync()
+            quiet_start()
             if side == "dd":
                 target = Path(pool.target_path) / f"dd-{label}.img"
                 baselines.append(_dd(source, disk.device, target))

@@ -27,6 +27,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from bench.stats import quiet_start
 from hosts.lab.daemons import lab_down, lab_up
 from hosts.lab.register import register_lab_host
 from hosts.models import Host
@@ -73,7 +74,7 @@ def _download(server: WebServer, token: str, url: str, path: Path) -> None:
 
 def _timed(fn: Any) -> float:
     """Seconds `fn` takes, started with the earlier runs' dirty pages written back."""
-    os.sync()
+    quiet_start()
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
