@@ -173,9 +173,11 @@ def _live(guest: Guest, target: Host, options: MigrationOptions, params: dict[st
     timeout = completion_timeout(guest.memory_mib)
     migration = _Migration(guest, _request(source, target, options, params, features))
     uri, uuid, lab = source.uri, str(guest.uuid), source.is_lab
+    before_ms = _preset_downtime(policy, uri, uuid, lab) if features.max_downtime else None
+    preset = before_ms is not None
     watch = StatsWatch(uri, uuid, lab=lab, interval=STATS_INTERVAL,
-                       steer=_steering(policy, uri, uuid, lab) if features.max_downtime
-                       else lambda stats: None)
+                       steer=_steering(policy, uri, uuid, lab, preset=preset)
+                       if features.max_downtime else lambda stats: None)
     migration.start()
     if features.data_counters:
         watch.start()
@@ -204,6 +206,7 @@ def _live(guest: Guest, target: Host, options: MigrationOptions, params: dict[st
                     continue
                 reporter.log(f"No completion after {timeout:.0f} s: aborting")
                 _abort(migration, uri, uuid, lab)
+                _restore_downtime(before_ms, uri, uuid, lab)
                 raise JobError(f"The migration did not complete within {timeout:.0f} s and was "
                                f"aborted; '{guest}' keeps running on {source}.")
     except JobCancelled:
@@ -213,11 +216,13 @@ def _live(guest: Guest, target: Host, options: MigrationOptions, params: dict[st
         if migration.error is None:
             raise JobError("The migration had already completed when the cancel arrived: "
                            f"'{guest}' now runs on {target}.") from None
+        _restore_downtime(before_ms, uri, uuid, lab)
         raise
     finally:
         watch.stop()
     last = watch.last
     if migration.error is not None:
+        _restore_downtime(before_ms, uri, uuid, lab)
         where = _where(source, uuid)
         still = (f" '{guest}' is still {where} on {source}." if where in LIVE_STATES else "")
         raise JobError(f"The migration failed: {str(migration.error).rstrip('.')}.{still}"
@@ -234,11 +239,31 @@ def _live(guest: Guest, target: Host, options: MigrationOptions, params: dict[st
     }
 
 
-def _steering(policy: DowntimePolicy, uri: str, uuid: str,
-              lab: bool) -> Callable[[vm.JobStats], None]:
+def _preset_downtime(policy: DowntimePolicy, uri: str, uuid: str, lab: bool) -> int | None:
+    """Set the first downtime target before the migration starts (libvirt keeps it for
+    the next migration of the domain); the limit it replaces, None where the driver only
+    takes one during a migration. Set with the first sample of the running migration
+    instead, it came too late for a small guest, whose first pass could end with
+    QEMU's default limit (300 ms) still in place."""
+    try:
+        before = vm.max_downtime(uri, uuid, allow_insecure=lab)
+        vm.set_max_downtime(uri, uuid, policy.current_ms, allow_insecure=lab)
+    except VirtError:
+        return None
+    return before
+
+
+def _restore_downtime(before_ms: int | None, uri: str, uuid: str, lab: bool) -> None:
+    """The guest stays on the source: its downtime limit as it was before the job."""
+    if before_ms is not None:
+        _try(vm.set_max_downtime, uri, uuid, before_ms, allow_insecure=lab)
+
+
+def _steering(policy: DowntimePolicy, uri: str, uuid: str, lab: bool, *,
+              preset: bool = False) -> Callable[[vm.JobStats], None]:
     """What the stats watch does with each sample: set the first downtime target once the
-    migration runs, then raise it as the policy says."""
-    started = False
+    migration runs (unless `preset` before it), then raise it as the policy says."""
+    started = preset
 
     def steer(stats: vm.JobStats) -> None:
         nonlocal started

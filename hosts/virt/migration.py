@@ -154,6 +154,12 @@ def set_max_downtime(uri: str, uuid: str, milliseconds: int, *,
          lambda dom: dom.migrateSetMaxDowntime(int(milliseconds), 0), allow_insecure)
 
 
+def max_downtime(uri: str, uuid: str, *, allow_insecure: bool = False) -> int:
+    """The domain's migration downtime limit in milliseconds (also outside a migration)."""
+    return int(_act(uri, uuid, "read the migration downtime of",
+                    lambda dom: dom.migrateGetMaxDowntime(0), allow_insecure))
+
+
 def abort(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
     _act(uri, uuid, "abort the migration of", lambda dom: dom.abortJob(), allow_insecure)
 

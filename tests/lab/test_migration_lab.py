@@ -29,6 +29,7 @@ from hosts.lab.tinyguest import (
 from hosts.models import Host
 from hosts.virt import VirtObjectNotFound
 from hosts.virt import domains as virt
+from hosts.virt import migration as vm
 from hosts.virt.console import read_console_until
 from hosts.virt.pools import create_volume
 from hosts.virt.volumes import refresh_pool
@@ -241,6 +242,7 @@ def test_cancel_keeps_the_guest_on_the_source(
         hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
     client, (source, target) = admin_client_tx, hosts
     guest = _running_guest(client, source, made, memory_mib=256)
+    limit = vm.max_downtime(source.uri, str(guest.uuid), allow_insecure=True)
     answer = post(client, f"/api/v1/guests/{guest.pk}/migrate/",
                   {"host": target.pk, "bandwidth_mib": 1})  # ~256 s: it will be cancelled
     assert answer.status_code == 202, answer.json()
@@ -259,6 +261,8 @@ def test_cancel_keeps_the_guest_on_the_source(
     assert _located(guest, source) == "running"
     assert _located(guest, target) is None
     assert Guest.objects.get(pk=guest.pk).host_id == source.pk
+    # The job set its own downtime target before it started; the guest stays with its own.
+    assert vm.max_downtime(source.uri, str(guest.uuid), allow_insecure=True) == limit
 
 
 def test_offline_migration_through_the_shared_pool(
