@@ -34,11 +34,22 @@ router.register("imports", ImportViewSet, basename="import")
 router.register("guests", GuestExportViewSet, basename="guest-export")
 router.register("exports", ExportViewSet, basename="export")
 
+
+
+class VolumeContentWithoutSlash(VolumeViewSet):
+    """The content URL without its trailing slash (`curl -T FILE URL` adds the file's name
+    to a URL that ends in one); not a second entry of the API schema."""
+
+    schema = None
+
+
 app_name = "api"
 urlpatterns = [
     path("me/", MeView.as_view(), name="me"),
     path("appliance/ssh-key/", SshKeyView.as_view(), name="ssh-key"),
     path("p2v/", P2VStartView.as_view(), name="p2v"),
     path("p2v/inventory/", P2VInventoryView.as_view(), name="p2v-inventory"),
+    path("volumes/<str:pk>/content", VolumeContentWithoutSlash.as_view(
+        {"get": "content", "put": "upload"}), name="volume-content-without-slash"),
     path("", include(router.urls)),
 ]

@@ -220,3 +220,25 @@ def test_a_cancelled_upload_ends_cancelled_and_leaves_the_volume_empty(
     content = Path(volume.path).read_bytes()
     assert len(content) == 2 * MIB and content.count(0) == len(content)
     assert admin_client_tx.delete(f"/api/v1/volumes/{vol['id']}/").status_code == 204
+
+
+def test_curl_uploads_and_downloads_as_the_readme_says(
+        local_pool: Pool, web_server: WebServer, admin_client_tx: Client,
+        tmp_path: Path) -> None:
+    """`curl -T FILE URL` adds the file's name to a URL ending in a slash: the content URL
+    also answers without it, for uploads and (resumed) downloads alike."""
+    vol = new_volume(admin_client_tx, local_pool, "3M")
+    token = Token.objects.create(user=get_user_model().objects.get(username="alice-admin")).key
+    image = tmp_path / "disk.img"
+    image.write_bytes(os.urandom(3 * MIB))
+    url = f"http://127.0.0.1:{web_server.port}/api/v1/volumes/{vol['id']}/content"
+    auth = ["-H", f"Authorization: Token {token}"]
+    answer = subprocess.run(["curl", "-sS", "--fail-with-body", "-T", str(image), *auth, url],
+                            capture_output=True, text=True, check=False)
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    assert json.loads(answer.stdout)["state"] == "succeeded"
+    copy = tmp_path / "copy.img"
+    copy.write_bytes(image.read_bytes()[:MIB])  # a download that broke off, resumed
+    subprocess.run(["curl", "-sS", "--fail", "-C", "-", "-o", str(copy), *auth, url],
+                   check=True)
+    assert copy.read_bytes() == image.read_bytes()
