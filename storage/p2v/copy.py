@@ -146,8 +146,10 @@ def _stream(source: Source, proc: subprocess.Popen[bytes], disk: DiskCopy, targe
                     steps.put(functools.partial(upload.hole, length))
                 else:
                     steps.put(functools.partial(upload.write, bytes(length), holes=False))
-            elif isinstance(upload, volume_io.FileUpload) and not flags & FLAG_ZLIB:
-                if payload_length != length or upload.splice_from(pipe, length) != length:
+            elif local and isinstance(upload, volume_io.FileUpload) and not flags & FLAG_ZLIB:
+                if payload_length != length:
+                    raise ConnectionLost(f"Region at offset {offset} arrived damaged.")
+                if upload.splice_from(pipe, length) != length:
                     raise _ended_early(source, proc, position)
             else:
                 payload = _read_exact(pipe, payload_length)
