@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 # Runs pytest with $(1) before it (an env prefix); exit code 5 (no test collected) is
 # reported but is not an error.
 define pytest
-	$(1) $(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; \
+	$(1) $(PY) -m pytest --durations=20 $(PYTEST_ARGS) || { rc=$$?; \
 		if [[ $$rc -eq 5 ]]; then echo "pytest: no test was collected"; else exit $$rc; fi; }
 endef
 

@@ -25,6 +25,7 @@ from django.test import Client
 from hosts.lab.errors import LabError
 from hosts.lab.xen.manager import XenHost, preflight_problems, xen_down, xen_up
 from tests.live.processes import WebServer
+from tests.xen.diagnostics import dom0_report
 from tests.xen.helpers import console_until
 
 logger = logging.getLogger(__name__)
@@ -62,10 +63,32 @@ XEN_ENV = "XENWEB_TEST_XEN"
 RERUNS = 2
 
 
+def _uses_xen(item: pytest.Item) -> bool:
+    return "xen_hosts" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "xen_hosts" in getattr(item, "fixturenames", ()):
+        if _uses_xen(item):
             item.add_marker(pytest.mark.flaky(reruns=RERUNS, reruns_delay=5))
+
+
+# The dom0s of this session, for the report of a failed test.
+_BOOTED: list[XenHost] = []
+# A dom0 that broke fails every test after it (each run three times): the first few reports
+# say why, the rest would only add minutes of SSH to a hung dom0.
+_REPORTS_LEFT = [6]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and _uses_xen(item) and _REPORTS_LEFT[0] > 0:
+        _REPORTS_LEFT[0] -= 1
+        for host in _BOOTED:
+            report.sections.append((f"{host.name}: the dom0's state after the failure",
+                                    dom0_report(host)))
 
 
 @pytest.fixture(scope="session")
@@ -78,10 +101,12 @@ def xen_hosts() -> Iterator[list[XenHost]]:
     try:
         began = time.monotonic()
         hosts = _start(2 if pair_enabled() else 1)
+        _BOOTED[:] = hosts
         logger.warning("Xen hosts %s ready in %.0f s", [h.uri for h in hosts],
                        time.monotonic() - began)
         yield hosts
     finally:
+        _BOOTED.clear()
         if os.environ.get(KEEP_ENV, "") != "1":
             xen_down()
 
