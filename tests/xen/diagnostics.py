@@ -8,9 +8,10 @@ messages). A CI run keeps nothing but its output, so a failure carries these wit
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 
 from hosts.lab.errors import LabError
-from hosts.lab.xen.manager import XenHost
+from hosts.lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL, XenHost
 from hosts.lab.xen.remote import run_on
 
 COMMAND_TIMEOUT_S = 45.0
@@ -51,3 +52,39 @@ def dom0_report(host: XenHost) -> str:
     return (f"== {host.name} ({host.uri})\n{remote}\n"
             f"== {host.name} serial console (last {CONSOLE_TAIL_LINES} lines)\n"
             f"{_console_tail(host)}")
+
+
+CANARY = "xenweb-canary"
+CANARY_TIMEOUT_S = 120.0
+# A transient PV domain straight through dom0's own libvirt (the tiny guest's kernel, no
+# disk, no NIC): what every Xen test needs the dom0 to be able to do.
+CANARY_SCRIPT = f"""
+virsh -q -c xen:///system destroy {CANARY} >/dev/null 2>&1
+cat > /tmp/{CANARY}.xml || exit 2
+virsh -q -c xen:///system create /tmp/{CANARY}.xml; rc=$?
+virsh -q -c xen:///system destroy {CANARY} >/dev/null 2>&1
+exit $rc
+"""
+
+
+def canary_xml() -> str:
+    domain = ET.Element("domain", type="xen")
+    ET.SubElement(domain, "name").text = CANARY
+    ET.SubElement(domain, "memory", unit="MiB").text = "64"
+    os_element = ET.SubElement(domain, "os")
+    ET.SubElement(os_element, "type").text = "linux"
+    ET.SubElement(os_element, "kernel").text = TINY_GUEST_KERNEL
+    ET.SubElement(os_element, "initrd").text = TINY_GUEST_INITRD
+    return ET.tostring(domain, encoding="unicode")
+
+
+def cannot_create_domains(host: XenHost) -> str | None:
+    """Why the dom0 cannot start a domain now (``None`` when it can)."""
+    try:
+        result = run_on(host, ["sh", "-c", CANARY_SCRIPT], timeout=CANARY_TIMEOUT_S,
+                        check=False, stdin=canary_xml())
+    except LabError as exc:
+        return f"the canary domain did not start: {exc}"
+    if result.returncode != 0:
+        return f"the canary domain did not start: {(result.stderr or result.stdout).strip()}"
+    return None
