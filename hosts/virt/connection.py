@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -18,7 +19,13 @@ import libvirt
 
 from . import runtime
 from ._timeout import call_with_timeout
-from .errors import HostUnreachable, describe_error, host_label, translate
+from .errors import (
+    HostUnreachable,
+    describe_error,
+    dropped_during_handshake,
+    host_label,
+    translate,
+)
 from .uri import validate_uri
 
 __all__ = [
@@ -36,6 +43,9 @@ DEFAULT_CONNECT_TIMEOUT = 15.0
 DEFAULT_PROBE_TIMEOUT = 10.0
 KEEPALIVE_INTERVAL_S = 5
 KEEPALIVE_COUNT = 3
+HANDSHAKE_RETRY_PAUSE_S = 1.0
+SSH_PORT = 22
+TCP_CHECK_TIMEOUT_S = 5.0
 
 # The appliance authenticates with SSH keys or TLS certificates only: every
 # interactive credential request is refused instead of prompting on a terminal.
@@ -85,8 +95,39 @@ def _libvirt_uri(uri: str) -> str:
 
 
 def _open(uri: str) -> libvirt.virConnect:
+    """Open ``uri``. An SSH connection cut off during the handshake is tried once more if
+    the host's SSH port accepts a TCP connection (sshd turns connections away at random
+    beyond MaxStartups); if it does not, HostUnreachable says why (libssh says only
+    "Socket error: disconnected"). Runs under the caller's timeout."""
     auth = [_CREDENTIAL_TYPES, _refuse_credentials, None]
-    return libvirt.openAuth(_libvirt_uri(uri), auth, 0)
+    target = _libvirt_uri(uri)
+    try:
+        return libvirt.openAuth(target, auth, 0)
+    except libvirt.libvirtError as exc:
+        if not dropped_during_handshake(exc.get_error_message() or ""):
+            raise
+        _raise_if_ssh_port_unreachable(uri, exc)
+        logger.info("%s hung up during the SSH handshake; trying once more", host_label(uri))
+    time.sleep(HANDSHAKE_RETRY_PAUSE_S)
+    return libvirt.openAuth(target, auth, 0)
+
+
+def _raise_if_ssh_port_unreachable(uri: str, exc: libvirt.libvirtError) -> None:
+    parts = urlsplit(uri)
+    if not parts.hostname:
+        return
+    port = parts.port or SSH_PORT
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=TCP_CHECK_TIMEOUT_S):
+            return
+    except TimeoutError:
+        reason = "connection timed out"
+    except OSError as tcp_error:
+        reason = (tcp_error.strerror or str(tcp_error)).lower()
+    raise HostUnreachable(
+        f"Cannot reach {host_label(uri)} over SSH (port {port}): {reason}",
+        uri=uri, code=exc.get_error_code(), detail=exc.get_error_message(),
+    ) from exc
 
 
 def _close_quietly(conn: libvirt.virConnect) -> None:

@@ -145,6 +145,19 @@ def _tls_error(detail: str, label: str, kw: dict[str, Any]) -> HostAuthError:
     )
 
 
+# An SSH server that closed the connection before the session was set up: sshd drops new
+# connections at random beyond MaxStartups (unauthenticated connections at once), so this is
+# often transient. libssh words it "handshake failed: Socket error: disconnected" (or
+# "…: Connection reset by peer"), OpenSSH's ssh "kex_exchange_identification".
+_HANDSHAKE_MARKERS = ("handshake failed: socket error", "kex_exchange_identification")
+
+
+def dropped_during_handshake(message: str) -> bool:
+    """Whether libvirt's error text says the SSH server hung up during the handshake."""
+    low = message.lower()
+    return any(marker in low for marker in _HANDSHAKE_MARKERS)
+
+
 def _classify_transport(detail: str, uri: str, kw: dict[str, Any]) -> VirtError:
     """Turn a transport-level error (socket, SSH, TLS, RPC) into a VirtError."""
     low = detail.lower()
@@ -189,6 +202,13 @@ def _classify_transport(detail: str, uri: str, kw: dict[str, Any]) -> VirtError:
             )
         return HostUnreachable(
             f"Cannot reach {label}: connection refused (is libvirtd running and listening?)",
+            **kw,
+        )
+    if dropped_during_handshake(low):
+        return HostUnreachable(
+            f"Cannot reach {label} over SSH: the connection was closed during the SSH "
+            "handshake (is it an SSH server on that port, and is it turning new connections "
+            "away: sshd's MaxStartups, a firewall?)",
             **kw,
         )
     if "no route to host" in low:
@@ -242,6 +262,10 @@ def translate(
     kw: dict[str, Any] = {"uri": uri, "code": code, "detail": detail}
     label = host_label(uri)
 
+    if code == libvirt.VIR_ERR_NO_CONNECT and domain in _TRANSPORT_DOMAINS:
+        # libvirt's libssh transport reports a failed SSH handshake as "no connection
+        # driver available for SSH session handshake failed: ...": the network, not a driver.
+        return _classify_transport(detail, uri, kw)
     if code == libvirt.VIR_ERR_NO_CONNECT:
         return HostDriverError(
             f"No hypervisor driver for URI '{uri}' (is that hypervisor's libvirt driver "

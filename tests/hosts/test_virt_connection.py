@@ -37,6 +37,7 @@ from hosts.virt import (
 from hosts.virt.connection import format_version, get_connection
 from hosts.virt.demo import DEMO_GUEST_STATES
 from hosts.virt.errors import translate
+from tests.hangup_gate import HangUpGate
 
 # virDomainState values
 RUNNING, PAUSED, SHUTOFF = 1, 3, 5
@@ -241,6 +242,23 @@ def test_refused_ssh_connection_names_ssh(closed_port: int) -> None:
     with pytest.raises(HostUnreachable) as excinfo:
         probe(f"xen+ssh://root@127.0.0.1:{closed_port}/system")
     assert "over SSH: connection refused" in str(excinfo.value)
+
+
+def test_ssh_server_hanging_up_is_unreachable_and_tried_once_more() -> None:
+    """libssh words it "no connection driver available for SSH session handshake failed",
+    which is no missing driver: the SSH server closed the connection (sshd beyond its
+    MaxStartups does so at random), so the app tries once more, then says what happened."""
+    with HangUpGate(hang_ups=10) as gate:
+        with pytest.raises(HostUnreachable) as excinfo:
+            probe(f"xen+ssh://root@127.0.0.1:{gate.port}/system", timeout=30)
+    assert str(excinfo.value) == (
+        "Cannot reach host '127.0.0.1' over SSH: the connection was closed during the SSH "
+        "handshake (is it an SSH server on that port, and is it turning new connections "
+        "away: sshd's MaxStartups, a firewall?)"
+    )
+    assert "handshake failed" in excinfo.value.detail
+    assert gate.accepted == 3  # libvirt, the app's look at the TCP port, libvirt again
+
 
 
 def test_unresolvable_host_name_is_a_dns_error() -> None:

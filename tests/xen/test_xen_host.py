@@ -24,6 +24,7 @@ from hosts.virt import VirtError, probe
 from hosts.virt import domains as virt
 from hosts.virt.capabilities import HVM_UNAVAILABLE
 from hosts.virt.console import read_console_until
+from tests.hangup_gate import HangUpGate
 from xenweb.appliance.sshkeys import (
     fingerprint,
     pin_host_key,
@@ -103,6 +104,20 @@ def test_changed_host_key_is_refused(xen_host: XenHost, tmp_path: Path) -> None:
             probe(xen_host.uri, timeout=30)
     finally:
         pin_host_key(HOST, port, real_line)
+
+
+def test_an_ssh_hang_up_during_the_handshake_is_tried_once_more(xen_host: XenHost) -> None:
+    """dom0's sshd turning the first connection away (as beyond its MaxStartups) costs the
+    operator nothing: the app connects on its second try."""
+    real_line, _ = scan_host_key(HOST, xen_host.ssh_port)
+    with HangUpGate(hang_ups=1, target=(HOST, xen_host.ssh_port)) as gate:
+        pin_host_key(HOST, gate.port, real_line)
+        try:
+            answer = probe(f"xen+ssh://root@{HOST}:{gate.port}/system", timeout=120)
+        finally:
+            unpin_host_key(HOST, gate.port)
+    assert answer.hypervisor_type == "Xen"
+    assert gate.accepted == 3  # cut off, the app's look at the TCP port, the second try
 
 
 def test_capabilities_are_xen_417_pv_only(enrolled: Host) -> None:
