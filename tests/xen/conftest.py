@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -75,8 +76,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # The dom0s of this session (what ``xen_hosts`` yields; a restart replaces them in place).
 _BOOTED: list[XenHost] = []
-# A dom0 that broke fails every test after it (each run three times): the first few reports
-# say why, the rest would only add minutes of SSH to a hung dom0.
+# A dom0 that broke fails every test after it (each run three times): the first few failed
+# tries carry the dom0s' state, the rest would only add minutes of SSH to a hung dom0.
 _REPORTS_LEFT = [6]
 # Why the dom0s are to be restarted before the next Xen test (empty: they work).
 _RESTART_WANTED: list[str] = []
@@ -85,6 +86,16 @@ _RESTART_WANTED: list[str] = []
 # failed test a canary domain tells a broken dom0 from a failing test; a broken dom0 is
 # restarted (at most this often per session) before the test's rerun.
 _RESTARTS_LEFT = [2]
+# Every failed try of a Xen test with what the dom0s said, printed at the end of the run
+# even when the rerun passed (pytest shows a rerun's report nowhere).
+_FAILED_TRIES: list[str] = []
+CRASH_TEXT_LIMIT = 2000
+
+
+def _crash_text(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr)
+    return text[:CRASH_TEXT_LIMIT]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -93,18 +104,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     report = outcome.get_result()
     if not (report.when == "call" and report.failed and _uses_xen(item)):
         return
+    parts = [f"{item.nodeid}: {_crash_text(report)}"]
     if _REPORTS_LEFT[0] > 0:
         _REPORTS_LEFT[0] -= 1
-        for host in _BOOTED:
-            report.sections.append((f"{host.name}: the dom0's state after the failure",
-                                    dom0_report(host)))
+        parts += [dom0_report(host) for host in _BOOTED]
     if _RESTARTS_LEFT[0] > 0 and not _RESTART_WANTED:
         broken = [f"{host.name}: {why}" for host in _BOOTED
                   if (why := cannot_create_domains(host))]
-        if broken:
-            _RESTART_WANTED.extend(broken)
-            report.sections.append(("the dom0s are restarted before the next Xen test",
-                                    "\n".join(broken)))
+        _RESTART_WANTED.extend(broken)
+        parts.append("the canary: " + ("; ".join(broken) + " (the dom0s are restarted)"
+                                       if broken else "every dom0 creates domains"))
+    _FAILED_TRIES.append("\n".join(parts))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _FAILED_TRIES:
+        terminalreporter.section("failed tries of Xen dom0 tests")
+        for text in _FAILED_TRIES:
+            terminalreporter.write_line(text)
+            terminalreporter.write_line("")
 
 
 def _restart_dom0s() -> None:

@@ -24,9 +24,11 @@ echo '$ xl list'; xl list 2>&1
 echo '$ xl info (memory)'; xl info 2>&1 | grep -E '^(total|free)_memory|^free_cpus'
 echo '$ df -h / /var/lib/libvirt'; df -h / /var/lib/libvirt 2>&1
 echo '$ tail libxl-driver.log'; tail -n 30 /var/log/libvirt/libxl/libxl-driver.log 2>&1
-latest=$(ls -t /var/log/libvirt/libxl/*.log 2>/dev/null | grep -v libxl-driver | head -n 1)
+latest=$(ls -t /var/log/libvirt/libxl/*.log 2>/dev/null | grep -v -e libxl-driver -e Domain-0 \
+  | head -n 1)
 if [ -n "$latest" ]; then echo "\$ tail $latest"; tail -n 40 "$latest"; fi
-echo '$ tail /var/log/xen/xl*'; tail -n 10 /var/log/xen/*.log 2>&1 | tail -n 30
+xen_logs=$(ls /var/log/xen/*.log 2>/dev/null | grep -v xenstored-access)
+if [ -n "$xen_logs" ]; then echo '$ tail /var/log/xen'; tail -n 8 $xen_logs 2>&1 | tail -n 30; fi
 echo '$ dmesg (last lines)'; dmesg 2>&1 | tail -n 20
 """
 
