@@ -244,6 +244,19 @@ def _connect_error(code: int, detail: str, uri: str, kw: dict[str, Any]) -> Virt
     return HostUnreachable(f"Could not connect to {host_label(uri)}: {detail}", **kw)
 
 
+# libvirt's libxl driver says only this when libxl refuses a domain; libxl's reason (a
+# kernel or disk image that is not there, too little free memory...) is in its log on dom0.
+LIBXL_CREATE_FAILED = "libxenlight failed to create new domain"
+LIBXL_LOG = "/var/log/libvirt/libxl/libxl-driver.log"
+
+
+def _where_libxl_says_why(detail: str) -> str:
+    if LIBXL_CREATE_FAILED not in detail:
+        return ""
+    return (f" (libxl's reason is in {LIBXL_LOG} on the host: often a kernel or disk image "
+            "that is not there, or too little free memory for the guest)")
+
+
 def translate(
     exc: libvirt.libvirtError,
     uri: str,
@@ -294,7 +307,9 @@ def translate(
     if connecting:
         return _connect_error(code, detail, uri, kw)
     if action:
-        return VirtOperationError(f"Could not {action} on {label}: {detail}", **kw)
+        return VirtOperationError(
+            f"Could not {action} on {label}: {detail}{_where_libxl_says_why(detail)}", **kw
+        )
     return VirtOperationError(f"Operation failed on {label}: {detail}", **kw)
 
 

@@ -8,7 +8,6 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.test import Client
@@ -18,13 +17,16 @@ from guests.models import Guest
 from hosts.lab.tinyguest import TINY_GUEST_BANNER, tiny_guest_cmdline
 from hosts.lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL, XenHost
 from hosts.lab.xen.register import register_xen_host
+from hosts.lab.xen.remote import run_on
 from hosts.models import Host
 from hosts.services import HostError, enrol_host
 from hosts.virt import VirtError, probe
 from hosts.virt import domains as virt
 from hosts.virt.capabilities import HVM_UNAVAILABLE
 from hosts.virt.console import read_console_until
+from hosts.virt.errors import LIBXL_CREATE_FAILED, LIBXL_LOG
 from tests.hangup_gate import HangUpGate
+from tests.xen.helpers import post, remove_quietly
 from xenweb.appliance.sshkeys import (
     fingerprint,
     pin_host_key,
@@ -36,10 +38,6 @@ from xenweb.appliance.sshkeys import (
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(900)]
 
 HOST = "127.0.0.1"
-
-
-def post(client: Client, path: str, data: dict | None = None) -> Any:
-    return client.post(path, data or {}, content_type="application/json")
 
 
 def other_key_line(tmp_path: Path, port: int) -> str:
@@ -118,6 +116,29 @@ def test_an_ssh_hang_up_during_the_handshake_is_tried_once_more(xen_host: XenHos
             unpin_host_key(HOST, gate.port)
     assert answer.hypervisor_type == "Xen"
     assert gate.accepted == 3  # cut off, the app's look at the TCP port, the second try
+
+
+def test_a_guest_libxl_refuses_says_where_libxl_tells_why(
+    enrolled: Host, admin_client: Client, xen_host: XenHost
+) -> None:
+    """libvirt passes on only "libxenlight failed to create new domain"; the answer says
+    where on the host libxl wrote its reason."""
+    name = f"nokernel-{uuid.uuid4().hex[:6]}"
+    created = post(admin_client, "/api/v1/guests/", {
+        "name": name, "host": enrolled.pk, "type": "pv", "memory_mib": 128,
+        "kernel": "/var/lib/xen/images/no-such-kernel", "initrd": TINY_GUEST_INITRD,
+    })
+    assert created.status_code == 201, created.json()
+    guest = Guest.objects.get(pk=created.json()["id"])
+    try:
+        started = post(admin_client, f"/api/v1/guests/{guest.pk}/start/")
+        assert started.status_code == 409, started.json()
+        detail = started.json()["detail"]
+        assert LIBXL_CREATE_FAILED in detail
+        assert f"libxl's reason is in {LIBXL_LOG} on the host" in detail
+        assert "no-such-kernel" in run_on(xen_host, ["tail", "-n", "30", LIBXL_LOG]).stdout
+    finally:
+        remove_quietly(enrolled, str(guest.uuid))
 
 
 def test_capabilities_are_xen_417_pv_only(enrolled: Host) -> None:
