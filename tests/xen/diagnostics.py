@@ -8,11 +8,11 @@ messages). A CI run keeps nothing but its output, so a failure carries these wit
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 
 from hosts.lab.errors import LabError
 from hosts.lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL, XenHost
 from hosts.lab.xen.remote import run_on
+from hosts.virt.domain_xml import PV, DomainSpec, build_domain_xml
 
 COMMAND_TIMEOUT_S = 45.0
 CONSOLE_TAIL_LINES = 40
@@ -58,8 +58,11 @@ def dom0_report(host: XenHost) -> str:
 
 CANARY = "xenweb-canary"
 CANARY_TIMEOUT_S = 120.0
+# As much as the tests' own tiny guests: with 64 MiB libxl refused the tiny guest's kernel
+# and initrd ("segment kernel too large"), so the canary failed on every healthy dom0.
+CANARY_MEMORY_MIB = 192
 # A transient PV domain straight through dom0's own libvirt (the tiny guest's kernel, no
-# disk, no NIC): what every Xen test needs the dom0 to be able to do.
+# disk, no NIC; the XML is the app's own): what every Xen test needs the dom0 to be able to do.
 CANARY_SCRIPT = f"""
 virsh -q -c xen:///system destroy {CANARY} >/dev/null 2>&1
 cat > /tmp/{CANARY}.xml || exit 2
@@ -70,14 +73,10 @@ exit $rc
 
 
 def canary_xml() -> str:
-    domain = ET.Element("domain", type="xen")
-    ET.SubElement(domain, "name").text = CANARY
-    ET.SubElement(domain, "memory", unit="MiB").text = "64"
-    os_element = ET.SubElement(domain, "os")
-    ET.SubElement(os_element, "type").text = "linux"
-    ET.SubElement(os_element, "kernel").text = TINY_GUEST_KERNEL
-    ET.SubElement(os_element, "initrd").text = TINY_GUEST_INITRD
-    return ET.tostring(domain, encoding="unicode")
+    return build_domain_xml(DomainSpec(
+        name=CANARY, domain_type="xen", os_type=PV, memory_mib=CANARY_MEMORY_MIB,
+        kernel=TINY_GUEST_KERNEL, initrd=TINY_GUEST_INITRD,
+    ))
 
 
 def cannot_create_domains(host: XenHost) -> str | None:
