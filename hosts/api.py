@@ -53,6 +53,16 @@ class MigrationUriSerializer(serializers.Serializer):
         "xen+ssh://root@10.0.0.2/system on a migration network; empty: the host's URI."))
 
 
+class HostKeySerializer(serializers.Serializer):
+    fingerprint = serializers.CharField(max_length=100, help_text=(
+        "SHA256:… of the key the host offers now, compared by the administrator on the host "
+        "itself (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)"))
+
+
+class HostKeyStatusSerializer(serializers.Serializer):
+    pinned = serializers.CharField(allow_null=True, help_text="the fingerprint trusted now")
+
+
 class HostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                   viewsets.GenericViewSet):
     """Hypervisor hosts, each reached through its libvirt URI."""
@@ -60,6 +70,7 @@ class HostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
     queryset = Host.objects.all()
     serializer_class = HostSerializer
     action_permissions = {"maintenance": "hosts.change_host",
+                          "host_key": services.REPIN_PERMISSION,
                           "migration_uri": "hosts.change_host"}
 
     @extend_schema(methods=["GET"], responses={200: NetworkSerializer(many=True)})
@@ -118,3 +129,24 @@ class HostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         except (VirtError, services.HostError) as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(HostSerializer(host).data)
+
+    @extend_schema(methods=["GET"], responses={200: HostKeyStatusSerializer})
+    @extend_schema(methods=["POST"], request=HostKeySerializer,
+                   responses={200: HostKeyStatusSerializer})
+    @action(detail=True, methods=["get", "post"], url_path="host-key")
+    def host_key(self, request: Request, pk: str | None = None) -> Response:
+        """The SSH host key the appliance trusts for this host; POST (administrators)
+        re-pins it to the key the host offers now, which must match ``fingerprint``
+        (audited with the old and the new fingerprint)."""
+        host = self.get_object()
+        if request.method == "POST":
+            data = HostKeySerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            try:
+                services.repin_host_key(host, data.validated_data["fingerprint"],
+                                        user=request.user, request=request)
+            except PermissionError as exc:
+                return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
+            except services.HostError as exc:
+                return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response({"pinned": services.pinned_host_key(host)})

@@ -12,7 +12,12 @@ from hosts.models import Host
 from hosts.virt import HostProbe, VirtError, probe, validate_uri
 from hosts.virt.networks import NetworkInfo, list_networks
 from hosts.virt.networks import create_isolated_network as _create_isolated
-from xenweb.appliance.sshkeys import HostKeyError, HostKeyMismatch, verify_host_key
+from xenweb.appliance.sshkeys import (
+    DOM0_TRUST,
+    HostKeyError,
+    HostKeyMismatch,
+    scan_host_key,
+)
 from xenweb.audit.services import record
 
 
@@ -29,31 +34,78 @@ def _uses_ssh(uri: str) -> bool:
     return uri.split(":", 1)[0].lower().endswith("+ssh")
 
 
-def check_host_key(uri: str, fingerprint: str | None = None) -> str | None:
-    """For ``+ssh`` URIs: the host key the host offers, checked against the pinned one.
-
-    ``fingerprint`` (``SHA256:…``) is one the user confirmed: the key must match it and is
-    then pinned. Without it, the key is trusted on first contact and pinned; a key that
-    differs from the pinned one is refused. Pins live in ``$XENWEB_DATA_DIR/ssh/known_hosts``,
-    the only known_hosts libvirt is given (``hosts.virt.connection``).
-    Raises ``HostError`` with a message that names both fingerprints on a mismatch, or
-    when the key cannot be read (``None`` is returned instead when ``fingerprint`` is None:
-    the connection attempt that follows then says what is wrong, e.g. connection refused).
-    """
+def ssh_endpoint(uri: str) -> tuple[str, int]:
+    """``(host, port)`` of an ``+ssh`` URI, as its host key is pinned."""
     parts = urlsplit(uri)
     try:
         port = parts.port or 22
     except ValueError as exc:
         raise HostError(f"'{uri}' is not a valid URI: {exc}") from None
-    host = parts.hostname or ""
+    return parts.hostname or "", port
+
+
+def check_host_key(uri: str, fingerprint: str | None = None, *, user: Any = None,
+                   request: Any = None, name: str = "") -> str | None:
+    """For ``+ssh`` URIs: the host key the host offers, checked against the pinned one.
+
+    ``fingerprint`` (``SHA256:…``) is one the user confirmed: the key must match it and is
+    then pinned. Without it, the key is trusted on first contact and pinned; a key that
+    differs from the pinned one is refused. Pins live in the dom0 trust store
+    (``$XENWEB_DATA_DIR/ssh/known_hosts``), the only known_hosts libvirt is given
+    (``hosts.virt.connection``); a confirmed key that replaces another pin is audited
+    (``host.host_key``, old and new fingerprints).
+    Raises ``HostError`` with a message that names both fingerprints on a mismatch, or
+    when the key cannot be read (``None`` is returned instead when ``fingerprint`` is None:
+    the connection attempt that follows then says what is wrong, e.g. connection refused).
+    """
+    host, port = ssh_endpoint(uri)
+    old = DOM0_TRUST.pinned(host, port)
     try:
-        return verify_host_key(host, port, fingerprint)
+        new = DOM0_TRUST.verify(host, port, fingerprint, offered_key=scan_host_key(host, port))
     except HostKeyMismatch as exc:
         raise HostError(str(exc)) from exc
     except HostKeyError as exc:
         if fingerprint is not None:
             raise HostError(str(exc)) from exc
         return None
+    if old is not None and old != new:
+        record("host.host_key", user=user, request=request, target_type="hosts.host",
+               target_label=name or host, uri=uri, old_fingerprint=old, new_fingerprint=new)
+    return new
+
+
+REPIN_PERMISSION = "hosts.change_host"  # administrators only
+
+
+def pinned_host_key(host: Host) -> str | None:
+    """The fingerprint the appliance trusts for an ``+ssh`` host (None: none, or no SSH)."""
+    if not _uses_ssh(host.uri):
+        return None
+    address, port = ssh_endpoint(host.uri)
+    return DOM0_TRUST.pinned(address, port)
+
+
+def repin_host_key(host: Host, fingerprint: str, *, user: Any, request: Any = None) -> str:
+    """Trust the key an enrolled host offers now, after an administrator compared it with
+    ``fingerprint`` (e.g. a reinstalled dom0). The offered key must match it; the audit
+    record ``host.host_key`` keeps the old and the new fingerprint."""
+    if user is None or not user.has_perm(REPIN_PERMISSION):
+        raise PermissionError("Only an administrator can change the host key a host is "
+                              "trusted with.")
+    if not _uses_ssh(host.uri):
+        raise HostError(f"{host.name} is not reached over SSH ({host.uri}): it has no host "
+                        "key to pin.")
+    address, port = ssh_endpoint(host.uri)
+    old = DOM0_TRUST.pinned(address, port)
+    try:
+        new = DOM0_TRUST.verify(address, port, fingerprint)
+    except HostKeyError as exc:
+        record("host.host_key", user=user, request=request, target=host, result="failed",
+               message=str(exc), old_fingerprint=old, given_fingerprint=fingerprint[:100])
+        raise HostError(str(exc)) from exc
+    record("host.host_key", user=user, request=request, target=host, old_fingerprint=old,
+           new_fingerprint=new)
+    return new
 
 
 def enrol_host(
@@ -79,7 +131,7 @@ def enrol_host(
     try:
         validate_uri(uri, allow_insecure=is_lab)
         if _uses_ssh(uri):
-            check_host_key(uri, host_key_fingerprint)
+            check_host_key(uri, host_key_fingerprint, user=user, request=request, name=name)
         info = test_connection(uri, allow_insecure=is_lab)
     except HostError as exc:
         record("host.enrol", user=user, request=request, target_type="hosts.host",

@@ -28,7 +28,8 @@ def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
     host = get_object_or_404(Host, pk=pk)
     performance = chart_context(reverse("api:host-metrics-metrics", args=[host.pk]), host.pk,
                                 HOST_CHARTS)
-    return render(request, "hosts/detail.html", {"host": host, "performance": performance})
+    return render(request, "hosts/detail.html", {"host": host, "performance": performance,
+                                                 "pinned_key": services.pinned_host_key(host)})
 
 
 @permission_required("hosts.add_host", raise_exception=True)
@@ -77,6 +78,23 @@ def host_migration_uri(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, f"{host}: migration URI "
                          f"{'set to ' + host.migration_uri if host.migration_uri else 'cleared'}.")
+    return redirect(host)
+
+
+@require_POST
+@permission_required(services.REPIN_PERMISSION, raise_exception=True)
+def host_host_key(request: HttpRequest, pk: int) -> HttpResponse:
+    """Re-pin the host's SSH key (administrators; audited with both fingerprints)."""
+    host = get_object_or_404(Host, pk=pk)
+    try:
+        new = services.repin_host_key(host, request.POST.get("fingerprint", ""),
+                                      user=request.user, request=request)
+    except PermissionError as exc:
+        raise PermissionDenied(str(exc)) from exc
+    except services.HostError as exc:
+        messages.error(request, f"The host key was not changed: {exc}")
+    else:
+        messages.success(request, f"{host}: the host key {new} is now trusted.")
     return redirect(host)
 
 

@@ -11,7 +11,7 @@ from hosts.api import HostViewSet
 from hosts.metrics_api import GuestMetricsViewSet, HostMetricsViewSet
 from storage.api import VolumeViewSet
 from storage.api_pools import PoolViewSet
-from storage.p2v.api import P2VInventoryView, P2VStartView
+from storage.p2v.api import P2VInventoryView, P2VPublicKeyView, P2VStartView
 from storage.v2v.api import ExportViewSet, GuestExportViewSet, ImportViewSet
 from xenweb.accounts.api import MeView
 from xenweb.appliance.api import SshKeyView
@@ -49,6 +49,7 @@ urlpatterns = [
     path("appliance/ssh-key/", SshKeyView.as_view(), name="ssh-key"),
     path("p2v/", P2VStartView.as_view(), name="p2v"),
     path("p2v/inventory/", P2VInventoryView.as_view(), name="p2v-inventory"),
+    path("p2v/public-key/", P2VPublicKeyView.as_view(), name="p2v-public-key"),
     path("volumes/<str:pk>/content", VolumeContentWithoutSlash.as_view(
         {"get": "content", "put": "upload"}), name="volume-content-without-slash"),
     path("", include(router.urls)),

@@ -1,10 +1,11 @@
-"""API: ``POST /api/v1/p2v/inventory/`` (preview) and ``POST /api/v1/p2v/`` (start)."""
+"""API: ``POST /api/v1/p2v/inventory/`` (preview), ``POST /api/v1/p2v/`` (start) and
+``GET /api/v1/p2v/public-key/`` (the key a source's authorized_keys needs)."""
 
 from __future__ import annotations
 
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,9 +14,9 @@ from rest_framework.views import APIView
 from hosts.models import Host
 from storage.models import Pool
 from storage.p2v import job as p2v_job
+from storage.p2v.address import AddressRefused, checked, parse_address
 from storage.p2v.inventory import propose, read_inventory
-from storage.p2v.ssh import P2VError, Secret, Source, check_password, confirm_host_key
-from xenweb.appliance.sshkeys import public_key
+from storage.p2v.ssh import IDENTITY, P2VError, Secret, Source, check_password, confirm_host_key
 from xenweb.audit.services import record
 from xenweb.jobs.api import accepted
 from xenweb.jobs.serializers import JobSerializer
@@ -29,14 +30,15 @@ class ConnectionSerializer(serializers.Serializer):
     username = serializers.RegexField(r"^[a-z_][a-z0-9_.-]{0,31}$", default="root")
     password = serializers.CharField(
         required=False, allow_blank=True, write_only=True, trim_whitespace=False,
-        help_text="log in with this password instead of the appliance's key (public_key); "
+        help_text="log in with this password instead of the appliance's P2V key "
+                  "(GET /api/v1/p2v/public-key/); "
                   "used for this request or job only and never stored")
 
     def validate_address(self, address: str) -> str:
-        address = address.strip()
-        if address.startswith("-") or any(char.isspace() for char in address):
-            raise serializers.ValidationError("Not a host name or address.")
-        return address
+        try:
+            return parse_address(address)
+        except AddressRefused as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
     def validate_password(self, password: str) -> Secret | None:
         if not password:
@@ -100,6 +102,7 @@ class P2VInventoryView(_P2VView):
         data.is_valid(raise_exception=True)
         source = data.ssh_source()
         try:
+            source = checked(source)  # before any connection
             fingerprint = confirm_host_key(source,
                                            data.validated_data.get("host_key_fingerprint"))
             inventory = read_inventory(source)
@@ -110,8 +113,18 @@ class P2VInventoryView(_P2VView):
         record("p2v.inventory", user=request.user, request=request, target_type="p2v",
                target_label=source.label, fingerprint=fingerprint,
                login="key" if source.password is None else "password")
-        return Response({"host_key_fingerprint": fingerprint, "public_key": public_key(),
+        return Response({"host_key_fingerprint": fingerprint, "public_key": IDENTITY.public_key(),
                          "inventory": inventory.as_dict(), "proposal": propose(inventory)})
+
+
+class P2VPublicKeyView(_P2VView):
+    """The appliance's P2V public key: put it into the source user's authorized_keys (it
+    is not the key dom0s trust)."""
+
+    @extend_schema(responses=inline_serializer("P2VPublicKey",
+                                               {"public_key": serializers.CharField()}))
+    def get(self, request: Request) -> Response:
+        return Response({"public_key": IDENTITY.public_key()})
 
 
 class P2VStartView(_P2VView):

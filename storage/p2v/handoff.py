@@ -82,7 +82,7 @@ def hand_over(password: Secret, task_id: str) -> None:
     except REDIS_ERRORS as exc:
         raise HandoffError(f"The password cannot be handed to the worker: Redis is "
                            f"unreachable ({exc.__class__.__name__}). Try again, or log in "
-                           "with the appliance's key.") from exc
+                           "with the appliance's P2V key.") from exc
 
 
 def take(task_id: str) -> Secret:

@@ -34,6 +34,14 @@ echo '##uid'; id -u
 """
 
 GIB = 1024**3
+SIZE_MAX = 2**60  # bytes: 1 EiB, far above any disk, far below what arithmetic minds
+MEMORY_MAX = 2**46  # bytes: 64 TiB
+CPUS_MAX = 16384
+ENTRIES_MAX = 4096  # block devices, partitions of one disk, network links
+TEXT_MAX = 1024  # characters of one field
+DIGITS_MAX = 20
+_MAC_DIGITS = set("0123456789abcdef")
+TOOLS = ("python3", "zstd", "lz4", "gzip")
 
 
 @dataclass
@@ -104,6 +112,109 @@ class Inventory:
         return asdict(self)
 
 
+class InventoryError(P2VError):
+    """The source's answer does not have the inventory's shape; the message says where."""
+
+    def __init__(self, where: str, what: str) -> None:
+        super().__init__(f"The source's inventory cannot be read ({where}): {what}.")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InventoryError(where, f"expected an object, got {_shown(value)}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InventoryError(where, f"expected a list, got {_shown(value)}")
+    if len(value) > ENTRIES_MAX:
+        raise InventoryError(where, f"more than {ENTRIES_MAX} entries")
+    return value
+
+
+def _text(node: dict[str, Any], key: str, where: str, default: str = "") -> str:
+    value = node.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InventoryError(where, f"'{key}' is not text: {_shown(value)}")
+    if len(value) > TEXT_MAX:
+        raise InventoryError(where, f"'{key}' is longer than {TEXT_MAX} characters")
+    return value
+
+
+def _whole(text: str, where: str, what: str, maximum: int) -> int:
+    """A decimal number from the source's text (ASCII digits only), 0..maximum."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > DIGITS_MAX:
+        raise InventoryError(where, f"{what} is not a whole number: {_shown(text)}")
+    number = int(text)
+    if number > maximum:
+        raise InventoryError(where, f"{what} {number} is larger than {maximum}")
+    return number
+
+
+def _number(node: dict[str, Any], key: str, where: str, maximum: int) -> int:
+    """A JSON number or a decimal string (older lsblk writes every value as a string)."""
+    value = node.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InventoryError(where, f"'{key}' is not a whole number: {_shown(value)}")
+    if isinstance(value, int):
+        if not 0 <= value <= maximum:
+            raise InventoryError(where, f"'{key}' {value} is not between 0 and {maximum}")
+        return value
+    return _whole(value, where, f"'{key}'", maximum)
+
+
+def _flag(node: dict[str, Any], key: str, where: str) -> bool:
+    value = node.get(key)
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1, "0", "1"):
+        return value in (1, "1")
+    raise InventoryError(where, f"'{key}' is not true or false: {_shown(value)}")
+
+
+def _mountpoints(node: dict[str, Any], where: str) -> list[str]:
+    if "mountpoints" in node:
+        points = _list(node["mountpoints"], f"{where}, mountpoints")
+    else:
+        points = [node.get("mountpoint")]
+    found = []
+    for point in points:
+        if point is None or point == "":
+            continue
+        if not isinstance(point, str) or len(point) > TEXT_MAX:
+            raise InventoryError(where, f"a mount point is not a path: {_shown(point)}")
+        found.append(point)
+    return found
+
+
+def _device_path(node: dict[str, Any], where: str) -> str:
+    path = _text(node, "path", where)
+    if not path:
+        name = _text(node, "name", where)
+        if not name:
+            raise InventoryError(where, "a block device has neither 'path' nor 'name'")
+        path = f"/dev/{name}"
+    if not path.startswith("/dev/") or ".." in path.split("/") or any(
+            char.isspace() or not char.isprintable() for char in path):
+        raise InventoryError(where, f"not a device path: {_shown(path)}")
+    return path
+
+
 def sections(text: str) -> dict[str, str]:
     found: dict[str, list[str]] = {}
     current = None
@@ -131,11 +242,13 @@ def parse_cpu(text: str) -> Cpu:
         if key == "processor":
             count += 1
         elif key == "model name" and not model:
-            model = value
+            model = value[:TEXT_MAX]
         elif key == "vendor_id" and not vendor:
-            vendor = value
+            vendor = value[:TEXT_MAX]
         elif key == "flags" and not flags:
             flags = set(value.split())
+    if count > CPUS_MAX:
+        raise InventoryError("cpuinfo", f"more than {CPUS_MAX} processors")
     return Cpu(count=max(count, 1), model=model, vendor=vendor, lm="lm" in flags,
                pae="pae" in flags, vmx="vmx" in flags, svm="svm" in flags)
 
@@ -143,27 +256,25 @@ def parse_cpu(text: str) -> Cpu:
 def parse_memory(text: str) -> int:
     for key, value in _key_values(text, ":"):
         if key == "MemTotal":
-            return int(value.split()[0]) * 1024
+            number, _, unit = value.partition(" ")
+            if unit.strip() not in ("kB", ""):
+                raise InventoryError("meminfo", f"MemTotal is not in kB: {_shown(value)}")
+            return _whole(number, "meminfo", "MemTotal", MEMORY_MAX // 1024) * 1024
     return 0
 
 
 def parse_os(text: str) -> tuple[str, str]:
-    values = {key: value.strip('"') for key, value in _key_values(text, "=")}
+    values = {key: value.strip('"')[:TEXT_MAX] for key, value in _key_values(text, "=")}
     return values.get("PRETTY_NAME", values.get("NAME", "unknown")), values.get("ID", "")
 
 
 def _blkid(text: str) -> dict[str, dict[str, str]]:
     devices: dict[str, dict[str, str]] = {}
     for block in text.split("\n\n"):
-        values = dict(_key_values(block, "="))
+        values = {key: value[:TEXT_MAX] for key, value in _key_values(block, "=")}
         if "DEVNAME" in values:
             devices[values["DEVNAME"]] = values
     return devices
-
-
-def _mountpoints(node: dict[str, Any]) -> list[str]:
-    points = node.get("mountpoints") or ([node["mountpoint"]] if node.get("mountpoint") else [])
-    return [point for point in points if point]
 
 
 def _partx(text: str) -> dict[str, list[Partition]]:
@@ -171,73 +282,151 @@ def _partx(text: str) -> dict[str, list[Partition]]:
     found: dict[str, list[Partition]] = {}
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) < 4 or not all(value.isdigit() for value in fields[1:4]):
+        if len(fields) < 4 or not all(value.isascii() and value.isdigit()
+                                      for value in fields[1:4]):
             continue
-        device, number, _start, sectors = fields[0], fields[1], fields[2], int(fields[3])
+        device, number = fields[0], fields[1]
+        sectors = _whole(fields[3], "partx", "a partition's sector count", SIZE_MAX // 512)
+        if not device.startswith("/dev/") or len(device) > TEXT_MAX or \
+                len(number) > DIGITS_MAX:
+            raise InventoryError("partx", f"not a device path: {_shown(device)}")
+        if len(found.setdefault(device, [])) >= ENTRIES_MAX:
+            raise InventoryError("partx", f"more than {ENTRIES_MAX} partitions on {device}")
         suffix = f"p{number}" if device[-1].isdigit() else number
-        found.setdefault(device, []).append(Partition(
+        found[device].append(Partition(
             path=f"{device}{suffix}", size=sectors * 512,
-            fstype=fields[4] if len(fields) > 4 else "", label="", mountpoints=[]))
+            fstype=fields[4][:TEXT_MAX] if len(fields) > 4 else "", label="",
+            mountpoints=[]))
     return found
 
 
-def parse_disks(lsblk: str, blkid: str, partx: str = "") -> list[Disk]:
+def _load_json(text: str, where: str) -> Any:
     try:
-        nodes = json.loads(lsblk)["blockdevices"] if lsblk else []
-    except (ValueError, KeyError, TypeError) as exc:
-        raise P2VError(f"lsblk on the source gave output that cannot be read: {exc}") from exc
+        return json.loads(text)
+    except RecursionError:
+        raise InventoryError(where, "the JSON is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and numbers with too many digits
+        raise InventoryError(where, f"not valid JSON: {exc}") from None
+
+
+def _partition(child: Any, where: str, probed: dict[str, dict[str, str]]) -> Partition:
+    node = _object(child, where)
+    path = _device_path(node, where)
+    extra = probed.get(path, {})
+    return Partition(path=path, size=_number(node, "size", where, SIZE_MAX),
+                     fstype=_text(node, "fstype", where) or extra.get("TYPE", ""),
+                     label=_text(node, "label", where) or extra.get("LABEL", ""),
+                     mountpoints=_mountpoints(node, where))
+
+
+def parse_disks(lsblk: str, blkid: str, partx: str = "") -> list[Disk]:
+    if not lsblk:
+        return []
+    top = _object(_load_json(lsblk, "lsblk"), "lsblk")
+    if "blockdevices" not in top:
+        raise InventoryError("lsblk", "no 'blockdevices' list")
+    nodes = _list(top["blockdevices"], "lsblk, blockdevices")
     probed = _blkid(blkid)
     tables = _partx(partx)
     disks = []
-    for node in nodes:
-        if node.get("type") not in ("disk", "loop") or not int(node.get("size") or 0):
+    for index, value in enumerate(nodes):
+        where = f"lsblk, block device {index + 1}"
+        node = _object(value, where)
+        kind = _text(node, "type", where)
+        size = _number(node, "size", where, SIZE_MAX)
+        if kind not in ("disk", "loop") or not size:
             continue
-        path = node.get("path") or f"/dev/{node['name']}"
-        parts = []
-        for child in node.get("children") or []:
-            child_path = child.get("path") or f"/dev/{child['name']}"
-            extra = probed.get(child_path, {})
-            parts.append(Partition(path=child_path, size=int(child.get("size") or 0),
-                                   fstype=child.get("fstype") or extra.get("TYPE", ""),
-                                   label=child.get("label") or extra.get("LABEL", ""),
-                                   mountpoints=_mountpoints(child)))
+        path = _device_path(node, where)
+        parts = [_partition(child, f"{where}, partition {number + 1}", probed)
+                 for number, child in enumerate(_list(node.get("children"),
+                                                      f"{where}, children"))]
         parts = parts or tables.get(path, [])
         extra = probed.get(path, {})
         disks.append(Disk(
-            path=path, name=node["name"], type=node["type"], size=int(node["size"]),
-            model=(node.get("model") or "").strip(), serial=(node.get("serial") or "").strip(),
-            pttype=node.get("pttype") or extra.get("PTTYPE", ""),
-            fstype=node.get("fstype") or ("" if parts else extra.get("TYPE", "")),
-            removable=bool(node.get("rm")), readonly=bool(node.get("ro")),
-            mountpoints=_mountpoints(node), partitions=parts,
+            path=path, name=_text(node, "name", where) or path.rsplit("/", 1)[-1], type=kind,
+            size=size, model=_text(node, "model", where).strip(),
+            serial=_text(node, "serial", where).strip(),
+            pttype=_text(node, "pttype", where) or extra.get("PTTYPE", ""),
+            fstype=_text(node, "fstype", where) or ("" if parts else extra.get("TYPE", "")),
+            removable=_flag(node, "rm", where), readonly=_flag(node, "ro", where),
+            mountpoints=_mountpoints(node, where), partitions=parts,
         ))
+    paths = [disk.path for disk in disks]
+    if len(set(paths)) != len(paths):
+        raise InventoryError("lsblk", "a device path is listed twice")
     return disks
 
 
+def _mac(value: str, where: str) -> str:
+    mac = value.lower()
+    octets = mac.split(":")
+    if len(octets) != 6 or any(len(octet) != 2 or not set(octet) <= _MAC_DIGITS
+                               for octet in octets):
+        raise InventoryError(where, f"not a MAC address: {_shown(value)}")
+    return mac
+
+
 def parse_nics(text: str) -> list[Nic]:
-    try:
-        links = json.loads(text) if text else []
-    except ValueError as exc:
-        raise P2VError(f"'ip -j link' on the source gave output that cannot be read: {exc}") \
-            from exc
-    return [Nic(name=link.get("ifname", ""), mac=(link.get("address") or "").lower(),
-                state=link.get("operstate", "UNKNOWN"), mtu=int(link.get("mtu") or 0))
-            for link in links if link.get("link_type") == "ether" and link.get("address")]
+    if not text:
+        return []
+    links = _list(_load_json(text, "ip link"), "ip link")
+    nics = []
+    for index, value in enumerate(links):
+        where = f"ip link, link {index + 1}"
+        link = _object(value, where)
+        address = _text(link, "address", where)
+        if _text(link, "link_type", where) != "ether" or not address:
+            continue
+        nics.append(Nic(name=_text(link, "ifname", where), mac=_mac(address, where),
+                        state=_text(link, "operstate", where, "UNKNOWN"),
+                        mtu=_number(link, "mtu", where, 1 << 20)))
+    return nics
+
+
+def parse_firmware(text: str) -> str:
+    firmware = text.strip() or "bios"
+    if firmware not in ("bios", "uefi"):
+        raise InventoryError("firmware", f"neither bios nor uefi: {_shown(firmware)}")
+    return firmware
+
+
+def parse_hostname(text: str) -> str:
+    hostname = text.strip()
+    if len(hostname) > 255 or any(not char.isprintable() for char in hostname):
+        raise InventoryError("hostname", f"not a host name: {_shown(hostname)}")
+    return hostname
+
+
+def _parse(parts: dict[str, str]) -> Inventory:
+    os_name, os_id = parse_os(parts.get("os-release", ""))
+    return Inventory(
+        hostname=parse_hostname(parts.get("hostname", "")), os_name=os_name, os_id=os_id,
+        cpu=parse_cpu(parts.get("cpuinfo", "")),
+        memory_bytes=parse_memory(parts.get("meminfo", "")),
+        firmware=parse_firmware(parts.get("firmware", "")),
+        disks=parse_disks(parts.get("lsblk", ""), parts.get("blkid", ""),
+                          parts.get("partx", "")),
+        nics=parse_nics(parts.get("iplink", "")),
+        tools=[tool for tool in parts.get("tools", "").split() if tool in TOOLS],
+        root=parts.get("uid", "").strip() == "0",
+    )
 
 
 def parse(text: str) -> Inventory:
+    """The inventory in the script's output; ``InventoryError`` (a P2VError, so a 400 or
+    a job error) names the section that does not have the expected shape."""
     parts = sections(text)
-    os_name, os_id = parse_os(parts.get("os-release", ""))
-    return Inventory(
-        hostname=parts.get("hostname", "").strip(), os_name=os_name, os_id=os_id,
-        cpu=parse_cpu(parts.get("cpuinfo", "")), memory_bytes=parse_memory(
-            parts.get("meminfo", "")),
-        firmware=parts.get("firmware", "bios").strip() or "bios",
-        disks=parse_disks(parts.get("lsblk", ""), parts.get("blkid", ""),
-                          parts.get("partx", "")),
-        nics=parse_nics(parts.get("iplink", "")), tools=parts.get("tools", "").split(),
-        root=parts.get("uid", "").strip() == "0",
-    )
+    if "uid" not in parts:
+        raise InventoryError("output", "the script's answer is incomplete (no '##uid' "
+                             "section): not a Linux shell's answer, or cut short")
+    try:
+        return _parse(parts)
+    except P2VError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
+            RecursionError) as exc:  # a shape the checks above did not foresee
+        raise InventoryError("output", f"unexpected content ({exc.__class__.__name__}: "
+                             f"{_shown(str(exc))})") from None
 
 
 def read_inventory(source: Source) -> Inventory:

@@ -17,6 +17,7 @@ against the source's checksums, which covers the copy and the conversion in one 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from hosts.virt import VirtError
 from hosts.virt import volumes as virt
 from storage.models import Pool, Volume
 from storage.p2v import handoff
+from storage.p2v.address import checked
 from storage.p2v.copy import RETRIES, DiskCopy, Target, copy_disk, digest_list
 from storage.p2v.inventory import Disk, Inventory, propose, read_inventory
 from storage.p2v.ssh import P2VError, Secret, Source, confirm_host_key
@@ -137,6 +139,7 @@ def start_p2v(request: Request, *, user: Any, http_request: Any = None,
     try:
         if request.format not in FORMATS:
             raise P2VError(f"P2V writes raw or qcow2 volumes, not '{request.format}'.")
+        request = dataclasses.replace(request, source=checked(request.source))
         confirm_host_key(request.source, request.fingerprint)
         inventory = read_inventory(request.source)
         disks = _chosen_disks(request, inventory)
@@ -365,6 +368,10 @@ def p2v_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     run = _Run(request, reporter, _Progress(reporter, job.total or 0, len(disks)))
     results: list[dict[str, Any]] = []
     try:
+        # Resolved and checked again: an enrolled host or a DNS answer may have changed
+        # since the start; every connection of this run goes to this one checked address.
+        request = dataclasses.replace(request, source=checked(request.source))
+        run.request = request
         confirm_host_key(request.source, request.fingerprint)
         inventory = read_inventory(request.source)
         for index, wanted in enumerate(disks):

@@ -1,10 +1,17 @@
 """Commands on the P2V source over the system ``ssh`` client.
 
-The host key must be the one the user confirmed (pinned in the appliance's known_hosts,
-see xenweb.appliance.sshkeys); ssh then runs with StrictHostKeyChecking=yes, so a key that
-changes later aborts every following connection too.
+P2V has an SSH identity and a trust store of its own (``P2V_IDENTITY``: ``ssh/id_ed25519_p2v``,
+``P2V_TRUST``: ``ssh/known_hosts_p2v``); the dom0 management key and the dom0 pins are
+never used here, so nothing an operator does through P2V logs in to a dom0 or changes the
+key a dom0 is trusted with. ssh connects only to the address ``address.checked`` resolved
+and checked (``Source.connect_to``, never the name), ignores every ssh_config file, agent
+and other identity.
 
-Authentication is the appliance's key (BatchMode: ssh never prompts), or a password given
+The host key must be the one the user confirmed (pinned in the P2V known_hosts); ssh then
+runs with StrictHostKeyChecking=yes, so a key that changes later aborts every following
+connection too. A key the appliance trusts for an enrolled host is refused outright.
+
+Authentication is the appliance's P2V key (BatchMode: ssh never prompts), or a password given
 for one request or job. A password is never in ssh's arguments or environment: for each
 ssh run it is written once into a FIFO in a private temporary folder (mode 0700; the
 data lives in the kernel's pipe buffer, never on disk), and ssh, told to use an askpass
@@ -19,20 +26,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import shlex
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hosts.enrolled import is_enrolled_host_key
 from xenweb.appliance.sshkeys import (
+    P2V_IDENTITY,
+    P2V_TRUST,
     HostKeyError,
     HostKeyMismatch,
-    ensure_keypair,
-    known_hosts_path,
-    verify_host_key,
+    SshIdentity,
+    TrustStore,
+    scan_host_key,
 )
+
+# The one identity and trust store P2V has (see the module's docstring).
+IDENTITY: SshIdentity = P2V_IDENTITY
+TRUST: TrustStore = P2V_TRUST
 
 SSH = "/usr/bin/ssh"
 ASKPASS = Path(__file__).with_name("askpass.py")
@@ -50,6 +66,10 @@ class HostKeyRefused(P2VError):
 
 class ConnectionLost(P2VError):
     """The SSH session ended early: worth retrying."""
+
+
+class ManagedHostRefused(P2VError):
+    """The source is (or offers the host key of) an enrolled host: never connected to."""
 
 
 class LoginRefused(P2VError):
@@ -89,24 +109,39 @@ def check_password(password: str) -> str | None:
 
 @dataclass(frozen=True)
 class Source:
-    address: str
+    address: str  # as the user gave it (shown in messages and kept in the job)
     port: int = 22
     username: str = "root"
     password: Secret | None = field(default=None, repr=False, compare=False)
+    connect_to: str = ""  # the IP address address.checked() resolved and checked
 
     @property
     def label(self) -> str:
         return f"{self.username}@{self.address}:{self.port}"
 
+    @property
+    def ip(self) -> str:
+        """The checked address to connect to; nothing connects to a source without one."""
+        if not self.connect_to:
+            raise P2VError(f"The address of {self.address} was not checked: not connecting.")
+        return self.connect_to
+
 
 def confirm_host_key(source: Source, fingerprint: str | None) -> str:
-    """The source's host key fingerprint, checked against ``fingerprint`` and then pinned.
+    """The source's host key fingerprint, checked against ``fingerprint`` and then pinned
+    in the P2V known_hosts.
 
-    Without ``fingerprint`` (the inventory preview) the offered key is only read and
-    returned for the user to confirm; a key different from an earlier pin is refused.
+    Without ``fingerprint`` (the inventory preview) the offered key is pinned on first
+    contact and returned for the user to confirm; a key different from an earlier pin is
+    refused, and so is a key the appliance trusts for an enrolled host.
     """
     try:
-        return verify_host_key(source.address, source.port, fingerprint)
+        offered = scan_host_key(source.ip, source.port)
+        if is_enrolled_host_key(offered[1]):
+            raise ManagedHostRefused(
+                f"P2V refuses {source.address}: it offers the SSH host key of an enrolled "
+                f"host ({offered[1]}), and P2V never copies a managed host.")
+        return TRUST.verify(source.ip, source.port, fingerprint, offered_key=offered)
     except HostKeyMismatch as exc:
         raise HostKeyRefused(str(exc)) from exc
     except HostKeyError as exc:
@@ -115,7 +150,7 @@ def confirm_host_key(source: Source, fingerprint: str | None) -> str:
 
 def _auth_options(source: Source) -> list[str]:
     if source.password is None:
-        return ["-i", str(ensure_keypair()), "-o", "BatchMode=yes",
+        return ["-i", str(IDENTITY.private_key()), "-o", "BatchMode=yes",
                 "-o", "IdentitiesOnly=yes"]
     return ["-o", "BatchMode=no",  # BatchMode=yes would not ask askpass either
             "-o", "PubkeyAuthentication=no",
@@ -126,15 +161,18 @@ def _auth_options(source: Source) -> list[str]:
 def ssh_args(source: Source, command: list[str]) -> list[str]:
     """The ``ssh`` argument list running ``command`` (quoted for the remote shell)."""
     return [
-        SSH, "-T", "-p", str(source.port), *_auth_options(source),
+        SSH, "-T", "-F", "/dev/null", "-p", str(source.port), *_auth_options(source),
+        "-o", "IdentityAgent=none",
         "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={known_hosts_path()}",
+        "-o", f"UserKnownHostsFile={TRUST.path()}",
         "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "UpdateHostKeys=no",
+        "-o", "CheckHostIP=no",
         "-o", "ConnectTimeout=15",
         "-o", "ServerAliveInterval=5",
         "-o", "ServerAliveCountMax=3",
         "-o", "LogLevel=ERROR",
-        "-l", source.username, "--", source.address.strip("[]"),
+        "-l", source.username, "--", source.ip,
         shlex.join(command),
     ]
 
@@ -149,7 +187,7 @@ def login_env(source: Source) -> Iterator[dict[str, str] | None]:
         return
     if not os.access(ASKPASS, os.X_OK):
         raise P2VError(f"The password helper {ASKPASS} is not executable: reinstall the "
-                       "appliance, or use the appliance's key.")
+                       "appliance, or use the appliance's P2V key.")
     folder = tempfile.mkdtemp(prefix="xenweb-askpass-")  # mode 0700
     fifo = os.path.join(folder, "password")
     fd = -1
@@ -174,12 +212,13 @@ def _refusal(source: Source, stderr: str, text: str) -> LoginRefused:
     offered = stderr.rsplit("Permission denied", 1)[-1].partition("(")[2].partition(")")[0]
     methods = [method.strip() for method in offered.split(",") if method.strip()]
     if source.password is None:
-        return LoginRefused(f"{source.label} refused the appliance's SSH key: add the key "
-                            f"shown on the P2V page to the user's authorized_keys ({text}).")
+        return LoginRefused(f"{source.label} refused the appliance's P2V key: add the P2V key "
+                            "shown on the P2V page (or GET /api/v1/p2v/public-key/) to the "
+                            f"user's authorized_keys ({text}).")
     if "password" in methods:
         return LoginRefused(f"The source refused the password for {source.label}.")
     return LoginRefused(f"{source.label} does not accept password logins (it offers: "
-                        f"{', '.join(methods) or 'nothing'}): add the appliance's key to the "
+                        f"{', '.join(methods) or 'nothing'}): add the appliance's P2V key to the "
                         "user's authorized_keys instead.")
 
 
@@ -197,19 +236,74 @@ def explain(source: Source, returncode: int, stderr: str) -> P2VError:
     return P2VError(f"The command on {source.label} failed: {text}")
 
 
+OUTPUT_LIMIT = 16 * 1024 * 1024  # what run() keeps of a command's stdout
+STDERR_KEPT = 64 * 1024  # the end of stderr, for the message
+
+
+class OutputTooLarge(P2VError):
+    """The source sent more output than the command can give: a hostile or broken source."""
+
+
+def _collect(proc: subprocess.Popen[bytes], stdin: bytes, timeout: float,
+             limit: int) -> tuple[bytes, bytes, bool]:
+    """``proc``'s stdout (at most ``limit`` bytes), the end of its stderr, and whether
+    stdout went past ``limit`` (then it is not read further)."""
+    if proc.stdin is None or proc.stdout is None or proc.stderr is None:
+        raise P2VError("ssh was started without pipes.")
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.write(stdin)  # the inventory script: far below a pipe's buffer
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.close()
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ, out)
+        selector.register(proc.stderr, selectors.EVENT_READ, err)
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(proc.args, timeout)
+            for key, _events in selector.select(left):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                key.data.extend(chunk)
+                if key.data is out and len(out) > limit:
+                    return bytes(out[:limit]), bytes(err[-STDERR_KEPT:]), True
+                if key.data is err and len(err) > 2 * STDERR_KEPT:
+                    del err[:-STDERR_KEPT]
+    proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    return bytes(out), bytes(err[-STDERR_KEPT:]), False
+
+
 def run(source: Source, command: list[str], *, stdin: bytes = b"",
-        timeout: float = 120.0) -> bytes:
-    """Run ``command`` on the source; its stdout, or a P2VError that says why not."""
+        timeout: float = 120.0, limit: int = OUTPUT_LIMIT) -> bytes:
+    """Run ``command`` on the source; its stdout, or a P2VError that says why not (also
+    when the source sends more than ``limit`` bytes: nothing larger is kept in memory)."""
     with login_env(source) as env:
+        proc = subprocess.Popen(ssh_args(source, command), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         try:
-            done = subprocess.run(ssh_args(source, command), input=stdin, capture_output=True,
-                                  timeout=timeout, check=False, env=env)
+            stdout, stderr, over = _collect(proc, stdin, timeout, limit)
         except subprocess.TimeoutExpired as exc:
             raise ConnectionLost(f"{source.label} did not answer within {timeout:.0f} s.") \
                 from exc
-    if done.returncode != 0:
-        raise explain(source, done.returncode, done.stderr.decode(errors="replace"))
-    return done.stdout
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+    if over:
+        raise OutputTooLarge(f"{source.label} sent more than {limit // (1024 * 1024)} MiB "
+                             "of output where a Linux system sends a few KiB: the answer "
+                             "was not read.")
+    if proc.returncode != 0:
+        raise explain(source, proc.returncode, stderr.decode(errors="replace"))
+    return stdout
 
 
 @contextlib.contextmanager

@@ -17,21 +17,21 @@ from django.views.decorators.debug import sensitive_post_parameters
 from hosts.models import Host
 from storage.models import Pool
 from storage.p2v import job as p2v_job
+from storage.p2v.address import checked, parse_address
 from storage.p2v.api import PERMISSION
 from storage.p2v.inventory import propose, read_inventory
-from storage.p2v.ssh import P2VError, Secret, Source, check_password, confirm_host_key
-from xenweb.appliance.sshkeys import public_key
+from storage.p2v.ssh import IDENTITY, P2VError, Secret, Source, check_password, confirm_host_key
 from xenweb.audit.services import record
 
 
 def _source(post: Any) -> Source:
-    address = post.get("address", "").strip()
-    if not address or address.startswith("-") or any(char.isspace() for char in address):
-        raise P2VError("Give the source's host name or address.")
+    address = parse_address(post.get("address", ""))
     try:
         port = int(post.get("port") or 22)
     except ValueError:
         raise P2VError("The port is a number.") from None
+    if not 1 <= port <= 65535:
+        raise P2VError("The port is a number from 1 to 65535.")
     username = post.get("username", "root").strip() or "root"
     if not username.replace("_", "").replace("-", "").replace(".", "").isalnum():
         raise P2VError("Not a user name.")
@@ -66,7 +66,7 @@ def _start(request: HttpRequest, source: Source) -> HttpResponse:
 @sensitive_post_parameters("password")
 @permission_required(PERMISSION, raise_exception=True)
 def p2v_page(request: HttpRequest) -> HttpResponse:
-    context: dict[str, Any] = {"public_key": public_key(), "post": request.POST,
+    context: dict[str, Any] = {"public_key": IDENTITY.public_key(), "post": request.POST,
                                "pools": Pool.objects.select_related("host").order_by(
                                    "host__name", "name")}
     if request.method == "POST":
@@ -74,6 +74,7 @@ def p2v_page(request: HttpRequest) -> HttpResponse:
             source = _source(request.POST)
             if request.POST.get("step") == "start":
                 return _start(request, source)
+            source = checked(source)  # before any connection
             fingerprint = confirm_host_key(source, None)
             inventory = read_inventory(source)
             record("p2v.inventory", user=request.user, request=request, target_type="p2v",

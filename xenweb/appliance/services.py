@@ -15,7 +15,7 @@ from hosts.services import enrol_host
 from xenweb.accounts.roles import ADMIN, set_role, sync_roles
 from xenweb.appliance import setup_state
 from xenweb.appliance.models import ApplianceSettings, forget_settings
-from xenweb.appliance.sshkeys import ensure_keypair
+from xenweb.appliance.sshkeys import P2V_IDENTITY, ensure_keypair
 from xenweb.appliance.token import delete_setup_token
 from xenweb.audit.services import record
 
@@ -72,6 +72,7 @@ def complete_setup(*, user: Any, request: Any = None) -> ApplianceSettings:
         record("appliance.setup", user=user, request=request, target=settings_row)
     delete_setup_token()
     ensure_keypair(f"xenweb@{settings_row.name}")
+    P2V_IDENTITY.private_key(f"xenweb-p2v@{settings_row.name}")
     setup_state.forget()
     forget_settings()
     return settings_row

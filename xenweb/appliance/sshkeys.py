@@ -1,4 +1,18 @@
-"""The appliance's own SSH key pair, used for xen+ssh:// hosts (and later P2V)."""
+"""The appliance's SSH identities (key pairs) and trust stores (known_hosts files).
+
+Two of each, kept apart on purpose:
+
+- the dom0 management identity (``ssh/id_ed25519``) and ``ssh/known_hosts``: dom0s trust this
+  key as root, so it serves enrolled hosts only (libvirt's libssh transport, the VNC tunnel,
+  the lab's dom0s); only administrators enrol hosts or re-pin their keys;
+- the P2V identity (``ssh/id_ed25519_p2v``) and ``ssh/known_hosts_p2v``: what P2V logs in
+  with and the source keys it pinned. Operators start P2V, so nothing P2V does may touch
+  the dom0 key or the dom0 pins: ``storage.p2v`` is given only ``P2V_IDENTITY`` and
+  ``P2V_TRUST``.
+
+The module-level functions without a store argument (``ensure_keypair``, ``public_key``,
+``known_hosts_path``, ``pin_host_key``…) are the dom0 ones, as before the split.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +24,7 @@ import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -24,22 +39,44 @@ def key_dir() -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class SshIdentity:
+    """One key pair in the data dir's ssh folder, generated on first use."""
+
+    file_name: str
+    comment: str
+    purpose: str
+
+    def private_key(self, comment: str | None = None) -> Path:
+        """Generate the key pair once; returns the private key's path."""
+        private = key_dir() / self.file_name
+        if not private.exists():
+            subprocess.run(
+                [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment or self.comment,
+                 "-f", str(private)],
+                check=True, capture_output=True, timeout=30,
+            )
+        return private
+
+    def public_key(self) -> str:
+        return self.private_key().with_suffix(".pub").read_text().strip()
+
+
+DOM0_IDENTITY = SshIdentity(KEY_NAME, "xenweb-appliance", "dom0 management (enrolled hosts)")
+P2V_IDENTITY = SshIdentity("id_ed25519_p2v", "xenweb-p2v", "P2V sources")
+
+
 def ensure_keypair(comment: str = "xenweb-appliance") -> Path:
-    """Generate the key pair once; returns the private key's path."""
-    private = key_dir() / KEY_NAME
-    if not private.exists():
-        subprocess.run(
-            [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(private)],
-            check=True, capture_output=True, timeout=30,
-        )
-    return private
+    """The dom0 management key pair (generated once); returns the private key's path."""
+    return DOM0_IDENTITY.private_key(comment)
 
 
 def public_key() -> str:
-    return ensure_keypair().with_suffix(".pub").read_text().strip()
+    """The dom0 management public key (what a dom0's authorized_keys holds)."""
+    return DOM0_IDENTITY.public_key()
 
 
-# --- host keys: pinned in the appliance's own known_hosts --------------------------------------
+# --- host keys: pinned in the appliance's own known_hosts files --------------------------------
 
 SSH_KEYSCAN = "/usr/bin/ssh-keyscan"
 KNOWN_HOSTS = "known_hosts"
@@ -57,11 +94,6 @@ class HostKeyMismatch(HostKeyError):
     """The host offers a key other than the pinned or confirmed one."""
 
 
-def known_hosts_path() -> Path:
-    """``$XENWEB_DATA_DIR/ssh/known_hosts``: the only known_hosts the appliance trusts."""
-    return key_dir() / KNOWN_HOSTS
-
-
 def host_marker(host: str, port: int | None = None) -> str:
     """How OpenSSH (and libssh) name a host in known_hosts: ``host`` or ``[host]:port``."""
     host = host.strip("[]")
@@ -72,19 +104,21 @@ def host_marker(host: str, port: int | None = None) -> str:
 
 def fingerprint(key_line: str) -> str:
     """``SHA256:<base64>`` of a ``[marker] type base64 [comment]`` key line (as ssh-keygen -l)."""
-    parts = key_line.split()
-    for index, part in enumerate(parts[:-1]):
-        if part in KEY_TYPES or part.startswith(("ssh-", "ecdsa-", "sk-")):
-            blob = parts[index + 1]
-            break
-    else:
-        raise HostKeyError(f"not an SSH public key line: {key_line[:60]!r}")
+    _key_type, blob = _key_part(key_line)
     try:
         raw = base64.b64decode(blob, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise HostKeyError(f"not an SSH public key line: {exc}") from exc
     digest = base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
     return f"SHA256:{digest}"
+
+
+def normal_fingerprint(value: str) -> str:
+    """A fingerprint as the user may give it (with or without ``SHA256:``, padding)."""
+    value = value.strip()
+    if not value.startswith("SHA256:"):
+        value = f"SHA256:{value}"
+    return value.rstrip("=")
 
 
 def _key_part(key_line: str) -> tuple[str, str]:
@@ -124,17 +158,6 @@ def scan_host_key(host: str, port: int = 22, timeout: float = 10.0) -> tuple[str
     raise HostKeyError(f"cannot read the SSH host key of {host}:{port}: {detail}")
 
 
-@contextlib.contextmanager
-def _known_hosts_locked() -> Iterator[Path]:
-    path = known_hosts_path()
-    with open(path.with_name(".known_hosts.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield path
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _read_lines(path: Path) -> list[str]:
     try:
         return path.read_text().splitlines()
@@ -142,71 +165,125 @@ def _read_lines(path: Path) -> list[str]:
         return []
 
 
-def pin_host_key(host: str, port: int, key_line: str) -> str:
-    """Record ``key_line`` as the only trusted key of ``host:port``; returns its fingerprint.
+@dataclass(frozen=True)
+class TrustStore:
+    """One known_hosts file in the data dir's ssh folder: the host keys pinned for one use."""
 
-    Replaces what was pinned for that host before (call it only with a key the user or the
-    caller confirmed). Written atomically, mode 0600.
-    """
-    key_type, blob = _key_part(key_line)
-    marker = host_marker(host, port)
-    line = f"{marker} {key_type} {blob}"
-    with _known_hosts_locked() as path:
-        kept = [entry for entry in _read_lines(path) if entry.split(" ", 1)[0] != marker]
-        tmp = path.with_name(".known_hosts.tmp")
-        tmp.write_text("\n".join([*kept, line]) + "\n")
+    file_name: str
+    purpose: str
+
+    def path(self) -> Path:
+        return key_dir() / self.file_name
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[Path]:
+        path = self.path()
+        with open(path.with_name(f".{self.file_name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield path
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write(self, path: Path, lines: list[str]) -> None:
+        tmp = path.with_name(f".{self.file_name}.tmp")
+        tmp.write_text("".join(f"{entry}\n" for entry in lines))
         tmp.chmod(0o600)
         os.replace(tmp, path)
-    return fingerprint(line)
+
+    def pin(self, host: str, port: int, key_line: str) -> str:
+        """Record ``key_line`` as the only trusted key of ``host:port``; returns its
+        fingerprint. Replaces what was pinned for that host before (call it only with a
+        key the user or the caller confirmed). Written atomically, mode 0600."""
+        key_type, blob = _key_part(key_line)
+        marker = host_marker(host, port)
+        line = f"{marker} {key_type} {blob}"
+        with self._locked() as path:
+            kept = [entry for entry in _read_lines(path) if entry.split(" ", 1)[0] != marker]
+            self._write(path, [*kept, line])
+        return fingerprint(line)
+
+    def pinned(self, host: str, port: int = 22) -> str | None:
+        """The fingerprint pinned for ``host:port``, or None if none is."""
+        marker = host_marker(host, port)
+        for entry in _read_lines(self.path()):
+            if entry.split(" ", 1)[0] == marker:
+                with contextlib.suppress(HostKeyError):
+                    return fingerprint(entry)
+        return None
+
+    def fingerprints(self) -> set[str]:
+        """Every fingerprint pinned here, whatever host it is pinned for."""
+        found = set()
+        for entry in _read_lines(self.path()):
+            with contextlib.suppress(HostKeyError):
+                found.add(fingerprint(entry))
+        return found
+
+    def unpin(self, host: str, port: int = 22) -> None:
+        marker = host_marker(host, port)
+        with self._locked() as path:
+            lines = _read_lines(path)
+            kept = [entry for entry in lines if entry.split(" ", 1)[0] != marker]
+            if kept != lines:
+                self._write(path, kept)
+
+    def verify(self, host: str, port: int = 22, expected: str | None = None, *,
+               offered_key: tuple[str, str] | None = None) -> str:
+        """Check (and on first contact pin) the key ``host:port`` offers; returns its
+        fingerprint.
+
+        - ``expected`` given (a fingerprint the user confirmed): the offered key must match
+          it; it is then pinned, replacing an older pin (the user confirmed the new key).
+        - otherwise: trust on first use; the key is pinned if nothing was pinned for that
+          host. A key that differs from the pinned one is always refused:
+          ``host key of HOST changed: expected SHA256:…, got SHA256:…``.
+        ``offered_key``: the ``(line, fingerprint)`` already scanned, if the caller has it.
+        """
+        key_line, offered = offered_key or scan_host_key(host, port)
+        label = host_marker(host, port)
+        pinned = self.pinned(host, port)
+        if expected is not None:
+            expected = normal_fingerprint(expected)
+            if expected != offered:
+                raise HostKeyMismatch(
+                    f"host key of {label} does not match the confirmed fingerprint: "
+                    f"expected {expected}, got {offered}"
+                )
+            self.pin(host, port, key_line)  # confirmed by the caller: (re)pinned
+            return offered
+        if pinned is not None and pinned != offered:
+            raise HostKeyMismatch(
+                f"host key of {label} changed: expected {pinned}, got {offered}")
+        if pinned is None:
+            self.pin(host, port, key_line)
+        return offered
+
+
+DOM0_TRUST = TrustStore(KNOWN_HOSTS, "enrolled hosts (dom0s)")
+P2V_TRUST = TrustStore("known_hosts_p2v", "P2V sources")
+
+
+# The dom0 store through the functions the rest of the code (and the Xen suite) calls.
+
+def known_hosts_path() -> Path:
+    """``$XENWEB_DATA_DIR/ssh/known_hosts``: the dom0 pins, the only known_hosts libvirt and
+    the VNC tunnel trust."""
+    return DOM0_TRUST.path()
+
+
+def pin_host_key(host: str, port: int, key_line: str) -> str:
+    return DOM0_TRUST.pin(host, port, key_line)
 
 
 def pinned_fingerprint(host: str, port: int = 22) -> str | None:
-    """The fingerprint pinned for ``host:port``, or None if none is."""
-    marker = host_marker(host, port)
-    for entry in _read_lines(known_hosts_path()):
-        if entry.split(" ", 1)[0] == marker:
-            with contextlib.suppress(HostKeyError):
-                return fingerprint(entry)
-    return None
+    return DOM0_TRUST.pinned(host, port)
 
 
 def unpin_host_key(host: str, port: int = 22) -> None:
-    marker = host_marker(host, port)
-    with _known_hosts_locked() as path:
-        lines = _read_lines(path)
-        kept = [entry for entry in lines if entry.split(" ", 1)[0] != marker]
-        if kept != lines:
-            tmp = path.with_name(".known_hosts.tmp")
-            tmp.write_text("".join(f"{entry}\n" for entry in kept))
-            tmp.chmod(0o600)
-            os.replace(tmp, path)
+    DOM0_TRUST.unpin(host, port)
 
 
 def verify_host_key(host: str, port: int = 22, expected: str | None = None) -> str:
-    """Check (and on first contact pin) the key ``host:port`` offers; returns its fingerprint.
-
-    - ``expected`` given (a fingerprint the user confirmed): the offered key must match it;
-      it is then pinned, replacing an older pin (the user confirmed the new key).
-    - otherwise: trust on first use; the key is pinned if nothing was pinned for that host.
-    A key that differs from the pinned one is always refused:
-    ``host key of HOST changed: expected SHA256:…, got SHA256:…``.
-    """
-    key_line, offered = scan_host_key(host, port)
-    label = host_marker(host, port)
-    pinned = pinned_fingerprint(host, port)
-    if expected is not None:
-        expected = expected.strip()
-        if not expected.startswith("SHA256:"):
-            expected = f"SHA256:{expected}"
-        if expected.rstrip("=") != offered:
-            raise HostKeyMismatch(
-                f"host key of {label} does not match the confirmed fingerprint: "
-                f"expected {expected}, got {offered}"
-            )
-        pin_host_key(host, port, key_line)  # confirmed by the caller: (re)pinned
-        return offered
-    if pinned is not None and pinned != offered:
-        raise HostKeyMismatch(f"host key of {label} changed: expected {pinned}, got {offered}")
-    if pinned is None:
-        pin_host_key(host, port, key_line)
-    return offered
+    """``DOM0_TRUST.verify``: the enrolment check of a dom0's key."""
+    return DOM0_TRUST.verify(host, port, expected, offered_key=scan_host_key(host, port))

@@ -1,0 +1,35 @@
+"""What other code may ask about the enrolled hosts without holding the dom0 trust store:
+their network names (to keep P2V away from them) and whether a host key is one of theirs.
+Answers only, never the store or the key itself."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from hosts.models import Host
+from xenweb.appliance.sshkeys import DOM0_TRUST
+
+
+def uri_host(uri: str) -> str:
+    """The host part of a libvirt URI ('' for a local driver such as xen:///system)."""
+    try:
+        return urlsplit(uri.strip()).hostname or ""
+    except ValueError:
+        return ""
+
+
+def enrolled_names() -> list[tuple[str, str]]:
+    """``(host name, address or DNS name)`` of every enrolled host's URI and migration URI;
+    a URI without a host part (a local driver) names the appliance itself."""
+    found = []
+    for name, uri, migration_uri in Host.objects.values_list("name", "uri", "migration_uri"):
+        for value in (uri, migration_uri):
+            address = uri_host(value) if value else ""
+            if address:
+                found.append((name, address))
+    return found
+
+
+def is_enrolled_host_key(fingerprint: str) -> bool:
+    """Whether ``fingerprint`` is a host key the appliance trusts for a managed host."""
+    return fingerprint in DOM0_TRUST.fingerprints()
