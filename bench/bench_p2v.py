@@ -26,9 +26,10 @@ from hosts.models import Host
 from storage.inventory import reconcile_pools
 from storage.models import Pool
 from storage.p2v import job as p2v_job
+from storage.p2v.address import checked
 from storage.p2v.ssh import Source, confirm_host_key, ssh_args
-from tests.storage.p2v_source import MIB, LoopDisk, SshServer, detach
-from xenweb.appliance.sshkeys import public_key, unpin_host_key
+from tests.storage.p2v_source import MIB, LoopDisk, SshServer, detach, make_source_network
+from xenweb.appliance.sshkeys import P2V_IDENTITY, P2V_TRUST
 from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
 
@@ -100,7 +101,12 @@ def run() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="xenweb-bench-p2v-") as tmp:
         root = Path(tmp)
         lab = lab_up(1, root=root / "lab")[0]
-        server = SshServer(root=root, authorized_key=public_key())
+        # P2V refuses the appliance's own addresses: the source sits in a network
+        # namespace, as in the lab tests.
+        network_context = make_source_network(index=7)
+        network = network_context.__enter__()
+        server = SshServer(root=root, authorized_key=P2V_IDENTITY.public_key(),
+                           network=network)
         disks: list[LoopDisk] = []
         try:
             Host.objects.filter(name=lab.name).delete()  # from an earlier run's lab
@@ -109,7 +115,7 @@ def run() -> dict[str, Any]:
             pool = Pool.objects.get(host=host, name="local")
             user, _ = get_user_model().objects.get_or_create(username="bench-p2v")
             server.start()
-            source = Source("127.0.0.1", server.port, "root")
+            source = checked(Source(server.address, server.port, "root"))
             fingerprint = confirm_host_key(source, None)
             out: dict[str, Any] = {"bytes": size, "goal_full_ratio": 0.9,
                                    "goal_sparse_speedup": 3.0}
@@ -130,7 +136,8 @@ def run() -> dict[str, Any]:
             return out
         finally:
             server.stop()
-            unpin_host_key("127.0.0.1", server.port)
+            P2V_TRUST.unpin(server.address, server.port)
+            network_context.__exit__(None, None, None)
             for disk in disks:
                 detach(disk)
             lab_down(root=root / "lab")

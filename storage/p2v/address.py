@@ -47,6 +47,8 @@ def parse_address(text: str) -> str:
     address = text.strip()
     if address.startswith("[") and address.endswith("]"):
         address = address[1:-1].strip()
+    if address.endswith(".") and not address.endswith(".."):
+        address = address[:-1]  # the absolute form of a name: the same records
     if not address or address.startswith("-") or len(address) > NAME_MAX or any(
             char.isspace() or not char.isprintable() or char in "/\\@[]" for char in address):
         raise AddressRefused("Give the source's host name or IP address (e.g. 192.0.2.10, "
@@ -78,7 +80,7 @@ def forms(ip: IPAddress) -> list[IPAddress]:
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
         packed = ip.packed
-        if packed[:12] == bytes(12):  # IPv4-compatible ::a.b.c.d (and :: and ::1)
+        if packed[:12] == bytes(12) and int(ip) > 1:  # IPv4-compatible ::a.b.c.d
             embedded.append(ipaddress.IPv4Address(packed[12:]))
         if any(ip in network for network in _NAT64):
             embedded.append(ipaddress.IPv4Address(packed[12:]))
@@ -137,7 +139,8 @@ def is_own_address(ip: IPAddress) -> bool:
 
 
 def _why_not(ip: IPAddress) -> str | None:
-    """Why P2V may not connect to ``ip`` whatever host it is, or None."""
+    """Why P2V may not connect to ``ip`` whatever host it is, or None (see ``is_own_address``
+    for the appliance's own addresses)."""
     if ip.is_unspecified or (ip.version == 4 and ip in _THIS_NETWORK):
         return "means this machine (an unspecified address)"
     if ip.is_loopback:
@@ -146,8 +149,6 @@ def _why_not(ip: IPAddress) -> str | None:
         return "is a link-local address"
     if ip.is_multicast or (ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255")):
         return "is not the address of one machine"
-    if is_own_address(ip):
-        return "is an address of this appliance itself"
     return None
 
 
@@ -181,10 +182,15 @@ def check_address(address: str, port: int = 22) -> IPAddress:
     managed = enrolled_addresses()
     for ip in resolved:
         shown = address if str(ip) == address else f"{address} ({ip})"
-        for form in forms(ip):
+        embedded = forms(ip)
+        for form in embedded:
             why = _why_not(form)
             if why is not None:
                 raise AddressRefused(f"P2V refuses {shown}: {form} {why}.")
+        for form in embedded:
+            if is_own_address(form):
+                raise AddressRefused(f"P2V refuses {shown}: {form} is an address of this "
+                                     "appliance itself.")
             if form in managed:
                 raise AddressRefused(f"P2V refuses {shown}: {form} is an address of the "
                                      f"enrolled host {managed[form]}, and P2V never copies "

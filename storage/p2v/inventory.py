@@ -429,10 +429,15 @@ def parse(text: str) -> Inventory:
                              f"{_shown(str(exc))})") from None
 
 
+def parse_output(raw: bytes) -> Inventory:
+    """The inventory in the source's raw answer (bytes that are not UTF-8 are replaced,
+    and the shape is then checked as for any other answer)."""
+    return parse(raw.decode(errors="replace"))
+
+
 def read_inventory(source: Source) -> Inventory:
     """Run the inventory script on the source (host key already confirmed)."""
-    output = ssh.run(source, ["sh", "-s"], stdin=SCRIPT.encode(), timeout=60)
-    return parse(output.decode(errors="replace"))
+    return parse_output(ssh.run(source, ["sh", "-s"], stdin=SCRIPT.encode(), timeout=60))
 
 
 def warnings(inventory: Inventory) -> list[str]:

@@ -1,5 +1,5 @@
 """A real "physical server" for the P2V tests: its own sshd (own host key, root login with
-the appliance's key) and disks that are loop devices backed by files holding an MBR
+the appliance's P2V key) and disks that are loop devices backed by files holding an MBR
 partition table and an ext4 filesystem with known files.
 
 The tests run the sshd in a network namespace of its own (``SourceNetwork``): a veth pair
@@ -217,6 +217,7 @@ class SshServer:
     network: SourceNetwork | None = None
     port: int = 0
     root_password: str | None = None
+    force_command: str = ""  # sshd's ForceCommand: what every login runs instead
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -253,7 +254,8 @@ class SshServer:
             f"PermitRootLogin {'yes' if password else 'prohibit-password'}",
             f"PasswordAuthentication {'yes' if password else 'no'}",
             "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-            f"PidFile {self.root / 'sshd.pid'}", "LogLevel ERROR", "",
+            f"PidFile {self.root / 'sshd.pid'}", "LogLevel ERROR",
+            *([f"ForceCommand {self.force_command}"] if self.force_command else []), "",
         ]
 
     def start(self, *, new_key: bool = False) -> None:

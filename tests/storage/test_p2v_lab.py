@@ -43,7 +43,7 @@ from tests.storage.p2v_source import (
     make_source_network,
     shadow_line,
 )
-from xenweb.appliance.sshkeys import public_key, unpin_host_key
+from xenweb.appliance.sshkeys import P2V_IDENTITY, P2V_TRUST
 from xenweb.audit.models import AuditRecord
 from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
@@ -106,16 +106,16 @@ def _serving(server: SshServer) -> Iterator[SshServer]:
         yield server
     finally:
         server.stop()
-        unpin_host_key(server.address, server.port)
+        P2V_TRUST.unpin(server.address, server.port)
 
 
 @pytest.fixture
 def sshd(tmp_path: Path, admin_client_tx: Client,
          source_network: SourceNetwork) -> Iterator[SshServer]:
-    """The source: root logs in with the appliance's key only."""
+    """The source: root logs in with the appliance's P2V key only."""
     root = tmp_path / "sshd"
     root.mkdir()
-    yield from _serving(SshServer(root=root, authorized_key=public_key(),
+    yield from _serving(SshServer(root=root, authorized_key=P2V_IDENTITY.public_key(),
                                   network=source_network))
 
 
@@ -195,7 +195,7 @@ def test_inventory_copy_verify_and_guest(admin_client_tx: Client, pool: Pool, ss
     key = subprocess.run(["/usr/bin/ssh-keygen", "-lf", str(sshd.host_key)], check=True,
                          capture_output=True, text=True).stdout.split()[1]
     assert found["host_key_fingerprint"] == key
-    assert found["public_key"] == public_key()
+    assert found["public_key"] == P2V_IDENTITY.public_key()
     facts = found["inventory"]
     assert facts["hostname"] == socket.gethostname()
     assert facts["cpu"]["count"] == os.cpu_count() and facts["cpu"]["lm"] is True
@@ -348,7 +348,7 @@ def test_verify_names_the_region_that_differs(pool: Pool) -> None:
 def test_p2v_page_previews_and_starts(admin_client_tx: Client, pool: Pool, sshd: SshServer,
                                       disks: dict[str, LoopDisk], viewer_client: Any) -> None:
     page = admin_client_tx.get("/storage/p2v/")
-    assert page.status_code == 200 and public_key() in page.content.decode()
+    assert page.status_code == 200 and P2V_IDENTITY.public_key() in page.content.decode()
     assert viewer_client.get("/storage/p2v/").status_code == 403
     preview = admin_client_tx.post("/storage/p2v/", {"step": "inventory",
                                                      "address": sshd.address,
@@ -415,7 +415,8 @@ def test_the_source_network_is_taken_down_when_a_test_fails(tmp_path: Path) -> N
     with pytest.raises(RuntimeError, match="the test failed"), \
             make_source_network(index=1) as network, \
             contextlib.contextmanager(loop_disks)(tmp_path, {"d": (8, {})}) as made:
-        server = SshServer(root=tmp_path, authorized_key=public_key(), network=network)
+        server = SshServer(root=tmp_path, authorized_key=P2V_IDENTITY.public_key(),
+                           network=network)
         server.start()
         seen.update(network=network, sshd=server.proc, disk=made["d"])
         assert network.exists() and link_exists(network.host_link)
@@ -487,8 +488,8 @@ def test_password_login_copies_and_leaves_no_trace(
     client = admin_client_tx
     keyed = post(client, "/api/v1/p2v/inventory/", {"address": password_sshd.address,
                                                     "port": password_sshd.port})
-    assert keyed.status_code == 400  # the appliance's key is not enough: only the password is
-    assert "refused the appliance's SSH key" in keyed.json()["detail"]
+    assert keyed.status_code == 400  # the P2V key is not enough: only the password is
+    assert "refused the appliance's P2V key" in keyed.json()["detail"]
     found = inventory(client, password_sshd, password=SOURCE_PASSWORD)
     assert found["inventory"]["root"] is True
 
