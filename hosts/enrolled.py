@@ -30,6 +30,23 @@ def enrolled_names() -> list[tuple[str, str]]:
     return found
 
 
+def _ssh_endpoints() -> set[tuple[str, int]]:
+    """``(host, port)`` of every enrolled ``+ssh`` URI and migration URI."""
+    found = set()
+    for uri, migration_uri in Host.objects.values_list("uri", "migration_uri"):
+        for value in (uri, migration_uri):
+            parts = urlsplit(value.strip()) if value else None
+            if parts is None or not parts.scheme.lower().endswith("+ssh") or not parts.hostname:
+                continue
+            try:
+                found.add((parts.hostname, parts.port or 22))
+            except ValueError:
+                continue
+    return found
+
+
 def is_enrolled_host_key(fingerprint: str) -> bool:
-    """Whether ``fingerprint`` is a host key the appliance trusts for a managed host."""
-    return fingerprint in DOM0_TRUST.fingerprints()
+    """Whether ``fingerprint`` is the host key the appliance trusts for an enrolled host
+    (pinned for one of the hosts' SSH endpoints), wherever it is offered now."""
+    return any(DOM0_TRUST.pinned(host, port) == fingerprint
+               for host, port in _ssh_endpoints())

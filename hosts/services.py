@@ -12,12 +12,7 @@ from hosts.models import Host
 from hosts.virt import HostProbe, VirtError, probe, validate_uri
 from hosts.virt.networks import NetworkInfo, list_networks
 from hosts.virt.networks import create_isolated_network as _create_isolated
-from xenweb.appliance.sshkeys import (
-    DOM0_TRUST,
-    HostKeyError,
-    HostKeyMismatch,
-    scan_host_key,
-)
+from xenweb.appliance.sshkeys import DOM0_TRUST, HostKeyError, HostKeyMismatch
 from xenweb.audit.services import record
 
 
@@ -44,34 +39,27 @@ def ssh_endpoint(uri: str) -> tuple[str, int]:
     return parts.hostname or "", port
 
 
-def check_host_key(uri: str, fingerprint: str | None = None, *, user: Any = None,
-                   request: Any = None, name: str = "") -> str | None:
+def check_host_key(uri: str, fingerprint: str | None = None) -> str | None:
     """For ``+ssh`` URIs: the host key the host offers, checked against the pinned one.
 
     ``fingerprint`` (``SHA256:…``) is one the user confirmed: the key must match it and is
     then pinned. Without it, the key is trusted on first contact and pinned; a key that
     differs from the pinned one is refused. Pins live in the dom0 trust store
     (``$XENWEB_DATA_DIR/ssh/known_hosts``), the only known_hosts libvirt is given
-    (``hosts.virt.connection``); a confirmed key that replaces another pin is audited
-    (``host.host_key``, old and new fingerprints).
+    (``hosts.virt.connection``); P2V has a store of its own and never writes this one.
     Raises ``HostError`` with a message that names both fingerprints on a mismatch, or
     when the key cannot be read (``None`` is returned instead when ``fingerprint`` is None:
     the connection attempt that follows then says what is wrong, e.g. connection refused).
     """
     host, port = ssh_endpoint(uri)
-    old = DOM0_TRUST.pinned(host, port)
     try:
-        new = DOM0_TRUST.verify(host, port, fingerprint, offered_key=scan_host_key(host, port))
+        return DOM0_TRUST.verify(host, port, fingerprint)
     except HostKeyMismatch as exc:
         raise HostError(str(exc)) from exc
     except HostKeyError as exc:
         if fingerprint is not None:
             raise HostError(str(exc)) from exc
         return None
-    if old is not None and old != new:
-        record("host.host_key", user=user, request=request, target_type="hosts.host",
-               target_label=name or host, uri=uri, old_fingerprint=old, new_fingerprint=new)
-    return new
 
 
 REPIN_PERMISSION = "hosts.change_host"  # administrators only
@@ -108,6 +96,18 @@ def repin_host_key(host: Host, fingerprint: str, *, user: Any, request: Any = No
     return new
 
 
+def _check_enrolment_key(uri: str, fingerprint: str | None, *, name: str, user: Any,
+                         request: Any) -> None:
+    """``check_host_key`` for an enrolment (administrators only, see hosts.views/api); a
+    confirmed key that replaces another pin is audited with both fingerprints."""
+    address, port = ssh_endpoint(uri)
+    old = DOM0_TRUST.pinned(address, port)
+    new = check_host_key(uri, fingerprint)
+    if old is not None and new is not None and old != new:
+        record("host.host_key", user=user, request=request, target_type="hosts.host",
+               target_label=name, uri=uri, old_fingerprint=old, new_fingerprint=new)
+
+
 def enrol_host(
     *,
     name: str,
@@ -131,7 +131,8 @@ def enrol_host(
     try:
         validate_uri(uri, allow_insecure=is_lab)
         if _uses_ssh(uri):
-            check_host_key(uri, host_key_fingerprint, user=user, request=request, name=name)
+            _check_enrolment_key(uri, host_key_fingerprint, name=name, user=user,
+                                 request=request)
         info = test_connection(uri, allow_insecure=is_lab)
     except HostError as exc:
         record("host.enrol", user=user, request=request, target_type="hosts.host",

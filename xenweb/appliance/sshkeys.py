@@ -212,14 +212,6 @@ class TrustStore:
                     return fingerprint(entry)
         return None
 
-    def fingerprints(self) -> set[str]:
-        """Every fingerprint pinned here, whatever host it is pinned for."""
-        found = set()
-        for entry in _read_lines(self.path()):
-            with contextlib.suppress(HostKeyError):
-                found.add(fingerprint(entry))
-        return found
-
     def unpin(self, host: str, port: int = 22) -> None:
         marker = host_marker(host, port)
         with self._locked() as path:
