@@ -54,7 +54,8 @@ def evacuate_host(host: Host, *, maintenance: bool = True, user: Any,
         set_maintenance(host, True, user=user, request=request)
     record("host.evacuate", user=user, request=request, target=host)
     return start_job(host_evacuate, kind=EVACUATE_KIND, owner=user, title=f"Evacuate {host}",
-                     target=host, request=request, in_process=host.in_process_only)
+                     target=host, params={"maintenance": maintenance}, request=request,
+                     in_process=host.in_process_only)
 
 
 def evacuate_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:

@@ -1,10 +1,15 @@
 from guests.evacuation import evacuate_body
 from guests.migration_job import migrate_body
+from guests.retry import restart_evacuation, restart_migration, restart_shutdown
 from guests.slow_actions import managed_save_body, restore_body, save_body, shutdown_body
 from guests.snapshot_jobs import create_body, revert_body
-from xenweb.jobs.tasks_base import job_task
+from xenweb.jobs.tasks_base import Retry, job_task
 
-guest_shutdown = job_task("guests.tasks.shutdown", retry_safe=True)(shutdown_body)
+# A retry needs what the action needs (the API views' action_permissions; tests check
+# they agree) and goes through the action's own service (guests.retry).
+CHANGE_GUEST = "guests.change_guest"
+guest_shutdown = job_task("guests.tasks.shutdown", retry=Retry(
+    CHANGE_GUEST, restart_shutdown))(shutdown_body)
 guest_save = job_task("guests.tasks.save")(save_body)
 guest_restore = job_task("guests.tasks.restore")(restore_body)
 guest_managed_save = job_task("guests.tasks.managed_save")(managed_save_body)
@@ -13,8 +18,11 @@ SLOW_TASKS = {"shutdown": guest_shutdown, "save": guest_save, "restore": guest_r
               "managedsave": guest_managed_save}
 
 # A migration checks everything again before it moves anything: safe to repeat.
-guest_migrate = job_task("guests.tasks.migrate", retry_safe=True)(migrate_body)
-host_evacuate = job_task("guests.tasks.evacuate", retry_safe=True)(evacuate_body)
+guest_migrate = job_task("guests.tasks.migrate", retry=Retry(
+    CHANGE_GUEST, restart_migration))(migrate_body)
+# Evacuation is an administrator's action (hosts.change_host).
+host_evacuate = job_task("guests.tasks.evacuate", retry=Retry(
+    "hosts.change_host", restart_evacuation))(evacuate_body)
 
 snapshot_create = job_task("guests.tasks.snapshot_create")(create_body)
 snapshot_revert = job_task("guests.tasks.snapshot_revert")(revert_body)

@@ -23,6 +23,7 @@ from storage.iso_library import iso_images
 from storage.models import Pool, Volume
 from storage.v2v.export_job import FORMAT_LABELS as EXPORT_FORMATS
 from xenweb.jobs.models import Job
+from xenweb.jobs.visibility import can_view, visible_jobs
 
 BUTTONS = [  # (action, label, icon, style, confirmation)
     ("start", "Start", "play-fill", "success", ""),
@@ -70,12 +71,15 @@ def _buttons(guest: Guest) -> list[dict[str, Any]]:
 def guest_detail(request: HttpRequest, pk: int) -> HttpResponse:
     guest = get_object_or_404(Guest.objects.select_related("host"), pk=pk)
     attached = {disk["source"] for disk in guest.devices.get("disks", [])}
+    busy = services.busy_job(guest)
     return render(request, "guests/detail.html", {
-        "guest": guest, "buttons": _buttons(guest), "busy": services.busy_job(guest),
+        "guest": guest, "buttons": _buttons(guest), "busy": busy,
+        "busy_visible": busy is not None and can_view(request.user, busy),
         "export_formats": EXPORT_FORMATS.items(),
         "spare_volumes": Volume.objects.filter(pool__host=guest.host).exclude(
             path__in=attached).select_related("pool"),
-        "jobs": Job.objects.filter(target_type="guests.guest", target_id=str(guest.pk))[:10],
+        "jobs": visible_jobs(request.user).filter(target_type="guests.guest",
+                                                  target_id=str(guest.pk))[:10],
         "can_delete": guest.state in ALLOWED["delete"] and not guest.is_privileged,
         "migration_targets": Host.objects.exclude(pk=guest.host_id),
         "performance": chart_context(reverse("api:guest-metrics-metrics", args=[guest.pk]),

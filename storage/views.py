@@ -24,6 +24,7 @@ from storage.models import Pool, Volume
 from storage.units import parse_size
 from xenweb.ids import parse_id
 from xenweb.jobs.models import Job
+from xenweb.jobs.visibility import can_view, visible_jobs
 
 ADMIN_ONLY = "hosts.change_host"  # as in storage.api_pools
 POOL_FIELDS = ("host", "type", "name", "target_path", "source_host", "source_dir", "devices",
@@ -52,20 +53,25 @@ def pool_list(request: HttpRequest) -> HttpResponse:
     })
 
 
+def _visible_or_none(user: Any, job: Job | None) -> Job | None:
+    return job if job is not None and can_view(user, job) else None
+
+
 @permission_required("storage.view_pool", raise_exception=True)
 @require_safe
 def pool_detail(request: HttpRequest, pk: int) -> HttpResponse:
     pool = get_object_or_404(selectors.pools(), pk=pk)
     users = pool_services.users_by_path(pool)
+    # A volume's busy job is linked only for those who may see it (viewers: their own).
     volumes = [(volume, users.get(volume.path, []) if volume.path else [],
-                services.busy_job(volume))
+                _visible_or_none(request.user, services.busy_job(volume)))
                for volume in pool.volumes.select_related("pool", "pool__host")]
     iso_ids = set(pool.volumes.filter(ISO_IMAGE).values_list("pk", flat=True))
     return render(request, "storage/detail.html", {
         "pool": pool, "volumes": volumes, "iso_ids": iso_ids,
         "shared_with": sharing.same_storage(pool),
         "in_use": pool_services.guests_on_pool(pool),
-        "jobs": Job.objects.filter(target_type="storage.volume", target_id__in=[
+        "jobs": visible_jobs(request.user).filter(target_type="storage.volume", target_id__in=[
             str(v.pk) for v, _u, _b in volumes]).order_by("-pk")[:10],
         "formats": services.FORMATS,
     })

@@ -128,8 +128,9 @@ async def test_websockets_check_origin_and_accept_users(admin_client_tx: Client)
 
 
 @pytest.mark.django_db
-def test_viewer_is_read_only(viewer_client: Client) -> None:
-    job = Job.objects.create(kind="selftest", title="t")
+def test_viewer_is_read_only(viewer_client: Client, viewer_user: Any) -> None:
+    # A viewer sees only their own jobs (xenweb.jobs.visibility), and cancels none.
+    job = Job.objects.create(kind="selftest", title="t", owner=viewer_user)
     assert viewer_client.get("/api/v1/jobs/").status_code == 200
     assert viewer_client.get(f"/jobs/{job.pk}/").status_code == 200
     assert viewer_client.post(f"/api/v1/jobs/{job.pk}/cancel/").status_code == 403

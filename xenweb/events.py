@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from xenweb.jobs.visibility import summary_groups_for
 from xenweb.realtime import EVENTS_GROUP, user_group
 
 CLOSE_UNAUTHENTICATED = 4401
+SUMMARIES_KEPT = 256
 
 
 class EventsConsumer(AsyncJsonWebsocketConsumer):
     groups_joined: list[str]
+    last_summaries: OrderedDict[Any, dict]
 
     async def connect(self) -> None:
         self.groups_joined = []
+        self.last_summaries = OrderedDict()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        self.groups_joined = [EVENTS_GROUP, user_group(user.pk)]
+        # Inventory changes go to everyone; job summaries only to those who may see the
+        # job: the owner's group and the groups of xenweb.jobs.visibility.
+        job_groups = await database_sync_to_async(summary_groups_for)(user)
+        self.groups_joined = [EVENTS_GROUP, user_group(user.pk), *job_groups]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
@@ -34,6 +43,17 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         """Clients only listen."""
 
     async def job_update(self, event: dict[str, Any]) -> None:
+        # A summary reaches a user through every group of theirs it was sent to (their own
+        # and the target's, or all jobs'): the same one twice in a row is sent once.
+        job = event.get("job") or {}
+        key = job.get("id")
+        if key is not None and self.last_summaries.get(key) == job:
+            return
+        if key is not None:
+            self.last_summaries[key] = job
+            self.last_summaries.move_to_end(key)
+            while len(self.last_summaries) > SUMMARIES_KEPT:
+                self.last_summaries.popitem(last=False)
         await self.send_json(event)
 
     async def inventory_update(self, event: dict[str, Any]) -> None:

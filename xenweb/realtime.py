@@ -30,6 +30,17 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
+def all_jobs_group() -> str:
+    """Summaries of every job: for those who may see every job (administrators)."""
+    return "jobs.all"
+
+
+def job_target_group(target_type: str) -> str:
+    """Summaries of the jobs on one kind of object ('guests.guest'): for those who may act
+    on such objects (xenweb.jobs.visibility)."""
+    return f"jobs.target.{target_type}"
+
+
 async def abroadcast(groups: Iterable[str], message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:

@@ -30,7 +30,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
@@ -224,7 +223,8 @@ MIGRATION_ESTIMATED_BPS = env.int("XENWEB_MIGRATION_ESTIMATED_BPS", default=50 *
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: anonymous API calls then get 401 with a "Token" challenge.
-        "rest_framework.authentication.TokenAuthentication",
+        # `Authorization: Token <key>`; keys are stored hashed (xenweb.accounts.tokens).
+        "xenweb.accounts.tokens.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["xenweb.accounts.permissions.RolePermission"],

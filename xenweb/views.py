@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -10,9 +12,11 @@ from hosts.metrics import latest_load
 from hosts.models import Host
 from storage.models import Pool
 from xenweb.jobs.models import ACTIVE_STATES, Job
+from xenweb.jobs.visibility import visible_jobs
 
 
-def dashboard_context() -> dict:
+def dashboard_context(user: Any) -> dict:
+    jobs = visible_jobs(user, Job.objects.select_related("owner"))
     hosts_by_state = dict(Host.objects.values_list("state").annotate(n=Count("id")))
     guests_by_state = dict(
         Guest.objects.filter(is_privileged=False).values_list("state").annotate(n=Count("id"))
@@ -23,8 +27,8 @@ def dashboard_context() -> dict:
         "guest_count": sum(guests_by_state.values()),
         "guests_running": guests_by_state.get(Guest.State.RUNNING, 0),
         "pool_count": Pool.objects.count(),
-        "active_jobs": Job.objects.filter(state__in=ACTIVE_STATES).select_related("owner")[:20],
-        "recent_jobs": Job.objects.exclude(state__in=ACTIVE_STATES).select_related("owner")[:8],
+        "active_jobs": jobs.filter(state__in=ACTIVE_STATES)[:20],
+        "recent_jobs": jobs.exclude(state__in=ACTIVE_STATES)[:8],
         "host_load": host_load(),
     }
 
@@ -40,10 +44,10 @@ def host_load(limit: int = 10) -> list[dict[str, object]]:
 
 @require_safe
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard.html", dashboard_context())
+    return render(request, "dashboard.html", dashboard_context(request.user))
 
 
 @require_safe
 def dashboard_jobs(request: HttpRequest) -> HttpResponse:
     """The dashboard's job tables, re-fetched by htmx when a job starts or ends."""
-    return render(request, "_dashboard_live.html", dashboard_context())
+    return render(request, "_dashboard_live.html", dashboard_context(request.user))

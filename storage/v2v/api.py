@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from django.http import FileResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
@@ -21,6 +22,7 @@ from xenweb.audit.services import record
 from xenweb.jobs.api import accepted
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.serializers import JobSerializer
+from xenweb.jobs.visibility import visible_jobs
 
 REFUSED = OpenApiResponse(description="refused, with `detail`")
 
@@ -145,6 +147,9 @@ class ExportViewSet(viewsets.GenericViewSet):
     queryset = Job.objects.filter(kind="guest.export", state=JobState.SUCCEEDED)
     # Disk contents can hold secrets: reading them is not for viewers.
     action_permissions = {"download": "guests.change_guest"}
+
+    def get_queryset(self) -> QuerySet[Job]:
+        return visible_jobs(self.request.user, super().get_queryset())
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
     @action(detail=True, methods=["get"])

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
 from tests.live.processes import CeleryWorker, PrivateRedis, WebServer, wait_for
+from xenweb.accounts.tokens import create_token
 from xenweb.jobs.models import Job
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -39,7 +39,7 @@ def test_redis_outage_keeps_pages_and_queues_jobs(admin_client_tx: Client,
     try:
         server, worker = WebServer(env=env), CeleryWorker(env=env)
         user = get_user_model().objects.get(username="alice-admin")
-        api = {"Authorization": f"Token {Token.objects.create(user=user).key}"}
+        api = {"Authorization": f"Token {create_token(user)}"}
         browser = {"Cookie": f"sessionid={admin_client_tx.cookies['sessionid'].value}"}
 
         def selftest() -> int:

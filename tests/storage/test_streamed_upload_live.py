@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
 from hosts.lab.register import register_lab_host
 from storage.inventory import reconcile_pools
@@ -28,6 +27,7 @@ from storage.models import Pool, Volume
 from tests.conftest import make_user
 from tests.live.processes import WebServer, wait_for
 from xenweb.accounts.roles import VIEWER
+from xenweb.accounts.tokens import create_token
 from xenweb.audit.models import AuditRecord
 from xenweb.jobs.models import Job
 
@@ -78,8 +78,8 @@ def test_the_streamed_upload_checks_who_sends_before_reading(
     vol = new_volume(admin_client_tx, local_pool, "1M")
     url = f"/api/v1/volumes/{vol['id']}/content/"
     admin = get_user_model().objects.get(username="alice-admin")
-    admin_token = Token.objects.create(user=admin).key
-    viewer_token = Token.objects.create(user=make_user("vera-viewer", VIEWER)).key
+    admin_token = create_token(admin)
+    viewer_token = create_token(make_user("vera-viewer", VIEWER))
     session = admin_client_tx.cookies["sessionid"].value
     data = os.urandom(MIB)
     jobs_before = Job.objects.count()
@@ -127,7 +127,7 @@ def test_the_streamed_upload_refuses_an_image_with_a_host_backing_file(
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/shadow", "-F", "raw",
                     str(evil)], check=True)
     vol = new_volume(admin_client_tx, local_pool, "1M", "qcow2")
-    token = Token.objects.create(user=get_user_model().objects.get(username="alice-admin")).key
+    token = create_token(get_user_model().objects.get(username="alice-admin"))
     status, job = put(web_server, f"/api/v1/volumes/{vol['id']}/content/", evil.read_bytes(),
                       {"Authorization": f"Token {token}"})
     assert status == 422, job
@@ -141,7 +141,7 @@ def test_the_streamed_upload_refuses_an_image_with_a_host_backing_file(
 def test_a_body_that_breaks_off_fails_the_job_and_leaves_the_volume_empty(
         local_pool: Pool, web_server: WebServer, admin_client_tx: Client) -> None:
     vol = new_volume(admin_client_tx, local_pool, "4M")
-    token = Token.objects.create(user=get_user_model().objects.get(username="alice-admin")).key
+    token = create_token(get_user_model().objects.get(username="alice-admin"))
     total = 256 * MIB
     head = (f"PUT /api/v1/volumes/{vol['id']}/content/ HTTP/1.1\r\n"
             f"Host: 127.0.0.1:{web_server.port}\r\nAuthorization: Token {token}\r\n"
@@ -180,7 +180,7 @@ def test_a_body_that_breaks_off_fails_the_job_and_leaves_the_volume_empty(
 def test_a_cancelled_upload_ends_cancelled_and_leaves_the_volume_empty(
         local_pool: Pool, web_server: WebServer, admin_client_tx: Client) -> None:
     vol = new_volume(admin_client_tx, local_pool, "2M")
-    token = Token.objects.create(user=get_user_model().objects.get(username="alice-admin")).key
+    token = create_token(get_user_model().objects.get(username="alice-admin"))
     total = 256 * MIB
     head = (f"PUT /api/v1/volumes/{vol['id']}/content/ HTTP/1.1\r\n"
             f"Host: 127.0.0.1:{web_server.port}\r\nAuthorization: Token {token}\r\n"
@@ -228,7 +228,7 @@ def test_curl_uploads_and_downloads_as_the_readme_says(
     """`curl -T FILE URL` adds the file's name to a URL ending in a slash: the content URL
     also answers without it, for uploads and (resumed) downloads alike."""
     vol = new_volume(admin_client_tx, local_pool, "3M")
-    token = Token.objects.create(user=get_user_model().objects.get(username="alice-admin")).key
+    token = create_token(get_user_model().objects.get(username="alice-admin"))
     image = tmp_path / "disk.img"
     image.write_bytes(os.urandom(3 * MIB))
     url = f"http://127.0.0.1:{web_server.port}/api/v1/volumes/{vol['id']}/content"

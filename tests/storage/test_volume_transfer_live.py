@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
 from hosts.lab.register import register_lab_host
 from storage.inventory import reconcile_pools
@@ -25,6 +24,7 @@ from storage.models import Pool
 from storage.volume_io import IO_ENV
 from tests.live.processes import WebServer
 from tests.live.ws import job_messages_while, latest
+from xenweb.accounts.tokens import create_token
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -97,7 +97,7 @@ def test_one_gib_sparse_image_up_and_down(lab_hosts: list[Any], transfer_server:
     reconcile_pools(host)
     pool = Pool.objects.get(host=host, name="local")
     user = get_user_model().objects.get(username="alice-admin")
-    token = Token.objects.create(user=user).key
+    token = create_token(user)
     cookie = admin_client_tx.cookies["sessionid"].value
 
     image = tmp_path / "sparse.img"

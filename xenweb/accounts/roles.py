@@ -22,6 +22,8 @@ ROLE_CHOICES = [
 
 VIEWABLE_APPS = ("hosts", "guests", "storage", "jobs")
 OPERATED_APPS = ("guests", "storage", "jobs")
+# Permissions of the operated apps that stay the administrators' (other users' jobs).
+ADMIN_ONLY = {"jobs": ("view_all_jobs", "cancel_any_job")}
 
 
 def permissions_for(role: str) -> Any:
@@ -29,10 +31,14 @@ def permissions_for(role: str) -> Any:
     if role == ADMIN:
         return perms
     viewable = Q(content_type__app_label__in=VIEWABLE_APPS, codename__startswith="view_")
+    admin_only = Q()
+    for app_label, codenames in ADMIN_ONLY.items():
+        admin_only |= Q(content_type__app_label=app_label, codename__in=codenames)
     if role == OPERATOR:
-        return perms.filter(viewable | Q(content_type__app_label__in=OPERATED_APPS))
+        return perms.filter(viewable | Q(content_type__app_label__in=OPERATED_APPS)) \
+            .exclude(admin_only)
     if role == VIEWER:
-        return perms.filter(viewable)
+        return perms.filter(viewable).exclude(admin_only)
     raise ValueError(f"unknown role {role!r}")
 
 

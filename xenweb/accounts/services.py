@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
+from xenweb.accounts.models import ApiToken
 from xenweb.accounts.roles import ADMIN, role_of, set_role
+from xenweb.accounts.tokens import create_token, delete_tokens
 from xenweb.audit.services import record
 
 
@@ -37,24 +38,25 @@ def update_user(*, actor: Any, user: Any, role: str, request: Any = None) -> Any
 
 
 def set_password(*, actor: Any, user: Any, request: Any = None) -> None:
-    """Called after a password form saved; logs who changed whose password."""
+    """Called after a password form saved; logs who changed whose password. (The user's
+    API token is revoked by the save itself: xenweb.accounts.signals.)"""
     record("user.password", user=actor, request=request, target=user)
 
 
 def issue_token(*, user: Any, request: Any = None) -> str:
-    """Create (or replace) the user's API token and return its key."""
-    Token.objects.filter(user=user).delete()
-    token = Token.objects.create(user=user)
+    """Create (or replace) the user's API token and return its key: the only time the key
+    exists on the appliance (only its hash is stored)."""
+    key = create_token(user)
     record("token.create", user=user, request=request, target=user)
-    return token.key
+    return key
 
 
 def revoke_token(*, user: Any, request: Any = None) -> bool:
-    deleted, _ = Token.objects.filter(user=user).delete()
+    deleted = delete_tokens(user)
     if deleted:
         record("token.revoke", user=user, request=request, target=user)
     return bool(deleted)
 
 
 def describe(user: Any) -> dict[str, Any]:
-    return {"role": role_of(user), "has_token": Token.objects.filter(user=user).exists()}
+    return {"role": role_of(user), "has_token": ApiToken.objects.filter(user=user).exists()}

@@ -7,30 +7,38 @@ from django.contrib.auth.forms import PasswordChangeForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST, require_safe
-from rest_framework.authtoken.models import Token
 
 from xenweb.accounts import services
 from xenweb.accounts.forms import AdminSetPasswordForm, UserCreateForm, UserEditForm
+from xenweb.accounts.models import ApiToken
 from xenweb.accounts.roles import role_of
 
 manage_users = permission_required("auth.change_user", raise_exception=True)
 
 
-@require_safe
-def profile(request: HttpRequest) -> HttpResponse:
-    token = Token.objects.filter(user=request.user).first()
+def _profile(request: HttpRequest, new_token: str | None = None) -> HttpResponse:
+    token = ApiToken.objects.filter(user=request.user).first()
     return render(request, "accounts/profile.html", {
         "role": role_of(request.user),
         "token_created": token.created if token else None,
-        "new_token": request.session.pop("new_token", None),
+        "new_token": new_token,
     })
+
+
+@require_safe
+def profile(request: HttpRequest) -> HttpResponse:
+    return _profile(request)
 
 
 @require_POST
 def token_create(request: HttpRequest) -> HttpResponse:
-    request.session["new_token"] = services.issue_token(user=request.user, request=request)
+    """The new key is in this answer only: not in the session, the database or a message
+    (only its hash is kept), so it is shown exactly once."""
+    key = services.issue_token(user=request.user, request=request)
     messages.success(request, "A new API token was created. Copy it now: it is shown only once.")
-    return redirect("accounts:profile")
+    response = _profile(request, new_token=key)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_POST

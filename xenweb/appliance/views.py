@@ -9,7 +9,6 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_not_required
-from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -19,11 +18,14 @@ from hosts.virt import VirtError
 from xenweb.appliance import services
 from xenweb.appliance.forms import AdminForm, ApplianceForm, HostForm, TokenForm
 from xenweb.appliance.setup_state import setup_done
+from xenweb.appliance.throttle import ThrottleUnavailable, reset, take_attempt
 from xenweb.appliance.token import check_setup_token, ensure_setup_token
 from xenweb.audit.services import record
 
 STEPS = [("token", "Setup token"), ("admin", "Administrator"), ("appliance", "Appliance"),
          ("host", "First host")]
+# At most this many tokens are checked per address in the window (counted atomically
+# before each check: xenweb.appliance.throttle); a right one resets the count.
 MAX_TOKEN_FAILURES = 10
 TOKEN_LOCKOUT_SECONDS = 15 * 60
 
@@ -66,14 +68,20 @@ def token_step(request: HttpRequest) -> HttpResponse:
     form = TokenForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         key = _failure_key(request)
-        if cache.get(key, 0) >= MAX_TOKEN_FAILURES:
+        try:
+            allowed = take_attempt(key, limit=MAX_TOKEN_FAILURES,
+                                   window_seconds=TOKEN_LOCKOUT_SECONDS)
+        except ThrottleUnavailable:
+            form.add_error("token", "Tokens cannot be checked right now (Redis, which counts "
+                           "the attempts, is unreachable); try again shortly.")
+            return _render(request, "token", form)
+        if not allowed:
             form.add_error("token", "Too many wrong tokens from your address; wait 15 minutes.")
         elif check_setup_token(form.cleaned_data["token"]):
-            cache.delete(key)
+            reset(key)
             request.session["setup.token"] = True
             return redirect("setup:admin")
         else:
-            cache.set(key, cache.get(key, 0) + 1, TOKEN_LOCKOUT_SECONDS)
             record("appliance.setup_token", request=request, result="refused",
                    message="wrong setup token")
             form.add_error("token", "That is not the setup token of this appliance.")

@@ -15,6 +15,7 @@ from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.serializers import JobSerializer
 from xenweb.jobs.tasks import selftest
+from xenweb.jobs.visibility import visible_jobs
 
 
 def accepted(job: Job) -> Response:
@@ -29,7 +30,11 @@ class SelftestSerializer(serializers.Serializer):
 
 
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Long-running jobs: state, progress (0 to 1), done/total, rate, ETA, log and result."""
+    """Long-running jobs: state, progress (0 to 1), done/total, rate, ETA, log and result.
+
+    Each user sees their own jobs, the jobs on objects they may act on (operators: guests
+    and storage) and, administrators, every job; another job answers 404. Cancel: the owner
+    or an administrator. Retry needs the permission of the action it repeats."""
 
     queryset = Job.objects.select_related("owner")
     serializer_class = JobSerializer
@@ -37,7 +42,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                           "retry": "jobs.add_job"}
 
     def get_queryset(self) -> QuerySet[Job]:
-        queryset = super().get_queryset()
+        queryset = visible_jobs(self.request.user, super().get_queryset())
         state = self.request.query_params.get("state")
         if state:
             if state not in JobState.values and state != "active":
@@ -56,7 +61,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=None, responses={200: JobSerializer, 409: None})
+    @extend_schema(request=None, responses={200: JobSerializer, 403: None, 409: None})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Cancel a queued or running job (refused where the hypervisor cannot abort)."""
@@ -67,7 +72,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(JobSerializer(job).data)
 
-    @extend_schema(request=None, responses={202: JobSerializer, 409: None})
+    @extend_schema(request=None, responses={202: JobSerializer, 403: None, 409: None})
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
         """Start a failed or interrupted job again, where repeating it is safe."""

@@ -7,6 +7,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from xenweb.jobs.models import Job
 from xenweb.jobs.serializers import job_payload
+from xenweb.jobs.visibility import can_view
 from xenweb.realtime import job_group
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -14,9 +15,19 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
 
+def _job(job_id: int) -> Job | None:
+    return Job.objects.select_related("owner").filter(pk=job_id).first()
+
+
 @database_sync_to_async
-def _visible_job_payload(user: Any, job_id: int) -> dict | None:
-    job = Job.objects.select_related("owner").filter(pk=job_id).first()
+def _visible(user: Any, job_id: int) -> bool:
+    job = _job(job_id)
+    return job is not None and can_view(user, job)
+
+
+@database_sync_to_async
+def _payload(job_id: int) -> dict | None:
+    job = _job(job_id)
     return job_payload(job) if job is not None else None
 
 
@@ -26,7 +37,8 @@ def _may_view_jobs(user: Any) -> bool:
 
 
 class JobConsumer(AsyncJsonWebsocketConsumer):
-    """`/ws/jobs/<id>/`: the job's current record on connect, then every update."""
+    """`/ws/jobs/<id>/`: the job's current record on connect, then every update; only for
+    users who may see the job (xenweb.jobs.visibility), others get 4404 as for no job."""
 
     group: str | None = None
 
@@ -39,10 +51,13 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
+        if not await _visible(user, job_id):
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
         self.group = job_group(job_id)
         # Join before reading the row, so no update falls between the snapshot and the stream.
         await self.channel_layer.group_add(self.group, self.channel_name)
-        payload = await _visible_job_payload(user, job_id)
+        payload = await _payload(job_id)
         if payload is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return

@@ -71,7 +71,11 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        permissions = [("cancel_job", "Can cancel jobs")]
+        # cancel_job: one's own jobs (operators); the two below are the administrators'
+        # (xenweb.accounts.roles keeps them from operators; xenweb.jobs.visibility).
+        permissions = [("cancel_job", "Can cancel own jobs"),
+                       ("view_all_jobs", "Can see every user's jobs"),
+                       ("cancel_any_job", "Can cancel every user's jobs")]
         indexes = [models.Index(fields=["target_type", "target_id", "state"])]
 
     def __str__(self) -> str:
@@ -83,10 +87,10 @@ class Job(models.Model):
     @property
     def can_retry(self) -> bool:
         """Failed or interrupted, and its task is safe to run again (see tasks_base)."""
-        from xenweb.jobs.tasks_base import RETRY_SAFE
+        from xenweb.jobs.tasks_base import RETRYABLE
 
         return self.state in (JobState.FAILED, JobState.INTERRUPTED) and \
-            self.task_name in RETRY_SAFE
+            self.task_name in RETRYABLE
 
     @property
     def is_active(self) -> bool:

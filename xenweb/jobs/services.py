@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -17,6 +18,7 @@ from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.notify import notify_job
 from xenweb.jobs.runner import WORKER_LOST, mark_interrupted
+from xenweb.jobs.visibility import can_cancel, can_view
 
 
 def start_job(
@@ -72,7 +74,14 @@ def _run_here(task: Any, job_id: int, task_id: str) -> None:
 
 
 def cancel_job(job: Job, *, user: Any, request: Any = None) -> Job:
-    """Cancel a queued job at once; ask a running one to stop at its next progress report."""
+    """Cancel a queued job at once; ask a running one to stop at its next progress report.
+
+    Only its owner or an administrator may (xenweb.jobs.visibility.can_cancel); others get
+    PermissionDenied (403)."""
+    if not can_cancel(user, job):
+        record("job.cancel", user=user, request=request, target=job, result="refused",
+               message="not the job's owner")
+        raise PermissionDenied("Only the job's owner or an administrator can cancel it.")
     if not job.is_active:
         raise JobError(f"Job #{job.pk} has already finished ({job.state}).")
     if job.state == JobState.RUNNING and not job.cancellable:
@@ -115,23 +124,37 @@ def interrupt_jobs_of_worker(worker: str, reason: str) -> list[int]:
 
 
 def retry_job(job: Job, *, user: Any, request: Any = None) -> Job:
-    """A new job doing what a failed or interrupted one set out to do, where that is safe."""
+    """A new job doing what a failed or interrupted one set out to do, where that is safe.
+
+    A retry is the job's action again, by this user: it needs the permission that action
+    needs and passes the action's own checks (Retry.restart), whoever started the job.
+    Raises PermissionDenied (403) or JobError (409)."""
     from celery import current_app
 
-    from xenweb.jobs.tasks_base import RETRY_SAFE
+    from xenweb.jobs.tasks_base import RETRYABLE
 
+    if not can_view(user, job):
+        raise PermissionDenied("You cannot see this job.")
     if job.state not in (JobState.FAILED, JobState.INTERRUPTED):
         raise JobError(f"Job #{job.pk} is {job.state}: only a failed or interrupted job can "
                        "be started again.")
-    if job.task_name not in RETRY_SAFE:
+    rule = RETRYABLE.get(job.task_name)
+    if rule is None:
         raise JobError(f"Job #{job.pk} ({job.kind}) is not safe to repeat automatically: "
                        "check its target and start the action again yourself.")
-    task = current_app.tasks[job.task_name]
-    retried = start_job(task, kind=job.kind, owner=user, title=job.title, params=job.params,
-                        unit=job.unit, total=job.total, request=request)
-    Job.objects.filter(pk=retried.pk).update(target_type=job.target_type,
-                                             target_id=job.target_id,
-                                             target_label=job.target_label)
-    retried.refresh_from_db()
+    if not user.has_perm(rule.permission):
+        record("job.retry", user=user, request=request, target=job, result="refused",
+               message=f"needs {rule.permission}")
+        raise PermissionDenied(f"Your role does not allow repeating job #{job.pk} "
+                               f"({job.kind}).")
+    if rule.restart is not None:
+        retried = rule.restart(job, user, request)
+    elif job.target_type:
+        raise JobError(f"Job #{job.pk} ({job.kind}) has a target: start the action again "
+                       "yourself.")
+    else:
+        retried = start_job(current_app.tasks[job.task_name], kind=job.kind, owner=user,
+                            title=job.title, params=job.params, unit=job.unit,
+                            total=job.total, request=request)
     record("job.retry", user=user, request=request, target=job, new_job=retried.pk)
     return retried

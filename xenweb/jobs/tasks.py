@@ -9,10 +9,10 @@ from xenweb.jobs import services
 from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
-from xenweb.jobs.tasks_base import job_task
+from xenweb.jobs.tasks_base import Retry, job_task
 
 
-@job_task("xenweb.jobs.tasks.selftest", retry_safe=True)
+@job_task("xenweb.jobs.tasks.selftest", retry=Retry("jobs.add_job"))
 def selftest(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     """A diagnostic job: proves worker, progress, websockets and cancel work end to end."""
     steps = int(job.params.get("steps", 10))

@@ -12,12 +12,13 @@ from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.serializers import job_payload
 from xenweb.jobs.tasks import selftest
+from xenweb.jobs.visibility import can_cancel, can_retry, visible_jobs
 
 
 @permission_required("jobs.view_job", raise_exception=True)
 @require_safe
 def job_list(request: HttpRequest) -> HttpResponse:
-    jobs = Job.objects.select_related("owner")
+    jobs = visible_jobs(request.user, Job.objects.select_related("owner"))
     state = request.GET.get("state", "")
     if state:
         jobs = jobs.filter(state=state)
@@ -29,14 +30,18 @@ def job_list(request: HttpRequest) -> HttpResponse:
 @permission_required("jobs.view_job", raise_exception=True)
 @require_safe
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    job = get_object_or_404(Job.objects.select_related("owner"), pk=pk)
-    return render(request, "jobs/detail.html", {"job": job, "job_json": job_payload(job)})
+    job = get_object_or_404(visible_jobs(request.user, Job.objects.select_related("owner")),
+                            pk=pk)
+    return render(request, "jobs/detail.html", {
+        "job": job, "job_json": job_payload(job),
+        "may_cancel": can_cancel(request.user, job), "may_retry": can_retry(request.user, job),
+    })
 
 
 @require_POST
 @permission_required("jobs.cancel_job", raise_exception=True)
 def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
-    job = get_object_or_404(Job, pk=pk)
+    job = get_object_or_404(visible_jobs(request.user), pk=pk)
     try:
         services.cancel_job(job, user=request.user, request=request)
     except JobError as exc:
@@ -49,7 +54,7 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @permission_required("jobs.add_job", raise_exception=True)
 def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
-    job = get_object_or_404(Job, pk=pk)
+    job = get_object_or_404(visible_jobs(request.user), pk=pk)
     try:
         retried = services.retry_job(job, user=request.user, request=request)
     except JobError as exc:
