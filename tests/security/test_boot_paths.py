@@ -9,7 +9,9 @@ test driver) and on a real lab host (libvirt/QEMU), where the refused files real
 from __future__ import annotations
 
 import os
+import stat
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,25 @@ from defusedxml import ElementTree as SafeET
 from django.test import Client
 
 from guests.models import Guest
+from hosts.lab.paths import lab_dir
+from hosts.lab.register import register_lab_host
+from hosts.lab.tinyguest import TINY_GUEST_BANNER, ensure_tiny_guest, tiny_guest_cmdline
 from hosts.models import Host
 from hosts.virt import VirtError
+from hosts.virt import domains as virt_domains
 from hosts.virt.connection import get_connection
+from hosts.virt.console import read_console_until
 from hosts.virt.pools import create_volume
 from storage.inventory import reconcile_pools
 from storage.models import Volume
-from tests.bootfiles import DEMO_BOOT_DIR, INITRD, KERNEL, demo_boot_files, lab_boot_dir
+from tests.bootfiles import (
+    DEMO_BOOT_DIR,
+    INITRD,
+    KERNEL,
+    demo_boot_files,
+    lab_boot_dir,
+    lab_boot_files,
+)
 from tests.lab.conftest import lab_hosts  # noqa: F401
 from xenweb.audit.models import AuditRecord
 
@@ -214,3 +228,154 @@ def test_the_wizard_offers_files_and_refuses_paths(operator_client: Client,
     assert answer.status_code == 302, answer.content.decode()
     created = Guest.objects.get(name="wiz")
     assert kernel_in_definition(booted, created.pk)[0] == f"{DEMO_BOOT_DIR}/{KERNEL}"
+
+
+# --- a real lab host (libvirt/QEMU): the refused files exist --------------------------------
+
+
+@pytest.fixture
+def lab(lab_hosts: list[Any], admin_user: Any) -> Host:  # noqa: F811
+    host, _ = register_lab_host(lab_hosts[0])
+    lab_boot_files(host, admin_user)
+    host.refresh_from_db()
+    return host
+
+
+def _block_device() -> str | None:
+    for name in sorted(os.listdir("/dev")):
+        if stat.S_ISBLK(os.lstat(f"/dev/{name}").st_mode):
+            return f"/dev/{name}"
+    return None
+
+
+@pytest.fixture
+def traps(lab: Host) -> Iterator[tuple[Path, list[str]]]:
+    """Files in the lab's boot files directory that must never boot: links out of it (to a
+    root-only secret, /proc/self/environ, device nodes), a copy of the secret, a directory
+    and a FIFO. Yields the secret and the trap names."""
+    secret = lab_dir() / f"secret-{uuid.uuid4().hex[:6]}"  # outside the boot directory
+    secret.write_text("TOP-SECRET root-only host file\n")
+    secret.chmod(0o600)
+    directory = lab_boot_dir()
+    links = {"link-secret": str(secret), "link-environ": "/proc/self/environ",
+             "link-null": "/dev/null", "link-up": f"../{secret.name}"}
+    block = _block_device()
+    if block:
+        links["link-block"] = block
+    made: list[Path] = []
+    for name, target in links.items():
+        (directory / name).symlink_to(target)
+        made.append(directory / name)
+    (directory / "copy-secret").write_bytes(secret.read_bytes())
+    (directory / "subdir").mkdir()
+    os.mkfifo(directory / "fifo")
+    made += [directory / "copy-secret", directory / "subdir", directory / "fifo"]
+    try:
+        yield secret, [path.name for path in made]
+    finally:
+        for path in made:
+            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+        secret.unlink()
+
+
+def test_lab_refuses_host_paths_and_traps_in_the_boot_directory(
+        operator_client: Client, lab: Host, traps: tuple[Path, list[str]]) -> None:
+    secret, names = traps
+    image = ensure_tiny_guest()
+    for path in (str(image.kernel), str(lab_boot_dir() / KERNEL), str(secret),
+                 "/proc/self/environ", "/dev/loop0", f"../../{secret.name}"):
+        assert "Host paths are not accepted" in refused(operator_client, lab, "kernel",
+                                                        kernel=path)
+        refused(operator_client, lab, "initrd", kernel_file=KERNEL, initrd=path)
+    reasons = {}
+    for name in names:
+        reasons[name] = refused(operator_client, lab, "kernel_file", kernel_file=name)
+        refused(operator_client, lab, "initrd_file", kernel_file=KERNEL, initrd_file=name)
+    # libvirt lists a link as the file it points to: what it points to is refused.
+    for name in ("link-secret", "link-environ", "link-up", "copy-secret"):
+        assert "is not a kernel image" in reasons[name], reasons
+    for name in ("link-null", "fifo"):  # libvirt does not list them
+        assert "There is no file" in reasons[name], reasons
+    assert "not a regular file" in reasons["subdir"], reasons
+    for name in ("../" + secret.name, secret.name, "link-secret/.."):
+        refused(operator_client, lab, "kernel_file", kernel_file=name)
+
+
+def test_lab_refuses_a_disk_and_another_hosts_volume(
+        operator_client: Client, lab: Host, lab_hosts: list[Any],  # noqa: F811
+        admin_user: Any) -> None:
+    disk = create_volume(lab.uri, "local", f"disk-{uuid.uuid4().hex[:6]}.img", 1024**2,
+                         allow_insecure=True)
+    reconcile_pools(lab)
+    volume = Volume.objects.get(pool__host=lab, path=disk.path)
+    owner = post(operator_client, "/api/v1/guests/", {
+        "name": f"owner-{uuid.uuid4().hex[:6]}", "host": lab.pk, "type": "hvm",
+        "memory_mib": 64, "disks": [{"volume": volume.pk}]})
+    assert owner.status_code == 201, owner.json()
+    try:
+        assert f"is a disk of guest '{owner.json()['name']}'" in refused(
+            operator_client, lab, "kernel_volume", kernel_volume=volume.pk)
+        other, _ = register_lab_host(lab_hosts[1])
+        theirs = create_volume(other.uri, "local", f"k-{uuid.uuid4().hex[:6]}", 1024**2,
+                               allow_insecure=True)
+        reconcile_pools(other)
+        foreign = Volume.objects.get(pool__host=other, path=theirs.path)
+        assert "not on the guest's host" in refused(operator_client, lab, "kernel_volume",
+                                                    kernel_volume=foreign.pk)
+    finally:
+        guest = Guest.objects.get(pk=owner.json()["id"])
+        virt_domains.undefine(lab.uri, str(guest.uuid), allow_insecure=True)
+
+
+def test_lab_guest_boots_the_kernel_and_initrd_chosen_by_name(operator_client: Client,
+                                                               lab: Host) -> None:
+    name = f"direct-{uuid.uuid4().hex[:6]}"
+    created = post(operator_client, "/api/v1/guests/", {
+        "name": name, "host": lab.pk, "type": "hvm", "memory_mib": 160,
+        "kernel_file": KERNEL, "initrd_file": INITRD, "cmdline": tiny_guest_cmdline()})
+    assert created.status_code == 201, created.json()
+    guest = Guest.objects.get(pk=created.json()["id"])
+    directory = lab_boot_dir()
+    assert kernel_in_definition(lab, guest.pk) == (str(directory / KERNEL),
+                                                   str(directory / INITRD))
+    try:
+        started = post(operator_client, f"/api/v1/guests/{guest.pk}/start/")
+        assert started.status_code == 200, started.json()
+        assert TINY_GUEST_BANNER in read_console_until(lab.uri, str(guest.uuid),
+                                                       TINY_GUEST_BANNER, 120,
+                                                       allow_insecure=True)
+    finally:
+        try:
+            virt_domains.destroy(lab.uri, str(guest.uuid), allow_insecure=True)
+        except VirtError:
+            pass
+        virt_domains.undefine(lab.uri, str(guest.uuid), allow_insecure=True)
+
+
+def test_lab_kernel_volume_by_id_boots(operator_client: Client, lab: Host) -> None:
+    """A kernel an operator put into a pool of the host (here copied into the lab host's
+    'local' pool), chosen by its volume id."""
+    name = f"vmlinuz-{uuid.uuid4().hex[:6]}"
+    made = create_volume(lab.uri, "local", name, 1024, allow_insecure=True)
+    Path(made.path).write_bytes(ensure_tiny_guest().kernel.read_bytes())
+    reconcile_pools(lab)
+    kernel = Volume.objects.get(pool__host=lab, path=made.path)
+    created = post(operator_client, "/api/v1/guests/", {
+        "name": f"byid-{uuid.uuid4().hex[:6]}", "host": lab.pk, "type": "hvm",
+        "memory_mib": 160, "kernel_volume": kernel.pk, "initrd_file": INITRD,
+        "cmdline": tiny_guest_cmdline()})
+    assert created.status_code == 201, created.json()
+    guest = Guest.objects.get(pk=created.json()["id"])
+    try:
+        assert kernel_in_definition(lab, guest.pk)[0] == made.path
+        assert post(operator_client, f"/api/v1/guests/{guest.pk}/start/").status_code == 200
+        assert TINY_GUEST_BANNER in read_console_until(lab.uri, str(guest.uuid),
+                                                       TINY_GUEST_BANNER, 120,
+                                                       allow_insecure=True)
+    finally:
+        try:
+            virt_domains.destroy(lab.uri, str(guest.uuid), allow_insecure=True)
+        except VirtError:
+            pass
+        virt_domains.undefine(lab.uri, str(guest.uuid), allow_insecure=True)
+        os.unlink(made.path)
