@@ -64,13 +64,11 @@ def set_boot_files_dir(host: Host, directory: str, *, user: Any, request: Any = 
         raise
     host.boot_files_dir = directory
     host.save(update_fields=["boot_files_dir", "updated_at"])
-    if directory:
-        store_pool(host, info)
-    else:
-        try:
-            reconcile_pools(host)
-        except VirtError:
-            pass  # the periodic reconcile drops the pool from the cache later
+    try:
+        reconcile_pools(host)  # also drops the app's pool for a former directory
+    except VirtError:
+        if directory:
+            store_pool(host, info)  # the periodic reconcile catches up with the rest
     record("host.boot_files_dir", user=user, request=request, target=host,
            directory=directory)
     return host

@@ -54,8 +54,9 @@ def ensure_boot_pool(uri: str, directory: str, *, allow_insecure: bool = False) 
         pool = next((p for p in conn.listAllStoragePools(0)
                      if SafeET.fromstring(p.XMLDesc(0)).get("type") == "dir"
                      and _pool_path(p) == directory), None)
+        if pool is None or pool.name() != BOOT_POOL:
+            _remove(conn, uri)  # the app's pool for a directory served no more
         if pool is None:
-            _remove(conn, uri)
             step = f"define the boot files pool for {directory}"
             pool = conn.storagePoolDefineXML(
                 build_pool_xml(DirPoolSpec(name=BOOT_POOL, target_path=directory)), 0)

@@ -379,3 +379,20 @@ def test_lab_kernel_volume_by_id_boots(operator_client: Client, lab: Host) -> No
             pass
         virt_domains.undefine(lab.uri, str(guest.uuid), allow_insecure=True)
         os.unlink(made.path)
+
+
+def test_changing_the_directory_follows_on_the_host(operator_client: Client, booted: Host,
+                                                    admin_user: Any) -> None:
+    """A directory an existing pool serves is used as it is (its disks stay refused as
+    kernels); the app's own pool for the former directory goes; none means no boot files."""
+    from hosts.bootfiles import set_boot_files_dir
+    from hosts.virt.bootfiles import BOOT_POOL
+
+    set_boot_files_dir(booted, "/var/lib/xen/images", user=admin_user)
+    names = {pool.name() for pool in get_connection(booted.uri).listAllStoragePools(0)}
+    assert "default" in names and BOOT_POOL not in names
+    assert "is a disk of guest 'web01'" in refused(operator_client, booted, "kernel_file",
+                                                   kernel_file="web01.img")
+    set_boot_files_dir(booted, "", user=admin_user)
+    assert "no boot files directory" in refused(operator_client, booted, "kernel_file",
+                                                kernel_file=KERNEL)
