@@ -19,12 +19,12 @@ from guests.lifecycle import act
 from guests.migration_job import migrate_body
 from guests.migration_service import request_migration
 from guests.models import Guest
+from hosts.lab.bootfiles import lab_boot_files
 from hosts.lab.daemons import lab_down, lab_up
 from hosts.lab.register import register_lab_host
 from hosts.lab.tinyguest import (
     TINY_GUEST_DIRTYING,
     TINY_GUEST_TICK,
-    ensure_tiny_guest,
     tiny_guest_cmdline,
 )
 from hosts.models import Host
@@ -66,11 +66,12 @@ def _guest_on(host: Host, uuid: str) -> Guest:
 
 
 def _scenario(hosts: list[Host], memory_mib: int, dirty_mib: int, user: Any) -> dict[str, Any]:
-    image = ensure_tiny_guest()
     a, b = hosts
+    kernel, initrd = lab_boot_files(a)
+    lab_boot_files(b)  # the same directory: the kernel is where the target looks for it
     guest = create({"name": f"bench-mig-{int(time.time())}", "host": a.pk, "type": "hvm",
-                    "memory_mib": memory_mib, "vcpus": 1, "kernel": str(image.kernel),
-                    "initrd": str(image.initrd), "cmdline": tiny_guest_cmdline(dirty_mib),
+                    "memory_mib": memory_mib, "vcpus": 1, "kernel_file": kernel,
+                    "initrd_file": initrd, "cmdline": tiny_guest_cmdline(dirty_mib),
                     "bootloader": "", "boot": ["hd"], "disks": [], "nics": [], "vnc": False,
                     "description": "", "labels": []}, user=user)
     uuid, name = str(guest.uuid), guest.name

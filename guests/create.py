@@ -11,6 +11,7 @@ from typing import Any
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
+from guests import boot
 from guests.conflicts import clean_labels, conflicts_on
 from guests.errors import GuestError
 from guests.models import Guest
@@ -23,9 +24,23 @@ from hosts.virt import domain_xml as dx
 from hosts.virt.pools import create_volume, delete_volume_by_path
 from storage.iso_library import library_image
 from storage.models import Pool, Volume
+from xenweb.audit.services import record
 
 TYPES = {"pv": dx.PV, "hvm": dx.HVM, "pvh": dx.PVH, "xen": dx.PV, "xenpvh": dx.PVH}
 GIB = 1024**3
+
+
+PATH_REFUSED = ("Host paths are not accepted: choose {what}_file (a file of the host's boot "
+                "files directory) or {what}_volume (a volume id on the guest's host).")
+
+
+def _file_name(value: str) -> str:
+    if value:
+        try:
+            boot.check_file_name(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+    return value
 
 
 class DiskRequest(serializers.Serializer):
@@ -64,8 +79,23 @@ class CreateGuestSerializer(serializers.Serializer):
     memory_mib = serializers.IntegerField(min_value=16, max_value=16 * 1024 * 1024)
     max_memory_mib = serializers.IntegerField(min_value=16, max_value=16 * 1024 * 1024,
                                               required=False)
-    kernel = serializers.CharField(max_length=1024, required=False, default="", allow_blank=True)
-    initrd = serializers.CharField(max_length=1024, required=False, default="", allow_blank=True)
+    kernel_volume = serializers.IntegerField(
+        required=False, allow_null=True, default=None,
+        help_text="direct kernel boot: the kernel, a volume (id) on the guest's host")
+    kernel_file = serializers.CharField(
+        max_length=255, required=False, default="", allow_blank=True, trim_whitespace=False,
+        help_text=f"direct kernel boot: the kernel, {boot.FILE_NAME_HELP}")
+    initrd_volume = serializers.IntegerField(
+        required=False, allow_null=True, default=None,
+        help_text="the initrd, a volume (id) on the guest's host")
+    initrd_file = serializers.CharField(
+        max_length=255, required=False, default="", allow_blank=True, trim_whitespace=False,
+        help_text=f"the initrd, {boot.FILE_NAME_HELP}")
+    # Host paths are refused (a clear 400 rather than a silently ignored field).
+    kernel = serializers.CharField(required=False, allow_blank=True, write_only=True,
+                                   help_text="not accepted: use kernel_file or kernel_volume")
+    initrd = serializers.CharField(required=False, allow_blank=True, write_only=True,
+                                   help_text="not accepted: use initrd_file or initrd_volume")
     cmdline = serializers.CharField(max_length=2048, required=False, default="",
                                     allow_blank=True)
     bootloader = serializers.ChoiceField(choices=["", "pygrub"], default="")
@@ -91,6 +121,22 @@ class CreateGuestSerializer(serializers.Serializer):
             return clean_labels(labels)
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
+
+    def validate_kernel(self, value: str) -> str:
+        if value:
+            raise ValidationError(PATH_REFUSED.format(what="kernel"))
+        return value
+
+    def validate_initrd(self, value: str) -> str:
+        if value:
+            raise ValidationError(PATH_REFUSED.format(what="initrd"))
+        return value
+
+    def validate_kernel_file(self, value: str) -> str:
+        return _file_name(value)
+
+    def validate_initrd_file(self, value: str) -> str:
+        return _file_name(value)
 
     def validate_name(self, name: str) -> str:
         if not dx.NAME_RE.match(name):
@@ -172,14 +218,15 @@ def plan(data: dict[str, Any]) -> tuple[Host, dx.DomainSpec, list[dict[str, Any]
         ))
     if data.get("cdrom") is not None:
         disks.append(_cdrom(data["cdrom"], host, cdrom_bus, prefix, letters, disks))
+    files = boot.resolve(host, data, disks=tuple(disk.source for disk in disks))
     nics = tuple(dx.NicSpec(mac=(nic.get("mac") or random_mac()).lower(),
                             bridge=nic.get("bridge", ""), network=nic.get("network", ""))
                  for nic in data["nics"])
     spec = dx.DomainSpec(
         name=data["name"], domain_type=domain_type, os_type=os_type,
         memory_mib=data["memory_mib"], max_memory_mib=data.get("max_memory_mib"),
-        vcpus=data["vcpus"], max_vcpus=data.get("max_vcpus"), kernel=data["kernel"],
-        initrd=data["initrd"], cmdline=data["cmdline"],
+        vcpus=data["vcpus"], max_vcpus=data.get("max_vcpus"), kernel=files.kernel,
+        initrd=files.initrd, cmdline=data["cmdline"],
         bootloader="pygrub" if data["bootloader"] == "pygrub" else "",
         firmware=data.get("firmware", "bios"),
         boot=tuple(data["boot"]), disks=tuple(disks), nics=nics, vnc=data["vnc"],
@@ -193,7 +240,13 @@ def plan(data: dict[str, Any]) -> tuple[Host, dx.DomainSpec, list[dict[str, Any]
 
 
 def create(data: dict[str, Any], *, user: Any, request: Any = None) -> Guest:
-    host, spec, to_create = plan(data)
+    try:
+        host, spec, to_create = plan(data)
+    except boot.BootRefused as exc:  # an attempt at a host file is worth a trace
+        record("guest.create", user=user, request=request, target_type="guests.guest",
+               target_label=str(data.get("name", "")), result="refused", message=str(exc),
+               field=exc.field)
+        raise
     made: list[str] = []
     try:
         disks = list(spec.disks)
@@ -225,5 +278,7 @@ def create_from_request(request: Any) -> Guest:
     data.is_valid(raise_exception=True)
     try:
         return create(data.validated_data, user=request.user, request=request)
+    except boot.BootRefused as exc:
+        raise ValidationError({exc.field: [str(exc)]}) from exc
     except GuestError as exc:
         raise ValidationError({"detail": str(exc)}) from exc

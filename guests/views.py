@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
-from guests import devices, services
+from guests import boot, devices, services
 from guests.create import TYPES, CreateGuestSerializer, create
 from guests.errors import GuestError
 from guests.lifecycle import ALLOWED, DOM0_FORBIDDEN
@@ -146,10 +146,15 @@ def _form_data(post: Any) -> dict[str, Any]:
     """The wizard's flat form as the API's create payload (one set of rules)."""
     data: dict[str, Any] = {
         key: post.get(key) for key in ("name", "type", "vcpus", "memory_mib", "max_memory_mib",
-                                       "kernel", "initrd", "cmdline", "bootloader",
-                                       "firmware")
+                                       "cmdline", "bootloader", "firmware")
         if post.get(key) not in (None, "")
     }
+    for what in ("kernel", "initrd"):  # "file:<name>" or "volume:<id>" (see the template)
+        kind, _, value = post.get(what, "").partition(":")
+        if kind in ("file", "volume") and value:
+            data[f"{what}_{kind}"] = value
+        elif post.get(what):
+            data[what] = post[what]  # refused by the serializer with the reason
     if post.get("host"):
         data["host"] = post.get("host")
     disks = []
@@ -176,6 +181,8 @@ def guest_create(request: HttpRequest) -> HttpResponse:
         if data.is_valid():
             try:
                 guest = create(data.validated_data, user=request.user, request=request)
+            except boot.BootRefused as exc:
+                errors = {exc.field: [str(exc)]}
             except GuestError as exc:
                 errors = {"detail": [str(exc)]}
             else:
@@ -190,6 +197,10 @@ def guest_create(request: HttpRequest) -> HttpResponse:
         "pools": Pool.objects.select_related("host").filter(active=True),
         "volumes": Volume.objects.select_related("pool__host").exclude(format="iso"),
         "isos": iso_images(),
+        "boot_files": boot.offered(),
+        "boot_volumes": Volume.objects.select_related("pool__host").filter(
+            pool__active=True, format__in=("raw", "")).exclude(
+            pool__in=[pool for pool in map(boot.boot_pool, hosts) if pool]),
         "errors": errors, "post": request.POST,
     })
 

@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from hosts import services
+from hosts import bootfiles, services
 from hosts.forms import HostForm
 from hosts.metrics import HOST_CHARTS, chart_context
 from hosts.models import Host
@@ -28,8 +28,11 @@ def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
     host = get_object_or_404(Host, pk=pk)
     performance = chart_context(reverse("api:host-metrics-metrics", args=[host.pk]), host.pk,
                                 HOST_CHARTS)
+    from guests.boot import offered
+
     return render(request, "hosts/detail.html", {"host": host, "performance": performance,
-                                                 "pinned_key": services.pinned_host_key(host)})
+                                                 "pinned_key": services.pinned_host_key(host),
+                                                 "boot_files": offered(host)})
 
 
 @permission_required("hosts.add_host", raise_exception=True)
@@ -95,6 +98,21 @@ def host_host_key(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, f"The host key was not changed: {exc}")
     else:
         messages.success(request, f"{host}: the host key {new} is now trusted.")
+    return redirect(host)
+
+
+@require_POST
+@permission_required("hosts.change_host", raise_exception=True)
+def host_boot_files_dir(request: HttpRequest, pk: int) -> HttpResponse:
+    host = get_object_or_404(Host, pk=pk)
+    try:
+        bootfiles.set_boot_files_dir(host, request.POST.get("boot_files_dir", ""),
+                                     user=request.user, request=request)
+    except (VirtError, bootfiles.BootFilesError) as exc:
+        messages.error(request, f"The boot files directory was not changed: {exc}")
+    else:
+        what = f"set to {host.boot_files_dir}" if host.boot_files_dir else "cleared"
+        messages.success(request, f"{host}: boot files directory {what}.")
     return redirect(host)
 
 

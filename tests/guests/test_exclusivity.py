@@ -27,7 +27,7 @@ def post(client: Client, path: str, data: dict | None = None) -> Any:
 def new_guest(client: Client, host: Host, name: str, volume: Volume) -> Guest:
     created = post(client, "/api/v1/guests/", {
         "name": name, "host": host.pk, "type": "pv", "memory_mib": 256,
-        "kernel": "/boot/vmlinuz", "disks": [{"volume": volume.pk}]})
+        "bootloader": "pygrub", "disks": [{"volume": volume.pk}]})
     assert created.status_code == 201, created.json()
     return Guest.objects.select_related("host").get(pk=created.json()["id"])
 

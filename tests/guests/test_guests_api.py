@@ -14,6 +14,7 @@ from hosts.services import enrol_host
 from hosts.virt import demo_uri
 from hosts.virt.capabilities import HVM_UNAVAILABLE, parse_capabilities
 from storage.models import Pool, Volume
+from tests.bootfiles import demo_boot_files
 from tests.paths import TESTDATA
 from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
@@ -113,9 +114,10 @@ def test_viewer_cannot_act(viewer_client: Client, demo: Host) -> None:
 def test_create_pv_guest_with_new_volume_and_delete_it(admin_client: Client,
                                                        demo: Host) -> None:
     pool = Pool.objects.get(host=demo, name="default")
+    kernel, _initrd = demo_boot_files(demo)
     response = post(admin_client, "/api/v1/guests/", {
         "name": "new-pv", "host": demo.pk, "type": "pv", "vcpus": 2, "memory_mib": 512,
-        "max_memory_mib": 1024, "kernel": "/boot/vmlinuz", "cmdline": "root=/dev/xvda1",
+        "max_memory_mib": 1024, "kernel_file": kernel, "cmdline": "root=/dev/xvda1",
         "disks": [{"pool": pool.pk, "size_gib": 1, "format": "raw"}],
         "nics": [{"bridge": "xenbr0"}],
     })
@@ -168,7 +170,7 @@ def test_hvm_is_refused_on_a_host_without_vt_before_anything_is_made(
 def test_hostile_names_are_refused(admin_client: Client, demo: Host, name: str) -> None:
     response = post(admin_client, "/api/v1/guests/", {"name": name, "host": demo.pk,
                                                       "type": "pv", "memory_mib": 256,
-                                                      "kernel": "/k"})
+                                                      "bootloader": "pygrub"})
     assert response.status_code == 400
     assert not Guest.objects.filter(name=name).exists()
 

@@ -45,11 +45,11 @@ def test_conflict_set_keeps_the_firewalls_apart(admin_client: Client, demo: Host
 
     created = send(admin_client, "post", "/api/v1/guests/", {
         "name": "fw-third", "host": demo.pk, "type": "pv", "memory_mib": 128,
-        "kernel": "/boot/vmlinuz", "labels": ["lan"]})
+        "bootloader": "pygrub", "labels": ["lan"]})
     assert created.status_code == 400
     assert "'fw-internal' (lan) runs on demo" in str(created.json())
     automatic = send(admin_client, "post", "/api/v1/guests/", {
-        "name": "fw-third", "type": "pv", "memory_mib": 128, "kernel": "/boot/vmlinuz",
+        "name": "fw-third", "type": "pv", "memory_mib": 128, "bootloader": "pygrub",
         "labels": ["dmz"]})
     assert automatic.status_code == 400 and "No host can take this guest" in str(
         automatic.json())

@@ -231,7 +231,7 @@ def lvm_guest(demo: Host, admin_client: Client) -> Guest:
     assert volume.pool.pool_type == "logical"
     created = post(admin_client, "/api/v1/guests/", {
         "name": "lvm-db", "host": demo.pk, "type": "pv", "memory_mib": 256,
-        "kernel": "/boot/vmlinuz", "disks": [{"volume": volume.pk}]})
+        "bootloader": "pygrub", "disks": [{"volume": volume.pk}]})
     assert created.status_code == 201, created.json()
     return Guest.objects.select_related("host").get(pk=created.json()["id"])
 

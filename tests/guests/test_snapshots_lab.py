@@ -21,8 +21,9 @@ from django.test import Client
 
 from guests.models import Guest
 from guests.snapshot_jobs import create_body, revert_body
+from hosts.lab.bootfiles import lab_boot_files
 from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import TINY_GUEST_BANNER, ensure_tiny_guest, tiny_guest_cmdline
+from hosts.lab.tinyguest import TINY_GUEST_BANNER, tiny_guest_cmdline
 from hosts.virt import VirtError
 from hosts.virt import domains as virt_domains
 from hosts.virt import snapshots as virt
@@ -67,10 +68,10 @@ def new_volume(client: Client, pool: Pool, fmt: str, size: str = "16M") -> Volum
 
 
 def tiny_guest(client: Client, pool: Pool, prefix: str, *volumes: Volume) -> Guest:
-    image = ensure_tiny_guest()
+    kernel, initrd = lab_boot_files(pool.host)
     created = post(client, "/api/v1/guests/", {
         "name": f"{prefix}-{uuid.uuid4().hex[:6]}", "host": pool.host_id, "type": "hvm",
-        "memory_mib": 160, "kernel": str(image.kernel), "initrd": str(image.initrd),
+        "memory_mib": 160, "kernel_file": kernel, "initrd_file": initrd,
         "cmdline": tiny_guest_cmdline(), "disks": [{"volume": v.pk} for v in volumes]})
     assert created.status_code == 201, created.json()
     return Guest.objects.select_related("host").get(pk=created.json()["id"])

@@ -11,8 +11,9 @@ from django.test import Client
 
 from guests.models import Guest
 from guests.slow_actions import restore_body, save_body, shutdown_body
+from hosts.lab.bootfiles import lab_boot_files
 from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import TINY_GUEST_BANNER, ensure_tiny_guest, tiny_guest_cmdline
+from hosts.lab.tinyguest import TINY_GUEST_BANNER, tiny_guest_cmdline
 from hosts.virt.console import read_console_until
 from hosts.virt.pools import create_volume, list_pools
 from storage.inventory import reconcile_pools
@@ -40,10 +41,10 @@ def create_tiny_guest(lab_host: Any, client: Client, prefix: str,
                       **extra: Any) -> tuple[Any, Guest]:
     """The lab host enrolled, and a new tiny guest defined on it through the API."""
     host, _ = register_lab_host(lab_host)
-    image = ensure_tiny_guest()
+    kernel, initrd = lab_boot_files(host)
     created = post(client, "/api/v1/guests/", {
         "name": f"{prefix}-{uuid.uuid4().hex[:6]}", "host": host.pk, "type": "hvm",
-        "memory_mib": 160, "kernel": str(image.kernel), "initrd": str(image.initrd),
+        "memory_mib": 160, "kernel_file": kernel, "initrd_file": initrd,
         "cmdline": tiny_guest_cmdline(), **extra,
     })
     assert created.status_code == 201, created.json()

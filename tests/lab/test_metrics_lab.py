@@ -13,8 +13,9 @@ from django.test import Client
 from django.utils import timezone
 
 from guests.models import Guest, GuestSample
+from hosts.lab.bootfiles import lab_boot_files
 from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import ensure_tiny_guest, tiny_guest_cmdline
+from hosts.lab.tinyguest import tiny_guest_cmdline
 from hosts.metrics import prune, sample_all, sample_host
 from hosts.models import HostSample
 from hosts.virt import domains as virt
@@ -26,10 +27,10 @@ pytestmark = pytest.mark.django_db
 def test_samples_rates_api_pages_and_retention(lab_hosts: list[Any], admin_client: Client,
                                                settings: Any) -> None:
     host, _ = register_lab_host(lab_hosts[0])
-    image = ensure_tiny_guest()
+    kernel, initrd = lab_boot_files(host)
     created = admin_client.post("/api/v1/guests/", {
         "name": f"perf-{uuid.uuid4().hex[:6]}", "host": host.pk, "type": "hvm",
-        "memory_mib": 128, "kernel": str(image.kernel), "initrd": str(image.initrd),
+        "memory_mib": 128, "kernel_file": kernel, "initrd_file": initrd,
         "cmdline": tiny_guest_cmdline()}, content_type="application/json")
     assert created.status_code == 201, created.json()
     guest = Guest.objects.get(pk=created.json()["id"])

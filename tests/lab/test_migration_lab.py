@@ -18,12 +18,12 @@ from django.test import Client
 
 from guests.migration_job import migrate_body
 from guests.models import ConflictSet, Guest
+from hosts.lab.bootfiles import lab_boot_files
 from hosts.lab.control import SHARED_POOL
 from hosts.lab.register import register_lab_host
 from hosts.lab.tinyguest import (
     TINY_GUEST_DIRTYING,
     TINY_GUEST_TICK,
-    ensure_tiny_guest,
     tiny_guest_cmdline,
 )
 from hosts.models import Host
@@ -56,11 +56,11 @@ def hosts(lab_hosts: list[Any], admin_client_tx: Client) -> tuple[Host, Host]:
 
 def _make_guest(client: Client, host: Host, *, memory_mib: int = 128, pool: str = SHARED_POOL,
                 dirty_mib: int = 0) -> Guest:
-    image = ensure_tiny_guest()
+    kernel, initrd = lab_boot_files(host)
     name = f"mig-{uuid.uuid4().hex[:6]}"
     created = post(client, "/api/v1/guests/", {
         "name": name, "host": host.pk, "type": "hvm", "memory_mib": memory_mib,
-        "kernel": str(image.kernel), "initrd": str(image.initrd),
+        "kernel_file": kernel, "initrd_file": initrd,
         "cmdline": tiny_guest_cmdline(dirty_mib),
     })
     assert created.status_code == 201, created.json()

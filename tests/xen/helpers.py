@@ -21,6 +21,9 @@ from tests.live.processes import WebServer
 from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
 
+# The tiny guest's files in the dom0s' boot files directory (hosts.lab.xen.manager).
+KERNEL_FILE = TINY_GUEST_KERNEL.rsplit("/", 1)[1]
+INITRD_FILE = TINY_GUEST_INITRD.rsplit("/", 1)[1]
 BOOT_TIMEOUT = 240.0  # the tiny guest under TCG on a busy machine
 
 
@@ -48,12 +51,13 @@ def patch(client: Client, path: str, data: dict) -> Any:
 
 
 def create_pv_guest(client: Client, host: Host, prefix: str, **extra: Any) -> Guest:
-    """A PV guest booting the tiny guest's kernel from dom0 (direct kernel boot), defined
-    through the API (not started)."""
+    """A PV guest booting the tiny guest's kernel from dom0 (direct kernel boot: the files by
+    name from the host's boot files directory, which register_xen_host sets to the tiny
+    guest's directory), defined through the API (not started)."""
     data = {
         "name": f"{prefix}-{uuid.uuid4().hex[:6]}", "host": host.pk, "type": "pv",
         "memory_mib": 192, "max_memory_mib": 256,
-        "kernel": TINY_GUEST_KERNEL, "initrd": TINY_GUEST_INITRD,
+        "kernel_file": KERNEL_FILE, "initrd_file": INITRD_FILE,
         "cmdline": tiny_guest_cmdline(console="hvc0"),
         **extra,
     }

@@ -15,7 +15,7 @@ from django.test import Client
 from guests.inventory import reconcile_host
 from guests.models import Guest
 from hosts.lab.tinyguest import TINY_GUEST_BANNER, tiny_guest_cmdline
-from hosts.lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL, XenHost
+from hosts.lab.xen.manager import TINY_GUEST_DIR, TINY_GUEST_KERNEL, XenHost
 from hosts.lab.xen.register import register_xen_host
 from hosts.lab.xen.remote import run_on
 from hosts.models import Host
@@ -26,7 +26,7 @@ from hosts.virt.capabilities import HVM_UNAVAILABLE
 from hosts.virt.console import read_console_until
 from hosts.virt.errors import LIBXL_CREATE_FAILED, LIBXL_LOG
 from tests.hangup_gate import HangUpGate
-from tests.xen.helpers import post, remove_quietly
+from tests.xen.helpers import INITRD_FILE, KERNEL_FILE, post, remove_quietly
 from xenweb.appliance.sshkeys import (
     fingerprint,
     pin_host_key,
@@ -122,12 +122,18 @@ def test_a_guest_libxl_refuses_says_where_libxl_tells_why(
     enrolled: Host, admin_client: Client, xen_host: XenHost
 ) -> None:
     """libvirt passes on only "libxenlight failed to create new domain"; the answer says
-    where on the host libxl wrote its reason."""
+    where on the host libxl wrote its reason. (The kernel is a boot file when the guest is
+    defined, and gone from dom0 when it starts.)"""
     name = f"nokernel-{uuid.uuid4().hex[:6]}"
-    created = post(admin_client, "/api/v1/guests/", {
-        "name": name, "host": enrolled.pk, "type": "pv", "memory_mib": 128,
-        "kernel": "/var/lib/xen/images/no-such-kernel", "initrd": TINY_GUEST_INITRD,
-    })
+    gone = f"{TINY_GUEST_DIR}/no-such-kernel"
+    run_on(xen_host, ["cp", TINY_GUEST_KERNEL, gone])
+    try:
+        created = post(admin_client, "/api/v1/guests/", {
+            "name": name, "host": enrolled.pk, "type": "pv", "memory_mib": 128,
+            "kernel_file": "no-such-kernel", "initrd_file": INITRD_FILE,
+        })
+    finally:
+        run_on(xen_host, ["rm", "-f", gone])
     assert created.status_code == 201, created.json()
     guest = Guest.objects.get(pk=created.json()["id"])
     try:
@@ -183,7 +189,7 @@ def test_pv_guest_lifecycle_through_the_api(enrolled: Host, admin_client: Client
     began = time.monotonic()
     created = post(admin_client, "/api/v1/guests/", {
         "name": name, "host": enrolled.pk, "type": "pv", "memory_mib": 256,
-        "kernel": TINY_GUEST_KERNEL, "initrd": TINY_GUEST_INITRD,
+        "kernel_file": KERNEL_FILE, "initrd_file": INITRD_FILE,
         "cmdline": tiny_guest_cmdline(console="hvc0"),
     })
     assert created.status_code == 201, created.json()

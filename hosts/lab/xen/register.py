@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from hosts.bootfiles import set_boot_files_dir
 from hosts.models import Host
 from hosts.services import enrol_host, set_migration_uri
 
-from .manager import XenHost, peer_migration_uri
+from .manager import TINY_GUEST_DIR, XenHost, peer_migration_uri
 
 
 def register_xen_host(xen_host: XenHost) -> tuple[Host, bool]:
@@ -15,10 +16,14 @@ def register_xen_host(xen_host: XenHost) -> tuple[Host, bool]:
     confirmed: enrolment checks the key the host offers against it and pins it in the
     appliance's known_hosts. The transport is authenticated SSH with the appliance's key;
     ``is_lab`` only flags the host as a lab host. A host on the storage network is reached
-    there by the other dom0 when a guest migrates to it (its migration URI).
+    there by the other dom0 when a guest migrates to it (its migration URI). The dom0's
+    tiny guest directory (seeded at boot) is its boot files directory: guests boot the tiny
+    guest's kernel and initrd by file name, as operators do.
     """
     host = Host.objects.filter(uri=xen_host.uri).first()
     if host is not None:
+        if host.boot_files_dir != TINY_GUEST_DIR:
+            set_boot_files_dir(host, TINY_GUEST_DIR, user=None)
         return host, False
     host = enrol_host(
         name=xen_host.name,
@@ -29,4 +34,5 @@ def register_xen_host(xen_host: XenHost) -> tuple[Host, bool]:
     )
     if xen_host.storage_address:
         set_migration_uri(host, peer_migration_uri(xen_host), user=None)
+    set_boot_files_dir(host, TINY_GUEST_DIR, user=None)
     return host, True
