@@ -12,6 +12,7 @@ from pathlib import Path
 import environ
 
 from xenweb.datadir import BASE_DIR, data_dir, secret_key
+from xenweb.proxy import parse_networks
 
 env = environ.Env()
 
@@ -20,7 +21,13 @@ DATA_DIR: Path = data_dir()
 SECRET_KEY = env.str("SECRET_KEY", default="") or secret_key(DATA_DIR)
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+# Origins besides the appliance's own that may post forms and open websockets
+# (xenweb.ws_origin), e.g. https://xenweb.example.org:8443 behind a port-forward.
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# The proxies whose X-Forwarded-For/-Proto are believed (xenweb.proxy): addresses or
+# networks. None in the embedded setup; the appliance's units set loopback (nginx).
+FORWARDED_ALLOW_IPS = env.list("FORWARDED_ALLOW_IPS", default=[])
+parse_networks(FORWARDED_ALLOW_IPS)  # a wrong entry stops every process at once, saying why
 
 INSTALLED_APPS = [
     "django.contrib.auth",
@@ -269,7 +276,8 @@ if SECURE:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = True
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # No SECURE_PROXY_SSL_HEADER: the scheme comes from xenweb.proxy, which believes
+    # X-Forwarded-Proto only from FORWARDED_ALLOW_IPS and removes it from every request.
     SECURE_HSTS_SECONDS = env.int("XENWEB_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env.bool("XENWEB_HSTS_PRELOAD", default=True)
