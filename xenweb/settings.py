@@ -238,6 +238,14 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON with a nesting limit (deeply nested JSON answers 400, not a RecursionError).
+    "DEFAULT_PARSER_CLASSES": [
+        "xenweb.json_limits.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # A hypervisor object gone behind the app's back is a 404, other libvirt errors a 409.
+    "EXCEPTION_HANDLER": "xenweb.api_errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": env.str("XENWEB_API_RATE", default="6000/minute")},
 }

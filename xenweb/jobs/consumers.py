@@ -3,11 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from xenweb.jobs.models import Job
 from xenweb.jobs.serializers import job_payload
 from xenweb.realtime import job_group
+from xenweb.ws_base import LayerJsonWebsocketConsumer
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -25,10 +25,8 @@ def _may_view_jobs(user: Any) -> bool:
     return user.has_perm("jobs.view_job")
 
 
-class JobConsumer(AsyncJsonWebsocketConsumer):
+class JobConsumer(LayerJsonWebsocketConsumer):
     """`/ws/jobs/<id>/`: the job's current record on connect, then every update."""
-
-    group: str | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -39,19 +37,14 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
-        self.group = job_group(job_id)
         # Join before reading the row, so no update falls between the snapshot and the stream.
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.join(job_group(job_id))
         payload = await _visible_job_payload(user, job_id)
         if payload is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
         await self.accept()
         await self.send_json({"type": "job.update", "job": {**payload, "seq": 0}})
-
-    async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """Clients only listen; anything they send is ignored."""
