@@ -13,6 +13,7 @@ import environ
 
 from xenweb.datadir import BASE_DIR, data_dir, secret_key
 from xenweb.proxy import parse_networks
+from xenweb.redis_namespace import appliance_namespace
 
 env = environ.Env()
 
@@ -151,6 +152,9 @@ WHITENOISE_USE_FINDERS = True
 # --- Redis: broker, channel layer and cache in separate databases -------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379").rstrip("/")
 REDIS_DB_BASE = env.int("XENWEB_REDIS_DB_BASE", default=0)
+# Every key, group and queue of this appliance in Redis starts with this, so appliances that
+# share a Redis never see each other's jobs or events (xenweb.redis_namespace).
+REDIS_PREFIX = env.str("XENWEB_REDIS_PREFIX", default="") or appliance_namespace(SECRET_KEY)
 
 
 def _redis_db(offset: int) -> str:
@@ -164,6 +168,7 @@ CHANNEL_LAYERS = {
             # redis-py 8 defaults to a 5 s socket timeout, shorter than channels_redis's
             # blocking receive: idle websockets would be closed (channels_redis#422).
             "hosts": [{"address": _redis_db(1), "socket_timeout": None}],
+            "prefix": f"{REDIS_PREFIX}:asgi",
             "capacity": 500,
             "expiry": 30,
         },
@@ -174,7 +179,7 @@ CACHES = {
     "default": {
         "BACKEND": "xenweb.cache.SoftRedisCache",
         "LOCATION": _redis_db(2),
-        "KEY_PREFIX": "xenweb",
+        "KEY_PREFIX": REDIS_PREFIX,
         "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 2},
     }
 }
@@ -194,14 +199,19 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2.0
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0,
                                     "interval_step": 0.5, "interval_max": 0.5}
 # Redelivery only after the longest job could have finished, so a slow job is never run twice.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": JOB_MAX_SECONDS * 2}
+# Every key kombu writes (queues, unacked messages, bindings, pub/sub) in this
+# appliance's namespace.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": JOB_MAX_SECONDS * 2,
+                                   "global_keyprefix": f"{REDIS_PREFIX}:"}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = JOB_MAX_SECONDS
 CELERY_TASK_SOFT_TIME_LIMIT = JOB_MAX_SECONDS - 300
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_DEFAULT_QUEUE = env.str("XENWEB_QUEUE", default="xenweb")
+# The queue the web server, beat and the watcher send to and the workers consume (they
+# take no -Q: the default queue is theirs).
+CELERY_TASK_DEFAULT_QUEUE = env.str("XENWEB_QUEUE", default=REDIS_PREFIX)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULE = {
