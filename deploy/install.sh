@@ -115,6 +115,8 @@ XENWEB_SECURE=true
 SECRET_KEY=$secret_key
 ALLOWED_HOSTS=$SERVER_NAME,localhost,127.0.0.1
 CSRF_TRUSTED_ORIGINS=https://$SERVER_NAME
+# nginx in front: its X-Forwarded-For/-Proto are believed, nobody else's.
+FORWARDED_ALLOW_IPS=127.0.0.1,::1
 REDIS_URL=redis://:$redis_password@127.0.0.1:6379
 # DATABASE_URL=postgres://xenweb@127.0.0.1:5432/xenweb
 EOF_ENV

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from guests import devices, services
 from guests.create import CreateGuestSerializer, create_from_request
-from guests.errors import GuestError
+from guests.errors import GuestError, GuestGone
 from guests.lifecycle import ACTIONS
 from guests.models import Guest
 from guests.snapshot_api import PERMISSIONS as SNAPSHOT_PERMISSIONS
@@ -167,6 +167,8 @@ class GuestViewSet(SnapshotActions, viewsets.ModelViewSet):
             if "vcpus" in data.validated_data:
                 devices.set_vcpus(guest, data.validated_data["vcpus"], user=request.user,
                                   request=request)
+        except GuestGone as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
         except GuestError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(GuestSerializer(guest).data)

@@ -14,9 +14,12 @@ written to the stream. Text frames from the server are JSON status messages:
 
 Watching needs ``guests.view_guest``, typing ``guests.change_guest``; a user without the
 latter gets a read-only console whose input is dropped here, on the server. libvirt allows
-one console session per guest: opening one (VIR_DOMAIN_CONSOLE_FORCE) takes it over from
-another session (another tab, ``virsh console``), which is then closed with
-``CLOSE_TAKEN_OVER`` and does not reconnect by itself.
+one console session per guest. A user who may type opens it with VIR_DOMAIN_CONSOLE_FORCE
+and so takes it over from another session (another tab, ``virsh console``), which is then
+closed with ``CLOSE_TAKEN_OVER`` and does not reconnect by itself. A read-only viewer never
+takes a console over: while another session has it, the viewer is told so and closed with
+``CLOSE_IN_USE`` (the page retries slowly). There is no mirror of another session's output:
+each websocket has its own libvirt stream.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from guests.sessions import (
 )
 from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import domains as virt
-from hosts.virt.console import ConsoleStream
+from hosts.virt.console import ConsoleInUse, ConsoleStream
 from xenweb.audit.services import record
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ CLOSE_GUEST_STOPPED = 4000  # not running (any more): reconnect slowly, it may s
 CLOSE_TAKEN_OVER = 4001  # another session took the console: reconnect only on request
 CLOSE_CONSOLE_ERROR = 4002  # the host or the stream failed: reconnect with backoff
 CLOSE_NO_CONSOLE = 4003  # Domain-0 or a guest that no longer exists: never reconnect
+CLOSE_IN_USE = 4005  # a viewer, and another session has the console: retry slowly
 
 POLL_SECONDS = 0.05
 SETTLE_SECONDS = 3.0  # how long an ended console waits for the guest's state to follow
@@ -133,6 +137,16 @@ def diagnose(target: GuestSessionTarget, error: VirtError | None, *, opened: boo
     )
 
 
+def in_use(target: GuestSessionTarget) -> Ending:
+    return Ending(
+        "in-use",
+        f"The console of {target.name} is in use by another session (an operator's tab or "
+        "virsh console). A read-only viewer does not take it over: it opens here once the "
+        "other session has closed.",
+        CLOSE_IN_USE,
+    )
+
+
 class GuestConsoleConsumer(AsyncWebsocketConsumer):
     """Bridges one websocket to one libvirt console stream of a guest."""
 
@@ -179,9 +193,14 @@ class GuestConsoleConsumer(AsyncWebsocketConsumer):
             ))
             return
         try:
+            # Only a session that may type takes the console from another one.
             self.stream = await self._call(
-                ConsoleStream, target.host_uri, target.uuid, allow_insecure=target.is_lab
+                ConsoleStream, target.host_uri, target.uuid, force=target.may_act,
+                allow_insecure=target.is_lab,
             )
+        except ConsoleInUse:
+            await self._end(in_use(target))
+            return
         except VirtError as exc:
             await self._end(await self._call(diagnose, target, exc, opened=False))
             return

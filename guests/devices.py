@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
-from guests.errors import GuestError
+from guests.errors import GuestError, GuestGone
 from guests.exclusivity import disk_conflicts, explain
 from guests.lifecycle import refresh
 from guests.models import Guest
 from guests.services import random_mac
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import devices as virt_devices
 from hosts.virt import domain_xml as dx
 from storage.models import Volume
@@ -20,16 +20,28 @@ def _run(guest: Guest, what: str, call: Any, *, user: Any, request: Any, **detai
     try:
         applied = call()
     except (VirtError, dx.SpecError) as exc:
-        record(f"guest.{what}", user=user, request=request, target=guest, result="failed",
-               message=str(exc), **detail)
-        raise GuestError(str(exc)) from exc
+        _failed(guest, what, exc, user=user, request=request, **detail)
     record(f"guest.{what}", user=user, request=request, target=guest, applied=applied, **detail)
     refresh(guest)
     return applied
 
 
+def _failed(guest: Guest, what: str, exc: Exception, *, user: Any, request: Any,
+            **detail: Any) -> NoReturn:
+    """Audit the failure and raise it as the guest error the API answers with."""
+    record(f"guest.{what}", user=user, request=request, target=guest, result="failed",
+           message=str(exc), **detail)
+    if isinstance(exc, VirtObjectNotFound):
+        raise GuestGone(f"The guest {guest.name} no longer exists on {guest.host.name}: "
+                        f"{exc}") from exc
+    raise GuestError(str(exc)) from exc
+
+
 def set_vcpus(guest: Guest, count: int, *, user: Any, request: Any = None) -> str:
-    maximum = max(guest.vcpus, _max_vcpus(guest))
+    try:
+        maximum = max(guest.vcpus, _max_vcpus(guest))
+    except VirtError as exc:  # the guest's definition is unreadable, or gone
+        _failed(guest, "vcpus", exc, user=user, request=request, vcpus=count)
     if not 1 <= count <= maximum:
         raise GuestError(f"vCPUs must be between 1 and the guest's maximum of {maximum}.")
     return _run(guest, "vcpus", lambda: virt_devices.set_vcpus(

@@ -7,10 +7,10 @@ from typing import Any
 
 from django.db import transaction
 
-from guests.errors import GuestError
+from guests.errors import GuestError, GuestGone
 from guests.lifecycle import SLOW_ACTIONS, act, check_allowed
 from guests.models import Guest
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import domain_xml as dx
 from hosts.virt import domains as virt
 from hosts.virt.pools import delete_volume_by_path
@@ -109,6 +109,9 @@ def set_memory(guest: Guest, memory_mib: int, *, user: Any, request: Any = None)
     except VirtError as exc:
         record("guest.memory", user=user, request=request, target=guest, result="failed",
                message=str(exc), memory_mib=memory_mib)
+        if isinstance(exc, VirtObjectNotFound):
+            raise GuestGone(f"The guest {guest.name} no longer exists on {guest.host.name}: "
+                            f"{exc}") from exc
         raise GuestError(str(exc)) from exc
     record("guest.memory", user=user, request=request, target=guest, memory_mib=memory_mib)
     from guests.lifecycle import refresh

@@ -95,7 +95,9 @@ def test_api_answers_401_with_a_token_challenge(appliance_ready: Any) -> None:
 
 
 async def _ws_connect(path: str, headers: list[tuple[bytes, bytes]]) -> tuple[bool, Any]:
-    communicator = WebsocketCommunicator(application, path, headers=headers)
+    # The handshake names the host it is made to, as every browser does (xenweb.ws_origin).
+    communicator = WebsocketCommunicator(application, path,
+                                         headers=[(b"host", b"127.0.0.1"), *headers])
     connected, code = await communicator.connect(timeout=5)
     await communicator.disconnect()
     return connected, code

@@ -30,7 +30,7 @@ GOOD_ORIGIN = "http://127.0.0.1"
 
 
 def _headers(client: Client | None, origin: str | None = GOOD_ORIGIN) -> list[tuple[bytes, bytes]]:
-    headers = []
+    headers = [(b"host", b"127.0.0.1")]  # as every browser sends (xenweb.ws_origin)
     if origin is not None:
         headers.append((b"origin", origin.encode()))
     if client is not None:
@@ -61,10 +61,12 @@ class FakeConsole:
     instances: list[FakeConsole] = []
     open_error: Exception | None = None
 
-    def __init__(self, uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
+    def __init__(self, uri: str, uuid: str, *, force: bool = False,
+                 allow_insecure: bool = False) -> None:
         if FakeConsole.open_error is not None:
             raise FakeConsole.open_error
         self.uri, self.uuid, self.allow_insecure = uri, uuid, allow_insecure
+        self.force = force
         self.lock = threading.Lock()
         self.pending = b""
         self.eof = False
@@ -306,9 +308,10 @@ def test_console_page(guest: Guest, viewer_client: Client, operator_client: Clie
     assert f'data-console-ws="/ws/guests/{guest.pk}/console/"' in body
     assert 'data-readonly="true"' in body and "console-viewer-note" in body
     assert "vendor/xterm/xterm.js" in body and "xenweb/console.js" in body
-    assert "takes the console over" in body
+    assert "never takes the console over" in body
 
     operator = _page(operator_client, guest.pk).content.decode()
     assert 'data-readonly="false"' in operator and "console-viewer-note" not in operator
+    assert "takes the console over from any other session" in operator
     assert _page(operator_client, 999999).status_code == 404
     assert _page(Client(), guest.pk).status_code == 302

@@ -24,6 +24,7 @@ def test_check_deploy_is_clean_with_production_variables(tmp_path: Path) -> None
         "XENWEB_SECURE": "true",
         "SECRET_KEY": secrets.token_urlsafe(64),
         "ALLOWED_HOSTS": "xenweb.example.org",
+        "FORWARDED_ALLOW_IPS": "127.0.0.1,::1",
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "DEBUG"],

@@ -127,7 +127,9 @@ def ws_paths() -> list[str]:
 
 
 async def _ws_accepted(path: str, headers: list[tuple[bytes, bytes]]) -> bool:
-    communicator = WebsocketCommunicator(application, path, headers=headers)
+    # The handshake names the host it is made to, as every browser does (xenweb.ws_origin).
+    communicator = WebsocketCommunicator(application, path,
+                                         headers=[(b"host", b"127.0.0.1"), *headers])
     connected, _ = await communicator.connect(timeout=10)
     await communicator.disconnect()
     return connected

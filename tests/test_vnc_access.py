@@ -46,7 +46,7 @@ GREETING = b"RFB 003.008\n"
 
 
 def _headers(client: Client | None, origin: str | None = GOOD_ORIGIN) -> list[tuple[bytes, bytes]]:
-    headers = []
+    headers = [(b"host", b"127.0.0.1")]  # as every browser sends (xenweb.ws_origin)
     if origin is not None:
         headers.append((b"origin", origin.encode()))
     if client is not None:

@@ -9,6 +9,11 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from hosts.virt import VirtError, VirtObjectNotFound
 
 API_PREFIX = "/api/"
 
@@ -33,6 +38,17 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     if _is_api(request):
         return JsonResponse({"detail": "Bad request."}, status=400)
     return defaults.bad_request(request, exception)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, plus the hypervisor's errors that a view did not turn into its own
+    answer: the object is gone (404) or the host refused or failed (409), with libvirt's
+    message made readable (hosts.virt.errors), never a server error."""
+    if isinstance(exc, VirtObjectNotFound):
+        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, VirtError):
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    return drf_exception_handler(exc, context)
 
 
 class RejectNulInQueryMiddleware:

@@ -6,21 +6,19 @@ from collections import OrderedDict
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from xenweb.jobs.visibility import summary_groups_for
 from xenweb.realtime import EVENTS_GROUP, user_group
+from xenweb.ws_base import LayerJsonWebsocketConsumer
 
 CLOSE_UNAUTHENTICATED = 4401
 SUMMARIES_KEPT = 256
 
 
-class EventsConsumer(AsyncJsonWebsocketConsumer):
-    groups_joined: list[str]
+class EventsConsumer(LayerJsonWebsocketConsumer):
     last_summaries: OrderedDict[Any, dict]
 
     async def connect(self) -> None:
-        self.groups_joined = []
         self.last_summaries = OrderedDict()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -29,15 +27,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         # Inventory changes go to everyone; job summaries only to those who may see the
         # job: the owner's group and the groups of xenweb.jobs.visibility.
         job_groups = await database_sync_to_async(summary_groups_for)(user)
-        self.groups_joined = [EVENTS_GROUP, user_group(user.pk), *job_groups]
-        for group in self.groups_joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+        await self.join(EVENTS_GROUP, user_group(user.pk), *job_groups)
         await self.accept()
         await self.send_json({"type": "hello", "user": user.get_username()})
-
-    async def disconnect(self, code: int) -> None:
-        for group in self.groups_joined:
-            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """Clients only listen."""

@@ -46,11 +46,9 @@ class ContentSecurityPolicyMiddleware:
 
 
 def client_ip(request: HttpRequest) -> str:
-    """The address django-axes counts failures for. Behind the appliance's nginx
-    (XENWEB_SECURE) the last X-Forwarded-For hop is the one nginx saw."""
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    if settings.SECURE and forwarded:
-        return forwarded.split(",")[-1].strip()
+    """The address django-axes counts failures for: the peer, or behind a configured proxy
+    the client it names (xenweb.proxy has resolved that, and removed the header, before
+    Django runs). X-Forwarded-For is never read here."""
     return request.META.get("REMOTE_ADDR", "")
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import environ
 
 from xenweb.datadir import BASE_DIR, data_dir, secret_key
+from xenweb.proxy import parse_networks
+from xenweb.redis_namespace import appliance_namespace
 
 env = environ.Env()
 
@@ -20,7 +22,13 @@ DATA_DIR: Path = data_dir()
 SECRET_KEY = env.str("SECRET_KEY", default="") or secret_key(DATA_DIR)
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+# Origins besides the appliance's own that may post forms and open websockets
+# (xenweb.ws_origin), e.g. https://xenweb.example.org:8443 behind a port-forward.
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# The proxies whose X-Forwarded-For/-Proto are believed (xenweb.proxy): addresses or
+# networks. None in the embedded setup; the appliance's units set loopback (nginx).
+FORWARDED_ALLOW_IPS = env.list("FORWARDED_ALLOW_IPS", default=[])
+parse_networks(FORWARDED_ALLOW_IPS)  # a wrong entry stops every process at once, saying why
 
 INSTALLED_APPS = [
     "django.contrib.auth",
@@ -143,6 +151,9 @@ WHITENOISE_USE_FINDERS = True
 # --- Redis: broker, channel layer and cache in separate databases -------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379").rstrip("/")
 REDIS_DB_BASE = env.int("XENWEB_REDIS_DB_BASE", default=0)
+# Every key, group and queue of this appliance in Redis starts with this, so appliances that
+# share a Redis never see each other's jobs or events (xenweb.redis_namespace).
+REDIS_PREFIX = env.str("XENWEB_REDIS_PREFIX", default="") or appliance_namespace(SECRET_KEY)
 
 
 def _redis_db(offset: int) -> str:
@@ -156,6 +167,7 @@ CHANNEL_LAYERS = {
             # redis-py 8 defaults to a 5 s socket timeout, shorter than channels_redis's
             # blocking receive: idle websockets would be closed (channels_redis#422).
             "hosts": [{"address": _redis_db(1), "socket_timeout": None}],
+            "prefix": f"{REDIS_PREFIX}:asgi",
             "capacity": 500,
             "expiry": 30,
         },
@@ -166,7 +178,7 @@ CACHES = {
     "default": {
         "BACKEND": "xenweb.cache.SoftRedisCache",
         "LOCATION": _redis_db(2),
-        "KEY_PREFIX": "xenweb",
+        "KEY_PREFIX": REDIS_PREFIX,
         "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 2},
     }
 }
@@ -186,14 +198,19 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2.0
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0,
                                     "interval_step": 0.5, "interval_max": 0.5}
 # Redelivery only after the longest job could have finished, so a slow job is never run twice.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": JOB_MAX_SECONDS * 2}
+# Every key kombu writes (queues, unacked messages, bindings, pub/sub) in this
+# appliance's namespace.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": JOB_MAX_SECONDS * 2,
+                                   "global_keyprefix": f"{REDIS_PREFIX}:"}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = JOB_MAX_SECONDS
 CELERY_TASK_SOFT_TIME_LIMIT = JOB_MAX_SECONDS - 300
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_DEFAULT_QUEUE = env.str("XENWEB_QUEUE", default="xenweb")
+# The queue the web server, beat and the watcher send to and the workers consume (they
+# take no -Q: the default queue is theirs).
+CELERY_TASK_DEFAULT_QUEUE = env.str("XENWEB_QUEUE", default=REDIS_PREFIX)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULE = {
@@ -231,6 +248,14 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON with a nesting limit (deeply nested JSON answers 400, not a RecursionError).
+    "DEFAULT_PARSER_CLASSES": [
+        "xenweb.json_limits.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # A hypervisor object gone behind the app's back is a 404, other libvirt errors a 409.
+    "EXCEPTION_HANDLER": "xenweb.api_errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": env.str("XENWEB_API_RATE", default="6000/minute")},
 }
@@ -269,7 +294,8 @@ if SECURE:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = True
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # No SECURE_PROXY_SSL_HEADER: the scheme comes from xenweb.proxy, which believes
+    # X-Forwarded-Proto only from FORWARDED_ALLOW_IPS and removes it from every request.
     SECURE_HSTS_SECONDS = env.int("XENWEB_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env.bool("XENWEB_HSTS_PRELOAD", default=True)

@@ -57,7 +57,10 @@ def options(host: str, port: int) -> dict[str, Any]:
         "lifespan": "off",
         # Consoles and event streams stay open: do not wait for them on shutdown.
         "timeout_graceful_shutdown": 5,
-        "proxy_headers": True,
+        # X-Forwarded-* are handled by xenweb.proxy (inside the application, for HTTP and
+        # websockets alike), from FORWARDED_ALLOW_IPS only: uvicorn's own handling would
+        # believe them from every local client.
+        "proxy_headers": False,
         "server_header": False,
         "log_level": os.environ.get("LOG_LEVEL", "info").lower(),
     }

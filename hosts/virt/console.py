@@ -3,6 +3,11 @@
 The stream goes over the same authenticated libvirt connection as everything else, so it
 works for remote hosts too. The event loop thread (runtime.ensure_event_loop, started
 before any connection opens) pumps the non-blocking stream.
+
+libvirt allows one session per console. ``force`` takes it from whoever has it (another
+tab, ``virsh console``), which is then cut off; without it an open console is refused with
+``ConsoleInUse``. Only a session that may type forces: a read-only viewer never takes a
+console over.
 """
 
 from __future__ import annotations
@@ -12,23 +17,40 @@ import time
 import libvirt
 
 from .connection import get_connection
-from .errors import translate
+from .errors import VirtOperationError, translate
 
 NO_DATA = -2
+# virchrdev.c, the same for the QEMU and libxl drivers.
+IN_USE_TEXT = "Active console session exists"
+
+
+class ConsoleInUse(VirtOperationError):
+    """Another session has the console, and this one did not force."""
+
+
+def _in_use(exc: libvirt.libvirtError) -> bool:
+    return exc.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED \
+        and IN_USE_TEXT in (exc.get_error_message() or "")
 
 
 class ConsoleStream:
     """An open console: `read()` returns what arrived since the last call."""
 
-    def __init__(self, uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
+    def __init__(self, uri: str, uuid: str, *, force: bool = False,
+                 allow_insecure: bool = False) -> None:
         self.uri = uri
         conn = get_connection(uri, allow_insecure=allow_insecure)
         try:
             dom = conn.lookupByUUIDString(uuid)
             self.name = dom.name()
             self.stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
-            dom.openConsole(None, self.stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+            dom.openConsole(None, self.stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0)
         except libvirt.libvirtError as exc:
+            if _in_use(exc):
+                raise ConsoleInUse(
+                    f"The console of guest {uuid} is in use by another session.",
+                    uri=uri, code=exc.get_error_code(), detail=exc.get_error_message(),
+                ) from exc
             raise translate(exc, uri, action=f"open the console of guest {uuid}") from exc
         self.closed = False
 
@@ -72,13 +94,15 @@ class ConsoleStream:
 
 
 def read_console_until(
-    uri: str, uuid: str, text: str, timeout: float, *, allow_insecure: bool = False
+    uri: str, uuid: str, text: str, timeout: float, *, allow_insecure: bool = False,
+    force: bool = True,
 ) -> str:
     """Read the console until `text` appears (returns all output read) or time runs out
-    (returns what was read; the caller decides)."""
+    (returns what was read; the caller decides). Used by the lab and tests, which own
+    their guests' consoles: it forces by default."""
     output = b""
     deadline = time.monotonic() + timeout
-    with ConsoleStream(uri, uuid, allow_insecure=allow_insecure) as console:
+    with ConsoleStream(uri, uuid, force=force, allow_insecure=allow_insecure) as console:
         while time.monotonic() < deadline and not console.closed:
             output += console.read()
             if text.encode() in output:

@@ -6,16 +6,19 @@
  *   4001 taken over by another console session  -> wait for the Reconnect button
  *   4002 host or stream error                   -> retry with backoff
  *   4003 no console (Domain-0, guest gone)      -> stop
+ *   4005 in use by another session (viewers only: they never take a console over)
+ *                                               -> retry slowly, or on the Reconnect button
  *   anything else (network, server restart)     -> retry with backoff
  */
 (function () {
   "use strict";
 
   const CLOSE_GUEST_STOPPED = 4000, CLOSE_TAKEN_OVER = 4001, CLOSE_NO_CONSOLE = 4003;
-  const MIN_DELAY = 1000, MAX_DELAY = 30000, STOPPED_MIN_DELAY = 3000;
+  const CLOSE_IN_USE = 4005;
+  const MIN_DELAY = 1000, MAX_DELAY = 30000, STOPPED_MIN_DELAY = 3000, IN_USE_DELAY = 15000;
   const STATUS_CLASS = {
     connecting: "secondary", connected: "success", stopped: "warning", reconnecting: "warning",
-    "taken-over": "info", "no-console": "secondary", error: "danger",
+    "taken-over": "info", "in-use": "info", "no-console": "secondary", error: "danger",
   };
 
   function socketUrl(path) {
@@ -131,6 +134,10 @@
           if (live) note("console taken over by another session");
           setStatus("taken-over", "taken over", message);
           reconnectBtn.classList.remove("d-none");
+          return;
+        }
+        if (ev.code === CLOSE_IN_USE) {
+          schedule(IN_USE_DELAY, "in-use", "in use by another session", message);
           return;
         }
         if (ev.code === CLOSE_NO_CONSOLE) {

@@ -34,7 +34,6 @@ from django.utils.crypto import salted_hmac
 
 from storage.p2v.ssh import P2VError, Secret
 
-KEY_PREFIX = "xenweb:p2v:password:"
 NONCE_BYTES = 12
 REDIS_ERRORS = (redis.RedisError, OSError)
 
@@ -55,7 +54,8 @@ def _client() -> redis.Redis:
 
 
 def redis_key(task_id: str) -> str:
-    return f"{KEY_PREFIX}{task_id}"
+    """In the appliance's own namespace (xenweb.redis_namespace)."""
+    return f"{settings.REDIS_PREFIX}:p2v:password:{task_id}"
 
 
 def seal(password: Secret, task_id: str) -> bytes:

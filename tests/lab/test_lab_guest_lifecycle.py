@@ -57,7 +57,7 @@ def test_tiny_guest_lifecycle_through_the_adapter(lab_hosts: list[Any], tmp_path
 
         virt.pause(uri, guest, allow_insecure=True)
         assert virt.get_domain(uri, guest, allow_insecure=True).state == "paused"
-        with ConsoleStream(uri, guest, allow_insecure=True) as console:
+        with ConsoleStream(uri, guest, force=True, allow_insecure=True) as console:
             assert b"tick" not in console.read()  # a paused guest prints nothing
         virt.resume(uri, guest, allow_insecure=True)
         assert virt.get_domain(uri, guest, allow_insecure=True).state == "running"

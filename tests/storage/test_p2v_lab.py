@@ -448,7 +448,7 @@ def _redis_values_holding(secret: bytes) -> list[str]:
     import redis
     from django.conf import settings
 
-    from storage.p2v.handoff import KEY_PREFIX
+    from storage.p2v.handoff import redis_key
 
     found = []
     for offset in range(3):
@@ -456,7 +456,7 @@ def _redis_values_holding(secret: bytes) -> list[str]:
         with redis.Redis.from_url(url) as client:
             for key in client.scan_iter(count=500):
                 value = client.dump(key) or b""
-                if secret in value or key.decode(errors="replace").startswith(KEY_PREFIX):
+                if secret in value or key.decode(errors="replace").startswith(redis_key("")):
                     found.append(f"db{offset}:{key!r}")
     return found
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from xenweb.jobs.models import Job
 from xenweb.jobs.serializers import job_payload
 from xenweb.jobs.visibility import can_view
 from xenweb.realtime import job_group
+from xenweb.ws_base import LayerJsonWebsocketConsumer
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -36,11 +36,9 @@ def _may_view_jobs(user: Any) -> bool:
     return user.has_perm("jobs.view_job")
 
 
-class JobConsumer(AsyncJsonWebsocketConsumer):
+class JobConsumer(LayerJsonWebsocketConsumer):
     """`/ws/jobs/<id>/`: the job's current record on connect, then every update; only for
     users who may see the job (xenweb.jobs.visibility), others get 4404 as for no job."""
-
-    group: str | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -54,19 +52,14 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         if not await _visible(user, job_id):
             await self.close(code=CLOSE_NOT_FOUND)
             return
-        self.group = job_group(job_id)
         # Join before reading the row, so no update falls between the snapshot and the stream.
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.join(job_group(job_id))
         payload = await _payload(job_id)
         if payload is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
         await self.accept()
         await self.send_json({"type": "job.update", "job": {**payload, "seq": 0}})
-
-    async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """Clients only listen; anything they send is ignored."""

@@ -1,0 +1,85 @@
+"""The base of the JSON websocket consumers that live on the channel layer (jobs, events).
+
+- Client messages are decoded with the nesting limit of xenweb.json_limits; a malformed,
+  too deep or binary message closes the socket with 1007/1003 instead of a traceback.
+- Redis unreachable (the channel layer's groups and inbox live there): a handshake is
+  refused cleanly (the server answers 403, the browser retries with its backoff) and an
+  open socket is closed with 1013 "try again later", with one warning in the log instead
+  of an exception from the ASGI application (which uvicorn answered with a 500).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import redis.exceptions
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from xenweb import json_limits
+
+logger = logging.getLogger(__name__)
+
+REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class LayerJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
+    groups_joined: list[str]
+    _ws_state = "connecting"  # then "open" (accepted) or "closed"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.groups_joined = []
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            if message.get("type") == "websocket.accept":
+                self._ws_state = "open"
+            elif message.get("type") == "websocket.close":
+                self._ws_state = "closed"
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, tracked_send)
+        except REDIS_ERRORS as exc:
+            logger.warning("websocket %s: the channel layer (Redis) is unreachable (%s): %s",
+                           scope.get("path"), type(exc).__name__, exc)
+            if self._ws_state == "connecting":
+                await send({"type": "websocket.close"})
+            elif self._ws_state == "open":
+                await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
+            self._ws_state = "closed"
+
+    async def join(self, *groups: str) -> None:
+        """Join the groups (Redis errors propagate: the handshake is then refused)."""
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups_joined.append(group)
+
+    async def leave_all(self) -> None:
+        """Leave every joined group; with Redis away the groups expire by themselves."""
+        groups, self.groups_joined = self.groups_joined, []
+        with contextlib.suppress(*REDIS_ERRORS):
+            for group in groups:
+                await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        await self.leave_all()
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        return json_limits.loads(text_data)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None,
+                      **kwargs: Any) -> None:
+        if text_data is None:
+            await self.close(code=CLOSE_UNSUPPORTED_DATA)
+            return
+        try:
+            content = await self.decode_json(text_data)
+        except ValueError:
+            await self.close(code=CLOSE_INVALID_PAYLOAD)
+            return
+        await self.receive_json(content, **kwargs)
