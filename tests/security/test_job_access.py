@@ -267,7 +267,8 @@ def test_cancel_only_by_owner_or_admin(jobs: dict[str, Job], operator_user: Any,
 
 def _headers(client: Client) -> list[tuple[bytes, bytes]]:
     cookie = f"sessionid={client.cookies['sessionid'].value}"
-    return [(b"origin", b"http://127.0.0.1"), (b"cookie", cookie.encode())]
+    return [(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1"),
+            (b"cookie", cookie.encode())]
 
 
 async def _job_socket(client: Client, job: Job) -> tuple[bool, Any]:
