@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import transaction
 
+from guests import save_images
 from guests.errors import GuestError
 from guests.lifecycle import SLOW_ACTIONS, act, check_allowed
 from guests.models import Guest
@@ -42,6 +43,10 @@ def request_action(
                          "wait for it to finish.")
     if action in SLOW_ACTIONS:
         check_allowed(guest, action)
+        if action == "save":
+            save_images.check_save_request(guest, params.get("pool"))
+        elif action == "restore":
+            save_images.check_restore_request(guest, params.get("volume"))
         from guests.tasks import SLOW_TASKS
 
         return start_job(SLOW_TASKS[action], kind=f"guest.{action}", owner=user,

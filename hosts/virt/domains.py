@@ -6,6 +6,7 @@ or raises the app's VirtError family with a message naming the guest and the hos
 
 from __future__ import annotations
 
+import posixpath
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -203,9 +204,38 @@ def resume(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
     _act(uri, uuid, "resume", lambda d: d.resume(), allow_insecure)
 
 
-def save(uri: str, uuid: str, path: str, *, allow_insecure: bool = False) -> None:
-    """Save memory to `path` on the host; the guest stops."""
-    _act(uri, uuid, "save", lambda d: d.save(path), allow_insecure)
+def check_app_path(path: str, uri: str = "") -> str:
+    """A file the app itself chose for a save image (a save volume's path, the demo host's
+    save folder): absolute, normalised, outside the kernel's pseudo file systems. Only app
+    code calls save/restore, and never with an operator's string; this is a last guard."""
+    if (not path.startswith("/") or "\0" in path or posixpath.normpath(path) != path
+            or path.split("/")[1] in ("proc", "sys", "dev")):
+        raise VirtOperationError(f"Refusing the save image path {path!r}: not a file the "
+                                 "app manages.", uri=uri)
+    return path
+
+
+def domain_xml(uri: str, uuid: str, *, inactive: bool = False,
+               allow_insecure: bool = False) -> str:
+    """The guest's XML in migratable form: running (what a save image holds), or its
+    persistent definition with `inactive`."""
+    flags = libvirt.VIR_DOMAIN_XML_MIGRATABLE | (
+        libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
+    return _act(uri, uuid, "read the definition of", lambda d: d.XMLDesc(flags),
+                allow_insecure)
+
+
+def save(uri: str, uuid: str, path: str, *, allow_insecure: bool = False) -> str:
+    """Save memory to `path` on the host; the guest stops. Returns the domain XML it ran
+    with (migratable), which is what the image records."""
+    check_app_path(path, uri)
+
+    def call(dom: libvirt.virDomain) -> str:
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+        dom.save(path)
+        return str(xml)
+
+    return _act(uri, uuid, "save", call, allow_insecure)
 
 
 def managed_save(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
@@ -213,9 +243,38 @@ def managed_save(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
     _act(uri, uuid, "save (managed)", lambda d: d.managedSave(0), allow_insecure)
 
 
-def restore(uri: str, path: str, *, allow_insecure: bool = False) -> None:
+def save_image_xml(uri: str, path: str, *, secure: bool = False,
+                   allow_insecure: bool = False) -> str | None:
+    """The domain XML a save image holds (libvirt's virDomainSaveImageGetXMLDesc), or
+    None where the driver cannot read it (libxl). `secure` includes secrets (a VNC
+    password) as restoring with it needs them."""
+    check_app_path(path, uri)
+    flags = libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE if secure else 0
+    try:
+        return str(_conn(uri, allow_insecure).saveImageGetXMLDesc(path, flags))
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return None
+        raise translate(exc, uri, action=f"read the save image {path}") from exc
+
+
+def restore(uri: str, path: str, *, dxml: str | None = None,
+            allow_insecure: bool = False) -> None:
+    """Restore the guest saved in `path`; with `dxml`, libvirt restores it with that
+    definition instead of the one in the image, where the driver can (QEMU). The caller
+    has checked the image (see guests.save_images) before it calls this."""
+    check_app_path(path, uri)
     with _errors(uri, f"restore the guest saved in {path}"):
-        _conn(uri, allow_insecure).restore(path)
+        conn = _conn(uri, allow_insecure)
+        if dxml is None:
+            conn.restore(path)
+            return
+        try:
+            conn.restoreFlags(path, dxml, 0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED:
+                raise
+            conn.restore(path)  # the test and libxl drivers take no replacement XML
 
 
 def set_autostart(uri: str, uuid: str, enabled: bool, *, allow_insecure: bool = False) -> None:
