@@ -217,21 +217,21 @@ def check_app_path(path: str, uri: str = "") -> str:
 
 def domain_xml(uri: str, uuid: str, *, inactive: bool = False,
                allow_insecure: bool = False) -> str:
-    """The guest's XML in migratable form: running (what a save image holds), or its
-    persistent definition with `inactive`."""
-    flags = libvirt.VIR_DOMAIN_XML_MIGRATABLE | (
-        libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
+    """The guest's XML as libvirt shows it: running (what a save image holds), or its
+    persistent definition with `inactive`. Not the migratable form: that leaves out the
+    implicit devices a save image's XML shows (controllers, the PS/2 keyboard)."""
+    flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
     return _act(uri, uuid, "read the definition of", lambda d: d.XMLDesc(flags),
                 allow_insecure)
 
 
 def save(uri: str, uuid: str, path: str, *, allow_insecure: bool = False) -> str:
     """Save memory to `path` on the host; the guest stops. Returns the domain XML it ran
-    with (migratable), which is what the image records."""
+    with, which is what the image records."""
     check_app_path(path, uri)
 
     def call(dom: libvirt.virDomain) -> str:
-        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+        xml = dom.XMLDesc(0)
         dom.save(path)
         return str(xml)
 

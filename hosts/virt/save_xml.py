@@ -23,8 +23,10 @@ from defusedxml import ElementTree as SafeET
 _TEST_NS = "{http://libvirt.org/schemas/domain/test/1.0}"
 
 # Elements libvirt adds or rewrites on a running domain, dropped wherever they are.
-_VOLATILE_ELEMENTS = {"alias", "address", "currentMemory", "resource", "cpu", "memballoon",
-                      "genid"}
+# (An <address> inside a <source> is a host device, a passed-through PCI/USB device: kept.)
+_VOLATILE_ELEMENTS = {"alias", "address", "currentMemory", "cpu", "memballoon", "genid"}
+# The cgroup partition libvirt puts every QEMU domain in by default.
+_DEFAULT_PARTITION = "/machine"
 # Attributes libvirt fills in at run time, per element tag ("*": any element).
 _VOLATILE_ATTRS: dict[str, set[str]] = {
     "*": {"index"},
@@ -53,7 +55,9 @@ def _strip(element: ET.Element) -> Any:
     attrs = {key: value for key, value in element.attrib.items() if key not in drop}
     children = []
     for child in element:
-        if child.tag in _VOLATILE_ELEMENTS:
+        if child.tag in _VOLATILE_ELEMENTS and tag != "source":
+            continue
+        if child.tag == "resource" and _default_resource(child):
             continue
         if tag in _CHARDEVS and element.get("type") == "pty" and child.tag == "source":
             continue
@@ -66,12 +70,31 @@ def _strip(element: ET.Element) -> Any:
         if child.tag == "listen" and tag == "graphics" and child.get("type") == "address":
             child = _without(child, "address") if not element.get("listen") else child
         if child.tag == "seclabel" and child.get("type") == "dynamic":
-            continue  # the labels libvirt generates; a static/none label is kept
+            child = _dynamic_label(child)
+            if child is None:
+                continue
         stripped = _strip(child)
         if stripped is not None:
             children.append(stripped)
     text = (element.text or "").strip()
     return (tag, tuple(sorted(attrs.items())), text, tuple(sorted(children, key=repr)))
+
+
+def _default_resource(resource: ET.Element) -> bool:
+    return [(c.tag, (c.text or "").strip()) for c in resource] in (
+        [("partition", _DEFAULT_PARTITION)], [])
+
+
+def _dynamic_label(seclabel: ET.Element) -> ET.Element | None:
+    """A dynamic security label without the labels libvirt generates at each start (it
+    parses none from a save image); None when nothing else is left, as on a running
+    domain whose definition has no label at all. A base label is kept and compared."""
+    rest = [child for child in seclabel if child.tag not in ("label", "imagelabel")]
+    if not rest and seclabel.get("relabel", "yes") == "yes":
+        return None
+    copy = ET.Element(seclabel.tag, dict(seclabel.attrib))
+    copy.extend(rest)
+    return copy
 
 
 def _without(element: ET.Element, attr: str) -> ET.Element:
