@@ -20,6 +20,7 @@ guests.devices).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,14 @@ from django.utils import timezone
 from guests.errors import GuestError
 from guests.lifecycle import check_allowed
 from guests.models import Guest
-from hosts.virt import HostAuthError, HostDriverError, HostUnreachable, VirtError, save_xml
+from hosts.virt import (
+    HostAuthError,
+    HostDriverError,
+    HostUnreachable,
+    VirtError,
+    save_image,
+    save_xml,
+)
 from hosts.virt import domains as virt
 from hosts.virt.volumes import delete_file
 from storage.errors import StorageError
@@ -243,7 +251,7 @@ def restore_source(guest: Guest, volume_id: int | None) -> RestoreSource:
                                "first, or choose a volume holding a save image.")
     if writes_locally(guest):
         path = demo_save_path(guest)
-        if guest.saved_path != str(path) or not path.is_file():
+        if guest.saved_path != str(path) or not os.path.lexists(path):
             raise SaveImageRefused(f"The saved memory of '{guest}' is gone.")
         return RestoreSource(path=str(path), label="its save", own=True,
                              expected_xml=guest.saved_definition)
@@ -264,41 +272,50 @@ def check_restore_request(guest: Guest, volume_id: int | None) -> None:
     verified_definition(guest, restore_source(guest, volume_id))
 
 
-def verified_definition(guest: Guest, source: RestoreSource) -> str | None:
-    """The image's domain XML once it is found to be the guest's own (to restore with),
-    or None where the driver cannot show it and the image is the app's own save.
-    SaveImageRefused when it is not a save image, of another guest, or changed."""
+def takes_definition(guest: Guest) -> bool:
+    """Whether the guest's driver restores with a definition the app passes (QEMU), so
+    that what the app checked is what runs, whatever the image holds by then. libxl and
+    the test driver restore with the definition inside the image."""
+    return guest.host.hypervisor_type == "QEMU"
+
+
+def verified_definition(guest: Guest, source: RestoreSource) -> str:
+    """The domain XML inside the image, once found to be the guest's own (to restore
+    with). SaveImageRefused when it is no save image, of another guest, or changed.
+
+    The header is read by the app itself (hosts.virt.save_image), never by libvirt's
+    saveImageGetXMLDesc: QEMU's driver would run the emulator an untrusted image names."""
     uri, lab = guest.host.uri, guest.host.is_lab
+    label = source.label[:1].upper() + source.label[1:]
+    if not source.own and not source.legacy and not takes_definition(guest):
+        raise SaveImageRefused(
+            f"{guest.host}'s hypervisor driver restores a guest with the definition inside "
+            f"the image, which could change after the check: only the guest's own save "
+            f"(made by xenweb and locked since) is restored there, not {source.label}.")
     try:
-        image_xml = virt.save_image_xml(uri, source.path, secure=True, allow_insecure=lab)
+        image_xml = save_image.read_xml(uri, source.path, allow_insecure=lab)
+    except save_image.SaveImageFormatError as exc:
+        raise SaveImageRefused(f"{label} holds no libvirt save image: {exc}.") from exc
     except (HostUnreachable, HostAuthError, HostDriverError) as exc:
         raise GuestError(str(exc)) from exc
     except VirtError as exc:
-        raise SaveImageRefused(f"{source.label.capitalize()} holds no save image libvirt can "
-                               f"read: {exc}") from exc
-    if image_xml is None:
-        if source.own:
-            return None
-        raise SaveImageRefused(
-            f"{guest.host}'s hypervisor driver cannot show the domain definition inside a "
-            f"save image, so only the guest's own save (made by xenweb, untouched since) "
-            f"can be restored there, not {source.label}.")
+        raise SaveImageRefused(f"{label} cannot be read as a save image: {exc}") from exc
     try:
         uuid, name = save_xml.identity(image_xml)
         if uuid != str(guest.uuid).lower():
-            raise SaveImageRefused(f"{source.label.capitalize()} holds the memory of guest "
-                                   f"'{name}' ({uuid}), not of '{guest}'.")
+            raise SaveImageRefused(f"{label} holds the memory of guest '{name}' ({uuid}), "
+                                   f"not of '{guest}'.")
         expected = source.expected_xml or virt.domain_xml(
             uri, str(guest.uuid), inactive=True, allow_insecure=lab)
         problems = save_xml.differences(image_xml, expected)
     except save_xml.SaveImageXmlError as exc:
-        raise SaveImageRefused(str(exc)) from exc
+        raise SaveImageRefused(f"{label}: {exc}") from exc
     except VirtError as exc:
         raise GuestError(str(exc)) from exc
     if problems:
         raise SaveImageRefused(
-            f"{source.label.capitalize()} holds a definition of '{guest}' that differs from "
-            f"the guest's own, so it was not restored: " + "; ".join(problems))
+            f"{label} holds a definition of '{guest}' that differs from the guest's own, so "
+            f"it was not restored: " + "; ".join(problems))
     return image_xml
 
 
@@ -306,9 +323,11 @@ def restore_guest(guest: Guest, volume_id: int | None, *, user: Any = None,
                   log: Any = print) -> dict[str, Any]:
     check_allowed(guest, "restore")
     source = restore_source(guest, volume_id)
-    dxml = verified_definition(guest, source)
+    checked = verified_definition(guest, source)
     log(f"Restoring '{guest}' from {source.label}")
-    virt.restore(guest.host.uri, source.path, dxml=dxml, allow_insecure=guest.host.is_lab)
+    virt.restore(guest.host.uri, source.path,
+                 dxml=checked if takes_definition(guest) else None,
+                 allow_insecure=guest.host.is_lab)
     if source.own or source.legacy:
         _discard(guest, source, user=user, log=log)
         _record(guest, "", None, "")

@@ -215,23 +215,31 @@ def check_app_path(path: str, uri: str = "") -> str:
     return path
 
 
+def _image_flags(conn: libvirt.virConnect) -> int:
+    """How the driver formats the XML it writes into a save image: QEMU in its migratable
+    form (without the implicit devices), libxl and the test driver as XMLDesc(0) does."""
+    return libvirt.VIR_DOMAIN_XML_MIGRATABLE if conn.getType() == "QEMU" else 0
+
+
 def domain_xml(uri: str, uuid: str, *, inactive: bool = False,
                allow_insecure: bool = False) -> str:
-    """The guest's XML as libvirt shows it: running (what a save image holds), or its
-    persistent definition with `inactive`. Not the migratable form: that leaves out the
-    implicit devices a save image's XML shows (controllers, the PS/2 keyboard)."""
-    flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
-    return _act(uri, uuid, "read the definition of", lambda d: d.XMLDesc(flags),
-                allow_insecure)
+    """The guest's XML as its driver writes it into a save image: running, or its
+    persistent definition with `inactive`."""
+
+    def call(dom: libvirt.virDomain) -> str:
+        flags = _image_flags(dom.connect())
+        return str(dom.XMLDesc(flags | (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)))
+
+    return _act(uri, uuid, "read the definition of", call, allow_insecure)
 
 
 def save(uri: str, uuid: str, path: str, *, allow_insecure: bool = False) -> str:
     """Save memory to `path` on the host; the guest stops. Returns the domain XML it ran
-    with, which is what the image records."""
+    with, as the image records it."""
     check_app_path(path, uri)
 
     def call(dom: libvirt.virDomain) -> str:
-        xml = dom.XMLDesc(0)
+        xml = dom.XMLDesc(_image_flags(dom.connect()))
         dom.save(path)
         return str(xml)
 
@@ -243,26 +251,12 @@ def managed_save(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
     _act(uri, uuid, "save (managed)", lambda d: d.managedSave(0), allow_insecure)
 
 
-def save_image_xml(uri: str, path: str, *, secure: bool = False,
-                   allow_insecure: bool = False) -> str | None:
-    """The domain XML a save image holds (libvirt's virDomainSaveImageGetXMLDesc), or
-    None where the driver cannot read it (libxl). `secure` includes secrets (a VNC
-    password) as restoring with it needs them."""
-    check_app_path(path, uri)
-    flags = libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE if secure else 0
-    try:
-        return str(_conn(uri, allow_insecure).saveImageGetXMLDesc(path, flags))
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
-            return None
-        raise translate(exc, uri, action=f"read the save image {path}") from exc
-
-
 def restore(uri: str, path: str, *, dxml: str | None = None,
             allow_insecure: bool = False) -> None:
     """Restore the guest saved in `path`; with `dxml`, libvirt restores it with that
     definition instead of the one in the image, where the driver can (QEMU). The caller
-    has checked the image (see guests.save_images) before it calls this."""
+    has checked the image's XML (hosts.virt.save_image, guests.save_images) before: libvirt
+    parses it even with `dxml`, and QEMU's driver runs the emulator it names to do so."""
     check_app_path(path, uri)
     with _errors(uri, f"restore the guest saved in {path}"):
         conn = _conn(uri, allow_insecure)

@@ -25,7 +25,7 @@ from guests.save_images import demo_save_path, volume_name
 from guests.slow_actions import restore_body, save_body
 from hosts.models import Host
 from hosts.services import enrol_host
-from hosts.virt import VirtOperationError, save_xml
+from hosts.virt import VirtOperationError, save_image, save_xml
 from hosts.virt import domains as virt
 from storage.errors import StorageError
 from storage.inventory import reconcile_pools
@@ -290,7 +290,7 @@ def test_a_tampered_save_image_is_refused(admin_client: Client, demo: Host,
         image.write_bytes(junk)
         response = post(admin_client, f"/api/v1/guests/{web.pk}/restore/")
         assert response.status_code == 400, junk
-        assert "no save image libvirt can read" in response.json()["detail"]
+        assert "holds no libvirt save image" in response.json()["detail"]
     image.write_bytes(original)  # put back: the restore works
     assert run(post(admin_client, f"/api/v1/guests/{web.pk}/restore/"), restore_body).state \
         == "succeeded"
@@ -299,21 +299,27 @@ def test_a_tampered_save_image_is_refused(admin_client: Client, demo: Host,
 
 def test_a_replaced_save_file_is_refused(admin_client: Client, demo: Host,
                                          saves_dir: Path, tmp_path: Path) -> None:
-    """The save file swapped for a symlink to a host file, or for another guest's save."""
+    """The save file swapped for another guest's save, a symlink (to that save, a host
+    file, a device) or a FIFO."""
     web, db = guest("web01"), guest("db01")
     assert run(post(admin_client, f"/api/v1/guests/{db.pk}/save/"), save_body).state \
         == "succeeded"
     assert run(post(admin_client, f"/api/v1/guests/{web.pk}/save/"), save_body).state \
         == "succeeded"
     image = demo_save_path(web)
-    image.unlink()
-    image.symlink_to(demo_save_path(db))
+    image.write_bytes(demo_save_path(db).read_bytes())
     response = post(admin_client, f"/api/v1/guests/{web.pk}/restore/")
     assert response.status_code == 400 and "not of 'web01'" in response.json()["detail"]
+    for target in (demo_save_path(db), Path("/etc/passwd"), Path("/dev/zero")):
+        image.unlink()
+        image.symlink_to(target)
+        response = post(admin_client, f"/api/v1/guests/{web.pk}/restore/")
+        assert response.status_code == 400, target
+        assert "cannot be opened" in response.json()["detail"], target
     image.unlink()
-    image.symlink_to("/etc/passwd")
+    os.mkfifo(image)  # a reader that would block for ever
     response = post(admin_client, f"/api/v1/guests/{web.pk}/restore/")
-    assert response.status_code == 400
+    assert response.status_code == 400 and "not a regular file" in response.json()["detail"]
     assert virt.get_domain(demo.uri, str(web.uuid)).state == "shutoff"
     # A saved_path that is not the app's own (a row from an older version): refused.
     Guest.objects.filter(pk=web.pk).update(saved_path=str(tmp_path / "elsewhere.save"))
@@ -489,3 +495,56 @@ def test_paths_never_reach_libvirt_from_the_adapter() -> None:
             virt.check_app_path(path)
     assert virt.check_app_path("/var/lib/libvirt/images/g.save")
     assert os.sep == "/"
+
+
+# -- reading the image's header (never libvirt's saveImageGetXMLDesc: QEMU's driver runs
+# the emulator an untrusted image names to parse it) -------------------------------------
+
+XML = "<domain type='xen'><name>g</name></domain>"
+
+
+def qemu_image(xml: bytes, *, version: int = 2, data_len: int | None = None,
+               cookie: int = 0, magic: bytes = save_image.QEMU_MAGIC) -> bytes:
+    body = xml + b"\0"
+    size = len(body) + 64 if data_len is None else data_len
+    header = magic + struct.pack("<5I", version, size, 1, 0, cookie) + bytes(56)
+    return header + body.ljust(max(size, len(body)), b"\0") + b"QEVM" * 10
+
+
+def libxl_image(xml: bytes, *, version: int = 2, xml_len: int | None = None) -> bytes:
+    body = xml + b"\0"
+    size = len(body) if xml_len is None else xml_len
+    return save_image.LIBXL_MAGIC + struct.pack("<2I", version, size) + bytes(40) + body \
+        + b"\x00\x01libxl stream"
+
+
+def parsed(data: bytes) -> str:
+    return save_image.parse(lambda count: data[:count])
+
+
+def test_the_header_of_each_libvirt_format_is_read() -> None:
+    assert parsed(qemu_image(XML.encode())) == XML
+    assert parsed(libxl_image(XML.encode())) == XML
+    assert parsed(save_image.TEST_MAGIC + struct.pack("<i", len(XML)) + XML.encode()) == XML
+    # libvirt reads a C string: what follows the first NUL is not part of it.
+    assert parsed(qemu_image(XML.encode() + b"\0<domain><name>evil</name></domain>")) == XML
+    big = "<domain>" + "<description>" + "x" * 100_000 + "</description></domain>"
+    assert parsed(libxl_image(big.encode())) == big  # beyond the first read
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"LibvirtQemudSav", qemu_image(b"<domain/>", magic=save_image.QEMU_PARTIAL),
+    qemu_image(b"<domain/>", version=3), qemu_image(b"<domain/>", version=0),
+    qemu_image(b"<domain/>", data_len=0), qemu_image(b"<domain/>", data_len=2**31),
+    qemu_image(b"<domain/>", cookie=10**6), qemu_image(b"<domain/>")[:100],
+    libxl_image(b"<domain/>", version=9), libxl_image(b"<domain/>", xml_len=2**30),
+    libxl_image(b"<domain/>")[:40],
+    save_image.TEST_MAGIC + struct.pack("<i", -1), save_image.TEST_MAGIC + struct.pack("<i", 9000),
+    libxl_image(b"<domain/>").replace(b"<domain/>\0", b"<domain/>x"),  # no NUL in the area
+    libxl_image(b"<domain>\xff\xfe</domain>"),
+    libxl_image(b"<!DOCTYPE d [<!ENTITY e SYSTEM 'file:///etc/shadow'>]><domain>&e;</domain>"),
+    b"QFI\xfb" + bytes(4092), bytes(8192),
+])
+def test_anything_else_is_no_save_image(data: bytes) -> None:
+    with pytest.raises(save_image.SaveImageFormatError):
+        parsed(data)
