@@ -31,6 +31,7 @@ from storage.errors import StorageError
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
 from storage.services import check_name, create_volume
+from xenweb.audit.models import AuditRecord
 from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
 
@@ -274,6 +275,9 @@ def test_a_tampered_save_image_is_refused(admin_client: Client, demo: Host,
         detail = response.json()["detail"]
         assert "differs from the guest's own" in detail or "not of 'web01'" in detail, \
             (variant, detail)
+    refusals = AuditRecord.objects.filter(action="guest.restore", result="refused")
+    assert refusals.count() == len(VARIANTS)
+    assert any("/etc/shadow" in r.message for r in refusals)
     # Changed between the request's check and the job: the job checks again.
     image.write_bytes(original)
     response = post(admin_client, f"/api/v1/guests/{web.pk}/restore/")

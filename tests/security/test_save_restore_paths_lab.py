@@ -227,6 +227,14 @@ def test_an_edited_save_image_in_an_operators_volume_is_refused(
     assert client.delete(f"/api/v1/volumes/{newest.pk}/").status_code == 204
     response = post(client, f"{base}/restore/")
     assert response.status_code == 400 and "gone" in response.json()["detail"]
+    # Deleting the guest with its volumes takes its save image along.
+    assert post(client, f"{base}/start/").status_code == 200
+    job = run(post(client, f"{base}/save/"), save_body)
+    assert job.state == "succeeded", job.error
+    last = Volume.objects.get(pk=job.result["volume"])
+    deleted = client.delete(f"{base}/?confirm={guest.name}&delete_volumes=true")
+    assert deleted.status_code == 204
+    assert not Path(last.path).exists()
 
 
 def _replace_tag(xml: str, tag: str, value: str) -> str:
