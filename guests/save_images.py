@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from guests.errors import GuestError
@@ -92,7 +93,7 @@ def volume_name(guest: Guest) -> str:
     """``<guest name, made safe>-<time>.save``: letters, digits, '-', '_', '+' only, so no
     '/', no '..' and no leading '.', whatever the guest is called on its host."""
     safe = re.sub(r"[^A-Za-z0-9_+-]+", "-", guest.name).strip("-_+")[:80] or "guest"
-    return f"{safe}-{timezone.now():%Y%m%d-%H%M%S}{SAVE_SUFFIX}"
+    return f"{safe}-{str(guest.uuid)[:8]}-{timezone.now():%Y%m%d-%H%M%S}{SAVE_SUFFIX}"
 
 
 # -- save -------------------------------------------------------------------------------
@@ -175,21 +176,30 @@ def save_guest(guest: Guest, pool_id: int | None, *, user: Any = None,
     if writes_locally(guest):
         path = demo_save_path(guest)
         path.parent.mkdir(mode=0o700, exist_ok=True)
+        if path.is_symlink():  # the test driver's save follows one
+            path.unlink()
         log(f"Saving the memory of '{guest}' to the appliance's saves folder")
         xml = virt.save(uri, uuid, str(path), allow_insecure=lab)
         _record(guest, str(path), None, xml)
         return {"guest": guest.pk, "path": str(path)}
     pool = choose_pool(guest, pool_id)
     name = volume_name(guest)
+    before = (guest.saved_path, guest.saved_volume, guest.saved_definition)
     try:
-        volume = storage.create_volume(pool, name=name, capacity=needed_bytes(guest),
-                                       user=user)
+        # Recorded on the guest in the same transaction that stores the volume's row: it
+        # is locked against uploads (storage.services.check_not_save_image) from the first
+        # moment anyone can name it, not only once the save is written.
+        with transaction.atomic():
+            volume = storage.create_volume(pool, name=name, capacity=needed_bytes(guest),
+                                           user=user)
+            _record(guest, volume.path, volume, "")
     except StorageError as exc:
         raise GuestError(f"Cannot create the save volume: {exc}") from exc
     log(f"Saving the memory of '{guest}' into volume '{name}' of pool '{pool}'")
     try:
         xml = virt.save(uri, uuid, volume.path, allow_insecure=lab)
     except VirtError:
+        _record(guest, *before)
         with contextlib.suppress(StorageError):
             storage.delete_volume(volume, user=user)
         raise
