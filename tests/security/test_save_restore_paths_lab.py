@@ -98,9 +98,20 @@ def test_save_goes_into_a_locked_app_volume_and_restores(
     elsewhere = Pool.objects.filter(host=other).first()
     refused = post(admin_client, f"{base}/save/", {"pool": elsewhere.pk})
     assert refused.status_code == 400 and "not on the guest's host" in refused.json()["detail"]
+    local = Pool.objects.get(host=host, name="local")
+    missing = post(admin_client, f"{base}/save/", {"pool": 999999})
+    assert missing.status_code == 400 and "No pool" in missing.json()["detail"]
+    for change, words in (({"iso_library": True}, "ISO library"),
+                          ({"pool_type": "logical"}, "file pools"),
+                          ({"active": False}, "not active"),
+                          ({"available": 1024}, "MiB free")):
+        Pool.objects.filter(pk=local.pk).update(**change)
+        refused = post(admin_client, f"{base}/save/", {"pool": local.pk})
+        assert refused.status_code == 400 and words in refused.json()["detail"], change
+        Pool.objects.filter(pk=local.pk).update(iso_library=False, pool_type=local.pool_type,
+                                                active=True, available=local.available)
     assert not Job.objects.filter(kind="guest.save").exists()
 
-    local = Pool.objects.get(host=host, name="local")
     job = run(post(admin_client, f"{base}/save/", {"pool": local.pk}), save_body)
     assert job.state == "succeeded", job.error
     volume = Volume.objects.get(pk=job.result["volume"])
