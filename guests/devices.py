@@ -68,8 +68,8 @@ def attach_volume(guest: Guest, volume: Volume, *, shareable: bool = False,
         raise GuestError(f"Volume '{volume}' is on another host than '{guest}'.")
     saved = saved_memory_in(volume)
     if saved is not None:
-        # The app restores its own save images on trust where the driver cannot show their
-        # definition (libxl): no guest may write into one.
+        # libxl reads a save image again after the app checked it: no guest may write
+        # into one (see guests.save_images).
         raise GuestError(f"Volume '{volume}' holds the saved memory of guest '{saved}': it "
                          "cannot be attached as a disk.")
     if any(disk["source"] == volume.path for disk in guest.devices.get("disks", [])):

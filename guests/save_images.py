@@ -1,20 +1,20 @@
 """Where a guest's saved memory goes, and what may be restored.
 
 No operator-supplied host path ever reaches libvirt here. A save goes into a new volume
-the app creates in a file-based pool the app manages on the guest's host (chosen by the
-app, or by pool id), recorded on the guest; on the demo host (libvirt's test driver,
-which writes from inside the web process) into the data dir's ``saves`` folder under a
-name the app makes from the guest's UUID.
+the app creates in a file pool the app manages on the guest's host (chosen by the app, or
+by pool id), recorded on the guest; on the demo host (libvirt's test driver, which writes
+from inside the web process) into the data dir's ``saves`` folder under the guest's UUID.
 
-A restore takes the guest's own recorded save, or a volume (by id) on the guest's host.
-Before libvirt restores anything, the domain XML inside the image is read
-(``virConnectSaveImageGetXMLDesc``) and compared with the guest's definition
-(hosts.virt.save_xml); the checked XML is then passed to libvirt as the definition to
-restore with where the driver takes one (QEMU), so a change to the image after the check
-does not count. Drivers that cannot read an image's XML (libxl) restore only the guest's
-own save: a volume the app created, wrote through libvirt's save and has kept locked
-against uploads, wipes, resizes and attaching since (storage.services.check_not_save_image,
-guests.devices).
+A restore takes the guest's own recorded save, or (on QEMU hosts) a volume chosen by id
+on the guest's host. Before libvirt sees the image, the app reads the domain XML in its
+header itself (hosts.virt.save_image; never libvirt's saveImageGetXMLDesc, which on QEMU
+runs the emulator the untrusted XML names) and compares it with the guest's definition
+(hosts.virt.save_xml): the one recorded at save time for its own save, the persistent
+one otherwise. QEMU then restores with that checked XML (``dxml``), so a change to the
+image after the check does not count. libxl and the test driver take no ``dxml`` and read
+the image again themselves: there only the guest's own save is restored, a volume the app
+created and has kept locked since (no upload, wipe, resize or attaching:
+storage.services.check_not_save_image, guests.devices, guests.create).
 """
 
 from __future__ import annotations

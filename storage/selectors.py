@@ -51,8 +51,8 @@ def active_user(volume: Volume) -> Guest | None:
 
 def saved_memory_in(volume: Volume) -> Guest | None:
     """The guest whose own save image the volume is (guests.save_images): such a volume
-    is locked against content writes, since a restore trusts it where the hypervisor
-    driver cannot show the definition inside the image."""
+    is locked against content writes, since libxl reads the image again after the app
+    checked it (no way to pin the checked definition there)."""
     found = Guest.objects.filter(saved_volume=volume).first()
     if found is not None or not volume.path:
         return found
