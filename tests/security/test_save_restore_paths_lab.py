@@ -17,6 +17,7 @@ from django.test import Client
 
 from guests.models import Guest
 from guests.slow_actions import restore_body, save_body
+from hosts.lab.control import SHARED_POOL
 from hosts.lab.register import register_lab_host
 from hosts.lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK
 from hosts.models import Host
@@ -251,3 +252,33 @@ def test_an_edited_save_image_in_an_operators_volume_is_refused(
 def _replace_tag(xml: str, tag: str, value: str) -> str:
     start = xml.index(f"<{tag}>") + len(tag) + 2
     return xml[:start] + value + xml[xml.index(f"</{tag}>"):]
+
+
+def test_a_save_on_shared_storage_is_locked_through_every_hosts_pool(
+        running_guest: tuple[Host, Guest], operator_client: Client,
+        lab_hosts: list[Any]) -> None:  # noqa: F811
+    """The same save file seen through the other host's pool of the shared storage (its
+    own volume row): no write into it there either, and no restore of this guest from it
+    (it is not a volume of the guest's host)."""
+    host, guest = running_guest
+    base = f"/api/v1/guests/{guest.pk}"
+    shared = Pool.objects.get(host=host, name=SHARED_POOL)
+    job = run(post(operator_client, f"{base}/save/", {"pool": shared.pk}), save_body)
+    assert job.state == "succeeded", job.error
+    own = Volume.objects.get(pk=job.result["volume"])
+    other, _ = register_lab_host(lab_hosts[1])
+    reconcile_pools(other)
+    theirs = Pool.objects.get(host=other, name=SHARED_POOL)
+    assert post(operator_client, f"/api/v1/pools/{theirs.pk}/refresh/").status_code == 200
+    twin = Volume.objects.get(pool=theirs, path=own.path)
+    assert twin.pk != own.pk
+    upload = put(operator_client, f"/api/v1/volumes/{twin.pk}/content/", b"\0" * 4096)
+    assert upload.status_code == 409 and "saved memory" in upload.json()["detail"]
+    assert post(operator_client, f"/api/v1/volumes/{twin.pk}/wipe/").status_code == 409
+    response = post(operator_client, f"{base}/restore/", {"volume": twin.pk})
+    assert response.status_code == 400 and "not on" in response.json()["detail"]
+    assert Path(own.path).read_bytes()[:16] == QEMU_MAGIC
+    job = run(post(operator_client, f"{base}/restore/", {"volume": own.pk}), restore_body)
+    assert job.state == "succeeded", job.error
+    assert virt.get_domain(host.uri, str(guest.uuid), allow_insecure=True).state == "running"
+    assert not Path(own.path).exists()  # its own save: deleted after the restore
