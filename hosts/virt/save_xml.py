@@ -30,9 +30,12 @@ _DEFAULT_PARTITION = "/machine"
 # Attributes libvirt fills in at run time, per element tag ("*": any element).
 _VOLATILE_ATTRS: dict[str, set[str]] = {
     "*": {"index"},
+    "source": {"portid"},  # the port a libvirt network gave a running interface
     "domain": {"id"},
     "vcpu": {"current"},
-    "graphics": {"port", "websocket", "tlsPort"},
+    # Ports libvirt assigns; the console password, which a save image holds (libvirt
+    # writes it with its secrets) and XMLDesc without VIR_DOMAIN_XML_SECURE leaves out.
+    "graphics": {"port", "websocket", "tlsPort", "passwd", "passwdValidTo"},
     "serial": {"tty"},
     "console": {"tty"},
     "parallel": {"tty"},
@@ -63,6 +66,8 @@ def _strip(element: ET.Element) -> Any:
             continue
         if tag == "interface" and child.tag == "target":
             continue  # the host-side device name (vnet0, vif1.0) libvirt picks
+        if tag == "interface" and element.get("type") == "network" and child.tag == "source":
+            child = _without(child, "bridge")  # the network's bridge, filled in at start
         if tag == "channel" and child.tag == "target":
             child = _without(child, "state")
         if child.tag == "backingStore" and len(child) == 0 and not child.attrib:

@@ -406,6 +406,8 @@ DEFINITION = """<domain type='kvm'>
       <source file='/iso/debian.iso'/><target dev='sda' bus='sata'/><readonly/></disk>
     <interface type='bridge'><mac address='52:54:00:00:00:01'/><source bridge='br0'/>
       <model type='virtio'/></interface>
+    <interface type='network'><mac address='52:54:00:00:00:02'/>
+      <source network='default'/></interface>
     <serial type='pty'><target port='0'/></serial>
     <console type='pty'><target type='serial' port='0'/></console>
     <graphics type='vnc' port='-1' autoport='yes'/>
@@ -425,10 +427,12 @@ RUNNING = (DEFINITION
            .replace("<model type='virtio'/></interface>",
                     "<model type='virtio'/><target dev='vnet3'/><alias name='net0'/>"
                     "</interface>")
+           .replace("<source network='default'/>", "<source network='default' portid="
+                    "'0d3c3c52-3f4e-4a4f-9b7e-5c0e8e2b9f10' bridge='virbr0'/>")
            .replace("<serial type='pty'>", "<serial type='pty'><source path='/dev/pts/4'/>")
            .replace("<console type='pty'>",
                     "<console type='pty' tty='/dev/pts/4'><source path='/dev/pts/4'/>")
-           .replace("port='-1' autoport='yes'", "port='5903' autoport='yes'")
+           .replace("port='-1' autoport='yes'", "port='5903' autoport='yes' passwd='s3cret'")
            .replace("</devices>", "</devices><seclabel type='dynamic' model='dac' "
                     "relabel='yes'><label>+64055:+994</label><imagelabel>+64055:+994"
                     "</imagelabel></seclabel><resource><partition>/machine</partition>"
@@ -450,6 +454,7 @@ def test_what_libvirt_changes_is_accepted() -> None:
     ("/var/lib/libvirt/qemu/nvram/g_VARS.fd", "/root/.ssh/authorized_keys"),
     ("/usr/bin/qemu-system-x86_64", "/tmp/qemu"),
     ("<source bridge='br0'/>", "<source bridge='mgmt0'/>"),
+    ("<source network='default' ", "<source network='isolated' "),
     ("bus='0x03'", "bus='0x00'"),
     ("6a91cf01-b8f0-4eb5-98d7-4af991143781", "6a91cf01-b8f0-4eb5-98d7-4af991143782"),
     ("<name>g</name>", "<name>h</name>"),
