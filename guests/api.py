@@ -36,7 +36,7 @@ class GuestSerializer(serializers.ModelSerializer):
         model = Guest
         fields = ["id", "url", "uuid", "name", "host", "host_name", "state", "os_type", "type",
                   "vcpus", "memory_mib", "max_memory_mib", "is_privileged", "autostart",
-                  "has_managed_save",
+                  "has_managed_save", "saved_volume",
                   "disks", "nics", "updated_at"]
         read_only_fields = fields
 

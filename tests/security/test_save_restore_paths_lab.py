@@ -122,6 +122,7 @@ def test_save_goes_into_a_locked_app_volume_and_restores(
     assert saved.state == "shutoff" and saved.saved_volume == volume
     assert saved.saved_path == volume.path
     assert Path(volume.path).read_bytes()[:16] == QEMU_MAGIC
+    assert admin_client.get(f"{base}/").json()["saved_volume"] == volume.pk
     page = admin_client.get(f"/guests/{guest.pk}/").content.decode()
     assert volume.name in page and 'data-action="restore"' in page
     # Not offered as a disk to attach.
