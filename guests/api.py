@@ -15,6 +15,7 @@ from guests.create import CreateGuestSerializer, create_from_request
 from guests.errors import GuestError, GuestGone
 from guests.lifecycle import ACTIONS
 from guests.models import Guest
+from guests.save_images import SaveImageRefused
 from guests.snapshot_api import PERMISSIONS as SNAPSHOT_PERMISSIONS
 from guests.snapshot_api import SnapshotActions
 from storage.models import Volume
@@ -35,7 +36,7 @@ class GuestSerializer(serializers.ModelSerializer):
         model = Guest
         fields = ["id", "url", "uuid", "name", "host", "host_name", "state", "os_type", "type",
                   "vcpus", "memory_mib", "max_memory_mib", "is_privileged", "autostart",
-                  "has_managed_save",
+                  "has_managed_save", "saved_volume",
                   "disks", "nics", "updated_at"]
         read_only_fields = fields
 
@@ -79,8 +80,37 @@ class ActionSerializer(serializers.Serializer):
     enabled = serializers.BooleanField(required=False, help_text="autostart: on or off")
     timeout = serializers.IntegerField(required=False, min_value=5, max_value=3600,
                                        help_text="shutdown: seconds to wait")
-    path = serializers.CharField(required=False, max_length=1024,
-                                 help_text="save/restore: file on the host")
+    pool = serializers.IntegerField(
+        required=False, min_value=1,
+        help_text="save: id of a file pool (dir, fs, netfs) of the guest's host for the save "
+                  "image volume; by default the app chooses one")
+    volume = serializers.IntegerField(
+        required=False, min_value=1,
+        help_text="restore: id of a volume on the guest's host holding a save image of this "
+                  "guest; by default the guest's own last save")
+
+    # Which action takes which parameter; anything else is refused, not ignored.
+    ACCEPTS = {"autostart": {"enabled"}, "shutdown": {"timeout"}, "save": {"pool"},
+               "restore": {"volume"}}
+    # Sent by form posts; not a parameter.
+    IGNORED = {"csrfmiddlewaretoken"}
+
+    def __init__(self, *args: Any, action: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.action = action
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        sent = set(getattr(self.initial_data, "keys", lambda: [])()) - self.IGNORED
+        if "path" in sent and self.action in ("save", "restore"):
+            raise serializers.ValidationError({"path": [
+                "Save and restore take no host path: the save image is a volume the app "
+                "creates (choose its pool with `pool`), and a restore reads the guest's own "
+                "save or a volume chosen by id (`volume`)."]})
+        unknown = sent - self.ACCEPTS.get(self.action, set())
+        if unknown:
+            raise serializers.ValidationError({
+                key: [f"`{self.action}` takes no `{key}`."] for key in sorted(unknown)})
+        return attrs
 
 
 # The class attribute of each action; `destroy` is taken by DELETE, so force-off is
@@ -101,6 +131,7 @@ def _action_view(name: str) -> Any:
         description=f"`{name}` the guest. Answers the guest (200) or, for slow actions, "
                     "the job (202); 409 when the guest's state forbids it.",
         responses={200: GuestSerializer, 202: JobSerializer,
+                   400: OpenApiResponse(description="bad parameters, with the reason"),
                    409: OpenApiResponse(description="refused, with `detail`")},
     )(view)
 
@@ -137,11 +168,16 @@ class GuestViewSet(SnapshotActions, viewsets.ModelViewSet):
 
     def run_action(self, request: Request, name: str) -> Response:
         guest = self.get_object()
-        params = ActionSerializer(data=request.data)
+        if not isinstance(request.data, dict):
+            return Response({"detail": "Send the parameters as a JSON object."},
+                            status=status.HTTP_400_BAD_REQUEST)
+        params = ActionSerializer(data=request.data, action=name)
         params.is_valid(raise_exception=True)
         try:
             outcome = services.request_action(guest, name, user=request.user, request=request,
                                               **params.validated_data)
+        except SaveImageRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         except GuestError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         if isinstance(outcome, Job):

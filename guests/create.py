@@ -24,6 +24,7 @@ from hosts.virt import domain_xml as dx
 from hosts.virt.pools import create_volume, delete_volume_by_path
 from storage.iso_library import library_image
 from storage.models import Pool, Volume
+from storage.selectors import saved_memory_in
 from xenweb.audit.services import record
 
 TYPES = {"pv": dx.PV, "hvm": dx.HVM, "pvh": dx.PVH, "xen": dx.PV, "xenpvh": dx.PVH}
@@ -211,6 +212,10 @@ def plan(data: dict[str, Any]) -> tuple[Host, dx.DomainSpec, list[dict[str, Any]
         if volume is None:
             raise GuestError(f"Volume {request.get('volume') or request.get('iso')} is not on "
                              f"host '{host}'.")
+        saved = saved_memory_in(volume)
+        if saved is not None:
+            raise GuestError(f"Volume '{volume}' holds the saved memory of guest '{saved}': it "
+                             "cannot be a disk.")
         iso = "iso" in request
         disks.append(dx.DiskSpec(
             source=volume.path, target=target, bus=cdrom_bus if iso else bus,

@@ -13,6 +13,7 @@ from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import devices as virt_devices
 from hosts.virt import domain_xml as dx
 from storage.models import Volume
+from storage.selectors import saved_memory_in
 from xenweb.audit.services import record
 
 
@@ -77,6 +78,12 @@ def attach_volume(guest: Guest, volume: Volume, *, shareable: bool = False,
     attached writable refuses the attachment (see guests.exclusivity)."""
     if volume.pool.host_id != guest.host_id:
         raise GuestError(f"Volume '{volume}' is on another host than '{guest}'.")
+    saved = saved_memory_in(volume)
+    if saved is not None:
+        # libxl reads a save image again after the app checked it: no guest may write
+        # into one (see guests.save_images).
+        raise GuestError(f"Volume '{volume}' holds the saved memory of guest '{saved}': it "
+                         "cannot be attached as a disk.")
     if any(disk["source"] == volume.path for disk in guest.devices.get("disks", [])):
         raise GuestError(f"Volume '{volume}' is attached to '{guest}' already.")
     target, bus = _next_target(guest)

@@ -30,8 +30,14 @@ class Guest(models.Model):
     max_memory_mib = models.PositiveBigIntegerField(default=0)
     is_privileged = models.BooleanField(default=False)  # Domain-0
     autostart = models.BooleanField(default=False)
-    # Where the last save-to-file put the guest's memory (on the host), for restore.
+    # The last save of the guest's memory, for restore (guests.save_images): the volume
+    # the app created for it (its path in `saved_path`), or on the demo host a file in the
+    # data dir's saves folder (no volume). Never an operator's path.
     saved_path = models.CharField(max_length=1024, blank=True)
+    saved_volume = models.ForeignKey("storage.Volume", null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="saved_memory_of")
+    # The domain XML the guest ran with when it was saved: what the image must hold.
+    saved_definition = models.TextField(blank=True)
     # libvirt holds a managed-save image: the next start resumes from it.
     has_managed_save = models.BooleanField(default=False)
     # Disks and NICs as libvirt describes them ({"disks": [...], "nics": [...]}).
@@ -51,6 +57,11 @@ class Guest(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("guests:detail", args=[self.pk])
+
+    @property
+    def has_saved_memory(self) -> bool:
+        """A save of this guest the app made and can restore (see guests.save_images)."""
+        return bool(self.saved_path)
 
     @property
     def type_label(self) -> str:

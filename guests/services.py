@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import transaction
 
+from guests import save_images
 from guests.errors import GuestError, GuestGone
 from guests.lifecycle import SLOW_ACTIONS, act, check_allowed
 from guests.models import Guest
@@ -42,6 +43,15 @@ def request_action(
                          "wait for it to finish.")
     if action in SLOW_ACTIONS:
         check_allowed(guest, action)
+        try:
+            if action == "save":
+                save_images.check_save_request(guest, params.get("pool"))
+            elif action == "restore":
+                save_images.check_restore_request(guest, params.get("volume"))
+        except save_images.SaveImageRefused as exc:
+            record(f"guest.{action}", user=user, request=request, target=guest,
+                   result="refused", message=str(exc), **params)
+            raise
         from guests.tasks import SLOW_TASKS
 
         return start_job(SLOW_TASKS[action], kind=f"guest.{action}", owner=user,
@@ -56,8 +66,8 @@ def delete_guest(
 ) -> list[str]:
     """Undefine the guest (typed confirmation of its name); optionally delete its disks.
 
-    Returns the volume paths deleted (with its LVM snapshot volumes). CD-ROMs and shareable
-    disks are never deleted.
+    Returns the volume paths deleted (with its LVM snapshot volumes and its save image).
+    CD-ROMs and shareable disks are never deleted.
     """
     if confirm_name != guest.name:
         raise GuestError(f"Type the guest's name '{guest.name}' to confirm the deletion.")
@@ -73,8 +83,11 @@ def delete_guest(
     deleted, kept = [], []
     if delete_volumes:
         # LVM snapshot volumes first: their origins cannot go while they exist.
-        snapshot_paths = [v["path"] for row in guest.lvm_snapshots.all() for v in row.volumes]
-        for path in snapshot_paths:
+        paths = [v["path"] for row in guest.lvm_snapshots.all() for v in row.volumes]
+        saved = guest.saved_volume
+        if saved is not None and saved.pool.host_id == guest.host_id:
+            paths.append(saved.path)  # its own save image goes with it
+        for path in paths:
             try:
                 delete_volume_by_path(uri, path, allow_insecure=lab)
                 deleted.append(path)

@@ -7,14 +7,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
-
+from guests import save_images
 from guests.errors import GuestError
 from guests.lifecycle import check_allowed, refresh
 from guests.models import Guest
 from hosts.virt import VirtError
 from hosts.virt import domains as virt
-from hosts.virt.volumes import delete_file
 from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
@@ -23,22 +21,6 @@ DEFAULT_SHUTDOWN_TIMEOUT = 120
 # A guest can miss one request (its kernel was still setting up the Xen watch or the ACPI
 # button, or the helper it spawns failed); like Nova's clean shutdown, ask again at intervals.
 SHUTDOWN_RESEND_SECONDS = 15
-# Directories libvirt's own driver creates on every host (its managed-save location), so a
-# save never fails for a missing folder: Debian's Xen packages do not create xendomains'
-# /var/lib/xen/save, for instance.
-SAVE_DIRS = {"Xen": "/var/lib/libvirt/libxl/save", "QEMU": "/var/lib/libvirt/qemu/save"}
-
-
-def save_path(guest: Guest) -> str:
-    """Where a guest's memory is saved on its host (the test driver writes locally)."""
-    base = SAVE_DIRS.get(guest.host.hypervisor_type)
-    if base is None:
-        local = settings.DATA_DIR / "saves"
-        local.mkdir(exist_ok=True)
-        base = str(local)
-    return f"{base}/{guest.name}-{guest.uuid}.save"
-
-
 def _guest(job: Job) -> Guest:
     guest = Guest.objects.select_related("host").filter(pk=job.target_id).first()
     if guest is None:
@@ -91,40 +73,33 @@ def shutdown_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     return {"guest": guest.pk, "state": refresh(guest).state}
 
 
+def _id(job: Job, key: str) -> int | None:
+    value = job.params.get(key)
+    return int(value) if value is not None else None
+
+
 def save_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
+    """Save into a location the app chooses (guests.save_images); a ``path`` in the params
+    of a job queued by an older version is ignored."""
     guest = _guest(job)
-    path = job.params.get("path") or save_path(guest)
     try:
-        check_allowed(guest, "save")
-        reporter.update(0, total=1, message=f"Saving memory of '{guest}' to {path}", force=True)
-        virt.save(guest.host.uri, str(guest.uuid), path, allow_insecure=guest.host.is_lab)
+        reporter.update(0, total=1, message=f"Saving the memory of '{guest}'", force=True)
+        result = save_images.save_guest(guest, _id(job, "pool"), user=job.owner,
+                                        log=reporter.log)
     except (GuestError, VirtError) as exc:
         raise JobError(str(exc)) from exc
-    guest.saved_path = path
-    guest.save(update_fields=["saved_path"])
-    return {"guest": guest.pk, "path": path, "state": refresh(guest).state}
+    return {**result, "state": refresh(guest).state}
 
 
 def restore_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     guest = _guest(job)
-    path = job.params.get("path") or guest.saved_path
-    if not path:
-        raise JobError(f"Guest '{guest}' has no saved memory to restore: save it first.")
     try:
-        check_allowed(guest, "restore")
-        reporter.update(0, total=1, message=f"Restoring '{guest}' from {path}", force=True)
-        virt.restore(guest.host.uri, path, allow_insecure=guest.host.is_lab)
+        reporter.update(0, total=1, message=f"Restoring '{guest}'", force=True)
+        result = save_images.restore_guest(guest, _id(job, "volume"), user=job.owner,
+                                           log=reporter.log)
     except (GuestError, VirtError) as exc:
         raise JobError(str(exc)) from exc
-    guest.saved_path = ""
-    guest.save(update_fields=["saved_path"])
-    if path == save_path(guest):
-        # The app's own save file, restored: delete it so saves do not fill the host.
-        try:
-            delete_file(guest.host.uri, path, allow_insecure=guest.host.is_lab)
-        except VirtError as exc:
-            reporter.log(f"The save file {path} was kept: {exc}")
-    return {"guest": guest.pk, "state": refresh(guest).state}
+    return {**result, "state": refresh(guest).state}
 
 
 def managed_save_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:

@@ -31,8 +31,8 @@ BUTTONS = [  # (action, label, icon, style, confirmation)
     ("reboot", "Reboot", "arrow-repeat", "secondary", "Reboot {name}?"),
     ("pause", "Pause", "pause-fill", "secondary", ""),
     ("resume", "Resume", "play", "success", ""),
-    ("save", "Save to file", "download", "secondary", "Save {name}'s memory to a file and "
-     "stop it?"),
+    ("save", "Save to volume", "download", "secondary", "Save {name}'s memory to a new "
+     "volume on its host and stop it?"),
     ("managedsave", "Managed save", "hdd", "secondary", "Save {name}'s memory (managed); "
      "the next start resumes it?"),
     ("restore", "Restore", "upload", "success", ""),
@@ -62,14 +62,15 @@ def _buttons(guest: Guest) -> list[dict[str, Any]]:
         for action, label, icon, style, confirm in BUTTONS
         if guest.state in ALLOWED[action]
         and not (guest.is_privileged and action in DOM0_FORBIDDEN)
-        and (action != "restore" or guest.saved_path)
+        and (action != "restore" or guest.has_saved_memory)
     ]
 
 
 @permission_required("guests.view_guest", raise_exception=True)
 @require_safe
 def guest_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    guest = get_object_or_404(Guest.objects.select_related("host"), pk=pk)
+    guest = get_object_or_404(Guest.objects.select_related("host", "saved_volume__pool"),
+                              pk=pk)
     attached = {disk["source"] for disk in guest.devices.get("disks", [])}
     busy = services.busy_job(guest)
     return render(request, "guests/detail.html", {
@@ -77,7 +78,7 @@ def guest_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "busy_visible": busy is not None and can_view(request.user, busy),
         "export_formats": EXPORT_FORMATS.items(),
         "spare_volumes": Volume.objects.filter(pool__host=guest.host).exclude(
-            path__in=attached).select_related("pool"),
+            path__in=attached).filter(saved_memory_of=None).select_related("pool"),
         "jobs": visible_jobs(request.user).filter(target_type="guests.guest",
                                                   target_id=str(guest.pk))[:10],
         "can_delete": guest.state in ALLOWED["delete"] and not guest.is_privileged,

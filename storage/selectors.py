@@ -47,3 +47,14 @@ def guests_using(volume: Volume) -> list[Guest]:
 def active_user(volume: Volume) -> Guest | None:
     """A guest that has the volume open right now, if any."""
     return next((g for g in guests_using(volume) if g.state in ACTIVE_GUEST_STATES), None)
+
+
+def saved_memory_in(volume: Volume) -> Guest | None:
+    """The guest whose own save image the volume is (guests.save_images): such a volume
+    is locked against content writes, since libxl reads the image again after the app
+    checked it (no way to pin the checked definition there)."""
+    found = Guest.objects.filter(saved_volume=volume).first()
+    if found is not None or not volume.path:
+        return found
+    # The same file seen through another host's pool of shared storage.
+    return Guest.objects.filter(saved_volume__isnull=False, saved_path=volume.path).first()

@@ -11,7 +11,7 @@ from hosts.virt.pools import PoolInfo, VolumeInfo
 from storage.errors import StorageError
 from storage.inventory import store_pool
 from storage.models import Pool, Volume
-from storage.selectors import active_user
+from storage.selectors import active_user, saved_memory_in
 from xenweb.audit.services import record
 from xenweb.jobs.models import ACTIVE_STATES, Job
 from xenweb.jobs.services import start_job
@@ -82,10 +82,19 @@ def check_idle(volume: Volume, doing: str) -> None:
                            "wait for it to finish.")
 
 
+def check_not_save_image(volume: Volume, doing: str) -> None:
+    """Refuse to change the content of a guest's own save image (see guests.save_images)."""
+    guest = saved_memory_in(volume)
+    if guest is not None:
+        raise StorageError(
+            f"Volume '{volume.name}' holds the saved memory of guest '{guest.name}': it cannot "
+            f"be {doing}. Restore the guest from it, or delete it.")
+
+
 def check_name(pool: Pool, name: str) -> None:
-    if not VOLUME_NAME.match(name):
+    if not VOLUME_NAME.match(name) or ".." in name:
         raise StorageError(f"'{name}' is not a valid volume name: use letters, digits, "
-                           "'.', '_', '+' and '-', starting with a letter or digit.")
+                           "'.', '_', '+' and '-', starting with a letter or digit, no '..'.")
     if pool.volumes.filter(name=name).exists():
         raise StorageError(f"Pool '{pool.name}' already has a volume named '{name}'.")
 
@@ -120,6 +129,7 @@ def resize_volume(volume: Volume, capacity: int, *, user: Any = None,
             f"Volume '{volume.name}' can only grow: it is {volume.capacity} bytes, "
             f"{capacity} bytes would cut data off.")
     check_idle(volume, "resize")
+    check_not_save_image(volume, "resized")
     pool = volume.pool
     try:
         info = virt.resize_volume(pool.host.uri, volume.path, capacity, **_conn(pool))
@@ -170,6 +180,7 @@ def start_clone(volume: Volume, new_name: str, *, user: Any = None,
 
 def start_wipe(volume: Volume, *, user: Any = None, request: Any = None) -> Job:
     check_idle(volume, "wipe")
+    check_not_save_image(volume, "wiped")
     from storage.tasks import wipe_task
 
     # No total: libvirt reports no progress for a wipe, so none is shown (not a fake one).

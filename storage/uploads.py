@@ -29,7 +29,7 @@ from storage import volume_io
 from storage.errors import ImageRefused, StorageError
 from storage.images import HEADER_BYTES, check_image
 from storage.models import Volume
-from storage.services import _store_volume, check_idle, resync_pool
+from storage.services import _store_volume, check_idle, check_not_save_image, resync_pool
 from storage.transfers import WORKER, _new_job, reachable_path
 from xenweb.audit.services import record
 from xenweb.jobs.errors import JobCancelled, JobError
@@ -55,6 +55,7 @@ def start_upload(volume: Volume, length: int, *, user: Any = None,
                  request: Any = None) -> Job:
     """The checks before any byte is read, then the (queued) job; StorageError if refused."""
     check_idle(volume, "overwrite")
+    check_not_save_image(volume, "overwritten")
     pool = volume.pool
     available = pool.available + volume.allocation
     if pool.available and length > available:

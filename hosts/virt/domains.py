@@ -6,6 +6,7 @@ or raises the app's VirtError family with a message naming the guest and the hos
 
 from __future__ import annotations
 
+import posixpath
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -203,9 +204,46 @@ def resume(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
     _act(uri, uuid, "resume", lambda d: d.resume(), allow_insecure)
 
 
-def save(uri: str, uuid: str, path: str, *, allow_insecure: bool = False) -> None:
-    """Save memory to `path` on the host; the guest stops."""
-    _act(uri, uuid, "save", lambda d: d.save(path), allow_insecure)
+def check_app_path(path: str, uri: str = "") -> str:
+    """A file the app itself chose for a save image (a save volume's path, the demo host's
+    save folder): absolute, normalised, outside the kernel's pseudo file systems. Only app
+    code calls save/restore, and never with an operator's string; this is a last guard."""
+    if (not path.startswith("/") or "\0" in path or posixpath.normpath(path) != path
+            or path.split("/")[1] in ("proc", "sys", "dev")):
+        raise VirtOperationError(f"Refusing the save image path {path!r}: not a file the "
+                                 "app manages.", uri=uri)
+    return path
+
+
+def _image_flags(conn: libvirt.virConnect) -> int:
+    """How the driver formats the XML it writes into a save image: QEMU in its migratable
+    form (without the implicit devices), libxl and the test driver as XMLDesc(0) does."""
+    return libvirt.VIR_DOMAIN_XML_MIGRATABLE if conn.getType() == "QEMU" else 0
+
+
+def domain_xml(uri: str, uuid: str, *, inactive: bool = False,
+               allow_insecure: bool = False) -> str:
+    """The guest's XML as its driver writes it into a save image: running, or its
+    persistent definition with `inactive`."""
+
+    def call(dom: libvirt.virDomain) -> str:
+        flags = _image_flags(dom.connect())
+        return str(dom.XMLDesc(flags | (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)))
+
+    return _act(uri, uuid, "read the definition of", call, allow_insecure)
+
+
+def save(uri: str, uuid: str, path: str, *, allow_insecure: bool = False) -> str:
+    """Save memory to `path` on the host; the guest stops. Returns the domain XML it ran
+    with, as the image records it."""
+    check_app_path(path, uri)
+
+    def call(dom: libvirt.virDomain) -> str:
+        xml = dom.XMLDesc(_image_flags(dom.connect()))
+        dom.save(path)
+        return str(xml)
+
+    return _act(uri, uuid, "save", call, allow_insecure)
 
 
 def managed_save(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
@@ -213,9 +251,24 @@ def managed_save(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
     _act(uri, uuid, "save (managed)", lambda d: d.managedSave(0), allow_insecure)
 
 
-def restore(uri: str, path: str, *, allow_insecure: bool = False) -> None:
+def restore(uri: str, path: str, *, dxml: str | None = None,
+            allow_insecure: bool = False) -> None:
+    """Restore the guest saved in `path`; with `dxml`, libvirt restores it with that
+    definition instead of the one in the image, where the driver can (QEMU). The caller
+    has checked the image's XML (hosts.virt.save_image, guests.save_images) before: libvirt
+    parses it even with `dxml`, and QEMU's driver runs the emulator it names to do so."""
+    check_app_path(path, uri)
     with _errors(uri, f"restore the guest saved in {path}"):
-        _conn(uri, allow_insecure).restore(path)
+        conn = _conn(uri, allow_insecure)
+        if dxml is None:
+            conn.restore(path)
+            return
+        try:
+            conn.restoreFlags(path, dxml, 0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED:
+                raise
+            conn.restore(path)  # the test and libxl drivers take no replacement XML
 
 
 def set_autostart(uri: str, uuid: str, enabled: bool, *, allow_insecure: bool = False) -> None:

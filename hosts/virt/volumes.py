@@ -233,15 +233,21 @@ def delete_volume(uri: str, path: str, *, allow_insecure: bool = False) -> None:
         raise translate(exc, uri, action=f"delete the volume {path}") from exc
 
 
-def delete_file(uri: str, path: str, *, allow_insecure: bool = False) -> None:
-    """Delete a file libvirt wrote outside any pool (a save image), through libvirt: as a
-    volume of a transient dir pool over its folder when no pool holds it."""
+@contextlib.contextmanager
+def _file_volume(uri: str, path: str, doing: str, *,
+                 allow_insecure: bool) -> Iterator[tuple[libvirt.virConnect,
+                                                         libvirt.virStorageVol]]:
+    """The volume at `path`: of the pool that holds it, or of a transient dir pool over
+    its folder when none does (a file libvirt wrote outside any pool, like a save image),
+    so that the file is reached through libvirt on any host."""
     conn = get_connection(uri, allow_insecure=allow_insecure)
     try:
-        _lookup(conn, path).delete(0)
-        return
+        held: libvirt.virStorageVol | None = _lookup(conn, path)
     except libvirt.libvirtError:
-        pass
+        held = None
+    if held is not None:
+        yield conn, held
+        return
     folder, name = path.rsplit("/", 1)
     root = ET.Element("pool", type="dir")
     ET.SubElement(root, "name").text = f"xenweb-files-{uuid.uuid4().hex[:8]}"
@@ -249,14 +255,47 @@ def delete_file(uri: str, path: str, *, allow_insecure: bool = False) -> None:
     try:
         pool = conn.storagePoolCreateXML(ET.tostring(root, encoding="unicode"), 0)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"delete {path}") from exc
+        raise translate(exc, uri, action=f"{doing} {path}") from exc
     try:
-        pool.storageVolLookupByName(name).delete(0)
-    except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"delete {path}") from exc
+        try:
+            vol = pool.storageVolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            raise translate(exc, uri, action=f"{doing} {path}") from exc
+        yield conn, vol
     finally:
         with contextlib.suppress(libvirt.libvirtError):
             pool.destroy()
+
+
+def delete_file(uri: str, path: str, *, allow_insecure: bool = False) -> None:
+    """Delete a file libvirt wrote outside any pool (a save image), through libvirt."""
+    with _file_volume(uri, path, "delete", allow_insecure=allow_insecure) as (_conn, vol):
+        try:
+            vol.delete(0)
+        except libvirt.libvirtError as exc:
+            raise translate(exc, uri, action=f"delete {path}") from exc
+
+
+def read_head(uri: str, path: str, length: int, *, allow_insecure: bool = False) -> bytes:
+    """The first `length` bytes of the volume or file at `path` (fewer where it ends),
+    through a libvirt download stream: for headers, not for content."""
+    with _file_volume(uri, path, "read", allow_insecure=allow_insecure) as (conn, vol):
+        try:
+            size = int(vol.info()[1])
+            if size <= 0:
+                return b""
+            stream = conn.newStream(0)
+            vol.download(stream, 0, min(length, size), 0)
+            chunks: list[bytes] = []
+            while True:
+                data = stream.recv(STREAM_PACKET)
+                if not data:
+                    break
+                chunks.append(data)
+            stream.finish()
+            return b"".join(chunks)[:length]
+        except libvirt.libvirtError as exc:
+            raise translate(exc, uri, action=f"read {path}") from exc
 
 
 # -- streams ----------------------------------------------------------------------------

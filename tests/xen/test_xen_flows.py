@@ -19,7 +19,6 @@ from django.test import Client
 
 from guests.models import Guest
 from guests.slow_actions import (
-    SAVE_DIRS,
     managed_save_body,
     restore_body,
     save_body,
@@ -84,26 +83,39 @@ def test_pause_resume_save_restore(
         assert post(admin_client_tx, f"{base}/pause/").json()["state"] == "paused"
         assert post(admin_client_tx, f"{base}/resume/").json()["state"] == "running"
 
-        # Saving where the host has no such folder fails clearly, and the guest runs on.
-        missing = run(post(admin_client_tx, f"{base}/save/", {"path": "/nonexistent/x.save"}),
-                      save_body, succeed=False)
-        assert missing.state == "failed"
-        assert "Failed to create domain save file '/nonexistent/x.save'" in missing.error
+        # No host path is taken from anyone (issue 18, C1): refused before any job.
+        for path in ("/nonexistent/x.save", "/etc/shadow", "../x.save", "/dev/xvda"):
+            refused = post(admin_client_tx, f"{base}/save/", {"path": path})
+            assert refused.status_code == 400, path
         assert virt.get_domain(enrolled.uri, str(guest.uuid), allow_insecure=True).state \
             == "running"
 
-        # The default place exists on a stock Debian dom0 (libvirt's libxl save folder).
+        # The save goes into a new volume of a file pool of dom0 (here its `default` dir
+        # pool, /var/lib/xen/images), recorded on the guest and locked.
         saved = run(post(admin_client_tx, f"{base}/save/"), save_body)
-        path = saved.result["path"]
-        assert path.startswith(SAVE_DIRS["Xen"] + "/") and saved.result["state"] == "shutoff"
-        assert Guest.objects.get(pk=guest.pk).saved_path == path
+        volume = Volume.objects.get(pk=saved.result["volume"])
+        path = volume.path
+        assert volume.pool.host == enrolled and volume.name.endswith(".save")
+        assert saved.result["state"] == "shutoff"
+        assert Guest.objects.get(pk=guest.pk).saved_volume == volume
+        assert run_on(xen_host, ["test", "-s", path], check=False).returncode == 0
+        upload = admin_client_tx.put(f"/api/v1/volumes/{volume.pk}/content/", b"\0" * 512,
+                                     content_type="application/octet-stream")
+        assert upload.status_code == 409
+        # libxl restores with the definition inside the image: a volume other than the
+        # guest's own save is refused there.
+        other = Volume.objects.filter(pool=volume.pool).exclude(pk=volume.pk).first()
+        if other is not None:
+            foreign = post(admin_client_tx, f"{base}/restore/", {"volume": other.pk})
+            assert foreign.status_code == 400
         restored = run(post(admin_client_tx, f"{base}/restore/"), restore_body)
         assert restored.result["state"] == "running"
         # The same guest goes on where it was: its heartbeat continues.
         console(guest, TINY_GUEST_TICK, timeout=60)
         assert Guest.objects.get(pk=guest.pk).saved_path == ""
-        # Restored: the app deletes its save file (guest-sized) so saves do not fill dom0.
+        # Restored: the app deletes its save volume (guest-sized) so saves do not fill dom0.
         assert run_on(xen_host, ["test", "-e", path], check=False).returncode == 1
+        assert not Volume.objects.filter(pk=volume.pk).exists()
     finally:
         remove_quietly(enrolled, str(guest.uuid))
 
