@@ -12,6 +12,7 @@ from guests.services import random_mac
 from hosts.virt import VirtError
 from hosts.virt import devices as virt_devices
 from hosts.virt import domain_xml as dx
+from storage.content import why_unusable
 from storage.models import Volume
 from xenweb.audit.services import record
 
@@ -67,6 +68,9 @@ def attach_volume(guest: Guest, volume: Volume, *, shareable: bool = False,
         raise GuestError(f"Volume '{volume}' is on another host than '{guest}'.")
     if any(disk["source"] == volume.path for disk in guest.devices.get("disks", [])):
         raise GuestError(f"Volume '{volume}' is attached to '{guest}' already.")
+    reason = why_unusable(volume)
+    if reason:
+        raise GuestError(f"{reason} It cannot be attached.")
     target, bus = _next_target(guest)
     disk = {"source": volume.path, "target": target, "device": "disk", "readonly": readonly,
             "shareable": shareable}
