@@ -133,8 +133,11 @@ def check_qcow2_header(header: bytes, *, whole: bool) -> None:
         raise ImageRefused(f"The image is not a qcow2 image of version 2 or 3 (version "
                            f"{version}).")
     if backing_offset or backing_size:
-        raise ImageRefused("The image has a backing file: only self-contained images can "
-                           "be uploaded.")
+        name = header[backing_offset:backing_offset + min(backing_size, 1023)] \
+            if backing_offset < len(header) else b""
+        shown = f" ({name.decode('utf-8', 'replace')})" if name else ""
+        raise ImageRefused(f"The image has a backing file{shown}: only self-contained "
+                           "images can be uploaded.")
     if crypt:
         raise ImageRefused("The image is encrypted: only unencrypted images can be uploaded.")
     if not 9 <= cluster_bits <= 21:

@@ -87,7 +87,8 @@ def wipe_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     except VirtError as exc:
         record("volume.wipe", user=job.owner, target=volume, result="failed", message=str(exc))
         raise JobError(str(exc)) from exc
-    content.mark_ready(_store_volume(pool, info), info.format)  # zeros: nothing to follow
+    # Zeros: nothing to follow; the volume keeps the format its content was checked as.
+    content.mark_ready(_store_volume(pool, info))
     resync_pool(pool)
     record("volume.wipe", user=job.owner, target=volume)
     return {"volume": volume.pk, "bytes": info.capacity}
