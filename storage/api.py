@@ -47,7 +47,8 @@ class VolumeSerializer(serializers.ModelSerializer):
     class Meta:
         model = Volume
         fields = ["id", "url", "content_url", "name", "path", "format", "capacity",
-                  "allocation", "pool", "pool_name", "host", "used_by", "updated_at"]
+                  "allocation", "content_state", "pool", "pool_name", "host", "used_by",
+                  "updated_at"]
         read_only_fields = fields
 
     def get_url(self, volume: Volume) -> str:

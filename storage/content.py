@@ -96,7 +96,10 @@ def store(pool: Any, info: Any) -> Volume:
             log.warning("volume %s now reads as %s, not %s: marked changed", existing,
                         info.format, existing.format)
     Volume.objects.filter(pk=existing.pk).update(**defaults, updated_at=timezone.now())
-    existing.refresh_from_db()
+    for key, value in defaults.items():
+        setattr(existing, key, value)
+    if "format" not in defaults and existing.content_state == Content.READY:
+        existing.content_state = Content.CHANGED
     return existing
 
 
