@@ -38,9 +38,9 @@ def why_unusable(volume: Volume) -> str:
         return (f"Volume '{volume.name}' is being written and its content was not checked "
                 "yet (or its writer died and it waits to be emptied).")
     if volume.content_state == Content.CHANGED:
-        return (f"Volume '{volume.name}' now reads as {volume.format or 'another format'}, "
-                "not the format its content was checked as: wipe it or upload its image "
-                "again before using it.")
+        return (f"libvirt reads volume '{volume.name}' otherwise than as the "
+                f"{volume.format or 'raw'} image its content was checked as (another format, "
+                "or a backing file): wipe it or upload its image again before using it.")
     return ""
 
 
@@ -65,13 +65,17 @@ def refuse_unusable_paths(host: Host | int, paths: Iterable[str], doing: str) ->
 
 
 def state_after_sync(previous_format: str | None, previous_state: str,
-                     reported_format: str) -> str:
-    """The content state once libvirt reports `reported_format` for a cached volume.
+                     reported_format: str, backing: str = "") -> str:
+    """The content state once libvirt reports `reported_format` (and `backing`) for a
+    cached volume.
 
     libvirt's pool refresh probes file formats: a raw disk whose guest wrote a qcow2
-    header into it is then reported as qcow2 (with that header's backing file). The
-    cached format follows libvirt, but the content is no longer what was checked."""
+    header into it is then reported as qcow2 with that header's backing file. The
+    content is no longer what was checked. A file image with a backing file is never
+    one the app made or accepted (block pools' snapshot volumes, raw, are not images)."""
     if previous_format and reported_format and previous_format != reported_format:
+        return Content.CHANGED
+    if backing and reported_format not in ("", "raw"):
         return Content.CHANGED
     return previous_state
 
@@ -80,16 +84,23 @@ def store(pool: Any, info: Any) -> Volume:
     """Create or update the cached volume from libvirt's VolumeInfo. A format that changed
     under a cached volume makes a ready one CHANGED (see state_after_sync) and is not
     taken over: the cache keeps the format its content was checked as. The content state
-    is written only for that change, so a concurrent upload's WRITING mark is never lost."""
+    is written only for that change, so a concurrent upload's WRITING mark is never lost.
+    A volume in which libvirt reads a backing file is CHANGED from the start."""
     defaults = {"path": info.path, "format": info.format, "capacity": info.capacity,
                 "allocation": info.allocation}
+    backing = getattr(info, "backing", "")
+    changed = 0
     existing = Volume.objects.filter(pool=pool, name=info.name).first()
     if existing is None:
-        volume, _ = Volume.objects.get_or_create(pool=pool, name=info.name, defaults=defaults)
+        state = state_after_sync(None, Content.READY, info.format, backing)
+        volume, _ = Volume.objects.get_or_create(pool=pool, name=info.name,
+                                                 defaults={**defaults, "content_state": state})
         return volume
-    if state_after_sync(existing.format, Content.READY, info.format) == Content.CHANGED:
+    if state_after_sync(existing.format, Content.READY, info.format,
+                        backing) == Content.CHANGED:
         # The cache keeps the format the content was checked as (what attaching uses).
-        defaults.pop("format")
+        if existing.format:
+            defaults.pop("format")
         changed = Volume.objects.filter(pk=existing.pk, content_state=Content.READY).update(
             content_state=Content.CHANGED)
         if changed:
@@ -98,7 +109,7 @@ def store(pool: Any, info: Any) -> Volume:
     Volume.objects.filter(pk=existing.pk).update(**defaults, updated_at=timezone.now())
     for key, value in defaults.items():
         setattr(existing, key, value)
-    if "format" not in defaults and existing.content_state == Content.READY:
+    if changed:
         existing.content_state = Content.CHANGED
     return existing
 

@@ -87,8 +87,10 @@ def wipe_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     except VirtError as exc:
         record("volume.wipe", user=job.owner, target=volume, result="failed", message=str(exc))
         raise JobError(str(exc)) from exc
-    # Zeros: nothing to follow; the volume keeps the format its content was checked as.
-    content.mark_ready(_store_volume(pool, info))
-    resync_pool(pool)
+    _store_volume(pool, info)
+    # Zeros: nothing to follow. libvirt reads them afresh (a pool refresh re-probes the
+    # file) and the volume keeps the format its content was checked as.
+    resync_pool(pool, rescan=True)
+    content.mark_ready(volume)
     record("volume.wipe", user=job.owner, target=volume)
     return {"volume": volume.pk, "bytes": info.capacity}

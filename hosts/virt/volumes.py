@@ -23,7 +23,7 @@ from defusedxml import ElementTree as SafeET
 
 from .connection import get_connection
 from .errors import VirtOperationError, translate
-from .pools import PoolInfo, VolumeInfo, _describe
+from .pools import PoolInfo, VolumeInfo, _describe, backing_of
 
 __all__ = [
     "VolumeDetails",
@@ -73,7 +73,7 @@ def _info(vol: libvirt.virStorageVol) -> VolumeInfo:
     _kind, capacity, allocation = vol.info()
     return VolumeInfo(name=vol.name(), path=vol.path(),
                       format=fmt.get("type", "") if fmt is not None else "",
-                      capacity=capacity, allocation=allocation)
+                      capacity=capacity, allocation=allocation, backing=_backing(root))
 
 
 def _physical(vol: libvirt.virStorageVol, fallback: int) -> int:
@@ -96,12 +96,7 @@ def volume_details(uri: str, path: str, *, allow_insecure: bool = False) -> Volu
         raise translate(exc, uri, action=f"read the volume {path}") from exc
 
 
-def _backing(root: ET.Element) -> str:
-    """The backing store libvirt reads in a volume's XML ("" when none)."""
-    store = root.find("backingStore")
-    if store is None:
-        return ""
-    return (store.findtext("path") or "").strip() or "(a backing store)"
+_backing = backing_of
 
 
 def content_report(uri: str, path: str, *, allow_insecure: bool = False) -> tuple[str, str]:

@@ -218,7 +218,7 @@ def test_an_unchecked_volume_is_never_attached_cloned_started_or_a_new_guests_di
         operator_client: Client, demo: Host, state: str) -> None:
     vol = _demo_volume(operator_client, demo, f"half-{state}.img", "raw")
     Volume.objects.filter(pk=vol["id"]).update(content_state=state)
-    says = "being written" if state == "writing" else "not the format its content was"
+    says = "being written" if state == "writing" else "otherwise than as the"
     mail = Guest.objects.get(name="mail01")  # shut off
     attach = post(operator_client, f"/api/v1/guests/{mail.pk}/disks/", {"volume": vol["id"]})
     assert attach.status_code == 409 and says in attach.json()["detail"]
@@ -279,3 +279,20 @@ def test_the_clone_adapter_refuses_a_source_libvirt_reads_otherwise(demo: Host) 
     info = virt.create_volume(demo.uri, pool.name, "fmt.qcow2", MIB, "qcow2")
     with pytest.raises(VirtError, match=r"reads volume .fmt\.qcow2. as qcow2, not as the raw"):
         virt.clone_volume(demo.uri, info.path, "fmt-copy.img", source_format="raw")
+
+
+@pytest.mark.django_db
+def test_a_volume_libvirt_reads_with_a_backing_file_is_never_ready(demo: Host) -> None:
+    """Found on the host (or re-probed) with a backing file: never an image the app made
+    or accepted, so nothing attaches or clones it; block pools' snapshot volumes (raw,
+    their origin as backing store) stay usable."""
+    pool = Pool.objects.get(host=demo, name="default")
+    found = content.store(pool, VolumeInfo(name="overlay.qcow2", path="/x/overlay.qcow2",
+                                           format="qcow2", capacity=MIB, allocation=0,
+                                           backing="/etc/shadow"))
+    assert found.content_state == "changed"
+    assert "backing file" in content.why_unusable(found)
+    snapshot = content.store(pool, VolumeInfo(name="snap", path="/dev/vg/snap", format="",
+                                              capacity=MIB, allocation=0,
+                                              backing="/dev/vg/origin"))
+    assert snapshot.content_state == "ready"

@@ -120,7 +120,7 @@ def test_a_raw_disk_that_libvirt_reads_as_qcow2_is_changed_and_unusable(
     mail = Guest.objects.filter(host=local_pool.host).first()
     if mail is not None:
         attach = post(admin_client, f"/api/v1/guests/{mail.pk}/disks/", {"volume": volume.pk})
-        assert attach.status_code == 409 and "not the format" in attach.json()["detail"]
+        assert attach.status_code == 409 and "otherwise than" in attach.json()["detail"]
     clone = post(admin_client, f"/api/v1/volumes/{volume.pk}/clone/", {"name": "x.img"})
     assert clone.status_code == 409 and "cannot be cloned" in clone.json()["detail"]
     wipe = post(admin_client, f"/api/v1/volumes/{volume.pk}/wipe/")
