@@ -171,11 +171,11 @@ def test_an_absurd_userdevice_and_disk_size_are_refused(operator_client: Client,
                                  b"<name>userdevice</name><value>99999</value>", "userdevice"),
                                 (f"<value>{MIB}</value>".encode(),
                                  f"<value>{10**19}</value>".encode(), "virtual_size")):
-        if key in data:
-            (area / "u.xva").write_bytes(hostile.tar_bytes(
-                [hostile.regular("ova.xml", data.replace(key, value))]))
-            refused(operator_client, "u.xva", message)
-            (area / "u.xva").unlink()
+        assert key in data
+        (area / "u.xva").write_bytes(hostile.tar_bytes(
+            [hostile.regular("ova.xml", data.replace(key, value))]))
+        refused(operator_client, "u.xva", message)
+        (area / "u.xva").unlink()
 
 
 # -- tar headers and members (OVA and XVA) ---------------------------------------------
