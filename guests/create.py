@@ -22,6 +22,7 @@ from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domain_xml as dx
 from hosts.virt.pools import create_volume, delete_volume_by_path
+from storage.content import why_unusable
 from storage.iso_library import library_image
 from storage.models import Pool, Volume
 from storage.selectors import saved_memory_in
@@ -216,6 +217,9 @@ def plan(data: dict[str, Any]) -> tuple[Host, dx.DomainSpec, list[dict[str, Any]
         if saved is not None:
             raise GuestError(f"Volume '{volume}' holds the saved memory of guest '{saved}': it "
                              "cannot be a disk.")
+        reason = why_unusable(volume)
+        if reason:
+            raise GuestError(f"{reason} It cannot be a disk of a new guest.")
         iso = "iso" in request
         disks.append(dx.DiskSpec(
             source=volume.path, target=target, bus=cdrom_bus if iso else bus,

@@ -73,6 +73,16 @@ def check_allowed(guest: Guest, action: str) -> None:
         found = conflicts(guest)
         if found:
             raise GuestError(f"Guest '{guest}' cannot be {VERBS[action]}: {explain(found)}")
+        check_disk_content(guest, VERBS[action])
+
+
+def check_disk_content(guest: Guest, verb: str) -> None:
+    """No guest opens a volume whose content is being written or was not checked."""
+    from storage.content import unusable, why_unusable
+
+    paths = [disk.get("source", "") for disk in guest.devices.get("disks", [])]
+    for volume in unusable(guest.host_id, paths):
+        raise GuestError(f"Guest '{guest}' cannot be {verb}: {why_unusable(volume)}")
 
 
 def check_placement(guest: Guest) -> None:

@@ -47,7 +47,8 @@ class VolumeSerializer(serializers.ModelSerializer):
     class Meta:
         model = Volume
         fields = ["id", "url", "content_url", "name", "path", "format", "capacity",
-                  "allocation", "pool", "pool_name", "host", "used_by", "updated_at"]
+                  "allocation", "content_state", "pool", "pool_name", "host", "used_by",
+                  "updated_at"]
         read_only_fields = fields
 
     def get_url(self, volume: Volume) -> str:
@@ -232,9 +233,10 @@ class VolumeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
         request={"application/octet-stream": {"type": "string", "format": "binary"}},
         responses={201: JobSerializer, 409: REFUSED, 411: REFUSED,
                    422: OpenApiResponse(response=JobSerializer, description=(
-                       "the image was refused (backing file, external data file, or not "
-                       "the volume's format) and the volume deleted; the job's `error` "
-                       "says why"))},
+                       "the image was refused (backing file, external data file, "
+                       "encryption, or not the volume's format): refused from its first "
+                       "2 MiB, the volume keeps its content; refused once written, the "
+                       "volume is deleted; the job's `error` says which"))},
     )
     @content.mapping.put
     @streams_body
@@ -249,11 +251,13 @@ class VolumeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
         and `/ws/events/` while the body arrives; the answer, once the upload is done,
         is that job: 201 when it succeeded (`result` gives the volume, format and
         virtual size), 422 when the image was refused, 409 when it failed otherwise
-        (then the volume is left empty, never holding a partial image).
+        (then the volume is left empty, never holding a partial image, or as it was if
+        no byte had been written). Until the image was checked as a whole the volume
+        cannot be attached, cloned or started.
         The volume is re-created first: a raw volume gets the size of the upload, a
         qcow2 one the virtual size of the uploaded image. Uploaded images must be
-        self-contained (no backing file, no external data file) and of the volume's
-        format."""
+        self-contained (no backing file, no external data file, not encrypted) and of
+        the volume's format."""
         volume = self.get_object()
         length = request.headers.get("Content-Length", "")
         if not length.isdigit():

@@ -6,7 +6,8 @@ from django.db import transaction
 
 from hosts.models import Host
 from hosts.virt.pools import PoolInfo, VolumeInfo, list_pools
-from storage.models import Pool, Volume
+from storage import content
+from storage.models import Pool
 from storage.sharing import apply_source, auto_shared, effective_shared
 
 LIBVIRT_FIELDS = ["name", "pool_type", "active", "autostart", "capacity", "allocation",
@@ -26,10 +27,7 @@ def _apply(pool: Pool, info: PoolInfo) -> None:
 
 def _store_volumes(pool: Pool, volumes: tuple[VolumeInfo, ...]) -> None:
     for vol in volumes:
-        Volume.objects.update_or_create(pool=pool, name=vol.name, defaults={
-            "path": vol.path, "format": vol.format, "capacity": vol.capacity,
-            "allocation": vol.allocation,
-        })
+        content.store(pool, vol)
     pool.volumes.exclude(name__in=[v.name for v in volumes]).delete()
 
 

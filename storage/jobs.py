@@ -6,10 +6,13 @@ from typing import Any
 
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
+from storage import content
 from storage.errors import StorageError
+from storage.images import check_file
 from storage.models import Volume
 from storage.selectors import active_user
 from storage.services import _store_volume, resync_pool
+from storage.transfers import reachable_path
 from xenweb.audit.services import record
 from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job
@@ -27,12 +30,26 @@ def _volume(job: Job) -> Volume:
     return volume
 
 
+def _check_source(volume: Volume) -> None:
+    """A clone copies what libvirt reads: never a volume whose content is not checked, nor
+    one with a backing file (where this machine holds the file, qemu-img reads it whole,
+    bounded, with the volume's own format; libvirt's view is checked by clone_volume)."""
+    try:
+        content.refuse_unusable(volume, "cloned")
+        path = reachable_path(volume)
+        if path is not None:
+            check_file(path, volume.format or "raw")
+    except StorageError as exc:
+        raise JobError(str(exc)) from exc
+
+
 def clone_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     """Copy on the host (libvirt's volume clone), not through streams: the bytes never
     leave the host, and the filesystem may share them (reflink). libvirt cannot report
     progress nor abort it, so the job follows the copy's size on the host (an estimate)
-    and says it cannot be cancelled."""
+    and says it cannot be cancelled. The copy never follows a backing chain."""
     volume = _volume(job)
+    _check_source(volume)
     pool, new_name = volume.pool, job.params["name"]
     reporter.configure(cancellable=False, estimated=True)
     message = f"Copying {volume.name} to {new_name}"
@@ -45,7 +62,8 @@ def clone_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
 
     try:
         info = virt.clone_volume(pool.host.uri, volume.path, new_name,
-                                 allow_insecure=pool.host.is_lab, progress=progress)
+                                 allow_insecure=pool.host.is_lab, progress=progress,
+                                 source_format=volume.format or "raw")
     except (VirtError, StorageError) as exc:
         record("volume.clone", user=job.owner, target=volume, result="failed", message=str(exc),
                name=new_name)
@@ -70,6 +88,9 @@ def wipe_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         record("volume.wipe", user=job.owner, target=volume, result="failed", message=str(exc))
         raise JobError(str(exc)) from exc
     _store_volume(pool, info)
-    resync_pool(pool)
+    # Zeros: nothing to follow. libvirt reads them afresh (a pool refresh re-probes the
+    # file) and the volume keeps the format its content was checked as.
+    resync_pool(pool, rescan=True)
+    content.mark_ready(volume)
     record("volume.wipe", user=job.owner, target=volume)
     return {"volume": volume.pk, "bytes": info.capacity}

@@ -76,12 +76,28 @@ class Pool(models.Model):
 
 
 class Volume(models.Model):
+    class Content(models.TextChoices):
+        """Whether a hypervisor may open the volume's content (storage.content)."""
+
+        # Checked as a whole, created empty by the app, or found on the host as it is.
+        READY = "ready", "ready"
+        # Bytes are being written (an upload, an import's conversion) and not yet checked:
+        # never attached, cloned, started or exported; emptied if its writer died.
+        WRITING = "writing", "being written"
+        # libvirt now reads another format than the one checked (a guest wrote another
+        # format's header into a raw disk): unusable until wiped or uploaded again.
+        CHANGED = "changed", "format changed"
+
     pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="volumes")
     name = models.CharField(max_length=255)
     path = models.CharField(max_length=1024, blank=True)
     format = models.CharField(max_length=16, blank=True)
     capacity = models.PositiveBigIntegerField(default=0)
     allocation = models.PositiveBigIntegerField(default=0)
+    content_state = models.CharField(max_length=16, choices=Content.choices,
+                                     default=Content.READY)
+    # The job writing the content while it is WRITING (a plain id: the row may be gone).
+    content_job = models.PositiveBigIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

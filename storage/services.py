@@ -8,6 +8,7 @@ from typing import Any
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
 from hosts.virt.pools import PoolInfo, VolumeInfo
+from storage import content
 from storage.errors import StorageError
 from storage.inventory import store_pool
 from storage.models import Pool, Volume
@@ -32,11 +33,7 @@ def _failed(action: str, exc: Exception, *, user: Any, request: Any, target: Any
 
 
 def _store_volume(pool: Pool, info: VolumeInfo) -> Volume:
-    volume, _ = Volume.objects.update_or_create(pool=pool, name=info.name, defaults={
-        "path": info.path, "format": info.format, "capacity": info.capacity,
-        "allocation": info.allocation,
-    })
-    return volume
+    return content.store(pool, info)
 
 
 def _store_pool(pool: Pool, info: PoolInfo) -> Pool:
@@ -169,6 +166,7 @@ def _copy_size(volume: Volume) -> int:
 def start_clone(volume: Volume, new_name: str, *, user: Any = None,
                 request: Any = None) -> Job:
     check_idle(volume, "clone")
+    content.refuse_unusable(volume, "cloned")
     check_name(volume.pool, new_name)
     from storage.tasks import clone_task
 

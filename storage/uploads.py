@@ -4,7 +4,7 @@ The bytes arrive as an iterable of chunks: the pieces of a streamed request body
 web server receives them (xenweb.streamed_body), or reads of a request's body file (the
 test client, a WSGI server). Each chunk goes straight into the volume: its file, where
 this machine holds it, or a libvirt upload stream (storage.volume_io). Nothing is kept but
-the image's first MiB (for the format check).
+the image's first 2 MiB (for the format check: storage.images).
 
 The job runs in the thread that feeds it, not on a worker, but it is an ordinary Job row:
 progress, rate and ETA reach ``/ws/jobs/<id>/`` and ``/ws/events/`` like any other job's,
@@ -13,21 +13,30 @@ and ``POST /api/v1/jobs/<id>/cancel/`` stops it.
 What the volume holds afterwards is never a partial image: a complete, accepted image; or,
 when the image was refused, nothing (the volume is deleted, see storage.images); or, when
 the transfer broke off (client gone, cancelled, host error), an empty volume of the size
-it had before.
+it had before. From the first byte until the image was checked as a whole the volume is
+marked WRITING (storage.content): nothing attaches, clones or starts it, and if this
+process dies mid-upload the job reaper has it emptied.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
-from storage import volume_io
+from storage import content, volume_io
 from storage.errors import ImageRefused, StorageError
-from storage.images import HEADER_BYTES, check_image
+from storage.images import (
+    HEADER_BYTES,
+    ImageFacts,
+    check_file,
+    check_libvirt_report,
+    detect_format,
+)
 from storage.models import Volume
 from storage.services import _store_volume, check_idle, check_not_save_image, resync_pool
 from storage.transfers import WORKER, _new_job, reachable_path
@@ -110,29 +119,58 @@ def _recreate_empty(volume: Volume, capacity: int) -> None:
                        volume.format or "raw", allow_insecure=lab)
 
 
-def _receive(volume: Volume, chunks: Iterable[bytes], length: int,
-             reporter: ProgressReporter) -> bytes:
-    """Copy `length` bytes from `chunks` into the volume; returns the image's first MiB."""
+@dataclass
+class _Progress:
+    """What an upload did so far: whether a byte reached the volume yet."""
+
+    written: bool = False
+
+
+def _head(chunks: Iterator[bytes], length: int) -> tuple[bytes, list[bytes]]:
+    """The image's start (HEADER_BYTES, or all of a shorter body) and the pieces it came
+    in, read before anything is written."""
+    pieces: list[bytes] = []
+    held = 0
+    for chunk in chunks:
+        if held + len(chunk) > length:
+            raise JobError(f"The body is longer than its Content-Length ({length}).")
+        pieces.append(chunk)
+        held += len(chunk)
+        if held >= HEADER_BYTES:
+            break
+    if held < min(length, HEADER_BYTES):
+        raise UploadBrokenOff(f"The upload ended after {held} of {length} bytes.")
+    return b"".join(pieces)[:HEADER_BYTES], pieces
+
+
+def _receive(volume: Volume, job: Job, chunks: Iterable[bytes], length: int,
+             reporter: ProgressReporter, progress: _Progress) -> ImageFacts:
+    """Check the image's start, then copy `length` bytes from `chunks` into the volume;
+    returns what the start says. A start refused (ImageRefused) leaves the volume as it
+    was: not a byte of it was written."""
     pool = volume.pool
-    header = bytearray()
-    done = 0
     reporter.update(0, total=length, message=f"Receiving {volume.name}", force=True)
+    body = iter(chunks)
+    header, pieces = _head(body, length)
+    facts = detect_format(header, volume.format or "raw")
+    content.mark_writing(volume, job)
+    progress.written = True
+    done = 0
     make_empty = functools.partial(_recreate_empty, volume, length)
     with volume_io.replacing_writer(pool.host, volume.path, make_empty=make_empty) as upload:
+        rest: Iterable[bytes] = itertools.chain(pieces, body)
         if not isinstance(upload, volume_io.FileUpload):
-            chunks = gathered(chunks, READ)
-        for chunk in chunks:
+            rest = gathered(rest, READ)
+        for chunk in rest:
             if done + len(chunk) > length:
                 raise JobError(f"The body is longer than its Content-Length ({length}).")
-            if len(header) < HEADER_BYTES:
-                header += chunk[:HEADER_BYTES - len(header)]
             upload.write(chunk)
             done += len(chunk)
             reporter.update(done, message=f"Receiving {volume.name}")
         if done < length:
             raise UploadBrokenOff(f"The upload ended after {done} of {length} bytes.")
     reporter.update(done, message="Checking the image", force=True)
-    return bytes(header)
+    return facts
 
 
 def _discard(volume: Volume) -> None:
@@ -155,17 +193,26 @@ def _empty_again(volume: Volume, capacity: int) -> str:
     except VirtError as exc:
         _discard(volume)
         return f"The partial upload could not be cleared ({exc}); the volume was deleted."
+    content.mark_ready(volume, volume.format)
     resync_pool(pool)
     return "The partial upload was discarded: the volume is empty."
+
+
+def _after_failure(volume: Volume, capacity: int, progress: _Progress) -> str:
+    if not progress.written:
+        return "Nothing was written: the volume keeps its content."
+    return _empty_again(volume, capacity)
 
 
 def receive_upload(job: Job, volume: Volume, chunks: Iterable[bytes], length: int, *,
                    user: Any = None, request: Any = None) -> UploadOutcome:
     """Run the upload job `start_upload` made, on `chunks` (`length` bytes in all).
 
-    The volume is re-created empty first (same name and format): a raw volume then has
-    the size of the upload, a qcow2 volume the virtual size its header says. The image
-    is checked afterwards (see storage.images); a refused one is deleted with its volume.
+    The image's start is checked before a byte is written (a refused one leaves the
+    volume as it was); then the volume is overwritten (or re-created empty first: same
+    name and format): a raw volume then has the size of the upload, a qcow2 volume the
+    virtual size its header says. The image is checked as a whole afterwards (see
+    storage.images); one refused then is deleted with its volume.
     """
     outcome = UploadOutcome(job=job)
     capacity_before = volume.capacity
@@ -177,23 +224,35 @@ def receive_upload(job: Job, volume: Volume, chunks: Iterable[bytes], length: in
     def body_fn(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         reporter.configure(cancellable=True)
         pool = volume.pool
+        declared = volume.format or "raw"
+        progress = _Progress()
         try:
-            header = _receive(volume, chunks, length, reporter)
-            facts = check_image(header, volume.format or "raw", reachable_path(volume))
+            facts = _receive(volume, job, chunks, length, reporter, progress)
+            path = reachable_path(volume)
+            if path is not None:
+                facts = check_file(path, declared)
+            reported, backing = virt.content_report(pool.host.uri, volume.path,
+                                                    allow_insecure=pool.host.is_lab)
+            check_libvirt_report(declared, reported, backing)
         except ImageRefused as exc:
             outcome.refused = True
+            if not progress.written:
+                failed(str(exc))
+                raise JobError(f"{exc} Nothing was written: the volume keeps its "
+                               "content.") from exc
             _discard(volume)
             failed(str(exc))
             raise JobError(f"{exc} The uploaded volume was deleted.") from exc
         except JobCancelled:
-            failed(f"cancelled; {_empty_again(volume, capacity_before)}")
+            failed(f"cancelled; {_after_failure(volume, capacity_before, progress)}")
             raise
         except (VirtError, StorageError, JobError) as exc:
-            message = f"{exc} {_empty_again(volume, capacity_before)}"
+            message = f"{exc} {_after_failure(volume, capacity_before, progress)}"
             failed(message)
             raise JobError(message) from exc
         info = virt.volume_details(pool.host.uri, volume.path, allow_insecure=pool.host.is_lab)
         stored = _store_volume(pool, info)  # type: ignore[arg-type]
+        content.mark_ready(stored)
         resync_pool(pool)
         record("volume.upload", user=user, request=request, target=stored, bytes=length,
                format=facts.format, virtual_size=facts.virtual_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import libvirt
 from defusedxml import ElementTree as SafeET
@@ -20,6 +21,15 @@ class VolumeInfo:
     format: str
     capacity: int
     allocation: int
+    backing: str = ""  # the backing store libvirt reads in the volume ("" when none)
+
+
+def backing_of(root: Any) -> str:
+    """The backing store in a volume's XML ("" when none)."""
+    store = root.find("backingStore")
+    if store is None:
+        return ""
+    return (store.findtext("path") or "").strip() or "(a backing store)"
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,7 @@ def _volumes(pool: libvirt.virStoragePool) -> tuple[VolumeInfo, ...]:
         volumes.append(VolumeInfo(
             name=vol.name(), path=vol.path(),
             format=fmt.get("type", "") if fmt is not None else "",
-            capacity=capacity, allocation=allocation,
+            capacity=capacity, allocation=allocation, backing=backing_of(root),
         ))
     return tuple(sorted(volumes, key=lambda v: v.name))
 

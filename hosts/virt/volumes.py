@@ -23,13 +23,14 @@ from defusedxml import ElementTree as SafeET
 
 from .connection import get_connection
 from .errors import VirtOperationError, translate
-from .pools import PoolInfo, VolumeInfo, _describe
+from .pools import PoolInfo, VolumeInfo, _describe, backing_of
 
 __all__ = [
     "VolumeDetails",
     "VolumeDownload",
     "VolumeUpload",
     "clone_volume",
+    "content_report",
     "create_volume",
     "delete_volume",
     "describe_pool",
@@ -72,7 +73,7 @@ def _info(vol: libvirt.virStorageVol) -> VolumeInfo:
     _kind, capacity, allocation = vol.info()
     return VolumeInfo(name=vol.name(), path=vol.path(),
                       format=fmt.get("type", "") if fmt is not None else "",
-                      capacity=capacity, allocation=allocation)
+                      capacity=capacity, allocation=allocation, backing=_backing(root))
 
 
 def _physical(vol: libvirt.virStorageVol, fallback: int) -> int:
@@ -93,6 +94,25 @@ def volume_details(uri: str, path: str, *, allow_insecure: bool = False) -> Volu
                              pool=vol.storagePoolLookupByVolume().name())
     except libvirt.libvirtError as exc:
         raise translate(exc, uri, action=f"read the volume {path}") from exc
+
+
+_backing = backing_of
+
+
+def content_report(uri: str, path: str, *, allow_insecure: bool = False) -> tuple[str, str]:
+    """libvirt's own reading of a volume's content once its pool re-scanned it: (format,
+    backing store). A dir pool probes file formats on refresh, so this is what libvirt
+    (and a hypervisor it configures) will make of the bytes."""
+    conn = get_connection(uri, allow_insecure=allow_insecure)
+    try:
+        pool = _lookup(conn, path).storagePoolLookupByVolume()
+        if pool.isActive():
+            pool.refresh(0)
+        root = SafeET.fromstring(_lookup(conn, path).XMLDesc(0))
+    except libvirt.libvirtError as exc:
+        raise translate(exc, uri, action=f"read the volume {path}") from exc
+    fmt = root.find("target/format")
+    return (fmt.get("type", "") if fmt is not None else ""), _backing(root)
 
 
 def describe_pool(uri: str, name: str, *, refresh: bool = False,
@@ -171,9 +191,15 @@ def _copied(pool: libvirt.virStoragePool, name: str) -> int | None:
 
 def clone_volume(uri: str, path: str, new_name: str, *, allow_insecure: bool = False,
                  progress: Callable[[int], None] | None = None,
-                 poll_seconds: float = 1.0, fmt: str | None = None) -> VolumeInfo:
+                 poll_seconds: float = 1.0, fmt: str | None = None,
+                 source_format: str | None = None) -> VolumeInfo:
     """A full copy of the volume, in the same pool, named `new_name`: in the same format,
     or converted to `fmt` (libvirt runs ``qemu-img convert`` on the host).
+
+    The copy never follows a backing chain: a source in which libvirt reads a backing
+    store is refused, and so is one that libvirt reads in another format than
+    `source_format` (what its content was checked as; libvirt copies with the format it
+    read, ``qemu-img convert -f <that>``).
 
     The host copies (``virStorageVolCreateXMLFrom``: no data through this process,
     reflinks where the filesystem has them) and cannot report progress or be aborted.
@@ -184,10 +210,20 @@ def clone_volume(uri: str, path: str, new_name: str, *, allow_insecure: bool = F
     try:
         source = _lookup(conn, path)
         info = _info(source)
+        backing = _backing(SafeET.fromstring(source.XMLDesc(0)))
         pool = source.storagePoolLookupByVolume()
-        xml = _volume_xml(new_name, info.capacity, 0, fmt or info.format or "raw")
+        xml = _volume_xml(new_name, info.capacity, 0, fmt or source_format or info.format
+                          or "raw")
     except libvirt.libvirtError as exc:
         raise translate(exc, uri, action=f"clone the volume {path} as '{new_name}'") from exc
+    if backing:
+        raise VirtOperationError(f"Volume '{_label(path)}' has a backing store ({backing}): "
+                                 "it is not copied (a copy would read the backing file).",
+                                 uri=uri)
+    if source_format is not None and (info.format or "raw") != source_format:
+        raise VirtOperationError(
+            f"libvirt reads volume '{_label(path)}' as {info.format or 'raw'}, not as the "
+            f"{source_format} its content is: it is not copied.", uri=uri)
     outcome: dict[str, Any] = {}
 
     def copy() -> None:

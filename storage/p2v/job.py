@@ -324,7 +324,8 @@ def _convert(run: _Run, index: int, copy: DiskCopy, raw_path: str) -> str:
             cancelled = True
 
     info = virt.clone_volume(host.uri, raw_path, volume_name(run.request.name, index, "qcow2"),
-                             fmt="qcow2", progress=converting, allow_insecure=host.is_lab)
+                             fmt="qcow2", progress=converting, allow_insecure=host.is_lab,
+                             source_format="raw")
     run.made.append(info.path)
     _discard(run.request, [raw_path])
     run.made.remove(raw_path)

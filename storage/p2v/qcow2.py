@@ -27,7 +27,7 @@ HEADER_V3 = struct.Struct(">QQQII")  # incompatible/compatible/autoclear, refcou
 OFFSET_MASK = 0x00FFFFFFFFFFFE00  # bits 9-55 of L1 and L2 entries
 COMPRESSED = 1 << 62
 ZERO_FLAG = 1  # L2 bit 0 (version 3): the cluster reads as zeros
-MAX_L1_ENTRIES = 32 * 1024 * 1024  # QEMU's own limit (QCOW_MAX_L1_SIZE / 8)
+MAX_L1_ENTRIES = 4 * 1024 * 1024  # QEMU's own limit (QCOW_MAX_L1_SIZE, 32 MiB, / 8)
 ZEROS = bytes(1024 * 1024)
 
 Read = Callable[[int, int], Iterable[bytes]]  # (file offset, length) -> chunks

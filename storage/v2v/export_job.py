@@ -19,6 +19,7 @@ from django.urls import reverse
 
 from guests.models import Guest
 from hosts.virt import VirtError, domains
+from storage.content import unusable, why_unusable
 from storage.v2v import qemu
 from storage.v2v.import_job import _reachable
 from storage.v2v.proposal import ImportRefused
@@ -59,6 +60,8 @@ def _disks(guest: Guest) -> tuple[Any, list[Any]]:
         raise ImportRefused(f"Guest '{guest.name}' is {info.state}: shut it down before "
                             "exporting it (a running guest's disks are not consistent).")
     disks = [d for d in info.xml.disks if d.device == "disk"]
+    for volume in unusable(host, [d.source for d in disks]):
+        raise ImportRefused(f"{why_unusable(volume)} It cannot be exported.")
     for disk in disks:
         if not _reachable(host, disk.source):
             raise ImportRefused(f"The disk {disk.source} is not readable from this appliance "

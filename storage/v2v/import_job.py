@@ -24,7 +24,10 @@ from hosts.virt import VirtError
 from hosts.virt import domain_xml as dx
 from hosts.virt import volumes as virt
 from hosts.virt.pools import create_volume, delete_volume_by_path
-from storage.models import Pool
+from storage import content
+from storage.errors import ImageRefused
+from storage.images import check_file, check_libvirt_report
+from storage.models import Pool, Volume
 from storage.services import resync_pool
 from storage.transfers import CHUNK
 from storage.v2v import qemu
@@ -174,6 +177,19 @@ def _convert(plan: ImportPlan, image: qemu.Image, disk: ProposedDisk, volume_pat
         scratch.unlink(missing_ok=True)
 
 
+def _check_output(plan: ImportPlan, volume: Volume) -> None:
+    """The converted volume as a whole, before anything may use it (storage.content)."""
+    try:
+        if _reachable(plan.host, volume.path):
+            check_file(volume.path, plan.format)
+        reported, backing = virt.content_report(plan.host.uri, volume.path,
+                                                allow_insecure=plan.host.is_lab)
+        check_libvirt_report(plan.format, reported, backing)
+    except ImageRefused as exc:
+        raise ImportRefused(f"The converted disk was refused: {exc}") from exc
+    content.mark_ready(volume)
+
+
 def _spec(plan: ImportPlan, proposal: Proposal, volumes: list[str]) -> dx.DomainSpec:
     try:
         domain_type = domain_type_for(plan.host, plan.os_type)
@@ -218,6 +234,8 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
                                                                         512),
                                  plan.format, allow_insecure=plan.host.is_lab)
             made.append(info.path)
+            output = content.store(plan.pool, info)
+            content.mark_writing(output, job)
             message = f"Converting disk {number + 1} of {len(proposal.images)}"
 
             def progress(fraction: float, base: int = done, size: int = disk.virtual_size,
@@ -231,6 +249,7 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
                 reporter.update(done, message=message, force=True)
                 _convert(plan, image, disk, info.path,
                          (lambda f: progress(0.5 + f / 2)) if staged else progress)
+            _check_output(plan, output)
             done += disk.virtual_size
             reporter.update(done, message=message, force=True)
         reporter.update(done, message="Defining the guest", force=True)

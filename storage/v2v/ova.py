@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from storage.v2v import qemu, vmdk
+from storage.v2v.archives import ArchiveRefused, BoundedTarInfo, member_kind
 from storage.v2v.ovf import MAX_OVF_BYTES, Envelope, parse_ovf
 from storage.v2v.proposal import ImportRefused, Proposal, ProposedDisk
 from storage.v2v.sources import sibling
@@ -34,7 +35,7 @@ def _clean_name(name: str) -> str:
     if name.startswith("./"):
         name = name[2:]
     if (not name or name.startswith("/") or "/" in name or "\\" in name
-            or name in (".", "..")):
+            or name in (".", "..") or "\x00" in name or len(name) > 255):
         raise ImportRefused(f"The archive holds the member '{name}': absolute paths, '..' "
                             "and sub-directories are refused.")
     return name
@@ -44,14 +45,13 @@ def scan_tar(path: Path) -> dict[str, tarfile.TarInfo]:
     """Every member's header, checked; nothing is extracted."""
     members: dict[str, tarfile.TarInfo] = {}
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        with tarfile.open(path, mode="r:", tarinfo=BoundedTarInfo) as tar:
             for count, member in enumerate(tar):
                 if count >= MAX_MEMBERS:
                     raise ImportRefused("The archive holds too many members.")
                 name = _clean_name(member.name)
-                if not member.isreg():
-                    kind = "link" if member.issym() or member.islnk() else \
-                        "device" if member.ischr() or member.isblk() else "non-file"
+                kind = member_kind(member)
+                if kind:
                     raise ImportRefused(f"The archive member '{name}' is a {kind}: only "
                                         "regular files are accepted.")
                 if name in members:
@@ -59,6 +59,8 @@ def scan_tar(path: Path) -> dict[str, tarfile.TarInfo]:
                 if member.offset_data + member.size > path.stat().st_size:
                     raise ImportRefused(f"The archive is truncated inside '{name}'.")
                 members[name] = member
+    except ArchiveRefused as exc:
+        raise ImportRefused(f"The archive holds {exc}: refused.") from exc
     except tarfile.TarError as exc:
         raise ImportRefused(f"The file is not a readable (uncompressed) tar archive: {exc}") \
             from exc

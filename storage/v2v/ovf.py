@@ -16,7 +16,16 @@ from xml.etree.ElementTree import Element
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
-from storage.v2v.proposal import ImportRefused, Proposal, ProposedDisk, ProposedNic
+from storage.v2v.proposal import (
+    MAX_DISK_BYTES,
+    MAX_MEMORY_MIB,
+    MAX_VCPUS,
+    ImportRefused,
+    Proposal,
+    ProposedDisk,
+    ProposedNic,
+    whole_number,
+)
 from storage.v2v.vmx import MAC, os_family
 
 MAX_OVF_BYTES = 4 * 1024 * 1024
@@ -24,6 +33,8 @@ UNITS = re.compile(r"^\s*byte\s*(?:\*\s*(\d+)\s*\^\s*(\d+))?\s*$", re.IGNORECASE
 NAMED_UNITS = {"bytes": 0, "kilobytes": 10, "megabytes": 20, "gigabytes": 30,
                "kb": 10, "mb": 20, "gb": 30}
 CONTROLLERS = {"5": "ide", "6": "scsi", "20": "sata"}
+MAX_UNIT_SHIFT = 40  # byte * 2^40 (TiB units): larger than any real OVF uses
+MAX_ADDRESS = 255  # controller and unit addresses
 
 
 @dataclass
@@ -65,17 +76,20 @@ def _find(root: Element, name: str) -> Element | None:
     return next((e for e in root.iter() if _local(e.tag) == name), None)
 
 
-def _int(value: str, what: str) -> int:
+def _int(value: str, what: str, high: int = MAX_DISK_BYTES, low: int = 0) -> int:
     try:
-        return int(value.strip())
-    except (ValueError, AttributeError) as exc:
-        raise ImportRefused(f"The OVF's {what} \"{value}\" is not a whole number.") from exc
+        return whole_number(value, f"OVF {what}", low=low, high=high)
+    except ImportRefused as exc:
+        raise ImportRefused(f"The OVF's {what} \"{str(value)[:40]}\" is not a whole number "
+                            f"between {low} and {high}.") from exc
 
 
 def unit_shift(units: str, default: int) -> int:
-    """The power of two of an OVF allocation unit ("byte * 2^20" → 20)."""
+    """The power of two of an OVF allocation unit ("byte * 2^20" → 20), at most 2^40."""
     if not units:
         return default
+    if len(units) > 64:
+        raise ImportRefused("The OVF unit is longer than any unit: refused.")
     match = UNITS.match(units)
     if match:
         base, power = match.groups()
@@ -83,11 +97,22 @@ def unit_shift(units: str, default: int) -> int:
             return 0
         if base != "2":
             raise ImportRefused(f"The OVF unit \"{units}\" is not a power of two.")
+        if len(power) > 3 or int(power) > MAX_UNIT_SHIFT:
+            raise ImportRefused(f"The OVF unit \"{units}\" is larger than 2^{MAX_UNIT_SHIFT} "
+                                "bytes: refused.")
         return int(power)
     named = NAMED_UNITS.get(units.strip().lower())
     if named is None:
         raise ImportRefused(f"The OVF unit \"{units}\" is unknown.")
     return named
+
+
+def scaled(quantity: int, shift: int, what: str, high: int) -> int:
+    """`quantity` units of 2^`shift` bytes, refused above `high` before it is computed."""
+    if quantity > high >> shift:
+        raise ImportRefused(f"The OVF's {what} ({quantity} * 2^{shift} bytes) is larger than "
+                            f"{high} bytes: refused.")
+    return quantity << shift
 
 
 def _disk_format(url: str) -> str:
@@ -129,7 +154,8 @@ def parse_ovf(data: bytes, *, source: str) -> Envelope:
     for disk in _children(section, "Disk") if section is not None else []:
         disk_id = _attr(disk, "diskId")
         shift = unit_shift(_attr(disk, "capacityAllocationUnits"), 0)
-        capacity = _int(_attr(disk, "capacity"), "disk capacity") << shift
+        capacity = scaled(_int(_attr(disk, "capacity"), "disk capacity"), shift,
+                          "disk capacity", MAX_DISK_BYTES)
         capacities[disk_id] = (capacity, _disk_format(_attr(disk, "format")))
         envelope.disk_files[disk_id] = _attr(disk, "fileRef")
     system = _find(root, "VirtualSystem")
@@ -167,14 +193,16 @@ def _system(envelope: Envelope, system: Element,
     for item in items:
         kind = item.get("ResourceType", "")
         if kind == "3":
-            proposal.vcpus = _int(item.get("VirtualQuantity", ""), "vCPU count")
+            # Bounded here, judged by Proposal.check_limits (MAX_VCPUS).
+            proposal.vcpus = _int(item.get("VirtualQuantity", ""), "vCPU count", low=-MAX_VCPUS)
             cores = item.get("CoresPerSocket")
             if cores:
-                proposal.cores_per_socket = _int(cores, "cores per socket")
+                proposal.cores_per_socket = _int(cores, "cores per socket", MAX_VCPUS)
         elif kind == "4":
             shift = unit_shift(item.get("AllocationUnits", ""), 20)
-            quantity = _int(item.get("VirtualQuantity", ""), "memory")
-            proposal.memory_mib = quantity << shift >> 20 if quantity >= 0 else quantity
+            quantity = _int(item.get("VirtualQuantity", ""), "memory", low=-MAX_DISK_BYTES)
+            proposal.memory_mib = scaled(quantity, shift, "memory",
+                                         MAX_MEMORY_MIB << 20) >> 20
         elif kind == "10":
             mac = item.get("Address", "").lower()
             if mac and not MAC.match(mac):
@@ -207,8 +235,9 @@ def _disk(item: dict[str, Any], kind: str, controllers: dict[str, dict[str, Any]
     parent = controllers.get(item.get("Parent", ""))
     bus = CONTROLLERS[parent["ResourceType"]] if parent else ("fdc" if kind == "14"
                                                               else "ide")
-    controller = _int(parent.get("Address") or "0", "controller address") if parent else 0
-    unit = _int(item.get("AddressOnParent") or "0", "address on parent")
+    controller = _int(parent.get("Address") or "0", "controller address",
+                      MAX_ADDRESS) if parent else 0
+    unit = _int(item.get("AddressOnParent") or "0", "address on parent", MAX_ADDRESS)
     device = {"14": "floppy", "15": "cdrom", "16": "cdrom", "17": "disk"}[kind]
     disk = ProposedDisk(device=device, bus=bus, controller=controller, unit=unit,
                         format="raw")

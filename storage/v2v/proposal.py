@@ -7,10 +7,25 @@ from typing import Any
 
 MAX_VCPUS = 512
 MAX_MEMORY_MIB = 16 * 1024 * 1024
+MAX_DISK_BYTES = 1 << 50  # 1 PiB: no source declares more for one disk
+MAX_DIGITS = 20  # every number read from a source fits in 64 bits
 
 
 class ImportRefused(Exception):
     """The source is unsafe, malformed or unsupported; `str()` says why, for humans."""
+
+
+def whole_number(text: str, what: str, *, low: int = 0, high: int = MAX_DISK_BYTES) -> int:
+    """A number read from a source file, bounded before any arithmetic uses it."""
+    value = str(text).strip()
+    digits = value[1:] if value[:1] in "+-" else value
+    if not digits.isascii() or not digits.isdigit() or len(digits) > MAX_DIGITS:
+        raise ImportRefused(f"The source's {what} \"{value[:40]}\" is not a whole number.")
+    number = int(value)
+    if not low <= number <= high:
+        raise ImportRefused(f"The source's {what} {number} is out of range ({low} to "
+                            f"{high}).")
+    return number
 
 
 @dataclass
@@ -85,6 +100,10 @@ class Proposal:
         for disk in self.disks:
             if disk.virtual_size < 0:
                 raise ImportRefused(f"Disk {disk.source or disk.ref} declares a negative size.")
+            if disk.virtual_size > MAX_DISK_BYTES:
+                raise ImportRefused(f"Disk {disk.source or disk.ref} declares "
+                                    f"{disk.virtual_size} bytes: at most {MAX_DISK_BYTES} "
+                                    "(1 PiB) can be imported.")
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

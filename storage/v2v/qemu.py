@@ -1,12 +1,12 @@
-"""qemu-img, run under resource limits with explicit formats and checked results.
+"""qemu-img for conversions: explicit formats and checked results.
 
-Every call goes through `prlimit` (CPU seconds and address space), so a hostile image
-that makes qemu-img loop or balloon is stopped by the kernel, not by luck.
+Every call goes through `prlimit` (CPU seconds and address space; storage.qemu_img, which
+the upload check shares), so a hostile image that makes qemu-img loop or balloon is
+stopped by the kernel, not by luck.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -16,12 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from storage.v2v.proposal import ImportRefused
+from storage.qemu_img import (
+    CONVERT_ADDRESS_SPACE,
+    INFO_ADDRESS_SPACE,
+    INFO_CPU_SECONDS,
+    QemuImgFailed,
+    info_json,
+    limited,
+)
+from storage.qemu_img import reason as _reason
+from storage.v2v.proposal import MAX_DISK_BYTES, ImportRefused
 
-INFO_CPU_SECONDS = 20
-INFO_ADDRESS_SPACE = 1024**3
-CONVERT_ADDRESS_SPACE = 4 * 1024**3
-INFO_TIMEOUT = 60
+__all__ = ["CONVERT_ADDRESS_SPACE", "INFO_ADDRESS_SPACE", "INFO_CPU_SECONDS", "Image",
+           "ImageInfo", "QemuImgError", "check_self_contained", "convert", "info", "limited"]
 PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 
@@ -59,32 +66,15 @@ class ImageInfo:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-def limited(argv: list[str], *, cpu_seconds: int, address_space: int) -> list[str]:
-    return ["prlimit", f"--cpu={cpu_seconds}", f"--as={address_space}", "--", *argv]
-
-
-def _reason(stderr: str) -> str:
-    return (stderr.strip().splitlines() or ["unreadable image"])[-1]
-
-
 def info(image: Image) -> ImageInfo:
-    argv = ["qemu-img", "info", "--output=json"]
-    argv += image.args()
     try:
-        done = subprocess.run(
-            limited(argv, cpu_seconds=INFO_CPU_SECONDS, address_space=INFO_ADDRESS_SPACE),
-            capture_output=True, text=True, timeout=INFO_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise QemuImgError("qemu-img took too long to read the image; it was refused.") \
-            from exc
-    if done.returncode != 0:
-        raise QemuImgError(f"The image is not a valid {image.format} image: "
-                           f"{_reason(done.stderr)}")
-    data = json.loads(done.stdout)
+        data = info_json(image.args())
+    except QemuImgFailed as exc:
+        raise QemuImgError(f"The image is not a valid {image.format} image: {exc}") from exc
     specific = (data.get("format-specific") or {}).get("data") or {}
     extents = [e.get("filename", "") for e in specific.get("extents") or []]
     return ImageInfo(
-        format=data.get("format", ""), virtual_size=int(data.get("virtual-size", 0)),
+        format=str(data.get("format", "")), virtual_size=int(data.get("virtual-size", 0)),
         actual_size=int(data.get("actual-size", 0) or 0),
         backing_file=data.get("backing-filename") or data.get("full-backing-filename") or "",
         data_file=specific.get("data-file") or "", extents=extents, raw=data)
@@ -101,6 +91,11 @@ def check_self_contained(image: Image, found: ImageInfo) -> None:
     if found.data_file:
         raise QemuImgError(f"The image keeps its data in an external file "
                            f"({found.data_file}): only self-contained images are imported.")
+    specific = (found.raw.get("format-specific") or {}).get("data") or {}
+    if found.raw.get("encrypted") or specific.get("encrypt"):
+        raise QemuImgError("The image is encrypted: only unencrypted images are imported.")
+    if not 0 <= found.virtual_size <= MAX_DISK_BYTES:
+        raise QemuImgError(f"The image claims {found.virtual_size} bytes: refused.")
 
 
 def convert_cpu_seconds(virtual_size: int) -> int:

@@ -7,9 +7,11 @@ temporary file that is renamed into place only once complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import stat
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -34,20 +36,40 @@ def upload_target(name: str) -> Path:
                                 "digits, space and _ . + -, not starting with a dot).")
     root = import_root()
     target = root.joinpath(*relative_path.parts)
-    if not target.parent.resolve().is_relative_to(root) and target.parent.exists():
-        raise ImportRefused(f"'{name}' leads outside the import area.")
+    _check_folders(root, relative_path.parts[:-1], name)
     if os.path.lexists(target):
         raise ImportRefused(f"'{name}' exists already in the import area.")
     return target
+
+
+def _check_folders(root: Path, parts: tuple[str, ...], name: str, *,
+                   create: bool = False) -> None:
+    """Every folder on the way is a real directory inside the area (never a symlink, a
+    file or a device), created one level at a time with `create`."""
+    folder = root
+    for part in parts:
+        folder = folder / part
+        if create:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder, 0o750)
+        try:
+            mode = os.lstat(folder).st_mode
+        except FileNotFoundError:
+            if create:
+                raise ImportRefused(f"'{name}': the folder '{part}' vanished.") from None
+            return  # made when the upload starts
+        if not stat.S_ISDIR(mode):
+            raise ImportRefused(f"'{name}' leads through '{part}', which is not a folder of "
+                                "the import area (links are not followed).")
+    if not folder.resolve().is_relative_to(root):
+        raise ImportRefused(f"'{name}' leads outside the import area.")
 
 
 def receive(name: str, body: IO[bytes], length: int, *, user: Any,
             request: Any = None) -> dict[str, Any]:
     try:
         target = upload_target(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.parent.resolve().is_relative_to(import_root()):
-            raise ImportRefused(f"'{name}' leads outside the import area.")
+        _check_folders(import_root(), PurePosixPath(name).parts[:-1], name, create=True)
         if shutil.disk_usage(target.parent).free < length + SPARE_BYTES:
             raise ImportRefused("The import area has not enough free space for this file.")
         partial = target.parent / f".upload-{uuid.uuid4().hex}"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from storage.v2v import qemu
-from storage.v2v.proposal import ImportRefused
+from storage.v2v.proposal import MAX_DISK_BYTES, ImportRefused, whole_number
 from storage.v2v.sources import sibling
 
 SECTOR = 512
@@ -27,6 +27,8 @@ ESX_SPARSE_MAGIC = b"COWD"
 HEADER = struct.Struct("<4sIIQQQQ")  # magic, version, flags, capacity, grain, desc off/size
 MAX_DESCRIPTOR = 64 * 1024
 NO_PARENT = "ffffffff"
+MAX_EXTENTS = 4096  # a twoGbMaxExtent disk of 8 TiB has 4096
+MAX_SECTORS = MAX_DISK_BYTES // SECTOR
 EMBEDDED_TYPES = {"monolithicSparse", "streamOptimized"}
 TEXT_TYPES = {"monolithicFlat": {"FLAT"}, "vmfs": {"VMFS", "FLAT"},
               "twoGbMaxExtentFlat": {"FLAT"}, "twoGbMaxExtentSparse": {"SPARSE"}}
@@ -72,8 +74,16 @@ def parse_descriptor(text: str) -> Descriptor:
         match = EXTENT.match(line)
         if match:
             access, sectors, kind, name, offset = match.groups()
-            found.extents.append(Extent(access, int(sectors), kind.upper(), name or "",
-                                        int(offset or 0)))
+            if len(found.extents) >= MAX_EXTENTS:
+                raise ImportRefused(f"The VMDK descriptor names more than {MAX_EXTENTS} "
+                                    "extents: refused.")
+            found.extents.append(Extent(
+                access, whole_number(sectors, "VMDK extent size", high=MAX_SECTORS),
+                kind.upper(), name or "",
+                whole_number(offset or "0", "VMDK extent offset", high=MAX_SECTORS)))
+            if found.virtual_size > MAX_DISK_BYTES:
+                raise ImportRefused(f"The VMDK's extents add up to more than {MAX_DISK_BYTES} "
+                                    "bytes: refused.")
             continue
         key, sep, value = line.partition("=")
         if not sep:
@@ -99,6 +109,8 @@ def _sparse_header(path: Path) -> tuple[int, int, int]:
     magic, _version, _flags, capacity, _grain, desc_offset, desc_size = HEADER.unpack(head)
     if magic != SPARSE_MAGIC:
         raise ImportRefused(f"'{path.name}' is not a VMDK sparse extent.")
+    if capacity > MAX_SECTORS:
+        raise ImportRefused(f"'{path.name}' declares {capacity} sectors: refused.")
     return capacity, desc_offset, desc_size
 
 
@@ -115,6 +127,9 @@ def embedded_descriptor(handle: BinaryIO, base: int, name: str) -> Descriptor:
     if not offset or not size:
         raise ImportRefused(f"'{name}' is a sparse extent without a descriptor: import the "
                             "descriptor file that names it.")
+    if capacity > MAX_SECTORS or offset > MAX_SECTORS:
+        raise ImportRefused(f"'{name}' declares {capacity} sectors at offset {offset}: "
+                            "refused.")
     if size * SECTOR > MAX_DESCRIPTOR:
         raise ImportRefused(f"'{name}' declares an embedded descriptor of {size * SECTOR} "
                             "bytes: refused.")

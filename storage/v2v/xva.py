@@ -23,11 +23,22 @@ import zstandard
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
-from storage.v2v.proposal import ImportRefused, Proposal, ProposedDisk, ProposedNic
+from storage.v2v.archives import ArchiveRefused, BoundedTarInfo, member_kind
+from storage.v2v.proposal import (
+    MAX_DISK_BYTES,
+    MAX_MEMORY_MIB,
+    ImportRefused,
+    Proposal,
+    ProposedDisk,
+    ProposedNic,
+    whole_number,
+)
 from storage.v2v.vmx import MAC
 
 CHUNK = 1024 * 1024
 MAX_OVA_XML = 16 * 1024 * 1024
+MAX_CHECKSUM = 1024  # a hex digest (XXH64: 16, SHA-1: 40 characters) and some blanks
+MAX_USERDEVICE = 25  # xvda … xvdz
 MEMBER = re.compile(r"^(Ref:[0-9A-Za-z-]+)/(\d{8})(\.xxhash|\.checksum)?$")
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -41,25 +52,32 @@ def open_stream(path: Path) -> Iterator[tarfile.TarFile]:
         raw.seek(0)
         try:
             if magic.startswith(GZIP_MAGIC):
-                with tarfile.open(fileobj=raw, mode="r|gz") as tar:
+                with tarfile.open(fileobj=raw, mode="r|gz", tarinfo=BoundedTarInfo) as tar:
                     yield tar
             elif magic == ZSTD_MAGIC:
                 reader = zstandard.ZstdDecompressor().stream_reader(raw)
-                with reader, tarfile.open(fileobj=reader, mode="r|") as tar:
+                with reader, tarfile.open(fileobj=reader, mode="r|",
+                                          tarinfo=BoundedTarInfo) as tar:
                     yield tar
             else:
-                with tarfile.open(fileobj=raw, mode="r|") as tar:
+                with tarfile.open(fileobj=raw, mode="r|", tarinfo=BoundedTarInfo) as tar:
                     yield tar
+        except ArchiveRefused as exc:
+            raise ImportRefused(f"The XVA holds {exc}: refused.") from exc
         except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError) as exc:
             raise ImportRefused(f"The XVA is truncated or not a (gzip/zstd) tar archive: "
                                 f"{exc or exc.__class__.__name__}") from exc
 
 
-def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> bytes:
+    """A member's bytes, refused unread when it is larger than `limit`."""
+    if member.size > limit:
+        raise ImportRefused(f"The XVA member '{member.name}' has {member.size} bytes; at most "
+                            f"{limit} are expected there: refused.")
     handle = tar.extractfile(member)
     if handle is None:
         raise ImportRefused(f"'{member.name}' cannot be read.")
-    data = handle.read()
+    data = handle.read(limit)
     if len(data) != member.size:
         raise ImportRefused(f"The XVA is truncated inside '{member.name}'.")
     return data
@@ -97,21 +115,43 @@ def parse_ova_xml(data: bytes) -> dict[str, Any]:
     return parsed
 
 
-def _number(record: dict[str, Any], key: str, what: str) -> int:
+def _number(record: dict[str, Any], key: str, what: str, high: int = MAX_DISK_BYTES,
+            low: int = 0) -> int:
+    """A number of ova.xml, bounded before any arithmetic uses it."""
+    value = record.get(key, "0")
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ImportRefused(f"ova.xml's {what} is not a number.")
+    text = str(value).strip() or "0"
     try:
-        return int(str(record.get(key, "0")).strip() or 0)
-    except ValueError as exc:
-        raise ImportRefused(f"ova.xml's {what} \"{record.get(key)}\" is not a number.") from exc
+        return whole_number(text, f"ova.xml {what}", low=low, high=high)
+    except ImportRefused as exc:
+        raise ImportRefused(f"ova.xml's {what} \"{text[:40]}\" is not a number between {low} "
+                            f"and {high}.") from exc
+
+
+def _record(value: Any) -> dict[str, Any]:
+    """A struct of ova.xml, or {} for anything else (a malformed file is refused later)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _snapshot(objects: dict[str, Any], ref: Any) -> dict[str, Any]:
+    if not isinstance(ref, str):
+        return {}
+    return _record(_record(objects.get(ref)).get("snapshot"))
+
+
+def _refs(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def proposal_from(parsed: dict[str, Any], source: str) -> Proposal:
-    objects = {o.get("id"): o for o in parsed["objects"] if isinstance(o, dict)}
+    objects = {str(o.get("id")): o for o in parsed["objects"] if isinstance(o, dict)}
     vms = [o for o in objects.values() if o.get("class") == "VM"
-           and not (o.get("snapshot") or {}).get("is_a_template")]
+           and not _record(o.get("snapshot")).get("is_a_template")]
     vms = vms or [o for o in objects.values() if o.get("class") == "VM"]
     if len(vms) != 1:
         raise ImportRefused(f"ova.xml must describe one VM; it describes {len(vms)}.")
-    vm = vms[0].get("snapshot") or {}
+    vm = _record(vms[0].get("snapshot"))
     hvm = bool(vm.get("HVM_boot_policy"))
     boot_params = vm.get("HVM_boot_params") or {}
     proposal = Proposal(
@@ -121,27 +161,30 @@ def proposal_from(parsed: dict[str, Any], source: str) -> Proposal:
         == "uefi" else "bios",
         vcpus=_number(vm, "VCPUs_at_startup", "VCPUs_at_startup") or _number(
             vm, "VCPUs_max", "VCPUs_max"),
-        memory_mib=_number(vm, "memory_static_max", "memory_static_max") // (1024 * 1024),
+        # Bounded here, judged by Proposal.check_limits.
+        memory_mib=_number(vm, "memory_static_max", "memory_static_max",
+                           MAX_MEMORY_MIB << 20, low=-MAX_DISK_BYTES) // (1024 * 1024),
         uuid=str(vm.get("uuid", "")))
     proposal.extra.update(pv_bootloader=vm.get("PV_bootloader", ""),
                           pv_args=vm.get("PV_args", ""))
-    vbds = [objects.get(ref, {}).get("snapshot") or {} for ref in vm.get("VBDs") or []]
-    for vbd in sorted(vbds, key=lambda v: _number(v, "userdevice", "VBD userdevice")):
-        unit = _number(vbd, "userdevice", "VBD userdevice")
+    vbds = [_snapshot(objects, ref) for ref in _refs(vm.get("VBDs"))]
+    for vbd in sorted(vbds, key=lambda v: _number(v, "userdevice", "VBD userdevice",
+                                                  MAX_USERDEVICE)):
+        unit = _number(vbd, "userdevice", "VBD userdevice", MAX_USERDEVICE)
         if str(vbd.get("type", "")).lower() == "cd":
             proposal.disks.append(ProposedDisk(device="cdrom", bus="xen", unit=unit,
                                                target=f"xvd{chr(ord('a') + unit)}"))
             continue
         vdi_ref = vbd.get("VDI", "")
-        vdi = (objects.get(vdi_ref) or {}).get("snapshot") or {}
+        vdi = _snapshot(objects, vdi_ref)
         if not vdi:
             raise ImportRefused(f"A VBD names the VDI {vdi_ref}, which ova.xml lacks.")
         proposal.disks.append(ProposedDisk(
             device="disk", bus="xen", unit=unit, target=f"xvd{chr(ord('a') + unit)}",
             source=str(vdi.get("name_label", vdi_ref)), format="raw", ref=vdi_ref,
             virtual_size=_number(vdi, "virtual_size", "VDI virtual_size")))
-    for ref in vm.get("VIFs") or []:
-        vif = (objects.get(ref) or {}).get("snapshot") or {}
+    for ref in _refs(vm.get("VIFs")):
+        vif = _snapshot(objects, ref)
         mac = str(vif.get("MAC", "")).lower()
         if mac and not MAC.match(mac):
             raise ImportRefused(f"A VIF has the invalid MAC address \"{mac}\".")
@@ -156,11 +199,11 @@ def proposal_from(parsed: dict[str, Any], source: str) -> Proposal:
 def inspect_xva(path: Path, source: str) -> Proposal:
     with open_stream(path) as tar:
         first = tar.next()
-        if first is None or first.name != "ova.xml" or not first.isreg():
+        if first is None or first.name != "ova.xml" or member_kind(first):
             raise ImportRefused("An XVA starts with ova.xml; this archive does not.")
         if first.size > MAX_OVA_XML:
             raise ImportRefused("ova.xml is larger than 16 MiB: refused.")
-        proposal = proposal_from(parse_ova_xml(_read(tar, first)), source)
+        proposal = proposal_from(parse_ova_xml(_read(tar, first, MAX_OVA_XML)), source)
     proposal.check_limits()
     return proposal
 
@@ -187,7 +230,7 @@ def rebuild_disk(path: Path, disk: ProposedDisk, target: Path,
         out.truncate(size)
         for number, member in enumerate(tar):
             name = member.name
-            if not member.isreg():
+            if member_kind(member):
                 raise ImportRefused(f"The XVA member '{name}' is not a regular file.")
             if name in seen:
                 raise ImportRefused(f"The XVA holds '{name}' twice.")
@@ -201,15 +244,15 @@ def rebuild_disk(path: Path, disk: ProposedDisk, target: Path,
             if pending is not None:
                 if not suffix or f"{ref}/{index_text}" != pending[0]:
                     raise ImportRefused(f"Chunk '{pending[0]}' has no checksum.")
-                _verify(suffix, pending[1], _read(tar, member), pending[0])
+                _verify(suffix, pending[1], _read(tar, member, MAX_CHECKSUM), pending[0])
                 pending = None
                 continue
             if suffix:
                 raise ImportRefused(f"The checksum '{name}' follows no chunk.")
             if ref != disk.ref:
-                pending = (name, _read(tar, member)) if member.size <= CHUNK else None
-                if pending is None:
+                if member.size > CHUNK:
                     raise ImportRefused(f"Chunk '{name}' is larger than 1 MiB.")
+                pending = (name, _read(tar, member, CHUNK))
                 continue
             index = int(index_text)
             if index <= last_index:
@@ -217,7 +260,7 @@ def rebuild_disk(path: Path, disk: ProposedDisk, target: Path,
             if member.size > CHUNK or index * CHUNK + member.size > size:
                 raise ImportRefused(f"Chunk '{name}' lies beyond the disk's declared size "
                                     f"({size} bytes).")
-            data = _read(tar, member)
+            data = _read(tar, member, CHUNK)
             if data and data != bytes(len(data)):
                 out.seek(index * CHUNK)
                 out.write(data)

@@ -132,7 +132,10 @@ def test_image_with_a_backing_file_is_refused(admin_client: Client, local_pool: 
     assert refused.status_code == 422, refused.json()
     assert "backing file (/etc/passwd)" in refused.json()["error"]
     assert refused.json()["state"] == "failed"
-    assert not Volume.objects.filter(pk=vol["id"]).exists() and not os.path.exists(vol["path"])
+    # Refused from its first bytes, before any was written: the volume is as it was.
+    assert "Nothing was written" in refused.json()["error"]
+    assert Volume.objects.get(pk=vol["id"]).content_state == "ready"
+    assert os.path.getsize(vol["path"]) < 1024 * 1024
 
     # A qcow2 image declared raw is refused too (whoever probes it later would follow it).
     raw = new_volume(admin_client, local_pool, "1M")

@@ -132,8 +132,10 @@ def test_the_streamed_upload_refuses_an_image_with_a_host_backing_file(
                       {"Authorization": f"Token {token}"})
     assert status == 422, job
     assert job["state"] == "failed" and "backing file (/etc/shadow)" in job["error"]
-    assert not Volume.objects.filter(pk=vol["id"]).exists()
-    assert not os.path.exists(vol["path"])
+    # Refused from its first bytes, before any was written: the volume is as it was.
+    assert "Nothing was written" in job["error"]
+    assert Volume.objects.get(pk=vol["id"]).content_state == "ready"
+    assert os.path.exists(vol["path"])
     assert AuditRecord.objects.filter(action="volume.upload", result="failed",
                                       target_id=str(vol["id"])).exists()
 
