@@ -22,6 +22,7 @@ from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domain_xml as dx
 from hosts.virt.pools import create_volume, delete_volume_by_path
+from storage.access import is_boot_pool, why_not_a_disk
 from storage.content import why_unusable
 from storage.iso_library import library_image
 from storage.models import Pool, Volume
@@ -202,6 +203,9 @@ def plan(data: dict[str, Any]) -> tuple[Host, dx.DomainSpec, list[dict[str, Any]
             pool = Pool.objects.filter(pk=request["pool"], host=host).first()
             if pool is None:
                 raise GuestError(f"Pool {request['pool']} is not on host '{host}'.")
+            if is_boot_pool(pool):
+                raise GuestError(f"Pool '{pool.name}' serves the boot files directory of "
+                                 f"host '{host}': it holds no disks.")
             to_create.append({"pool": pool.name, "name": f"{data['name']}-disk{number}.img"
                               if request["format"] == "raw" else
                               f"{data['name']}-disk{number}.qcow2",
@@ -217,7 +221,7 @@ def plan(data: dict[str, Any]) -> tuple[Host, dx.DomainSpec, list[dict[str, Any]
         if saved is not None:
             raise GuestError(f"Volume '{volume}' holds the saved memory of guest '{saved}': it "
                              "cannot be a disk.")
-        reason = why_unusable(volume)
+        reason = why_unusable(volume) or why_not_a_disk(volume)
         if reason:
             raise GuestError(f"{reason} It cannot be a disk of a new guest.")
         iso = "iso" in request

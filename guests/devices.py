@@ -12,6 +12,7 @@ from guests.services import random_mac
 from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import devices as virt_devices
 from hosts.virt import domain_xml as dx
+from storage.access import why_not_a_disk
 from storage.content import why_unusable
 from storage.models import Volume
 from storage.selectors import saved_memory_in
@@ -87,7 +88,7 @@ def attach_volume(guest: Guest, volume: Volume, *, shareable: bool = False,
                          "cannot be attached as a disk.")
     if any(disk["source"] == volume.path for disk in guest.devices.get("disks", [])):
         raise GuestError(f"Volume '{volume}' is attached to '{guest}' already.")
-    reason = why_unusable(volume)
+    reason = why_unusable(volume) or why_not_a_disk(volume)
     if reason:
         raise GuestError(f"{reason} It cannot be attached.")
     target, bus = _next_target(guest)

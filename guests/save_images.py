@@ -43,6 +43,7 @@ from hosts.virt import (
 )
 from hosts.virt import domains as virt
 from hosts.virt.volumes import delete_file
+from storage.access import is_boot_pool
 from storage.errors import StorageError
 from storage.models import Pool, Volume
 from storage.selectors import active_user
@@ -112,6 +113,8 @@ def _unsuitable(pool: Pool, guest: Guest) -> str:
                 f"file pools ({', '.join(FILE_POOL_TYPES)})")
     if pool.iso_library:
         return f"pool '{pool}' is an ISO library"
+    if is_boot_pool(pool):
+        return f"pool '{pool}' serves the host's boot files directory"
     if not pool.active:
         return f"pool '{pool}' is not active"
     if pool.available and pool.available < needed_bytes(guest):

@@ -20,6 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from storage import selectors, services, transfers, uploads
+from storage.access import AdminOnlyPool
 from storage.errors import StorageError
 from storage.models import Pool, Volume
 from storage.units import parse_size
@@ -97,6 +98,8 @@ class CloneSerializer(serializers.Serializer):
 
 
 def refused(exc: Exception) -> Response:
+    if isinstance(exc, AdminOnlyPool):
+        return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
     return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
 
 

@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from hosts.models import Host
 from hosts.virt import pool_xml as px
 from storage import pool_services, selectors, services, sharing
+from storage.access import AdminOnlyPool
 from storage.errors import StorageError
 from storage.models import Pool
 
@@ -111,6 +112,8 @@ class SharingSerializer(serializers.Serializer):
 
 
 def refused(exc: Exception) -> Response:
+    if isinstance(exc, AdminOnlyPool):
+        return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
     return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
 
 

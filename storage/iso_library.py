@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import Q, QuerySet
 
 from hosts.models import Host
+from storage.access import why_not_a_disk
 from storage.models import Volume
 
 # An ISO image: libvirt says iso, or a raw file named *.iso (dir pools often say raw).
@@ -31,6 +32,9 @@ def library_image(volume_id: int, host: Host) -> Volume:
     if not volume.pool.iso_library:
         raise ValueError(f"Pool '{volume.pool.name}' is not an ISO library: mark it as one "
                          f"(Storage → {volume.pool.name}) to boot guests from its images.")
+    reason = why_not_a_disk(volume)
+    if reason:
+        raise ValueError(reason)
     if not iso_images(host).filter(pk=volume.pk).exists():
         raise ValueError(f"'{volume.name}' is not an ISO image (format {volume.format or '?'}).")
     return volume

@@ -6,7 +6,7 @@ from typing import Any
 
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
-from storage import content
+from storage import access, content
 from storage.errors import StorageError
 from storage.images import check_file
 from storage.models import Volume
@@ -36,6 +36,7 @@ def _check_source(volume: Volume) -> None:
     bounded, with the volume's own format; libvirt's view is checked by clone_volume)."""
     try:
         content.refuse_unusable(volume, "cloned")
+        access.check_not_link(volume, "copy")
         path = reachable_path(volume)
         if path is not None:
             check_file(path, volume.format or "raw")
@@ -79,6 +80,10 @@ def wipe_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     percentage (its total stays empty) and cannot be cancelled once running."""
     volume = _volume(job)
     pool = volume.pool
+    try:
+        access.check_not_link(volume, "wipe")
+    except StorageError as exc:
+        raise JobError(str(exc)) from exc
     reporter.configure(cancellable=False)
     reporter.update(0, message=f"Overwriting {volume.name} with zeros (the host reports no "
                     "progress)", force=True)

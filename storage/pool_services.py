@@ -12,6 +12,7 @@ from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import pool_xml as px
 from hosts.virt import pools as virt
+from storage import access
 from storage.errors import StorageError
 from storage.inventory import store_pool
 from storage.models import Pool
@@ -172,6 +173,7 @@ def start_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:
 
 def stop_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:
     """Refused while a running guest has a disk on the pool (its storage would vanish)."""
+    access.check_pool_use(pool, user, "stop the pool of")
     check_managed(pool, "stop")
     users = guests_on_pool(pool, active_only=True)
     if users:
@@ -187,6 +189,7 @@ def stop_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:
 
 def set_autostart(pool: Pool, enabled: bool, *, user: Any = None,
                   request: Any = None) -> Pool:
+    access.check_pool_use(pool, user, "change the autostart of the pool of")
     check_managed(pool, "change autostart of")
     try:
         info = virt.set_pool_autostart(pool.host.uri, pool.name, enabled, **_conn(pool.host))
@@ -227,7 +230,10 @@ def delete_pool(pool: Pool, *, delete_storage: bool = False, user: Any = None,
 def set_iso_library(pool: Pool, enabled: bool, *, user: Any = None,
                     request: Any = None) -> Pool:
     """Offer (or stop offering) the pool's ISO images to the create-guest wizard. A host may
-    have several ISO libraries (say a local directory and an NFS share)."""
+    have several ISO libraries (say a local directory and an NFS share). Never the boot
+    files pool: its files are kernels and initrds only."""
+    if enabled:
+        access.check_not_boot_pool(pool, "CD-ROM images")
     pool.iso_library = enabled
     pool.save(update_fields=["iso_library", "updated_at"])
     record("pool.iso_library", user=user, request=request, target=pool, enabled=enabled)

@@ -8,7 +8,7 @@ from typing import Any
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
 from hosts.virt.pools import PoolInfo, VolumeInfo
-from storage import content
+from storage import access, content
 from storage.errors import StorageError
 from storage.inventory import store_pool
 from storage.models import Pool, Volume
@@ -102,6 +102,7 @@ def create_volume(pool: Pool, *, name: str, capacity: int, fmt: str = "raw",
         raise StorageError(f"Unknown volume format '{fmt}': use {' or '.join(FORMATS)}.")
     if capacity <= 0:
         raise StorageError("A volume needs a size greater than zero.")
+    access.check_pool_use(pool, user, "create")
     if not pool.active:
         raise StorageError(f"Pool '{pool.name}' is not active.")
     check_name(pool, name)
@@ -121,12 +122,14 @@ def create_volume(pool: Pool, *, name: str, capacity: int, fmt: str = "raw",
 
 def resize_volume(volume: Volume, capacity: int, *, user: Any = None,
                   request: Any = None) -> Volume:
+    access.check_pool_use(volume.pool, user, "resize")
     if capacity < volume.capacity:
         raise StorageError(
             f"Volume '{volume.name}' can only grow: it is {volume.capacity} bytes, "
             f"{capacity} bytes would cut data off.")
     check_idle(volume, "resize")
     check_not_save_image(volume, "resized")
+    access.check_not_link(volume, "resize")
     pool = volume.pool
     try:
         info = virt.resize_volume(pool.host.uri, volume.path, capacity, **_conn(pool))
@@ -142,6 +145,7 @@ def resize_volume(volume: Volume, capacity: int, *, user: Any = None,
 
 
 def delete_volume(volume: Volume, *, user: Any = None, request: Any = None) -> None:
+    access.check_pool_use(volume.pool, user, "delete")
     check_idle(volume, "delete")
     pool = volume.pool
     try:
@@ -165,8 +169,10 @@ def _copy_size(volume: Volume) -> int:
 
 def start_clone(volume: Volume, new_name: str, *, user: Any = None,
                 request: Any = None) -> Job:
+    access.check_pool_use(volume.pool, user, "clone")
     check_idle(volume, "clone")
     content.refuse_unusable(volume, "cloned")
+    access.check_not_link(volume, "copy")
     check_name(volume.pool, new_name)
     from storage.tasks import clone_task
 
@@ -177,8 +183,10 @@ def start_clone(volume: Volume, new_name: str, *, user: Any = None,
 
 
 def start_wipe(volume: Volume, *, user: Any = None, request: Any = None) -> Job:
+    access.check_pool_use(volume.pool, user, "wipe")
     check_idle(volume, "wipe")
     check_not_save_image(volume, "wiped")
+    access.check_not_link(volume, "wipe")
     from storage.tasks import wipe_task
 
     # No total: libvirt reports no progress for a wipe, so none is shown (not a fake one).

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import os
 import socket
+import stat
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,7 +25,7 @@ from django.db import close_old_connections
 
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
-from storage import volume_io
+from storage import access, volume_io
 from storage.errors import StorageError
 from storage.models import Volume
 from xenweb.audit.services import record
@@ -65,12 +66,18 @@ def content_size(volume: Volume) -> int:
 
 
 def reachable_path(volume: Volume) -> str | None:
-    """The volume's file, when this machine can read it (local and lab hosts)."""
+    """The volume's file, when this machine can read it (local and lab hosts); a symlink,
+    or a file resolving out of its pool's directory, is refused (StorageError)."""
     host = volume.pool.host
     local = host.is_lab or not urlsplit(host.uri).hostname
-    if local and not host.in_process_only and volume.path and os.path.isfile(volume.path):
-        return volume.path
-    return None
+    if not (local and not host.in_process_only and volume.path):
+        return None
+    access.check_not_link(volume, "read")
+    try:
+        regular = stat.S_ISREG(os.lstat(volume.path).st_mode)
+    except OSError:
+        return None
+    return volume.path if regular else None
 
 
 # -- download ---------------------------------------------------------------------------
@@ -117,6 +124,8 @@ class Download:
 
     def __init__(self, volume: Volume, *, first: int, length: int, user: Any,
                  request: Any) -> None:
+        access.check_pool_use(volume.pool, user, "download")
+        access.check_not_link(volume, "download")
         self.volume = volume
         self.first = first
         self.length = length

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
-from storage import content, volume_io
+from storage import access, content, volume_io
 from storage.errors import ImageRefused, StorageError
 from storage.images import (
     HEADER_BYTES,
@@ -63,8 +63,10 @@ class UploadOutcome:
 def start_upload(volume: Volume, length: int, *, user: Any = None,
                  request: Any = None) -> Job:
     """The checks before any byte is read, then the (queued) job; StorageError if refused."""
+    access.check_pool_use(volume.pool, user, "upload into")
     check_idle(volume, "overwrite")
     check_not_save_image(volume, "overwritten")
+    access.check_not_link(volume, "write")
     pool = volume.pool
     available = pool.available + volume.allocation
     if pool.available and length > available:

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from hosts.models import Host
 from hosts.virt import pool_xml as px
-from storage import pool_services, selectors, services, sharing
+from storage import access, pool_services, selectors, services, sharing
 from storage.errors import StorageError
 from storage.iso_library import ISO_IMAGE
 from storage.models import Pool, Volume
@@ -117,6 +117,14 @@ def pool_create(request: HttpRequest) -> HttpResponse:
     }, status=400 if error else 200)
 
 
+def _admin_only(request: HttpRequest, pool: Pool, doing: str) -> None:
+    """403 with the reason for a non-administrator on the boot files pool."""
+    try:
+        access.check_pool_use(pool, request.user, doing)
+    except access.AdminOnlyPool as exc:
+        raise PermissionDenied(str(exc)) from exc
+
+
 def _act(request: HttpRequest, work: Callable[[], Any], done: str) -> None:
     try:
         work()
@@ -132,6 +140,8 @@ def pool_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     needed = ADMIN_ONLY if action in ("delete", "sharing") else "storage.change_pool"
     if not request.user.has_perm(needed):
         raise PermissionDenied
+    if action in ("stop", "autostart"):
+        _admin_only(request, pool, f"{action} the pool of")
     who = {"user": request.user, "request": request}
     post = request.POST
     if action == "start":
@@ -173,6 +183,7 @@ def pool_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 @permission_required("storage.add_volume", raise_exception=True)
 def volume_create(request: HttpRequest, pk: int) -> HttpResponse:
     pool = get_object_or_404(Pool.objects.select_related("host"), pk=pk)
+    _admin_only(request, pool, "create")
     post = request.POST
     try:
         try:
@@ -199,6 +210,7 @@ def volume_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     volume = get_object_or_404(Volume.objects.select_related("pool__host"), pk=pk)
     if not request.user.has_perm(VOLUME_PERMS[action]):
         raise PermissionDenied
+    _admin_only(request, volume.pool, action)
     who = {"user": request.user, "request": request}
     try:
         if action == "resize":

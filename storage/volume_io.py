@@ -62,10 +62,42 @@ def direct_file(uri: str, path: str, *, lab: bool) -> str | None:
     if parts.scheme == "test" or not (lab or not parts.hostname):
         return None
     try:
-        mode = os.stat(path).st_mode
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            if stat.S_ISREG(os.stat(path).st_mode):
+                # libvirt would follow it as well: never read or write through a link.
+                raise VirtError(f"The volume {path} is a symbolic link: the app does not "
+                                "read or write a file through a link.")
+            return None  # an LVM or iSCSI device link: libvirt's streams
     except OSError:
         return None
     return path if stat.S_ISREG(mode) else None
+
+
+def open_file(path: str, flags: int, action: str) -> int:
+    """The volume file `path` opened with `flags`, never through a symlink: O_NOFOLLOW for
+    its own name, and the file opened must be a regular file directly in the (resolved)
+    directory its path names (no link anywhere leads elsewhere)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise VirtError(f"The volume {path} is a symbolic link: the app does not "
+                            f"{action} a file through a link.") from exc
+        raise _failed(exc, action, path) from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise VirtError(f"The volume {path} is not a regular file: cannot {action} it "
+                            "directly.")
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+        directory, name = os.path.split(path)
+        if opened != os.path.join(os.path.realpath(directory), name):
+            raise VirtError(f"The volume {path} leads to {opened}, out of its pool's "
+                            f"directory: the app does not {action} it.")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def direct_path(host: Host, path: str) -> str | None:
@@ -95,10 +127,7 @@ class FileUpload:
         self.sent = 0
         self._position = offset
         self._hole_start: int | None = None  # where the skipped bytes not yet punched begin
-        try:
-            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise _failed(exc, "upload into", path) from exc
+        self._fd: int | None = open_file(path, os.O_WRONLY, "upload into")
 
     def _pwrite(self, view: memoryview) -> None:
         if not view:
@@ -232,10 +261,7 @@ class FileDownload:
         self._offset = offset
         self._length = length
         self._chunk = chunk
-        try:
-            self._fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise _failed(exc, "download", path) from exc
+        self._fd: int | None = open_file(path, os.O_RDONLY, "download")
         os.posix_fadvise(self._fd, offset, length, os.POSIX_FADV_SEQUENTIAL)
 
     def __iter__(self) -> Iterator[bytes]:

@@ -32,6 +32,7 @@ from guests.errors import GuestError
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
+from storage.access import is_boot_pool
 from storage.models import Pool, Volume
 from storage.p2v import handoff
 from storage.p2v.address import checked
@@ -118,6 +119,9 @@ def _check_pool(request: Request, disks: list[dict[str, Any]]) -> None:
     pool = request.pool
     if pool.host_id != request.host.pk:
         raise P2VError(f"Pool '{pool.name}' is not on host '{request.host}'.")
+    if is_boot_pool(pool):
+        raise P2VError(f"Pool '{pool.name}' serves the boot files directory of host "
+                       f"'{request.host}': it holds no disks.")
     needed = sum(disk["size"] for disk in disks)
     why = ""
     if request.format == "qcow2":  # the staging copy and its qcow2 form exist together

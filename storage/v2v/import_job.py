@@ -25,6 +25,7 @@ from hosts.virt import domain_xml as dx
 from hosts.virt import volumes as virt
 from hosts.virt.pools import create_volume, delete_volume_by_path
 from storage import content
+from storage.access import is_boot_pool
 from storage.errors import ImageRefused
 from storage.images import check_file, check_libvirt_report
 from storage.models import Pool, Volume
@@ -66,6 +67,9 @@ def plan_import(proposal: Proposal, params: dict[str, Any]) -> ImportPlan:
         raise ImportRefused(f"Pool {params.get('pool')} is not on host '{host}'.")
     if not pool.active:
         raise ImportRefused(f"Pool '{pool.name}' is not active: start it first.")
+    if is_boot_pool(pool):
+        raise ImportRefused(f"Pool '{pool.name}' serves the boot files directory of host "
+                            f"'{host}': it holds no disks.")
     fmt = params.get("format", "qcow2")
     if fmt not in FORMATS:
         raise ImportRefused(f"Volumes are created as raw or qcow2, not '{fmt}'.")
