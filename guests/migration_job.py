@@ -26,6 +26,7 @@ from guests.errors import GuestError
 from guests.migration_watch import StatsWatch
 from guests.models import Guest
 from guests.preflight import LIVE_STATES, MigrationOptions, preflight, shared_directory
+from guests.save_images import SaveImageRefused, checked_image
 from hosts.models import Host
 from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import domains as virt
@@ -353,16 +354,25 @@ def _offline(guest: Guest, target: Host, reporter: ProgressReporter) -> dict[str
     reporter.update(1, message=f"Saving the memory of '{guest}' to {path}", force=True)
     began = time.monotonic()
     try:
-        virt.save(source.uri, uuid, path, allow_insecure=source.is_lab)
+        saved_xml = virt.save(source.uri, uuid, path, allow_insecure=source.is_lab)
     except VirtError as exc:
         _forget(target, uuid)
         raise JobError(f"Saving '{guest}' failed: {exc}; it keeps running on {source}.") from exc
     reporter.update(2, message=f"Restoring '{guest}' on {target}", force=True)
     try:
-        virt.restore(target.uri, path, allow_insecure=target.is_lab)
-    except VirtError as exc:
+        _restore_checked(guest, target, path, saved_xml)
+    except SaveImageRefused as exc:
         _forget(target, uuid)
-        virt.restore(source.uri, path, allow_insecure=source.is_lab)
+        raise JobError(f"{exc} The image on shared storage changed after the save: "
+                       f"'{guest}' was restored nowhere and is shut off on {source}; the "
+                       f"image is kept for inspection.") from exc
+    except (VirtError, GuestError) as exc:
+        _forget(target, uuid)
+        try:
+            _restore_checked(guest, source, path, saved_xml)
+        except (VirtError, GuestError) as again:
+            raise JobError(f"Restoring on {target} failed: {exc}; restoring on {source} "
+                           f"failed too: {again}") from again
         _delete_file(source, path)
         raise JobError(f"Restoring on {target} failed: {exc}; '{guest}' was restored on "
                        f"{source}.") from exc
@@ -373,6 +383,18 @@ def _offline(guest: Guest, target: Host, reporter: ProgressReporter) -> dict[str
     return {"downtime_ms": downtime_ms,
             "downtime_note": "From the start of the save to the end of the restore.",
             "bytes": None, "save_path": path}
+
+
+def _restore_checked(guest: Guest, host: Host, path: str, saved_xml: str) -> None:
+    """Restore the offline migration's save image on `host` once the app has read its
+    domain XML and found it to be the one the save ran with (the file lies on storage other
+    hosts write; see guests.save_images); QEMU restores with that checked XML."""
+    _refresh_pools_holding(host, path)  # libvirt's save wrote it: no pool lists it yet
+    checked = checked_image(host.uri, path, uuid=str(guest.uuid),
+                            label=f"The save image {path}", expected=lambda: saved_xml,
+                            allow_insecure=host.is_lab, guest_label=str(guest))
+    virt.restore(host.uri, path, dxml=checked if host.hypervisor_type == "QEMU" else None,
+                 allow_insecure=host.is_lab)
 
 
 def shared_save_path(guest: Guest, target: Host) -> str:
@@ -389,6 +411,17 @@ def _forget(host: Host, uuid: str) -> None:
         virt.undefine(host.uri, uuid, allow_insecure=host.is_lab)
     except VirtError:
         pass
+
+
+def _refresh_pools_holding(host: Host, path: str) -> None:
+    from storage.models import Pool
+
+    for pool in Pool.objects.filter(host=host, shared=True, active=True):
+        if pool.target_path and path.startswith(pool.target_path.rstrip("/") + "/"):
+            try:
+                describe_pool(host.uri, pool.name, refresh=True, allow_insecure=host.is_lab)
+            except VirtError:
+                continue
 
 
 def _delete_file(host: Host, path: str) -> None:

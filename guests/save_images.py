@@ -310,8 +310,21 @@ def verified_definition(guest: Guest, source: RestoreSource) -> str:
             f"{guest.host}'s hypervisor driver restores a guest with the definition inside "
             f"the image, which could change after the check: only the guest's own save "
             f"(made by xenweb and locked since) is restored there, not {source.label}.")
+    return checked_image(uri, source.path, uuid=str(guest.uuid), label=label,
+                         expected=lambda: source.expected_xml or virt.domain_xml(
+                             uri, str(guest.uuid), inactive=True, allow_insecure=lab),
+                         allow_insecure=lab, guest_label=str(guest))
+
+
+def checked_image(uri: str, path: str, *, uuid: str, label: str, expected: Any,
+                  allow_insecure: bool = False, guest_label: str = "") -> str:
+    """The domain XML in the save image at `path` on host `uri`, read by the app itself,
+    once it is found to be the guest `uuid`'s and to differ from `expected()` (the
+    definition the save ran with, or the guest's own) only in what libvirt itself changes.
+    SaveImageRefused otherwise; GuestError when the host cannot be asked."""
+    guest_label = guest_label or uuid
     try:
-        image_xml = save_image.read_xml(uri, source.path, allow_insecure=lab)
+        image_xml = save_image.read_xml(uri, path, allow_insecure=allow_insecure)
     except save_image.SaveImageFormatError as exc:
         raise SaveImageRefused(f"{label} holds no libvirt save image: {exc}.") from exc
     except (HostUnreachable, HostAuthError, HostDriverError) as exc:
@@ -319,21 +332,19 @@ def verified_definition(guest: Guest, source: RestoreSource) -> str:
     except VirtError as exc:
         raise SaveImageRefused(f"{label} cannot be read as a save image: {exc}") from exc
     try:
-        uuid, name = save_xml.identity(image_xml)
-        if uuid != str(guest.uuid).lower():
-            raise SaveImageRefused(f"{label} holds the memory of guest '{name}' ({uuid}), "
-                                   f"not of '{guest}'.")
-        expected = source.expected_xml or virt.domain_xml(
-            uri, str(guest.uuid), inactive=True, allow_insecure=lab)
-        problems = save_xml.differences(image_xml, expected)
+        image_uuid, name = save_xml.identity(image_xml)
+        if image_uuid != uuid.lower():
+            raise SaveImageRefused(f"{label} holds the memory of guest '{name}' "
+                                   f"({image_uuid}), not of '{guest_label}'.")
+        problems = save_xml.differences(image_xml, expected())
     except save_xml.SaveImageXmlError as exc:
         raise SaveImageRefused(f"{label}: {exc}") from exc
     except VirtError as exc:
         raise GuestError(str(exc)) from exc
     if problems:
         raise SaveImageRefused(
-            f"{label} holds a definition of '{guest}' that differs from the guest's own, so "
-            f"it was not restored: " + "; ".join(problems))
+            f"{label} holds a definition of '{guest_label}' that differs from the guest's "
+            f"own, so it was not restored: " + "; ".join(problems))
     return image_xml
 
 

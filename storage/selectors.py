@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.db.models import Count, QuerySet
 
 from guests.models import Guest
@@ -49,11 +51,21 @@ def active_user(volume: Volume) -> Guest | None:
     return next((g for g in guests_using(volume) if g.state in ACTIVE_GUEST_STATES), None)
 
 
+MIGRATION_SAVE = re.compile(r"^\.xenweb-save-([0-9a-fA-F-]{36})\.save$")
+
+
 def saved_memory_in(volume: Volume) -> Guest | None:
     """The guest whose own save image the volume is (guests.save_images): such a volume
     is locked against content writes, since libxl reads the image again after the app
     checked it (no way to pin the checked definition there)."""
     found = Guest.objects.filter(saved_volume=volume).first()
+    if found is None:
+        # An offline migration's save file (guests.migration_job.shared_save_path), which
+        # a pool refresh may list while the migration runs.
+        migrating = MIGRATION_SAVE.match(volume.name)
+        if migrating:
+            return Guest.objects.filter(uuid=migrating[1]).first() or Guest(
+                name=f"uuid {migrating[1]}", uuid=migrating[1])
     if found is not None or not volume.path:
         return found
     # The same file seen through another host's pool of shared storage.
