@@ -5,6 +5,8 @@ terms. The libvirt-stream way is tested on lab hosts (test_volume_transfer_live)
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import threading
 from pathlib import Path
 
@@ -140,9 +142,22 @@ def test_io_errors_come_out_as_virt_errors(tmp_path: Path) -> None:
         volume_io.FileDownload(str(tmp_path / "gone"), offset=0, length=1, chunk=1)
     with pytest.raises(VirtError, match="Could not upload into the volume"):
         volume_io.FileUpload(str(tmp_path / "gone"))
-    full = volume_io.FileUpload("/dev/full")
-    with pytest.raises(VirtError, match="No space left"):
-        full.write(b"data")
+    # Direct I/O takes regular files only (a device is libvirt's, through its streams).
+    with pytest.raises(VirtError, match="not a regular file"):
+        volume_io.FileUpload("/dev/full")
+    # A write error (here: the file size limit) is a VirtError too.
+    target = tmp_path / "limited"
+    target.write_bytes(b"")
+    upload = volume_io.FileUpload(str(target))
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4, limits[1]))
+    try:
+        with pytest.raises(VirtError, match="Could not upload into the volume"):
+            upload.write(b"data" * 4)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
 
 
 def test_pieces_for_a_libvirt_stream_are_gathered_in_blocks() -> None:
