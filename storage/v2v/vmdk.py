@@ -32,6 +32,7 @@ MAX_SECTORS = MAX_DISK_BYTES // SECTOR
 EMBEDDED_TYPES = {"monolithicSparse", "streamOptimized"}
 TEXT_TYPES = {"monolithicFlat": {"FLAT"}, "vmfs": {"VMFS", "FLAT"},
               "twoGbMaxExtentFlat": {"FLAT"}, "twoGbMaxExtentSparse": {"SPARSE"}}
+EXTENT_START = re.compile(r"^(RW|RDONLY|NOACCESS)\s", re.IGNORECASE)
 EXTENT = re.compile(r'^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)(?:\s+"([^"]*)"(?:\s+(\d+))?)?\s*$')
 
 
@@ -85,6 +86,11 @@ def parse_descriptor(text: str) -> Descriptor:
                 raise ImportRefused(f"The VMDK's extents add up to more than {MAX_DISK_BYTES} "
                                     "bytes: refused.")
             continue
+        if EXTENT_START.match(line):
+            # qemu reads an extent from any line starting so (sscanf ignores what follows
+            # the offset): one this parser cannot read exactly is refused, never skipped.
+            raise ImportRefused(f"The VMDK descriptor has an extent line it cannot read "
+                                f"exactly: {line[:80]!r}")
         key, sep, value = line.partition("=")
         if not sep:
             raise ImportRefused(f"The VMDK descriptor has a line it cannot read: {line[:80]!r}")
