@@ -43,7 +43,7 @@ from hosts.virt import (
 )
 from hosts.virt import domains as virt
 from hosts.virt.volumes import delete_file
-from storage.access import is_boot_pool
+from storage.access import is_boot_pool, why_not_a_disk
 from storage.errors import StorageError
 from storage.models import Pool, Volume
 from storage.selectors import active_user
@@ -249,6 +249,9 @@ def _chosen_volume(guest: Guest, volume_id: int) -> RestoreSource:
         raise SaveImageRefused(
             f"Volume '{volume.name}' is in a {volume.pool.pool_type or 'unknown'} pool: save "
             f"images are files in file pools ({', '.join(FILE_POOL_TYPES)}).")
+    reason = why_not_a_disk(volume)
+    if reason:  # a boot file, or a file reached through a link
+        raise SaveImageRefused(f"{reason} It is not a save image.")
     user = active_user(volume)
     if user is not None:
         raise SaveImageRefused(f"Volume '{volume.name}' is a disk of the running guest "

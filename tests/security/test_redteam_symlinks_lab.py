@@ -119,3 +119,15 @@ def test_the_file_io_never_follows_a_link(tmp_path: Path) -> None:
     os.mkfifo(pool / "fifo")
     with pytest.raises(VirtError, match="not a regular file"):
         volume_io.open_file(str(pool / "fifo"), os.O_RDONLY | os.O_NONBLOCK, "download")
+
+
+
+def test_a_planted_link_is_no_save_image_to_restore(planted: tuple[Volume, Path]) -> None:
+    from guests.save_images import SaveImageRefused, restore_source
+
+    volume, secret = planted
+    guest = Guest.objects.create(host=volume.pool.host, name=f"g-{uuid.uuid4().hex[:6]}",
+                                 uuid=uuid.uuid4())
+    with pytest.raises(SaveImageRefused, match="symbolic link"):
+        restore_source(guest, volume.pk)
+    assert secret.read_bytes() == SECRET
