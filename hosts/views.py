@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
@@ -72,15 +75,21 @@ def host_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @permission_required("hosts.change_host", raise_exception=True)
 def host_migration_uri(request: HttpRequest, pk: int) -> HttpResponse:
+    return _change_setting(request, pk, services.set_migration_uri, "migration_uri",
+                           "migration URI", (VirtError, services.HostError))
+
+
+def _change_setting(request: HttpRequest, pk: int, change: Callable[..., Any], field: str,
+                    label: str, errors: tuple[type[Exception], ...]) -> HttpResponse:
+    """Set one text setting of a host from the form field of the same name."""
     host = get_object_or_404(Host, pk=pk)
     try:
-        services.set_migration_uri(host, request.POST.get("migration_uri", ""),
-                                   user=request.user, request=request)
-    except (VirtError, services.HostError) as exc:
-        messages.error(request, f"The migration URI was not changed: {exc}")
+        host = change(host, request.POST.get(field, ""), user=request.user, request=request)
+    except errors as exc:
+        messages.error(request, f"The {label} was not changed: {exc}")
     else:
-        messages.success(request, f"{host}: migration URI "
-                         f"{'set to ' + host.migration_uri if host.migration_uri else 'cleared'}.")
+        value = getattr(host, field)
+        messages.success(request, f"{host}: {label} {'set to ' + value if value else 'cleared'}.")
     return redirect(host)
 
 
@@ -104,16 +113,8 @@ def host_host_key(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @permission_required("hosts.change_host", raise_exception=True)
 def host_boot_files_dir(request: HttpRequest, pk: int) -> HttpResponse:
-    host = get_object_or_404(Host, pk=pk)
-    try:
-        bootfiles.set_boot_files_dir(host, request.POST.get("boot_files_dir", ""),
-                                     user=request.user, request=request)
-    except (VirtError, bootfiles.BootFilesError) as exc:
-        messages.error(request, f"The boot files directory was not changed: {exc}")
-    else:
-        what = f"set to {host.boot_files_dir}" if host.boot_files_dir else "cleared"
-        messages.success(request, f"{host}: boot files directory {what}.")
-    return redirect(host)
+    return _change_setting(request, pk, bootfiles.set_boot_files_dir, "boot_files_dir",
+                           "boot files directory", (VirtError, bootfiles.BootFilesError))
 
 
 @require_POST

@@ -281,22 +281,12 @@ def run(source: Source, command: list[str], *, stdin: bytes = b"",
         timeout: float = 120.0, limit: int = OUTPUT_LIMIT) -> bytes:
     """Run ``command`` on the source; its stdout, or a P2VError that says why not (also
     when the source sends more than ``limit`` bytes: nothing larger is kept in memory)."""
-    with login_env(source) as env:
-        proc = subprocess.Popen(ssh_args(source, command), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    with session(source, command) as proc:
         try:
             stdout, stderr, over = _collect(proc, stdin, timeout, limit)
         except subprocess.TimeoutExpired as exc:
             raise ConnectionLost(f"{source.label} did not answer within {timeout:.0f} s.") \
                 from exc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            for pipe in (proc.stdin, proc.stdout, proc.stderr):
-                if pipe is not None:
-                    with contextlib.suppress(OSError):
-                        pipe.close()
     if over:
         raise OutputTooLarge(f"{source.label} sent more than {limit // (1024 * 1024)} MiB "
                              "of output where a Linux system sends a few KiB: the answer "
