@@ -13,7 +13,8 @@ from storage.inventory import store_pool
 from storage.models import Pool, Volume
 from storage.selectors import active_user
 from xenweb.audit.services import record
-from xenweb.jobs.models import ACTIVE_STATES, Job
+from xenweb.jobs.locks import active_job, hold
+from xenweb.jobs.models import Job
 from xenweb.jobs.services import start_job
 
 FORMATS = ("raw", "qcow2")
@@ -65,8 +66,7 @@ def resync_pool(pool: Pool, *, rescan: bool = False) -> None:
 
 
 def busy_job(volume: Volume) -> Job | None:
-    return Job.objects.filter(target_type="storage.volume", target_id=str(volume.pk),
-                              state__in=ACTIVE_STATES).first()
+    return active_job(volume)
 
 
 def check_idle(volume: Volume, doing: str) -> None:
@@ -122,7 +122,8 @@ def resize_volume(volume: Volume, capacity: int, *, user: Any = None,
     check_idle(volume, "resize")
     pool = volume.pool
     try:
-        info = virt.resize_volume(pool.host.uri, volume.path, capacity, **_conn(pool))
+        with hold(volume, kind="volume.resize", title=f"Resize {volume.name}", owner=user):
+            info = virt.resize_volume(pool.host.uri, volume.path, capacity, **_conn(pool))
     except VirtError as exc:
         raise _failed("volume.resize", exc, user=user, request=request, target=volume,
                       capacity=capacity) from exc
@@ -136,6 +137,11 @@ def resize_volume(volume: Volume, capacity: int, *, user: Any = None,
 
 def delete_volume(volume: Volume, *, user: Any = None, request: Any = None) -> None:
     check_idle(volume, "delete")
+    with hold(volume, kind="volume.delete", title=f"Delete {volume.name}", owner=user):
+        _delete_volume(volume, user=user, request=request)
+
+
+def _delete_volume(volume: Volume, *, user: Any, request: Any) -> None:
     pool = volume.pool
     try:
         virt.delete_volume(pool.host.uri, volume.path, **_conn(pool))
