@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from xenweb.audit.services import record
@@ -70,8 +70,13 @@ def start_job(
 
 
 def _run_here(task: Any, job_id: int, task_id: str) -> None:
-    threading.Thread(target=task.apply, kwargs={"args": [job_id], "task_id": task_id},
-                     name=f"job-{job_id}", daemon=True).start()
+    def run() -> None:
+        try:
+            task.apply(args=[job_id], task_id=task_id)
+        finally:
+            connection.close()  # the thread's own; nothing else would close it
+
+    threading.Thread(target=run, name=f"job-{job_id}", daemon=True).start()
 
 
 def cancel_job(job: Job, *, user: Any, request: Any = None) -> Job:
