@@ -53,11 +53,11 @@ def _refusal(target: models.Model, message: str) -> Exception:
     return error(message)
 
 
-def busy(target: models.Model, holder: Job | None) -> Exception:
+def busy(target: models.Model, holder: Job) -> Exception:
     """The refusal its app gives for an object a job works on (what `busy_job` says)."""
     noun = str(target._meta.verbose_name).capitalize()
-    doing = f"job #{holder.pk} ({holder.title})" if holder is not None else "another job"
-    return _refusal(target, f"{noun} '{target}' is busy with {doing}; wait for it to finish.")
+    return _refusal(target, f"{noun} '{target}' is busy with job #{holder.pk} "
+                            f"({holder.title}); wait for it to finish.")
 
 
 def create_job(target: models.Model | None, **fields: Any) -> Job:
@@ -70,23 +70,20 @@ def create_job(target: models.Model | None, **fields: Any) -> Job:
         target_type, target_id = target_key(target)
         fields.update(target_type=target_type, target_id=target_id,
                       target_label=str(target)[:255])
-    exclusive = is_exclusive(fields.get("kind", ""), fields.get("target_type", ""))
-    for _attempt in range(ATTEMPTS):
+    if target is None or not is_exclusive(fields.get("kind", ""), fields["target_type"]):
+        return Job.objects.create(**fields)
+    for attempt in range(1, ATTEMPTS + 1):
         try:
             with transaction.atomic():
                 job = Job.objects.create(**fields)
+            break
         except IntegrityError as exc:
-            if not exclusive or target is None:
-                raise
             holder = active_job(target, exclusive_only=True)
             if holder is not None:
                 raise busy(target, holder) from exc
-            continue
-        break
-    else:
-        raise busy(target, None)  # type: ignore[arg-type]
-    if exclusive and target is not None and \
-            not type(target)._default_manager.filter(pk=target.pk).exists():
+            if attempt == ATTEMPTS:  # no holder to be seen: not the lock that refused
+                raise
+    if not type(target)._default_manager.filter(pk=target.pk).exists():
         Job.objects.filter(pk=job.pk).delete()
         noun = str(target._meta.verbose_name).capitalize()
         raise _refusal(target, f"{noun} '{target}' no longer exists.")
