@@ -9,8 +9,8 @@ its views). A job leaves the lock by leaving the active states: succeeded, faile
 cancelled, interrupted (the reaper's too).
 
 Actions that run in the request instead of as a job (deleting a guest or a volume,
-resizing, a guest's quick actions) take the same lock for as long as they run (`hold`):
-a running row, removed afterwards. The apps' pre-checks (`busy_job`) stay for their
+resizing a volume, a guest's quick actions, snapshots taken, reverted or deleted at once)
+take the same lock for as long as they run (`hold`): a running row, removed afterwards. The apps' pre-checks (`busy_job`) stay for their
 friendly answers before anything is done; this is what makes them true.
 """
 
