@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from guests.errors import GuestError
 from guests.migration_job import migrate_body
 from guests.migration_service import MIGRATE_KIND
 from guests.models import Guest
@@ -75,10 +76,16 @@ def evacuate_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
             reporter.log(f"{guest} stays: {' '.join(reasons)}")
             reporter.update(number, force=True)
             continue
-        child = start_job(None, kind=MIGRATE_KIND, owner=job.owner,
-                          title=f"Migrate {guest} to {target} (evacuating {source})",
-                          target=guest, params={"target": target.pk, "mode": "live"},
-                          enqueue=False)
+        try:
+            child = start_job(None, kind=MIGRATE_KIND, owner=job.owner,
+                              title=f"Migrate {guest} to {target} (evacuating {source})",
+                              target=guest, params={"target": target.pk, "mode": "live"},
+                              enqueue=False)
+        except GuestError as exc:  # another job took the guest since its preflight
+            stayed.append({"guest": guest.pk, "name": guest.name, "reasons": [str(exc)]})
+            reporter.log(f"{guest} stays: {exc}")
+            reporter.update(number, force=True)
+            continue
         reporter.update(number - 1, force=True,
                         message=f"Moving {guest} to {target} ({number}/{len(guests)}): "
                                 f"job #{child.pk}")

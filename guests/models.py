@@ -3,11 +3,14 @@ from __future__ import annotations
 from django.db import models
 from django.urls import reverse
 
+from guests.errors import GuestError
 from hosts.models import Host
 
 
 class Guest(models.Model):
     """A domain on a host, cached from libvirt (libvirt stays the source of truth)."""
+
+    busy_error = GuestError  # how a job lock's refusal is raised (xenweb.jobs.locks)
 
     class State(models.TextChoices):
         RUNNING = "running", "running"

@@ -16,7 +16,8 @@ from hosts.virt import domain_xml as dx
 from hosts.virt import domains as virt
 from hosts.virt.pools import delete_volume_by_path
 from xenweb.audit.services import record
-from xenweb.jobs.models import ACTIVE_STATES, Job
+from xenweb.jobs.locks import active_job, hold
+from xenweb.jobs.models import Job
 from xenweb.jobs.services import start_job
 
 XEN_OUI = "00:16:3e"
@@ -29,8 +30,7 @@ def random_mac() -> str:
 
 
 def busy_job(guest: Guest) -> Job | None:
-    return Job.objects.filter(target_type="guests.guest", target_id=str(guest.pk),
-                              state__in=ACTIVE_STATES).first()
+    return active_job(guest)
 
 
 def request_action(
@@ -58,7 +58,9 @@ def request_action(
                          title=f"{action.capitalize()} {guest}", target=guest,
                          params=params, request=request,
                          in_process=guest.host.in_process_only)
-    return act(guest, action, user=user, request=request, **params)
+    with hold(guest, kind=f"guest.{action}", title=f"{action.capitalize()} {guest}",
+              owner=user):
+        return act(guest, action, user=user, request=request, **params)
 
 
 def delete_guest(
@@ -72,6 +74,11 @@ def delete_guest(
     if confirm_name != guest.name:
         raise GuestError(f"Type the guest's name '{guest.name}' to confirm the deletion.")
     check_allowed(guest, "delete")
+    with hold(guest, kind="guest.delete", title=f"Delete {guest}", owner=user):
+        return _delete_guest(guest, delete_volumes=delete_volumes, user=user, request=request)
+
+
+def _delete_guest(guest: Guest, *, delete_volumes: bool, user: Any, request: Any) -> list[str]:
     uri, lab = guest.host.uri, guest.host.is_lab
     try:
         info = virt.get_domain(uri, str(guest.uuid), allow_insecure=lab)

@@ -21,6 +21,7 @@ from hosts.virt import VirtError
 from hosts.virt import snapshots as virt
 from hosts.virt.volumes import delete_volume
 from xenweb.audit.services import record
+from xenweb.jobs.locks import hold
 from xenweb.jobs.models import Job
 from xenweb.jobs.services import start_job
 
@@ -146,7 +147,9 @@ def create_snapshot(guest: Guest, name: str, description: str = "", *, user: Any
     if plan.kind == INTERNAL and plan.with_memory:
         return _job(guest, "create", f"Snapshot {guest} as '{name}'", params, user, request)
     try:
-        snapshot = take(guest, plan, name, description)
+        with hold(guest, kind="guest.snapshot.create", title=f"Snapshot {guest} as '{name}'",
+                  owner=user):
+            snapshot = take(guest, plan, name, description)
     except (GuestError, VirtError) as exc:
         raise _refused("create", guest, exc, user, request, name=name) from exc
     record("guest.snapshot.create", user=user, request=request, target=guest, name=name,
@@ -230,8 +233,10 @@ def revert_snapshot(guest: Guest, name: str, *, user: Any, request: Any = None) 
         return _job(guest, "revert", f"Revert {guest} to '{name}'", {"name": name}, user,
                     request)
     try:
-        virt.revert_snapshot(guest.host.uri, str(guest.uuid), name, **_lab(guest))
-    except VirtError as exc:
+        with hold(guest, kind="guest.snapshot.revert", title=f"Revert {guest} to '{name}'",
+                  owner=user):
+            virt.revert_snapshot(guest.host.uri, str(guest.uuid), name, **_lab(guest))
+    except (GuestError, VirtError) as exc:
         raise _refused("revert", guest, exc, user, request, name=name) from exc
     record("guest.snapshot.revert", user=user, request=request, target=guest, name=name,
            kind=snapshot.kind)
@@ -245,14 +250,16 @@ def delete_snapshot(guest: Guest, name: str, *, user: Any, request: Any = None) 
     try:
         _check_guest(guest, "deleted")
         snapshot = find(guest, name)
-        if snapshot.kind == LVM:
-            row = guest.lvm_snapshots.get(name=name)
-            for volume in row.volumes:
-                if volume["path"] not in snapshot.missing:
-                    delete_volume(guest.host.uri, volume["path"], **_lab(guest))
-            row.delete()
-        else:
-            virt.delete_snapshot(guest.host.uri, str(guest.uuid), name, **_lab(guest))
+        with hold(guest, kind="guest.snapshot.delete",
+                  title=f"Delete snapshot '{name}' of {guest}", owner=user):
+            if snapshot.kind == LVM:
+                row = guest.lvm_snapshots.get(name=name)
+                for volume in row.volumes:
+                    if volume["path"] not in snapshot.missing:
+                        delete_volume(guest.host.uri, volume["path"], **_lab(guest))
+                row.delete()
+            else:
+                virt.delete_snapshot(guest.host.uri, str(guest.uuid), name, **_lab(guest))
     except (GuestError, VirtError) as exc:
         raise _refused("delete", guest, exc, user, request, name=name) from exc
     record("guest.snapshot.delete", user=user, request=request, target=guest, name=name,

@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from hosts.models import Host
 from hosts.virt.pool_xml import CREATABLE_TYPES
+from storage.errors import StorageError
 
 
 class Pool(models.Model):
@@ -76,6 +77,8 @@ class Pool(models.Model):
 
 
 class Volume(models.Model):
+    busy_error = StorageError  # how a job lock's refusal is raised (xenweb.jobs.locks)
+
     class Content(models.TextChoices):
         """Whether a hypervisor may open the volume's content (storage.content)."""
 

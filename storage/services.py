@@ -14,7 +14,8 @@ from storage.inventory import store_pool
 from storage.models import Pool, Volume
 from storage.selectors import active_user, saved_memory_in
 from xenweb.audit.services import record
-from xenweb.jobs.models import ACTIVE_STATES, Job
+from xenweb.jobs.locks import active_job, hold
+from xenweb.jobs.models import Job
 from xenweb.jobs.services import start_job
 
 FORMATS = ("raw", "qcow2")
@@ -62,8 +63,7 @@ def resync_pool(pool: Pool, *, rescan: bool = False) -> None:
 
 
 def busy_job(volume: Volume) -> Job | None:
-    return Job.objects.filter(target_type="storage.volume", target_id=str(volume.pk),
-                              state__in=ACTIVE_STATES).first()
+    return active_job(volume)
 
 
 def check_idle(volume: Volume, doing: str) -> None:
@@ -132,7 +132,8 @@ def resize_volume(volume: Volume, capacity: int, *, user: Any = None,
     access.check_not_link(volume, "resize")
     pool = volume.pool
     try:
-        info = virt.resize_volume(pool.host.uri, volume.path, capacity, **_conn(pool))
+        with hold(volume, kind="volume.resize", title=f"Resize {volume.name}", owner=user):
+            info = virt.resize_volume(pool.host.uri, volume.path, capacity, **_conn(pool))
     except VirtError as exc:
         raise _failed("volume.resize", exc, user=user, request=request, target=volume,
                       capacity=capacity) from exc
@@ -147,6 +148,11 @@ def resize_volume(volume: Volume, capacity: int, *, user: Any = None,
 def delete_volume(volume: Volume, *, user: Any = None, request: Any = None) -> None:
     access.check_pool_use(volume.pool, user, "delete")
     check_idle(volume, "delete")
+    with hold(volume, kind="volume.delete", title=f"Delete {volume.name}", owner=user):
+        _delete_volume(volume, user=user, request=request)
+
+
+def _delete_volume(volume: Volume, *, user: Any, request: Any) -> None:
     pool = volume.pool
     try:
         virt.delete_volume(pool.host.uri, volume.path, **_conn(pool))

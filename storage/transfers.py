@@ -29,6 +29,7 @@ from storage import access, volume_io
 from storage.errors import StorageError
 from storage.models import Volume
 from xenweb.audit.services import record
+from xenweb.jobs import locks
 from xenweb.jobs.errors import JobCancelled, JobError
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.progress import ProgressReporter
@@ -45,10 +46,10 @@ WORKER = f"{socket.gethostname()}/web"
 
 def _new_job(kind: str, volume: Volume, *, user: Any, request: Any, total: int,
              title: str, params: dict[str, Any] | None = None) -> Job:
-    job = Job.objects.create(
-        kind=kind, title=title, owner=user if getattr(user, "is_authenticated", False) else None,
+    job = locks.create_job(
+        volume, kind=kind, title=title,
+        owner=user if getattr(user, "is_authenticated", False) else None,
         params=params or {}, unit=Job.Unit.BYTES, total=total, message="Starting",
-        target_type="storage.volume", target_id=str(volume.pk), target_label=str(volume),
         celery_task_id=f"request-{uuid.uuid4()}",
     )
     record("job.start", user=user, request=request, target=job, kind=kind)

@@ -60,9 +60,10 @@ def new_job(task: Any, *, owner: Any, target: Any = None, params: dict | None = 
     return job
 
 
-def job_for(task_name: str, *, owner: Any, demo: Host, state: str) -> Job:
+def job_for(task_name: str, *, owner: Any, demo: Host, state: str,
+            guest: str = "web01") -> Job:
     """A job as the action that starts this task makes it (target and params)."""
-    web = Guest.objects.get(name="web01", host=demo)
+    web = Guest.objects.get(name=guest, host=demo)
     made = {
         "guests.tasks.evacuate": {"target": demo, "params": {"maintenance": True},
                                   "kind": "host.evacuate"},
@@ -168,9 +169,9 @@ def test_operator_retries_their_own_guest_jobs(operator_user: Any, demo: Host) -
 
     # A migration is repeated through the migration's own start, preflight included: the
     # demo host's test driver cannot migrate, and the preflight says so.
+    Job.objects.filter(pk=again.pk).update(state=JobState.SUCCEEDED)  # frees the guest
     migration = job_for("guests.tasks.migrate", owner=operator_user, demo=demo,
                         state=JobState.FAILED)
-    Job.objects.filter(pk=again.pk).update(state=JobState.SUCCEEDED)
     blocked = post(client, f"/api/v1/jobs/{migration.pk}/retry/")
     assert blocked.status_code == 409 and "migration is blocked" in blocked.json()["detail"]
     Job.objects.filter(pk=migration.pk).update(params={"target": 999999, "mode": "live"})
@@ -196,8 +197,9 @@ def jobs(admin_user: Any, operator_user: Any, olga: Any, demo: Host) -> dict[str
                                   state=JobState.RUNNING),
         "admin_guest": job_for("guests.tasks.shutdown", owner=admin_user, demo=demo,
                                state=JobState.RUNNING),
+        # Another guest: one active job per guest (xenweb.jobs.locks).
         "olga_guest": job_for("guests.tasks.migrate", owner=olga, demo=demo,
-                              state=JobState.QUEUED),
+                              state=JobState.QUEUED, guest="mail01"),
         "oscar_selftest": job_for("xenweb.jobs.tasks.selftest", owner=operator_user,
                                   demo=demo, state=JobState.QUEUED),
     }

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
@@ -22,6 +24,20 @@ FINAL_STATES = (
     JobState.CANCELLED,
     JobState.INTERRUPTED,
 )
+
+# Kinds that only read their target: any number may run on one object, beside each other
+# and beside an exclusive job (xenweb.jobs.locks). Every other job with a target is
+# exclusive: a new kind is locked unless it is named here.
+SHARED_KINDS = frozenset({
+    "volume.download",
+    "guest.export",  # reads the guest's disks
+    "guest.import",  # its target is the pool it creates new volumes in
+})
+ONE_ACTIVE_EXCLUSIVE_JOB = "jobs_one_active_exclusive_job_per_target"
+
+
+def is_exclusive(kind: str, target_type: str) -> bool:
+    return bool(target_type) and kind not in SHARED_KINDS
 
 
 class Job(models.Model):
@@ -68,6 +84,8 @@ class Job(models.Model):
     task_name = models.CharField(max_length=128, blank=True)
     dispatch_pending = models.BooleanField(default=False, db_index=True)
     worker = models.CharField(max_length=255, blank=True)
+    # Holds its target's lock while queued or running (set on creation: is_exclusive).
+    exclusive = models.BooleanField(default=False, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -77,9 +95,22 @@ class Job(models.Model):
                        ("view_all_jobs", "Can see every user's jobs"),
                        ("cancel_any_job", "Can cancel every user's jobs")]
         indexes = [models.Index(fields=["target_type", "target_id", "state"])]
+        # The per-object lock: one queued or running exclusive job per target, kept by the
+        # database whatever the processes and the timing (xenweb.jobs.locks).
+        constraints = [models.UniqueConstraint(
+            fields=["target_type", "target_id"],
+            condition=models.Q(exclusive=True,
+                               state__in=[state.value for state in ACTIVE_STATES]),
+            name=ONE_ACTIVE_EXCLUSIVE_JOB,
+        )]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.title or self.kind}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self._state.adding:  # however the row is made, it takes the lock it needs
+            self.exclusive = is_exclusive(self.kind, self.target_type)
+        super().save(*args, **kwargs)
 
     def get_absolute_url(self) -> str:
         return reverse("jobs:detail", args=[self.pk])

@@ -9,11 +9,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from xenweb.audit.services import record
-from xenweb.jobs import dispatch
+from xenweb.jobs import dispatch, locks
 from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.notify import notify_job
@@ -38,12 +38,16 @@ def start_job(
 ) -> Job:
     """Create the job row and enqueue its task once the transaction commits.
 
+    An exclusive job on a target another exclusive job holds is refused by the database
+    (xenweb.jobs.locks): the target's busy refusal is raised and nothing is enqueued.
+
     `queue` routes the task to the workers of one place (a host's own queue);
     `in_process` runs it in a thread of this process instead (the demo host, whose state
     only this process sees); without `enqueue` the caller runs it (a job's own sub-jobs).
     """
     task_id = str(uuid.uuid4())
-    job = Job.objects.create(
+    job = locks.create_job(
+        target,
         kind=kind,
         title=title or kind,
         owner=owner if getattr(owner, "is_authenticated", False) else None,
@@ -53,9 +57,6 @@ def start_job(
         celery_task_id=task_id,
         task_name=getattr(task, "name", "") or "",
         message="Waiting for a worker",
-        target_type=target._meta.label_lower if target is not None else "",
-        target_id=str(target.pk) if target is not None else "",
-        target_label=str(target) if target is not None else "",
     )
     record("job.start", user=owner, request=request, target=job, kind=kind)
     if not enqueue:
@@ -69,8 +70,13 @@ def start_job(
 
 
 def _run_here(task: Any, job_id: int, task_id: str) -> None:
-    threading.Thread(target=task.apply, kwargs={"args": [job_id], "task_id": task_id},
-                     name=f"job-{job_id}", daemon=True).start()
+    def run() -> None:
+        try:
+            task.apply(args=[job_id], task_id=task_id)
+        finally:
+            connection.close()  # the thread's own; nothing else would close it
+
+    threading.Thread(target=run, name=f"job-{job_id}", daemon=True).start()
 
 
 def cancel_job(job: Job, *, user: Any, request: Any = None) -> Job:
