@@ -151,22 +151,28 @@ def test_kombu_queues_of_the_same_name_are_separate() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_of_another_appliance_never_takes_our_jobs(admin_user: Any) -> None:
     """A real Celery worker configured as appliance B (same Redis, same database, same
-    queue name) runs B's job and leaves A's alone: A's message stays in A's queue."""
-    b_prefix = _other_prefix()
+    queue name) runs B's job and leaves A's alone: A's message stays in A's queue.
+
+    A is an appliance of its own prefix too, not this test run's: a worker of this run
+    (the live suites') may be consuming the run's queue and would take A's job itself."""
+    a_prefix, b_prefix = _other_prefix(), _other_prefix()
     worker = CeleryWorker(env={"XENWEB_REDIS_PREFIX": b_prefix})
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    a_queue_key = f"{settings.REDIS_PREFIX}:{settings.CELERY_TASK_DEFAULT_QUEUE}"
+    a_queue_key = f"{a_prefix}:{settings.CELERY_TASK_DEFAULT_QUEUE}"
+    apps = []
     try:
         params = {"steps": 1, "step_seconds": 0.0}
-        job_a = services.start_job(selftest, kind="selftest", owner=admin_user, title="A",
-                                   params=params, total=1)  # sent now (no transaction)
-        job_b = services.start_job(selftest, kind="selftest", owner=admin_user, title="B",
+        jobs = [services.start_job(selftest, kind="selftest", owner=admin_user, title=title,
                                    params=params, total=1, enqueue=False)
-        app_b = Celery("appliance-b", broker=settings.CELERY_BROKER_URL)
-        app_b.conf.broker_transport_options = {**settings.CELERY_BROKER_TRANSPORT_OPTIONS,
-                                               "global_keyprefix": f"{b_prefix}:"}
-        app_b.conf.task_default_queue = settings.CELERY_TASK_DEFAULT_QUEUE
-        app_b.send_task(job_b.task_name, args=[job_b.pk], task_id=job_b.celery_task_id)
+                for title in ("A", "B")]
+        for job, prefix in zip(jobs, (a_prefix, b_prefix), strict=True):
+            app = Celery(f"appliance-{prefix}", broker=settings.CELERY_BROKER_URL)
+            app.conf.broker_transport_options = {**settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+                                                 "global_keyprefix": f"{prefix}:"}
+            app.conf.task_default_queue = settings.CELERY_TASK_DEFAULT_QUEUE
+            app.send_task(job.task_name, args=[job.pk], task_id=job.celery_task_id)
+            apps.append(app)
+        job_a, job_b = jobs
 
         def b_done() -> bool:
             return Job.objects.get(pk=job_b.pk).state == "succeeded"
@@ -175,8 +181,9 @@ def test_a_worker_of_another_appliance_never_takes_our_jobs(admin_user: Any) -> 
         assert Job.objects.get(pk=job_a.pk).state == "queued"
         assert broker.llen(a_queue_key) == 1  # A's message, untouched
         assert job_a.celery_task_id not in worker.output()
-        app_b.close()
     finally:
+        for app in apps:
+            app.close()
         worker.stop()
         broker.delete(a_queue_key)
         broker.close()

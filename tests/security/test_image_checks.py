@@ -226,7 +226,7 @@ def test_an_unchecked_volume_is_never_attached_cloned_started_or_a_new_guests_di
     assert clone.status_code == 409 and "cannot be cloned" in clone.json()["detail"]
     created = post(operator_client, "/api/v1/guests/", {
         "name": f"g-{state}", "host": demo.pk, "type": "pv", "memory_mib": 256,
-        "kernel": "/boot/vmlinuz", "disks": [{"volume": vol["id"]}]})
+        "bootloader": "pygrub", "disks": [{"volume": vol["id"]}]})
     assert created.status_code in (400, 409) and says in json.dumps(created.json())
 
     # A guest that has the volume already (attached while it was ready) does not start.

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
 from guests.models import Guest
 from hosts.lab.register import register_lab_host
@@ -24,6 +23,7 @@ from storage.models import Pool, Volume
 from tests.lab.conftest import lab_hosts  # noqa: F401 (the lab's session fixture)
 from tests.live.processes import WebServer, wait_for
 from tests.security import hostile
+from xenweb.accounts.tokens import create_token
 from xenweb.audit.models import AuditRecord
 from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
@@ -141,7 +141,7 @@ def test_an_upload_whose_web_process_is_killed_leaves_nothing_half_written(
     the volume, half-written, is marked as being written (nothing may open it), and when
     the reaper finds the job without heartbeat it empties the volume."""
     vol = new_volume(admin_client_tx, local_pool, "4M")
-    token = Token.objects.create(user=get_user_model().objects.get(username="alice-admin")).key
+    token = create_token(get_user_model().objects.get(username="alice-admin"))
     total = 256 * MIB
     server = WebServer()
     try:
