@@ -210,22 +210,35 @@ def test_a_migration_and_a_delete_of_one_guest(rendezvous: Rendezvous, demo: Hos
     assert not Job.objects.filter(kind="guest.delete").exists()
 
 
-def test_a_restore_and_a_delete_of_one_guest(rendezvous: Rendezvous, demo: Host,
+@pytest.fixture
+def saved_web(demo: Host, admin_user: Any) -> Guest:
+    """web01 saved (its memory in the app's save image, shut off): what a restore needs.
+    Made before the rendezvous fixture wraps create_job (requested first by the test)."""
+    web = guest("web01")
+    answer = logged_in(admin_user).post(f"/api/v1/guests/{web.pk}/save/", data={},
+                                        content_type="application/json")
+    assert answer.status_code == 202, answer.content
+    wait_until_settled()
+    web = Guest.objects.get(pk=web.pk)
+    assert web.state == "shutoff" and (web.saved_path or web.saved_volume_id), web
+    return web
+
+
+def test_a_restore_and_a_delete_of_one_guest(saved_web: Guest, rendezvous: Rendezvous,
                                              admin_user: Any) -> None:
-    """Both are allowed on a shut-off guest (a save needs a running one, a delete a
+    """Both are allowed on a saved, shut-off guest (a save needs a running one, a delete a
     stopped one: the state check, not the lock, keeps those two apart)."""
-    mail = guest("mail01")
     restored, deleted = race(rendezvous, post(logged_in(admin_user),
-                                              f"/api/v1/guests/{mail.pk}/restore/"),
-                             delete_guest(logged_in(admin_user), mail))
-    winner, loser = one_wins([restored, deleted], noun="Guest", name="mail01")
+                                              f"/api/v1/guests/{saved_web.pk}/restore/"),
+                             delete_guest(logged_in(admin_user), saved_web))
+    winner, loser = one_wins([restored, deleted], noun="Guest", name="web01")
     wait_until_settled()
     if winner is restored:
-        assert restored.status == 202 and "(Restore mail01)" in loser.detail
-        assert Guest.objects.filter(pk=mail.pk).exists()
+        assert restored.status == 202 and "(Restore web01)" in loser.detail
+        assert Guest.objects.filter(pk=saved_web.pk).exists()
     else:
-        assert deleted.status == 204 and "(Delete mail01)" in loser.detail
-        assert not Guest.objects.filter(pk=mail.pk).exists()
+        assert deleted.status == 204 and "(Delete web01)" in loser.detail
+        assert not Guest.objects.filter(pk=saved_web.pk).exists()
 
 
 def test_a_save_and_a_quick_action_on_one_guest(rendezvous: Rendezvous, demo: Host,
