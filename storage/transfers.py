@@ -19,7 +19,6 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.db import close_old_connections
 
@@ -69,9 +68,7 @@ def content_size(volume: Volume) -> int:
 def reachable_path(volume: Volume) -> str | None:
     """The volume's file, when this machine can read it (local and lab hosts); a symlink,
     or a file resolving out of its pool's directory, is refused (StorageError)."""
-    host = volume.pool.host
-    local = host.is_lab or not urlsplit(host.uri).hostname
-    if not (local and not host.in_process_only and volume.path):
+    if not (volume.path and access.holds_file(volume.pool)):
         return None
     access.check_not_link(volume, "read")
     try:
