@@ -41,8 +41,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT = 15.0
 DEFAULT_PROBE_TIMEOUT = 10.0
-KEEPALIVE_INTERVAL_S = 5
-KEEPALIVE_COUNT = 3
+# A host that answers no keepalive for about a minute is lost. Shorter (libvirt's 5 s x 3)
+# dropped busy but healthy dom0s in the middle of a guest start (pygrub on a loaded dom0).
+KEEPALIVE_INTERVAL_S = 10
+KEEPALIVE_COUNT = 6
 HANDSHAKE_RETRY_PAUSE_S = 1.0
 SSH_PORT = 22
 TCP_CHECK_TIMEOUT_S = 5.0

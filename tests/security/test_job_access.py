@@ -352,7 +352,12 @@ async def test_events_socket_carries_only_visible_job_summaries(
             received = []
             while (message := await communicator.receive_json_from(timeout=10))["job"][
                     "id"] != "end":
-                received.append(names[message["job"]["id"]])
+                job_id = message["job"]["id"]
+                # An admin sees every job of the appliance, so the admin's stream may also
+                # carry a job another test's worker finished meanwhile: no leak, not ours.
+                if user == "admin" and job_id not in names:
+                    continue
+                received.append(names.get(job_id, f"foreign job {job_id}"))
             assert sorted(received) == sorted(expected[user]), user
     finally:
         for communicator in sockets.values():
