@@ -49,6 +49,8 @@ INSTALLED_APPS = [
     "hosts",
     "guests",
     "storage",
+    "dashboard",
+    "wizard",
 ]
 
 MIDDLEWARE = [

@@ -1,13 +1,11 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from xenweb import views
 from xenweb.audit.views import audit_list
 
 urlpatterns = [
-    path("", views.dashboard, name="dashboard"),
-    path("dashboard/jobs/", views.dashboard_jobs, name="dashboard-jobs"),
-    path("setup/", include("xenweb.appliance.urls")),
+    path("", include("dashboard.urls")),
+    path("setup/", include("wizard.urls")),
     path("accounts/", include("xenweb.accounts.urls")),
     path("hosts/", include("hosts.urls")),
     path("guests/", include("guests.urls")),

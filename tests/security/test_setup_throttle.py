@@ -16,8 +16,8 @@ from django.core.cache import cache
 from django.test import Client, override_settings
 
 from tests.live.processes import WebServer
+from wizard.views import MAX_TOKEN_FAILURES, TOKEN_LOCKOUT_SECONDS
 from xenweb.appliance import throttle
-from xenweb.appliance.views import MAX_TOKEN_FAILURES, TOKEN_LOCKOUT_SECONDS
 from xenweb.audit.models import AuditRecord
 
 PARALLEL = 60

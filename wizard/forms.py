@@ -6,7 +6,7 @@ from django import forms
 from django.contrib.auth.password_validation import validate_password
 
 from hosts.virt.demo import demo_uri
-from xenweb.appliance.services import valid_time_zones
+from wizard.services import valid_time_zones
 
 
 class TokenForm(forms.Form):

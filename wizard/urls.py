@@ -1,6 +1,6 @@
 from django.urls import path
 
-from xenweb.appliance import views
+from wizard import views
 
 app_name = "setup"
 urlpatterns = [

@@ -9,7 +9,7 @@ from django.db import transaction
 from hosts.services import HostError
 from hosts.virt import VirtError
 from hosts.virt.demo import demo_uri
-from xenweb.appliance import services
+from wizard import services
 from xenweb.appliance.setup_state import setup_done
 
 

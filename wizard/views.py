@@ -15,8 +15,8 @@ from django.views.decorators.http import require_POST
 
 from hosts.services import HostError, test_connection
 from hosts.virt import VirtError
-from xenweb.appliance import services
-from xenweb.appliance.forms import AdminForm, ApplianceForm, HostForm, TokenForm
+from wizard import services
+from wizard.forms import AdminForm, ApplianceForm, HostForm, TokenForm
 from xenweb.appliance.setup_state import setup_done
 from xenweb.appliance.throttle import ThrottleUnavailable, reset, take_attempt
 from xenweb.appliance.token import check_setup_token, ensure_setup_token
