@@ -19,10 +19,10 @@ import pytest
 from defusedxml import ElementTree as SafeET
 from django.core.management import call_command
 
-from hosts.lab import preflight, procs
-from hosts.lab.daemons import LabHost, lab_down, lab_status, lab_up
-from hosts.lab.paths import lab_dir
 from hosts.models import Host
+from lab import preflight, procs
+from lab.daemons import LabHost, lab_down, lab_status, lab_up
+from lab.paths import lab_dir
 
 MIGRATE_FLAGS = (
     libvirt.VIR_MIGRATE_LIVE
@@ -271,8 +271,8 @@ def test_lab_command_status_and_register(lab_hosts: list[LabHost], db: Any) -> N
 
 def test_lab_offers_kvm_only_where_it_really_boots_linux(lab_hosts: list[LabHost]) -> None:
     """/dev/kvm is no proof of hardware virtualisation: the lab probes before offering it."""
-    from hosts.lab.kvmprobe import kvm_boots_linux
     from hosts.virt.capabilities import host_capabilities
+    from lab.kvmprobe import kvm_boots_linux
 
     caps = host_capabilities(lab_hosts[0].uri, allow_insecure=True)
     assert caps.supports("hvm", "qemu")

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from hosts.lab.errors import LabError
-from hosts.lab.xen.manager import XenHost, preflight_problems, xen_down, xen_up
+from lab.errors import LabError
+from lab.xen.manager import XenHost, preflight_problems, xen_down, xen_up
 from tests.live.processes import WebServer
 from tests.xen.diagnostics import cannot_create_domains, dom0_report
 from tests.xen.helpers import console_until

@@ -5,11 +5,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from hosts.lab.daemons import LabError, LabHost, lab_down, lab_status, lab_up
-from hosts.lab.register import register_lab_host
-from hosts.lab.xen.manager import XenHost, xen_down, xen_status, xen_up
 from hosts.services import HostError
 from hosts.virt import VirtError
+from lab.daemons import LabError, LabHost, lab_down, lab_status, lab_up
+from lab.register import register_lab_host
+from lab.xen.manager import XenHost, xen_down, xen_status, xen_up
 
 
 class Command(BaseCommand):
@@ -108,7 +108,7 @@ class Command(BaseCommand):
             )
 
     def _register_xen(self, host: XenHost) -> None:
-        from hosts.lab.xen.register import register_xen_host
+        from lab.xen.register import register_xen_host
 
         try:
             row, created = register_xen_host(host)
