@@ -8,7 +8,7 @@ root, QEMU or debootstrap missing) or with ``XENWEB_TEST_XEN=0``.
 The two-host tests (``test_xen_pair.py``: the storage network, NFS between the dom0s and
 migration) need the second dom0; ``XENWEB_TEST_XEN_PAIR=0`` leaves it out where a second TCG
 dom0 costs too much. ``XENWEB_TEST_XEN_KEEP=1`` leaves the dom0s running at the end, for
-the next run to reuse (``manage.py lab down`` stops them).
+the next run to reuse (``python -m lab down`` stops them).
 """
 
 from __future__ import annotations
