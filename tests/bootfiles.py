@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from hosts.bootfiles import refresh_boot_files, set_boot_files_dir
-from hosts.lab.bootfiles import INITRD, KERNEL, lab_boot_dir, lab_boot_files
 from hosts.models import Host
+from lab.bootfiles import INITRD, KERNEL, lab_boot_dir, lab_boot_files
 
 __all__ = ["DEMO_BOOT_DIR", "INITRD", "KERNEL", "demo_boot_files", "lab_boot_dir",
            "lab_boot_files"]
