@@ -10,10 +10,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
-from conversions.v2v.export_job import FORMAT_LABELS as EXPORT_FORMATS
 from guests import boot, devices, services
 from guests.create import TYPES, CreateGuestSerializer, create
 from guests.errors import GuestError
+from guests.export_formats import EXPORT_FORMATS
 from guests.lifecycle import ALLOWED, DOM0_FORBIDDEN
 from guests.models import Guest
 from guests.snapshot_views import snapshot_context

@@ -39,8 +39,9 @@ from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
 from storage.access import is_boot_pool
+from storage.content import store
 from storage.models import Pool, Volume
-from storage.services import _store_volume, resync_pool
+from storage.services import resync_pool
 from xenweb.audit.services import record
 from xenweb.jobs.errors import JobCancelled, JobError
 from xenweb.jobs.models import Job
@@ -359,7 +360,7 @@ def _transfer(run: _Run, index: int, wanted: dict[str, Any],
                      f"{'converted to qcow2, ' if request.format == 'qcow2' else ''}verified")
     host = request.host
     details = virt.volume_details(host.uri, path, allow_insecure=host.is_lab)
-    volume = _store_volume(request.pool, details)  # type: ignore[arg-type]
+    volume = store(request.pool, details)
     return {"device": disk.path, "size": disk.size, "volume": volume.pk, "path": path,
             "format": request.format, "bytes_sent": copy.wire_bytes,
             "attempts": copy.attempts, "seconds": round(seconds, 2),

@@ -22,6 +22,7 @@ from conversions.v2v.import_job import _reachable
 from conversions.v2v.proposal import ImportRefused
 from conversions.v2v.sources import work_dir
 from conversions.v2v.xva_writer import ExportDisk, ExportVm, write_xva
+from guests.export_formats import EXPORT_FORMATS
 from guests.models import Guest
 from hosts.virt import VirtError, domains
 from storage.content import unusable, why_unusable
@@ -30,11 +31,7 @@ from xenweb.jobs.errors import JobCancelled, JobError
 from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
 
-# What each export format is, as the guest page offers it (XVA and OVA: the whole guest).
-FORMAT_LABELS = {"xva": "XVA (XenServer / XCP-ng)", "ova": "OVA (OVF 1.0, VMDK disks)",
-                 "qcow2": "One disk as qcow2", "raw": "One disk as raw",
-                 "vmdk": "One disk as VMDK"}
-FORMATS = tuple(FORMAT_LABELS)
+FORMATS = tuple(EXPORT_FORMATS)
 SUFFIX = {"xva": ".xva", "ova": ".ova", "raw": ".img", "qcow2": ".qcow2", "vmdk": ".vmdk"}
 
 

@@ -18,7 +18,7 @@ from conversions.v2v import qemu
 from conversions.v2v.inspect import inspect
 from conversions.v2v.proposal import ImportRefused, Proposal, ProposedDisk
 from conversions.v2v.sources import import_root, work_dir
-from guests.create import TYPES, _targets
+from guests.create import TYPES, disk_targets
 from guests.errors import GuestError
 from guests.models import Guest
 from guests.services import create_guest, random_mac
@@ -199,7 +199,7 @@ def _spec(plan: ImportPlan, proposal: Proposal, volumes: list[str]) -> dx.Domain
         domain_type = domain_type_for(plan.host, plan.os_type)
     except CapabilityError as exc:
         raise ImportRefused(str(exc)) from exc
-    prefix, bus, _cdrom_bus = _targets(domain_type, plan.os_type)
+    prefix, bus, _cdrom_bus = disk_targets(domain_type, plan.os_type)
     disks = tuple(dx.DiskSpec(source=path, target=f"{prefix}{chr(ord('a') + i)}", bus=bus,
                               format=plan.format) for i, path in enumerate(volumes))
     nics = tuple(dx.NicSpec(mac=n["mac"], bridge=n.get("bridge", ""),
