@@ -20,15 +20,15 @@ from typing import Any
 from django.contrib.auth import get_user_model
 
 from bench.stats import quiet_start
+from conversions.p2v import job as p2v_job
+from conversions.p2v.address import checked
+from conversions.p2v.ssh import Source, confirm_host_key, ssh_args
 from hosts.models import Host
 from lab.daemons import lab_down, lab_up
 from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool
-from storage.p2v import job as p2v_job
-from storage.p2v.address import checked
-from storage.p2v.ssh import Source, confirm_host_key, ssh_args
-from tests.storage.p2v_source import MIB, LoopDisk, SshServer, detach, make_source_network
+from tests.conversions.p2v.p2v_source import MIB, LoopDisk, SshServer, detach, make_source_network
 from xenweb.appliance.sshkeys import P2V_IDENTITY, P2V_TRUST
 from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job

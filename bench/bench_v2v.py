@@ -22,6 +22,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 
 from bench.stats import quiet_start
+from conversions.v2v.import_job import run_import
+from conversions.v2v.services import start_import
+from conversions.v2v.sources import import_root
 from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import domains
@@ -29,9 +32,6 @@ from lab.daemons import lab_down, lab_up
 from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool
-from storage.v2v.import_job import run_import
-from storage.v2v.services import start_import
-from storage.v2v.sources import import_root
 from xenweb.jobs.runner import run_job
 
 SIZE = 4 * 1024**3
@@ -61,8 +61,8 @@ def _export_rounds(host: Any, pool: Pool, area: Path, user: Any) -> dict[str, An
     """XVA export of a guest with the same disk (raw volume) against `qemu-img convert
     -O raw` of that volume, medians of ROUNDS alternating rounds. Goal: export / qemu-img
     >= 0.7."""
-    from storage.v2v.export_job import export_file, run_export
-    from storage.v2v.services import start_export
+    from conversions.v2v.export_job import export_file, run_export
+    from conversions.v2v.services import start_export
 
     job = start_import({"source": f"{area.name}/disk.vmdk", "host": host.pk,
                         "pool": pool.pk, "format": "raw",

@@ -148,7 +148,7 @@ class CreateGuestSerializer(serializers.Serializer):
         return name
 
 
-def _targets(domain_type: str, os_type: str) -> tuple[str, str, str]:
+def disk_targets(domain_type: str, os_type: str) -> tuple[str, str, str]:
     """(disk prefix, disk bus, cdrom bus) for the driver and guest type."""
     if os_type != dx.HVM:  # PV and PVH exist only on Xen (or the demo pretending to be)
         return ("xvd", "xen", "xen")
@@ -194,7 +194,7 @@ def plan(data: dict[str, Any]) -> tuple[Host, dx.DomainSpec, list[dict[str, Any]
         raise GuestError(str(exc)) from exc
     if Guest.objects.filter(host=host, name=data["name"]).exists():
         raise GuestError(f"Host '{host}' has a guest named '{data['name']}' already.")
-    prefix, bus, cdrom_bus = _targets(domain_type, os_type)
+    prefix, bus, cdrom_bus = disk_targets(domain_type, os_type)
     disks, to_create = [], []
     letters = iter("abcdefghijklmnopqrstuvwxyz")
     for number, request in enumerate(data["disks"]):
@@ -267,7 +267,7 @@ def create(data: dict[str, Any], *, user: Any, request: Any = None) -> Guest:
             info = create_volume(host.uri, volume["pool"], volume["name"], volume["capacity"],
                                  volume["format"], allow_insecure=host.is_lab)
             made.append(info.path)
-            _prefix, bus, _cd = _targets(spec.domain_type, spec.os_type)
+            _prefix, bus, _cd = disk_targets(spec.domain_type, spec.os_type)
             disks.append(dx.DiskSpec(source=info.path, target=volume["target"], bus=bus,
                                      format=volume["format"]))
         spec = dx.DomainSpec(**{**spec.__dict__, "disks": tuple(sorted(

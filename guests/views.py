@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST, require_safe
 from guests import boot, devices, services
 from guests.create import TYPES, CreateGuestSerializer, create
 from guests.errors import GuestError
+from guests.export_formats import EXPORT_FORMATS
 from guests.lifecycle import ALLOWED, DOM0_FORBIDDEN
 from guests.models import Guest
 from guests.snapshot_views import snapshot_context
@@ -21,7 +22,6 @@ from hosts.metrics import GUEST_CHARTS, chart_context
 from hosts.models import Host
 from storage.iso_library import iso_images
 from storage.models import Pool, Volume
-from storage.v2v.export_job import FORMAT_LABELS as EXPORT_FORMATS
 from xenweb.jobs.models import Job
 from xenweb.jobs.visibility import can_view, visible_jobs
 

@@ -3,7 +3,7 @@
 Every call goes through `prlimit` (CPU seconds and address space), so a hostile image
 that makes qemu-img loop or balloon (a huge L1 or refcount table, a snapshot table that
 claims gigabytes) is stopped by the kernel, not by luck. Uploads (storage.images) and
-conversions (storage.v2v.qemu) both run it from here, with an explicit format.
+V2V conversions (conversions.v2v.qemu) both run it from here, with an explicit format.
 """
 
 from __future__ import annotations

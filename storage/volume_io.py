@@ -6,7 +6,7 @@ The appliance usually serves the volumes of the dom0 it runs on. Sending their b
 through libvirtd as well costs another process and two more copies of every byte on the
 same CPUs (measured on the 2-core lab machine: uploads at 0.42 of `virsh vol-upload`'s
 throughput, downloads at 0.52). V2V imports already let qemu-img write such volume files
-(storage.v2v.import_job). libvirt still creates, sizes and deletes the volumes and
+(conversions.v2v.import_job). libvirt still creates, sizes and deletes the volumes and
 refreshes the pools: only the bytes take the short way. ``XENWEB_VOLUME_IO=libvirt``
 sends them through libvirt everywhere.
 

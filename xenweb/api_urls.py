@@ -1,6 +1,8 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from conversions.p2v.api import P2VInventoryView, P2VPublicKeyView, P2VStartView
+from conversions.v2v.api import ExportViewSet, GuestExportViewSet, ImportViewSet
 from guests.api import GuestViewSet
 from guests.migration_api import (
     ConflictSetViewSet,
@@ -11,8 +13,6 @@ from hosts.api import HostViewSet
 from hosts.metrics_api import GuestMetricsViewSet, HostMetricsViewSet
 from storage.api import VolumeViewSet
 from storage.api_pools import PoolViewSet
-from storage.p2v.api import P2VInventoryView, P2VPublicKeyView, P2VStartView
-from storage.v2v.api import ExportViewSet, GuestExportViewSet, ImportViewSet
 from xenweb.accounts.api import MeView
 from xenweb.appliance.api import SshKeyView
 from xenweb.audit.api import AuditViewSet

@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "hosts",
     "guests",
     "storage",
+    "conversions",
     "dashboard",
     "wizard",
 ]
@@ -186,7 +187,7 @@ CACHES = {
 }
 
 # A P2V login password waits this long (sealed, in the cache's Redis database) for the
-# worker that runs its job; see storage/p2v/handoff.py.
+# worker that runs its job; see conversions/p2v/handoff.py.
 P2V_PASSWORD_REDIS_URL = _redis_db(2)
 P2V_PASSWORD_TTL = env.int("XENWEB_P2V_PASSWORD_TTL", default=300)
 

@@ -37,7 +37,7 @@ SHOW = """
 import json, django
 django.setup()
 from django.conf import settings as s
-from storage.p2v.handoff import redis_key
+from conversions.p2v.handoff import redis_key
 print(json.dumps({
     "queue": s.CELERY_TASK_DEFAULT_QUEUE,
     "kombu": s.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"],

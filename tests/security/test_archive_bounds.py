@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from storage.v2v.archives import MAX_PAX_HEADER
-from storage.v2v.xva import MAX_CHECKSUM
+from conversions.v2v.archives import MAX_PAX_HEADER
+from conversions.v2v.xva import MAX_CHECKSUM
+from tests.conversions.v2v.ova_maker import ovf_text
+from tests.conversions.v2v.xva_maker import ova_xml
 from tests.security import hostile
-from tests.storage.v2v.ova_maker import ovf_text
-from tests.storage.v2v.xva_maker import ova_xml
 
 pytestmark = pytest.mark.django_db
 MIB = hostile.MIB
@@ -129,9 +129,9 @@ def test_a_huge_xva_checksum_member_is_refused_unread(operator_client: Client, a
                                                       settings: Any) -> None:
     """64 MiB of zeros as a chunk's checksum: a few KiB of .xva.gz. The import refuses it
     from its header, never reading it (inspect reads only ova.xml; the job rebuilds)."""
-    from storage.v2v.inspect import inspect as inspect_source
-    from storage.v2v.proposal import ImportRefused
-    from storage.v2v.xva import rebuild_disk
+    from conversions.v2v.inspect import inspect as inspect_source
+    from conversions.v2v.proposal import ImportRefused
+    from conversions.v2v.xva import rebuild_disk
 
     path = _xva(area / "a.xva.gz", iter([
         _xml(), _member("Ref:20/00000000", MIB), _member("Ref:20/00000000.xxhash", 64 * MIB)]))
@@ -143,9 +143,9 @@ def test_a_huge_xva_checksum_member_is_refused_unread(operator_client: Client, a
 
 
 def test_a_huge_checksum_of_another_disk_is_refused_too(area: Path) -> None:
-    from storage.v2v.inspect import inspect as inspect_source
-    from storage.v2v.proposal import ImportRefused
-    from storage.v2v.xva import rebuild_disk
+    from conversions.v2v.inspect import inspect as inspect_source
+    from conversions.v2v.proposal import ImportRefused
+    from conversions.v2v.xva import rebuild_disk
 
     path = _xva(area / "b.xva.gz", iter([
         _xml(), _member("Ref:99/00000000", MIB), _member("Ref:99/00000000.checksum", 32 * MIB),
@@ -233,9 +233,9 @@ def test_hostile_ova_members_are_refused(operator_client: Client, area: Path,
 ])
 def test_hostile_xva_members_are_refused(area: Path, member: tuple[tarfile.TarInfo, bytes]) \
         -> None:
-    from storage.v2v.inspect import inspect as inspect_source
-    from storage.v2v.proposal import ImportRefused
-    from storage.v2v.xva import rebuild_disk
+    from conversions.v2v.inspect import inspect as inspect_source
+    from conversions.v2v.proposal import ImportRefused
+    from conversions.v2v.xva import rebuild_disk
 
     data = ova_xml("x", [MIB])
     (area / "h.xva").write_bytes(hostile.tar_bytes([hostile.regular("ova.xml", data), member]))

@@ -125,7 +125,7 @@ def test_the_check_accepts_clean_images(tmp_path: Path) -> None:
 
 
 def test_the_upload_check_runs_qemu_img_only_through_the_bounded_wrapper() -> None:
-    from storage.v2v import qemu
+    from conversions.v2v import qemu
 
     source = Path(images.__file__).read_text()
     assert "subprocess" not in source and "info_json" in source

@@ -6,7 +6,7 @@ Issue 18: C3 (P2V used the dom0 key on any address), H2 (one known_hosts for dom
 sources), L3 (malformed inventories gave 500).
 
 The tests at the end run a real sshd as the source in a network namespace of its own (as
-tests/storage/test_p2v_lab.py; they need root). Where a test needs DNS answers that no
+tests/conversions/p2v/test_p2v_lab.py; they need root). Where a test needs DNS answers that no
 resolver here gives (a name that resolves to a dom0, an answer that changes), it replaces
 ``socket.getaddrinfo`` and says so; where it shows that no connection was made to an
 address that is not this machine's, it records the calls of the one function that would
@@ -28,13 +28,13 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from conversions.p2v import address as p2v_address
+from conversions.p2v import inventory as inv
+from conversions.p2v import ssh as p2v_ssh
+from conversions.p2v.ssh import P2VError, Source
 from hosts import services as host_services
 from hosts.models import Host
-from storage.p2v import address as p2v_address
-from storage.p2v import inventory as inv
-from storage.p2v import ssh as p2v_ssh
-from storage.p2v.ssh import P2VError, Source
-from tests.storage.p2v_source import (
+from tests.conversions.p2v.p2v_source import (
     IP,
     SSHD,
     NamespaceUnavailable,
@@ -46,7 +46,7 @@ from xenweb.appliance import sshkeys
 from xenweb.appliance.sshkeys import DOM0_IDENTITY, DOM0_TRUST, P2V_IDENTITY, P2V_TRUST
 from xenweb.audit.models import AuditRecord
 
-P2V_DIR = Path(__file__).resolve().parents[2] / "storage" / "p2v"
+P2V_DIR = Path(__file__).resolve().parents[2] / "conversions" / "p2v"
 
 
 def post(client: Client, path: str, data: dict[str, Any]) -> Any:
@@ -705,7 +705,7 @@ def test_a_source_sending_gigabytes_is_a_400(operator_client: Client, tmp_path: 
 def test_an_inventory_that_turns_malformed_before_the_job_runs_is_a_job_error(
         operator_client: Client, operator_user: Any, demo: Host, tmp_path: Path,
         source_net: SourceNetwork) -> None:
-    from storage.p2v import job as p2v_job
+    from conversions.p2v import job as p2v_job
     from xenweb.jobs.models import Job
     from xenweb.jobs.runner import run_job
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from storage.v2v.inspect import inspect
-from storage.v2v.proposal import ImportRefused
-from storage.v2v.vmdk import check_vmdk
-from tests.storage.v2v.conftest import MIB, area, make_vmdk, patterned_raw
+from conversions.v2v.inspect import inspect
+from conversions.v2v.proposal import ImportRefused
+from conversions.v2v.vmdk import check_vmdk
+from tests.conversions.v2v.conftest import MIB, area, make_vmdk, patterned_raw
 
 __all__ = ["area"]
 SIZE = 24 * MIB

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from conversions.tasks import export_task, import_task, p2v_task
 from guests.models import Guest
 from guests.tasks import guest_migrate, guest_restore, guest_save, guest_shutdown
 from hosts.models import Host
-from storage.tasks import clone_task, export_task, import_task, p2v_task, wipe_task
+from storage.tasks import clone_task, wipe_task
 from tests.conftest import logged_in
 from tests.security.test_job_access import new_job, post
 from xenweb.jobs.models import Job, JobState

@@ -7,7 +7,7 @@ Two of each, kept apart on purpose:
   the lab's dom0s); only administrators enrol hosts or re-pin their keys;
 - the P2V identity (``ssh/id_ed25519_p2v``) and ``ssh/known_hosts_p2v``: what P2V logs in
   with and the source keys it pinned. Operators start P2V, so nothing P2V does may touch
-  the dom0 key or the dom0 pins: ``storage.p2v`` is given only ``P2V_IDENTITY`` and
+  the dom0 key or the dom0 pins: ``conversions.p2v`` is given only ``P2V_IDENTITY`` and
   ``P2V_TRUST``.
 
 The module-level functions without a store argument (``ensure_keypair``, ``public_key``,

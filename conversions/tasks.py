@@ -1,0 +1,10 @@
+from conversions.p2v.job import p2v_body
+from conversions.v2v.export_job import run_export
+from conversions.v2v.import_job import run_import
+from xenweb.jobs.tasks_base import job_task
+
+# The names keep the "storage.tasks." prefix from before this app existed: job rows
+# (Job.task_name) and messages already queued name these tasks, and must still find them.
+import_task = job_task("storage.tasks.import_guest")(run_import)
+export_task = job_task("storage.tasks.export_guest")(run_export)
+p2v_task = job_task("storage.tasks.p2v")(p2v_body)

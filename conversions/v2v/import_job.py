@@ -1,0 +1,288 @@
+"""The import job: inspect again, convert every disk into a new volume, define the guest.
+
+Nothing is defined until every disk converted; on failure or cancel, every volume made
+so far and every scratch file are removed. Progress is bytes of virtual disk converted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conversions.v2v import qemu
+from conversions.v2v.inspect import inspect
+from conversions.v2v.proposal import ImportRefused, Proposal, ProposedDisk
+from conversions.v2v.sources import import_root, work_dir
+from guests.create import TYPES, disk_targets
+from guests.errors import GuestError
+from guests.models import Guest
+from guests.services import create_guest, random_mac
+from hosts.capabilities import CapabilityError, domain_type_for
+from hosts.models import Host
+from hosts.virt import VirtError
+from hosts.virt import domain_xml as dx
+from hosts.virt import volumes as virt
+from hosts.virt.pools import create_volume, delete_volume_by_path
+from storage import content
+from storage.access import is_boot_pool
+from storage.errors import ImageRefused
+from storage.images import check_file, check_libvirt_report
+from storage.models import Pool, Volume
+from storage.services import resync_pool
+from storage.transfers import CHUNK
+from xenweb.audit.services import record
+from xenweb.jobs.errors import JobCancelled, JobError
+from xenweb.jobs.models import Job
+from xenweb.jobs.progress import ProgressReporter
+
+FORMATS = ("raw", "qcow2")
+
+
+@dataclass
+class ImportPlan:
+    """The checked request: where the guest goes and how it looks."""
+
+    host: Host
+    pool: Pool
+    format: str
+    name: str
+    os_type: str
+    vcpus: int
+    memory_mib: int
+    nics: list[dict[str, str]] = field(default_factory=list)
+
+
+def plan_import(proposal: Proposal, params: dict[str, Any]) -> ImportPlan:
+    """Refuse (ImportRefused) what cannot be imported, before anything is created."""
+    host = Host.objects.filter(pk=params.get("host")).first()
+    if host is None:
+        raise ImportRefused(f"There is no host with id {params.get('host')}.")
+    pool = Pool.objects.filter(pk=params.get("pool"), host=host).first()
+    if pool is None:
+        raise ImportRefused(f"Pool {params.get('pool')} is not on host '{host}'.")
+    if not pool.active:
+        raise ImportRefused(f"Pool '{pool.name}' is not active: start it first.")
+    if is_boot_pool(pool):
+        raise ImportRefused(f"Pool '{pool.name}' serves the boot files directory of host "
+                            f"'{host}': it holds no disks.")
+    fmt = params.get("format", "qcow2")
+    if fmt not in FORMATS:
+        raise ImportRefused(f"Volumes are created as raw or qcow2, not '{fmt}'.")
+    name = params.get("name") or proposal.name
+    name = "".join(c if c.isalnum() or c in "_.+-" else "-" for c in name).strip("-.+_")[:64]
+    if not dx.NAME_RE.match(name or ""):
+        raise ImportRefused("Give the guest a name: letters, digits and _ . + - (1 to 64).")
+    if Guest.objects.filter(host=host, name=name).exists():
+        raise ImportRefused(f"Host '{host}' has a guest named '{name}' already.")
+    os_type = TYPES.get(params.get("type") or proposal.type)
+    if os_type is None:
+        raise ImportRefused(f"Unknown guest type '{params.get('type')}': use hvm or pv.")
+    vcpus = int(params.get("vcpus") or proposal.vcpus)
+    memory = int(params.get("memory_mib") or proposal.memory_mib)
+    if not 1 <= vcpus <= 512 or not 16 <= memory <= 16 * 1024 * 1024:
+        raise ImportRefused("vCPUs must be 1 to 512 and memory 16 MiB to 16 TiB.")
+    needed = sum(d.virtual_size for d in proposal.images)
+    if pool.available and fmt == "raw" and needed > pool.available:
+        raise ImportRefused(f"Pool '{pool.name}' has {pool.available} bytes free; the disks "
+                            f"need up to {needed}.")
+    mapping = params.get("nics") or []
+    default = {k: params[k] for k in ("bridge", "network") if params.get(k)} or \
+        {"network": "default"}
+    nics = []
+    for index, nic in enumerate(proposal.nics):
+        target = mapping[index] if index < len(mapping) and mapping[index] else default
+        mac = nic.mac if nic.mac and params.get("keep_macs", True) else random_mac()
+        nics.append({"mac": mac, **{k: v for k, v in target.items() if k in ("bridge",
+                                                                             "network")}})
+    return ImportPlan(host=host, pool=pool, format=fmt, name=name, os_type=os_type,
+                      vcpus=vcpus, memory_mib=memory, nics=nics)
+
+
+def _reachable(host: Host, path: str) -> bool:
+    """Whether this machine writes the volume's file itself (local and lab hosts)."""
+    from urllib.parse import urlsplit
+
+    local = host.is_lab or not urlsplit(host.uri).hostname
+    return local and not host.in_process_only and os.path.isfile(path)
+
+
+@contextlib.contextmanager
+def _source_image(proposal: Proposal, disk: ProposedDisk,
+                  on_progress: Any) -> Iterator[qemu.Image]:
+    """What qemu-img reads for a disk; XVA disks are first rebuilt into a scratch file."""
+    root = import_root()
+    if proposal.kind == "xva":
+        from conversions.v2v.xva import rebuild_disk
+
+        scratch = work_dir() / f"xva-{uuid.uuid4().hex}.raw"
+        try:
+            rebuild_disk(root / proposal.source, disk, scratch, on_progress)
+            yield qemu.Image(str(scratch), "raw")
+        finally:
+            scratch.unlink(missing_ok=True)
+        return
+    if disk.member and disk.compression == "gzip":
+        from conversions.v2v.ova import unpack_member
+
+        scratch = work_dir() / f"ova-{uuid.uuid4().hex}.{disk.format}"
+        try:
+            unpack_member(root / proposal.source, proposal.extra["members"][disk.member],
+                          disk, scratch, on_progress)
+            yield qemu.Image(str(scratch), disk.format)
+        finally:
+            scratch.unlink(missing_ok=True)
+        return
+    if disk.member:
+        ova = root / proposal.source
+        yield qemu.Image(str(ova), disk.format, offset=int(proposal.extra["members"][
+            disk.member]["offset"]), size=int(proposal.extra["members"][disk.member]["size"]))
+        return
+    yield qemu.Image(str(root / disk.path), disk.format)
+
+
+def _verify_manifest(proposal: Proposal, reporter: ProgressReporter) -> None:
+    from conversions.v2v.ova import verify_digests
+
+    checked = 0
+
+    def counted(size: int) -> None:
+        nonlocal checked
+        checked += size
+        reporter.update(0, message=f"Verifying the manifest checksums ({checked} bytes)")
+
+    verify_digests(import_root() / proposal.source, proposal, counted)
+
+
+def _upload_file(host: Host, volume_path: str, scratch: Path) -> None:
+    """Stream a converted scratch file into a volume on a host this machine cannot write."""
+    with virt.VolumeUpload(host.uri, volume_path, sparse=True,
+                           allow_insecure=host.is_lab) as upload, open(scratch, "rb") as f:
+        while chunk := f.read(CHUNK):
+            upload.write(chunk)
+
+
+def _convert(plan: ImportPlan, image: qemu.Image, disk: ProposedDisk, volume_path: str,
+             on_progress: Any) -> None:
+    if _reachable(plan.host, volume_path):
+        qemu.convert(image, volume_path, plan.format, virtual_size=disk.virtual_size,
+                     existing=True, on_progress=on_progress)
+        return
+    scratch = work_dir() / f"out-{uuid.uuid4().hex}.{plan.format}"
+    try:
+        qemu.convert(image, str(scratch), plan.format, virtual_size=disk.virtual_size,
+                     existing=False, on_progress=on_progress)
+        _upload_file(plan.host, volume_path, scratch)
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def _check_output(plan: ImportPlan, volume: Volume) -> None:
+    """The converted volume as a whole, before anything may use it (storage.content)."""
+    try:
+        if _reachable(plan.host, volume.path):
+            check_file(volume.path, plan.format)
+        reported, backing = virt.content_report(plan.host.uri, volume.path,
+                                                allow_insecure=plan.host.is_lab)
+        check_libvirt_report(plan.format, reported, backing)
+    except ImageRefused as exc:
+        raise ImportRefused(f"The converted disk was refused: {exc}") from exc
+    content.mark_ready(volume)
+
+
+def _spec(plan: ImportPlan, proposal: Proposal, volumes: list[str]) -> dx.DomainSpec:
+    try:
+        domain_type = domain_type_for(plan.host, plan.os_type)
+    except CapabilityError as exc:
+        raise ImportRefused(str(exc)) from exc
+    prefix, bus, _cdrom_bus = disk_targets(domain_type, plan.os_type)
+    disks = tuple(dx.DiskSpec(source=path, target=f"{prefix}{chr(ord('a') + i)}", bus=bus,
+                              format=plan.format) for i, path in enumerate(volumes))
+    nics = tuple(dx.NicSpec(mac=n["mac"], bridge=n.get("bridge", ""),
+                            network=n.get("network", "")) for n in plan.nics)
+    spec = dx.DomainSpec(
+        name=plan.name, domain_type=domain_type, os_type=plan.os_type,
+        memory_mib=plan.memory_mib, vcpus=plan.vcpus, disks=disks, nics=nics, vnc=True,
+        description=proposal.description[:1000],
+        bootloader="pygrub" if plan.os_type == dx.PV else "",
+        firmware=proposal.firmware if plan.os_type == dx.HVM else "bios")
+    try:
+        dx.validate(spec)
+    except dx.SpecError as exc:
+        raise ImportRefused(str(exc)) from exc
+    return spec
+
+
+def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
+    params = job.params
+    reporter.configure(cancellable=True)
+    made: list[str] = []
+    plan: ImportPlan | None = None
+    try:
+        reporter.update(0, message=f"Inspecting {params['source']}", force=True)
+        proposal = inspect(params["source"])
+        plan = plan_import(proposal, params)
+        total = sum(d.virtual_size for d in proposal.images) or 1
+        reporter.update(0, total=total, unit=Job.Unit.BYTES, force=True)
+        if proposal.kind == "ova":
+            _verify_manifest(proposal, reporter)
+        done = 0
+        for number, disk in enumerate(proposal.images):
+            ext = "img" if plan.format == "raw" else "qcow2"
+            info = create_volume(plan.host.uri, plan.pool.name,
+                                 f"{plan.name}-disk{number}.{ext}", max(disk.virtual_size,
+                                                                        512),
+                                 plan.format, allow_insecure=plan.host.is_lab)
+            made.append(info.path)
+            output = content.store(plan.pool, info)
+            content.mark_writing(output, job)
+            message = f"Converting disk {number + 1} of {len(proposal.images)}"
+
+            def progress(fraction: float, base: int = done, size: int = disk.virtual_size,
+                         message: str = message) -> None:
+                reporter.update(base + int(fraction * size), message=message)
+
+            # An XVA disk is rebuilt (a gzipped OVA disk unpacked) first, for half of its
+            # share, then converted.
+            staged = proposal.kind == "xva" or disk.compression == "gzip"
+            with _source_image(proposal, disk, lambda f: progress(f / 2)) as image:
+                reporter.update(done, message=message, force=True)
+                _convert(plan, image, disk, info.path,
+                         (lambda f: progress(0.5 + f / 2)) if staged else progress)
+            _check_output(plan, output)
+            done += disk.virtual_size
+            reporter.update(done, message=message, force=True)
+        reporter.update(done, message="Defining the guest", force=True)
+        spec = _spec(plan, proposal, made)
+        guest = create_guest(spec, host=plan.host, user=job.owner)
+    except (ImportRefused, VirtError, GuestError, JobCancelled, JobError, OSError) as exc:
+        _discard(plan, made)
+        cancelled = isinstance(exc, JobCancelled)
+        record("guest.import", user=job.owner, target=job, result="failed",
+               message="cancelled" if cancelled else str(exc), source=params.get("source"))
+        if cancelled or isinstance(exc, JobError):
+            raise
+        raise JobError(f"{exc} Nothing of the import was kept.") from exc
+    except BaseException:
+        _discard(plan, made)
+        raise
+    resync_pool(plan.pool)
+    record("guest.import", user=job.owner, target=guest, source=params["source"],
+           disks=len(made), format=plan.format)
+    return {"guest": guest.pk, "name": guest.name, "volumes": made,
+            "warnings": proposal.warnings}
+
+
+def _discard(plan: ImportPlan | None, made: list[str]) -> None:
+    if plan is None:
+        return
+    for path in made:
+        try:
+            delete_volume_by_path(plan.host.uri, path, allow_insecure=plan.host.is_lab)
+        except VirtError:
+            pass
+    resync_pool(plan.pool)

@@ -1,0 +1,58 @@
+"""Starting an import: check the request against a fresh inspection, then enqueue the job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conversions.v2v.import_job import plan_import
+from conversions.v2v.inspect import inspect
+from conversions.v2v.proposal import ImportRefused, Proposal
+from xenweb.audit.services import record
+from xenweb.jobs.models import Job
+from xenweb.jobs.services import start_job
+
+
+def inspect_source(source: str, *, user: Any, request: Any = None) -> Proposal:
+    try:
+        return inspect(source)
+    except ImportRefused as exc:
+        record("import.inspect", user=user, request=request, target_type="import",
+               target_label=str(source)[:200], result="failed", message=str(exc))
+        raise
+
+
+def start_import(params: dict[str, Any], *, user: Any, request: Any = None) -> Job:
+    """Refuse what can be refused now (unsafe source, bad target); else a queued job."""
+    source = params["source"]
+    try:
+        proposal = inspect(source)
+        plan = plan_import(proposal, params)
+    except ImportRefused as exc:
+        record("guest.import", user=user, request=request, target_type="import",
+               target_label=str(source)[:200], result="failed", message=str(exc))
+        raise
+    from conversions.tasks import import_task
+
+    total = sum(d.virtual_size for d in proposal.images)
+    return start_job(import_task, kind="guest.import", owner=user,
+                     title=f"Import {source} as {plan.name}", target=plan.pool,
+                     params={**params, "name": plan.name}, unit=Job.Unit.BYTES,
+                     total=total or None, request=request)
+
+
+def start_export(guest: Any, *, fmt: str, compress: str = "", disk: int = 0, user: Any,
+                 request: Any = None) -> Job:
+    from conversions.v2v.export_job import check_export
+
+    try:
+        check_export(guest, fmt, disk)
+    except ImportRefused as exc:
+        record("guest.export", user=user, request=request, target=guest, result="failed",
+               message=str(exc), format=fmt)
+        raise
+    from conversions.tasks import export_task
+
+    return start_job(export_task, kind="guest.export", owner=user,
+                     title=f"Export {guest.name} as {fmt}", target=guest,
+                     params={"format": fmt, "compress": compress, "disk": disk},
+                     unit=Job.Unit.BYTES, request=request)
