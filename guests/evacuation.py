@@ -25,6 +25,7 @@ from xenweb.jobs.runner import run_job
 from xenweb.jobs.services import start_job
 
 EVACUATE_KIND = "host.evacuate"
+EVACUATE_TASK = "guests.tasks.evacuate"
 MOVABLE_STATES = ("running", "blocked", "paused")
 
 
@@ -48,13 +49,12 @@ def evacuate_host(host: Host, *, maintenance: bool = True, user: Any,
                                                                     JobState.RUNNING)).first()
     if running is not None:
         raise JobError(f"{host} is being evacuated already (job #{running.pk}).")
-    from guests.tasks import host_evacuate
     from hosts.services import set_maintenance
 
     if maintenance and host.state != Host.State.MAINTENANCE:
         set_maintenance(host, True, user=user, request=request)
     record("host.evacuate", user=user, request=request, target=host)
-    return start_job(host_evacuate, kind=EVACUATE_KIND, owner=user, title=f"Evacuate {host}",
+    return start_job(EVACUATE_TASK, kind=EVACUATE_KIND, owner=user, title=f"Evacuate {host}",
                      target=host, params={"maintenance": maintenance}, request=request,
                      in_process=host.in_process_only)
 

@@ -13,6 +13,7 @@ from xenweb.jobs.models import Job
 from xenweb.jobs.services import start_job
 
 MIGRATE_KIND = "guest.migrate"
+MIGRATE_TASK = "guests.tasks.migrate"
 MODES = ("live", "paused", "offline", "cold")
 
 
@@ -34,12 +35,11 @@ def request_migration(
         record("guest.migrate", user=user, request=request, target=guest, result="refused",
                message=checks.summary(), host=target.name)
         raise MigrationBlocked(checks)
-    from guests.tasks import guest_migrate
 
     params = {"target": target.pk, "mode": mode, "block_copy": block_copy,
               **{key: value for key, value in tuning.items() if value is not None}}
     record("guest.migrate", user=user, request=request, target=guest, host=target.name,
            mode=mode)
-    return start_job(guest_migrate, kind=MIGRATE_KIND, owner=user,
+    return start_job(MIGRATE_TASK, kind=MIGRATE_KIND, owner=user,
                      title=f"Migrate {guest} to {target} ({mode})", target=guest,
                      params=params, request=request, in_process=guest.host.in_process_only)

@@ -21,6 +21,10 @@ from xenweb.jobs.models import Job
 from xenweb.jobs.services import start_job
 
 XEN_OUI = "00:16:3e"
+# The actions that run as jobs, and their tasks (guests/tasks.py registers them by these names).
+SLOW_ACTION_TASKS = {"shutdown": "guests.tasks.shutdown", "save": "guests.tasks.save",
+                     "restore": "guests.tasks.restore",
+                     "managedsave": "guests.tasks.managed_save"}
 
 
 def random_mac() -> str:
@@ -52,9 +56,7 @@ def request_action(
             record(f"guest.{action}", user=user, request=request, target=guest,
                    result="refused", message=str(exc), **params)
             raise
-        from guests.tasks import SLOW_TASKS
-
-        return start_job(SLOW_TASKS[action], kind=f"guest.{action}", owner=user,
+        return start_job(SLOW_ACTION_TASKS[action], kind=f"guest.{action}", owner=user,
                          title=f"{action.capitalize()} {guest}", target=guest,
                          params=params, request=request,
                          in_process=guest.host.in_process_only)

@@ -119,9 +119,7 @@ def _refused(action: str, guest: Guest, exc: Exception, user: Any, request: Any,
 
 def _job(guest: Guest, action: str, title: str, params: dict[str, Any], user: Any,
          request: Any) -> Job:
-    from guests.tasks import SNAPSHOT_TASKS
-
-    return start_job(SNAPSHOT_TASKS[action], kind=f"guest.snapshot.{action}", owner=user,
+    return start_job(f"guests.tasks.snapshot_{action}", kind=f"guest.snapshot.{action}", owner=user,
                      title=title, target=guest, params=params, request=request,
                      in_process=guest.host.in_process_only)
 

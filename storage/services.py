@@ -180,9 +180,8 @@ def start_clone(volume: Volume, new_name: str, *, user: Any = None,
     content.refuse_unusable(volume, "cloned")
     access.check_not_link(volume, "copy")
     check_name(volume.pool, new_name)
-    from storage.tasks import clone_task
 
-    return start_job(clone_task, kind="volume.clone", owner=user,
+    return start_job("storage.tasks.clone", kind="volume.clone", owner=user,
                      title=f"Clone {volume.name} as {new_name}", target=volume,
                      params={"name": new_name}, total=_copy_size(volume), unit=Job.Unit.BYTES,
                      request=request, in_process=volume.pool.host.in_process_only)
@@ -193,9 +192,8 @@ def start_wipe(volume: Volume, *, user: Any = None, request: Any = None) -> Job:
     check_idle(volume, "wipe")
     check_not_save_image(volume, "wiped")
     access.check_not_link(volume, "wipe")
-    from storage.tasks import wipe_task
 
     # No total: libvirt reports no progress for a wipe, so none is shown (not a fake one).
-    return start_job(wipe_task, kind="volume.wipe", owner=user, title=f"Wipe {volume.name}",
-                     target=volume, total=None, unit=Job.Unit.BYTES,
+    return start_job("storage.tasks.wipe", kind="volume.wipe", owner=user,
+                     title=f"Wipe {volume.name}", target=volume, total=None, unit=Job.Unit.BYTES,
                      request=request, in_process=volume.pool.host.in_process_only)

@@ -49,6 +49,7 @@ from xenweb.jobs.progress import ProgressReporter
 from xenweb.jobs.services import start_job
 
 KIND = "p2v"
+P2V_TASK = "storage.tasks.p2v"  # the name it had before conversions/ (stored in job rows)
 MIB = 1024 * 1024
 
 
@@ -186,10 +187,9 @@ def _params(request: Request, disks: list[dict[str, Any]]) -> dict[str, Any]:
 def _create_job(request: Request, params: dict[str, Any], needed: int, *, user: Any,
                 http_request: Any, enqueue: bool) -> Job:
     """The job row, its password handed over, queued once both are in place (on commit)."""
-    from conversions.tasks import p2v_task
 
     with transaction.atomic():
-        job = start_job(p2v_task, kind=KIND, owner=user, title=f"P2V {request.source.address} "
+        job = start_job(P2V_TASK, kind=KIND, owner=user, title=f"P2V {request.source.address} "
                         f"→ {request.name}", params=params, unit=Job.Unit.BYTES, total=needed,
                         request=http_request, in_process=request.host.in_process_only,
                         enqueue=enqueue)

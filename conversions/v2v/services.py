@@ -11,6 +11,10 @@ from xenweb.audit.services import record
 from xenweb.jobs.models import Job
 from xenweb.jobs.services import start_job
 
+# Their names from before the conversions app existed (job rows and queued messages name them).
+IMPORT_TASK = "storage.tasks.import_guest"
+EXPORT_TASK = "storage.tasks.export_guest"
+
 
 def inspect_source(source: str, *, user: Any, request: Any = None) -> Proposal:
     try:
@@ -31,10 +35,9 @@ def start_import(params: dict[str, Any], *, user: Any, request: Any = None) -> J
         record("guest.import", user=user, request=request, target_type="import",
                target_label=str(source)[:200], result="failed", message=str(exc))
         raise
-    from conversions.tasks import import_task
 
     total = sum(d.virtual_size for d in proposal.images)
-    return start_job(import_task, kind="guest.import", owner=user,
+    return start_job(IMPORT_TASK, kind="guest.import", owner=user,
                      title=f"Import {source} as {plan.name}", target=plan.pool,
                      params={**params, "name": plan.name}, unit=Job.Unit.BYTES,
                      total=total or None, request=request)
@@ -50,9 +53,8 @@ def start_export(guest: Any, *, fmt: str, compress: str = "", disk: int = 0, use
         record("guest.export", user=user, request=request, target=guest, result="failed",
                message=str(exc), format=fmt)
         raise
-    from conversions.tasks import export_task
 
-    return start_job(export_task, kind="guest.export", owner=user,
+    return start_job(EXPORT_TASK, kind="guest.export", owner=user,
                      title=f"Export {guest.name} as {fmt}", target=guest,
                      params={"format": fmt, "compress": compress, "disk": disk},
                      unit=Job.Unit.BYTES, request=request)

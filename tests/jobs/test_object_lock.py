@@ -150,7 +150,7 @@ def migrate(guest: Guest, target: Host, user: Any) -> Callable[[], Outcome]:
     """What request_migration does once the preflight passed (guests.migration_service)."""
     def side() -> Outcome:
         try:
-            job = services.start_job(guest_migrate, kind="guest.migrate", owner=user,
+            job = services.start_job(guest_migrate.name, kind="guest.migrate", owner=user,
                                      title=f"Migrate {guest} to {target} (cold)",
                                      target=guest, params={"target": target.pk,
                                                            "mode": "cold"},

@@ -109,7 +109,7 @@ def test_cancel_a_running_job(live_worker: CeleryWorker, admin_client_tx: Client
 
 def test_cancel_a_queued_job_never_runs_it(admin_client_tx: Client) -> None:
     # No worker consumes this queue: the job stays queued until cancelled.
-    job = services.start_job(selftest, kind="selftest", owner=None, queue="xenweb-test-idle",
+    job = services.start_job(selftest.name, kind="selftest", owner=None, queue="xenweb-test-idle",
                              params={"steps": 1})
     response = admin_client_tx.post(f"/api/v1/jobs/{job.pk}/cancel/")
     assert response.status_code == 200 and response.json()["state"] == "cancelled"
@@ -125,7 +125,7 @@ def test_cancel_a_queued_job_never_runs_it(admin_client_tx: Client) -> None:
 def long_job_on_own_worker(queue: str) -> tuple[CeleryWorker, Job]:
     """A worker of its own (so killing it spares the shared one) running a long job."""
     worker = CeleryWorker(queue=queue, concurrency=1)
-    job = services.start_job(selftest, kind="selftest", owner=None, queue=queue,
+    job = services.start_job(selftest.name, kind="selftest", owner=None, queue=queue,
                              params={"steps": 1000, "step_seconds": 0.1})
     try:
         wait_for(lambda: Job.objects.get(pk=job.pk).done >= 1, 60, "the job to start")

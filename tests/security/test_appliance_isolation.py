@@ -162,7 +162,7 @@ def test_a_worker_of_another_appliance_never_takes_our_jobs(admin_user: Any) -> 
     apps = []
     try:
         params = {"steps": 1, "step_seconds": 0.0}
-        jobs = [services.start_job(selftest, kind="selftest", owner=admin_user, title=title,
+        jobs = [services.start_job(selftest.name, kind="selftest", owner=admin_user, title=title,
                                    params=params, total=1, enqueue=False)
                 for title in ("A", "B")]
         for job, prefix in zip(jobs, (a_prefix, b_prefix), strict=True):

@@ -53,7 +53,7 @@ def post(client: Client, path: str) -> Any:
 
 def new_job(task: Any, *, owner: Any, target: Any = None, params: dict | None = None,
             state: str = JobState.QUEUED, kind: str = "") -> Job:
-    job = services.start_job(task, kind=kind or task.name, owner=owner, target=target,
+    job = services.start_job(task.name, kind=kind or task.name, owner=owner, target=target,
                              params=params or {}, title=f"{task.name} test", enqueue=False)
     Job.objects.filter(pk=job.pk).update(state=state)
     job.refresh_from_db()

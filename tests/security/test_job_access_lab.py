@@ -29,7 +29,7 @@ def test_operator_retries_their_own_migration(hosts: tuple[Host, Host],  # noqa:
     guest = _make_guest(admin_client_tx, source)
     made.append(guest)
     operator = make_user("oscar-operator", OPERATOR)
-    failed = services.start_job(guest_migrate, kind="guest.migrate", owner=operator,
+    failed = services.start_job(guest_migrate.name, kind="guest.migrate", owner=operator,
                                 target=guest, params={"target": target.pk, "mode": "cold"},
                                 enqueue=False)
     Job.objects.filter(pk=failed.pk).update(state=JobState.FAILED)

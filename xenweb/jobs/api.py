@@ -89,7 +89,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         params = SelftestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         job = services.start_job(
-            selftest, kind="selftest", owner=request.user, title="Self-test",
+            selftest.name, kind="selftest", owner=request.user, title="Self-test",
             params=params.validated_data, total=params.validated_data["steps"], request=request,
         )
         return accepted(job)

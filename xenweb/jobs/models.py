@@ -118,10 +118,10 @@ class Job(models.Model):
     @property
     def can_retry(self) -> bool:
         """Failed or interrupted, and its task is safe to run again (see tasks_base)."""
-        from xenweb.jobs.tasks_base import RETRYABLE
+        from xenweb.jobs.registry import retry_rule
 
         return self.state in (JobState.FAILED, JobState.INTERRUPTED) and \
-            self.task_name in RETRYABLE
+            retry_rule(self.task_name) is not None
 
     @property
     def is_active(self) -> bool:

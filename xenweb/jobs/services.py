@@ -17,12 +17,13 @@ from xenweb.jobs import dispatch, locks
 from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.notify import notify_job
+from xenweb.jobs.registry import retry_rule, task_named
 from xenweb.jobs.runner import WORKER_LOST, mark_interrupted
 from xenweb.jobs.visibility import can_cancel, can_view
 
 
 def start_job(
-    task: Any,
+    task: str | None,
     *,
     kind: str,
     owner: Any,
@@ -36,7 +37,10 @@ def start_job(
     in_process: bool = False,
     enqueue: bool = True,
 ) -> Job:
-    """Create the job row and enqueue its task once the transaction commits.
+    """Create the job row and enqueue the task named `task` once the transaction commits.
+
+    `task` is a registered Celery task name (xenweb.jobs.registry); None makes a row for a
+    job that a running job drives itself (an evacuation's migrations).
 
     An exclusive job on a target another exclusive job holds is refused by the database
     (xenweb.jobs.locks): the target's busy refusal is raised and nothing is enqueued.
@@ -45,6 +49,8 @@ def start_job(
     `in_process` runs it in a thread of this process instead (the demo host, whose state
     only this process sees); without `enqueue` the caller runs it (a job's own sub-jobs).
     """
+    if task is not None:
+        task_named(task)  # an unknown name fails here, before any row exists
     task_id = str(uuid.uuid4())
     job = locks.create_job(
         target,
@@ -55,7 +61,7 @@ def start_job(
         unit=unit,
         total=total,
         celery_task_id=task_id,
-        task_name=getattr(task, "name", "") or "",
+        task_name=task or "",
         message="Waiting for a worker",
     )
     record("job.start", user=owner, request=request, target=job, kind=kind)
@@ -69,10 +75,10 @@ def start_job(
     return job
 
 
-def _run_here(task: Any, job_id: int, task_id: str) -> None:
+def _run_here(task: str, job_id: int, task_id: str) -> None:
     def run() -> None:
         try:
-            task.apply(args=[job_id], task_id=task_id)
+            task_named(task).apply(args=[job_id], task_id=task_id)
         finally:
             connection.close()  # the thread's own; nothing else would close it
 
@@ -135,16 +141,12 @@ def retry_job(job: Job, *, user: Any, request: Any = None) -> Job:
     A retry is the job's action again, by this user: it needs the permission that action
     needs and passes the action's own checks (Retry.restart), whoever started the job.
     Raises PermissionDenied (403) or JobError (409)."""
-    from celery import current_app
-
-    from xenweb.jobs.tasks_base import RETRYABLE
-
     if not can_view(user, job):
         raise PermissionDenied("You cannot see this job.")
     if job.state not in (JobState.FAILED, JobState.INTERRUPTED):
         raise JobError(f"Job #{job.pk} is {job.state}: only a failed or interrupted job can "
                        "be started again.")
-    rule = RETRYABLE.get(job.task_name)
+    rule = retry_rule(job.task_name)
     if rule is None:
         raise JobError(f"Job #{job.pk} ({job.kind}) is not safe to repeat automatically: "
                        "check its target and start the action again yourself.")
@@ -159,7 +161,7 @@ def retry_job(job: Job, *, user: Any, request: Any = None) -> Job:
         raise JobError(f"Job #{job.pk} ({job.kind}) has a target: start the action again "
                        "yourself.")
     else:
-        retried = start_job(current_app.tasks[job.task_name], kind=job.kind, owner=user,
+        retried = start_job(job.task_name, kind=job.kind, owner=user,
                             title=job.title, params=job.params, unit=job.unit,
                             total=job.total, request=request)
     record("job.retry", user=user, request=request, target=job, new_job=retried.pk)

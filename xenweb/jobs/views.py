@@ -67,7 +67,7 @@ def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
 @permission_required("jobs.add_job", raise_exception=True)
 def selftest_start(request: HttpRequest) -> HttpResponse:
     job = services.start_job(
-        selftest, kind="selftest", owner=request.user, title="Self-test",
+        selftest.name, kind="selftest", owner=request.user, title="Self-test",
         params={"steps": 20, "step_seconds": 0.5}, total=20, request=request,
     )
     return redirect(job)

@@ -68,9 +68,9 @@ def can_cancel(user: Any, job: Job) -> bool:
 
 def can_retry(user: Any, job: Job) -> bool:
     """Whether to offer "Start again": retry_job itself checks all of this again."""
-    from xenweb.jobs.tasks_base import RETRYABLE
+    from xenweb.jobs.registry import retry_rule
 
-    rule = RETRYABLE.get(job.task_name)
+    rule = retry_rule(job.task_name)
     return (job.can_retry and rule is not None and can_view(user, job)
             and user.has_perm("jobs.add_job") and user.has_perm(rule.permission))
 
