@@ -11,13 +11,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
 from guests import boot, devices, services
+from guests.charts import GUEST_CHARTS
 from guests.create import TYPES, CreateGuestSerializer, create
 from guests.errors import GuestError
 from guests.lifecycle import ALLOWED, DOM0_FORBIDDEN
 from guests.models import Guest
 from guests.snapshot_views import snapshot_context
 from hosts.capabilities import offered_types
-from hosts.metrics import GUEST_CHARTS, chart_context
+from hosts.charts import chart_context
 from hosts.models import Host
 from storage.iso_library import iso_images
 from storage.models import Pool, Volume

@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from hosts import bootfiles, services
+from hosts.charts import HOST_CHARTS, chart_context
 from hosts.forms import HostForm
-from hosts.metrics import HOST_CHARTS, chart_context
 from hosts.models import Host
 from hosts.virt import VirtError
 from xenweb.appliance.sshkeys import public_key

@@ -8,7 +8,7 @@ from guests.migration_api import (
     HostEvacuationViewSet,
 )
 from hosts.api import HostViewSet
-from hosts.metrics_api import GuestMetricsViewSet, HostMetricsViewSet
+from inventory.metrics_api import GuestMetricsViewSet, HostMetricsViewSet
 from storage.api import VolumeViewSet
 from storage.api_pools import PoolViewSet
 from storage.p2v.api import P2VInventoryView, P2VPublicKeyView, P2VStartView

@@ -16,10 +16,10 @@ from guests.models import Guest, GuestSample
 from hosts.lab.bootfiles import lab_boot_files
 from hosts.lab.register import register_lab_host
 from hosts.lab.tinyguest import tiny_guest_cmdline
-from hosts.metrics import prune, sample_all, sample_host
 from hosts.models import HostSample
 from hosts.virt import domains as virt
 from hosts.virt.stats import host_counters
+from inventory.metrics import prune, sample_all, sample_host
 
 pytestmark = pytest.mark.django_db
 
