@@ -20,6 +20,7 @@ from guests.snapshot_views import snapshot_context
 from hosts.capabilities import offered_types
 from hosts.charts import chart_context
 from hosts.models import Host
+from storage import bootfiles
 from storage.iso_library import iso_images
 from storage.models import Pool, Volume
 from storage.v2v.export_job import FORMAT_LABELS as EXPORT_FORMATS
@@ -199,10 +200,10 @@ def guest_create(request: HttpRequest) -> HttpResponse:
         "pools": Pool.objects.select_related("host").filter(active=True),
         "volumes": Volume.objects.select_related("pool__host").exclude(format="iso"),
         "isos": iso_images(),
-        "boot_files": boot.offered(),
+        "boot_files": bootfiles.offered(),
         "boot_volumes": Volume.objects.select_related("pool__host").filter(
             pool__active=True, format__in=("raw", "")).exclude(
-            pool__in=[pool for pool in map(boot.boot_pool, hosts) if pool]),
+            pool__in=[pool for pool in map(bootfiles.boot_pool, hosts) if pool]),
         "errors": errors, "post": request.POST,
     })
 

@@ -1,89 +1,10 @@
-"""A host's boot files directory: where operators' guest kernels and initrds come from.
+"""Moved to storage.bootfiles (the boot files directory is served as a storage pool).
 
-Only administrators set it (the API and the host page ask for hosts.change_host). The app
-serves the directory as a libvirt dir pool, so its files are listed by the host's own
-libvirtd and chosen by name (guests.boot checks each choice).
+Only the lab (hosts/lab/bootfiles.py, hosts/lab/xen/register.py, moving to lab/ on another
+branch) still imports this name: once it imports storage.bootfiles, delete this module,
+which is the one import of hosts from above it.
 """
 
-from __future__ import annotations
+from storage.bootfiles import refresh_boot_files, set_boot_files_dir
 
-import posixpath
-import re
-from typing import Any
-
-from hosts.models import Host
-from hosts.virt import VirtError
-from hosts.virt import bootfiles as virt
-from xenweb.audit.services import record
-
-DIR_RE = re.compile(r"^/[A-Za-z0-9._+~@/-]{1,1023}$")
-# Trees that hold the host's own secrets or kernel interfaces: never served, nor below.
-FORBIDDEN_TREES = ("/boot", "/dev", "/etc", "/proc", "/run", "/sys", "/var/run", "/var/log")
-# System directories themselves (a directory of its own below them is fine).
-FORBIDDEN_DIRS = ("/", "/root", "/home", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/var",
-                  "/var/lib", "/tmp", "/srv", "/opt", "/mnt", "/media")  # noqa: S108
-
-
-class BootFilesError(ValueError):
-    """A boot files directory that cannot be used; the message says why."""
-
-
-def check_directory(directory: str) -> str:
-    """An absolute, normalised directory of its own ('' clears)."""
-    directory = directory.strip()
-    if not directory:
-        return ""
-    directory = directory.rstrip("/") or "/"
-    if (not DIR_RE.match(directory) or posixpath.normpath(directory) != directory
-            or "/." in directory):
-        raise BootFilesError(
-            f"'{directory}' is not a usable directory: give an absolute path like "
-            "/var/lib/xen/boot (letters, digits, . _ + ~ @ -; no '..', no hidden parts).")
-    if directory in FORBIDDEN_DIRS or any(
-            directory == root or directory.startswith(root + "/") for root in FORBIDDEN_TREES):
-        raise BootFilesError(
-            f"'{directory}' holds the host's own files: give a directory of its own for "
-            "guest kernels and initrds, like /var/lib/xen/boot (dom0's /boot holds its own "
-            "initrd, which may carry keys).")
-    return directory
-
-
-def set_boot_files_dir(host: Host, directory: str, *, user: Any, request: Any = None) -> Host:
-    """Serve `directory` on the host as its boot files (a dir pool), or none ('')."""
-    from storage.inventory import reconcile_pools, store_pool
-
-    try:
-        directory = check_directory(directory)
-        if directory:
-            info = virt.ensure_boot_pool(host.uri, directory, allow_insecure=host.is_lab)
-        else:
-            virt.remove_boot_pool(host.uri, allow_insecure=host.is_lab)
-    except (BootFilesError, VirtError) as exc:
-        record("host.boot_files_dir", user=user, request=request, target=host,
-               result="failed", message=str(exc), directory=directory)
-        raise
-    host.boot_files_dir = directory
-    host.save(update_fields=["boot_files_dir", "updated_at"])
-    try:
-        reconcile_pools(host)  # also drops the app's pool for a former directory
-    except VirtError:
-        if directory:
-            store_pool(host, info)  # the periodic reconcile catches up with the rest
-    record("host.boot_files_dir", user=user, request=request, target=host,
-           directory=directory)
-    return host
-
-
-def refresh_boot_files(host: Host) -> list[str]:
-    """The directory's files, listed again on the host (files added or removed there since
-    are seen) and stored in the inventory; [] without a boot files directory."""
-    from guests.boot import boot_pool, offered
-    from hosts.virt.volumes import describe_pool
-    from storage.inventory import store_pool
-
-    pool = boot_pool(host)
-    if pool is None:
-        return []
-    store_pool(host, describe_pool(host.uri, pool.name, refresh=True,
-                                   allow_insecure=host.is_lab))
-    return list(offered(host).values_list("name", flat=True))
+__all__ = ["refresh_boot_files", "set_boot_files_dir"]

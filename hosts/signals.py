@@ -7,3 +7,7 @@ from django.dispatch import Signal
 # enrolment's answer shows them. A receiver may raise VirtError: the host stays enrolled
 # and the error becomes its last_error (the watcher and the periodic reconcile retry).
 host_enrolled = Signal()
+
+# Sent with ``host`` when the host's page is rendered; each receiver returns a dict of
+# template context to add: what the apps above hosts show there (storage: the boot files).
+host_page = Signal()

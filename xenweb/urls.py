@@ -1,13 +1,18 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+import guests.host_urls
+import hosts.urls
+import storage.host_urls
 from xenweb.audit.views import audit_list
 
 urlpatterns = [
     path("", include("dashboard.urls")),
     path("setup/", include("wizard.urls")),
     path("accounts/", include("xenweb.accounts.urls")),
-    path("hosts/", include("hosts.urls")),
+    # The hosts' pages, with those guests and storage add under a host (one namespace).
+    path("hosts/", include((hosts.urls.urlpatterns + guests.host_urls.urlpatterns
+                            + storage.host_urls.urlpatterns, "hosts"))),
     path("guests/", include("guests.urls")),
     path("storage/", include("storage.urls")),
     path("jobs/", include("xenweb.jobs.urls")),
