@@ -10,7 +10,7 @@ from django.conf import settings
 
 from guests.models import Guest
 from hosts.models import Host
-from hosts.virt import demo_uri
+from hosts.virt import VirtError, demo_uri
 from hosts.virt import domains as virt
 from inventory import monitor
 from inventory.reconcile import enrolling, reconcile_all
@@ -105,3 +105,38 @@ def test_a_worker_finds_both_beat_tasks_of_the_inventory() -> None:
     app.loader.import_default_modules()  # what a worker does at start (autodiscovery)
     for entry in settings.CELERY_BEAT_SCHEDULE.values():
         assert entry["task"] in app.tasks
+
+
+def test_enrolment_syncs_the_inventory_while_marked_as_enrolling(
+    admin_user: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hosts.services import enrol_host
+    from inventory import reconcile
+
+    seen: list[bool] = []
+
+    def sync(host: Host) -> None:
+        seen.append(reconcile.is_enrolling(host))
+        monitor.sync_inventory(host)
+
+    monkeypatch.setattr(reconcile, "sync_inventory", sync)
+    host = enrol_host(name="t", uri=URI, user=admin_user)
+    assert seen == [True]  # the beat reconcile would have left it alone meanwhile
+    assert not reconcile.is_enrolling(host)
+    assert host.guests.exists() and host.capabilities and host.last_error == ""
+
+
+def test_a_failed_first_sync_leaves_the_host_enrolled_with_the_error(
+    admin_user: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hosts.services import enrol_host
+    from inventory import reconcile
+
+    def sync(host: Host) -> None:
+        raise VirtError("the host went away")
+
+    monkeypatch.setattr(reconcile, "sync_inventory", sync)
+    host = enrol_host(name="t", uri=URI, user=admin_user)
+    assert host.last_error == "the host went away"
+    assert Host.objects.get(pk=host.pk).last_error == "the host went away"
+    assert not reconcile.is_enrolling(host)
