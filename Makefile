@@ -79,12 +79,12 @@ bench: deps
 
 lab: deps
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py lab up --register
+	$(PY) -m lab up --register
 
 XEN ?= 1
 xenlab: deps
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py lab up --xen $(XEN) --register
+	$(PY) -m lab up --xen $(XEN) --register
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor

@@ -19,17 +19,17 @@ from guests.lifecycle import act
 from guests.migration_job import migrate_body
 from guests.migration_service import request_migration
 from guests.models import Guest
-from hosts.lab.bootfiles import lab_boot_files
-from hosts.lab.daemons import lab_down, lab_up
-from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import (
+from hosts.models import Host
+from hosts.virt import domains as virt
+from hosts.virt.console import read_console_until
+from lab.bootfiles import lab_boot_files
+from lab.daemons import lab_down, lab_up
+from lab.register import register_lab_host
+from lab.tinyguest import (
     TINY_GUEST_DIRTYING,
     TINY_GUEST_TICK,
     tiny_guest_cmdline,
 )
-from hosts.models import Host
-from hosts.virt import domains as virt
-from hosts.virt.console import read_console_until
 from xenweb.jobs.runner import run_job
 
 ROUNDS = 5

@@ -20,9 +20,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 
 from bench.stats import quiet_start
-from hosts.lab.daemons import lab_down, lab_up
-from hosts.lab.register import register_lab_host
 from hosts.models import Host
+from lab.daemons import lab_down, lab_up
+from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool
 from storage.p2v import job as p2v_job

@@ -23,10 +23,10 @@ from django.contrib.auth import get_user_model
 
 from bench.stats import quiet_start
 from guests.models import Guest
-from hosts.lab.daemons import lab_down, lab_up
-from hosts.lab.register import register_lab_host
 from hosts.models import Host
 from hosts.virt import domains
+from lab.daemons import lab_down, lab_up
+from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool
 from storage.v2v.import_job import run_import

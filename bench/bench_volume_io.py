@@ -30,9 +30,9 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from bench.stats import quiet_start
-from hosts.lab.daemons import lab_down, lab_up
-from hosts.lab.register import register_lab_host
 from hosts.models import Host
+from lab.daemons import lab_down, lab_up
+from lab.register import register_lab_host
 from storage import services
 from storage.inventory import reconcile_pools
 from storage.models import Pool

@@ -96,7 +96,8 @@ install_app() {
     log "the application in $APP (its own scripts install the venv and front-end files)"
     run install -d -m 0755 "$APP"
     run rsync -a --delete --exclude .git --exclude .venv --exclude node_modules \
-        --exclude var --exclude static/vendor "$SOURCE/" "$APP/"
+        --exclude var --exclude static/vendor --exclude /lab --exclude /bench --exclude /tests \
+        "$SOURCE/" "$APP/"
     run bash "$APP/scripts/bootstrap.sh"
     run chown -R root:root "$APP"
 }

@@ -31,7 +31,7 @@ APT_PACKAGES=(
     libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
     qemu-utils qemu-system-x86 redis-server python3-venv python3-dev gcc openssh-client openssh-server
     curl  # tests: uploads and resumed downloads as the README shows them
-    make flex bison  # the Xen lab builds its hypervisor from Debian's source (hosts/lab/xen/hypervisor.py)
+    make flex bison  # the Xen lab builds its hypervisor from Debian's source (lab/xen/hypervisor.py)
     debootstrap e2fsprogs shellcheck nginx-light
     ovmf  # UEFI firmware for HVM guests (libvirt picks it by its descriptors)
     chromium  # tests/e2e: Playwright drives this system browser (never a downloaded one)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hosts.lab.bootfiles import INITRD, KERNEL, lab_boot_dir, lab_boot_files
 from hosts.models import Host
+from lab.bootfiles import INITRD, KERNEL, lab_boot_dir, lab_boot_files
 from storage.bootfiles import boot_pool, refresh_boot_files, set_boot_files_dir
 
 __all__ = ["DEMO_BOOT_DIR", "INITRD", "KERNEL", "demo_boot_files", "lab_boot_dir",

@@ -12,7 +12,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import libvirt
@@ -30,6 +32,7 @@ from .uri import validate_uri
 
 __all__ = [
     "HostProbe",
+    "call_on_own_connection",
     "close_all",
     "describe_error",
     "drop_connection",
@@ -38,6 +41,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_CONNECT_TIMEOUT = 15.0
 DEFAULT_PROBE_TIMEOUT = 10.0
@@ -314,6 +319,39 @@ def _describe_host(conn: libvirt.virConnect, uri: str) -> HostProbe:
     )
 
 
+def call_on_own_connection(
+    uri: str,
+    work: Callable[[libvirt.virConnect], T],
+    *,
+    timeout: float,
+    what: str,
+    action: str,
+    allow_insecure: bool = False,
+) -> T:
+    """Open a connection of its own to ``uri`` (not pooled), return ``work(conn)``, close it.
+
+    For adapter modules inside ``hosts.virt`` only. ``what`` names the whole call in a
+    timeout message ("probing"), ``action`` what ``work`` does in a libvirt error's
+    ("read the host's details"); both raise ``VirtError`` subclasses.
+    """
+    checked = validate_uri(uri, allow_insecure=allow_insecure)
+    runtime.ensure_event_loop()
+
+    def run() -> T:
+        try:
+            conn = _open(checked)
+        except libvirt.libvirtError as exc:
+            raise translate(exc, checked, connecting=True) from exc
+        try:
+            return work(conn)
+        except libvirt.libvirtError as exc:
+            raise translate(exc, checked, action=action) from exc
+        finally:
+            _close_quietly(conn)
+
+    return call_with_timeout(run, timeout=timeout, uri=checked, what=what)
+
+
 def probe(
     uri: str, timeout: float = DEFAULT_PROBE_TIMEOUT, allow_insecure: bool = False
 ) -> HostProbe:
@@ -323,18 +361,11 @@ def probe(
     ``VirtError`` subclasses for what went wrong while connecting.
     """
     checked = validate_uri(uri, allow_insecure=allow_insecure)
-    runtime.ensure_event_loop()
-
-    def work() -> HostProbe:
-        try:
-            conn = _open(checked)
-        except libvirt.libvirtError as exc:
-            raise translate(exc, checked, connecting=True) from exc
-        try:
-            return _describe_host(conn, checked)
-        except libvirt.libvirtError as exc:
-            raise translate(exc, checked, action="read the host's details") from exc
-        finally:
-            _close_quietly(conn)
-
-    return call_with_timeout(work, timeout=timeout, uri=checked, what="probing")
+    return call_on_own_connection(
+        checked,
+        lambda conn: _describe_host(conn, checked),
+        timeout=timeout,
+        what="probing",
+        action="read the host's details",
+        allow_insecure=allow_insecure,
+    )

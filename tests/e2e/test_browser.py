@@ -20,10 +20,10 @@ from django.core.cache import cache
 
 from guests.inventory import reconcile_host
 from guests.models import Guest
-from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK
 from hosts.virt import VirtError
 from hosts.virt import domains as virt
+from lab.register import register_lab_host
+from lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK
 from tests.e2e.conftest import SCREENSHOT_DIR
 from tests.lab.test_console_ws import tiny_spec
 from tests.live.processes import WebServer, wait_for

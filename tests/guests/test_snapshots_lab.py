@@ -21,13 +21,13 @@ from django.test import Client
 
 from guests.models import Guest
 from guests.snapshot_jobs import create_body, revert_body
-from hosts.lab.bootfiles import lab_boot_files
-from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import TINY_GUEST_BANNER, tiny_guest_cmdline
 from hosts.virt import VirtError
 from hosts.virt import domains as virt_domains
 from hosts.virt import snapshots as virt
 from hosts.virt.console import read_console_until
+from lab.bootfiles import lab_boot_files
+from lab.register import register_lab_host
+from lab.tinyguest import TINY_GUEST_BANNER, tiny_guest_cmdline
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
 from xenweb.jobs.models import Job

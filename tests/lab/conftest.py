@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hosts.lab import preflight
-from hosts.lab.daemons import LabError, LabHost, lab_down, lab_up
+from lab import preflight
+from lab.daemons import LabError, LabHost, lab_down, lab_up
 
 logger = logging.getLogger(__name__)
 

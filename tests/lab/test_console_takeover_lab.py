@@ -15,11 +15,11 @@ from django.test import Client
 from guests import consumers
 from guests.inventory import reconcile_host
 from guests.models import Guest
-from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import TINY_GUEST_TICK
 from hosts.virt import VirtError
 from hosts.virt import domains as virt
 from hosts.virt.console import ConsoleInUse, ConsoleStream
+from lab.register import register_lab_host
+from lab.tinyguest import TINY_GUEST_TICK
 from tests.lab.test_console_ws import BOOT_TIMEOUT, Session, console_web, tiny_spec  # noqa: F401
 from tests.live.processes import WebServer
 

@@ -24,16 +24,16 @@ from django.test import Client
 from guests import consumers
 from guests.inventory import reconcile_host
 from guests.models import Guest
-from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import (
+from hosts.virt import VirtError
+from hosts.virt import domains as virt
+from hosts.virt.domain_xml import HVM, DomainSpec
+from lab.register import register_lab_host
+from lab.tinyguest import (
     TINY_GUEST_BANNER,
     TINY_GUEST_TICK,
     ensure_tiny_guest,
     tiny_guest_cmdline,
 )
-from hosts.virt import VirtError
-from hosts.virt import domains as virt
-from hosts.virt.domain_xml import HVM, DomainSpec
 from tests.live.processes import WebServer
 from xenweb.audit.models import AuditRecord
 

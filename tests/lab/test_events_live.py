@@ -21,13 +21,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from guests.models import Guest
-from hosts.lab.daemons import LabHost
-from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import TinyGuestImage, ensure_tiny_guest, tiny_guest_cmdline
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import HVM, DomainSpec
+from lab.daemons import LabHost
+from lab.register import register_lab_host
+from lab.tinyguest import TinyGuestImage, ensure_tiny_guest, tiny_guest_cmdline
 from tests.live.processes import Service, WebServer, child_env, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -176,7 +176,7 @@ def test_restarted_libvirtd_host_goes_unreachable_then_online_with_events_again(
     import os
     import signal
 
-    from hosts.lab.daemons import lab_up
+    from lab.daemons import lab_up
 
     running = {h.name: h for h in lab_up(2)}
     os.kill(running[lab_host.name].pid, signal.SIGKILL)

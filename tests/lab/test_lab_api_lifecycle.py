@@ -11,11 +11,11 @@ from django.test import Client
 
 from guests.models import Guest
 from guests.slow_actions import restore_body, save_body, shutdown_body
-from hosts.lab.bootfiles import lab_boot_files
-from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import TINY_GUEST_BANNER, tiny_guest_cmdline
 from hosts.virt.console import read_console_until
 from hosts.virt.pools import create_volume, list_pools
+from lab.bootfiles import lab_boot_files
+from lab.register import register_lab_host
+from lab.tinyguest import TINY_GUEST_BANNER, tiny_guest_cmdline
 from storage.inventory import reconcile_pools
 from storage.models import Volume
 from xenweb.jobs.models import Job

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from hosts.lab.tinyguest import TINY_GUEST_BANNER, ensure_tiny_guest, tiny_guest_cmdline
 from hosts.virt import VirtError
 from hosts.virt import domains as virt
 from hosts.virt.console import ConsoleStream, read_console_until
 from hosts.virt.domain_xml import HVM, DomainSpec
+from lab.tinyguest import TINY_GUEST_BANNER, ensure_tiny_guest, tiny_guest_cmdline
 
 BOOT_TIMEOUT = 90.0
 

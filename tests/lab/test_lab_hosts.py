@@ -1,5 +1,5 @@
 """The lab itself: independent libvirt hosts on one machine, live migration between
-them, shared storage, and the ``manage.py lab`` command."""
+them, shared storage, and the ``python -m lab`` command line."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from typing import Any
 import libvirt
 import pytest
 from defusedxml import ElementTree as SafeET
-from django.core.management import call_command
 
-from hosts.lab import preflight, procs
-from hosts.lab.daemons import LabHost, lab_down, lab_status, lab_up
-from hosts.lab.paths import lab_dir
 from hosts.models import Host
+from lab import preflight, procs
+from lab.cli import run
+from lab.daemons import LabHost, lab_down, lab_status, lab_up
+from lab.paths import lab_dir
 
 MIGRATE_FLAGS = (
     libvirt.VIR_MIGRATE_LIVE
@@ -240,18 +240,18 @@ def test_shared_pool_is_shared(lab_hosts: list[LabHost]) -> None:
             volume.delete(0)
 
 
-# --- (e) manage.py lab ---------------------------------------------------------------------
+# --- (e) python -m lab ---------------------------------------------------------------------
 
 
 def test_lab_command_status_and_register(lab_hosts: list[LabHost], db: Any) -> None:
     out = io.StringIO()
-    call_command("lab", "status", stdout=out)
+    assert run(["status"], stdout=out) == 0
     for host in lab_hosts:
         assert host.uri in out.getvalue()
         assert str(host.pid) in out.getvalue()
 
     out = io.StringIO()
-    call_command("lab", "up", "--hosts", str(len(lab_hosts)), "--register", stdout=out)
+    assert run(["up", "--hosts", str(len(lab_hosts)), "--register"], stdout=out) == 0
     rows = Host.objects.filter(uri__in=[host.uri for host in lab_hosts])
     assert sorted(rows.values_list("name", "is_lab", "hostname")) == [
         (host.name, True, host.hostname) for host in lab_hosts
@@ -264,15 +264,15 @@ def test_lab_command_status_and_register(lab_hosts: list[LabHost], db: Any) -> N
         assert pools["lab-shared"].active
 
     out = io.StringIO()  # a second registration skips what is enrolled
-    call_command("lab", "up", "--hosts", str(len(lab_hosts)), "--register", stdout=out)
+    assert run(["up", "--hosts", str(len(lab_hosts)), "--register"], stdout=out) == 0
     assert out.getvalue().count("enrolled already") == len(lab_hosts)
     assert Host.objects.filter(is_lab=True).count() == len(lab_hosts)
 
 
 def test_lab_offers_kvm_only_where_it_really_boots_linux(lab_hosts: list[LabHost]) -> None:
     """/dev/kvm is no proof of hardware virtualisation: the lab probes before offering it."""
-    from hosts.lab.kvmprobe import kvm_boots_linux
     from hosts.virt.capabilities import host_capabilities
+    from lab.kvmprobe import kvm_boots_linux
 
     caps = host_capabilities(lab_hosts[0].uri, allow_insecure=True)
     assert caps.supports("hvm", "qemu")

@@ -13,13 +13,13 @@ from django.test import Client
 from django.utils import timezone
 
 from guests.models import Guest, GuestSample
-from hosts.lab.bootfiles import lab_boot_files
-from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import tiny_guest_cmdline
 from hosts.models import HostSample
 from hosts.virt import domains as virt
 from hosts.virt.stats import host_counters
 from inventory.metrics import prune, sample_all, sample_host
+from lab.bootfiles import lab_boot_files
+from lab.register import register_lab_host
+from lab.tinyguest import tiny_guest_cmdline
 
 pytestmark = pytest.mark.django_db
 

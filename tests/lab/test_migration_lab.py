@@ -18,14 +18,6 @@ from django.test import Client
 
 from guests.migration_job import migrate_body
 from guests.models import ConflictSet, Guest
-from hosts.lab.bootfiles import lab_boot_files
-from hosts.lab.control import SHARED_POOL
-from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import (
-    TINY_GUEST_DIRTYING,
-    TINY_GUEST_TICK,
-    tiny_guest_cmdline,
-)
 from hosts.models import Host
 from hosts.virt import VirtObjectNotFound
 from hosts.virt import domains as virt
@@ -33,6 +25,14 @@ from hosts.virt import migration as vm
 from hosts.virt.console import read_console_until
 from hosts.virt.pools import create_volume
 from hosts.virt.volumes import refresh_pool
+from lab.bootfiles import lab_boot_files
+from lab.control import SHARED_POOL
+from lab.register import register_lab_host
+from lab.tinyguest import (
+    TINY_GUEST_DIRTYING,
+    TINY_GUEST_TICK,
+    tiny_guest_cmdline,
+)
 from storage.inventory import reconcile_pools
 from storage.models import Volume
 from tests.live.processes import WebServer
@@ -318,7 +318,7 @@ def test_a_volume_deleted_by_another_host_does_not_break_pool_listing(
 def test_evacuation_places_guests_by_the_rules_and_reports_who_stays(
         hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
     from guests.evacuation import evacuate_body
-    from hosts.lab.daemons import lab_up
+    from lab.daemons import lab_up
 
     client, (source, second) = admin_client_tx, hosts
     third, _ = register_lab_host({h.name: h for h in lab_up(3)}["lab3"])
@@ -395,7 +395,7 @@ def test_target_libvirtd_killed_during_a_migration(
     import os
     import signal
 
-    from hosts.lab.daemons import lab_up
+    from lab.daemons import lab_up
 
     client, (source, target) = admin_client_tx, hosts
     guest = _running_guest(client, source, made)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hosts.lab.tinyguest import (
+from lab.tinyguest import (
     TINY_GUEST_BANNER,
     TINY_GUEST_DIRTYING,
     TINY_GUEST_POWER_BUTTON,

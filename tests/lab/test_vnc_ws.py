@@ -22,12 +22,12 @@ from django.test import Client
 from guests import vnc
 from guests.inventory import reconcile_host
 from guests.models import Guest
-from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import ensure_tiny_guest, tiny_guest_cmdline
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import HVM, DomainSpec
+from lab.register import register_lab_host
+from lab.tinyguest import ensure_tiny_guest, tiny_guest_cmdline
 from tests.live.processes import WebServer
 from xenweb.audit.models import AuditRecord
 

@@ -20,15 +20,15 @@ from defusedxml import ElementTree as SafeET
 from django.test import Client
 
 from guests.models import Guest
-from hosts.lab.paths import lab_dir
-from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import TINY_GUEST_BANNER, ensure_tiny_guest, tiny_guest_cmdline
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domains as virt_domains
 from hosts.virt.connection import get_connection
 from hosts.virt.console import read_console_until
 from hosts.virt.pools import create_volume
+from lab.paths import lab_dir
+from lab.register import register_lab_host
+from lab.tinyguest import TINY_GUEST_BANNER, ensure_tiny_guest, tiny_guest_cmdline
 from storage.inventory import reconcile_pools
 from storage.models import Volume
 from tests.bootfiles import (

@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from guests.models import Guest
-from hosts.lab.register import register_lab_host
+from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.jobs import clone_body, wipe_body
 from storage.models import Pool, Volume

@@ -18,8 +18,8 @@ from django.test import Client
 
 from guests import migration_job
 from guests.models import Guest
-from hosts.lab.paths import lab_dir
 from hosts.models import Host
+from lab.paths import lab_dir
 from storage.models import Pool, Volume
 from storage.selectors import saved_memory_in
 from tests.lab.conftest import lab_hosts  # noqa: F401 (the lab's session fixture)

@@ -16,9 +16,9 @@ import pytest
 from django.test import Client
 
 from guests.models import Guest
-from hosts.lab.paths import lab_dir
-from hosts.lab.register import register_lab_host
 from hosts.virt import VirtError
+from lab.paths import lab_dir
+from lab.register import register_lab_host
 from storage import volume_io
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume

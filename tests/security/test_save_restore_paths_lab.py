@@ -17,13 +17,13 @@ from django.test import Client
 
 from guests.models import Guest
 from guests.slow_actions import restore_body, save_body
-from hosts.lab.control import SHARED_POOL
-from hosts.lab.register import register_lab_host
-from hosts.lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domains as virt
 from hosts.virt.console import read_console_until
+from lab.control import SHARED_POOL
+from lab.register import register_lab_host
+from lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
 from tests.lab.conftest import lab_hosts  # noqa: F401 (the session's lab hosts)

@@ -23,7 +23,7 @@ from django.db import connection
 from django.test import Client
 
 from guests.models import Guest
-from hosts.lab.register import register_lab_host
+from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
 from storage.p2v import ssh as p2v_ssh

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from hosts.lab.register import register_lab_host
 from hosts.virt.pools import list_pools
+from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool
 from storage.sharing import disk_on_target, hosts_sharing, shared_pool_on

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from hosts.lab.register import register_lab_host
+from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
 from xenweb.audit.models import AuditRecord

@@ -21,7 +21,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from hosts.lab.register import register_lab_host
+from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
 from tests.conftest import make_user

@@ -8,7 +8,7 @@ root, QEMU or debootstrap missing) or with ``XENWEB_TEST_XEN=0``.
 The two-host tests (``test_xen_pair.py``: the storage network, NFS between the dom0s and
 migration) need the second dom0; ``XENWEB_TEST_XEN_PAIR=0`` leaves it out where a second TCG
 dom0 costs too much. ``XENWEB_TEST_XEN_KEEP=1`` leaves the dom0s running at the end, for
-the next run to reuse (``manage.py lab down`` stops them).
+the next run to reuse (``python -m lab down`` stops them).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from hosts.lab.errors import LabError
-from hosts.lab.xen.manager import XenHost, preflight_problems, xen_down, xen_up
+from lab.errors import LabError
+from lab.xen.manager import XenHost, preflight_problems, xen_down, xen_up
 from tests.live.processes import WebServer
 from tests.xen.diagnostics import cannot_create_domains, dom0_report
 from tests.xen.helpers import console_until

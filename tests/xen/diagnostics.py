@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 
-from hosts.lab.errors import LabError
-from hosts.lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL, XenHost
-from hosts.lab.xen.remote import run_on
 from hosts.virt.domain_xml import PV, DomainSpec, build_domain_xml
+from lab.errors import LabError
+from lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL, XenHost
+from lab.xen.remote import run_on
 
 COMMAND_TIMEOUT_S = 45.0
 CONSOLE_TAIL_LINES = 40

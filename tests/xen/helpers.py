@@ -11,17 +11,17 @@ from typing import Any
 from django.test import Client
 
 from guests.models import Guest
-from hosts.lab.tinyguest import tiny_guest_cmdline
-from hosts.lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domains as virt
+from lab.tinyguest import tiny_guest_cmdline
+from lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL
 from tests.lab.test_console_ws import Session
 from tests.live.processes import WebServer
 from xenweb.jobs.models import Job
 from xenweb.jobs.runner import run_job
 
-# The tiny guest's files in the dom0s' boot files directory (hosts.lab.xen.manager).
+# The tiny guest's files in the dom0s' boot files directory (lab.xen.manager).
 KERNEL_FILE = TINY_GUEST_KERNEL.rsplit("/", 1)[1]
 INITRD_FILE = TINY_GUEST_INITRD.rsplit("/", 1)[1]
 BOOT_TIMEOUT = 240.0  # the tiny guest under TCG on a busy machine

@@ -24,17 +24,17 @@ from guests.slow_actions import (
     save_body,
     shutdown_body,
 )
-from hosts.lab.errors import LabError
-from hosts.lab.tinyguest import (
+from hosts.models import Host
+from hosts.virt import domains as virt
+from lab.errors import LabError
+from lab.tinyguest import (
     TINY_GUEST_BANNER,
     TINY_GUEST_TICK,
     ensure_tiny_guest,
 )
-from hosts.lab.xen.manager import XenHost
-from hosts.lab.xen.register import register_xen_host
-from hosts.lab.xen.remote import run_on
-from hosts.models import Host
-from hosts.virt import domains as virt
+from lab.xen.manager import XenHost
+from lab.xen.register import register_xen_host
+from lab.xen.remote import run_on
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
 from tests.xen.helpers import create_pv_guest, patch, post, remove_quietly, run

@@ -14,10 +14,6 @@ from django.test import Client
 
 from guests.inventory import reconcile_host
 from guests.models import Guest
-from hosts.lab.tinyguest import TINY_GUEST_BANNER, tiny_guest_cmdline
-from hosts.lab.xen.manager import TINY_GUEST_DIR, TINY_GUEST_KERNEL, XenHost
-from hosts.lab.xen.register import register_xen_host
-from hosts.lab.xen.remote import run_on
 from hosts.models import Host
 from hosts.services import HostError, enrol_host
 from hosts.virt import VirtError, probe
@@ -25,6 +21,10 @@ from hosts.virt import domains as virt
 from hosts.virt.capabilities import HVM_UNAVAILABLE
 from hosts.virt.console import read_console_until
 from hosts.virt.errors import LIBXL_CREATE_FAILED, LIBXL_LOG
+from lab.tinyguest import TINY_GUEST_BANNER, tiny_guest_cmdline
+from lab.xen.manager import TINY_GUEST_DIR, TINY_GUEST_KERNEL, XenHost
+from lab.xen.register import register_xen_host
+from lab.xen.remote import run_on
 from tests.hangup_gate import HangUpGate
 from tests.xen.helpers import INITRD_FILE, KERNEL_FILE, post, remove_quietly
 from xenweb.appliance.sshkeys import (

@@ -22,13 +22,13 @@ from websockets.sync.client import ClientConnection, connect
 from guests import consumers
 from guests.inventory import reconcile_host
 from guests.models import Guest
-from hosts.lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK, tiny_guest_cmdline
-from hosts.lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL, XenHost
-from hosts.lab.xen.register import register_xen_host
-from hosts.lab.xen.remote import run_on
 from hosts.models import Host
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import PV, DomainSpec
+from lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK, tiny_guest_cmdline
+from lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL, XenHost
+from lab.xen.register import register_xen_host
+from lab.xen.remote import run_on
 from tests.lab.test_console_ws import Session
 from tests.live.processes import Service, WebServer, child_env, wait_for
 from tests.xen.helpers import remove_quietly

@@ -26,14 +26,14 @@ from django.test import Client
 
 from guests.migration_job import migrate_body
 from guests.models import Guest
-from hosts.lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK
-from hosts.lab.xen.manager import XenHost
-from hosts.lab.xen.register import register_xen_host
-from hosts.lab.xen.remote import run_on
-from hosts.lab.xen.shared import export_source
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt.pools import delete_pool
+from lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK
+from lab.xen.manager import XenHost
+from lab.xen.register import register_xen_host
+from lab.xen.remote import run_on
+from lab.xen.shared import export_source
 from storage.models import Pool, Volume
 from tests.xen.helpers import create_pv_guest, post, remove_quietly, run
 from xenweb.jobs.models import Job
@@ -175,7 +175,7 @@ def test_migration_between_the_xen_hosts(
 
             # Live migration of a PV guest needs Xen's shadow paging (log-dirty). Debian 12's
             # Xen 4.17 is built without it; the lab's hypervisor is Debian's source with it
-            # (hosts/lab/xen/hypervisor.py), and the dom0's /boot/xen-*.config says which.
+            # (lab/xen/hypervisor.py), and the dom0's /boot/xen-*.config says which.
             config = run_on(xen1, ["sh", "-c", "cat /boot/xen-*.config"]).stdout
             if "CONFIG_SHADOW_PAGING=y" in config:
                 there = migrate(admin_client_tx, guest, host2, "live")

@@ -10,11 +10,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from hosts.lab.xen import boot, hypervisor
-from hosts.lab.xen.image import Dom0Image, Dom0ImageError, cache_key, extract_vmlinux
 from hosts.services import HostError, check_host_key
 from hosts.virt import HostDriverError, validate_uri
 from hosts.virt.connection import _libvirt_uri
+from lab.xen import boot, hypervisor
+from lab.xen.image import Dom0Image, Dom0ImageError, cache_key, extract_vmlinux
 from xenweb.appliance import sshkeys
 
 
@@ -237,7 +237,7 @@ def test_storage_network_link(tmp_path: Path) -> None:
 
 
 def test_dom0_apt_sources_follow_the_machine_s_suites() -> None:
-    from hosts.lab.xen.image import apt_sources
+    from lab.xen.image import apt_sources
 
     assert apt_sources("http://deb.example/debian", "http://deb.example/debian-security") == (
         "deb http://deb.example/debian bookworm main\n"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hosts.lab.register import register_lab_host
+from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool
 from storage.v2v.sources import import_root

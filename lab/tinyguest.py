@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hosts.lab.paths import cache_dir, lab_dir
+from lab.paths import cache_dir, lab_dir
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from hosts.lab.errors import LabError
+from lab.errors import LabError
 
 SOURCE_PACKAGE = "xen"
 BRANCH = "4.17."

@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hosts.lab import procs
-from hosts.lab.errors import LabError
+from lab import procs
+from lab.errors import LabError
 
 from .image import SEED_LABEL, Dom0Image
 

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hosts.lab.paths import cache_dir
-from hosts.lab.tinyguest import TINY_GUEST_BANNER, ensure_tiny_guest, tiny_guest_cmdline
+from lab.paths import cache_dir
+from lab.tinyguest import TINY_GUEST_BANNER, ensure_tiny_guest, tiny_guest_cmdline
 
 log = logging.getLogger(__name__)
 PROBE_SECONDS = 20.0

@@ -1,6 +1,6 @@
 """Entry point that runs *inside* a lab host's fresh mount and UTS namespaces.
 
-Started by ``hosts.lab.launch`` as
+Started by ``lab.launch`` as
 ``unshare --mount --uts --propagation private -- python -I nsinit.py ...``. It
 bind-mounts the host's own directories over libvirt's fixed paths, sets the
 host name, starts a helper daemon (virtlogd) and finally replaces itself with

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from hosts.lab.control import SHARED_POOL
-from hosts.lab.daemons import LabHost
 from hosts.models import Host
 from hosts.services import enrol_host
+from lab.control import SHARED_POOL
+from lab.daemons import LabHost
 from storage.inventory import mark_shared
 
 

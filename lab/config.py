@@ -31,7 +31,7 @@ def _quote(value: str) -> str:
 
 
 def render(values: Mapping[str, ConfValue]) -> str:
-    lines = ["# Written by xenweb's lab (hosts/lab/config.py); rewritten on each start."]
+    lines = ["# Written by xenweb's lab (lab/config.py); rewritten on each start."]
     for key, value in values.items():
         if isinstance(value, bool):
             raise TypeError(f"{key}: use 0/1, not a bool")

@@ -13,7 +13,7 @@ with an AMD vendor and ``-svm`` libvirt reports no CPUs) and Xen's ``smap=0 smep
 "no VT-x" case of a real machine.
 
 State lives in ``lab_dir()/xen/`` (``xen.json``, a lock file, ``hosts/<name>/``). Ports come
-from the lab's port registry (``hosts.lab.ports``), so they never collide with QEMU lab hosts.
+from the lab's port registry (``lab.ports``), so they never collide with QEMU lab hosts.
 
 ``xen1`` and ``xen2`` share a storage network (``boot.PeerLink``: ``10.99.0.1`` and
 ``10.99.0.2``, a point-to-point QEMU socket link that xen1 always offers) and storage both can
@@ -33,10 +33,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hosts.lab import ports
-from hosts.lab.errors import LabError, LabUnavailable
-from hosts.lab.paths import lab_dir
-from hosts.lab.state import locked
+from lab import ports
+from lab.errors import LabError, LabUnavailable
+from lab.paths import lab_dir
+from lab.state import locked
 
 from . import boot, hypervisor
 from .image import Dom0Image, ensure_dom0_image
@@ -47,7 +47,7 @@ STATE_FILE = "xen.json"
 # Generous: TCG on a machine busy with other work may take minutes.
 DEFAULT_BOOT_TIMEOUT_S = 600.0
 PROBE_TIMEOUT_S = 20.0
-# Where the tiny guest's files sit in every dom0 (hosts.lab.tinyguest).
+# Where the tiny guest's files sit in every dom0 (lab.tinyguest).
 TINY_GUEST_DIR = "/var/lib/xen/images/tiny-guest"
 TINY_GUEST_KERNEL = f"{TINY_GUEST_DIR}/vmlinuz"
 TINY_GUEST_INITRD = f"{TINY_GUEST_DIR}/initrd.gz"
@@ -217,7 +217,7 @@ def xen_up(
 
 
 def _tiny_guest_files() -> dict[str, Path]:
-    from hosts.lab.tinyguest import ensure_tiny_guest
+    from lab.tinyguest import ensure_tiny_guest
 
     tiny = ensure_tiny_guest()
     return {TINY_GUEST_KERNEL: tiny.kernel, TINY_GUEST_INITRD: tiny.initrd}

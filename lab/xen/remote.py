@@ -10,7 +10,7 @@ import shlex
 import subprocess
 import time
 
-from hosts.lab.errors import LabError
+from lab.errors import LabError
 
 from .manager import XenHost
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
-from hosts.lab.errors import LabError
+from lab.errors import LabError
 
 from .manager import EXPORTS, SHARED_DIR, XenHost
 from .remote import run_on

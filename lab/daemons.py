@@ -86,7 +86,7 @@ def _keep_kvm(kvm: bool | None) -> bool:
     forced = os.environ.get("XENWEB_LAB_KVM", "").strip().lower()
     if forced in ("0", "1", "true", "false", "yes", "no"):
         return forced in ("1", "true", "yes")
-    from hosts.lab.kvmprobe import kvm_boots_linux
+    from lab.kvmprobe import kvm_boots_linux
 
     return kvm_boots_linux()
 

@@ -37,8 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hosts.lab.errors import LabError
-from hosts.lab.paths import cache_dir
+from lab.errors import LabError
+from lab.paths import cache_dir
 
 from .hypervisor import build_hypervisor
 
