@@ -29,10 +29,10 @@ from guests.api import GuestSerializer
 from guests.inventory import refresh_guest
 from guests.models import Guest
 from hosts.models import Host
-from hosts.monitor import sync_inventory
 from hosts.virt import domains as virt
 from hosts.virt.connection import drop_connection
-from hosts.watcher import guest_message
+from inventory.monitor import sync_inventory
+from inventory.watcher import guest_message
 from tests.live.processes import WebServer
 from xenweb.accounts.roles import ADMIN, set_role, sync_roles
 from xenweb.realtime import EVENTS_GROUP, broadcast

@@ -8,7 +8,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from guests.models import Guest
-from hosts.metrics import latest_load
+from hosts.charts import latest_load
 from hosts.models import Host
 from storage.models import Pool
 from xenweb.jobs.models import ACTIVE_STATES, Job

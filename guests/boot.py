@@ -2,7 +2,7 @@
 
 A guest's kernel or initrd is either a volume chosen by id (on the guest's host, in a pool
 the app knows) or a file chosen by name from the host's boot files directory (a directory
-an administrator set on the host, served as a libvirt dir pool, see hosts.bootfiles). The
+an administrator set on the host, served as a libvirt dir pool, see storage.bootfiles). The
 path that reaches the domain XML is the one libvirt reports for that volume, after these
 checks: on the guest's host, a regular file directly in its pool's directory, no guest's
 disk, and its first bytes look like a kernel (or an initrd).
@@ -14,13 +14,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Q, QuerySet
-
 from guests.boot_magic import looks_like_initrd, looks_like_kernel
 from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import bootfiles as virt
+from storage.bootfiles import boot_pool
 from storage.models import Pool, Volume
 
 # A file name, not a path: no '/', no '..', nothing hidden.
@@ -50,25 +49,6 @@ def check_file_name(name: str) -> str:
     if not FILE_NAME_RE.fullmatch(name) or ".." in name:
         raise ValueError(f"'{name}' is not a boot file name: give {FILE_NAME_HELP}.")
     return name
-
-
-def boot_pool(host: Host) -> Pool | None:
-    """The cached pool serving the host's boot files directory (None without one)."""
-    directory = host.boot_files_dir.rstrip("/")
-    if not directory:
-        return None
-    return Pool.objects.filter(host=host, pool_type="dir").filter(
-        Q(target_path=directory) | Q(target_path=directory + "/")).first()
-
-
-def offered(host: Host | None = None) -> QuerySet[Volume]:
-    """The files of the boot files directories (of one host, or of all), as last listed."""
-    hosts = Host.objects.exclude(boot_files_dir="")
-    if host is not None:
-        hosts = hosts.filter(pk=host.pk)
-    pools = [pool.pk for pool in (boot_pool(h) for h in hosts) if pool is not None]
-    return Volume.objects.select_related("pool__host").filter(pool_id__in=pools).exclude(
-        format="dir").order_by("pool__host__name", "name")
 
 
 def resolve(host: Host, data: dict[str, Any], *, disks: tuple[str, ...] = ()) -> BootFiles:

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
 from guests import boot, devices, services
+from guests.charts import GUEST_CHARTS
 from guests.create import TYPES, CreateGuestSerializer, create
 from guests.errors import GuestError
 from guests.export_formats import EXPORT_FORMATS
@@ -18,8 +19,9 @@ from guests.lifecycle import ALLOWED, DOM0_FORBIDDEN
 from guests.models import Guest
 from guests.snapshot_views import snapshot_context
 from hosts.capabilities import offered_types
-from hosts.metrics import GUEST_CHARTS, chart_context
+from hosts.charts import chart_context
 from hosts.models import Host
+from storage import bootfiles
 from storage.iso_library import iso_images
 from storage.models import Pool, Volume
 from xenweb.jobs.models import Job
@@ -198,10 +200,10 @@ def guest_create(request: HttpRequest) -> HttpResponse:
         "pools": Pool.objects.select_related("host").filter(active=True),
         "volumes": Volume.objects.select_related("pool__host").exclude(format="iso"),
         "isos": iso_images(),
-        "boot_files": boot.offered(),
+        "boot_files": bootfiles.offered(),
         "boot_volumes": Volume.objects.select_related("pool__host").filter(
             pool__active=True, format__in=("raw", "")).exclude(
-            pool__in=[pool for pool in map(boot.boot_pool, hosts) if pool]),
+            pool__in=[pool for pool in map(bootfiles.boot_pool, hosts) if pool]),
         "errors": errors, "post": request.POST,
     })
 

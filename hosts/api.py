@@ -9,7 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from hosts import bootfiles, services
+from hosts import services
 from hosts.models import Host
 from hosts.virt import VirtError
 
@@ -64,18 +64,6 @@ class HostKeyStatusSerializer(serializers.Serializer):
     pinned = serializers.CharField(allow_null=True, help_text="the fingerprint trusted now")
 
 
-class BootFilesDirSerializer(serializers.Serializer):
-    boot_files_dir = serializers.CharField(max_length=1024, allow_blank=True, help_text=(
-        "A directory on the host holding guest kernels and initrds (e.g. /var/lib/xen/boot; "
-        "it must exist there), served as a storage pool; operators boot guests with its "
-        "files by name. Empty: none."))
-
-
-class BootFilesSerializer(serializers.Serializer):
-    boot_files_dir = serializers.CharField()
-    files = serializers.ListField(child=serializers.CharField())
-
-
 class HostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                   viewsets.GenericViewSet):
     """Hypervisor hosts, each reached through its libvirt URI."""
@@ -84,8 +72,7 @@ class HostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
     serializer_class = HostSerializer
     action_permissions = {"maintenance": "hosts.change_host",
                           "host_key": services.REPIN_PERMISSION,
-                          "migration_uri": "hosts.change_host",
-                          "boot_files_dir": "hosts.change_host"}
+                          "migration_uri": "hosts.change_host"}
 
     @extend_schema(methods=["GET"], responses={200: NetworkSerializer(many=True)})
     @extend_schema(methods=["GET"], responses={200: NetworkSerializer(many=True)},
@@ -164,29 +151,3 @@ class HostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
             except services.HostError as exc:
                 return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response({"pinned": services.pinned_host_key(host)})
-
-    @extend_schema(request=BootFilesDirSerializer, responses={200: HostSerializer})
-    @action(detail=True, methods=["put"], url_path="boot-files-dir")
-    def boot_files_dir(self, request: Request, pk: str | None = None) -> Response:
-        """Set the host's boot files directory (administrators; empty: none)."""
-        data = BootFilesDirSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        try:
-            host = bootfiles.set_boot_files_dir(
-                self.get_object(), data.validated_data["boot_files_dir"], user=request.user,
-                request=request)
-        except (VirtError, bootfiles.BootFilesError) as exc:
-            return Response({"boot_files_dir": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
-        return Response(HostSerializer(host).data)
-
-    @extend_schema(request=None, responses={200: BootFilesSerializer})
-    @action(detail=True, methods=["get"], url_path="boot-files")
-    def boot_files(self, request: Request, pk: str | None = None) -> Response:
-        """The files of the host's boot files directory, listed on the host now: the names
-        to give as kernel_file / initrd_file when creating a guest."""
-        host = self.get_object()
-        try:
-            files = bootfiles.refresh_boot_files(host)
-        except VirtError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        return Response({"boot_files_dir": host.boot_files_dir, "files": files})

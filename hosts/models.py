@@ -36,7 +36,7 @@ class Host(models.Model):
     migration_uri = models.CharField(max_length=500, blank=True)
     # The directory on the host whose files operators may boot guests with (kernels,
     # initrds), set by administrators; the app serves it as a libvirt dir pool (see
-    # hosts.bootfiles). Empty: no boot files.
+    # storage.bootfiles). Empty: no boot files.
     boot_files_dir = models.CharField(max_length=1024, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from hosts.models import Host
+from hosts.signals import host_enrolled
 from hosts.virt import HostProbe, VirtError, probe, validate_uri
 from hosts.virt.networks import NetworkInfo, list_networks
 from hosts.virt.networks import create_isolated_network as _create_isolated
@@ -148,10 +149,8 @@ def enrol_host(
             state_since=timezone.now(), **probe_fields(info),
         )
         record("host.enrol", user=user, request=request, target=host, uri=uri)
-    from hosts.monitor import sync_inventory
-
     try:
-        sync_inventory(host)
+        host_enrolled.send(sender=Host, host=host)  # the inventory syncs it (inventory.apps)
     except VirtError as exc:  # enrolled all the same; the watcher retries
         host.last_error = str(exc)
         host.save(update_fields=["last_error"])

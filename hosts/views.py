@@ -11,10 +11,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from hosts import bootfiles, services
+from hosts import services
+from hosts.charts import HOST_CHARTS, chart_context
 from hosts.forms import HostForm
-from hosts.metrics import HOST_CHARTS, chart_context
 from hosts.models import Host
+from hosts.signals import host_page
 from hosts.virt import VirtError
 from xenweb.appliance.sshkeys import public_key
 
@@ -31,11 +32,11 @@ def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
     host = get_object_or_404(Host, pk=pk)
     performance = chart_context(reverse("api:host-metrics-metrics", args=[host.pk]), host.pk,
                                 HOST_CHARTS)
-    from guests.boot import offered
-
-    return render(request, "hosts/detail.html", {"host": host, "performance": performance,
-                                                 "pinned_key": services.pinned_host_key(host),
-                                                 "boot_files": offered(host)})
+    context = {"host": host, "performance": performance,
+               "pinned_key": services.pinned_host_key(host)}
+    for _receiver, extra in host_page.send(sender=Host, host=host):
+        context.update(extra)
+    return render(request, "hosts/detail.html", context)
 
 
 @permission_required("hosts.add_host", raise_exception=True)
@@ -75,13 +76,14 @@ def host_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @permission_required("hosts.change_host", raise_exception=True)
 def host_migration_uri(request: HttpRequest, pk: int) -> HttpResponse:
-    return _change_setting(request, pk, services.set_migration_uri, "migration_uri",
+    return change_setting(request, pk, services.set_migration_uri, "migration_uri",
                            "migration URI", (VirtError, services.HostError))
 
 
-def _change_setting(request: HttpRequest, pk: int, change: Callable[..., Any], field: str,
+def change_setting(request: HttpRequest, pk: int, change: Callable[..., Any], field: str,
                     label: str, errors: tuple[type[Exception], ...]) -> HttpResponse:
-    """Set one text setting of a host from the form field of the same name."""
+    """Set one text setting of a host from the form field of the same name (also for the
+    settings apps above hosts keep, like storage's boot files directory)."""
     host = get_object_or_404(Host, pk=pk)
     try:
         host = change(host, request.POST.get(field, ""), user=request.user, request=request)
@@ -108,29 +110,6 @@ def host_host_key(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, f"{host}: the host key {new} is now trusted.")
     return redirect(host)
-
-
-@require_POST
-@permission_required("hosts.change_host", raise_exception=True)
-def host_boot_files_dir(request: HttpRequest, pk: int) -> HttpResponse:
-    return _change_setting(request, pk, bootfiles.set_boot_files_dir, "boot_files_dir",
-                           "boot files directory", (VirtError, bootfiles.BootFilesError))
-
-
-@require_POST
-@permission_required("hosts.change_host", raise_exception=True)
-def host_evacuate(request: HttpRequest, pk: int) -> HttpResponse:
-    """Maintenance mode on, then every running guest live-migrated away (one job)."""
-    from guests.evacuation import evacuate_host
-    from xenweb.jobs.errors import JobError
-
-    host = get_object_or_404(Host, pk=pk)
-    try:
-        job = evacuate_host(host, user=request.user, request=request)
-    except JobError as exc:
-        messages.error(request, str(exc))
-        return redirect(host)
-    return redirect(job)
 
 
 @permission_required("hosts.view_host", raise_exception=True)

@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from hosts.bootfiles import refresh_boot_files, set_boot_files_dir
 from hosts.models import Host
 from lab.paths import lab_dir
 from lab.tinyguest import ensure_tiny_guest
+from storage.bootfiles import refresh_boot_files, set_boot_files_dir
 
 KERNEL, INITRD = "vmlinuz", "initrd.gz"
 

@@ -1,6 +1,6 @@
 """Which pools and volume files the app may touch on a user's behalf.
 
-The pool serving a host's boot files directory (guests.boot, hosts.bootfiles) holds what
+The pool serving a host's boot files directory (guests.boot, storage.bootfiles) holds what
 an administrator put there for guest kernels and initrds, possibly symlinks to files
 elsewhere on the host (libvirt lists a symlink in a dir pool exactly like its target and
 follows it for every read and write). Only administrators read or write its volumes, and

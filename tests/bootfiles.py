@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hosts.bootfiles import refresh_boot_files, set_boot_files_dir
 from hosts.models import Host
 from lab.bootfiles import INITRD, KERNEL, lab_boot_dir, lab_boot_files
+from storage.bootfiles import boot_pool, refresh_boot_files, set_boot_files_dir
 
 __all__ = ["DEMO_BOOT_DIR", "INITRD", "KERNEL", "demo_boot_files", "lab_boot_dir",
            "lab_boot_files"]
@@ -21,7 +21,6 @@ DEMO_BOOT_DIR = "/var/lib/xen/boot"
 
 def demo_boot_files(host: Host, user: Any = None) -> tuple[str, str]:
     """The demo host's boot files directory with a kernel and an initrd (names)."""
-    from guests.boot import boot_pool
     from hosts.virt.volumes import create_volume
 
     set_boot_files_dir(host, DEMO_BOOT_DIR, user=user)

@@ -1,5 +1,6 @@
 from django.urls import include, path
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import DefaultRouter, SimpleRouter
+from rest_framework.urlpatterns import format_suffix_patterns
 
 from conversions.p2v.api import P2VInventoryView, P2VPublicKeyView, P2VStartView
 from conversions.v2v.api import ExportViewSet, GuestExportViewSet, ImportViewSet
@@ -10,8 +11,9 @@ from guests.migration_api import (
     HostEvacuationViewSet,
 )
 from hosts.api import HostViewSet
-from hosts.metrics_api import GuestMetricsViewSet, HostMetricsViewSet
+from inventory.metrics_api import GuestMetricsViewSet, HostMetricsViewSet
 from storage.api import VolumeViewSet
+from storage.api_bootfiles import HostBootFilesViewSet
 from storage.api_pools import PoolViewSet
 from xenweb.accounts.api import MeView
 from xenweb.appliance.api import SshKeyView
@@ -34,6 +36,11 @@ router.register("imports", ImportViewSet, basename="import")
 router.register("guests", GuestExportViewSet, basename="guest-export")
 router.register("exports", ExportViewSet, basename="export")
 
+# Actions on hosts that apps above hosts serve, with the route names ("host-…") they had on
+# hosts' HostViewSet: a router of its own, as one router takes each basename only once.
+host_actions = SimpleRouter()
+host_actions.register("hosts", HostBootFilesViewSet, basename="host")
+
 
 
 class VolumeContentWithoutSlash(VolumeViewSet):
@@ -53,4 +60,5 @@ urlpatterns = [
     path("volumes/<str:pk>/content", VolumeContentWithoutSlash.as_view(
         {"get": "content", "put": "upload"}), name="volume-content-without-slash"),
     path("", include(router.urls)),
+    path("", include(format_suffix_patterns(host_actions.urls))),  # as DefaultRouter does
 ]

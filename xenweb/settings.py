@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "guests",
     "storage",
     "conversions",
+    "inventory",
     "dashboard",
     "wizard",
 ]
@@ -216,12 +217,19 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = env.str("XENWEB_QUEUE", default=REDIS_PREFIX)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
+INVENTORY_RECONCILE_INTERVAL = env.float("XENWEB_INVENTORY_RECONCILE_INTERVAL", default=300.0)
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": "xenweb.jobs.tasks.reap_stale_jobs", "schedule": 30.0},
+    # inventory/tasks.py; the name is from when it lived in hosts (kept for queued messages).
     "sample-metrics": {"task": "hosts.tasks.sample_metrics",
                        "schedule": env.float("XENWEB_METRICS_INTERVAL", default=30.0)},
     "redispatch-pending-jobs": {"task": "xenweb.jobs.tasks.redispatch_pending_jobs",
                                 "schedule": 15.0},
+    # Every host re-read in full (the watcher does it every 30 s too); a run still queued
+    # when the next one is due is dropped.
+    "reconcile-inventory": {"task": "inventory.tasks.reconcile_inventory",
+                            "schedule": INVENTORY_RECONCILE_INTERVAL,
+                            "options": {"expires": INVENTORY_RECONCILE_INTERVAL}},
 }
 
 # A running job's worker touches the row this often; after JOB_STALE_SECONDS without a

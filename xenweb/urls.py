@@ -1,19 +1,24 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from conversions import urls as conversion_urls
-from storage import urls as storage_urls
+import conversions.urls
+import guests.host_urls
+import hosts.urls
+import storage.host_urls
+import storage.urls
 from xenweb.audit.views import audit_list
 
 urlpatterns = [
     path("", include("dashboard.urls")),
     path("setup/", include("wizard.urls")),
     path("accounts/", include("xenweb.accounts.urls")),
-    path("hosts/", include("hosts.urls")),
+    # The hosts' pages, with those guests and storage add under a host (one namespace).
+    path("hosts/", include((hosts.urls.urlpatterns + guests.host_urls.urlpatterns
+                            + storage.host_urls.urlpatterns, "hosts"))),
     path("guests/", include("guests.urls")),
     # The conversion pages keep the /storage/ paths and "storage:" names they had before
     # the conversions app existed; storage's own urls do not know them.
-    path("storage/", include((storage_urls.urlpatterns + conversion_urls.urlpatterns,
+    path("storage/", include((storage.urls.urlpatterns + conversions.urls.urlpatterns,
                               "storage"))),
     path("jobs/", include("xenweb.jobs.urls")),
     path("audit/", audit_list, name="audit"),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from hosts.bootfiles import set_boot_files_dir
 from hosts.models import Host
 from hosts.services import enrol_host, set_migration_uri
+from storage.bootfiles import set_boot_files_dir
 
 from .manager import TINY_GUEST_DIR, XenHost, peer_migration_uri
 

@@ -13,8 +13,8 @@ from django.test.utils import CaptureQueriesContext
 from bench.report import render
 from bench.scale_rig import count_libvirt_calls, make_hosts
 from guests.models import Guest
-from hosts.monitor import sync_inventory
 from hosts.virt.connection import drop_connection
+from inventory.monitor import sync_inventory
 
 pytestmark = pytest.mark.django_db
 

@@ -13,10 +13,10 @@ from django.test import Client
 from django.utils import timezone
 
 from guests.models import Guest, GuestSample
-from hosts.metrics import prune, sample_all, sample_host
 from hosts.models import HostSample
 from hosts.virt import domains as virt
 from hosts.virt.stats import host_counters
+from inventory.metrics import prune, sample_all, sample_host
 from lab.bootfiles import lab_boot_files
 from lab.register import register_lab_host
 from lab.tinyguest import tiny_guest_cmdline

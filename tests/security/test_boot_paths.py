@@ -182,6 +182,19 @@ def test_the_boot_files_are_listed(viewer_client: Client, booted: Host) -> None:
     assert listed == {"boot_files_dir": DEMO_BOOT_DIR, "files": [INITRD, KERNEL]}
 
 
+def test_the_host_page_lists_the_boot_files_and_its_form_sets_the_directory(
+        admin_client: Client, booted: Host) -> None:
+    page = admin_client.get(booted.get_absolute_url()).content.decode()
+    assert f"<code>{INITRD}</code>, <code>{KERNEL}</code>" in page
+    assert f'action="/hosts/{booted.pk}/boot-files-dir/"' in page
+    answer = admin_client.post(f"/hosts/{booted.pk}/boot-files-dir/", {"boot_files_dir": ""})
+    assert answer.status_code == 302 and answer.url == booted.get_absolute_url()
+    booted.refresh_from_db()
+    assert booted.boot_files_dir == ""
+    page = admin_client.get(booted.get_absolute_url()).content.decode()
+    assert f"<code>{KERNEL}</code>" not in page
+
+
 def test_only_an_admin_sets_the_boot_files_directory(admin_client: Client,
                                                      operator_client: Client,
                                                      viewer_client: Client,
@@ -384,8 +397,8 @@ def test_changing_the_directory_follows_on_the_host(operator_client: Client, boo
                                                     admin_user: Any) -> None:
     """A directory an existing pool serves is used as it is (its disks stay refused as
     kernels); the app's own pool for the former directory goes; none means no boot files."""
-    from hosts.bootfiles import set_boot_files_dir
     from hosts.virt.bootfiles import BOOT_POOL
+    from storage.bootfiles import set_boot_files_dir
 
     set_boot_files_dir(booted, "/var/lib/xen/images", user=admin_user)
     names = {pool.name() for pool in get_connection(booted.uri).listAllStoragePools(0)}

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from guests.boot import boot_pool
 from hosts.models import Host
+from storage.bootfiles import boot_pool
 from storage.models import Pool, Volume
 from tests.bootfiles import KERNEL, demo_boot_files
 from xenweb.jobs.models import Job

@@ -1,4 +1,5 @@
-"""Host reachability: the watcher probes each host and records online/unreachable.
+"""Host reachability: the watcher (and beat's reconcile) probes each host, records
+online/unreachable and re-reads the inventory of the hosts that answer.
 
 A host in maintenance stays in maintenance while it answers (no new guests are placed
 there); an unreachable host keeps the error and the time it went away.
@@ -10,9 +11,12 @@ import logging
 
 from django.utils import timezone
 
+from guests.inventory import reconcile_host
+from hosts.capabilities import refresh_capabilities, refresh_resources
 from hosts.models import Host
 from hosts.services import probe_fields, test_connection
 from hosts.virt import VirtError
+from storage.inventory import reconcile_pools
 from xenweb.realtime import EVENTS_GROUP, broadcast
 
 log = logging.getLogger(__name__)
@@ -68,10 +72,6 @@ def refresh_all_hosts() -> list[Host]:
 
 def sync_inventory(host: Host) -> None:
     """Capabilities, guests and pools of the host, re-read from libvirt."""
-    from guests.inventory import reconcile_host
-    from hosts.capabilities import refresh_capabilities, refresh_resources
-    from storage.inventory import reconcile_pools
-
     if not host.capabilities:
         refresh_capabilities(host)
     else:

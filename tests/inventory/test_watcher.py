@@ -23,7 +23,7 @@ from hosts.virt import DEMO_NODE_FILE, VirtError, VirtObjectNotFound
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import PV, DomainSpec
 from hosts.virt.events import DomainEvent, lifecycle_kind, subscribe
-from hosts.watcher import Watcher, backoff
+from inventory.watcher import Watcher, backoff
 
 URI = "test:///default"
 TIMEOUT = 15.0
@@ -72,7 +72,7 @@ def events_until(got: queue.Queue[DomainEvent], done: Callable[[DomainEvent], bo
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """The hints the watcher broadcasts about guests."""
     messages: list[dict[str, Any]] = []
-    monkeypatch.setattr("hosts.watcher.broadcast", lambda _groups, msg: messages.append(msg))
+    monkeypatch.setattr("inventory.watcher.broadcast", lambda _groups, msg: messages.append(msg))
     return messages
 
 
@@ -160,7 +160,7 @@ def test_unreachable_host_is_marked_retried_and_comes_back(
 ) -> None:
     # A node file that appears later stands in for a host that comes back; the watcher
     # normally leaves node-file hosts to the web process (they are private per connection).
-    monkeypatch.setattr("hosts.watcher.is_private_mock", lambda uri: False)
+    monkeypatch.setattr("inventory.watcher.is_private_mock", lambda uri: False)
     node = tmp_path / "node.xml"
     host = Host.objects.create(name="later", uri=f"test://{node}", state=Host.State.ONLINE)
 

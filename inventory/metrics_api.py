@@ -8,8 +8,9 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from guests.charts import guest_series
 from guests.models import Guest
-from hosts.metrics import guest_series, host_series
+from hosts.charts import host_series
 from hosts.models import Host
 
 MINUTES = OpenApiParameter("minutes", int, description="how far back (default 60, max 1440)")

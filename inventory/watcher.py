@@ -13,7 +13,7 @@ thread, which alone touches the database and the channel layer:
   re-registers the events and refreshes the host (online, inventory re-read, as events
   may have been missed meanwhile);
 - every ``reconcile_interval`` seconds the hosts that are connected are refreshed in
-  full (``hosts.monitor.refresh_host``), which fixes any drift; hosts that are not
+  full (``inventory.monitor.refresh_host``), which fixes any drift; hosts that are not
   connected are the reconnect loop's business, so a silent host never stalls a round;
 - the Host table is re-read every ``hosts_interval`` seconds: enrolled hosts are
   subscribed, removed ones dropped, without a restart.
@@ -32,10 +32,10 @@ from django.db import close_old_connections
 
 from guests.inventory import refresh_guest
 from hosts.models import Host
-from hosts.monitor import mark_unreachable, refresh_all_hosts, refresh_host
 from hosts.virt import VirtError, describe_error
 from hosts.virt.demo import is_private_mock
 from hosts.virt.events import ConnectionClosed, DomainEvent, Subscription, subscribe
+from inventory.monitor import mark_unreachable, refresh_all_hosts, refresh_host
 from xenweb.realtime import EVENTS_GROUP, broadcast
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,8 @@
 
 Only administrators set it (the API and the host page ask for hosts.change_host). The app
 serves the directory as a libvirt dir pool, so its files are listed by the host's own
-libvirtd and chosen by name (guests.boot checks each choice).
+libvirtd, cached as that pool's volumes, and chosen by name (guests.boot checks each
+choice). The setting itself is the host's (Host.boot_files_dir); the pool is storage's.
 """
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ import posixpath
 import re
 from typing import Any
 
+from django.db.models import Q, QuerySet
+
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import bootfiles as virt
+from hosts.virt.volumes import describe_pool
+from storage.inventory import reconcile_pools, store_pool
+from storage.models import Pool, Volume
 from xenweb.audit.services import record
 
 DIR_RE = re.compile(r"^/[A-Za-z0-9._+~@/-]{1,1023}$")
@@ -50,8 +56,6 @@ def check_directory(directory: str) -> str:
 
 def set_boot_files_dir(host: Host, directory: str, *, user: Any, request: Any = None) -> Host:
     """Serve `directory` on the host as its boot files (a dir pool), or none ('')."""
-    from storage.inventory import reconcile_pools, store_pool
-
     try:
         directory = check_directory(directory)
         if directory:
@@ -77,13 +81,28 @@ def set_boot_files_dir(host: Host, directory: str, *, user: Any, request: Any = 
 def refresh_boot_files(host: Host) -> list[str]:
     """The directory's files, listed again on the host (files added or removed there since
     are seen) and stored in the inventory; [] without a boot files directory."""
-    from guests.boot import boot_pool, offered
-    from hosts.virt.volumes import describe_pool
-    from storage.inventory import store_pool
-
     pool = boot_pool(host)
     if pool is None:
         return []
     store_pool(host, describe_pool(host.uri, pool.name, refresh=True,
                                    allow_insecure=host.is_lab))
     return list(offered(host).values_list("name", flat=True))
+
+
+def boot_pool(host: Host) -> Pool | None:
+    """The cached pool serving the host's boot files directory (None without one)."""
+    directory = host.boot_files_dir.rstrip("/")
+    if not directory:
+        return None
+    return Pool.objects.filter(host=host, pool_type="dir").filter(
+        Q(target_path=directory) | Q(target_path=directory + "/")).first()
+
+
+def offered(host: Host | None = None) -> QuerySet[Volume]:
+    """The files of the boot files directories (of one host, or of all), as last listed."""
+    hosts = Host.objects.exclude(boot_files_dir="")
+    if host is not None:
+        hosts = hosts.filter(pk=host.pk)
+    pools = [pool.pk for pool in (boot_pool(h) for h in hosts) if pool is not None]
+    return Volume.objects.select_related("pool__host").filter(pool_id__in=pools).exclude(
+        format="dir").order_by("pool__host__name", "name")

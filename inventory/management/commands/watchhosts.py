@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from hosts.watcher import RECONCILE_INTERVAL, Watcher, run_once
+from inventory.watcher import RECONCILE_INTERVAL, Watcher, run_once
 
 
 class Command(BaseCommand):

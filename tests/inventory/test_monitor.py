@@ -6,8 +6,8 @@ import pytest
 from django.core.management import call_command
 
 from hosts.models import Host
-from hosts.monitor import refresh_host
 from hosts.virt.demo import demo_uri
+from inventory.monitor import refresh_host
 
 pytestmark = pytest.mark.django_db
 
