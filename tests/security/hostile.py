@@ -17,6 +17,17 @@ def qemu_img(*args: str) -> None:
     subprocess.run(["qemu-img", *args], check=True, capture_output=True)
 
 
+def qemu_img_encrypted(*args: str, tries: int = 5) -> None:
+    """qemu-img create with LUKS: it times the key derivation by the thread's CPU time and
+    gives up ("Unable to get accurate CPU usage") when a loaded machine measures none."""
+    for attempt in range(tries):
+        try:
+            return qemu_img(*args)
+        except subprocess.CalledProcessError as exc:
+            if b"accurate CPU usage" not in exc.stderr or attempt == tries - 1:
+                raise
+
+
 def qcow2_backing_past_first_mib(path: Path, backing: str) -> Path:
     """A qcow2 with 2 MiB clusters whose backing file name lies at 1.5 MiB (qemu reads the
     name anywhere inside the first cluster); no backing format, so it is probed."""
@@ -41,14 +52,14 @@ def qcow2_with_backing(path: Path, backing: str) -> Path:
 
 
 def qcow2_encrypted(path: Path) -> Path:
-    qemu_img("create", "-q", "--object", "secret,id=s0,data=secret", "-f", "qcow2", "-o",
-             "encrypt.format=luks,encrypt.key-secret=s0", str(path), "1M")
+    qemu_img_encrypted("create", "-q", "--object", "secret,id=s0,data=secret", "-f", "qcow2",
+                       "-o", "encrypt.format=luks,encrypt.key-secret=s0", str(path), "1M")
     return path
 
 
 def luks(path: Path) -> Path:
-    qemu_img("create", "-q", "--object", "secret,id=s0,data=secret", "-f", "luks", "-o",
-             "key-secret=s0", str(path), "1M")
+    qemu_img_encrypted("create", "-q", "--object", "secret,id=s0,data=secret", "-f", "luks",
+                       "-o", "key-secret=s0", str(path), "1M")
     return path
 
 
