@@ -10,7 +10,7 @@ written to the stream. Text frames from the server are JSON status messages:
 - ``{"type": "console.status", "state": "connected", "readonly": bool, ...}`` once open;
 - ``{"type": "console.readonly", "message": ...}`` the first time a read-only user types;
 - ``{"type": "console.closed", "reason": ..., "message": ...}`` just before the server
-  closes the socket, with one of the ``CLOSE_*`` codes below.
+  closes the socket, with one of the ``CLOSE_*`` codes of ``xenweb.ws_base``.
 
 Watching needs ``guests.view_guest``, typing ``guests.change_guest``; a user without the
 latter gets a read-only console whose input is dropped here, on the server. libvirt allows
@@ -46,21 +46,20 @@ from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import domains as virt
 from hosts.virt.console import ConsoleInUse, ConsoleStream
 from xenweb.audit.services import record
+from xenweb.ws_base import (
+    CLOSE_CONSOLE_ERROR,
+    CLOSE_FORBIDDEN,
+    CLOSE_GUEST_STOPPED,
+    CLOSE_IN_USE,
+    CLOSE_NO_CONSOLE,
+    CLOSE_NOT_FOUND,
+    CLOSE_TAKEN_OVER,
+    CLOSE_UNAUTHENTICATED,
+)
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Refusals, before the handshake is accepted (as in xenweb.jobs.consumers).
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
-# Endings, after the handshake; the browser decides from the code whether to reconnect.
-CLOSE_GUEST_STOPPED = 4000  # not running (any more): reconnect slowly, it may start again
-CLOSE_TAKEN_OVER = 4001  # another session took the console: reconnect only on request
-CLOSE_CONSOLE_ERROR = 4002  # the host or the stream failed: reconnect with backoff
-CLOSE_NO_CONSOLE = 4003  # Domain-0 or a guest that no longer exists: never reconnect
-CLOSE_IN_USE = 4005  # a viewer, and another session has the console: retry slowly
 
 POLL_SECONDS = 0.05
 SETTLE_SECONDS = 3.0  # how long an ended console waits for the guest's state to follow

@@ -19,7 +19,7 @@ Text frames from the server are JSON status messages (vnc.js keeps them away fro
 - ``{"type": "vnc.status", "state": "connected", "view_only": bool, "via": ..., ...}`` once
   the VNC server is reached, before its first byte;
 - ``{"type": "vnc.closed", "reason": ..., "message": ...}`` just before the server closes the
-  socket, with one of the ``CLOSE_*`` codes below.
+  socket, with one of the ``CLOSE_*`` codes of ``xenweb.ws_base``.
 
 Watching needs ``guests.view_guest``, interacting ``guests.change_guest``. A viewer's
 session is view-only on the server too: its client→server bytes go through
@@ -53,18 +53,17 @@ from hosts.virt import domains as virt
 from hosts.virt.graphics import VncEndpoint, vnc_endpoint
 from xenweb.appliance.sshkeys import ensure_keypair, key_dir
 from xenweb.audit.services import record
+from xenweb.ws_base import (
+    CLOSE_CONSOLE_ERROR,
+    CLOSE_FORBIDDEN,
+    CLOSE_GUEST_STOPPED,
+    CLOSE_NO_CONSOLE,
+    CLOSE_NOT_FOUND,
+    CLOSE_REFUSED_INPUT,
+    CLOSE_UNAUTHENTICATED,
+)
 
 logger = logging.getLogger(__name__)
-
-# Refusals, before the handshake is accepted (as in guests.consumers).
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
-# Endings, after the handshake; the browser decides from the code whether to reconnect.
-CLOSE_GUEST_STOPPED = 4000  # not running (any more): reconnect slowly, it may start again
-CLOSE_VNC_ERROR = 4002  # the host, the tunnel or the VNC server failed: retry with backoff
-CLOSE_NO_VNC = 4003  # Domain-0, no VNC graphics, unsupported transport, gone: never retry
-CLOSE_REFUSED_INPUT = 4004  # a view-only client sent what the proxy cannot check: no retry
 
 SUBPROTOCOL = "binary"
 
@@ -341,12 +340,12 @@ def plan_route(target: GuestSessionTarget, endpoint: VncEndpoint, *, ssh_key: st
         if transport:
             raise VncUnavailable(Ending(
                 "unsupported", f"The VNC server of {target.name} listens on a UNIX socket on "
-                f"{target.host_name}; only the host itself can reach it.", CLOSE_NO_VNC))
+                f"{target.host_name}; only the host itself can reach it.", CLOSE_NO_CONSOLE))
         return Route("unix", address=endpoint.socket)
     if endpoint.port is None or endpoint.port <= 0:
         raise VncUnavailable(Ending(
             "no-port", f"The VNC server of {target.name} has no TCP port (its graphics listen "
-            "nowhere).", CLOSE_NO_VNC))
+            "nowhere).", CLOSE_NO_CONSOLE))
     if not transport or (target.is_lab and transport == "tcp"):
         address = _connect_address(endpoint.listen, parts.hostname or "")
         return Route("tcp", address=address, port=endpoint.port)
@@ -367,7 +366,7 @@ def plan_route(target: GuestSessionTarget, endpoint: VncEndpoint, *, ssh_key: st
         return Route("ssh", address=parts.hostname or "", port=endpoint.port, argv=tuple(argv))
     raise VncUnavailable(Ending(
         "unsupported", transport_problem(target.host_uri)
-        or f"The graphical console cannot reach hosts over {transport}.", CLOSE_NO_VNC))
+        or f"The graphical console cannot reach hosts over {transport}.", CLOSE_NO_CONSOLE))
 
 
 def resolve(target: GuestSessionTarget) -> Route:
@@ -376,26 +375,26 @@ def resolve(target: GuestSessionTarget) -> Route:
     if target.is_privileged:
         raise VncUnavailable(Ending(
             "no-vnc", f"{target.name} is the host's management domain: it has no graphical "
-            "console here.", CLOSE_NO_VNC))
+            "console here.", CLOSE_NO_CONSOLE))
     problem = transport_problem(target.host_uri)
     if problem:
-        raise VncUnavailable(Ending("unsupported", problem, CLOSE_NO_VNC))
+        raise VncUnavailable(Ending("unsupported", problem, CLOSE_NO_CONSOLE))
     try:
         endpoint = vnc_endpoint(target.host_uri, target.uuid, allow_insecure=target.is_lab)
     except VirtObjectNotFound:
         raise VncUnavailable(Ending(
             "gone", f"The guest {target.name} no longer exists on {target.host_name}.",
-            CLOSE_NO_VNC)) from None
+            CLOSE_NO_CONSOLE)) from None
     except VirtError as exc:
-        raise VncUnavailable(Ending("error", str(exc), CLOSE_VNC_ERROR)) from None
+        raise VncUnavailable(Ending("error", str(exc), CLOSE_CONSOLE_ERROR)) from None
     if endpoint.is_privileged:
         raise VncUnavailable(Ending(
             "no-vnc", f"{target.name} is the host's management domain: it has no graphical "
-            "console here.", CLOSE_NO_VNC))
+            "console here.", CLOSE_NO_CONSOLE))
     if not endpoint.has_vnc:
         raise VncUnavailable(Ending(
             "no-vnc", f"{target.name} has no VNC graphics: add a VNC graphics device to the "
-            "guest to use its graphical console.", CLOSE_NO_VNC))
+            "guest to use its graphical console.", CLOSE_NO_CONSOLE))
     if not endpoint.active:
         raise VncUnavailable(Ending(
             "not-running", f"The guest {target.name} is not running ({endpoint.state}); its "
@@ -421,13 +420,13 @@ def diagnose(target: GuestSessionTarget, detail: str) -> Ending:
             time.sleep(0.1)
     except VirtObjectNotFound:
         return Ending("gone", f"The guest {target.name} no longer exists on "
-                      f"{target.host_name}.", CLOSE_NO_VNC)
+                      f"{target.host_name}.", CLOSE_NO_CONSOLE)
     except VirtError as exc:
-        return Ending("error", str(exc), CLOSE_VNC_ERROR)
+        return Ending("error", str(exc), CLOSE_CONSOLE_ERROR)
     if state not in RUNNING_STATES:
         return Ending("stopped", f"The guest {target.name} stopped ({state}).",
                       CLOSE_GUEST_STOPPED)
-    return Ending("error", detail, CLOSE_VNC_ERROR)
+    return Ending("error", detail, CLOSE_CONSOLE_ERROR)
 
 
 # --- the byte pipe to the VNC server ----------------------------------------------------

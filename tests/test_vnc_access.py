@@ -144,7 +144,7 @@ async def test_guest_without_vnc_graphics_is_refused(host: Host, admin_client_tx
     communicator = await _open(admin_client_tx, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "no-vnc" and "no VNC graphics" in message["message"]
-    assert code == vnc.CLOSE_NO_VNC
+    assert code == vnc.CLOSE_NO_CONSOLE
     await communicator.disconnect()
     assert not await AuditRecord.objects.filter(action="guest.vnc").aexists()
 
@@ -155,7 +155,7 @@ async def test_domain0_is_refused(guest: Guest, admin_client_tx: Client) -> None
     communicator = await _open(admin_client_tx, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "no-vnc" and "management domain" in message["message"]
-    assert code == vnc.CLOSE_NO_VNC
+    assert code == vnc.CLOSE_NO_CONSOLE
 
 
 @pytest.mark.asyncio
@@ -165,7 +165,7 @@ async def test_tls_host_is_refused_with_a_reason(admin_client_tx: Client) -> Non
     communicator = await _open(admin_client_tx, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "unsupported" and "TLS" in message["message"]
-    assert code == vnc.CLOSE_NO_VNC
+    assert code == vnc.CLOSE_NO_CONSOLE
 
 
 # --- the relay, with a fake VNC server -------------------------------------------------------
@@ -332,7 +332,7 @@ async def test_unreachable_vnc_server_is_an_error(
     communicator = await _open(viewer_client, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "error" and "Cannot reach the VNC server" in message["message"]
-    assert code == vnc.CLOSE_VNC_ERROR
+    assert code == vnc.CLOSE_CONSOLE_ERROR
 
 
 # --- the viewer's filter, with crafted RFB client messages ------------------------------------
@@ -631,5 +631,5 @@ async def test_failed_ssh_tunnel_says_why(
     assert message["reason"] == "error", message
     assert "SSH tunnel to xen-ssh failed" in message["message"]
     assert "Permission denied (publickey)" in message["message"]
-    assert code == vnc.CLOSE_VNC_ERROR
+    assert code == vnc.CLOSE_CONSOLE_ERROR
     await communicator.disconnect()

@@ -9,9 +9,8 @@ from channels.db import database_sync_to_async
 
 from xenweb.jobs.visibility import summary_groups_for
 from xenweb.realtime import EVENTS_GROUP, user_group
-from xenweb.ws_base import LayerJsonWebsocketConsumer
+from xenweb.ws_base import CLOSE_UNAUTHENTICATED, LayerJsonWebsocketConsumer
 
-CLOSE_UNAUTHENTICATED = 4401
 SUMMARIES_KEPT = 256
 
 

@@ -1,4 +1,5 @@
-"""The base of the JSON websocket consumers that live on the channel layer (jobs, events).
+"""What every websocket of the appliance shares: its close codes, and the base of the JSON
+consumers that live on the channel layer (jobs, events).
 
 - Client messages are decoded with the nesting limit of xenweb.json_limits; a malformed,
   too deep or binary message closes the socket with 1007/1003 instead of a traceback.
@@ -22,9 +23,23 @@ from xenweb import json_limits
 logger = logging.getLogger(__name__)
 
 REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
+
+# Close codes. The protocol's own (RFC 6455):
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_TRY_AGAIN_LATER = 1013
+# Refusals, before the handshake is accepted (as HTTP's 401, 403, 404):
+CLOSE_UNAUTHENTICATED = 4401  # not logged in
+CLOSE_FORBIDDEN = 4403  # logged in, without the permission
+CLOSE_NOT_FOUND = 4404  # no such object, or none this user may see
+# Endings of a guest's console (text or graphical), after the handshake; the pages
+# (static/xenweb/console.js, vnc.js) decide from the code whether to reconnect.
+CLOSE_GUEST_STOPPED = 4000  # not running (any more): reconnect slowly, it may start again
+CLOSE_TAKEN_OVER = 4001  # another session took the console: reconnect only on request
+CLOSE_CONSOLE_ERROR = 4002  # the host, the stream or the tunnel failed: retry with backoff
+CLOSE_NO_CONSOLE = 4003  # Domain-0, no such console or transport, guest gone: never retry
+CLOSE_REFUSED_INPUT = 4004  # a view-only client sent what the proxy cannot check: no retry
+CLOSE_IN_USE = 4005  # a viewer, and another session has the console: retry slowly
 
 
 class LayerJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):

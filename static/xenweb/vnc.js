@@ -11,7 +11,7 @@
  * A wrong VNC password stops too (the Reconnect button asks again).
  */
 
-const CLOSE_GUEST_STOPPED = 4000, CLOSE_NO_VNC = 4003, CLOSE_REFUSED_INPUT = 4004;
+const CLOSE_GUEST_STOPPED = 4000, CLOSE_NO_CONSOLE = 4003, CLOSE_REFUSED_INPUT = 4004;
 const MIN_DELAY = 1000, MAX_DELAY = 30000, STOPPED_MIN_DELAY = 3000;
 const STATUS_CLASS = {
   connecting: "secondary", connected: "success", stopped: "warning", reconnecting: "warning",
@@ -151,8 +151,8 @@ function setup(root, RFB) {
         stop("error", "refused", securityFailure);
         return;
       }
-      if (ev.code === CLOSE_NO_VNC || ev.code === CLOSE_REFUSED_INPUT) {
-        stop(ev.code === CLOSE_NO_VNC ? "no-vnc" : "error", ev.code === CLOSE_NO_VNC ? "no graphical console" : "refused", message);
+      if (ev.code === CLOSE_NO_CONSOLE || ev.code === CLOSE_REFUSED_INPUT) {
+        stop(ev.code === CLOSE_NO_CONSOLE ? "no-vnc" : "error", ev.code === CLOSE_NO_CONSOLE ? "no graphical console" : "refused", message);
         return;
       }
       if (ev.code === CLOSE_GUEST_STOPPED) {

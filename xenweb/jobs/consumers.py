@@ -8,11 +8,12 @@ from xenweb.jobs.models import Job
 from xenweb.jobs.serializers import job_payload
 from xenweb.jobs.visibility import can_view
 from xenweb.realtime import job_group
-from xenweb.ws_base import LayerJsonWebsocketConsumer
-
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
+from xenweb.ws_base import (
+    CLOSE_FORBIDDEN,
+    CLOSE_NOT_FOUND,
+    CLOSE_UNAUTHENTICATED,
+    LayerJsonWebsocketConsumer,
+)
 
 
 def _job(job_id: int) -> Job | None:
