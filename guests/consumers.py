@@ -25,36 +25,25 @@ each websocket has its own libvirt stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
-from guests.sessions import (
-    GuestSessionTarget,
-    load_target,
-    may_view,
-)
+from guests.sessions import Ending, GuestSessionConsumer, GuestSessionTarget
 from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import domains as virt
 from hosts.virt.console import ConsoleInUse, ConsoleStream
 from xenweb.audit.services import record
 from xenweb.ws_base import (
     CLOSE_CONSOLE_ERROR,
-    CLOSE_FORBIDDEN,
     CLOSE_GUEST_STOPPED,
     CLOSE_IN_USE,
     CLOSE_NO_CONSOLE,
-    CLOSE_NOT_FOUND,
     CLOSE_TAKEN_OVER,
-    CLOSE_UNAUTHENTICATED,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,16 +53,6 @@ T = TypeVar("T")
 POLL_SECONDS = 0.05
 SETTLE_SECONDS = 3.0  # how long an ended console waits for the guest's state to follow
 RUNNING_STATES = frozenset({"running", "blocked", "paused", "pmsuspended", "shutdown"})
-
-
-
-@dataclass(frozen=True)
-class Ending:
-    """Why a console session ended: the last message and the close code."""
-
-    reason: str
-    message: str
-    code: int
 
 
 @database_sync_to_async
@@ -146,18 +125,13 @@ def in_use(target: GuestSessionTarget) -> Ending:
     )
 
 
-class GuestConsoleConsumer(AsyncWebsocketConsumer):
+class GuestConsoleConsumer(GuestSessionConsumer):
     """Bridges one websocket to one libvirt console stream of a guest."""
 
-    # No channel layer: the console joins no group, so it needs no Redis round trips (and
-    # keeps working while Redis is away). An alias that is not configured means "none".
-    channel_layer_alias = "console-uses-no-channel-layer"
-    target: GuestSessionTarget | None = None
+    closed_type = "console.closed"
     stream: ConsoleStream | None = None
-    pump: asyncio.Task[None] | None = None
     executor: ThreadPoolExecutor | None = None
     warned_readonly = False
-    ending = False
 
     # --- the console's own thread ------------------------------------------------------
 
@@ -170,18 +144,10 @@ class GuestConsoleConsumer(AsyncWebsocketConsumer):
     # --- websocket life cycle ----------------------------------------------------------
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        admitted = await self.admit_target()
+        if admitted is None:
             return
-        if not await may_view(user):
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
-        target = await load_target(user, int(self.scope["url_route"]["kwargs"]["guest_id"]))
-        if target is None:
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
-        self.target = target
+        user, target = admitted
         await self.accept()
         if target.is_privileged:
             await self._end(Ending(
@@ -212,11 +178,7 @@ class GuestConsoleConsumer(AsyncWebsocketConsumer):
         self.pump = asyncio.create_task(self._pump())
 
     async def disconnect(self, code: int) -> None:
-        pump, self.pump = self.pump, None
-        if pump is not None and pump is not asyncio.current_task():
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
+        await self.stop_pump()
         stream, self.stream = self.stream, None
         if stream is not None:
             try:
@@ -279,12 +241,3 @@ class GuestConsoleConsumer(AsyncWebsocketConsumer):
         except VirtError as exc:
             error = exc
         return await self._call(diagnose, target, error, opened=True)
-
-    async def _end(self, ending: Ending) -> None:
-        self.ending = True
-        await self._send_json({"type": "console.closed", "reason": ending.reason,
-                               "message": ending.message})
-        await self.close(code=ending.code)
-
-    async def _send_json(self, content: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(content))

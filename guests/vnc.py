@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import struct
 import time
@@ -41,13 +40,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
-from guests.sessions import (
-    GuestSessionTarget,
-    load_target,
-    may_view,
-)
+from guests.sessions import Ending, GuestSessionConsumer, GuestSessionTarget
 from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import domains as virt
 from hosts.virt.graphics import VncEndpoint, vnc_endpoint
@@ -55,12 +49,9 @@ from xenweb.appliance.sshkeys import ensure_keypair, key_dir
 from xenweb.audit.services import record
 from xenweb.ws_base import (
     CLOSE_CONSOLE_ERROR,
-    CLOSE_FORBIDDEN,
     CLOSE_GUEST_STOPPED,
     CLOSE_NO_CONSOLE,
-    CLOSE_NOT_FOUND,
     CLOSE_REFUSED_INPUT,
-    CLOSE_UNAUTHENTICATED,
 )
 
 logger = logging.getLogger(__name__)
@@ -268,15 +259,6 @@ class ViewerInputFilter:
 
 
 # --- where the VNC server is and how to reach it ------------------------------------------
-
-
-@dataclass(frozen=True)
-class Ending:
-    """Why a VNC session ended (or never began): the last message and the close code."""
-
-    reason: str
-    message: str
-    code: int
 
 
 class VncUnavailable(Exception):
@@ -533,30 +515,18 @@ def _audit_opened(user: Any, target: GuestSessionTarget, route: Route, client: s
     )
 
 
-class GuestVncConsumer(AsyncWebsocketConsumer):
+class GuestVncConsumer(GuestSessionConsumer):
     """Relays one websocket (noVNC) to one connection to a guest's VNC server."""
 
-    # No channel layer: the proxy joins no group (as the text console).
-    channel_layer_alias = "vnc-uses-no-channel-layer"
-    target: GuestSessionTarget | None = None
+    closed_type = "vnc.closed"
     tunnel: Tunnel | None = None
-    pump: asyncio.Task[None] | None = None
     input_filter: ViewerInputFilter | None = None
-    ending = False
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        admitted = await self.admit_target()
+        if admitted is None:
             return
-        if not await may_view(user):
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
-        target = await load_target(user, int(self.scope["url_route"]["kwargs"]["guest_id"]))
-        if target is None:
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
-        self.target = target
+        user, target = admitted
         requested = self.scope.get("subprotocols") or []
         await self.accept(SUBPROTOCOL if SUBPROTOCOL in requested else None)
         try:
@@ -583,11 +553,7 @@ class GuestVncConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.ending = True
-        pump, self.pump = self.pump, None
-        if pump is not None and pump is not asyncio.current_task():
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
+        await self.stop_pump()
         tunnel, self.tunnel = self.tunnel, None
         if tunnel is not None:
             try:
@@ -647,14 +613,3 @@ class GuestVncConsumer(AsyncWebsocketConsumer):
             detail = f"The VNC server of {target.name} closed the connection."
         self.pump = None  # finished: disconnect() must not wait for itself
         await self._end(await asyncio.to_thread(diagnose, target, detail))
-
-    async def _end(self, ending: Ending) -> None:
-        if self.ending:
-            return
-        self.ending = True
-        await self._send_json({"type": "vnc.closed", "reason": ending.reason,
-                               "message": ending.message})
-        await self.close(code=ending.code)
-
-    async def _send_json(self, content: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(content))

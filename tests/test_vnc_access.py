@@ -35,6 +35,7 @@ from hosts.models import Host
 from hosts.virt.domain_xml import DomainSpec, build_domain_xml, parse_domain_xml
 from hosts.virt.graphics import VncEndpoint
 from tests.conftest import logged_in
+from xenweb import ws_base
 from xenweb.asgi import application
 from xenweb.audit.models import AuditRecord
 
@@ -87,7 +88,7 @@ def guest(host: Host) -> Guest:
 async def test_anonymous_is_refused(guest: Guest) -> None:
     connected, code = await _refused(_path(guest.pk), _headers(None))
     assert not connected
-    assert code == vnc.CLOSE_UNAUTHENTICATED
+    assert code == ws_base.CLOSE_UNAUTHENTICATED
 
 
 @pytest.mark.asyncio
@@ -100,7 +101,7 @@ async def test_foreign_origin_is_refused(guest: Guest, admin_client_tx: Client) 
 async def test_unknown_guest_is_refused(admin_client_tx: Client) -> None:
     connected, code = await _refused(_path(999999), _headers(admin_client_tx))
     assert not connected
-    assert code == vnc.CLOSE_NOT_FOUND
+    assert code == ws_base.CLOSE_NOT_FOUND
 
 
 @pytest.mark.asyncio
@@ -109,7 +110,7 @@ async def test_user_without_a_role_is_refused(guest: Guest) -> None:
     client = await sync_to_async(logged_in)(user)
     connected, code = await _refused(_path(guest.pk), _headers(client))
     assert not connected
-    assert code == vnc.CLOSE_FORBIDDEN
+    assert code == ws_base.CLOSE_FORBIDDEN
 
 
 # --- refusals after the handshake, with a reason ---------------------------------------------

@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 
 from xenweb.jobs.visibility import summary_groups_for
 from xenweb.realtime import EVENTS_GROUP, user_group
-from xenweb.ws_base import CLOSE_UNAUTHENTICATED, LayerJsonWebsocketConsumer
+from xenweb.ws_base import LayerJsonWebsocketConsumer
 
 SUMMARIES_KEPT = 256
 
@@ -19,9 +19,8 @@ class EventsConsumer(LayerJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.last_summaries = OrderedDict()
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        user = await self.admit()  # any logged-in user
+        if user is None:
             return
         # Inventory changes go to everyone; job summaries only to those who may see the
         # job: the owner's group and the groups of xenweb.jobs.visibility.
