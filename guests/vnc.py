@@ -37,12 +37,11 @@ import struct
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from channels.db import database_sync_to_async
 
 from guests.sessions import Ending, GuestSessionConsumer, GuestSessionTarget
-from hosts.virt import VirtError, VirtObjectNotFound
+from hosts.virt import VirtError, VirtObjectNotFound, parse_uri
 from hosts.virt import domains as virt
 from hosts.virt.graphics import VncEndpoint, vnc_endpoint
 from xenweb.appliance.sshkeys import ensure_keypair, key_dir
@@ -288,8 +287,7 @@ class Route:
 
 def transport_problem(uri: str) -> str:
     """Why the graphical console of this host's guests cannot work at all, or ''."""
-    transport = urlsplit(uri).scheme.lower().partition("+")[2]
-    if transport == "tls":
+    if parse_uri(uri).transport == "tls":
         return ("The graphical console is not available yet for guests on hosts reached over "
                 "TLS (a +tls:// URI): only local hosts, lab hosts and SSH hosts (+ssh://) "
                 "can carry it.")
@@ -316,8 +314,8 @@ def plan_route(target: GuestSessionTarget, endpoint: VncEndpoint, *, ssh_key: st
                known_hosts: str = "") -> Route:
     """The route to the guest's VNC server (raises VncUnavailable with the reason).
     ``ssh_key`` and ``known_hosts``: the appliance's key and pinned host keys, for +ssh."""
-    parts = urlsplit(target.host_uri)
-    transport = parts.scheme.lower().partition("+")[2]
+    parsed = parse_uri(target.host_uri)
+    transport = parsed.transport
     if endpoint.socket:
         if transport:
             raise VncUnavailable(Ending(
@@ -329,12 +327,11 @@ def plan_route(target: GuestSessionTarget, endpoint: VncEndpoint, *, ssh_key: st
             "no-port", f"The VNC server of {target.name} has no TCP port (its graphics listen "
             "nowhere).", CLOSE_NO_CONSOLE))
     if not transport or (target.is_lab and transport == "tcp"):
-        address = _connect_address(endpoint.listen, parts.hostname or "")
+        address = _connect_address(endpoint.listen, parsed.hostname)
         return Route("tcp", address=address, port=endpoint.port)
     if transport == "ssh":
-        params = dict(parse_qsl(parts.query, keep_blank_values=True))
-        key = params.get("keyfile") or ssh_key
-        pinned = params.get("known_hosts") or known_hosts
+        key = parsed.param("keyfile") or ssh_key
+        pinned = parsed.param("known_hosts") or known_hosts
         argv = [SSH]
         if key:
             argv += ["-i", key, "-o", "IdentitiesOnly=yes"]
@@ -342,10 +339,10 @@ def plan_route(target: GuestSessionTarget, endpoint: VncEndpoint, *, ssh_key: st
             argv += ["-o", f"UserKnownHostsFile={pinned}", "-o", "GlobalKnownHostsFile=/dev/null",
                      "-o", "StrictHostKeyChecking=yes"]
         argv += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(CONNECT_TIMEOUT)}",
-                 "-o", "ServerAliveInterval=15", "-p", str(parts.port or 22),
+                 "-o", "ServerAliveInterval=15", "-p", str(parsed.ssh_port),
                  "-W", _ssh_target(_connect_address(endpoint.listen, ""), endpoint.port),
-                 "--", f"{parts.username or 'root'}@{parts.hostname}"]
-        return Route("ssh", address=parts.hostname or "", port=endpoint.port, argv=tuple(argv))
+                 "--", f"{parsed.user or 'root'}@{parsed.hostname}"]
+        return Route("ssh", address=parsed.hostname, port=endpoint.port, argv=tuple(argv))
     raise VncUnavailable(Ending(
         "unsupported", transport_problem(target.host_uri)
         or f"The graphical console cannot reach hosts over {transport}.", CLOSE_NO_CONSOLE))
@@ -381,8 +378,7 @@ def resolve(target: GuestSessionTarget) -> Route:
         raise VncUnavailable(Ending(
             "not-running", f"The guest {target.name} is not running ({endpoint.state}); its "
             "graphical console opens when it starts.", CLOSE_GUEST_STOPPED))
-    transport = urlsplit(target.host_uri).scheme.lower().partition("+")[2]
-    if transport != "ssh":
+    if parse_uri(target.host_uri).transport != "ssh":
         return plan_route(target, endpoint)
     return plan_route(target, endpoint, ssh_key=str(ensure_keypair()),
                       known_hosts=str(key_dir() / KNOWN_HOSTS))

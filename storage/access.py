@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import urlsplit
 
+from hosts.virt import parse_uri
 from hosts.virt.bootfiles import BOOT_POOL
 from storage.errors import StorageError
 from storage.models import Pool, Volume
@@ -75,9 +75,9 @@ def holds_file(pool: Pool) -> bool:
     """Whether this machine holds the pool's files (a lab host or a host without a remote
     host name, not the test driver's in-process pools)."""
     host = pool.host
-    parts = urlsplit(host.uri)
-    return parts.scheme != "test" and not host.in_process_only and (
-        host.is_lab or not parts.hostname)
+    parsed = parse_uri(host.uri)
+    return parsed.scheme != "test" and not host.in_process_only and (
+        host.is_lab or not parsed.hostname)
 
 
 def link_in_pool(volume: Volume) -> bool:

@@ -23,10 +23,9 @@ import stat
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from hosts.models import Host
-from hosts.virt import VirtError
+from hosts.virt import VirtError, parse_uri
 from hosts.virt import volumes as virt
 from hosts.virt.volumes import STREAM_PACKET
 
@@ -58,8 +57,8 @@ def direct_file(uri: str, path: str, *, lab: bool) -> str | None:
     machine (a URI without a host name) or a lab host, and not libvirt's test driver."""
     if os.environ.get(IO_ENV, "") == "libvirt" or not path:
         return None
-    parts = urlsplit(uri)
-    if parts.scheme == "test" or not (lab or not parts.hostname):
+    parsed = parse_uri(uri)
+    if parsed.scheme == "test" or not (lab or not parsed.hostname):
         return None
     try:
         mode = os.lstat(path).st_mode
