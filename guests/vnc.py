@@ -9,9 +9,10 @@ or -1); how it is reached depends on the host's URI:
   listen on 127.0.0.1 in our own network namespace): a direct TCP connection (or the UNIX
   socket, for a socket listener on a local host);
 - ``+ssh`` hosts: an SSH tunnel, ``ssh -i <appliance key> -o BatchMode=yes -p PORT
-  user@HOST -W LISTEN:PORT`` as a subprocess whose stdin/stdout are the byte stream; the host
-  key is checked strictly against the appliance's own known_hosts (``$XENWEB_DATA_DIR/ssh/
-  known_hosts``, as for libvirt's connection), the URI's ``keyfile``/``known_hosts`` win;
+  -l USER -- HOST -W LISTEN:PORT`` as a subprocess whose stdin/stdout are the byte stream;
+  logged in and checked as libvirt's connection is (``hosts.virt.ssh.host_login``: the
+  appliance's key, the host key checked strictly against the appliance's own known_hosts,
+  the URI's ``keyfile``/``known_hosts`` win);
 - ``+tls`` hosts: refused for now (the page says so).
 
 Text frames from the server are JSON status messages (vnc.js keeps them away from noVNC):
@@ -44,7 +45,7 @@ from guests.sessions import Ending, GuestSessionConsumer, GuestSessionTarget
 from hosts.virt import VirtError, VirtObjectNotFound, parse_uri
 from hosts.virt import domains as virt
 from hosts.virt.graphics import VncEndpoint, vnc_endpoint
-from xenweb.appliance.sshkeys import ensure_keypair, key_dir
+from hosts.virt.ssh import host_login, ssh_argv
 from xenweb.audit.services import record
 from xenweb.ws_base import (
     CLOSE_CONSOLE_ERROR,
@@ -57,8 +58,6 @@ logger = logging.getLogger(__name__)
 
 SUBPROTOCOL = "binary"
 
-SSH = "/usr/bin/ssh"
-KNOWN_HOSTS = "known_hosts"  # in the appliance's ssh dir: the host keys it pinned
 CONNECT_TIMEOUT = 15.0
 SETTLE_SECONDS = 3.0  # how long an ended session waits for the guest's state to follow
 CHUNK = 256 * 1024
@@ -310,10 +309,9 @@ def _ssh_target(address: str, port: int) -> str:
     return f"[{address}]:{port}" if is_v6 else f"{address}:{port}"
 
 
-def plan_route(target: GuestSessionTarget, endpoint: VncEndpoint, *, ssh_key: str = "",
-               known_hosts: str = "") -> Route:
-    """The route to the guest's VNC server (raises VncUnavailable with the reason).
-    ``ssh_key`` and ``known_hosts``: the appliance's key and pinned host keys, for +ssh."""
+def plan_route(target: GuestSessionTarget, endpoint: VncEndpoint) -> Route:
+    """The route to the guest's VNC server (raises VncUnavailable with the reason); for
+    +ssh, with the appliance's login for the host (which may make its key pair)."""
     parsed = parse_uri(target.host_uri)
     transport = parsed.transport
     if endpoint.socket:
@@ -330,18 +328,13 @@ def plan_route(target: GuestSessionTarget, endpoint: VncEndpoint, *, ssh_key: st
         address = _connect_address(endpoint.listen, parsed.hostname)
         return Route("tcp", address=address, port=endpoint.port)
     if transport == "ssh":
-        key = parsed.param("keyfile") or ssh_key
-        pinned = parsed.param("known_hosts") or known_hosts
-        argv = [SSH]
-        if key:
-            argv += ["-i", key, "-o", "IdentitiesOnly=yes"]
-        if pinned:
-            argv += ["-o", f"UserKnownHostsFile={pinned}", "-o", "GlobalKnownHostsFile=/dev/null",
-                     "-o", "StrictHostKeyChecking=yes"]
-        argv += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(CONNECT_TIMEOUT)}",
-                 "-o", "ServerAliveInterval=15", "-p", str(parsed.ssh_port),
-                 "-W", _ssh_target(_connect_address(endpoint.listen, ""), endpoint.port),
-                 "--", f"{parsed.user or 'root'}@{parsed.hostname}"]
+        argv = ssh_argv(
+            host_login(parsed), parsed.hostname, user=parsed.user or "root",
+            port=parsed.ssh_port,
+            options=["-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(CONNECT_TIMEOUT)}",
+                     "-o", "ServerAliveInterval=15",
+                     "-W", _ssh_target(_connect_address(endpoint.listen, ""), endpoint.port)],
+        )
         return Route("ssh", address=parsed.hostname, port=endpoint.port, argv=tuple(argv))
     raise VncUnavailable(Ending(
         "unsupported", transport_problem(target.host_uri)
@@ -378,10 +371,7 @@ def resolve(target: GuestSessionTarget) -> Route:
         raise VncUnavailable(Ending(
             "not-running", f"The guest {target.name} is not running ({endpoint.state}); its "
             "graphical console opens when it starts.", CLOSE_GUEST_STOPPED))
-    if parse_uri(target.host_uri).transport != "ssh":
-        return plan_route(target, endpoint)
-    return plan_route(target, endpoint, ssh_key=str(ensure_keypair()),
-                      known_hosts=str(key_dir() / KNOWN_HOSTS))
+    return plan_route(target, endpoint)
 
 
 def diagnose(target: GuestSessionTarget, detail: str) -> Ending:

@@ -27,6 +27,7 @@ from .errors import (
     translate,
 )
 from .host_uri import parse_uri
+from .ssh import dom0_login
 from .uri import validate_uri
 
 __all__ = [
@@ -69,22 +70,21 @@ def _libvirt_uri(uri: str) -> str:
 
     ``+ssh`` URIs go over libvirt's libssh transport (``+libssh``), which, unlike the
     ``ssh`` transport (the ``ssh`` program, reading root's ~/.ssh), takes the key and the
-    known_hosts file from the URI: the appliance's own key pair and its pinned
-    ``$XENWEB_DATA_DIR/ssh/known_hosts``, with strict host key checking
-    (``known_hosts_verify=normal``: an unknown or changed key is refused) and key
-    authentication only, so nothing ever waits for a password prompt. Parameters the user
-    wrote in the URI win.
+    known_hosts file from the URI: the dom0 identity (``hosts.virt.ssh.dom0_login``: the
+    appliance's own key pair and its pinned ``$XENWEB_DATA_DIR/ssh/known_hosts``), with
+    strict host key checking (``known_hosts_verify=normal``: an unknown or changed key is
+    refused) and key authentication only, so nothing ever waits for a password prompt.
+    Parameters the user wrote in the URI win.
     """
     parsed = parse_uri(uri)
     if parsed.transport != "ssh" or not parsed.netloc:
         return uri
-    from xenweb.appliance.sshkeys import ensure_keypair, known_hosts_path
-
+    dom0 = dom0_login()
     params = list(parsed.params)
     given = {key for key, _ in params}
     defaults = {
-        "keyfile": str(ensure_keypair()),
-        "known_hosts": str(known_hosts_path()),
+        "keyfile": str(dom0.key),
+        "known_hosts": dom0.known_hosts,
         "known_hosts_verify": "normal",
         "sshauth": "privkey",
     }
