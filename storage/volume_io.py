@@ -25,9 +25,10 @@ from types import TracebackType
 from typing import Protocol
 
 from hosts.models import Host
-from hosts.virt import VirtError, parse_uri
+from hosts.virt import VirtError
 from hosts.virt import volumes as virt
 from hosts.virt.volumes import STREAM_PACKET
+from storage.access import holds_files
 
 IO_ENV = "XENWEB_VOLUME_IO"
 _ZEROS = bytes(STREAM_PACKET)
@@ -53,12 +54,9 @@ class Reader(Protocol):
 
 
 def direct_file(uri: str, path: str, *, lab: bool) -> str | None:
-    """The volume's file, when this machine holds it as a regular file: the host is this
-    machine (a URI without a host name) or a lab host, and not libvirt's test driver."""
-    if os.environ.get(IO_ENV, "") == "libvirt" or not path:
-        return None
-    parsed = parse_uri(uri)
-    if parsed.scheme == "test" or not (lab or not parsed.hostname):
+    """The volume's file, when this machine holds it (storage.access.holds_files) as a
+    regular file."""
+    if os.environ.get(IO_ENV, "") == "libvirt" or not path or not holds_files(uri, lab=lab):
         return None
     try:
         mode = os.lstat(path).st_mode
