@@ -1,6 +1,6 @@
 """What a guest's console websockets (text and VNC) share: the guest they are about, checked
-once in connect() (who may watch, view, and who may type or click, change), and how a
-session ends (its last status message, then the close code)."""
+once in connect() (watching needs guests.view_guest, typing or clicking guests.change_guest),
+and how a session ends (its last status message, then the close code)."""
 
 from __future__ import annotations
 

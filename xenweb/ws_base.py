@@ -37,8 +37,8 @@ CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_UNAUTHENTICATED = 4401  # not logged in
 CLOSE_FORBIDDEN = 4403  # logged in, without the permission
 CLOSE_NOT_FOUND = 4404  # no such object, or none this user may see
-# Endings of a guest's console (text or graphical), after the handshake; the pages
-# (static/xenweb/console.js, vnc.js) decide from the code whether to reconnect.
+# Endings of a guest's console (text or graphical), after the handshake; the pages decide
+# from the code whether to reconnect (static/xenweb/guest_session.js has the same numbers).
 CLOSE_GUEST_STOPPED = 4000  # not running (any more): reconnect slowly, it may start again
 CLOSE_TAKEN_OVER = 4001  # another session took the console: reconnect only on request
 CLOSE_CONSOLE_ERROR = 4002  # the host, the stream or the tunnel failed: retry with backoff
