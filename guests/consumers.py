@@ -10,7 +10,7 @@ written to the stream. Text frames from the server are JSON status messages:
 - ``{"type": "console.status", "state": "connected", "readonly": bool, ...}`` once open;
 - ``{"type": "console.readonly", "message": ...}`` the first time a read-only user types;
 - ``{"type": "console.closed", "reason": ..., "message": ...}`` just before the server
-  closes the socket, with one of the ``CLOSE_*`` codes below.
+  closes the socket, with one of the ``CLOSE_*`` codes of ``xenweb.ws_base``.
 
 Watching needs ``guests.view_guest``, typing ``guests.change_guest``; a user without the
 latter gets a read-only console whose input is dropped here, on the server. libvirt allows
@@ -25,56 +25,34 @@ each websocket has its own libvirt stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
-from guests.sessions import (
-    GuestSessionTarget,
-    load_target,
-    may_view,
-)
+from guests.sessions import Ending, GuestSessionConsumer, GuestSessionTarget
 from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import domains as virt
 from hosts.virt.console import ConsoleInUse, ConsoleStream
 from xenweb.audit.services import record
+from xenweb.ws_base import (
+    CLOSE_CONSOLE_ERROR,
+    CLOSE_GUEST_STOPPED,
+    CLOSE_IN_USE,
+    CLOSE_NO_CONSOLE,
+    CLOSE_TAKEN_OVER,
+)
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Refusals, before the handshake is accepted (as in xenweb.jobs.consumers).
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
-# Endings, after the handshake; the browser decides from the code whether to reconnect.
-CLOSE_GUEST_STOPPED = 4000  # not running (any more): reconnect slowly, it may start again
-CLOSE_TAKEN_OVER = 4001  # another session took the console: reconnect only on request
-CLOSE_CONSOLE_ERROR = 4002  # the host or the stream failed: reconnect with backoff
-CLOSE_NO_CONSOLE = 4003  # Domain-0 or a guest that no longer exists: never reconnect
-CLOSE_IN_USE = 4005  # a viewer, and another session has the console: retry slowly
-
 POLL_SECONDS = 0.05
 SETTLE_SECONDS = 3.0  # how long an ended console waits for the guest's state to follow
 RUNNING_STATES = frozenset({"running", "blocked", "paused", "pmsuspended", "shutdown"})
-
-
-
-@dataclass(frozen=True)
-class Ending:
-    """Why a console session ended: the last message and the close code."""
-
-    reason: str
-    message: str
-    code: int
 
 
 @database_sync_to_async
@@ -147,18 +125,13 @@ def in_use(target: GuestSessionTarget) -> Ending:
     )
 
 
-class GuestConsoleConsumer(AsyncWebsocketConsumer):
+class GuestConsoleConsumer(GuestSessionConsumer):
     """Bridges one websocket to one libvirt console stream of a guest."""
 
-    # No channel layer: the console joins no group, so it needs no Redis round trips (and
-    # keeps working while Redis is away). An alias that is not configured means "none".
-    channel_layer_alias = "console-uses-no-channel-layer"
-    target: GuestSessionTarget | None = None
+    closed_type = "console.closed"
     stream: ConsoleStream | None = None
-    pump: asyncio.Task[None] | None = None
     executor: ThreadPoolExecutor | None = None
     warned_readonly = False
-    ending = False
 
     # --- the console's own thread ------------------------------------------------------
 
@@ -171,18 +144,10 @@ class GuestConsoleConsumer(AsyncWebsocketConsumer):
     # --- websocket life cycle ----------------------------------------------------------
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        admitted = await self.admit_target()
+        if admitted is None:
             return
-        if not await may_view(user):
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
-        target = await load_target(user, int(self.scope["url_route"]["kwargs"]["guest_id"]))
-        if target is None:
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
-        self.target = target
+        user, target = admitted
         await self.accept()
         if target.is_privileged:
             await self._end(Ending(
@@ -213,11 +178,7 @@ class GuestConsoleConsumer(AsyncWebsocketConsumer):
         self.pump = asyncio.create_task(self._pump())
 
     async def disconnect(self, code: int) -> None:
-        pump, self.pump = self.pump, None
-        if pump is not None and pump is not asyncio.current_task():
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
+        await self.stop_pump()
         stream, self.stream = self.stream, None
         if stream is not None:
             try:
@@ -280,12 +241,3 @@ class GuestConsoleConsumer(AsyncWebsocketConsumer):
         except VirtError as exc:
             error = exc
         return await self._call(diagnose, target, error, opened=True)
-
-    async def _end(self, ending: Ending) -> None:
-        self.ending = True
-        await self._send_json({"type": "console.closed", "reason": ending.reason,
-                               "message": ending.message})
-        await self.close(code=ending.code)
-
-    async def _send_json(self, content: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(content))

@@ -6,14 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from guests.conflicts import placement_conflicts
 from guests.exclusivity import conflicts
 from guests.models import Guest
 from guests.placement import HEADROOM_MIB, free_memory_mib
 from hosts.models import Host
-from hosts.virt import VirtError
+from hosts.virt import VirtError, parse_uri
 from hosts.virt import migration as vm
 from hosts.virt.networks import list_networks
 from storage.models import Pool
@@ -96,8 +95,7 @@ def check_target(guest: Guest, target: Host, options: MigrationOptions) -> Check
 
 
 def _transport(uri: str) -> str:
-    scheme = urlsplit(uri).scheme
-    return scheme.split("+", 1)[1] if "+" in scheme else "local"
+    return parse_uri(uri).transport or "local"
 
 
 def check_transport(guest: Guest, target: Host, options: MigrationOptions) -> Check:

@@ -38,6 +38,7 @@ from hosts.virt import (
     HostDriverError,
     HostUnreachable,
     VirtError,
+    parse_uri,
     save_image,
     save_xml,
 )
@@ -78,7 +79,7 @@ def _quiet(_message: str) -> None:
 
 def writes_locally(guest: Guest) -> bool:
     """libvirt's test driver runs inside this process: its saves land on the appliance."""
-    return guest.host.uri.startswith("test:")
+    return parse_uri(guest.host.uri).driver == "test"
 
 
 def demo_save_path(guest: Guest) -> Path:

@@ -1,14 +1,19 @@
-"""What a guest's console websockets (text and VNC) need of the guest, checked once in
-connect(): who may watch (view) and who may type or click (change)."""
+"""What a guest's console websockets (text and VNC) share: the guest they are about, checked
+once in connect() (watching needs guests.view_guest, typing or clicking guests.change_guest),
+and how a session ends (its last status message, then the close code)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
 
 from guests.models import Guest
+from xenweb.ws_base import CLOSE_NOT_FOUND, AdmittingWebsocketConsumer
 
 VIEW_PERMISSION = "guests.view_guest"
 ACT_PERMISSION = "guests.change_guest"
@@ -26,9 +31,13 @@ class GuestSessionTarget:
     may_act: bool  # may type/click; otherwise read-only
 
 
-@database_sync_to_async
-def may_view(user: Any) -> bool:
-    return user.has_perm(VIEW_PERMISSION)
+@dataclass(frozen=True)
+class Ending:
+    """Why a session ended (or never began): the last message and the close code."""
+
+    reason: str
+    message: str
+    code: int
 
 
 @database_sync_to_async
@@ -41,3 +50,49 @@ def load_target(user: Any, guest_pk: int) -> GuestSessionTarget | None:
         host_uri=guest.host.uri, is_lab=guest.host.is_lab, is_privileged=guest.is_privileged,
         may_act=user.has_perm(ACT_PERMISSION),
     )
+
+
+class GuestSessionConsumer(AdmittingWebsocketConsumer):
+    """The base of a websocket bridged to one of a guest's consoles: users who may view
+    guests are admitted (4401, 4403), to a guest that exists (4404). ``closed_type`` is
+    the type of the status message sent just before the server closes the socket."""
+
+    # No channel layer: a console joins no group, so it needs no Redis round trips (and
+    # keeps working while Redis is away). An alias that is not configured means "none".
+    channel_layer_alias = "guest-sessions-use-no-channel-layer"
+    permission = VIEW_PERMISSION
+    closed_type = ""
+    target: GuestSessionTarget | None = None
+    pump: asyncio.Task[None] | None = None
+    ending = False
+
+    async def admit_target(self) -> tuple[Any, GuestSessionTarget] | None:
+        """``(user, guest)``, when admitted; None once the handshake was refused."""
+        user = await self.admit()
+        if user is None:
+            return None
+        target = await load_target(user, int(self.scope["url_route"]["kwargs"]["guest_id"]))
+        if target is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return None
+        self.target = target
+        return user, target
+
+    async def stop_pump(self) -> None:
+        """Cancel the task relaying the console to the browser (unless it is the caller)."""
+        pump, self.pump = self.pump, None
+        if pump is not None and pump is not asyncio.current_task():
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+
+    async def _end(self, ending: Ending) -> None:
+        if self.ending:
+            return
+        self.ending = True
+        await self._send_json({"type": self.closed_type, "reason": ending.reason,
+                               "message": ending.message})
+        await self.close(code=ending.code)
+
+    async def _send_json(self, content: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(content))

@@ -9,9 +9,10 @@ or -1); how it is reached depends on the host's URI:
   listen on 127.0.0.1 in our own network namespace): a direct TCP connection (or the UNIX
   socket, for a socket listener on a local host);
 - ``+ssh`` hosts: an SSH tunnel, ``ssh -i <appliance key> -o BatchMode=yes -p PORT
-  user@HOST -W LISTEN:PORT`` as a subprocess whose stdin/stdout are the byte stream; the host
-  key is checked strictly against the appliance's own known_hosts (``$XENWEB_DATA_DIR/ssh/
-  known_hosts``, as for libvirt's connection), the URI's ``keyfile``/``known_hosts`` win;
+  -l USER -- HOST -W LISTEN:PORT`` as a subprocess whose stdin/stdout are the byte stream;
+  logged in and checked as libvirt's connection is (``hosts.virt.ssh.host_login``: the
+  appliance's key, the host key checked strictly against the appliance's own known_hosts,
+  the URI's ``keyfile``/``known_hosts`` win);
 - ``+tls`` hosts: refused for now (the page says so).
 
 Text frames from the server are JSON status messages (vnc.js keeps them away from noVNC):
@@ -19,7 +20,7 @@ Text frames from the server are JSON status messages (vnc.js keeps them away fro
 - ``{"type": "vnc.status", "state": "connected", "view_only": bool, "via": ..., ...}`` once
   the VNC server is reached, before its first byte;
 - ``{"type": "vnc.closed", "reason": ..., "message": ...}`` just before the server closes the
-  socket, with one of the ``CLOSE_*`` codes below.
+  socket, with one of the ``CLOSE_*`` codes of ``xenweb.ws_base``.
 
 Watching needs ``guests.view_guest``, interacting ``guests.change_guest``. A viewer's
 session is view-only on the server too: its client→server bytes go through
@@ -32,44 +33,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import struct
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
-from guests.sessions import (
-    GuestSessionTarget,
-    load_target,
-    may_view,
-)
-from hosts.virt import VirtError, VirtObjectNotFound
+from guests.sessions import Ending, GuestSessionConsumer, GuestSessionTarget
+from hosts.virt import VirtError, VirtObjectNotFound, parse_uri
 from hosts.virt import domains as virt
 from hosts.virt.graphics import VncEndpoint, vnc_endpoint
-from xenweb.appliance.sshkeys import ensure_keypair, key_dir
+from hosts.virt.ssh import host_login, ssh_argv
 from xenweb.audit.services import record
+from xenweb.ws_base import (
+    CLOSE_CONSOLE_ERROR,
+    CLOSE_GUEST_STOPPED,
+    CLOSE_NO_CONSOLE,
+    CLOSE_REFUSED_INPUT,
+)
 
 logger = logging.getLogger(__name__)
 
-# Refusals, before the handshake is accepted (as in guests.consumers).
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
-# Endings, after the handshake; the browser decides from the code whether to reconnect.
-CLOSE_GUEST_STOPPED = 4000  # not running (any more): reconnect slowly, it may start again
-CLOSE_VNC_ERROR = 4002  # the host, the tunnel or the VNC server failed: retry with backoff
-CLOSE_NO_VNC = 4003  # Domain-0, no VNC graphics, unsupported transport, gone: never retry
-CLOSE_REFUSED_INPUT = 4004  # a view-only client sent what the proxy cannot check: no retry
-
 SUBPROTOCOL = "binary"
 
-SSH = "/usr/bin/ssh"
-KNOWN_HOSTS = "known_hosts"  # in the appliance's ssh dir: the host keys it pinned
 CONNECT_TIMEOUT = 15.0
 SETTLE_SECONDS = 3.0  # how long an ended session waits for the guest's state to follow
 CHUNK = 256 * 1024
@@ -271,15 +259,6 @@ class ViewerInputFilter:
 # --- where the VNC server is and how to reach it ------------------------------------------
 
 
-@dataclass(frozen=True)
-class Ending:
-    """Why a VNC session ended (or never began): the last message and the close code."""
-
-    reason: str
-    message: str
-    code: int
-
-
 class VncUnavailable(Exception):
     """The guest's VNC server cannot be reached this way; carries the Ending to report."""
 
@@ -307,8 +286,7 @@ class Route:
 
 def transport_problem(uri: str) -> str:
     """Why the graphical console of this host's guests cannot work at all, or ''."""
-    transport = urlsplit(uri).scheme.lower().partition("+")[2]
-    if transport == "tls":
+    if parse_uri(uri).transport == "tls":
         return ("The graphical console is not available yet for guests on hosts reached over "
                 "TLS (a +tls:// URI): only local hosts, lab hosts and SSH hosts (+ssh://) "
                 "can carry it.")
@@ -331,43 +309,36 @@ def _ssh_target(address: str, port: int) -> str:
     return f"[{address}]:{port}" if is_v6 else f"{address}:{port}"
 
 
-def plan_route(target: GuestSessionTarget, endpoint: VncEndpoint, *, ssh_key: str = "",
-               known_hosts: str = "") -> Route:
-    """The route to the guest's VNC server (raises VncUnavailable with the reason).
-    ``ssh_key`` and ``known_hosts``: the appliance's key and pinned host keys, for +ssh."""
-    parts = urlsplit(target.host_uri)
-    transport = parts.scheme.lower().partition("+")[2]
+def plan_route(target: GuestSessionTarget, endpoint: VncEndpoint) -> Route:
+    """The route to the guest's VNC server (raises VncUnavailable with the reason); for
+    +ssh, with the appliance's login for the host (which may make its key pair)."""
+    parsed = parse_uri(target.host_uri)
+    transport = parsed.transport
     if endpoint.socket:
         if transport:
             raise VncUnavailable(Ending(
                 "unsupported", f"The VNC server of {target.name} listens on a UNIX socket on "
-                f"{target.host_name}; only the host itself can reach it.", CLOSE_NO_VNC))
+                f"{target.host_name}; only the host itself can reach it.", CLOSE_NO_CONSOLE))
         return Route("unix", address=endpoint.socket)
     if endpoint.port is None or endpoint.port <= 0:
         raise VncUnavailable(Ending(
             "no-port", f"The VNC server of {target.name} has no TCP port (its graphics listen "
-            "nowhere).", CLOSE_NO_VNC))
+            "nowhere).", CLOSE_NO_CONSOLE))
     if not transport or (target.is_lab and transport == "tcp"):
-        address = _connect_address(endpoint.listen, parts.hostname or "")
+        address = _connect_address(endpoint.listen, parsed.hostname)
         return Route("tcp", address=address, port=endpoint.port)
     if transport == "ssh":
-        params = dict(parse_qsl(parts.query, keep_blank_values=True))
-        key = params.get("keyfile") or ssh_key
-        pinned = params.get("known_hosts") or known_hosts
-        argv = [SSH]
-        if key:
-            argv += ["-i", key, "-o", "IdentitiesOnly=yes"]
-        if pinned:
-            argv += ["-o", f"UserKnownHostsFile={pinned}", "-o", "GlobalKnownHostsFile=/dev/null",
-                     "-o", "StrictHostKeyChecking=yes"]
-        argv += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(CONNECT_TIMEOUT)}",
-                 "-o", "ServerAliveInterval=15", "-p", str(parts.port or 22),
-                 "-W", _ssh_target(_connect_address(endpoint.listen, ""), endpoint.port),
-                 "--", f"{parts.username or 'root'}@{parts.hostname}"]
-        return Route("ssh", address=parts.hostname or "", port=endpoint.port, argv=tuple(argv))
+        argv = ssh_argv(
+            host_login(parsed), parsed.hostname, user=parsed.user or "root",
+            port=parsed.ssh_port,
+            options=["-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(CONNECT_TIMEOUT)}",
+                     "-o", "ServerAliveInterval=15",
+                     "-W", _ssh_target(_connect_address(endpoint.listen, ""), endpoint.port)],
+        )
+        return Route("ssh", address=parsed.hostname, port=endpoint.port, argv=tuple(argv))
     raise VncUnavailable(Ending(
         "unsupported", transport_problem(target.host_uri)
-        or f"The graphical console cannot reach hosts over {transport}.", CLOSE_NO_VNC))
+        or f"The graphical console cannot reach hosts over {transport}.", CLOSE_NO_CONSOLE))
 
 
 def resolve(target: GuestSessionTarget) -> Route:
@@ -376,35 +347,31 @@ def resolve(target: GuestSessionTarget) -> Route:
     if target.is_privileged:
         raise VncUnavailable(Ending(
             "no-vnc", f"{target.name} is the host's management domain: it has no graphical "
-            "console here.", CLOSE_NO_VNC))
+            "console here.", CLOSE_NO_CONSOLE))
     problem = transport_problem(target.host_uri)
     if problem:
-        raise VncUnavailable(Ending("unsupported", problem, CLOSE_NO_VNC))
+        raise VncUnavailable(Ending("unsupported", problem, CLOSE_NO_CONSOLE))
     try:
         endpoint = vnc_endpoint(target.host_uri, target.uuid, allow_insecure=target.is_lab)
     except VirtObjectNotFound:
         raise VncUnavailable(Ending(
             "gone", f"The guest {target.name} no longer exists on {target.host_name}.",
-            CLOSE_NO_VNC)) from None
+            CLOSE_NO_CONSOLE)) from None
     except VirtError as exc:
-        raise VncUnavailable(Ending("error", str(exc), CLOSE_VNC_ERROR)) from None
+        raise VncUnavailable(Ending("error", str(exc), CLOSE_CONSOLE_ERROR)) from None
     if endpoint.is_privileged:
         raise VncUnavailable(Ending(
             "no-vnc", f"{target.name} is the host's management domain: it has no graphical "
-            "console here.", CLOSE_NO_VNC))
+            "console here.", CLOSE_NO_CONSOLE))
     if not endpoint.has_vnc:
         raise VncUnavailable(Ending(
             "no-vnc", f"{target.name} has no VNC graphics: add a VNC graphics device to the "
-            "guest to use its graphical console.", CLOSE_NO_VNC))
+            "guest to use its graphical console.", CLOSE_NO_CONSOLE))
     if not endpoint.active:
         raise VncUnavailable(Ending(
             "not-running", f"The guest {target.name} is not running ({endpoint.state}); its "
             "graphical console opens when it starts.", CLOSE_GUEST_STOPPED))
-    transport = urlsplit(target.host_uri).scheme.lower().partition("+")[2]
-    if transport != "ssh":
-        return plan_route(target, endpoint)
-    return plan_route(target, endpoint, ssh_key=str(ensure_keypair()),
-                      known_hosts=str(key_dir() / KNOWN_HOSTS))
+    return plan_route(target, endpoint)
 
 
 def diagnose(target: GuestSessionTarget, detail: str) -> Ending:
@@ -421,13 +388,13 @@ def diagnose(target: GuestSessionTarget, detail: str) -> Ending:
             time.sleep(0.1)
     except VirtObjectNotFound:
         return Ending("gone", f"The guest {target.name} no longer exists on "
-                      f"{target.host_name}.", CLOSE_NO_VNC)
+                      f"{target.host_name}.", CLOSE_NO_CONSOLE)
     except VirtError as exc:
-        return Ending("error", str(exc), CLOSE_VNC_ERROR)
+        return Ending("error", str(exc), CLOSE_CONSOLE_ERROR)
     if state not in RUNNING_STATES:
         return Ending("stopped", f"The guest {target.name} stopped ({state}).",
                       CLOSE_GUEST_STOPPED)
-    return Ending("error", detail, CLOSE_VNC_ERROR)
+    return Ending("error", detail, CLOSE_CONSOLE_ERROR)
 
 
 # --- the byte pipe to the VNC server ----------------------------------------------------
@@ -534,30 +501,18 @@ def _audit_opened(user: Any, target: GuestSessionTarget, route: Route, client: s
     )
 
 
-class GuestVncConsumer(AsyncWebsocketConsumer):
+class GuestVncConsumer(GuestSessionConsumer):
     """Relays one websocket (noVNC) to one connection to a guest's VNC server."""
 
-    # No channel layer: the proxy joins no group (as the text console).
-    channel_layer_alias = "vnc-uses-no-channel-layer"
-    target: GuestSessionTarget | None = None
+    closed_type = "vnc.closed"
     tunnel: Tunnel | None = None
-    pump: asyncio.Task[None] | None = None
     input_filter: ViewerInputFilter | None = None
-    ending = False
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        admitted = await self.admit_target()
+        if admitted is None:
             return
-        if not await may_view(user):
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
-        target = await load_target(user, int(self.scope["url_route"]["kwargs"]["guest_id"]))
-        if target is None:
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
-        self.target = target
+        user, target = admitted
         requested = self.scope.get("subprotocols") or []
         await self.accept(SUBPROTOCOL if SUBPROTOCOL in requested else None)
         try:
@@ -584,11 +539,7 @@ class GuestVncConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.ending = True
-        pump, self.pump = self.pump, None
-        if pump is not None and pump is not asyncio.current_task():
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
+        await self.stop_pump()
         tunnel, self.tunnel = self.tunnel, None
         if tunnel is not None:
             try:
@@ -648,14 +599,3 @@ class GuestVncConsumer(AsyncWebsocketConsumer):
             detail = f"The VNC server of {target.name} closed the connection."
         self.pump = None  # finished: disconnect() must not wait for itself
         await self._end(await asyncio.to_thread(diagnose, target, detail))
-
-    async def _end(self, ending: Ending) -> None:
-        if self.ending:
-            return
-        self.ending = True
-        await self._send_json({"type": "vnc.closed", "reason": ending.reason,
-                               "message": ending.message})
-        await self.close(code=ending.code)
-
-    async def _send_json(self, content: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(content))

@@ -4,16 +4,15 @@ Answers only, never the store or the key itself."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from hosts.models import Host
+from hosts.virt.host_uri import parse_uri
 from xenweb.appliance.sshkeys import DOM0_TRUST
 
 
 def uri_host(uri: str) -> str:
     """The host part of a libvirt URI ('' for a local driver such as xen:///system)."""
     try:
-        return urlsplit(uri.strip()).hostname or ""
+        return parse_uri(uri.strip()).hostname
     except ValueError:
         return ""
 
@@ -35,13 +34,12 @@ def _ssh_endpoints() -> set[tuple[str, int]]:
     found = set()
     for uri, migration_uri in Host.objects.values_list("uri", "migration_uri"):
         for value in (uri, migration_uri):
-            parts = urlsplit(value.strip()) if value else None
-            if parts is None or not parts.scheme.lower().endswith("+ssh") or not parts.hostname:
-                continue
             try:
-                found.add((parts.hostname, parts.port or 22))
+                parsed = parse_uri(value.strip()) if value else None
             except ValueError:
                 continue
+            if parsed is not None and parsed.transport == "ssh" and parsed.hostname:
+                found.add((parsed.hostname, parsed.ssh_port))
     return found
 
 

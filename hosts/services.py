@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.db import transaction
 from django.utils import timezone
 
 from hosts.models import Host
 from hosts.signals import host_enrolled
-from hosts.virt import HostProbe, VirtError, probe, validate_uri
+from hosts.virt import HostProbe, VirtError, parse_uri, probe, validate_uri
 from hosts.virt.networks import NetworkInfo, list_networks
 from hosts.virt.networks import create_isolated_network as _create_isolated
 from xenweb.appliance.sshkeys import DOM0_TRUST, HostKeyError, HostKeyMismatch
@@ -27,17 +26,19 @@ def test_connection(uri: str, *, allow_insecure: bool = False) -> HostProbe:
 
 
 def _uses_ssh(uri: str) -> bool:
-    return uri.split(":", 1)[0].lower().endswith("+ssh")
+    try:
+        return parse_uri(uri).transport == "ssh"
+    except ValueError:
+        return False
 
 
 def ssh_endpoint(uri: str) -> tuple[str, int]:
     """``(host, port)`` of an ``+ssh`` URI, as its host key is pinned."""
-    parts = urlsplit(uri)
     try:
-        port = parts.port or 22
+        parsed = parse_uri(uri)
     except ValueError as exc:
         raise HostError(f"'{uri}' is not a valid URI: {exc}") from None
-    return parts.hostname or "", port
+    return parsed.hostname, parsed.ssh_port
 
 
 def check_host_key(uri: str, fingerprint: str | None = None) -> str | None:
@@ -183,8 +184,8 @@ def set_migration_uri(host: Host, uri: str, *, user: Any, request: Any = None) -
     uri = uri.strip()
     if uri:
         uri = validate_uri(uri, allow_insecure=host.is_lab)
-        driver = urlsplit(host.uri).scheme.split("+", 1)[0].lower()
-        if uri.split(":", 1)[0].split("+", 1)[0] != driver:
+        driver = parse_uri(host.uri).driver
+        if parse_uri(uri).driver != driver:
             raise HostError(f"The migration URI must use the host's own driver "
                             f"('{driver}', as in {host.uri}).")
     host.migration_uri = uri

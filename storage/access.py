@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import urlsplit
 
+from hosts.virt import parse_uri
 from hosts.virt.bootfiles import BOOT_POOL
 from storage.errors import StorageError
 from storage.models import Pool, Volume
@@ -71,13 +71,18 @@ def check_not_boot_pool(pool: Pool, use: str) -> None:
             f"cannot hold {use}.")
 
 
+def holds_files(uri: str, *, lab: bool) -> bool:
+    """Whether this machine holds the volume files of the host at ``uri``: a lab host
+    (``lab``) or a host without a remote host name, not libvirt's test driver (its pools
+    live in libvirt's memory; the demo host's, ``Host.in_process_only``, in this process).
+    The one rule for storage.volume_io's direct file I/O and for the link checks here."""
+    parsed = parse_uri(uri)
+    return parsed.driver != "test" and (lab or not parsed.hostname)
+
+
 def holds_file(pool: Pool) -> bool:
-    """Whether this machine holds the pool's files (a lab host or a host without a remote
-    host name, not the test driver's in-process pools)."""
-    host = pool.host
-    parts = urlsplit(host.uri)
-    return parts.scheme != "test" and not host.in_process_only and (
-        host.is_lab or not parts.hostname)
+    """Whether this machine holds the pool's files (``holds_files`` for its host)."""
+    return holds_files(pool.host.uri, lab=pool.host.is_lab)
 
 
 def link_in_pool(volume: Volume) -> bool:

@@ -23,12 +23,12 @@ import stat
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
 from hosts.virt.volumes import STREAM_PACKET
+from storage.access import holds_files
 
 IO_ENV = "XENWEB_VOLUME_IO"
 _ZEROS = bytes(STREAM_PACKET)
@@ -54,12 +54,9 @@ class Reader(Protocol):
 
 
 def direct_file(uri: str, path: str, *, lab: bool) -> str | None:
-    """The volume's file, when this machine holds it as a regular file: the host is this
-    machine (a URI without a host name) or a lab host, and not libvirt's test driver."""
-    if os.environ.get(IO_ENV, "") == "libvirt" or not path:
-        return None
-    parts = urlsplit(uri)
-    if parts.scheme == "test" or not (lab or not parts.hostname):
+    """The volume's file, when this machine holds it (storage.access.holds_files) as a
+    regular file."""
+    if os.environ.get(IO_ENV, "") == "libvirt" or not path or not holds_files(uri, lab=lab):
         return None
     try:
         mode = os.lstat(path).st_mode

@@ -21,6 +21,7 @@ from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import HostUnreachable, VirtOperationError
 from tests.conftest import logged_in
+from xenweb import ws_base
 from xenweb.asgi import application
 from xenweb.audit.models import AuditRecord
 
@@ -146,7 +147,7 @@ async def _closed_with(communicator: WebsocketCommunicator) -> tuple[dict[str, A
 async def test_anonymous_is_refused(guest: Guest) -> None:
     connected, code = await _connect(_path(guest.pk), _headers(None))
     assert not connected
-    assert code == consumers.CLOSE_UNAUTHENTICATED
+    assert code == ws_base.CLOSE_UNAUTHENTICATED
 
 
 @pytest.mark.asyncio
@@ -159,7 +160,7 @@ async def test_foreign_origin_is_refused(guest: Guest, admin_client_tx: Client) 
 async def test_unknown_guest_is_refused(admin_client_tx: Client) -> None:
     connected, code = await _connect(_path(999999), _headers(admin_client_tx))
     assert not connected
-    assert code == consumers.CLOSE_NOT_FOUND
+    assert code == ws_base.CLOSE_NOT_FOUND
 
 
 @pytest.mark.asyncio
@@ -168,7 +169,7 @@ async def test_user_without_a_role_is_refused(guest: Guest) -> None:
     client = await sync_to_async(logged_in)(user)
     connected, code = await _connect(_path(guest.pk), _headers(client))
     assert not connected
-    assert code == consumers.CLOSE_FORBIDDEN
+    assert code == ws_base.CLOSE_FORBIDDEN
 
 
 # --- the bridge, with a fake stream --------------------------------------------------------

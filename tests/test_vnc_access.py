@@ -32,9 +32,13 @@ from guests.vnc import (
     plan_route,
 )
 from hosts.models import Host
+from hosts.virt import ssh as virt_ssh
 from hosts.virt.domain_xml import DomainSpec, build_domain_xml, parse_domain_xml
 from hosts.virt.graphics import VncEndpoint
+from hosts.virt.ssh import SshLogin
 from tests.conftest import logged_in
+from xenweb import ws_base
+from xenweb.appliance.sshkeys import DOM0_IDENTITY, DOM0_TRUST
 from xenweb.asgi import application
 from xenweb.audit.models import AuditRecord
 
@@ -87,7 +91,7 @@ def guest(host: Host) -> Guest:
 async def test_anonymous_is_refused(guest: Guest) -> None:
     connected, code = await _refused(_path(guest.pk), _headers(None))
     assert not connected
-    assert code == vnc.CLOSE_UNAUTHENTICATED
+    assert code == ws_base.CLOSE_UNAUTHENTICATED
 
 
 @pytest.mark.asyncio
@@ -100,7 +104,7 @@ async def test_foreign_origin_is_refused(guest: Guest, admin_client_tx: Client) 
 async def test_unknown_guest_is_refused(admin_client_tx: Client) -> None:
     connected, code = await _refused(_path(999999), _headers(admin_client_tx))
     assert not connected
-    assert code == vnc.CLOSE_NOT_FOUND
+    assert code == ws_base.CLOSE_NOT_FOUND
 
 
 @pytest.mark.asyncio
@@ -109,7 +113,7 @@ async def test_user_without_a_role_is_refused(guest: Guest) -> None:
     client = await sync_to_async(logged_in)(user)
     connected, code = await _refused(_path(guest.pk), _headers(client))
     assert not connected
-    assert code == vnc.CLOSE_FORBIDDEN
+    assert code == ws_base.CLOSE_FORBIDDEN
 
 
 # --- refusals after the handshake, with a reason ---------------------------------------------
@@ -144,7 +148,7 @@ async def test_guest_without_vnc_graphics_is_refused(host: Host, admin_client_tx
     communicator = await _open(admin_client_tx, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "no-vnc" and "no VNC graphics" in message["message"]
-    assert code == vnc.CLOSE_NO_VNC
+    assert code == vnc.CLOSE_NO_CONSOLE
     await communicator.disconnect()
     assert not await AuditRecord.objects.filter(action="guest.vnc").aexists()
 
@@ -155,7 +159,7 @@ async def test_domain0_is_refused(guest: Guest, admin_client_tx: Client) -> None
     communicator = await _open(admin_client_tx, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "no-vnc" and "management domain" in message["message"]
-    assert code == vnc.CLOSE_NO_VNC
+    assert code == vnc.CLOSE_NO_CONSOLE
 
 
 @pytest.mark.asyncio
@@ -165,7 +169,7 @@ async def test_tls_host_is_refused_with_a_reason(admin_client_tx: Client) -> Non
     communicator = await _open(admin_client_tx, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "unsupported" and "TLS" in message["message"]
-    assert code == vnc.CLOSE_NO_VNC
+    assert code == vnc.CLOSE_NO_CONSOLE
 
 
 # --- the relay, with a fake VNC server -------------------------------------------------------
@@ -332,7 +336,7 @@ async def test_unreachable_vnc_server_is_an_error(
     communicator = await _open(viewer_client, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "error" and "Cannot reach the VNC server" in message["message"]
-    assert code == vnc.CLOSE_VNC_ERROR
+    assert code == vnc.CLOSE_CONSOLE_ERROR
 
 
 # --- the viewer's filter, with crafted RFB client messages ------------------------------------
@@ -471,28 +475,36 @@ def test_direct_routes(uri: str, is_lab: bool, listen: str, route: Route) -> Non
     assert plan_route(_target(uri, is_lab=is_lab), replace(ENDPOINT, listen=listen)) == route
 
 
-def test_ssh_route_tunnels_with_the_appliance_key() -> None:
+def test_ssh_route_tunnels_with_the_appliance_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(virt_ssh, "dom0_login", lambda: SshLogin(
+        known_hosts="/data/ssh/known_hosts", key="/data/ssh/id_ed25519"))
     route = plan_route(_target("xen+ssh://xen1.example.com/system"),
-                       replace(ENDPOINT, listen="127.0.0.1"), ssh_key="/data/ssh/id_ed25519",
-                       known_hosts="/data/ssh/known_hosts")
+                       replace(ENDPOINT, listen="127.0.0.1"))
     assert route.kind == "ssh"
     assert list(route.argv) == [
         "/usr/bin/ssh", "-i", "/data/ssh/id_ed25519", "-o", "IdentitiesOnly=yes",
         "-o", "UserKnownHostsFile=/data/ssh/known_hosts", "-o", "GlobalKnownHostsFile=/dev/null",
         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-        "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15", "-p", "22",
-        "-W", "127.0.0.1:5901", "--", "root@xen1.example.com",
+        "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15",
+        "-W", "127.0.0.1:5901", "-p", "22", "-l", "root", "--", "xen1.example.com",
     ]
     custom = plan_route(
         _target("xen+ssh://admin@xen2.example.com:2222/system?keyfile=/k/id&known_hosts=/k/kh"),
-        replace(ENDPOINT, listen="::"), ssh_key="/data/ssh/id_ed25519",
-        known_hosts="/data/ssh/known_hosts")
+        replace(ENDPOINT, listen="::"))
     argv = list(custom.argv)
     assert argv[argv.index("-i") + 1] == "/k/id"
     assert "UserKnownHostsFile=/k/kh" in argv
     assert argv[argv.index("-p") + 1] == "2222"
     assert argv[argv.index("-W") + 1] == "[::1]:5901"
-    assert argv[-1] == "admin@xen2.example.com"
+    assert argv[-4:] == ["-l", "admin", "--", "xen2.example.com"]
+
+
+def test_the_ssh_route_uses_the_appliance_dom0_identity() -> None:
+    """Without a stand-in: the key and known_hosts of the dom0 identity (xenweb.appliance
+    hands them to hosts.virt.ssh when Django starts), as libvirt's connection gets them."""
+    argv = list(plan_route(_target("xen+ssh://xen1.example.com/system"), ENDPOINT).argv)
+    assert argv[argv.index("-i") + 1] == str(DOM0_IDENTITY.private_key())
+    assert f"UserKnownHostsFile={DOM0_TRUST.path()}" in argv
 
 
 def test_routes_that_cannot_work() -> None:
@@ -584,7 +596,7 @@ def _fake_ssh(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, *, fail: bool) -> 
     script = tmp_path / "ssh"
     script.write_text(FAKE_SSH.format(python=sys.executable, log=str(log), fail=fail))
     script.chmod(0o755)
-    monkeypatch.setattr(vnc, "SSH", str(script))
+    monkeypatch.setattr(virt_ssh, "SSH", str(script))
     return log
 
 
@@ -605,7 +617,7 @@ async def test_ssh_host_goes_through_the_tunnel(
     await _until(lambda: bytes(server.received) == GREETING + b"\x01")
     argv = log.read_text().split()
     assert argv[argv.index("-W") + 1] == f"127.0.0.1:{server.port}"
-    assert argv[-1] == "root@127.0.0.1" and "BatchMode=yes" in argv
+    assert argv[-4:] == ["-l", "root", "--", "127.0.0.1"] and "BatchMode=yes" in argv
     assert argv[argv.index("-i") + 1].endswith("/ssh/id_ed25519")
 
     fake_vnc["state"] = "shutoff"
@@ -631,5 +643,5 @@ async def test_failed_ssh_tunnel_says_why(
     assert message["reason"] == "error", message
     assert "SSH tunnel to xen-ssh failed" in message["message"]
     assert "Permission denied (publickey)" in message["message"]
-    assert code == vnc.CLOSE_VNC_ERROR
+    assert code == vnc.CLOSE_CONSOLE_ERROR
     await communicator.disconnect()

@@ -11,7 +11,6 @@ from xenweb.jobs.visibility import summary_groups_for
 from xenweb.realtime import EVENTS_GROUP, user_group
 from xenweb.ws_base import LayerJsonWebsocketConsumer
 
-CLOSE_UNAUTHENTICATED = 4401
 SUMMARIES_KEPT = 256
 
 
@@ -20,9 +19,8 @@ class EventsConsumer(LayerJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.last_summaries = OrderedDict()
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        user = await self.admit()  # any logged-in user
+        if user is None:
             return
         # Inventory changes go to everyone; job summaries only to those who may see the
         # job: the owner's group and the groups of xenweb.jobs.visibility.

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hosts.enrolled import is_enrolled_host_key
+from hosts.virt.ssh import SshLogin, ssh_argv
 from xenweb.appliance.sshkeys import (
     P2V_IDENTITY,
     P2V_TRUST,
@@ -50,7 +51,6 @@ from xenweb.appliance.sshkeys import (
 IDENTITY: SshIdentity = P2V_IDENTITY
 TRUST: TrustStore = P2V_TRUST
 
-SSH = "/usr/bin/ssh"
 ASKPASS = Path(__file__).with_name("askpass.py")
 ASKPASS_FIFO_VARIABLE = "XENWEB_ASKPASS_FIFO"  # askpass.FIFO_VARIABLE
 PASSWORD_MAX_BYTES = 1000  # ssh reads at most 1023 bytes from an askpass program
@@ -148,10 +148,15 @@ def confirm_host_key(source: Source, fingerprint: str | None) -> str:
         raise P2VError(str(exc)) from exc
 
 
+def _login(source: Source) -> SshLogin:
+    """P2V's own identity (none for a password login) and trust store, nothing else."""
+    key = str(IDENTITY.private_key()) if source.password is None else None
+    return SshLogin(known_hosts=str(TRUST.path()), key=key)
+
+
 def _auth_options(source: Source) -> list[str]:
     if source.password is None:
-        return ["-i", str(IDENTITY.private_key()), "-o", "BatchMode=yes",
-                "-o", "IdentitiesOnly=yes"]
+        return ["-o", "BatchMode=yes"]
     return ["-o", "BatchMode=no",  # BatchMode=yes would not ask askpass either
             "-o", "PubkeyAuthentication=no",
             "-o", "PreferredAuthentications=password",
@@ -160,21 +165,18 @@ def _auth_options(source: Source) -> list[str]:
 
 def ssh_args(source: Source, command: list[str]) -> list[str]:
     """The ``ssh`` argument list running ``command`` (quoted for the remote shell)."""
-    return [
-        SSH, "-T", "-F", "/dev/null", "-p", str(source.port), *_auth_options(source),
-        "-o", "IdentityAgent=none",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={TRUST.path()}",
-        "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", "UpdateHostKeys=no",
-        "-o", "CheckHostIP=no",
-        "-o", "ConnectTimeout=15",
-        "-o", "ServerAliveInterval=5",
-        "-o", "ServerAliveCountMax=3",
-        "-o", "LogLevel=ERROR",
-        "-l", source.username, "--", source.ip,
-        shlex.join(command),
-    ]
+    return ssh_argv(
+        _login(source), source.ip, user=source.username, port=source.port,
+        options=["-T", "-F", "/dev/null", *_auth_options(source),
+                 "-o", "IdentityAgent=none",
+                 "-o", "UpdateHostKeys=no",
+                 "-o", "CheckHostIP=no",
+                 "-o", "ConnectTimeout=15",
+                 "-o", "ServerAliveInterval=5",
+                 "-o", "ServerAliveCountMax=3",
+                 "-o", "LogLevel=ERROR"],
+        command=[shlex.join(command)],
+    )
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from .errors import (
     VirtObjectNotFound,
     VirtOperationError,
 )
+from .host_uri import HostUri, parse_uri
 from .uri import validate_uri
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "HostDriverError",
     "HostProbe",
     "HostUnreachable",
+    "HostUri",
     "VirtError",
     "VirtObjectNotFound",
     "VirtOperationError",
@@ -29,6 +31,7 @@ __all__ = [
     "demo_uri",
     "describe_error",
     "drop_connection",
+    "parse_uri",
     "probe",
     "validate_uri",
 ]

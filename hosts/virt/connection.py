@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import libvirt
 
@@ -28,6 +28,8 @@ from .errors import (
     host_label,
     translate,
 )
+from .host_uri import parse_uri
+from .ssh import dom0_login
 from .uri import validate_uri
 
 __all__ = [
@@ -51,7 +53,6 @@ DEFAULT_PROBE_TIMEOUT = 10.0
 KEEPALIVE_INTERVAL_S = 10
 KEEPALIVE_COUNT = 6
 HANDSHAKE_RETRY_PAUSE_S = 1.0
-SSH_PORT = 22
 TCP_CHECK_TIMEOUT_S = 5.0
 
 # The appliance authenticates with SSH keys or TLS certificates only: every
@@ -74,31 +75,27 @@ def _libvirt_uri(uri: str) -> str:
 
     ``+ssh`` URIs go over libvirt's libssh transport (``+libssh``), which, unlike the
     ``ssh`` transport (the ``ssh`` program, reading root's ~/.ssh), takes the key and the
-    known_hosts file from the URI: the appliance's own key pair and its pinned
-    ``$XENWEB_DATA_DIR/ssh/known_hosts``, with strict host key checking
-    (``known_hosts_verify=normal``: an unknown or changed key is refused) and key
-    authentication only, so nothing ever waits for a password prompt. Parameters the user
-    wrote in the URI win.
+    known_hosts file from the URI: the dom0 identity (``hosts.virt.ssh.dom0_login``: the
+    appliance's own key pair and its pinned ``$XENWEB_DATA_DIR/ssh/known_hosts``), with
+    strict host key checking (``known_hosts_verify=normal``: an unknown or changed key is
+    refused) and key authentication only, so nothing ever waits for a password prompt.
+    Parameters the user wrote in the URI win.
     """
-    scheme, sep, rest = uri.partition("://")
-    driver, _, transport = scheme.partition("+")
-    if transport != "ssh" or not sep:
+    parsed = parse_uri(uri)
+    if parsed.transport != "ssh" or not parsed.netloc:
         return uri
-    from xenweb.appliance.sshkeys import ensure_keypair, known_hosts_path
-
-    parts = urlsplit(uri)
-    params = parse_qsl(parts.query, keep_blank_values=True)
+    dom0 = dom0_login()
+    params = list(parsed.params)
     given = {key for key, _ in params}
     defaults = {
-        "keyfile": str(ensure_keypair()),
-        "known_hosts": str(known_hosts_path()),
+        "keyfile": str(dom0.key),
+        "known_hosts": dom0.known_hosts,
         "known_hosts_verify": "normal",
         "sshauth": "privkey",
     }
     params = [(key, value) for key, value in params if key != "no_tty"]
     params += [(key, value) for key, value in defaults.items() if key not in given]
-    base = rest.split("?", 1)[0]
-    return f"{driver}+libssh://{base}?{urlencode(params, safe='/:')}"
+    return f"{parsed.driver}+libssh://{parsed.netloc}{parsed.path}?{urlencode(params, safe='/:')}"
 
 
 def _open(uri: str) -> libvirt.virConnect:
@@ -120,12 +117,12 @@ def _open(uri: str) -> libvirt.virConnect:
 
 
 def _raise_if_ssh_port_unreachable(uri: str, exc: libvirt.libvirtError) -> None:
-    parts = urlsplit(uri)
-    if not parts.hostname:
+    parsed = parse_uri(uri)
+    if not parsed.hostname:
         return
-    port = parts.port or SSH_PORT
+    port = parsed.ssh_port
     try:
-        with socket.create_connection((parts.hostname, port), timeout=TCP_CHECK_TIMEOUT_S):
+        with socket.create_connection((parsed.hostname, port), timeout=TCP_CHECK_TIMEOUT_S):
             return
     except TimeoutError:
         reason = "connection timed out"
@@ -300,7 +297,7 @@ def _hostname(conn: libvirt.virConnect, uri: str) -> str:
     try:
         return str(conn.getHostname())
     except libvirt.libvirtError:
-        return urlsplit(uri).hostname or ""
+        return parse_uri(uri).hostname
 
 
 def _describe_host(conn: libvirt.virConnect, uri: str) -> HostProbe:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 import libvirt
+
+from .host_uri import HostUri, parse_uri
 
 
 class VirtError(Exception):
@@ -116,18 +117,18 @@ _DNS_MARKERS = (
 )
 
 
+def _parsed(uri: str) -> HostUri | None:
+    try:
+        return parse_uri(uri)
+    except ValueError:
+        return None
+
+
 def host_label(uri: str) -> str:
     """How messages name the host behind ``uri``: ``host 'x'`` or ``'uri'``."""
-    try:
-        hostname = urlsplit(uri).hostname
-    except ValueError:
-        hostname = None
+    parsed = _parsed(uri)
+    hostname = parsed.hostname if parsed else ""
     return f"host '{hostname}'" if hostname else f"'{uri}'"
-
-
-def _transport(uri: str) -> str:
-    scheme = uri.split(":", 1)[0].lower()
-    return scheme.partition("+")[2]
 
 
 def _detail(exc: libvirt.libvirtError) -> str:
@@ -162,8 +163,9 @@ def _classify_transport(detail: str, uri: str, kw: dict[str, Any]) -> VirtError:
     """Turn a transport-level error (socket, SSH, TLS, RPC) into a VirtError."""
     low = detail.lower()
     label = host_label(uri)
-    hostname = urlsplit(uri).hostname or uri
-    via_ssh = _transport(uri) == "ssh" or "ssh:" in low
+    parsed = _parsed(uri)
+    hostname = (parsed.hostname if parsed else "") or uri
+    via_ssh = (parsed is not None and parsed.transport == "ssh") or "ssh:" in low
 
     if any(marker in low for marker in _DNS_MARKERS):
         return HostUnreachable(f"Host name '{hostname}' could not be resolved (DNS)", **kw)
@@ -236,7 +238,8 @@ def _classify_transport(detail: str, uri: str, kw: dict[str, Any]) -> VirtError:
 def _connect_error(code: int, detail: str, uri: str, kw: dict[str, Any]) -> VirtError:
     """Errors of opening a connection that no specific rule caught."""
     if code in _CONFIG_CODES or _URI_WORD.search(detail):
-        if uri.lower().startswith("test:"):
+        parsed = _parsed(uri)
+        if parsed is not None and parsed.driver == "test":
             return HostDriverError(
                 f"The test driver could not load the node file of '{uri}': {detail}", **kw
             )

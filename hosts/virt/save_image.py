@@ -22,6 +22,7 @@ import stat
 import struct
 from collections.abc import Callable
 
+from .host_uri import parse_uri
 from .volumes import read_head
 
 QEMU_MAGIC = b"LibvirtQemudSave"
@@ -123,6 +124,6 @@ def read_local(path: str) -> Callable[[int], bytes]:
 def read_xml(uri: str, path: str, *, allow_insecure: bool = False) -> str:
     """The domain XML in the save image at `path` on the host (the test driver's host is
     this process: its files are read here). SaveImageFormatError when it is none."""
-    if uri.startswith("test:"):
+    if parse_uri(uri).driver == "test":
         return parse(read_local(path))
     return parse(lambda count: read_head(uri, path, count, allow_insecure=allow_insecure))

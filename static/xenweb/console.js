@@ -1,7 +1,8 @@
 /* xenweb guest text console: xterm.js bridged to /ws/guests/<pk>/console/ (guests/consumers.py).
  *
  * Binary frames carry console bytes both ways; text frames from the server are JSON status
- * messages. The close code says what to do next:
+ * messages. What the graphical console does alike is in guest_session.js (loaded first).
+ * The close code says what to do next:
  *   4000 guest stopped / not running / restarted -> retry (slowly; at once on a guest event)
  *   4001 taken over by another console session  -> wait for the Reconnect button
  *   4002 host or stream error                   -> retry with backoff
@@ -13,17 +14,12 @@
 (function () {
   "use strict";
 
-  const CLOSE_GUEST_STOPPED = 4000, CLOSE_TAKEN_OVER = 4001, CLOSE_NO_CONSOLE = 4003;
-  const CLOSE_IN_USE = 4005;
-  const MIN_DELAY = 1000, MAX_DELAY = 30000, STOPPED_MIN_DELAY = 3000, IN_USE_DELAY = 15000;
+  const common = window.xenwebGuestSession;
+  const IN_USE_DELAY = 15000;
   const STATUS_CLASS = {
     connecting: "secondary", connected: "success", stopped: "warning", reconnecting: "warning",
     "taken-over": "info", "in-use": "info", "no-console": "secondary", error: "danger",
   };
-
-  function socketUrl(path) {
-    return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
-  }
 
   function debounce(fn, ms) {
     let timer = null;
@@ -80,34 +76,20 @@
     if (window.ResizeObserver) new ResizeObserver(refit).observe(el);
 
     // ---- status line -------------------------------------------------------------------
-    function setStatus(state, text, detail) {
-      statusEl.textContent = text;
-      statusEl.dataset.state = state;
-      statusEl.className = "badge text-bg-" + (STATUS_CLASS[state] || "secondary");
-      detailEl.textContent = detail || "";
-      root.dataset.consoleState = state;
-    }
+    const setStatus = common.statusLine(root, "consoleState", statusEl, detailEl, STATUS_CLASS);
     function note(text) { term.write("\r\n\x1b[2m[" + text + "]\x1b[0m\r\n"); }
 
     // ---- the websocket, with reconnect and backoff ------------------------------------
-    let ws = null, retryTimer = null, delay = MIN_DELAY, everConnected = false, waitingForGuest = false;
-
-    function schedule(ms, state, text, detail) {
-      clearTimeout(retryTimer);
-      setStatus(state, text, (detail ? detail + " " : "") + "Retrying in " + Math.round(ms / 1000) + " s.");
-      retryTimer = setTimeout(connect, ms);
-      reconnectBtn.classList.remove("d-none");
-    }
+    let ws = null, everConnected = false;
+    const retry = common.retrier(connect, setStatus, reconnectBtn, hostId);
 
     function connect() {
-      clearTimeout(retryTimer);
-      retryTimer = null;
-      waitingForGuest = false;
+      retry.clear();
       if (ws) return;
       reconnectBtn.classList.add("d-none");
       setStatus("connecting", "connecting…");
       let last = null, live = false;
-      const socket = new WebSocket(socketUrl(path));
+      const socket = new WebSocket(common.socketUrl(path));
       socket.binaryType = "arraybuffer";
       ws = socket;
       socket.onmessage = function (ev) {
@@ -116,7 +98,7 @@
         try { msg = JSON.parse(ev.data); } catch (e) { return; }
         if (msg.type === "console.status") {
           live = true;
-          delay = MIN_DELAY;
+          retry.reset();
           if (everConnected) note("console reconnected");
           everConnected = true;
           setStatus("connected", msg.readonly ? "connected (read-only)" : "connected");
@@ -130,51 +112,37 @@
       socket.onclose = function (ev) {
         if (ws === socket) ws = null;
         const message = last ? last.message : "";
-        if (ev.code === CLOSE_TAKEN_OVER) {
+        if (ev.code === common.CLOSE_TAKEN_OVER) {
           if (live) note("console taken over by another session");
           setStatus("taken-over", "taken over", message);
           reconnectBtn.classList.remove("d-none");
           return;
         }
-        if (ev.code === CLOSE_IN_USE) {
-          schedule(IN_USE_DELAY, "in-use", "in use by another session", message);
+        if (ev.code === common.CLOSE_IN_USE) {
+          retry.schedule(IN_USE_DELAY, "in-use", "in use by another session", message);
           return;
         }
-        if (ev.code === CLOSE_NO_CONSOLE) {
+        if (ev.code === common.CLOSE_NO_CONSOLE) {
           setStatus("no-console", "no console", message);
           return;
         }
-        if (ev.code === CLOSE_GUEST_STOPPED) {
+        if (ev.code === common.CLOSE_GUEST_STOPPED) {
           if (last && last.reason === "restarted") {
             if (live) note("guest restarted");
-            schedule(500, "reconnecting", "reconnecting", message);
+            retry.schedule(500, "reconnecting", "reconnecting", message);
             return;
           }
           if (live) note("guest stopped");
-          const wait = Math.max(delay, STOPPED_MIN_DELAY);
-          delay = Math.min(wait * 2, MAX_DELAY);
-          schedule(wait, "stopped", "guest stopped", message);
-          waitingForGuest = true;
+          retry.guestStopped("stopped", "guest stopped", message);
           return;
         }
         if (live) note("connection lost");
-        const wait = delay;
-        delay = Math.min(delay * 2, MAX_DELAY);
-        schedule(wait, "reconnecting", "reconnecting", message || "The connection was lost.");
+        retry.schedule(retry.backoff(), "reconnecting", "reconnecting",
+                       message || "The connection was lost.");
       };
     }
 
-    reconnectBtn.addEventListener("click", function () { delay = MIN_DELAY; connect(); });
-
-    // A guest that starts shows up as an inventory change (app.js relays /ws/events/):
-    // reconnect at once instead of waiting for the next retry.
-    document.addEventListener("xenweb:event", function (ev) {
-      const msg = ev.detail || {};
-      if (!waitingForGuest || msg.type !== "inventory.update" || msg.object !== "guests") return;
-      if (msg.host !== undefined && String(msg.host) !== hostId) return;
-      delay = MIN_DELAY;
-      connect();
-    });
+    reconnectBtn.addEventListener("click", function () { retry.reset(); connect(); });
 
     // ---- keystrokes -----------------------------------------------------------------------
     function send(bytes) {
@@ -184,12 +152,7 @@
     term.onBinary(function (data) {
       if (!readonly) send(Uint8Array.from(data, function (c) { return c.charCodeAt(0) & 255; }));
     });
-    if (readonly && viewerNote) {
-      el.addEventListener("keydown", function () {
-        viewerNote.classList.add("text-danger");
-        setTimeout(function () { viewerNote.classList.remove("text-danger"); }, 1500);
-      });
-    }
+    if (readonly) common.flashOnInput(el, "keydown", viewerNote);
 
     connect();
   }

@@ -2,7 +2,8 @@
  *
  * An ES module; noVNC's core/rfb.js (an ES module too) is imported from the URL in
  * data-novnc. Binary frames carry RFB bytes both ways; the proxy's text frames are JSON status
- * messages, kept away from noVNC by StatusChannel. The close code says what to do next:
+ * messages, kept away from noVNC by StatusChannel. What the text console does alike is in
+ * guest_session.js (a classic script, loaded first). The close code says what to do next:
  *   4000 guest stopped / not running            -> retry (slowly; at once on a guest event)
  *   4002 host, tunnel or VNC server error       -> retry with backoff
  *   4003 no VNC (Domain-0, no graphics, TLS host, guest gone) -> stop
@@ -11,16 +12,11 @@
  * A wrong VNC password stops too (the Reconnect button asks again).
  */
 
-const CLOSE_GUEST_STOPPED = 4000, CLOSE_NO_VNC = 4003, CLOSE_REFUSED_INPUT = 4004;
-const MIN_DELAY = 1000, MAX_DELAY = 30000, STOPPED_MIN_DELAY = 3000;
+const common = window.xenwebGuestSession;
 const STATUS_CLASS = {
   connecting: "secondary", connected: "success", stopped: "warning", reconnecting: "warning",
   "no-vnc": "secondary", error: "danger", password: "info",
 };
-
-function socketUrl(path) {
-  return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
-}
 
 /* A WebSocket as noVNC sees it (a "raw channel"), minus the proxy's text frames, which go to
  * onStatus instead. noVNC sets onopen/onmessage/onclose/onerror and uses send/close. */
@@ -67,39 +63,25 @@ function setup(root, RFB) {
   const passwordInput = document.getElementById("vnc-password");
   const viewerNote = document.getElementById("vnc-viewer-note");
 
-  function setStatus(state, text, detail) {
-    statusEl.textContent = text;
-    statusEl.dataset.state = state;
-    statusEl.className = "badge text-bg-" + (STATUS_CLASS[state] || "secondary");
-    detailEl.textContent = detail || "";
-    root.dataset.vncState = state;
-  }
+  const setStatus = common.statusLine(root, "vncState", statusEl, detailEl, STATUS_CLASS);
 
-  let rfb = null, ws = null, retryTimer = null, delay = MIN_DELAY, waitingForGuest = false;
-
-  function schedule(ms, state, text, detail) {
-    clearTimeout(retryTimer);
-    setStatus(state, text, (detail ? detail + " " : "") + "Retrying in " + Math.round(ms / 1000) + " s.");
-    retryTimer = setTimeout(connect, ms);
-    reconnectBtn.classList.remove("d-none");
-  }
+  let rfb = null, ws = null;
+  const retry = common.retrier(connect, setStatus, reconnectBtn, hostId);
 
   function stop(state, text, detail) {
-    clearTimeout(retryTimer);
+    clearTimeout(retry.timer);
     setStatus(state, text, detail);
     reconnectBtn.classList.remove("d-none");
   }
 
   function connect() {
-    clearTimeout(retryTimer);
-    retryTimer = null;
-    waitingForGuest = false;
+    retry.clear();
     if (ws) return;
     reconnectBtn.classList.add("d-none");
     credentials.classList.add("d-none");
     setStatus("connecting", "connecting…");
     let last = null, live = false, securityFailure = null;
-    const socket = new WebSocket(socketUrl(path), ["binary"]);
+    const socket = new WebSocket(common.socketUrl(path), ["binary"]);
     ws = socket;
     const channel = new StatusChannel(socket, function (msg) {
       if (msg.type === "vnc.status") {
@@ -118,7 +100,7 @@ function setup(root, RFB) {
     session.background = "#000";
     session.addEventListener("connect", function () {
       live = true;
-      delay = MIN_DELAY;
+      retry.reset();
       credentials.classList.add("d-none");
       setStatus("connected", viewOnly ? "connected (view-only)" : "connected", desktopName);
       if (cadBtn) cadBtn.disabled = false;
@@ -151,20 +133,17 @@ function setup(root, RFB) {
         stop("error", "refused", securityFailure);
         return;
       }
-      if (ev.code === CLOSE_NO_VNC || ev.code === CLOSE_REFUSED_INPUT) {
-        stop(ev.code === CLOSE_NO_VNC ? "no-vnc" : "error", ev.code === CLOSE_NO_VNC ? "no graphical console" : "refused", message);
+      const noConsole = ev.code === common.CLOSE_NO_CONSOLE;
+      if (noConsole || ev.code === common.CLOSE_REFUSED_INPUT) {
+        stop(noConsole ? "no-vnc" : "error", noConsole ? "no graphical console" : "refused", message);
         return;
       }
-      if (ev.code === CLOSE_GUEST_STOPPED) {
-        const wait = Math.max(delay, STOPPED_MIN_DELAY);
-        delay = Math.min(wait * 2, MAX_DELAY);
-        schedule(wait, "stopped", live ? "guest stopped" : "not running", message);
-        waitingForGuest = true;
+      if (ev.code === common.CLOSE_GUEST_STOPPED) {
+        retry.guestStopped("stopped", live ? "guest stopped" : "not running", message);
         return;
       }
-      const wait = delay;
-      delay = Math.min(delay * 2, MAX_DELAY);
-      schedule(wait, "reconnecting", "reconnecting", message || "The connection was lost.");
+      retry.schedule(retry.backoff(), "reconnecting", "reconnecting",
+                     message || "The connection was lost.");
     });
   }
 
@@ -176,7 +155,7 @@ function setup(root, RFB) {
     setStatus("connecting", "handshake…");
   });
   reconnectBtn.addEventListener("click", function () {
-    delay = MIN_DELAY;
+    retry.reset();
     const old = ws, oldRfb = rfb;
     ws = null;
     rfb = null;
@@ -194,22 +173,7 @@ function setup(root, RFB) {
     rfb.scaleViewport = scaleBox.checked;
     rfb.clipViewport = !scaleBox.checked;
   });
-  if (viewOnly && viewerNote) {
-    screen.addEventListener("mousedown", function () {
-      viewerNote.classList.add("text-danger");
-      setTimeout(function () { viewerNote.classList.remove("text-danger"); }, 1500);
-    });
-  }
-
-  // A guest that starts shows up as an inventory change (app.js relays /ws/events/):
-  // reconnect at once instead of waiting for the next retry.
-  document.addEventListener("xenweb:event", function (ev) {
-    const msg = ev.detail || {};
-    if (!waitingForGuest || msg.type !== "inventory.update" || msg.object !== "guests") return;
-    if (msg.host !== undefined && String(msg.host) !== hostId) return;
-    delay = MIN_DELAY;
-    connect();
-  });
+  if (viewOnly) common.flashOnInput(screen, "mousedown", viewerNote);
 
   connect();
 }

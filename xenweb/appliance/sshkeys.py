@@ -11,7 +11,9 @@ Two of each, kept apart on purpose:
   ``P2V_TRUST``.
 
 The module-level functions without a store argument (``ensure_keypair``, ``public_key``,
-``known_hosts_path``, ``pin_host_key``…) are the dom0 ones, as before the split.
+``known_hosts_path``, ``pin_host_key``…) are the dom0 ones, as before the split;
+``dom0_login`` is what the adapter is given (``hosts.virt.ssh.use_dom0_login``) for
+whatever logs in to a dom0.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+
+from hosts.virt.ssh import SshLogin
 
 KEY_NAME = "id_ed25519"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
@@ -74,6 +78,12 @@ def ensure_keypair(comment: str = "xenweb-appliance") -> Path:
 def public_key() -> str:
     """The dom0 management public key (what a dom0's authorized_keys holds)."""
     return DOM0_IDENTITY.public_key()
+
+
+def dom0_login() -> SshLogin:
+    """The dom0 identity as the adapter uses it (hosts.virt.ssh, given it at start-up): the
+    management key and the dom0 pins."""
+    return SshLogin(known_hosts=str(known_hosts_path()), key=str(ensure_keypair()))
 
 
 # --- host keys: pinned in the appliance's own known_hosts files --------------------------------

@@ -8,11 +8,7 @@ from xenweb.jobs.models import Job
 from xenweb.jobs.serializers import job_payload
 from xenweb.jobs.visibility import can_view
 from xenweb.realtime import job_group
-from xenweb.ws_base import LayerJsonWebsocketConsumer
-
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
+from xenweb.ws_base import CLOSE_NOT_FOUND, LayerJsonWebsocketConsumer
 
 
 def _job(job_id: int) -> Job | None:
@@ -31,22 +27,15 @@ def _payload(job_id: int) -> dict | None:
     return job_payload(job) if job is not None else None
 
 
-@database_sync_to_async
-def _may_view_jobs(user: Any) -> bool:
-    return user.has_perm("jobs.view_job")
-
-
 class JobConsumer(LayerJsonWebsocketConsumer):
     """`/ws/jobs/<id>/`: the job's current record on connect, then every update; only for
     users who may see the job (xenweb.jobs.visibility), others get 4404 as for no job."""
 
+    permission = "jobs.view_job"
+
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
-        if not await _may_view_jobs(user):
-            await self.close(code=CLOSE_FORBIDDEN)
+        user = await self.admit()
+        if user is None:
             return
         job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
         if not await _visible(user, job_id):
