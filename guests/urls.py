@@ -1,6 +1,7 @@
 from django.urls import path, re_path
 
-from guests import console_views, placement_views, snapshot_views, views, vnc_views
+from guests import placement_views, snapshot_views, views
+from guests.console import text_views, vnc_views
 from guests.lifecycle import ACTIONS
 from guests.snapshot_api import SNAPSHOT_NAME
 
@@ -24,7 +25,7 @@ urlpatterns = [
             snapshot_views.snapshot_revert, name="snapshot-revert"),
     re_path(rf"^(?P<pk>\d+)/snapshots/(?P<name>{SNAPSHOT_NAME})/delete/$",
             snapshot_views.snapshot_delete, name="snapshot-delete"),
-    path("<int:pk>/console/", console_views.console_page, name="console"),
+    path("<int:pk>/console/", text_views.console_page, name="console"),
     path("<int:pk>/vnc/", vnc_views.vnc_page, name="vnc"),
     re_path(rf"^(?P<pk>\d+)/(?P<action>{ACTION_RE})/$", views.guest_action, name="action"),
 ]

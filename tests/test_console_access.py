@@ -16,7 +16,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from guests import consumers
+from guests.console import text_consumer
 from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import HostUnreachable, VirtOperationError
@@ -113,9 +113,9 @@ def fake_libvirt(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     FakeConsole.instances = []
     FakeConsole.open_error = None
     world: dict[str, Any] = {"state": "running"}
-    monkeypatch.setattr(consumers, "ConsoleStream", FakeConsole)
-    monkeypatch.setattr(consumers, "SETTLE_SECONDS", 0.3)
-    monkeypatch.setattr(consumers.virt, "get_domain",
+    monkeypatch.setattr(text_consumer, "ConsoleStream", FakeConsole)
+    monkeypatch.setattr(text_consumer, "SETTLE_SECONDS", 0.3)
+    monkeypatch.setattr(text_consumer.virt, "get_domain",
                         lambda uri, uuid, allow_insecure=False: FakeDomain(world["state"]))
     return world
 
@@ -199,7 +199,7 @@ async def test_operator_types_and_watches(
     assert await communicator.receive_from(timeout=5) == b"Power down.\r\n"
     message, code = await _closed_with(communicator)
     assert message["reason"] == "stopped"
-    assert code == consumers.CLOSE_GUEST_STOPPED
+    assert code == text_consumer.CLOSE_GUEST_STOPPED
     await communicator.disconnect()
 
     audit = await AuditRecord.objects.aget(action="guest.console")
@@ -242,7 +242,7 @@ async def test_stopped_guest_says_so(
     communicator = await _open(viewer_client, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "not-running" and "not running" in message["message"]
-    assert code == consumers.CLOSE_GUEST_STOPPED
+    assert code == text_consumer.CLOSE_GUEST_STOPPED
     assert not await AuditRecord.objects.filter(action="guest.console").aexists()
 
 
@@ -254,12 +254,12 @@ async def test_unreachable_host_is_an_error(
         raise HostUnreachable("Cannot reach host 'x'")
 
     FakeConsole.open_error = HostUnreachable("Cannot reach host 'x'")
-    monkeypatch.setattr(consumers.virt, "get_domain", unreachable)
+    monkeypatch.setattr(text_consumer.virt, "get_domain", unreachable)
     communicator = await _open(viewer_client, guest)
     message, code = await _closed_with(communicator)
     assert message == {"type": "console.closed", "reason": "error",
                        "message": "Cannot reach host 'x'"}
-    assert code == consumers.CLOSE_CONSOLE_ERROR
+    assert code == text_consumer.CLOSE_CONSOLE_ERROR
 
 
 @pytest.mark.asyncio
@@ -272,7 +272,7 @@ async def test_taken_over_console_does_not_fight_back(
     console.feed(error=HostUnreachable("stream had I/O failure"))  # what libvirt reports
     message, code = await _closed_with(communicator)
     assert message["reason"] == "taken-over"
-    assert code == consumers.CLOSE_TAKEN_OVER
+    assert code == text_consumer.CLOSE_TAKEN_OVER
 
 
 @pytest.mark.asyncio
@@ -283,7 +283,7 @@ async def test_domain0_has_no_console_here(
     communicator = await _open(admin_client_tx, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "no-console"
-    assert code == consumers.CLOSE_NO_CONSOLE
+    assert code == text_consumer.CLOSE_NO_CONSOLE
     assert FakeConsole.instances == []
 
 

@@ -21,9 +21,8 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from guests import vnc
-from guests.models import Guest
-from guests.vnc import (
+from guests.console import vnc
+from guests.console.vnc import (
     GuestSessionTarget,
     RfbFilterError,
     Route,
@@ -31,6 +30,7 @@ from guests.vnc import (
     VncUnavailable,
     plan_route,
 )
+from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import ssh as virt_ssh
 from hosts.virt.domain_xml import DomainSpec, build_domain_xml, parse_domain_xml

@@ -11,9 +11,9 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 
-from guests.consumers import GuestConsoleConsumer
-from guests.sessions import VIEW_PERMISSION, GuestSessionConsumer
-from guests.vnc import GuestVncConsumer
+from guests.console.sessions import VIEW_PERMISSION, GuestSessionConsumer
+from guests.console.text_consumer import GuestConsoleConsumer
+from guests.console.vnc import GuestVncConsumer
 from tests.conftest import make_user
 from xenweb import ws_base
 from xenweb.accounts.roles import VIEWER

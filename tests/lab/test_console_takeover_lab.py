@@ -12,7 +12,7 @@ import pytest
 import websockets
 from django.test import Client
 
-from guests import consumers
+from guests.console import text_consumer
 from guests.inventory import reconcile_host
 from guests.models import Guest
 from hosts.virt import VirtError
@@ -63,7 +63,7 @@ async def _scenario(server: WebServer, viewer: Client, operator: Client, guest: 
     watcher = await Session.open(server, viewer, guest.pk)
     ending, code = await watcher.closed()
     assert ending["reason"] == "in-use", ending
-    assert code == consumers.CLOSE_IN_USE
+    assert code == text_consumer.CLOSE_IN_USE
     marker = f"operator-{uuid.uuid4().hex[:8]}".encode()
     await typist.send(marker + b"\r")
     await typist.read_until(marker)  # the guest's tty echoes it: still the operator's
@@ -76,7 +76,7 @@ async def _scenario(server: WebServer, viewer: Client, operator: Client, guest: 
             await asyncio.to_thread(ConsoleStream, uri, str(guest.uuid), allow_insecure=True)
         watcher = await Session.open(server, viewer, guest.pk)
         ending, code = await watcher.closed()
-        assert ending["reason"] == "in-use" and code == consumers.CLOSE_IN_USE
+        assert ending["reason"] == "in-use" and code == text_consumer.CLOSE_IN_USE
         assert not other.closed
         await asyncio.to_thread(other.read)  # still readable: nobody took it
         assert not other.closed
@@ -90,7 +90,7 @@ async def _scenario(server: WebServer, viewer: Client, operator: Client, guest: 
     typist = await Session.open(server, operator, guest.pk)
     assert (await typist.message("console.status"))["readonly"] is False
     ending, code = await watcher.closed()
-    assert ending["reason"] == "taken-over" and code == consumers.CLOSE_TAKEN_OVER
+    assert ending["reason"] == "taken-over" and code == text_consumer.CLOSE_TAKEN_OVER
     await typist.ws.close()
 
 

@@ -21,7 +21,7 @@ import pytest
 import websockets
 from django.test import Client
 
-from guests import consumers
+from guests.console import text_consumer
 from guests.inventory import reconcile_host
 from guests.models import Guest
 from hosts.virt import VirtError
@@ -130,7 +130,7 @@ async def _console_scenario(server: WebServer, viewer: Client, operator: Client,
     session = await Session.open(server, viewer, guest.pk)
     ending, code = await session.closed()
     assert ending["reason"] == "not-running", ending
-    assert code == consumers.CLOSE_GUEST_STOPPED
+    assert code == text_consumer.CLOSE_GUEST_STOPPED
 
     await asyncio.to_thread(virt.start, uri, str(guest.uuid), allow_insecure=True)
 
@@ -159,7 +159,7 @@ async def _console_scenario(server: WebServer, viewer: Client, operator: Client,
     assert status["readonly"] is False
     ending, code = await watcher.closed()
     assert ending["reason"] == "taken-over", ending
-    assert code == consumers.CLOSE_TAKEN_OVER
+    assert code == text_consumer.CLOSE_TAKEN_OVER
 
     # ...and what the operator types reaches the guest (its tty echoes it back).
     operator_marker = f"operator-typed-{uuid.uuid4().hex[:8]}".encode()
@@ -171,7 +171,7 @@ async def _console_scenario(server: WebServer, viewer: Client, operator: Client,
     await asyncio.to_thread(virt.destroy, uri, str(guest.uuid), allow_insecure=True)
     ending, code = await typist.closed()
     assert ending["reason"] == "stopped", ending
-    assert code == consumers.CLOSE_GUEST_STOPPED
+    assert code == text_consumer.CLOSE_GUEST_STOPPED
 
 
 def test_guest_console_over_websocket(

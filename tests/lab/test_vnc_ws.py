@@ -19,7 +19,7 @@ import pytest
 import websockets
 from django.test import Client
 
-from guests import vnc
+from guests.console import vnc
 from guests.inventory import reconcile_host
 from guests.models import Guest
 from hosts.models import Host

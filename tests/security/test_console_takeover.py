@@ -16,9 +16,9 @@ import libvirt
 import pytest
 from django.test import Client
 
-from guests import consumers
+from guests.console import text_consumer
+from guests.console.vnc import ViewerInputFilter
 from guests.models import Guest
-from guests.vnc import ViewerInputFilter
 from hosts.virt import HostUnreachable
 from hosts.virt.console import IN_USE_TEXT, ConsoleInUse, ConsoleStream
 from tests.test_console_access import (  # noqa: F401 (fixtures)
@@ -56,7 +56,7 @@ class OneSessionConsole(FakeConsole):
 def one_session(fake_libvirt: dict[str, Any], monkeypatch: pytest.MonkeyPatch  # noqa: F811
                 ) -> dict[str, Any]:
     OneSessionConsole.holder = None
-    monkeypatch.setattr(consumers, "ConsoleStream", OneSessionConsole)
+    monkeypatch.setattr(text_consumer, "ConsoleStream", OneSessionConsole)
     return fake_libvirt
 
 
@@ -73,7 +73,7 @@ async def test_a_viewer_does_not_take_the_operators_console(
     watcher = await _open(viewer_client, guest)
     message, code = await _closed_with(watcher)
     assert message["reason"] == "in-use" and "does not take it over" in message["message"]
-    assert code == consumers.CLOSE_IN_USE
+    assert code == text_consumer.CLOSE_IN_USE
 
     # The operator's session is untouched: output still flows, keystrokes still go.
     operator_console.feed(b"still mine\r\n")
@@ -98,7 +98,7 @@ async def test_once_the_operator_leaves_the_viewer_watches_and_is_taken_over_aga
     typist = await _open(operator_client, guest)
     await _next_json(typist)
     message, code = await _closed_with(watcher)  # the operator may take it
-    assert message["reason"] == "taken-over" and code == consumers.CLOSE_TAKEN_OVER
+    assert message["reason"] == "taken-over" and code == text_consumer.CLOSE_TAKEN_OVER
     await typist.disconnect()
     await watcher.disconnect()
 

@@ -19,7 +19,7 @@ from django.test import Client
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from guests import consumers
+from guests.console import text_consumer
 from guests.inventory import reconcile_host
 from guests.models import Guest
 from hosts.models import Host
@@ -79,7 +79,7 @@ async def _console_scenario(server: WebServer, operator: Client, guest: Guest, u
     await asyncio.to_thread(virt.destroy, uri, str(guest.uuid), allow_insecure=True)
     ending, code = await session.closed(timeout=TIMEOUT)
     assert ending["reason"] == "stopped", ending
-    assert code == consumers.CLOSE_GUEST_STOPPED
+    assert code == text_consumer.CLOSE_GUEST_STOPPED
 
 
 def test_pv_console_in_the_browser(

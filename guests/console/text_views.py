@@ -1,4 +1,5 @@
-"""The guest's text console page: xterm.js on `/ws/guests/<pk>/console/` (guests.consumers)."""
+"""The guest's text console page: xterm.js on `/ws/guests/<pk>/console/`
+(guests.console.text_consumer)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_safe
 
+from guests.console.sessions import ACT_PERMISSION as TYPE_PERMISSION
+from guests.console.sessions import VIEW_PERMISSION
 from guests.models import Guest
-from guests.sessions import ACT_PERMISSION as TYPE_PERMISSION
-from guests.sessions import VIEW_PERMISSION
 
 
 @permission_required(VIEW_PERMISSION, raise_exception=True)

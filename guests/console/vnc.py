@@ -41,7 +41,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from guests.sessions import Ending, GuestSessionConsumer, GuestSessionTarget
+from guests.console.sessions import Ending, GuestSessionConsumer, GuestSessionTarget
 from hosts.virt import VirtError, VirtObjectNotFound, parse_uri
 from hosts.virt import domains as virt
 from hosts.virt.graphics import VncEndpoint, vnc_endpoint

@@ -1,4 +1,4 @@
-"""The guest's graphical console page: noVNC on `/ws/guests/<pk>/vnc/` (guests.vnc)."""
+"""The guest's graphical console page: noVNC on `/ws/guests/<pk>/vnc/` (guests.console.vnc)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_safe
 
+from guests.console.sessions import ACT_PERMISSION as INTERACT_PERMISSION
+from guests.console.sessions import VIEW_PERMISSION
+from guests.console.vnc import transport_problem
 from guests.models import Guest
-from guests.sessions import ACT_PERMISSION as INTERACT_PERMISSION
-from guests.sessions import VIEW_PERMISSION
-from guests.vnc import transport_problem
 
 
 @permission_required(VIEW_PERMISSION, raise_exception=True)

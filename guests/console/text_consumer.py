@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 
-from guests.sessions import Ending, GuestSessionConsumer, GuestSessionTarget
+from guests.console.sessions import Ending, GuestSessionConsumer, GuestSessionTarget
 from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import domains as virt
 from hosts.virt.console import ConsoleInUse, ConsoleStream

@@ -1,0 +1,7 @@
+"""A guest's consoles in the browser: the text console (serial or Xen PV) and the graphical
+one (VNC), each a websocket bridged to the guest's host, and their pages.
+
+sessions.py is what both websockets share (who is admitted, how a session ends);
+text_consumer.py bridges a libvirt console stream, vnc.py proxies RFB bytes to the
+guest's VNC server; text_views.py and vnc_views.py serve the pages.
+"""
