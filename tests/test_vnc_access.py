@@ -21,15 +21,11 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from guests.console import vnc
-from guests.console.vnc import (
-    GuestSessionTarget,
-    RfbFilterError,
-    Route,
-    ViewerInputFilter,
-    VncUnavailable,
-    plan_route,
-)
+from guests.console import diagnosis
+from guests.console import route as vnc_route
+from guests.console.rfb import RfbFilterError, ViewerInputFilter
+from guests.console.route import Route, VncUnavailable, plan_route
+from guests.console.sessions import GuestSessionTarget
 from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import ssh as virt_ssh
@@ -148,7 +144,7 @@ async def test_guest_without_vnc_graphics_is_refused(host: Host, admin_client_tx
     communicator = await _open(admin_client_tx, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "no-vnc" and "no VNC graphics" in message["message"]
-    assert code == vnc.CLOSE_NO_CONSOLE
+    assert code == ws_base.CLOSE_NO_CONSOLE
     await communicator.disconnect()
     assert not await AuditRecord.objects.filter(action="guest.vnc").aexists()
 
@@ -159,7 +155,7 @@ async def test_domain0_is_refused(guest: Guest, admin_client_tx: Client) -> None
     communicator = await _open(admin_client_tx, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "no-vnc" and "management domain" in message["message"]
-    assert code == vnc.CLOSE_NO_CONSOLE
+    assert code == ws_base.CLOSE_NO_CONSOLE
 
 
 @pytest.mark.asyncio
@@ -169,7 +165,7 @@ async def test_tls_host_is_refused_with_a_reason(admin_client_tx: Client) -> Non
     communicator = await _open(admin_client_tx, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "unsupported" and "TLS" in message["message"]
-    assert code == vnc.CLOSE_NO_CONSOLE
+    assert code == ws_base.CLOSE_NO_CONSOLE
 
 
 # --- the relay, with a fake VNC server -------------------------------------------------------
@@ -225,9 +221,9 @@ async def fake_vnc(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict[str, A
     class FakeDomain:
         state = property(lambda self: world["state"])
 
-    monkeypatch.setattr(vnc, "vnc_endpoint", endpoint)
-    monkeypatch.setattr(vnc, "SETTLE_SECONDS", 0.3)
-    monkeypatch.setattr(vnc.virt, "get_domain",
+    monkeypatch.setattr(vnc_route, "vnc_endpoint", endpoint)
+    monkeypatch.setattr(diagnosis, "SETTLE_SECONDS", 0.3)
+    monkeypatch.setattr(diagnosis.virt, "get_domain",
                         lambda uri, uuid, allow_insecure=False: FakeDomain())
     yield world
     await server.stop()
@@ -277,7 +273,7 @@ async def test_operator_session_relays_both_ways(
     await server.hang_up()
     message, code = await _closed_with(communicator)
     assert message["reason"] == "stopped"
-    assert code == vnc.CLOSE_GUEST_STOPPED
+    assert code == ws_base.CLOSE_GUEST_STOPPED
     await communicator.disconnect()
 
     audit = await AuditRecord.objects.aget(action="guest.vnc")
@@ -306,7 +302,7 @@ async def test_viewer_input_never_reaches_the_server(
     await communicator.send_to(bytes_data=b"\x07junk")
     message, code = await _closed_with(communicator)
     assert message["reason"] == "refused" and "type 7" in message["message"]
-    assert code == vnc.CLOSE_REFUSED_INPUT
+    assert code == ws_base.CLOSE_REFUSED_INPUT
     await communicator.disconnect()
     assert bytes(server.received) == expected
 
@@ -322,7 +318,7 @@ async def test_stopped_guest_says_so(
     communicator = await _open(viewer_client, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "not-running" and "not running" in message["message"]
-    assert code == vnc.CLOSE_GUEST_STOPPED
+    assert code == ws_base.CLOSE_GUEST_STOPPED
     assert not await AuditRecord.objects.filter(action="guest.vnc").aexists()
 
 
@@ -336,7 +332,7 @@ async def test_unreachable_vnc_server_is_an_error(
     communicator = await _open(viewer_client, guest)
     message, code = await _closed_with(communicator)
     assert message["reason"] == "error" and "Cannot reach the VNC server" in message["message"]
-    assert code == vnc.CLOSE_CONSOLE_ERROR
+    assert code == ws_base.CLOSE_CONSOLE_ERROR
 
 
 # --- the viewer's filter, with crafted RFB client messages ------------------------------------
@@ -623,7 +619,7 @@ async def test_ssh_host_goes_through_the_tunnel(
     fake_vnc["state"] = "shutoff"
     await server.hang_up()
     message, code = await _closed_with(communicator)
-    assert message["reason"] == "stopped" and code == vnc.CLOSE_GUEST_STOPPED
+    assert message["reason"] == "stopped" and code == ws_base.CLOSE_GUEST_STOPPED
     await communicator.disconnect()
     audit = await AuditRecord.objects.aget(action="guest.vnc")
     assert audit.detail["via"] == "ssh"
@@ -643,5 +639,5 @@ async def test_failed_ssh_tunnel_says_why(
     assert message["reason"] == "error", message
     assert "SSH tunnel to xen-ssh failed" in message["message"]
     assert "Permission denied (publickey)" in message["message"]
-    assert code == vnc.CLOSE_CONSOLE_ERROR
+    assert code == ws_base.CLOSE_CONSOLE_ERROR
     await communicator.disconnect()

@@ -13,7 +13,7 @@ from django.contrib.auth.models import AnonymousUser
 
 from guests.console.sessions import VIEW_PERMISSION, GuestSessionConsumer
 from guests.console.text_consumer import GuestConsoleConsumer
-from guests.console.vnc import GuestVncConsumer
+from guests.console.vnc_consumer import GuestVncConsumer
 from tests.conftest import make_user
 from xenweb import ws_base
 from xenweb.accounts.roles import VIEWER

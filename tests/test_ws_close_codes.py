@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from guests.console import text_consumer, vnc
+from guests.console import diagnosis, route, sessions, text_consumer, vnc_consumer
 from xenweb import events, ws_base
 from xenweb.jobs import consumers as job_consumers
 
@@ -36,7 +36,8 @@ def test_the_codes_are_the_protocol() -> None:
 
 
 def test_consumers_use_the_shared_codes() -> None:
-    for module in (text_consumer, vnc, events, job_consumers):
+    for module in (sessions, text_consumer, route, diagnosis, vnc_consumer, events,
+                   job_consumers):
         for name, value in vars(module).items():
             if name.startswith("CLOSE_"):
                 assert value == getattr(ws_base, name), (module.__name__, name)

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from guests.console.text_consumer import GuestConsoleConsumer
-from guests.console.vnc import GuestVncConsumer
+from guests.console.vnc_consumer import GuestVncConsumer
 from xenweb.events import EventsConsumer
 from xenweb.jobs.consumers import JobConsumer
 

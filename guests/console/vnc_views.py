@@ -1,4 +1,5 @@
-"""The guest's graphical console page: noVNC on `/ws/guests/<pk>/vnc/` (guests.console.vnc)."""
+"""The guest's graphical console page: noVNC on `/ws/guests/<pk>/vnc/`
+(guests.console.vnc_consumer)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_safe
 
+from guests.console.route import transport_problem
 from guests.console.sessions import ACT_PERMISSION as INTERACT_PERMISSION
 from guests.console.sessions import VIEW_PERMISSION
-from guests.console.vnc import transport_problem
 from guests.models import Guest
 
 

@@ -3,7 +3,7 @@
 With ``autoport`` the port in the stored XML is -1 (or the port of an earlier run): only the
 live XML of a running guest says where its VNC server listens now. The listen address is the
 one on the guest's host; how to reach it (directly or through an SSH tunnel) is the caller's
-business (guests.console.vnc).
+business (guests.console.route).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ dom0s' pinned host keys. The appliance core makes both (``xenweb.appliance.sshke
 generates the key on first use and pins the host keys) and hands them to the adapter when
 Django starts (``use_dom0_login``), so nothing in ``hosts.virt`` reaches up into the core.
 Whatever logs in to an enrolled host takes them from here: libvirt's libssh transport
-(``hosts.virt.connection``) and the VNC tunnel (``guests.console.vnc``), through ``host_login``.
+(``hosts.virt.connection``) and the VNC tunnel (``guests.console.route``), through ``host_login``.
 
 ``ssh_argv`` builds a command line for any login and adds no key and no known_hosts file
 it was not given: P2V (``storage.p2v.ssh``) builds its command lines with its own identity

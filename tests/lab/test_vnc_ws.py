@@ -19,7 +19,7 @@ import pytest
 import websockets
 from django.test import Client
 
-from guests.console import vnc
+from guests.console import rfb
 from guests.inventory import reconcile_host
 from guests.models import Guest
 from hosts.models import Host
@@ -29,6 +29,7 @@ from hosts.virt.domain_xml import HVM, DomainSpec
 from lab.register import register_lab_host
 from lab.tinyguest import ensure_tiny_guest, tiny_guest_cmdline
 from tests.live.processes import WebServer
+from xenweb import ws_base
 from xenweb.audit.models import AuditRecord
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
@@ -128,8 +129,8 @@ async def rfb_handshake(session: VncSession) -> tuple[int, int, str]:
     (count,) = await session.read(1)
     assert count > 0, await session.read(4)  # 0: failure, a reason follows
     types = await session.read(count)
-    assert vnc.SECURITY_NONE in types, types
-    await session.send(bytes([vnc.SECURITY_NONE]))
+    assert rfb.SECURITY_NONE in types, types
+    await session.send(bytes([rfb.SECURITY_NONE]))
     assert await session.read(4) == b"\x00\x00\x00\x00"  # SecurityResult OK
     await session.send(b"\x01")  # ClientInit, shared
     width, height = struct.unpack(">HH", await session.read(4))
@@ -146,7 +147,7 @@ async def _vnc_scenario(server: WebServer, viewer: Client, operator: Client, gue
     session = await VncSession.open(server, viewer, guest.pk)
     ending, code = await session.closed()
     assert ending["reason"] == "not-running", ending
-    assert code == vnc.CLOSE_GUEST_STOPPED
+    assert code == ws_base.CLOSE_GUEST_STOPPED
 
     await asyncio.to_thread(virt.start, uri, str(guest.uuid), allow_insecure=True)
     # The cache learns the live (autoport) port: the guest page links the graphical console.
@@ -179,7 +180,7 @@ async def _vnc_scenario(server: WebServer, viewer: Client, operator: Client, gue
     for ended in (operator_session, viewer_session):
         ending, code = await ended.closed()
         assert ending["reason"] == "stopped", ending
-        assert code == vnc.CLOSE_GUEST_STOPPED
+        assert code == ws_base.CLOSE_GUEST_STOPPED
 
 
 def test_guest_vnc_over_websocket(

@@ -17,7 +17,7 @@ import pytest
 from django.test import Client
 
 from guests.console import text_consumer
-from guests.console.vnc import ViewerInputFilter
+from guests.console.rfb import ViewerInputFilter
 from guests.models import Guest
 from hosts.virt import HostUnreachable
 from hosts.virt.console import IN_USE_TEXT, ConsoleInUse, ConsoleStream
