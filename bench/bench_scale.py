@@ -25,7 +25,7 @@ from django.test.utils import CaptureQueriesContext
 
 from bench.scale_rig import count_libvirt_calls, make_hosts
 from bench.stats import latency_summary
-from guests.api import GuestSerializer
+from guests.api.guests import GuestSerializer
 from guests.inventory import refresh_guest
 from guests.models import Guest
 from hosts.models import Host

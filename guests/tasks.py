@@ -4,7 +4,7 @@ from guests.migration_service import MIGRATE_TASK
 from guests.retry import restart_evacuation, restart_migration, restart_shutdown
 from guests.services import SLOW_ACTION_TASKS
 from guests.slow_actions import managed_save_body, restore_body, save_body, shutdown_body
-from guests.snapshot_jobs import create_body, revert_body
+from guests.snapshots.jobs import create_body, revert_body
 from xenweb.jobs.tasks_base import Retry, job_task
 
 # A retry needs what the action needs (the API views' action_permissions; tests check

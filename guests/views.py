@@ -17,7 +17,7 @@ from guests.errors import GuestError
 from guests.export_formats import EXPORT_FORMATS
 from guests.lifecycle import ALLOWED, DOM0_FORBIDDEN
 from guests.models import Guest
-from guests.snapshot_views import snapshot_context
+from guests.snapshots.views import snapshot_context
 from hosts.capabilities import offered_types
 from hosts.charts import chart_context
 from hosts.models import Host

@@ -4,8 +4,8 @@ from rest_framework.urlpatterns import format_suffix_patterns
 
 from conversions.p2v.api import P2VInventoryView, P2VPublicKeyView, P2VStartView
 from conversions.v2v.api import ExportViewSet, GuestExportViewSet, ImportViewSet
-from guests.api import GuestViewSet
-from guests.migration_api import (
+from guests.api.guests import GuestViewSet
+from guests.api.migration import (
     ConflictSetViewSet,
     GuestMigrationViewSet,
     HostEvacuationViewSet,

@@ -16,9 +16,9 @@ import pytest
 from django.test import Client
 
 from guests.models import Guest, LvmSnapshot
-from guests.snapshot_jobs import create_body, revert_body
-from guests.snapshot_plan import capability
-from guests.snapshots import domain_request
+from guests.snapshots.jobs import create_body, revert_body
+from guests.snapshots.plan import capability
+from guests.snapshots.services import domain_request
 from hosts.models import Host
 from hosts.virt import demo_uri
 from hosts.virt import snapshots as virt

@@ -20,7 +20,7 @@ import pytest
 from django.test import Client
 
 from guests.models import Guest
-from guests.snapshot_jobs import create_body, revert_body
+from guests.snapshots.jobs import create_body, revert_body
 from hosts.virt import VirtError
 from hosts.virt import domains as virt_domains
 from hosts.virt import snapshots as virt

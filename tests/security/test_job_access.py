@@ -18,8 +18,8 @@ from channels.testing import WebsocketCommunicator
 from django.core.exceptions import PermissionDenied
 from django.test import Client
 
-from guests.api import ACTION_ATTRS, GuestViewSet
-from guests.migration_api import GuestMigrationViewSet, HostEvacuationViewSet
+from guests.api.guests import ACTION_ATTRS, GuestViewSet
+from guests.api.migration import GuestMigrationViewSet, HostEvacuationViewSet
 from guests.models import Guest
 from guests.tasks import guest_migrate, guest_shutdown, host_evacuate
 from hosts.models import Host

@@ -8,8 +8,8 @@ from typing import Any
 from guests.errors import GuestError
 from guests.lifecycle import refresh
 from guests.slow_actions import _guest
-from guests.snapshot_plan import LVM, capability
-from guests.snapshots import SNAPSHOT_STATES, find, take
+from guests.snapshots.plan import LVM, capability
+from guests.snapshots.services import SNAPSHOT_STATES, find, take
 from hosts.virt import VirtError
 from hosts.virt import snapshots as virt
 from xenweb.audit.services import record

@@ -15,9 +15,9 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from guests import snapshots
 from guests.errors import GuestError
-from guests.snapshot_plan import capability
+from guests.snapshots import services as snapshots
+from guests.snapshots.plan import capability
 from xenweb.jobs.api import accepted
 from xenweb.jobs.models import Job
 from xenweb.jobs.serializers import JobSerializer
@@ -127,7 +127,7 @@ class SnapshotActions:
                         snapshot: str = "") -> Response:
         """Revert the guest to the snapshot (a job for a running guest or LVM volumes,
         which are copied back)."""
-        from guests.api import GuestSerializer
+        from guests.api.guests import GuestSerializer
 
         guest = self.get_object()
         try:

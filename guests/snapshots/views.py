@@ -11,10 +11,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_POST
 
-from guests import snapshots
 from guests.errors import GuestError
 from guests.models import Guest
-from guests.snapshot_plan import capability
+from guests.snapshots import services as snapshots
+from guests.snapshots.plan import capability
 from hosts.models import Host
 from xenweb.jobs.models import Job
 

@@ -1,6 +1,6 @@
 """Guest snapshots: list, create, revert, delete (qcow2 domain snapshots and LVM volumes).
 
-Quick changes happen now; the slow ones run as jobs (see guests/snapshot_jobs.py):
+Quick changes happen now; the slow ones run as jobs (see guests/snapshots/jobs.py):
 taking or reverting a running guest's snapshot (QEMU saves or loads its memory), and
 every LVM revert (a copy back through libvirt streams).
 """
@@ -16,7 +16,7 @@ from guests.errors import GuestError
 from guests.exclusivity import conflicts, explain
 from guests.lifecycle import refresh
 from guests.models import Guest, LvmSnapshot
-from guests.snapshot_plan import EXTERNAL, INTERNAL, LVM, SKIP, Capability, capability
+from guests.snapshots.plan import EXTERNAL, INTERNAL, LVM, SKIP, Capability, capability
 from hosts.virt import VirtError
 from hosts.virt import snapshots as virt
 from hosts.virt.volumes import delete_volume
@@ -55,7 +55,7 @@ def _lab(guest: Guest) -> dict[str, Any]:
 
 def _domain_snapshots(guest: Guest) -> list[Snapshot]:
     if guest.host.hypervisor_type == "Xen":
-        return []  # libxl has no domain snapshots (see guests.snapshot_plan)
+        return []  # libxl has no domain snapshots (see guests.snapshots.plan)
     try:
         found = virt.list_snapshots(guest.host.uri, str(guest.uuid), **_lab(guest))
     except virt.SnapshotsUnsupported:

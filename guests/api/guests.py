@@ -11,13 +11,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from guests import devices, services
+from guests.api.snapshots import PERMISSIONS as SNAPSHOT_PERMISSIONS
+from guests.api.snapshots import SnapshotActions
 from guests.create import CreateGuestSerializer, create_from_request
 from guests.errors import GuestError, GuestGone
 from guests.lifecycle import ACTIONS
 from guests.models import Guest
 from guests.save_images import SaveImageRefused
-from guests.snapshot_api import PERMISSIONS as SNAPSHOT_PERMISSIONS
-from guests.snapshot_api import SnapshotActions
 from storage.models import Volume
 from xenweb.ids import parse_id
 from xenweb.jobs.api import accepted
