@@ -16,8 +16,8 @@ from django.contrib.auth import get_user_model
 from guests.create import create
 from guests.inventory import reconcile_host
 from guests.lifecycle import act
-from guests.migration_job import migrate_body
-from guests.migration_service import request_migration
+from guests.migration.job import migrate_body
+from guests.migration.services import request_migration
 from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import domains as virt

@@ -6,6 +6,6 @@ class GuestsConfig(AppConfig):
     verbose_name = "Guests"
 
     def ready(self) -> None:
-        from guests.migration_recovery import connect
+        from guests.migration.recovery import connect
 
         connect()

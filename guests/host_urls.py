@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from guests import evacuation_views
+from guests.migration import evacuation_views
 
 urlpatterns = [
     path("<int:pk>/evacuate/", evacuation_views.host_evacuate, name="evacuate"),

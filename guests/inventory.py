@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from django.db import transaction
 
-from guests.migration_service import MIGRATE_KIND
+from guests.job_kinds import MIGRATE_KIND
 from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import VirtObjectNotFound

@@ -44,7 +44,7 @@ def restart_shutdown(job: Job, user: Any, request: Any) -> Job:
 
 
 def restart_migration(job: Job, user: Any, request: Any) -> Job:
-    from guests.migration_service import request_migration
+    from guests.migration.services import request_migration
 
     guest = _guest(job)
     target = Host.objects.filter(pk=job.params.get("target")).first()
@@ -60,7 +60,7 @@ def restart_migration(job: Job, user: Any, request: Any) -> Job:
 
 
 def restart_evacuation(job: Job, user: Any, request: Any) -> Job:
-    from guests.evacuation import evacuate_host
+    from guests.migration.evacuation import evacuate_host
 
     host = None
     if job.target_type == "hosts.host":

@@ -1,6 +1,6 @@
-from guests.evacuation import EVACUATE_TASK, evacuate_body
-from guests.migration_job import migrate_body
-from guests.migration_service import MIGRATE_TASK
+from guests.migration.evacuation import EVACUATE_TASK, evacuate_body
+from guests.migration.job import migrate_body
+from guests.migration.services import MIGRATE_TASK
 from guests.retry import restart_evacuation, restart_migration, restart_shutdown
 from guests.services import SLOW_ACTION_TASKS
 from guests.slow_actions import managed_save_body, restore_body, save_body, shutdown_body

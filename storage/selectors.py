@@ -60,7 +60,7 @@ def saved_memory_in(volume: Volume) -> Guest | None:
     checked it (no way to pin the checked definition there)."""
     found = Guest.objects.filter(saved_volume=volume).first()
     if found is None:
-        # An offline migration's save file (guests.migration_job.shared_save_path), which
+        # An offline migration's save file (guests.migration.job.shared_save_path), which
         # a pool refresh may list while the migration runs.
         migrating = MIGRATION_SAVE.match(volume.name)
         if migrating:

@@ -12,10 +12,10 @@ from rest_framework.response import Response
 
 from guests.conflicts import clean_labels
 from guests.errors import GuestError
-from guests.evacuation import evacuate_host
-from guests.migration_service import MODES, MigrationBlocked, request_migration
+from guests.migration.evacuation import evacuate_host
+from guests.migration.preflight import MigrationOptions, preflight
+from guests.migration.services import MODES, MigrationBlocked, request_migration
 from guests.models import ConflictSet, Guest
-from guests.preflight import MigrationOptions, preflight
 from hosts.models import Host
 from hosts.virt.migration import features_for
 from xenweb.audit.services import record

@@ -7,7 +7,7 @@ TCG at all. So that the lab can show live migration between two real Xen hosts, 
 builder compiles the hypervisor from Debian's own source package, with the configuration
 of Debian's binary plus ``CONFIG_SHADOW_PAGING=y``. Nothing else differs from Debian's Xen:
 the dom0 keeps Debian's toolstack and libvirt. An operator on stock Debian 12 gets the
-app's explanation instead (guests.migration_job).
+app's explanation instead (guests.migration.job).
 
 The source is the Debian archive's (the security archive first, for the version the dom0
 installs), checked against the SHA-256 of the suite's ``Sources`` index. The tools and

@@ -1,9 +1,9 @@
-"""The live migration's downtime steps (guests.migration_job.DowntimePolicy), fed the
+"""The live migration's downtime steps (guests.migration.job.DowntimePolicy), fed the
 counters libvirt reports between iterations."""
 
 from __future__ import annotations
 
-from guests.migration_job import DowntimePolicy
+from guests.migration.job import DowntimePolicy
 from hosts.virt.migration import JobStats
 
 MIB = 1024 * 1024

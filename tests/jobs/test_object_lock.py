@@ -147,7 +147,7 @@ def api(client: Client, method: str, path: str, **kwargs: Any) -> Callable[[], O
 
 
 def migrate(guest: Guest, target: Host, user: Any) -> Callable[[], Outcome]:
-    """What request_migration does once the preflight passed (guests.migration_service)."""
+    """What request_migration does once the preflight passed (guests.migration.services)."""
     def side() -> Outcome:
         try:
             job = services.start_job(guest_migrate.name, kind="guest.migrate", owner=user,

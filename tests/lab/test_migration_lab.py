@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from guests.migration_job import migrate_body
+from guests.migration.job import migrate_body
 from guests.models import ConflictSet, Guest
 from hosts.models import Host
 from hosts.virt import VirtObjectNotFound
@@ -317,7 +317,7 @@ def test_a_volume_deleted_by_another_host_does_not_break_pool_listing(
 
 def test_evacuation_places_guests_by_the_rules_and_reports_who_stays(
         hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
-    from guests.evacuation import evacuate_body
+    from guests.migration.evacuation import evacuate_body
     from lab.daemons import lab_up
 
     client, (source, second) = admin_client_tx, hosts

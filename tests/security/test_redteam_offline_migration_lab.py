@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from guests import migration_job
+from guests.migration import job as migration_job
 from guests.models import Guest
 from hosts.models import Host
 from lab.paths import lab_dir

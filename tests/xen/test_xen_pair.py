@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from guests.migration_job import migrate_body
+from guests.migration.job import migrate_body
 from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import VirtError

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from guests.errors import GuestError
+from guests.job_kinds import MIGRATE_KIND
+from guests.migration.preflight import MigrationOptions, Preflight, preflight
 from guests.models import Guest
-from guests.preflight import MigrationOptions, Preflight, preflight
 from hosts.models import Host
 from xenweb.audit.services import record
 from xenweb.jobs.models import Job
 from xenweb.jobs.services import start_job
 
-MIGRATE_KIND = "guest.migrate"
 MIGRATE_TASK = "guests.tasks.migrate"
 MODES = ("live", "paused", "offline", "cold")
 

@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_POST
 
-from guests.evacuation import evacuate_host
+from guests.migration.evacuation import evacuate_host
 from hosts.models import Host
 from xenweb.jobs.errors import JobError
 

@@ -7,8 +7,8 @@ import logging
 import time
 from typing import Any
 
-from guests.migration_job import settle
-from guests.migration_service import MIGRATE_KIND
+from guests.job_kinds import MIGRATE_KIND
+from guests.migration.job import settle
 from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import migration as vm
@@ -48,4 +48,4 @@ def _on_interrupted(sender: Any, job: Job, **kwargs: Any) -> None:
 
 
 def connect() -> None:
-    job_interrupted.connect(_on_interrupted, dispatch_uid="guests.migration_recovery")
+    job_interrupted.connect(_on_interrupted, dispatch_uid="guests.migration.recovery")

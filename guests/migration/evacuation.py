@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from guests.errors import GuestError
-from guests.migration_job import migrate_body
-from guests.migration_service import MIGRATE_KIND
+from guests.job_kinds import MIGRATE_KIND
+from guests.migration.job import migrate_body
+from guests.migration.preflight import MigrationOptions, preflight
 from guests.models import Guest
 from guests.placement import free_memory_mib
-from guests.preflight import MigrationOptions, preflight
 from hosts.models import Host
 from xenweb.audit.services import record
 from xenweb.jobs.errors import JobError

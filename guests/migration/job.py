@@ -6,7 +6,7 @@ max-downtime target and raise it whenever an iteration ends with no less memory 
 copy than the one before (the guest dirties memory faster than it is copied): at least
 doubled, and at once to what copying the remaining memory at the measured bandwidth takes
 (with a margin), up to a ceiling; QEMU's auto-converge throttles the guest after that.
-The statistics are read beside the job (guests.migration_watch). A migration that has not
+The statistics are read beside the job (guests.migration.watch). A migration that has not
 finished after a time proportional to the guest's memory is aborted and the guest keeps
 running on the source.
 """
@@ -23,9 +23,9 @@ from django.conf import settings
 from django.db import transaction
 
 from guests.errors import GuestError
-from guests.migration_watch import StatsWatch
+from guests.migration.preflight import LIVE_STATES, MigrationOptions, preflight, shared_directory
+from guests.migration.watch import StatsWatch
 from guests.models import Guest
-from guests.preflight import LIVE_STATES, MigrationOptions, preflight, shared_directory
 from guests.save_images import SaveImageRefused, checked_image
 from hosts.models import Host
 from hosts.virt import VirtError, VirtObjectNotFound
