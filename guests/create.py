@@ -12,10 +12,10 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
 from guests import boot
-from guests.conflicts import clean_labels, conflicts_on
 from guests.errors import GuestError
 from guests.models import Guest
-from guests.placement import choose_host
+from guests.placement.automatic import choose_host
+from guests.placement.conflicts import clean_labels, conflicts_on
 from guests.services import create_guest, random_mac
 from hosts.capabilities import CapabilityError, domain_type_for
 from hosts.models import Host

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from guests.errors import GuestError, GuestGone
-from guests.exclusivity import disk_conflicts, explain
 from guests.lifecycle import refresh
 from guests.models import Guest
+from guests.placement.exclusivity import disk_conflicts, explain
 from guests.services import random_mac
 from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import devices as virt_devices
@@ -77,7 +77,7 @@ def attach_volume(guest: Guest, volume: Volume, *, shareable: bool = False,
                   readonly: bool = False, user: Any, request: Any = None) -> str:
     """Attach the volume as the guest's next disk. `shareable` marks it for use by several
     running guests at once (cluster filesystems); otherwise a running guest that has it
-    attached writable refuses the attachment (see guests.exclusivity)."""
+    attached writable refuses the attachment (see guests.placement.exclusivity)."""
     if volume.pool.host_id != guest.host_id:
         raise GuestError(f"Volume '{volume}' is on another host than '{guest}'.")
     saved = saved_memory_in(volume)

@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 from guests.errors import GuestError
-from guests.exclusivity import conflicts, explain
 from guests.inventory import cached_fields
 from guests.models import Guest
+from guests.placement.exclusivity import conflicts, explain
 from hosts.virt import VirtError, VirtObjectNotFound, VirtOperationError
 from hosts.virt import domains as virt
 from xenweb.audit.services import record
@@ -87,7 +87,7 @@ def check_disk_content(guest: Guest, verb: str) -> None:
 
 def check_placement(guest: Guest) -> None:
     """Conflict sets: refuse to start a guest next to one it must never share a host with."""
-    from guests.conflicts import placement_conflicts
+    from guests.placement.conflicts import placement_conflicts
 
     problems = placement_conflicts(guest, guest.host)
     if problems:

@@ -1,9 +1,10 @@
 from django.urls import path, re_path
 
-from guests import placement_views, views
+from guests import views
 from guests.api.snapshots import SNAPSHOT_NAME
 from guests.console import text_views, vnc_views
 from guests.lifecycle import ACTIONS
+from guests.placement import views as placement_views
 from guests.snapshots import views as snapshot_views
 
 app_name = "guests"

@@ -10,12 +10,12 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from guests.conflicts import clean_labels
 from guests.errors import GuestError
 from guests.migration.evacuation import evacuate_host
 from guests.migration.preflight import MigrationOptions, preflight
 from guests.migration.services import MODES, MigrationBlocked, request_migration
 from guests.models import ConflictSet, Guest
+from guests.placement.conflicts import clean_labels
 from hosts.models import Host
 from hosts.virt.migration import features_for
 from xenweb.audit.services import record

@@ -15,7 +15,7 @@ from guests.job_kinds import MIGRATE_KIND
 from guests.migration.job import migrate_body
 from guests.migration.preflight import MigrationOptions, preflight
 from guests.models import Guest
-from guests.placement import free_memory_mib
+from guests.placement.automatic import free_memory_mib
 from hosts.models import Host
 from xenweb.audit.services import record
 from xenweb.jobs.errors import JobError

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from guests.conflicts import placement_conflicts
-from guests.exclusivity import conflicts
 from guests.models import Guest
-from guests.placement import HEADROOM_MIB, free_memory_mib
+from guests.placement.automatic import HEADROOM_MIB, free_memory_mib
+from guests.placement.conflicts import placement_conflicts
+from guests.placement.exclusivity import conflicts
 from hosts.models import Host
 from hosts.virt import VirtError, parse_uri
 from hosts.virt import migration as vm

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from guests.errors import GuestError
-from guests.exclusivity import conflicts, explain
 from guests.lifecycle import refresh
 from guests.models import Guest, LvmSnapshot
+from guests.placement.exclusivity import conflicts, explain
 from guests.snapshots.plan import EXTERNAL, INTERNAL, LVM, SKIP, Capability, capability
 from hosts.virt import VirtError
 from hosts.virt import snapshots as virt

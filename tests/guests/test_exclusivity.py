@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from guests.exclusivity import conflicts
 from guests.models import Guest
+from guests.placement.exclusivity import conflicts
 from hosts.models import Host
 from storage.models import Pool, Volume
 from xenweb.audit.models import AuditRecord

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from django.db.models import Q, Sum
 
-from guests.conflicts import conflicts_on
 from guests.errors import GuestError
+from guests.placement.conflicts import conflicts_on
 from hosts.capabilities import CapabilityError, domain_type_for
 from hosts.models import Host
 

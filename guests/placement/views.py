@@ -8,8 +8,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
-from guests.conflicts import clean_labels
 from guests.models import ConflictSet, Guest
+from guests.placement.conflicts import clean_labels
 from xenweb.audit.services import record
 
 
