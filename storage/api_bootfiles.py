@@ -1,6 +1,6 @@
 """API: a host's boot files directory, under the host's URL (storage serves it as a pool).
 
-The actions keep the URLs and route names they had on hosts' HostViewSet (xenweb.api_urls
+The actions keep the URLs and route names they had on hosts' HostViewSet (storage.api_urls
 registers this view set under "hosts" with the basename "host" in a router of its own).
 """
 

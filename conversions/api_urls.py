@@ -1,0 +1,21 @@
+"""conversions' API routes (V2V imports and exports, P2V), included under /api/v1/ by
+xenweb/api_urls.py."""
+
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+from rest_framework.urlpatterns import format_suffix_patterns
+
+from conversions.p2v.api import P2VInventoryView, P2VPublicKeyView, P2VStartView
+from conversions.v2v.api import ExportViewSet, GuestExportViewSet, ImportViewSet
+
+router = SimpleRouter()
+router.register("imports", ImportViewSet, basename="import")
+router.register("guests", GuestExportViewSet, basename="guest-export")
+router.register("exports", ExportViewSet, basename="export")
+
+urlpatterns = [
+    path("p2v/", P2VStartView.as_view(), name="p2v"),
+    path("p2v/inventory/", P2VInventoryView.as_view(), name="p2v-inventory"),
+    path("p2v/public-key/", P2VPublicKeyView.as_view(), name="p2v-public-key"),
+    *format_suffix_patterns(router.urls),
+]
