@@ -1,4 +1,5 @@
-/* xenweb guest text console: xterm.js bridged to /ws/guests/<pk>/console/ (guests/console/text_consumer.py).
+/* xenweb guest text console: xterm.js bridged to /ws/guests/<pk>/console/
+ * (guests/console/text_consumer.py).
  *
  * Binary frames carry console bytes both ways; text frames from the server are JSON status
  * messages. What the graphical console does alike is in guest_session.js (loaded first).

@@ -1,7 +1,7 @@
 /* What the pages of a guest's consoles share (console.js: text, vnc.js: graphical; their
- * server side is guests/console/sessions.py): the close codes (xenweb/ws_base.py), the socket's URL,
- * the status badge and the reconnect schedule. A classic script, loaded before either of
- * them; they find it as window.xenwebGuestSession.
+ * server side is guests/console/sessions.py): the close codes (xenweb/ws_base.py), the
+ * socket's URL, the status badge and the reconnect schedule. A classic script, loaded
+ * before either of them; they find it as window.xenwebGuestSession.
  */
 (function () {
   "use strict";

@@ -1,4 +1,5 @@
-/* xenweb guest graphical console: noVNC over the proxy /ws/guests/<pk>/vnc/ (guests/console/vnc_consumer.py).
+/* xenweb guest graphical console: noVNC over the proxy /ws/guests/<pk>/vnc/
+ * (guests/console/vnc_consumer.py).
  *
  * An ES module; noVNC's core/rfb.js (an ES module too) is imported from the URL in
  * data-novnc. Binary frames carry RFB bytes both ways; the proxy's text frames are JSON status
