@@ -6,7 +6,7 @@ LVM: this machine's kernel has no device-mapper, so no real LVM snapshot can be 
 here. The LVM path is exercised in full against the test driver's logical pool (libvirt
 stores the volume with its backing store just as the logical backend would hand it to
 ``lvcreate --snapshot``); the copy-back revert runs for real on a lab host
-(tests/guests/test_snapshots_lab.py)."""
+(tests/guests/snapshots/test_snapshots_lab.py)."""
 
 from __future__ import annotations
 
