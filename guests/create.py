@@ -265,7 +265,7 @@ def create(data: dict[str, Any], *, user: Any, request: Any = None) -> Guest:
         disks = list(spec.disks)
         for volume in to_create:
             info = create_volume(host.uri, volume["pool"], volume["name"], volume["capacity"],
-                                 volume["format"], allow_insecure=host.is_lab)
+                                 volume["format"], allow_insecure=host.allow_insecure_transport)
             made.append(info.path)
             _prefix, bus, _cd = disk_targets(spec.domain_type, spec.os_type)
             disks.append(dx.DiskSpec(source=info.path, target=volume["target"], bus=bus,
@@ -280,7 +280,7 @@ def create(data: dict[str, Any], *, user: Any, request: Any = None) -> Guest:
     except (VirtError, GuestError) as exc:
         for path in made:  # nothing half-made stays behind
             try:
-                delete_volume_by_path(host.uri, path, allow_insecure=host.is_lab)
+                delete_volume_by_path(host.uri, path, allow_insecure=host.allow_insecure_transport)
             except VirtError:
                 pass
         raise GuestError(str(exc)) from exc

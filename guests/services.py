@@ -81,7 +81,7 @@ def delete_guest(
 
 
 def _delete_guest(guest: Guest, *, delete_volumes: bool, user: Any, request: Any) -> list[str]:
-    uri, lab = guest.host.uri, guest.host.is_lab
+    uri, lab = guest.host.uri, guest.host.allow_insecure_transport
     try:
         info = virt.get_domain(uri, str(guest.uuid), allow_insecure=lab)
         virt.undefine(uri, str(guest.uuid), allow_insecure=lab)
@@ -127,7 +127,7 @@ def set_memory(guest: Guest, memory_mib: int, *, user: Any, request: Any = None)
     try:
         virt.set_memory(guest.host.uri, str(guest.uuid), memory_mib,
                         live=guest.state in ("running", "blocked", "paused"),
-                        allow_insecure=guest.host.is_lab)
+                        allow_insecure=guest.host.allow_insecure_transport)
     except VirtError as exc:
         record("guest.memory", user=user, request=request, target=guest, result="failed",
                message=str(exc), memory_mib=memory_mib)
@@ -147,7 +147,7 @@ def create_guest(spec: dx.DomainSpec, *, host: Any, user: Any, request: Any = No
     from guests.inventory import cached_fields
 
     try:
-        info = virt.define_domain(host.uri, spec, allow_insecure=host.is_lab)
+        info = virt.define_domain(host.uri, spec, allow_insecure=host.allow_insecure_transport)
     except (VirtError, dx.SpecError) as exc:
         record("guest.create", user=user, request=request, target_type="guests.guest",
                target_label=spec.name, result="failed", message=str(exc))

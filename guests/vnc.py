@@ -5,8 +5,9 @@ A websocket proxy: binary frames carry raw RFB bytes both ways between noVNC (su
 guest's *live* domain XML (``hosts.virt.graphics``: with autoport, the cached port is stale
 or -1); how it is reached depends on the host's URI:
 
-- local hosts (``xen:///``, ``qemu:///``, ``test:///``) and lab hosts (their VNC servers
-  listen on 127.0.0.1 in our own network namespace): a direct TCP connection (or the UNIX
+- local hosts (``xen:///``, ``qemu:///``, ``test:///``) and ``+tcp`` hosts allowed an
+  insecure transport (``Host.allow_insecure_transport``: the lab's, whose VNC servers listen
+  on 127.0.0.1 in our own network namespace): a direct TCP connection (or the UNIX
   socket, for a socket listener on a local host);
 - ``+ssh`` hosts: an SSH tunnel, ``ssh -i <appliance key> -o BatchMode=yes -p PORT
   -l USER -- HOST -W LISTEN:PORT`` as a subprocess whose stdin/stdout are the byte stream;
@@ -324,7 +325,7 @@ def plan_route(target: GuestSessionTarget, endpoint: VncEndpoint) -> Route:
         raise VncUnavailable(Ending(
             "no-port", f"The VNC server of {target.name} has no TCP port (its graphics listen "
             "nowhere).", CLOSE_NO_CONSOLE))
-    if not transport or (target.is_lab and transport == "tcp"):
+    if not transport or (target.allow_insecure_transport and transport == "tcp"):
         address = _connect_address(endpoint.listen, parsed.hostname)
         return Route("tcp", address=address, port=endpoint.port)
     if transport == "ssh":
@@ -352,7 +353,8 @@ def resolve(target: GuestSessionTarget) -> Route:
     if problem:
         raise VncUnavailable(Ending("unsupported", problem, CLOSE_NO_CONSOLE))
     try:
-        endpoint = vnc_endpoint(target.host_uri, target.uuid, allow_insecure=target.is_lab)
+        endpoint = vnc_endpoint(target.host_uri, target.uuid,
+                                allow_insecure=target.allow_insecure_transport)
     except VirtObjectNotFound:
         raise VncUnavailable(Ending(
             "gone", f"The guest {target.name} no longer exists on {target.host_name}.",
@@ -382,7 +384,7 @@ def diagnose(target: GuestSessionTarget, detail: str) -> Ending:
     try:
         while True:
             state = virt.get_domain(target.host_uri, target.uuid,
-                                    allow_insecure=target.is_lab).state
+                                    allow_insecure=target.allow_insecure_transport).state
             if state not in RUNNING_STATES or time.monotonic() >= deadline:
                 break
             time.sleep(0.1)

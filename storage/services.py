@@ -23,7 +23,7 @@ VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,200}$")
 
 
 def _conn(pool: Pool) -> dict[str, Any]:
-    return {"allow_insecure": pool.host.is_lab}
+    return {"allow_insecure": pool.host.allow_insecure_transport}
 
 
 def _failed(action: str, exc: Exception, *, user: Any, request: Any, target: Any,

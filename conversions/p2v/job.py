@@ -280,14 +280,15 @@ class _Run:
 
     def target(self, path: str, fmt: str = "raw") -> Target:
         host = self.request.host
-        return Target(host.uri, path, host.is_lab, fmt)
+        return Target(host.uri, path, host.allow_insecure_transport, fmt,
+                      files_local=host.files_local)
 
 
 def _discard(request: Request, paths: list[str]) -> None:
     host = request.host
     for path in paths:
         try:
-            virt.delete_volume(host.uri, path, allow_insecure=host.is_lab)
+            virt.delete_volume(host.uri, path, allow_insecure=host.allow_insecure_transport)
         except VirtError:
             pass
         Volume.objects.filter(pool=request.pool, path=path).delete()
@@ -301,7 +302,7 @@ def _copy(run: _Run, index: int, disk: Disk) -> tuple[DiskCopy, str, float]:
     name = volume_name(request.name, index) if request.format == "raw" \
         else staging_name(request.name, index)
     info = virt.create_volume(host.uri, request.pool.name, name, disk.size, "raw",
-                              allow_insecure=host.is_lab)
+                              allow_insecure=host.allow_insecure_transport)
     run.made.append(info.path)
     copy = DiskCopy(device=disk.path, size=disk.size)
     started = time.monotonic()
@@ -329,8 +330,8 @@ def _convert(run: _Run, index: int, copy: DiskCopy, raw_path: str) -> str:
             cancelled = True
 
     info = virt.clone_volume(host.uri, raw_path, volume_name(run.request.name, index, "qcow2"),
-                             fmt="qcow2", progress=converting, allow_insecure=host.is_lab,
-                             source_format="raw")
+                             fmt="qcow2", progress=converting,
+                             allow_insecure=host.allow_insecure_transport, source_format="raw")
     run.made.append(info.path)
     _discard(run.request, [raw_path])
     run.made.remove(raw_path)
@@ -359,7 +360,7 @@ def _transfer(run: _Run, index: int, wanted: dict[str, Any],
                      f"({copy.wire_bytes} bytes sent, {copy.attempts} attempt(s)); "
                      f"{'converted to qcow2, ' if request.format == 'qcow2' else ''}verified")
     host = request.host
-    details = virt.volume_details(host.uri, path, allow_insecure=host.is_lab)
+    details = virt.volume_details(host.uri, path, allow_insecure=host.allow_insecure_transport)
     volume = store(request.pool, details)
     return {"device": disk.path, "size": disk.size, "volume": volume.pk, "path": path,
             "format": request.format, "bytes_sent": copy.wire_bytes,

@@ -104,10 +104,11 @@ def plan_import(proposal: Proposal, params: dict[str, Any]) -> ImportPlan:
 
 
 def _reachable(host: Host, path: str) -> bool:
-    """Whether this machine writes the volume's file itself (local and lab hosts)."""
+    """Whether this machine writes the volume's file itself (local hosts and hosts whose
+    files are this machine's, ``Host.files_local``)."""
     from urllib.parse import urlsplit
 
-    local = host.is_lab or not urlsplit(host.uri).hostname
+    local = host.files_local or not urlsplit(host.uri).hostname
     return local and not host.in_process_only and os.path.isfile(path)
 
 
@@ -160,8 +161,9 @@ def _verify_manifest(proposal: Proposal, reporter: ProgressReporter) -> None:
 
 def _upload_file(host: Host, volume_path: str, scratch: Path) -> None:
     """Stream a converted scratch file into a volume on a host this machine cannot write."""
-    with virt.VolumeUpload(host.uri, volume_path, sparse=True,
-                           allow_insecure=host.is_lab) as upload, open(scratch, "rb") as f:
+    with (virt.VolumeUpload(host.uri, volume_path, sparse=True,
+                            allow_insecure=host.allow_insecure_transport) as upload,
+          open(scratch, "rb") as f):
         while chunk := f.read(CHUNK):
             upload.write(chunk)
 
@@ -187,7 +189,7 @@ def _check_output(plan: ImportPlan, volume: Volume) -> None:
         if _reachable(plan.host, volume.path):
             check_file(volume.path, plan.format)
         reported, backing = virt.content_report(plan.host.uri, volume.path,
-                                                allow_insecure=plan.host.is_lab)
+                                                allow_insecure=plan.host.allow_insecure_transport)
         check_libvirt_report(plan.format, reported, backing)
     except ImageRefused as exc:
         raise ImportRefused(f"The converted disk was refused: {exc}") from exc
@@ -236,7 +238,7 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
             info = create_volume(plan.host.uri, plan.pool.name,
                                  f"{plan.name}-disk{number}.{ext}", max(disk.virtual_size,
                                                                         512),
-                                 plan.format, allow_insecure=plan.host.is_lab)
+                                 plan.format, allow_insecure=plan.host.allow_insecure_transport)
             made.append(info.path)
             output = content.store(plan.pool, info)
             content.mark_writing(output, job)
@@ -282,7 +284,8 @@ def _discard(plan: ImportPlan | None, made: list[str]) -> None:
         return
     for path in made:
         try:
-            delete_volume_by_path(plan.host.uri, path, allow_insecure=plan.host.is_lab)
+            delete_volume_by_path(plan.host.uri, path,
+                                  allow_insecure=plan.host.allow_insecure_transport)
         except VirtError:
             pass
     resync_pool(plan.pool)
