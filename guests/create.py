@@ -1,18 +1,19 @@
 """Creating a guest from the API or the wizard: a checked spec, volumes, the definition.
 
 Everything that can be refused is refused before anything is created; volumes made for
-the guest are removed again if the definition fails.
+the guest are removed again if the definition fails. The request's rules are in
+guests.create_request.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
 from guests import boot
-from guests.conflicts import clean_labels, conflicts_on
+from guests.conflicts import conflicts_on
+from guests.create_request import CreateGuestSerializer
 from guests.errors import GuestError
 from guests.models import Guest
 from guests.placement import choose_host
@@ -29,123 +30,8 @@ from storage.models import Pool, Volume
 from storage.selectors import saved_memory_in
 from xenweb.audit.services import record
 
-TYPES = {"pv": dx.PV, "hvm": dx.HVM, "pvh": dx.PVH, "xen": dx.PV, "xenpvh": dx.PVH}
+TYPES = dx.GUEST_TYPES
 GIB = 1024**3
-
-
-PATH_REFUSED = ("Host paths are not accepted: choose {what}_file (a file of the host's boot "
-                "files directory) or {what}_volume (a volume id on the guest's host).")
-
-
-def _file_name(value: str) -> str:
-    if value:
-        try:
-            boot.check_file_name(value)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
-    return value
-
-
-class DiskRequest(serializers.Serializer):
-    volume = serializers.IntegerField(required=False, help_text="an existing volume's id")
-    iso = serializers.IntegerField(required=False, help_text="an ISO volume, as a CD-ROM")
-    pool = serializers.IntegerField(required=False, help_text="new volume in this pool")
-    size_gib = serializers.FloatField(required=False, min_value=0.01, max_value=65536)
-    format = serializers.ChoiceField(choices=["raw", "qcow2"], default="raw")
-
-    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
-        kinds = [key for key in ("volume", "iso", "pool") if key in data]
-        if len(kinds) != 1:
-            raise ValidationError("Give exactly one of volume, iso or pool (+ size_gib).")
-        if "pool" in data and "size_gib" not in data:
-            raise ValidationError("A new volume needs size_gib.")
-        return data
-
-
-class NicRequest(serializers.Serializer):
-    bridge = serializers.RegexField(r"^[A-Za-z0-9_.-]{1,15}$", required=False)
-    network = serializers.RegexField(r"^[A-Za-z0-9_.-]{1,64}$", required=False)
-    mac = serializers.RegexField(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$", required=False)
-
-    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
-        if ("bridge" in data) == ("network" in data):
-            raise ValidationError("Give a bridge or a network.")
-        return data
-
-
-class CreateGuestSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=64)
-    host = serializers.IntegerField(required=False, help_text="omit for automatic placement")
-    type = serializers.ChoiceField(choices=sorted(TYPES), default="hvm")
-    vcpus = serializers.IntegerField(min_value=1, max_value=512, default=1)
-    max_vcpus = serializers.IntegerField(min_value=1, max_value=512, required=False)
-    memory_mib = serializers.IntegerField(min_value=16, max_value=16 * 1024 * 1024)
-    max_memory_mib = serializers.IntegerField(min_value=16, max_value=16 * 1024 * 1024,
-                                              required=False)
-    kernel_volume = serializers.IntegerField(
-        required=False, allow_null=True, default=None,
-        help_text="direct kernel boot: the kernel, a volume (id) on the guest's host")
-    kernel_file = serializers.CharField(
-        max_length=255, required=False, default="", allow_blank=True, trim_whitespace=False,
-        help_text=f"direct kernel boot: the kernel, {boot.FILE_NAME_HELP}")
-    initrd_volume = serializers.IntegerField(
-        required=False, allow_null=True, default=None,
-        help_text="the initrd, a volume (id) on the guest's host")
-    initrd_file = serializers.CharField(
-        max_length=255, required=False, default="", allow_blank=True, trim_whitespace=False,
-        help_text=f"the initrd, {boot.FILE_NAME_HELP}")
-    # Host paths are refused (a clear 400 rather than a silently ignored field).
-    kernel = serializers.CharField(required=False, allow_blank=True, write_only=True,
-                                   help_text="not accepted: use kernel_file or kernel_volume")
-    initrd = serializers.CharField(required=False, allow_blank=True, write_only=True,
-                                   help_text="not accepted: use initrd_file or initrd_volume")
-    cmdline = serializers.CharField(max_length=2048, required=False, default="",
-                                    allow_blank=True)
-    bootloader = serializers.ChoiceField(choices=["", "pygrub"], default="")
-    firmware = serializers.ChoiceField(choices=["bios", "efi"], default="bios",
-                                       help_text="HVM guests: BIOS or UEFI (OVMF on the host)")
-    boot = serializers.ListField(child=serializers.ChoiceField(choices=["hd", "cdrom",
-                                                                       "network"]),
-                                 default=["hd"], max_length=3)
-    disks = DiskRequest(many=True, required=False, default=list)
-    cdrom = serializers.IntegerField(
-        required=False, allow_null=True, default=None,
-        help_text="an ISO image (volume id) from an ISO library pool of the guest's host, "
-                  "attached read-only as a CD-ROM; put 'cdrom' first in boot to install from it")
-    nics = NicRequest(many=True, required=False, default=list)
-    vnc = serializers.BooleanField(default=False)
-    description = serializers.CharField(max_length=1000, required=False, default="")
-    labels = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
-                                   default=list, max_length=32,
-                                   help_text="placement labels (see conflict sets)")
-
-    def validate_labels(self, labels: list[str]) -> list[str]:
-        try:
-            return clean_labels(labels)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
-
-    def validate_kernel(self, value: str) -> str:
-        if value:
-            raise ValidationError(PATH_REFUSED.format(what="kernel"))
-        return value
-
-    def validate_initrd(self, value: str) -> str:
-        if value:
-            raise ValidationError(PATH_REFUSED.format(what="initrd"))
-        return value
-
-    def validate_kernel_file(self, value: str) -> str:
-        return _file_name(value)
-
-    def validate_initrd_file(self, value: str) -> str:
-        return _file_name(value)
-
-    def validate_name(self, name: str) -> str:
-        if not dx.NAME_RE.match(name):
-            raise ValidationError("Guest names are 1 to 64 characters: letters, digits, and "
-                                  "_ . + - (not first).")
-        return name
 
 
 def disk_targets(domain_type: str, os_type: str) -> tuple[str, str, str]:
