@@ -100,11 +100,11 @@ class Provisioning:
             if fill is not None:
                 fill(self)
             self._check_ready()
-            self.guest = self._define(targets)
+            guest = self.guest = self._define(targets)
         except BaseException as exc:
             self._undo(cancelled=isinstance(exc, JobCancelled))
             raise
-        return self.guest
+        return guest
 
     def _targets(self) -> list[str]:
         """The disk names of the new volumes, refused before anything is made."""
