@@ -11,7 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from guests import devices, services
-from guests.create import CreateGuestSerializer, create_from_request
+from guests.create import create_from_request
+from guests.create_request import CreateGuestSerializer
 from guests.errors import GuestError, GuestGone
 from guests.lifecycle import ACTIONS
 from guests.models import Guest

@@ -61,15 +61,11 @@ def _max_vcpus(guest: Guest) -> int:
 
 def _next_target(guest: Guest) -> tuple[str, str]:
     used = {disk["target"] for disk in guest.devices.get("disks", [])}
-    if guest.os_type != "hvm":
-        prefix, bus = "xvd", "xen"
-    elif guest.host.hypervisor_type == "Xen":
-        prefix, bus = "hd", "ide"
-    else:
-        prefix, bus = "vd", "virtio"
-    for letter in "abcdefghijklmnopqrstuvwxyz":
-        if f"{prefix}{letter}" not in used:
-            return f"{prefix}{letter}", bus
+    layout = dx.disk_layout("xen" if guest.host.hypervisor_type == "Xen" else "",
+                            guest.os_type)
+    for name in layout.names():
+        if name not in used:
+            return name, layout.bus
     raise GuestError(f"Guest '{guest}' has no free disk slot.")
 
 
