@@ -106,7 +106,7 @@ def refresh(guest: Guest) -> Guest:
     for attempt in range(1, REREAD_ATTEMPTS + 1):
         try:
             info = virt.get_domain(guest.host.uri, str(guest.uuid),
-                                   allow_insecure=guest.host.is_lab)
+                                   allow_insecure=guest.host.allow_insecure_transport)
             break
         except VirtObjectNotFound:
             raise
@@ -121,7 +121,7 @@ def refresh(guest: Guest) -> Guest:
 
 
 def _call(guest: Guest, action: str, **params: Any) -> None:
-    uri, uuid, lab = guest.host.uri, str(guest.uuid), guest.host.is_lab
+    uri, uuid, lab = guest.host.uri, str(guest.uuid), guest.host.allow_insecure_transport
     if action == "autostart":
         virt.set_autostart(uri, uuid, bool(params.get("enabled", True)), allow_insecure=lab)
         return

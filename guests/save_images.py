@@ -180,7 +180,7 @@ def save_guest(guest: Guest, pool_id: int | None, *, user: Any = None,
 
     log = log or _quiet
     check_allowed(guest, "save")
-    uri, uuid, lab = guest.host.uri, str(guest.uuid), guest.host.is_lab
+    uri, uuid, lab = guest.host.uri, str(guest.uuid), guest.host.allow_insecure_transport
     previous = _own_volume(guest)
     if writes_locally(guest):
         path = demo_save_path(guest)
@@ -307,7 +307,7 @@ def verified_definition(guest: Guest, source: RestoreSource) -> str:
 
     The header is read by the app itself (hosts.virt.save_image), never by libvirt's
     saveImageGetXMLDesc: QEMU's driver would run the emulator an untrusted image names."""
-    uri, lab = guest.host.uri, guest.host.is_lab
+    uri, lab = guest.host.uri, guest.host.allow_insecure_transport
     label = source.label[:1].upper() + source.label[1:]
     if not source.own and not source.legacy and not takes_definition(guest):
         raise SaveImageRefused(
@@ -361,7 +361,7 @@ def restore_guest(guest: Guest, volume_id: int | None, *, user: Any = None,
     log(f"Restoring '{guest}' from {source.label}")
     virt.restore(guest.host.uri, source.path,
                  dxml=checked if takes_definition(guest) else None,
-                 allow_insecure=guest.host.is_lab)
+                 allow_insecure=guest.host.allow_insecure_transport)
     if source.own or source.legacy:
         _discard(guest, source, user=user, log=log)
         _record(guest, "", None, "")
@@ -379,6 +379,7 @@ def _discard(guest: Guest, source: RestoreSource, *, user: Any, log: Any) -> Non
         elif writes_locally(guest):
             Path(source.path).unlink(missing_ok=True)
         else:
-            delete_file(guest.host.uri, source.path, allow_insecure=guest.host.is_lab)
+            delete_file(guest.host.uri, source.path,
+                        allow_insecure=guest.host.allow_insecure_transport)
     except (StorageError, VirtError, OSError) as exc:
         log(f"The save image {source.label} was kept: {exc}")

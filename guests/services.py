@@ -1,4 +1,5 @@
-"""Guest writes: actions (quick ones now, slow ones as jobs), deletion, creation."""
+"""Guest writes: actions (quick ones now, slow ones as jobs), deletion, creation
+(its steps: guests.provisioning runs them)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def delete_guest(
 
 
 def _delete_guest(guest: Guest, *, delete_volumes: bool, user: Any, request: Any) -> list[str]:
-    uri, lab = guest.host.uri, guest.host.is_lab
+    uri, lab = guest.host.uri, guest.host.allow_insecure_transport
     try:
         info = virt.get_domain(uri, str(guest.uuid), allow_insecure=lab)
         virt.undefine(uri, str(guest.uuid), allow_insecure=lab)
@@ -127,7 +128,7 @@ def set_memory(guest: Guest, memory_mib: int, *, user: Any, request: Any = None)
     try:
         virt.set_memory(guest.host.uri, str(guest.uuid), memory_mib,
                         live=guest.state in ("running", "blocked", "paused"),
-                        allow_insecure=guest.host.is_lab)
+                        allow_insecure=guest.host.allow_insecure_transport)
     except VirtError as exc:
         record("guest.memory", user=user, request=request, target=guest, result="failed",
                message=str(exc), memory_mib=memory_mib)
@@ -141,17 +142,25 @@ def set_memory(guest: Guest, memory_mib: int, *, user: Any, request: Any = None)
     return refresh(guest)
 
 
-@transaction.atomic
-def create_guest(spec: dx.DomainSpec, *, host: Any, user: Any, request: Any = None) -> Guest:
-    """Define the guest on the host and cache it (the spec is validated first)."""
-    from guests.inventory import cached_fields
-
+def define_guest(spec: dx.DomainSpec, *, host: Any, user: Any,
+                 request: Any = None) -> virt.DomainInfo:
+    """Define the domain on the host (the spec is validated first); a refusal is audited.
+    The Guest row comes with `store_guest` (guests.provisioning does both)."""
     try:
-        info = virt.define_domain(host.uri, spec, allow_insecure=host.is_lab)
+        return virt.define_domain(host.uri, spec, allow_insecure=host.allow_insecure_transport)
     except (VirtError, dx.SpecError) as exc:
         record("guest.create", user=user, request=request, target_type="guests.guest",
                target_label=spec.name, result="failed", message=str(exc))
         raise GuestError(str(exc)) from exc
-    guest = Guest.objects.create(host=host, uuid=info.uuid, **cached_fields(info))
+
+
+@transaction.atomic
+def store_guest(info: virt.DomainInfo, *, host: Any, labels: list[str] | tuple[str, ...] = (),
+                user: Any, request: Any = None) -> Guest:
+    """Cache a guest just defined, with its placement labels, and audit its creation."""
+    from guests.inventory import cached_fields
+
+    guest = Guest.objects.create(host=host, uuid=info.uuid, labels=list(labels),
+                                 **cached_fields(info))
     record("guest.create", user=user, request=request, target=guest, host=host.name)
     return guest

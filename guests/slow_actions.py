@@ -35,7 +35,7 @@ def _wait(guest: Guest, reporter: ProgressReporter, states: tuple[str, ...],
     while True:
         elapsed = time.monotonic() - started
         state = virt.get_domain(guest.host.uri, str(guest.uuid),
-                                allow_insecure=guest.host.is_lab).state
+                                allow_insecure=guest.host.allow_insecure_transport).state
         if state in states:
             return state
         if elapsed > timeout:
@@ -55,7 +55,8 @@ def shutdown_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         check_allowed(guest, "shutdown")
 
         def send() -> None:
-            virt.shutdown(guest.host.uri, str(guest.uuid), allow_insecure=guest.host.is_lab)
+            virt.shutdown(guest.host.uri, str(guest.uuid),
+                          allow_insecure=guest.host.allow_insecure_transport)
             reporter.log(f"Sent the shutdown request (ACPI / PV) to '{guest}'")
 
         def send_again() -> None:
@@ -107,7 +108,8 @@ def managed_save_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     try:
         check_allowed(guest, "managedsave")
         reporter.update(0, total=1, message=f"Saving '{guest}' (managed save)", force=True)
-        virt.managed_save(guest.host.uri, str(guest.uuid), allow_insecure=guest.host.is_lab)
+        virt.managed_save(guest.host.uri, str(guest.uuid),
+                          allow_insecure=guest.host.allow_insecure_transport)
     except (GuestError, VirtError) as exc:
         raise JobError(str(exc)) from exc
     return {"guest": guest.pk, "state": refresh(guest).state}

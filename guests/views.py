@@ -12,7 +12,8 @@ from django.views.decorators.http import require_POST, require_safe
 
 from guests import boot, devices, services
 from guests.charts import GUEST_CHARTS
-from guests.create import TYPES, CreateGuestSerializer, create
+from guests.create import create
+from guests.create_request import CreateGuestSerializer
 from guests.errors import GuestError
 from guests.export_formats import EXPORT_FORMATS
 from guests.lifecycle import ALLOWED, DOM0_FORBIDDEN
@@ -21,6 +22,7 @@ from guests.snapshots.views import snapshot_context
 from hosts.capabilities import offered_types
 from hosts.charts import chart_context
 from hosts.models import Host
+from hosts.virt import domain_xml as dx
 from storage import bootfiles
 from storage.iso_library import iso_images
 from storage.models import Pool, Volume
@@ -196,7 +198,7 @@ def guest_create(request: HttpRequest) -> HttpResponse:
     hosts = Host.objects.exclude(state=Host.State.MAINTENANCE)
     return render(request, "guests/create.html", {
         "hosts": [(host, offered_types(host)) for host in hosts],
-        "types": sorted({t for t in TYPES if t in ("pv", "hvm", "pvh")}),
+        "types": sorted({t for t in dx.GUEST_TYPES if t in ("pv", "hvm", "pvh")}),
         "pools": Pool.objects.select_related("host").filter(active=True),
         "volumes": Volume.objects.select_related("pool__host").exclude(format="iso"),
         "isos": iso_images(),

@@ -15,8 +15,16 @@ class Host(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     uri = models.CharField(max_length=500, unique=True)
-    # Lab hosts may use the unauthenticated loopback transport refused for real hosts.
+    # Who registered the host: the lab (``lab/``) or an operator. Informational only: what
+    # the app may do with a host is in the capabilities below.
     is_lab = models.BooleanField(default=False)
+    # The libvirt connection may use a transport without TLS or SSH host-key pinning
+    # (qemu+tcp to the lab's libvirtds in their private namespaces).
+    allow_insecure_transport = models.BooleanField(default=False)
+    # The host's storage pool paths are files of this (the appliance's) machine: the app may
+    # open them directly, and two such hosts see one file system (the same path is the same
+    # file, so a migration between them needs no block copy).
+    files_local = models.BooleanField(default=False)
     state = models.CharField(max_length=12, choices=State.choices, default=State.UNKNOWN)
     state_since = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)

@@ -117,9 +117,15 @@ def enrol_host(
     user: Any,
     request: Any = None,
     is_lab: bool = False,
+    allow_insecure_transport: bool = False,
+    files_local: bool = False,
     host_key_fingerprint: str | None = None,
 ) -> Host:
     """Enrol a host after a test connection.
+
+    ``is_lab`` only records who registered the host; what the app may do with it are the
+    capabilities ``allow_insecure_transport`` (a URI without TLS or SSH host-key pinning)
+    and ``files_local`` (its pool paths are this machine's files), see ``Host``.
 
     For ``+ssh`` URIs the host key is checked first (``check_host_key``): pass the
     fingerprint the user confirmed as ``host_key_fingerprint``; without it the key is
@@ -131,11 +137,11 @@ def enrol_host(
     if Host.objects.filter(uri=uri).exists():
         raise HostError(f"The host at {uri} is enrolled already.")
     try:
-        validate_uri(uri, allow_insecure=is_lab)
+        validate_uri(uri, allow_insecure=allow_insecure_transport)
         if _uses_ssh(uri):
             _check_enrolment_key(uri, host_key_fingerprint, name=name, user=user,
                                  request=request)
-        info = test_connection(uri, allow_insecure=is_lab)
+        info = test_connection(uri, allow_insecure=allow_insecure_transport)
     except HostError as exc:
         record("host.enrol", user=user, request=request, target_type="hosts.host",
                target_label=name, result="failed", message=str(exc), uri=uri)
@@ -146,7 +152,8 @@ def enrol_host(
         raise
     with transaction.atomic():
         host = Host.objects.create(
-            name=name, uri=uri, is_lab=is_lab, state=Host.State.ONLINE,
+            name=name, uri=uri, is_lab=is_lab, allow_insecure_transport=allow_insecure_transport,
+            files_local=files_local, state=Host.State.ONLINE,
             state_since=timezone.now(), **probe_fields(info),
         )
         record("host.enrol", user=user, request=request, target=host, uri=uri)
@@ -183,7 +190,7 @@ def set_migration_uri(host: Host, uri: str, *, user: Any, request: Any = None) -
     address on a storage or migration network); empty: its enrolment URI."""
     uri = uri.strip()
     if uri:
-        uri = validate_uri(uri, allow_insecure=host.is_lab)
+        uri = validate_uri(uri, allow_insecure=host.allow_insecure_transport)
         driver = parse_uri(host.uri).driver
         if parse_uri(uri).driver != driver:
             raise HostError(f"The migration URI must use the host's own driver "
@@ -195,14 +202,15 @@ def set_migration_uri(host: Host, uri: str, *, user: Any, request: Any = None) -
 
 
 def networks(host: Host) -> list[NetworkInfo]:
-    return list_networks(host.uri, allow_insecure=host.is_lab)
+    return list_networks(host.uri, allow_insecure=host.allow_insecure_transport)
 
 
 def create_isolated_network(
     host: Host, name: str, bridge: str, *, user: Any, request: Any = None
 ) -> NetworkInfo:
     try:
-        created = _create_isolated(host.uri, name, bridge, allow_insecure=host.is_lab)
+        created = _create_isolated(host.uri, name, bridge,
+                                   allow_insecure=host.allow_insecure_transport)
     except VirtError as exc:
         record("network.create", user=user, request=request, target=host, result="failed",
                message=str(exc), network=name)

@@ -188,15 +188,16 @@ class Watcher:
     def sync_hosts(self) -> None:
         """Follow the Host table: watch new hosts, forget removed ones and changed URIs."""
         # A node-file demo host is private to the web process: nothing to watch here.
-        rows = {pk: (uri, is_lab) for pk, uri, is_lab in
-                Host.objects.values_list("pk", "uri", "is_lab") if not is_private_mock(uri)}
+        rows = {pk: (uri, insecure) for pk, uri, insecure in
+                Host.objects.values_list("pk", "uri", "allow_insecure_transport")
+                if not is_private_mock(uri)}
         for host_id in list(self.watches):
             watch = self.watches[host_id]
             if rows.get(host_id) != (watch.uri, watch.allow_insecure):
                 self._forget(watch)
-        for host_id, (uri, is_lab) in rows.items():
+        for host_id, (uri, insecure) in rows.items():
             if host_id not in self.watches:
-                self.watches[host_id] = HostWatch(host_id, uri, is_lab)
+                self.watches[host_id] = HostWatch(host_id, uri, insecure)
 
     def _forget(self, watch: HostWatch) -> None:
         del self.watches[watch.host_id]

@@ -52,7 +52,7 @@ def libvirtd_conf(record: HostRecord, log_dir: Path) -> dict[str, ConfValue]:
         "listen_addr": "127.0.0.1",
         "tcp_port": str(record.port),
         # Unauthenticated loopback transport: acceptable for lab hosts only (the
-        # app enrols them with is_lab=True and flags them).
+        # app enrols them with allow_insecure_transport=True, lab.register).
         "auth_tcp": "none",
         "auth_unix_ro": "none",
         "auth_unix_rw": "none",

@@ -8,7 +8,7 @@ included; ``lab_status()`` reports. State lives in ``lab_dir()``
 function also takes an explicit ``root`` for a lab elsewhere (tests).
 
 Each host answers at ``qemu+tcp://127.0.0.1:PORT/system`` (unauthenticated
-loopback: lab only, enrolled with ``is_lab=True``) and has two dir pools:
+loopback: lab only, enrolled with ``allow_insecure_transport``) and has two dir pools:
 ``lab-shared`` (the same ``<root>/shared`` on every host, standing in for the
 NFS export all dom0s mount) and ``local`` (``<root>/hosts/<name>/images``).
 """

@@ -7,7 +7,8 @@ follows it for every read and write). Only administrators read or write its volu
 none of them becomes a guest's disk, CD-ROM, save image or import target: guests boot
 its files only as kernel or initrd.
 
-Where this machine holds a volume's file (the local dom0, lab hosts), a symlink in any
+Where this machine holds a volume's file (the local dom0, ``Host.files_local`` hosts such as
+the lab's), a symlink in any
 pool directory is refused for every operation that would read or write through it (the
 file I/O itself opens with O_NOFOLLOW, storage.volume_io); on remote hosts libvirt
 follows links, which is why only administrators (who have root there anyway) put files
@@ -71,18 +72,20 @@ def check_not_boot_pool(pool: Pool, use: str) -> None:
             f"cannot hold {use}.")
 
 
-def holds_files(uri: str, *, lab: bool) -> bool:
-    """Whether this machine holds the volume files of the host at ``uri``: a lab host
-    (``lab``) or a host without a remote host name, not libvirt's test driver (its pools
-    live in libvirt's memory; the demo host's, ``Host.in_process_only``, in this process).
-    The one rule for storage.volume_io's direct file I/O and for the link checks here."""
+def holds_files(uri: str, *, files_local: bool) -> bool:
+    """Whether this machine holds the volume files of the host at ``uri``: a host declared
+    so (``files_local``, ``Host.files_local``) or a host without a remote host name, not
+    libvirt's test driver (its pools live in libvirt's memory; the demo host's,
+    ``Host.in_process_only``, in this process). Whether the host's libvirt may use an
+    insecure transport has nothing to do with it. The one rule for storage.volume_io's
+    direct file I/O and for the link checks here."""
     parsed = parse_uri(uri)
-    return parsed.driver != "test" and (lab or not parsed.hostname)
+    return parsed.driver != "test" and (files_local or not parsed.hostname)
 
 
 def holds_file(pool: Pool) -> bool:
     """Whether this machine holds the pool's files (``holds_files`` for its host)."""
-    return holds_files(pool.host.uri, lab=pool.host.is_lab)
+    return holds_files(pool.host.uri, files_local=pool.host.files_local)
 
 
 def link_in_pool(volume: Volume) -> bool:

@@ -59,9 +59,10 @@ def set_boot_files_dir(host: Host, directory: str, *, user: Any, request: Any = 
     try:
         directory = check_directory(directory)
         if directory:
-            info = virt.ensure_boot_pool(host.uri, directory, allow_insecure=host.is_lab)
+            info = virt.ensure_boot_pool(host.uri, directory,
+                                         allow_insecure=host.allow_insecure_transport)
         else:
-            virt.remove_boot_pool(host.uri, allow_insecure=host.is_lab)
+            virt.remove_boot_pool(host.uri, allow_insecure=host.allow_insecure_transport)
     except (BootFilesError, VirtError) as exc:
         record("host.boot_files_dir", user=user, request=request, target=host,
                result="failed", message=str(exc), directory=directory)
@@ -85,7 +86,7 @@ def refresh_boot_files(host: Host) -> list[str]:
     if pool is None:
         return []
     store_pool(host, describe_pool(host.uri, pool.name, refresh=True,
-                                   allow_insecure=host.is_lab))
+                                   allow_insecure=host.allow_insecure_transport))
     return list(offered(host).values_list("name", flat=True))
 
 

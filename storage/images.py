@@ -244,8 +244,8 @@ def check_image(header: bytes, declared: str, written_path: str | None = None) -
     """Refuse (ImageRefused) an image that is not self-contained or not `declared`.
 
     `header` is the image's start (HEADER_BYTES, or all of a shorter image);
-    `written_path`, when the app can read the written volume (local and lab hosts), is
-    checked as a whole, opened with the declared format only.
+    `written_path`, when the app can read the written volume (local hosts,
+    ``Host.files_local`` hosts), is checked as a whole, opened with the declared format only.
     """
     probed = detect_format(header, declared)
     if written_path is None:

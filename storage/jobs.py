@@ -63,8 +63,8 @@ def clone_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
 
     try:
         info = virt.clone_volume(pool.host.uri, volume.path, new_name,
-                                 allow_insecure=pool.host.is_lab, progress=progress,
-                                 source_format=volume.format or "raw")
+                                 allow_insecure=pool.host.allow_insecure_transport,
+                                 progress=progress, source_format=volume.format or "raw")
     except (VirtError, StorageError) as exc:
         record("volume.clone", user=job.owner, target=volume, result="failed", message=str(exc),
                name=new_name)
@@ -88,7 +88,8 @@ def wipe_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     reporter.update(0, message=f"Overwriting {volume.name} with zeros (the host reports no "
                     "progress)", force=True)
     try:
-        info = virt.wipe_volume(pool.host.uri, volume.path, allow_insecure=pool.host.is_lab)
+        info = virt.wipe_volume(pool.host.uri, volume.path,
+                                allow_insecure=pool.host.allow_insecure_transport)
     except VirtError as exc:
         record("volume.wipe", user=job.owner, target=volume, result="failed", message=str(exc))
         raise JobError(str(exc)) from exc

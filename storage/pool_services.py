@@ -29,7 +29,7 @@ PATH_TYPES = ("dir", "fs", "netfs", "logical")
 
 
 def _conn(host: Host) -> dict[str, Any]:
-    return {"allow_insecure": host.is_lab}
+    return {"allow_insecure": host.allow_insecure_transport}
 
 
 def _text(data: dict[str, Any], key: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import volumes as virt
 from hosts.virt.pools import PoolInfo, VolumeInfo
 from storage import access, content
@@ -23,7 +23,7 @@ VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,200}$")
 
 
 def _conn(pool: Pool) -> dict[str, Any]:
-    return {"allow_insecure": pool.host.is_lab}
+    return {"allow_insecure": pool.host.allow_insecure_transport}
 
 
 def _failed(action: str, exc: Exception, *, user: Any, request: Any, target: Any,
@@ -152,12 +152,22 @@ def delete_volume(volume: Volume, *, user: Any = None, request: Any = None) -> N
         _delete_volume(volume, user=user, request=request)
 
 
-def _delete_volume(volume: Volume, *, user: Any, request: Any) -> None:
+def discard_new_volume(volume: Volume, *, user: Any = None, request: Any = None) -> None:
+    """Delete a volume the app made moments ago for work that then failed or no longer
+    needs it (a guest that could not be created, a staging copy): nothing else uses it, so
+    no idle check and no lock. Audited as any deletion; a volume libvirt no longer has
+    only loses its row."""
+    _delete_volume(volume, user=user, request=request, missing_ok=True)
+
+
+def _delete_volume(volume: Volume, *, user: Any, request: Any, missing_ok: bool = False) -> None:
     pool = volume.pool
     try:
         virt.delete_volume(pool.host.uri, volume.path, **_conn(pool))
     except VirtError as exc:
-        raise _failed("volume.delete", exc, user=user, request=request, target=volume) from exc
+        if not (missing_ok and isinstance(exc, VirtObjectNotFound)):
+            raise _failed("volume.delete", exc, user=user, request=request,
+                          target=volume) from exc
     record("volume.delete", user=user, request=request, target=volume, pool=pool.name,
            path=volume.path)
     volume.delete()

@@ -60,13 +60,13 @@ def content_size(volume: Volume) -> int:
     pool = volume.pool
     try:
         return virt.volume_details(pool.host.uri, volume.path,
-                                   allow_insecure=pool.host.is_lab).physical
+                                   allow_insecure=pool.host.allow_insecure_transport).physical
     except VirtError as exc:
         raise StorageError(str(exc)) from exc
 
 
 def reachable_path(volume: Volume) -> str | None:
-    """The volume's file, when this machine can read it (local and lab hosts); a symlink,
+    """The volume's file, when this machine can read it (storage.access.holds_file); a symlink,
     or a file resolving out of its pool's directory, is refused (StorageError)."""
     if not (volume.path and access.holds_file(volume.pool)):
         return None

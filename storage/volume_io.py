@@ -1,6 +1,6 @@
 """Where a volume's bytes are read and written: straight in its file when this machine
-holds that file (the dom0 the appliance runs on, lab hosts), through a libvirt stream
-otherwise (remote hosts, block devices).
+holds that file (the dom0 the appliance runs on, ``Host.files_local`` hosts), through a
+libvirt stream otherwise (remote hosts, block devices).
 
 The appliance usually serves the volumes of the dom0 it runs on. Sending their bytes
 through libvirtd as well costs another process and two more copies of every byte on the
@@ -53,10 +53,11 @@ class Reader(Protocol):
     def abort(self) -> None: ...
 
 
-def direct_file(uri: str, path: str, *, lab: bool) -> str | None:
+def direct_file(uri: str, path: str, *, files_local: bool) -> str | None:
     """The volume's file, when this machine holds it (storage.access.holds_files) as a
     regular file."""
-    if os.environ.get(IO_ENV, "") == "libvirt" or not path or not holds_files(uri, lab=lab):
+    if (os.environ.get(IO_ENV, "") == "libvirt" or not path
+            or not holds_files(uri, files_local=files_local)):
         return None
     try:
         mode = os.lstat(path).st_mode
@@ -98,7 +99,7 @@ def open_file(path: str, flags: int, action: str) -> int:
 
 
 def direct_path(host: Host, path: str) -> str | None:
-    return direct_file(host.uri, path, lab=host.is_lab)
+    return direct_file(host.uri, path, files_local=host.files_local)
 
 
 def _failed(exc: OSError, action: str, path: str) -> VirtError:
@@ -282,26 +283,27 @@ class FileDownload:
             os.close(fd)
 
 
-def writer(uri: str, path: str, *, lab: bool, sparse: bool, offset: int = 0,
-           length: int = 0) -> Writer:
+def writer(uri: str, path: str, *, files_local: bool, allow_insecure: bool, sparse: bool,
+           offset: int = 0, length: int = 0) -> Writer:
     """Where bytes go into a volume from `offset` (`length` of them at most, 0: to the end).
-    `lab`: a lab host (on this machine; its libvirt takes insecure transports)."""
-    local = direct_file(uri, path, lab=lab)
+    `files_local` and `allow_insecure`: the host's ``Host.files_local`` and
+    ``Host.allow_insecure_transport``."""
+    local = direct_file(uri, path, files_local=files_local)
     if local:
         return FileUpload(local, offset=offset, sparse=sparse)
     return virt.VolumeUpload(uri, path, offset=offset, length=length, sparse=sparse,
-                             allow_insecure=lab)
+                             allow_insecure=allow_insecure)
 
 
-def reader(uri: str, path: str, *, lab: bool, offset: int, length: int, chunk: int,
-           file_chunk: int | None = None) -> Reader:
+def reader(uri: str, path: str, *, files_local: bool, allow_insecure: bool, offset: int,
+           length: int, chunk: int, file_chunk: int | None = None) -> Reader:
     """Where `length` bytes of a volume from `offset` come from: chunks of at most `chunk`
     bytes from a libvirt stream, of `file_chunk` (default `chunk`) bytes from the file."""
-    local = direct_file(uri, path, lab=lab)
+    local = direct_file(uri, path, files_local=files_local)
     if local:
         return FileDownload(local, offset=offset, length=length, chunk=file_chunk or chunk)
     return virt.VolumeDownload(uri, path, offset=offset, length=length, chunk=chunk,
-                               allow_insecure=lab)
+                               allow_insecure=allow_insecure)
 
 
 def replacing_writer(host: Host, path: str, *, make_empty: Callable[[], None]) -> Writer:
@@ -313,11 +315,12 @@ def replacing_writer(host: Host, path: str, *, make_empty: Callable[[], None]) -
         return FileUpload(local, replace=True)
     make_empty()
     return virt.VolumeUpload(host.uri, path, offset=0, length=0, sparse=True,
-                             allow_insecure=host.is_lab)
+                             allow_insecure=host.allow_insecure_transport)
 
 
 def open_reader(host: Host, path: str, *, offset: int, length: int, chunk: int,
                 file_chunk: int) -> Reader:
     """Where a download reads `length` bytes from `offset`."""
-    return reader(host.uri, path, lab=host.is_lab, offset=offset, length=length, chunk=chunk,
-                  file_chunk=file_chunk)
+    return reader(host.uri, path, files_local=host.files_local,
+                  allow_insecure=host.allow_insecure_transport, offset=offset, length=length,
+                  chunk=chunk, file_chunk=file_chunk)

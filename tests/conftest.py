@@ -14,6 +14,17 @@ from xenweb.appliance.models import ApplianceSettings, forget_settings
 
 PASSWORD = "correct-horse-battery-staple"
 
+# A test using one of these boots real machines or a browser: its subject is the hypervisor
+# or the page, not the database, so CI's PostgreSQL pass leaves it to the SQLite pass
+# (`-m "not hypervisor"`, see the Makefile).
+HYPERVISOR_FIXTURES = frozenset({"lab_hosts", "xen_hosts", "browser"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HYPERVISOR_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.hypervisor)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_process_caches() -> Iterator[None]:

@@ -451,24 +451,25 @@ def test_filter_refuses_unknown_messages(message: bytes) -> None:
 # --- where the proxy connects -------------------------------------------------------------
 
 
-def _target(uri: str, *, is_lab: bool = False) -> GuestSessionTarget:
+def _target(uri: str, *, insecure: bool = False) -> GuestSessionTarget:
     return GuestSessionTarget(guest_pk=1, name="desk1", uuid=str(uuid.uuid4()), host_name="h1",
-                     host_uri=uri, is_lab=is_lab, is_privileged=False, may_act=True)
+                              host_uri=uri, allow_insecure_transport=insecure,
+                              is_privileged=False, may_act=True)
 
 
 ENDPOINT = VncEndpoint(name="desk1", state="running", active=True, has_vnc=True, port=5901,
                        listen="0.0.0.0", socket="", is_privileged=False)  # noqa: S104
 
 
-@pytest.mark.parametrize(("uri", "is_lab", "listen", "route"), [
+@pytest.mark.parametrize(("uri", "insecure", "listen", "route"), [
     ("xen:///system", False, "0.0.0.0", Route("tcp", "127.0.0.1", 5901)),  # noqa: S104
     ("qemu:///system", False, "", Route("tcp", "127.0.0.1", 5901)),
     ("test:///default", False, "::", Route("tcp", "::1", 5901)),
     ("xen:///", False, "192.0.2.7", Route("tcp", "192.0.2.7", 5901)),
     ("qemu+tcp://127.0.0.1:16600/system", True, "127.0.0.1", Route("tcp", "127.0.0.1", 5901)),
 ])
-def test_direct_routes(uri: str, is_lab: bool, listen: str, route: Route) -> None:
-    assert plan_route(_target(uri, is_lab=is_lab), replace(ENDPOINT, listen=listen)) == route
+def test_direct_routes(uri: str, insecure: bool, listen: str, route: Route) -> None:
+    assert plan_route(_target(uri, insecure=insecure), replace(ENDPOINT, listen=listen)) == route
 
 
 def test_ssh_route_tunnels_with_the_appliance_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,8 +40,9 @@ class Target:
 
     uri: str
     path: str
-    allow_insecure: bool = False
+    allow_insecure: bool = False  # the host's Host.allow_insecure_transport
     format: str = "raw"  # how verify reads it back: its file's bytes, or qcow2's guest view
+    files_local: bool = False  # the host's Host.files_local
 
 
 @dataclass
@@ -111,7 +112,7 @@ def _stream(source: Source, proc: subprocess.Popen[bytes], disk: DiskCopy, targe
     upload: volume_io.Writer | None = None
     position = disk.committed
     pending: dict[int, bytes] = {}
-    local = volume_io.direct_file(target.uri, target.path, lab=target.allow_insecure)
+    local = volume_io.direct_file(target.uri, target.path, files_local=target.files_local)
     steps = InlineSteps() if local else WritePipeline(f"p2v-write-{disk.device}")
     try:
         try:
@@ -136,7 +137,9 @@ def _stream(source: Source, proc: subprocess.Popen[bytes], disk: DiskCopy, targe
                                      f"{position}.")
             if upload is None:
                 segment_end = min(disk.size, position + SEGMENT)
-                upload = volume_io.writer(target.uri, target.path, lab=target.allow_insecure,
+                upload = volume_io.writer(target.uri, target.path,
+                                          files_local=target.files_local,
+                                          allow_insecure=target.allow_insecure,
                                           offset=position, length=segment_end - position,
                                           sparse=True)
             holes = offset >= disk.high_water  # below it an earlier attempt may have written

@@ -1,8 +1,9 @@
 """Starting a P2V job, and its body: copy every chosen disk, verify it, define the guest.
 
-Nothing is defined until every disk is verified; the guest is not started. On failure the
-volumes that are not verified are removed; on cancel every volume the job made is removed.
-A login password never enters the job's params: it travels through handoff.py.
+guests.provisioning makes the volumes and defines the guest; the copy is its fill. Nothing
+is defined until every disk is verified; the guest is not started. On failure the volumes
+that are not verified are removed; on cancel every volume the job made is removed. A login
+password never enters the job's params: it travels through handoff.py.
 
 qcow2 volumes: the stream from the source can only be written as raw bytes (a libvirt
 upload writes a volume's file as it is, and a qcow2 file cannot be laid out before its
@@ -32,16 +33,18 @@ from conversions.p2v.copy import RETRIES, DiskCopy, Target, copy_disk, digest_li
 from conversions.p2v.inventory import Disk, Inventory, propose, read_inventory
 from conversions.p2v.ssh import P2VError, Secret, Source, confirm_host_key
 from conversions.p2v.verify import verify_disk
-from guests.create import CreateGuestSerializer, plan
-from guests.create import create as create_guest
+from guests.create import plan
+from guests.create_request import RequestRefused, checked_request
 from guests.errors import GuestError
+from guests.provisioning import GuestPlan, NewVolume, Provisioning
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
 from storage.access import is_boot_pool
-from storage.content import store
+from storage.content import mark_ready, store
+from storage.errors import StorageError
 from storage.models import Pool, Volume
-from storage.services import resync_pool
+from storage.services import discard_new_volume, resync_pool
 from xenweb.audit.services import record
 from xenweb.jobs.errors import JobCancelled, JobError
 from xenweb.jobs.models import Job
@@ -89,19 +92,23 @@ def _names(request: Request, index: int) -> list[str]:
     return [*names, staging_name(request.name, index)] if request.format != "raw" else names
 
 
-def _guest_data(request: Request, inventory: Inventory, volume_ids: list[int]) -> dict[str, Any]:
+def _guest(request: Request, inventory: Inventory) -> GuestPlan:
+    """The guest P2V defines, checked by the rules of a guest created from the API (its
+    disks are the volumes the copy makes)."""
     nics = [{"network": request.network, **({"mac": nic.mac} if request.keep_macs else {})}
             for nic in inventory.nics]
-    data = CreateGuestSerializer(data={
-        "name": request.name, "host": request.host.pk, "type": "hvm",
-        "vcpus": request.vcpus or min(inventory.cpu.count, 64),
-        "memory_mib": request.memory_mib or max(256, inventory.memory_bytes // MIB),
-        "disks": [{"volume": pk} for pk in volume_ids], "nics": nics,
-        "vnc": True, "description": f"P2V of {inventory.hostname} ({inventory.os_name})",
-    })
-    if not data.is_valid():
-        raise P2VError(f"The proposed guest is not valid: {data.errors}")
-    return dict(data.validated_data)
+    try:
+        data = checked_request({
+            "name": request.name, "host": request.host.pk, "type": "hvm",
+            "vcpus": request.vcpus or min(inventory.cpu.count, 64),
+            "memory_mib": request.memory_mib or max(256, inventory.memory_bytes // MIB),
+            "nics": nics, "vnc": True,
+            "description": f"P2V of {inventory.hostname} ({inventory.os_name})",
+        })
+    except RequestRefused as exc:
+        raise P2VError(f"The proposed guest is not valid: {exc.field}: {exc}") from exc
+    guest, _none = plan(data)
+    return guest
 
 
 def _chosen_disks(request: Request, inventory: Inventory) -> list[dict[str, Any]]:
@@ -152,7 +159,7 @@ def start_p2v(request: Request, *, user: Any, http_request: Any = None,
         if "python3" not in inventory.tools:
             raise P2VError("The source has no python3, which streams its disks.")
         _check_pool(request, disks)
-        plan(_guest_data(request, inventory, []))  # host, name, type and NICs are fine
+        _guest(request, inventory)  # host, name, type and NICs are fine
     except (P2VError, GuestError) as exc:
         record("p2v.start", user=user, request=http_request, target_type="p2v",
                target_label=request.source.label, result="failed", message=str(exc))
@@ -270,53 +277,57 @@ class _Progress:
 
 @dataclass
 class _Run:
-    """One run of a P2V job: what it was asked, how it reports, the volumes it made."""
+    """One run of a P2V job: what it was asked, how it reports, what it verified."""
 
     request: Request
     reporter: ProgressReporter
     progress: _Progress
-    made: list[str] = field(default_factory=list)
+    owner: Any = None
     verified: list[str] = field(default_factory=list)
 
     def target(self, path: str, fmt: str = "raw") -> Target:
         host = self.request.host
-        return Target(host.uri, path, host.is_lab, fmt)
+        return Target(host.uri, path, host.allow_insecure_transport, fmt,
+                      files_local=host.files_local)
 
 
-def _discard(request: Request, paths: list[str]) -> None:
-    host = request.host
-    for path in paths:
-        try:
-            virt.delete_volume(host.uri, path, allow_insecure=host.is_lab)
-        except VirtError:
-            pass
-        Volume.objects.filter(pool=request.pool, path=path).delete()
-    resync_pool(request.pool)
+def _source_disk(inventory: Inventory, wanted: dict[str, Any]) -> Disk:
+    """The source disk the job was started for, as it is now (refused if it changed)."""
+    disk = inventory.disk(wanted["device"])
+    if disk is None:
+        raise P2VError(f"The source no longer has the disk {wanted['device']}.")
+    if disk.size != wanted["size"]:
+        raise P2VError(f"{disk.path} is now {disk.size} bytes, not {wanted['size']}.")
+    return disk
 
 
-def _copy(run: _Run, index: int, disk: Disk) -> tuple[DiskCopy, str, float]:
-    """The source disk copied into a new raw volume (the guest's, or the staging copy of a
-    qcow2 one): the copy's record, the volume's path and the seconds it took."""
-    request, host = run.request, run.request.host
-    name = volume_name(request.name, index) if request.format == "raw" \
-        else staging_name(request.name, index)
-    info = virt.create_volume(host.uri, request.pool.name, name, disk.size, "raw",
-                              allow_insecure=host.is_lab)
-    run.made.append(info.path)
+def _new_volumes(request: Request, sources: list[Disk]) -> list[NewVolume]:
+    """A raw volume per disk: the guest's, or the staging copy of a qcow2 one."""
+    return [NewVolume(pool=request.pool, capacity=disk.size, format="raw",
+                      name=volume_name(request.name, index) if request.format == "raw"
+                      else staging_name(request.name, index))
+            for index, disk in enumerate(sources)]
+
+
+def _copy(run: _Run, index: int, disk: Disk, volume: Volume) -> tuple[DiskCopy, float]:
+    """The source disk copied into its new raw volume: the copy's record and the seconds
+    it took."""
+    request = run.request
     copy = DiskCopy(device=disk.path, size=disk.size)
     started = time.monotonic()
-    copy_disk(request.source, copy, run.target(info.path), retries=RETRIES,
+    copy_disk(request.source, copy, run.target(volume.path), retries=RETRIES,
               progress=lambda c, pos: run.progress.copied(index, c, pos),
               bwlimit=request.bwlimit,
               on_retry=lambda line: (run.reporter.log(line), run.reporter.flush()))
-    return copy, info.path, time.monotonic() - started
+    return copy, time.monotonic() - started
 
 
-def _convert(run: _Run, index: int, copy: DiskCopy, raw_path: str) -> str:
-    """The qcow2 volume the host makes from the raw copy, which is then deleted; returns
-    its path. libvirt cannot abort a conversion: a cancel asked meanwhile takes effect
-    once it has finished."""
+def _convert(run: _Run, work: Provisioning, index: int, copy: DiskCopy) -> Volume:
+    """The qcow2 volume the host makes from the raw copy, which is then deleted; it takes
+    the raw copy's place among the guest's disks. libvirt cannot abort a conversion: a
+    cancel asked meanwhile takes effect once it has finished."""
     host = run.request.host
+    raw = work.volumes[index]
     run.reporter.configure(cancellable=False)
     run.progress.converting(index, copy, 0, force=True)
     cancelled = False
@@ -328,40 +339,37 @@ def _convert(run: _Run, index: int, copy: DiskCopy, raw_path: str) -> str:
         except JobCancelled:
             cancelled = True
 
-    info = virt.clone_volume(host.uri, raw_path, volume_name(run.request.name, index, "qcow2"),
-                             fmt="qcow2", progress=converting, allow_insecure=host.is_lab,
-                             source_format="raw")
-    run.made.append(info.path)
-    _discard(run.request, [raw_path])
-    run.made.remove(raw_path)
+    info = virt.clone_volume(host.uri, raw.path, volume_name(run.request.name, index, "qcow2"),
+                             fmt="qcow2", progress=converting, source_format="raw",
+                             allow_insecure=host.allow_insecure_transport)
+    work.replace(index, store(run.request.pool, info))
+    discard_new_volume(raw, user=run.owner)
     run.reporter.configure(cancellable=True)
     if cancelled:
         raise JobCancelled()
-    return info.path
+    return work.volumes[index]
 
 
-def _transfer(run: _Run, index: int, wanted: dict[str, Any],
-              inventory: Inventory) -> dict[str, Any]:
+def _transfer(run: _Run, work: Provisioning, index: int, disk: Disk) -> dict[str, Any]:
     """Copy one disk, convert it if asked, verify what the guest will see, keep the volume."""
     request = run.request
-    disk = inventory.disk(wanted["device"])
-    if disk is None:
-        raise P2VError(f"The source no longer has the disk {wanted['device']}.")
-    if disk.size != wanted["size"]:
-        raise P2VError(f"{disk.path} is now {disk.size} bytes, not {wanted['size']}.")
-    copy, path, seconds = _copy(run, index, disk)
+    copy, seconds = _copy(run, index, disk, work.volumes[index])
     if request.format == "qcow2":
-        path = _convert(run, index, copy, path)
-    verify_disk(copy, run.target(path, request.format),
+        _convert(run, work, index, copy)
+    volume = work.volumes[index]
+    verify_disk(copy, run.target(volume.path, request.format),
                 lambda pos: run.progress.verifying(index, copy, pos))
-    run.verified.append(path)
+    mark_ready(volume)
+    work.keep(volume)  # verified: kept if a later disk fails (not on a cancel)
+    run.verified.append(volume.path)
     run.reporter.log(f"{disk.path}: {disk.size} bytes copied in {seconds:.1f} s "
                      f"({copy.wire_bytes} bytes sent, {copy.attempts} attempt(s)); "
                      f"{'converted to qcow2, ' if request.format == 'qcow2' else ''}verified")
     host = request.host
-    details = virt.volume_details(host.uri, path, allow_insecure=host.is_lab)
+    details = virt.volume_details(host.uri, volume.path,
+                                  allow_insecure=host.allow_insecure_transport)
     volume = store(request.pool, details)
-    return {"device": disk.path, "size": disk.size, "volume": volume.pk, "path": path,
+    return {"device": disk.path, "size": disk.size, "volume": volume.pk, "path": volume.path,
             "format": request.format, "bytes_sent": copy.wire_bytes,
             "attempts": copy.attempts, "seconds": round(seconds, 2),
             "allocation": details.allocation, "sha256_of_regions": digest_list(copy)}
@@ -371,8 +379,9 @@ def p2v_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     request, disks = _load(job)
     reporter.configure(cancellable=True)
     reporter.update(0, message=f"Connecting to {request.source.label}", force=True)
-    run = _Run(request, reporter, _Progress(reporter, job.total or 0, len(disks)))
+    run = _Run(request, reporter, _Progress(reporter, job.total or 0, len(disks)), job.owner)
     results: list[dict[str, Any]] = []
+    work: Provisioning | None = None
     try:
         # Resolved and checked again: an enrolled host or a DNS answer may have changed
         # since the start; every connection of this run goes to this one checked address.
@@ -380,21 +389,24 @@ def p2v_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         run.request = request
         confirm_host_key(request.source, request.fingerprint)
         inventory = read_inventory(request.source)
-        for index, wanted in enumerate(disks):
-            run.progress.start_disk(sum(disk["size"] for disk in disks[:index]))
-            results.append(_transfer(run, index, wanted, inventory))
-        resync_pool(request.pool)
-        reporter.update(job.total or 0, message="Defining the guest", force=True)
-        guest = create_guest(_guest_data(request, inventory,
-                                         [result["volume"] for result in results]),
-                             user=job.owner)
+        sources = [_source_disk(inventory, wanted) for wanted in disks]
+        guest_plan = _guest(request, inventory)
+
+        def fill(work: Provisioning) -> None:
+            for index, disk in enumerate(sources):
+                run.progress.start_disk(sum(wanted["size"] for wanted in disks[:index]))
+                results.append(_transfer(run, work, index, disk))
+            resync_pool(request.pool)
+            reporter.update(job.total or 0, message="Defining the guest", force=True)
+
+        work = Provisioning(guest_plan, _new_volumes(request, sources), user=job.owner,
+                            job=job)
+        guest = work.run(fill)
     except JobCancelled:
-        _discard(request, run.made)
         record("p2v.run", user=job.owner, target=job, result="failed", message="cancelled",
-               removed=run.made)
+               removed=work.removed if work is not None else [])
         raise
-    except (P2VError, GuestError, VirtError) as exc:
-        _discard(request, [path for path in run.made if path not in run.verified])
+    except (P2VError, GuestError, VirtError, StorageError) as exc:
         record("p2v.run", user=job.owner, target=job, result="failed", message=str(exc))
         verified = run.verified
         kept = f" The verified volumes were kept: {', '.join(verified)}." if verified else ""

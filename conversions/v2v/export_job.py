@@ -2,7 +2,8 @@
 
 The file is written into `$XENWEB_DATA_DIR/export/`; the job's result names the URL
 that streams it to an authenticated client. Disks are read where this machine can read
-them (local and lab hosts); a half-written file is removed on failure or cancel.
+them (local hosts, ``Host.files_local`` hosts); a half-written file is removed on failure
+or cancel.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def export_file(job: Job) -> Path | None:
 def _disks(guest: Guest) -> tuple[Any, list[Any]]:
     host = guest.host
     try:
-        info = domains.get_domain(host.uri, str(guest.uuid), allow_insecure=host.is_lab)
+        info = domains.get_domain(host.uri, str(guest.uuid),
+                                  allow_insecure=host.allow_insecure_transport)
     except VirtError as exc:
         raise ImportRefused(str(exc)) from exc
     if info.state != "shutoff":
@@ -62,7 +64,8 @@ def _disks(guest: Guest) -> tuple[Any, list[Any]]:
     for disk in disks:
         if not _reachable(host, disk.source):
             raise ImportRefused(f"The disk {disk.source} is not readable from this appliance "
-                                "(only local and lab hosts' file volumes are exported).")
+                                "(only file volumes of hosts whose files are on this machine "
+                                "are exported).")
     return info, disks
 
 

@@ -1,5 +1,6 @@
 """The import job: inspect again, convert every disk into a new volume, define the guest.
 
+guests.provisioning makes the volumes and defines the guest; the conversion is its fill.
 Nothing is defined until every disk converted; on failure or cancel, every volume made
 so far and every scratch file are removed. Progress is bytes of virtual disk converted.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,19 +19,18 @@ from conversions.v2v import qemu
 from conversions.v2v.inspect import inspect
 from conversions.v2v.proposal import ImportRefused, Proposal, ProposedDisk
 from conversions.v2v.sources import import_root, work_dir
-from guests.create import TYPES, disk_targets
 from guests.errors import GuestError
 from guests.models import Guest
-from guests.services import create_guest, random_mac
+from guests.provisioning import GuestPlan, NewVolume, Provisioning
+from guests.services import random_mac
 from hosts.capabilities import CapabilityError, domain_type_for
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domain_xml as dx
 from hosts.virt import volumes as virt
-from hosts.virt.pools import create_volume, delete_volume_by_path
 from storage import content
 from storage.access import is_boot_pool
-from storage.errors import ImageRefused
+from storage.errors import ImageRefused, StorageError
 from storage.images import check_file, check_libvirt_report
 from storage.models import Pool, Volume
 from storage.services import resync_pool
@@ -79,7 +79,7 @@ def plan_import(proposal: Proposal, params: dict[str, Any]) -> ImportPlan:
         raise ImportRefused("Give the guest a name: letters, digits and _ . + - (1 to 64).")
     if Guest.objects.filter(host=host, name=name).exists():
         raise ImportRefused(f"Host '{host}' has a guest named '{name}' already.")
-    os_type = TYPES.get(params.get("type") or proposal.type)
+    os_type = dx.GUEST_TYPES.get(params.get("type") or proposal.type)
     if os_type is None:
         raise ImportRefused(f"Unknown guest type '{params.get('type')}': use hvm or pv.")
     vcpus = int(params.get("vcpus") or proposal.vcpus)
@@ -104,10 +104,11 @@ def plan_import(proposal: Proposal, params: dict[str, Any]) -> ImportPlan:
 
 
 def _reachable(host: Host, path: str) -> bool:
-    """Whether this machine writes the volume's file itself (local and lab hosts)."""
+    """Whether this machine writes the volume's file itself (local hosts and hosts whose
+    files are this machine's, ``Host.files_local``)."""
     from urllib.parse import urlsplit
 
-    local = host.is_lab or not urlsplit(host.uri).hostname
+    local = host.files_local or not urlsplit(host.uri).hostname
     return local and not host.in_process_only and os.path.isfile(path)
 
 
@@ -160,8 +161,9 @@ def _verify_manifest(proposal: Proposal, reporter: ProgressReporter) -> None:
 
 def _upload_file(host: Host, volume_path: str, scratch: Path) -> None:
     """Stream a converted scratch file into a volume on a host this machine cannot write."""
-    with virt.VolumeUpload(host.uri, volume_path, sparse=True,
-                           allow_insecure=host.is_lab) as upload, open(scratch, "rb") as f:
+    with (virt.VolumeUpload(host.uri, volume_path, sparse=True,
+                            allow_insecure=host.allow_insecure_transport) as upload,
+          open(scratch, "rb") as f):
         while chunk := f.read(CHUNK):
             upload.write(chunk)
 
@@ -187,26 +189,24 @@ def _check_output(plan: ImportPlan, volume: Volume) -> None:
         if _reachable(plan.host, volume.path):
             check_file(volume.path, plan.format)
         reported, backing = virt.content_report(plan.host.uri, volume.path,
-                                                allow_insecure=plan.host.is_lab)
+                                                allow_insecure=plan.host.allow_insecure_transport)
         check_libvirt_report(plan.format, reported, backing)
     except ImageRefused as exc:
         raise ImportRefused(f"The converted disk was refused: {exc}") from exc
     content.mark_ready(volume)
 
 
-def _spec(plan: ImportPlan, proposal: Proposal, volumes: list[str]) -> dx.DomainSpec:
+def _guest(plan: ImportPlan, proposal: Proposal) -> GuestPlan:
+    """The guest as the source describes it; its disks are the volumes the import makes."""
     try:
         domain_type = domain_type_for(plan.host, plan.os_type)
     except CapabilityError as exc:
         raise ImportRefused(str(exc)) from exc
-    prefix, bus, _cdrom_bus = disk_targets(domain_type, plan.os_type)
-    disks = tuple(dx.DiskSpec(source=path, target=f"{prefix}{chr(ord('a') + i)}", bus=bus,
-                              format=plan.format) for i, path in enumerate(volumes))
     nics = tuple(dx.NicSpec(mac=n["mac"], bridge=n.get("bridge", ""),
                             network=n.get("network", "")) for n in plan.nics)
     spec = dx.DomainSpec(
         name=plan.name, domain_type=domain_type, os_type=plan.os_type,
-        memory_mib=plan.memory_mib, vcpus=plan.vcpus, disks=disks, nics=nics, vnc=True,
+        memory_mib=plan.memory_mib, vcpus=plan.vcpus, nics=nics, vnc=True,
         description=proposal.description[:1000],
         bootloader="pygrub" if plan.os_type == dx.PV else "",
         firmware=proposal.firmware if plan.os_type == dx.HVM else "bios")
@@ -214,33 +214,26 @@ def _spec(plan: ImportPlan, proposal: Proposal, volumes: list[str]) -> dx.Domain
         dx.validate(spec)
     except dx.SpecError as exc:
         raise ImportRefused(str(exc)) from exc
-    return spec
+    return GuestPlan(host=plan.host, spec=spec)
 
 
-def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
-    params = job.params
-    reporter.configure(cancellable=True)
-    made: list[str] = []
-    plan: ImportPlan | None = None
-    try:
-        reporter.update(0, message=f"Inspecting {params['source']}", force=True)
-        proposal = inspect(params["source"])
-        plan = plan_import(proposal, params)
-        total = sum(d.virtual_size for d in proposal.images) or 1
-        reporter.update(0, total=total, unit=Job.Unit.BYTES, force=True)
-        if proposal.kind == "ova":
-            _verify_manifest(proposal, reporter)
+def _volumes(plan: ImportPlan, proposal: Proposal) -> list[NewVolume]:
+    ext = "img" if plan.format == "raw" else "qcow2"
+    return [NewVolume(pool=plan.pool, name=f"{plan.name}-disk{number}.{ext}",
+                      capacity=max(disk.virtual_size, 512), format=plan.format)
+            for number, disk in enumerate(proposal.images)]
+
+
+def _converter(plan: ImportPlan, proposal: Proposal,
+               reporter: ProgressReporter) -> Callable[[Provisioning], None]:
+    """The provisioning's fill: every disk converted into its volume and checked."""
+
+    def fill(work: Provisioning) -> None:
         done = 0
-        for number, disk in enumerate(proposal.images):
-            ext = "img" if plan.format == "raw" else "qcow2"
-            info = create_volume(plan.host.uri, plan.pool.name,
-                                 f"{plan.name}-disk{number}.{ext}", max(disk.virtual_size,
-                                                                        512),
-                                 plan.format, allow_insecure=plan.host.is_lab)
-            made.append(info.path)
-            output = content.store(plan.pool, info)
-            content.mark_writing(output, job)
-            message = f"Converting disk {number + 1} of {len(proposal.images)}"
+        count = len(proposal.images)
+        for number, (disk, output) in enumerate(zip(proposal.images, work.volumes,
+                                                    strict=True)):
+            message = f"Converting disk {number + 1} of {count}"
 
             def progress(fraction: float, base: int = done, size: int = disk.virtual_size,
                          message: str = message) -> None:
@@ -251,38 +244,41 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
             staged = proposal.kind == "xva" or disk.compression == "gzip"
             with _source_image(proposal, disk, lambda f: progress(f / 2)) as image:
                 reporter.update(done, message=message, force=True)
-                _convert(plan, image, disk, info.path,
+                _convert(plan, image, disk, output.path,
                          (lambda f: progress(0.5 + f / 2)) if staged else progress)
             _check_output(plan, output)
             done += disk.virtual_size
             reporter.update(done, message=message, force=True)
         reporter.update(done, message="Defining the guest", force=True)
-        spec = _spec(plan, proposal, made)
-        guest = create_guest(spec, host=plan.host, user=job.owner)
-    except (ImportRefused, VirtError, GuestError, JobCancelled, JobError, OSError) as exc:
-        _discard(plan, made)
+
+    return fill
+
+
+def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
+    params = job.params
+    reporter.configure(cancellable=True)
+    try:
+        reporter.update(0, message=f"Inspecting {params['source']}", force=True)
+        proposal = inspect(params["source"])
+        plan = plan_import(proposal, params)
+        guest_plan = _guest(plan, proposal)
+        total = sum(d.virtual_size for d in proposal.images) or 1
+        reporter.update(0, total=total, unit=Job.Unit.BYTES, force=True)
+        if proposal.kind == "ova":
+            _verify_manifest(proposal, reporter)
+        work = Provisioning(guest_plan, _volumes(plan, proposal), user=job.owner, job=job)
+        guest = work.run(_converter(plan, proposal, reporter))
+    except (ImportRefused, VirtError, GuestError, StorageError, JobCancelled, JobError,
+            OSError) as exc:
         cancelled = isinstance(exc, JobCancelled)
         record("guest.import", user=job.owner, target=job, result="failed",
                message="cancelled" if cancelled else str(exc), source=params.get("source"))
         if cancelled or isinstance(exc, JobError):
             raise
         raise JobError(f"{exc} Nothing of the import was kept.") from exc
-    except BaseException:
-        _discard(plan, made)
-        raise
     resync_pool(plan.pool)
+    made = [volume.path for volume in work.volumes]
     record("guest.import", user=job.owner, target=guest, source=params["source"],
            disks=len(made), format=plan.format)
     return {"guest": guest.pk, "name": guest.name, "volumes": made,
             "warnings": proposal.warnings}
-
-
-def _discard(plan: ImportPlan | None, made: list[str]) -> None:
-    if plan is None:
-        return
-    for path in made:
-        try:
-            delete_volume_by_path(plan.host.uri, path, allow_insecure=plan.host.is_lab)
-        except VirtError:
-            pass
-    resync_pool(plan.pool)

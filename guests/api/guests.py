@@ -13,7 +13,8 @@ from rest_framework.response import Response
 from guests import devices, services
 from guests.api.snapshots import PERMISSIONS as SNAPSHOT_PERMISSIONS
 from guests.api.snapshots import SnapshotActions
-from guests.create import CreateGuestSerializer, create_from_request
+from guests.create import create_from_request
+from guests.create_request import CreateGuestSerializer
 from guests.errors import GuestError, GuestGone
 from guests.lifecycle import ACTIONS
 from guests.models import Guest

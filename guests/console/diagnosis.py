@@ -22,7 +22,7 @@ def diagnose(target: GuestSessionTarget, detail: str) -> Ending:
     try:
         while True:
             state = virt.get_domain(target.host_uri, target.uuid,
-                                    allow_insecure=target.is_lab).state
+                                    allow_insecure=target.allow_insecure_transport).state
             if state not in RUNNING_STATES or time.monotonic() >= deadline:
                 break
             time.sleep(0.1)

@@ -84,7 +84,7 @@ def plan_route(target: GuestSessionTarget, endpoint: VncEndpoint) -> Route:
         raise VncUnavailable(Ending(
             "no-port", f"The VNC server of {target.name} has no TCP port (its graphics listen "
             "nowhere).", CLOSE_NO_CONSOLE))
-    if not transport or (target.is_lab and transport == "tcp"):
+    if not transport or (target.allow_insecure_transport and transport == "tcp"):
         address = _connect_address(endpoint.listen, parsed.hostname)
         return Route("tcp", address=address, port=endpoint.port)
     if transport == "ssh":
@@ -112,7 +112,8 @@ def resolve(target: GuestSessionTarget) -> Route:
     if problem:
         raise VncUnavailable(Ending("unsupported", problem, CLOSE_NO_CONSOLE))
     try:
-        endpoint = vnc_endpoint(target.host_uri, target.uuid, allow_insecure=target.is_lab)
+        endpoint = vnc_endpoint(target.host_uri, target.uuid,
+                                allow_insecure=target.allow_insecure_transport)
     except VirtObjectNotFound:
         raise VncUnavailable(Ending(
             "gone", f"The guest {target.name} no longer exists on {target.host_name}.",

@@ -26,7 +26,7 @@ class GuestSessionTarget:
     uuid: str
     host_name: str
     host_uri: str
-    is_lab: bool
+    allow_insecure_transport: bool
     is_privileged: bool
     may_act: bool  # may type/click; otherwise read-only
 
@@ -47,7 +47,8 @@ def load_target(user: Any, guest_pk: int) -> GuestSessionTarget | None:
         return None
     return GuestSessionTarget(
         guest_pk=guest.pk, name=guest.name, uuid=str(guest.uuid), host_name=guest.host.name,
-        host_uri=guest.host.uri, is_lab=guest.host.is_lab, is_privileged=guest.is_privileged,
+        host_uri=guest.host.uri, allow_insecure_transport=guest.host.allow_insecure_transport,
+        is_privileged=guest.is_privileged,
         may_act=user.has_perm(ACT_PERMISSION),
     )
 

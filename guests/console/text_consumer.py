@@ -76,7 +76,8 @@ def _guest_state(target: GuestSessionTarget, *, settle: bool) -> str:
     moment: the console ends a little before a stopping guest's state changes."""
     deadline = time.monotonic() + (SETTLE_SECONDS if settle else 0.0)
     while True:
-        state = virt.get_domain(target.host_uri, target.uuid, allow_insecure=target.is_lab).state
+        state = virt.get_domain(target.host_uri, target.uuid,
+                                allow_insecure=target.allow_insecure_transport).state
         if state not in RUNNING_STATES or time.monotonic() >= deadline:
             return state
         time.sleep(0.1)
@@ -161,7 +162,7 @@ class GuestConsoleConsumer(GuestSessionConsumer):
             # Only a session that may type takes the console from another one.
             self.stream = await self._call(
                 ConsoleStream, target.host_uri, target.uuid, force=target.may_act,
-                allow_insecure=target.is_lab,
+                allow_insecure=target.allow_insecure_transport,
             )
         except ConsoleInUse:
             await self._end(in_use(target))

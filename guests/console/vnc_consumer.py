@@ -5,8 +5,9 @@ A websocket proxy: binary frames carry raw RFB bytes both ways between noVNC (su
 guest's *live* domain XML (``hosts.virt.graphics``: with autoport, the cached port is stale
 or -1); how it is reached depends on the host's URI:
 
-- local hosts (``xen:///``, ``qemu:///``, ``test:///``) and lab hosts (their VNC servers
-  listen on 127.0.0.1 in our own network namespace): a direct TCP connection (or the UNIX
+- local hosts (``xen:///``, ``qemu:///``, ``test:///``) and ``+tcp`` hosts allowed an
+  insecure transport (``Host.allow_insecure_transport``: the lab's, whose VNC servers listen
+  on 127.0.0.1 in our own network namespace): a direct TCP connection (or the UNIX
   socket, for a socket listener on a local host);
 - ``+ssh`` hosts: an SSH tunnel, ``ssh -i <appliance key> -o BatchMode=yes -p PORT
   -l USER -- HOST -W LISTEN:PORT`` as a subprocess whose stdin/stdout are the byte stream;

@@ -131,7 +131,7 @@ def _request(source: Host, target: Host, options: MigrationOptions, params: dict
              features: vm.MigrationFeatures) -> vm.MigrationRequest:
     return vm.MigrationRequest(
         # libvirt's Xen driver has no UNSAFE flag (it does not check the storage either).
-        unsafe=source.is_lab and target.is_lab and not options.block_copy
+        unsafe=source.files_local and target.files_local and not options.block_copy
         and source.hypervisor_type == "QEMU",
         target_uri=target.migration_uri or target.uri,
         live=options.mode == "live",
@@ -154,7 +154,7 @@ class _Migration(threading.Thread):
     def run(self) -> None:
         try:
             vm.migrate(self.guest.host.uri, str(self.guest.uuid), self.request,
-                       allow_insecure=self.guest.host.is_lab)
+                       allow_insecure=self.guest.host.allow_insecure_transport)
         except Exception as exc:  # reported by the job, which owns the outcome
             self.error = exc
 
@@ -173,7 +173,7 @@ def _live(guest: Guest, target: Host, options: MigrationOptions, params: dict[st
     policy = DowntimePolicy(initial_ms=int(params.get("max_downtime_ms") or 30))
     timeout = completion_timeout(guest.memory_mib)
     migration = _Migration(guest, _request(source, target, options, params, features))
-    uri, uuid, lab = source.uri, str(guest.uuid), source.is_lab
+    uri, uuid, lab = source.uri, str(guest.uuid), source.allow_insecure_transport
     before_ms = _preset_downtime(policy, uri, uuid, lab) if features.max_downtime else None
     preset = before_ms is not None
     watch = StatsWatch(uri, uuid, lab=lab, interval=STATS_INTERVAL,
@@ -228,7 +228,8 @@ def _live(guest: Guest, target: Host, options: MigrationOptions, params: dict[st
         still = (f" '{guest}' is still {where} on {source}." if where in LIVE_STATES else "")
         raise JobError(f"The migration failed: {str(migration.error).rstrip('.')}.{still}"
                        f"{_hint(source, options)}") from migration.error
-    done = vm.job_stats(target.uri, uuid, completed=True, allow_insecure=target.is_lab)
+    done = vm.job_stats(target.uri, uuid, completed=True,
+                        allow_insecure=target.allow_insecure_transport)
     moved = (done.data_processed if done and done.data_processed else
              last.data_processed if last and last.data_processed else None)
     return {
@@ -323,13 +324,14 @@ def _cold(guest: Guest, target: Host, reporter: ProgressReporter) -> dict[str, A
     try:
         if features.offline:
             request = _request(source, target, MigrationOptions(mode="cold"), {}, features)
-            vm.migrate(source.uri, uuid, request, allow_insecure=source.is_lab)
+            vm.migrate(source.uri, uuid, request, allow_insecure=source.allow_insecure_transport)
         else:
             # libvirt's Xen driver has no offline migration: the app moves the definition.
-            xml = vm.export_definition(source.uri, uuid, allow_insecure=source.is_lab)
-            vm.define_from_xml(target.uri, xml, allow_insecure=target.is_lab)
+            xml = vm.export_definition(source.uri, uuid,
+                                       allow_insecure=source.allow_insecure_transport)
+            vm.define_from_xml(target.uri, xml, allow_insecure=target.allow_insecure_transport)
             try:
-                virt.undefine(source.uri, uuid, allow_insecure=source.is_lab)
+                virt.undefine(source.uri, uuid, allow_insecure=source.allow_insecure_transport)
             except VirtError:
                 _forget(target, uuid)
                 raise
@@ -346,15 +348,16 @@ def _offline(guest: Guest, target: Host, reporter: ProgressReporter) -> dict[str
     """
     source, uuid = guest.host, str(guest.uuid)
     path = shared_save_path(guest, target)
-    xml = vm.export_definition(source.uri, uuid, allow_insecure=source.is_lab)
+    xml = vm.export_definition(source.uri, uuid, allow_insecure=source.allow_insecure_transport)
     steps = 4
     reporter.update(0, total=steps, unit=Job.Unit.STEPS, force=True,
                     message=f"Defining '{guest}' on {target}")
-    vm.define_from_xml(target.uri, xml, allow_insecure=target.is_lab)
+    vm.define_from_xml(target.uri, xml, allow_insecure=target.allow_insecure_transport)
     reporter.update(1, message=f"Saving the memory of '{guest}' to {path}", force=True)
     began = time.monotonic()
     try:
-        saved_xml = virt.save(source.uri, uuid, path, allow_insecure=source.is_lab)
+        saved_xml = virt.save(source.uri, uuid, path,
+                              allow_insecure=source.allow_insecure_transport)
     except VirtError as exc:
         _forget(target, uuid)
         raise JobError(f"Saving '{guest}' failed: {exc}; it keeps running on {source}.") from exc
@@ -378,7 +381,7 @@ def _offline(guest: Guest, target: Host, reporter: ProgressReporter) -> dict[str
                        f"{source}.") from exc
     downtime_ms = int((time.monotonic() - began) * 1000)
     reporter.update(3, message=f"Removing '{guest}' from {source}", force=True)
-    virt.undefine(source.uri, uuid, allow_insecure=source.is_lab)
+    virt.undefine(source.uri, uuid, allow_insecure=source.allow_insecure_transport)
     _delete_file(target, path)
     return {"downtime_ms": downtime_ms,
             "downtime_note": "From the start of the save to the end of the restore.",
@@ -392,9 +395,9 @@ def _restore_checked(guest: Guest, host: Host, path: str, saved_xml: str) -> Non
     _refresh_pools_holding(host, path)  # libvirt's save wrote it: no pool lists it yet
     checked = checked_image(host.uri, path, uuid=str(guest.uuid),
                             label=f"The save image {path}", expected=lambda: saved_xml,
-                            allow_insecure=host.is_lab, guest_label=str(guest))
+                            allow_insecure=host.allow_insecure_transport, guest_label=str(guest))
     virt.restore(host.uri, path, dxml=checked if host.hypervisor_type == "QEMU" else None,
-                 allow_insecure=host.is_lab)
+                 allow_insecure=host.allow_insecure_transport)
 
 
 def shared_save_path(guest: Guest, target: Host) -> str:
@@ -408,7 +411,7 @@ def shared_save_path(guest: Guest, target: Host) -> str:
 
 def _forget(host: Host, uuid: str) -> None:
     try:
-        virt.undefine(host.uri, uuid, allow_insecure=host.is_lab)
+        virt.undefine(host.uri, uuid, allow_insecure=host.allow_insecure_transport)
     except VirtError:
         pass
 
@@ -419,7 +422,8 @@ def _refresh_pools_holding(host: Host, path: str) -> None:
     for pool in Pool.objects.filter(host=host, shared=True, active=True):
         if pool.target_path and path.startswith(pool.target_path.rstrip("/") + "/"):
             try:
-                describe_pool(host.uri, pool.name, refresh=True, allow_insecure=host.is_lab)
+                describe_pool(host.uri, pool.name, refresh=True,
+                              allow_insecure=host.allow_insecure_transport)
             except VirtError:
                 continue
 
@@ -431,8 +435,9 @@ def _delete_file(host: Host, path: str) -> None:
 
     for pool in Pool.objects.filter(host=host, shared=True, active=True):
         try:
-            describe_pool(host.uri, pool.name, refresh=True, allow_insecure=host.is_lab)
-            delete_volume_by_path(host.uri, path, allow_insecure=host.is_lab)
+            describe_pool(host.uri, pool.name, refresh=True,
+                          allow_insecure=host.allow_insecure_transport)
+            delete_volume_by_path(host.uri, path, allow_insecure=host.allow_insecure_transport)
             return
         except VirtError:
             continue
@@ -441,7 +446,7 @@ def _delete_file(host: Host, path: str) -> None:
 def _where(host: Host, uuid: str) -> str | None:
     """The guest's state on ``host``, None when the host does not know it."""
     try:
-        return virt.get_domain(host.uri, uuid, allow_insecure=host.is_lab).state
+        return virt.get_domain(host.uri, uuid, allow_insecure=host.allow_insecure_transport).state
     except VirtObjectNotFound:
         return None
 
@@ -466,7 +471,7 @@ def settle(guest: Guest, source: Host, target: Host) -> Guest:
         host = target if on_target is not None and on_source is None else source
         if on_source is None and on_target is None:
             return guest  # neither host answers for it: the inventory round decides
-    info = virt.get_domain(host.uri, uuid, allow_insecure=host.is_lab)
+    info = virt.get_domain(host.uri, uuid, allow_insecure=host.allow_insecure_transport)
     with transaction.atomic():
         Guest.objects.filter(host=host, uuid=guest.uuid).exclude(pk=guest.pk).delete()
         guest.host = host

@@ -104,9 +104,9 @@ def check_transport(guest: Guest, target: Host, options: MigrationOptions) -> Ch
     if transport in AUTHENTICATED_TRANSPORTS:
         return Check("authenticated transport", True,
                      f"The source reaches {target} over {transport} (authenticated).")
-    if target.is_lab and guest.host.is_lab:
+    if target.allow_insecure_transport and guest.host.allow_insecure_transport:
         return Check("authenticated transport", True,
-                     f"Lab hosts on loopback ({transport}): allowed for the lab only.")
+                     f"Both hosts are allowed an insecure transport ({transport}).")
     if transport == "local" and target.pk == guest.host_id:
         return Check("authenticated transport", True, "Same host.")
     return Check("authenticated transport", False,
@@ -162,10 +162,11 @@ def check_cpu(guest: Guest, target: Host, options: MigrationOptions) -> Check:
 
 def _cpu_model_problems(guest: Guest, target: Host) -> list[str]:
     try:
-        cpu = vm.guest_cpu(guest.host.uri, str(guest.uuid), allow_insecure=guest.host.is_lab)
+        cpu = vm.guest_cpu(guest.host.uri, str(guest.uuid),
+                           allow_insecure=guest.host.allow_insecure_transport)
         if cpu is None:
             return []
-        compatible = vm.compare_cpu(target.uri, cpu, allow_insecure=target.is_lab)
+        compatible = vm.compare_cpu(target.uri, cpu, allow_insecure=target.allow_insecure_transport)
     except VirtError as exc:
         return [f"The CPU comparison failed: {exc}"]
     if compatible is False:
@@ -179,7 +180,7 @@ def check_networks(guest: Guest, target: Host, options: MigrationOptions) -> Che
         return Check("networks", True, f"'{guest}' has no network interfaces.")
     try:
         networks = {net.name: net for net in list_networks(target.uri,
-                                                           allow_insecure=target.is_lab)}
+                                                           allow_insecure=target.allow_insecure_transport)}
     except VirtError as exc:
         return Check("networks", False, f"The networks of {target} cannot be read: {exc}")
     bridges = {net.bridge for net in networks.values() if net.bridge}

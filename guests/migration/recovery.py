@@ -25,7 +25,7 @@ def recover(job: Job) -> None:
     if guest is None or target is None:
         return
     source = guest.host
-    uri, uuid, lab = source.uri, str(guest.uuid), source.is_lab
+    uri, uuid, lab = source.uri, str(guest.uuid), source.allow_insecure_transport
     try:
         stats = vm.job_stats(uri, uuid, allow_insecure=lab)
         if stats is not None and stats.active and vm.features_for(

@@ -57,7 +57,8 @@ def _copy_back(guest: Any, volumes: list[dict[str, Any]], reporter: ProgressRepo
                                 f"of {target}")
 
         result = virt.copy_back(guest.host.uri, volume["path"], volume["origin"], size,
-                                progress=progress, allow_insecure=guest.host.is_lab)
+                                progress=progress,
+                                allow_insecure=guest.host.allow_insecure_transport)
         reporter.log(f"{volume['target']}: {result.written} of {result.compared} bytes "
                      f"written back in {result.ranges} range(s)")
         base += size
@@ -81,7 +82,7 @@ def revert_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
             result = _copy_back(guest, guest.lvm_snapshots.get(name=name).volumes, reporter)
         else:
             virt.revert_snapshot(guest.host.uri, str(guest.uuid), name,
-                                 allow_insecure=guest.host.is_lab)
+                                 allow_insecure=guest.host.allow_insecure_transport)
     except (GuestError, VirtError) as exc:
         record("guest.snapshot.revert", user=job.owner, target=guest, result="failed",
                message=str(exc), name=name)

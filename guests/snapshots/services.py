@@ -50,7 +50,7 @@ class Snapshot:
 
 
 def _lab(guest: Guest) -> dict[str, Any]:
-    return {"allow_insecure": guest.host.is_lab}
+    return {"allow_insecure": guest.host.allow_insecure_transport}
 
 
 def _domain_snapshots(guest: Guest) -> list[Snapshot]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from defusedxml import ElementTree as SafeET
 
 PV, HVM, PVH = "xen", "hvm", "xenpvh"
+# The guest types a request may name (the short names and libvirt's), as os types.
+GUEST_TYPES = {"pv": PV, "hvm": HVM, "pvh": PVH, "xen": PV, "xenpvh": PVH}
 XEN_MACHINES = {PV: "xenpv", HVM: "xenfv", PVH: "xenpvh"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
@@ -66,6 +68,28 @@ class DomainSpec:
     description: str = ""
     on_crash: str = "restart"
     extra_features: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class DiskLayout:
+    """How a guest's disks are named and attached on one driver."""
+
+    prefix: str  # xvd, hd, vd
+    bus: str  # of its disks
+    cdrom_bus: str
+
+    def names(self) -> list[str]:
+        """The disk names in order: xvda, xvdb … xvdz."""
+        return [f"{self.prefix}{letter}" for letter in "abcdefghijklmnopqrstuvwxyz"]
+
+
+def disk_layout(domain_type: str, os_type: str) -> DiskLayout:
+    """The disk names and buses for the driver (domain type) and guest type."""
+    if os_type != HVM:  # PV and PVH exist only on Xen (or the demo pretending to be)
+        return DiskLayout("xvd", "xen", "xen")
+    if domain_type == "xen":  # emulated disks: no PV drivers assumed in an HVM guest
+        return DiskLayout("hd", "ide", "ide")
+    return DiskLayout("vd", "virtio", "ide")
 
 
 def validate(spec: DomainSpec) -> None:

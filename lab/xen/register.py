@@ -15,10 +15,12 @@ def register_xen_host(xen_host: XenHost) -> tuple[Host, bool]:
     The lab generated the host's SSH key, so it passes that key's fingerprint as the one
     confirmed: enrolment checks the key the host offers against it and pins it in the
     appliance's known_hosts. The transport is authenticated SSH with the appliance's key;
-    ``is_lab`` only flags the host as a lab host. A host on the storage network is reached
-    there by the other dom0 when a guest migrates to it (its migration URI). The dom0's
-    tiny guest directory (seeded at boot) is its boot files directory: guests boot the tiny
-    guest's kernel and initrd by file name, as operators do.
+    ``is_lab`` only flags the host as a lab host, and it gets neither capability: its URI
+    needs no insecure transport, and its pools are directories of the dom0 (a QEMU VM), not
+    files of this machine (the storage both dom0s share is their own NFS). A host on the
+    storage network is reached there by the other dom0 when a guest migrates to it (its
+    migration URI). The dom0's tiny guest directory (seeded at boot) is its boot files
+    directory: guests boot the tiny guest's kernel and initrd by file name, as operators do.
     """
     host = Host.objects.filter(uri=xen_host.uri).first()
     if host is not None:
@@ -30,6 +32,8 @@ def register_xen_host(xen_host: XenHost) -> tuple[Host, bool]:
         uri=xen_host.uri,
         user=None,
         is_lab=True,
+        allow_insecure_transport=False,
+        files_local=False,
         host_key_fingerprint=xen_host.host_key_fingerprint,
     )
     if xen_host.storage_address:

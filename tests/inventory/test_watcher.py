@@ -236,3 +236,17 @@ def test_the_demo_host_is_left_to_the_web_process(watcher: Watcher) -> None:
     Host.objects.create(name="demo", uri=demo_uri())
     watcher.sync_hosts()
     assert not watcher.watches
+
+
+@pytest.mark.django_db
+def test_a_watch_takes_the_hosts_transport_capability(watcher: Watcher) -> None:
+    insecure = Host.objects.create(name="a", uri="qemu+tcp://127.0.0.1:1/system",
+                                   allow_insecure_transport=True)
+    files = Host.objects.create(name="b", uri="qemu+tcp://127.0.0.1:2/system", is_lab=True,
+                                files_local=True)
+    watcher.sync_hosts()
+    assert watcher.watches[insecure.pk].allow_insecure
+    assert not watcher.watches[files.pk].allow_insecure
+    Host.objects.filter(pk=files.pk).update(allow_insecure_transport=True)
+    watcher.sync_hosts()  # a changed capability is a new watch
+    assert watcher.watches[files.pk].allow_insecure

@@ -253,8 +253,9 @@ def test_lab_command_status_and_register(lab_hosts: list[LabHost], db: Any) -> N
     out = io.StringIO()
     assert run(["up", "--hosts", str(len(lab_hosts)), "--register"], stdout=out) == 0
     rows = Host.objects.filter(uri__in=[host.uri for host in lab_hosts])
-    assert sorted(rows.values_list("name", "is_lab", "hostname")) == [
-        (host.name, True, host.hostname) for host in lab_hosts
+    assert sorted(rows.values_list("name", "is_lab", "allow_insecure_transport", "files_local",
+                                   "hostname")) == [
+        (host.name, True, True, True, host.hostname) for host in lab_hosts
     ]
     assert [h.pid for h in lab_status()][: len(lab_hosts)] == [h.pid for h in lab_hosts]
     # Registered hosts show their inventory; the lab's shared pool is known to be shared.

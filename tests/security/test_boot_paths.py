@@ -62,7 +62,7 @@ def put(client: Client, path: str, data: dict) -> Any:
 
 
 def domain_names(host: Host) -> set[str]:
-    conn = get_connection(host.uri, allow_insecure=host.is_lab)
+    conn = get_connection(host.uri, allow_insecure=host.allow_insecure_transport)
     return {dom.name() for dom in conn.listAllDomains(0)}
 
 
@@ -83,7 +83,7 @@ def refused(client: Client, host: Host, field: str, **boot: Any) -> str:
 def kernel_in_definition(host: Host, guest_id: int) -> tuple[str, str]:
     """The <os> kernel and initrd of the guest's definition, as libvirt holds it."""
     guest = Guest.objects.get(pk=guest_id)
-    conn = get_connection(host.uri, allow_insecure=host.is_lab)
+    conn = get_connection(host.uri, allow_insecure=host.allow_insecure_transport)
     root = SafeET.fromstring(conn.lookupByUUIDString(str(guest.uuid)).XMLDesc(0))
     return root.findtext("os/kernel", ""), root.findtext("os/initrd", "")
 

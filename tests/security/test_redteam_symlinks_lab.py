@@ -107,7 +107,7 @@ def test_the_file_io_never_follows_a_link(tmp_path: Path) -> None:
         with pytest.raises(VirtError, match="symbolic link"):
             volume_io.FileDownload(path, offset=0, length=16, chunk=16)
         with pytest.raises(VirtError, match="symbolic link"):
-            volume_io.direct_file("qemu:///system", path, lab=True)
+            volume_io.direct_file("qemu:///system", path, files_local=True)
     assert secret.read_bytes() == SECRET
     # A pool directory reached through a link of its own is fine: the file is in it.
     (tmp_path / "alias").symlink_to(pool)

@@ -20,8 +20,8 @@ from storage.uploads import gathered
 PACKET = volume_io.STREAM_PACKET
 
 
-def host(uri: str, *, lab: bool = False) -> Host:
-    return Host(name="h", uri=uri, is_lab=lab)
+def host(uri: str, *, files_local: bool = False) -> Host:
+    return Host(name="h", uri=uri, files_local=files_local)
 
 
 def test_only_regular_files_on_this_machine_take_the_direct_way(
@@ -31,7 +31,7 @@ def test_only_regular_files_on_this_machine_take_the_direct_way(
     image = tmp_path / "disk.img"
     image.write_bytes(b"x")
     assert volume_io.direct_path(host("xen:///system"), str(image)) == str(image)
-    assert volume_io.direct_path(host("qemu+tcp://127.1.0.3/system", lab=True),
+    assert volume_io.direct_path(host("qemu+tcp://127.1.0.3/system", files_local=True),
                                  str(image)) == str(image)
     # A remote host's path names a file over there, not here.
     assert volume_io.direct_path(host("xen+ssh://root@dom0.example/system"), str(image)) is None

@@ -58,6 +58,8 @@ def test_enrolment_over_ssh_pins_the_host_key(xen_host: XenHost) -> None:
     host, created = register_xen_host(xen_host)
     assert created
     assert host.uri == f"xen+ssh://root@{HOST}:{xen_host.ssh_port}/system"
+    # A lab host, but reached over authenticated SSH and with its files in the dom0.
+    assert host.is_lab and not host.allow_insecure_transport and not host.files_local
     assert pinned_fingerprint(HOST, xen_host.ssh_port) == xen_host.host_key_fingerprint
     assert host.hypervisor_type == "Xen"
     assert host.hypervisor_version.startswith("4.17.")

@@ -334,7 +334,7 @@ def test_verify_names_the_region_that_differs(pool: Pool) -> None:
         copy = DiskCopy(device="/dev/sdz", size=3 * MIB, digests={
             offset: hashlib.sha256(data[offset:offset + MIB]).digest()
             for offset in range(0, 3 * MIB, MIB)})
-        target = Target(host.uri, info.path, True)
+        target = Target(host.uri, info.path, True, files_local=True)
         verify_disk(copy, target)  # equal: no error
         copy.digests[MIB] = bytes(32)
         with pytest.raises(VerifyMismatch) as refused:
@@ -689,10 +689,10 @@ def test_verify_reads_a_qcow2_volume_as_the_guest_sees_it(pool: Pool) -> None:
         copy = DiskCopy(device="/dev/sdz", size=5 * MIB, digests={
             offset: hashlib.sha256(data[offset:offset + MIB]).digest()
             for offset in range(0, 5 * MIB, MIB)})
-        verify_disk(copy, Target(host.uri, converted.path, True, "qcow2"))
+        verify_disk(copy, Target(host.uri, converted.path, True, "qcow2", files_local=True))
         copy.digests[4 * MIB] = bytes(32)
         with pytest.raises(VerifyMismatch) as refused:
-            verify_disk(copy, Target(host.uri, converted.path, True, "qcow2"))
+            verify_disk(copy, Target(host.uri, converted.path, True, "qcow2", files_local=True))
         assert refused.value.regions == [(4 * MIB, 5 * MIB)]
     finally:
         for path in made:
