@@ -17,16 +17,20 @@ _loaded = False
 
 
 def _load_task_modules() -> None:
+    # Only the apps' tasks modules. The loader's import_default_modules() also runs Celery's
+    # Django fix-up (system checks); called from the worker_ready handler (an interrupted
+    # job's summary asks can_retry) it kept a restarted worker from ever becoming ready.
     global _loaded
     with _lock:
         if not _loaded:
-            current_app.loader.import_default_modules()  # autodiscovery of apps' tasks.py
+            current_app.autodiscover_tasks(force=True)
             _loaded = True
 
 
 def task_named(name: str) -> Any:
     """The registered Celery task; KeyError names an unknown one (a programming error)."""
-    _load_task_modules()
+    if name not in current_app.tasks:
+        _load_task_modules()
     try:
         return current_app.tasks[name]
     except KeyError:
@@ -37,5 +41,6 @@ def retry_rule(name: str) -> Any:
     """How a job of this task may be started again (tasks_base.Retry), or None."""
     from xenweb.jobs.tasks_base import RETRYABLE
 
-    _load_task_modules()
+    if name not in RETRYABLE:
+        _load_task_modules()
     return RETRYABLE.get(name)
