@@ -16,15 +16,14 @@ from guests.models import Guest
 from hosts.models import Host
 from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job
+from xenweb.jobs.selectors import job_target
 
 # What a migration job's params may carry besides target, mode and block_copy.
 MIGRATION_TUNING = ("max_downtime_ms", "bandwidth_mib", "auto_converge", "postcopy")
 
 
 def _guest(job: Job) -> Guest:
-    guest = None
-    if job.target_type == "guests.guest":
-        guest = Guest.objects.select_related("host").filter(pk=job.target_id).first()
+    guest = job_target(job, Guest.objects.select_related("host"))
     if guest is None:
         raise JobError(f"Job #{job.pk}: its guest no longer exists.")
     return guest
@@ -62,9 +61,7 @@ def restart_migration(job: Job, user: Any, request: Any) -> Job:
 def restart_evacuation(job: Job, user: Any, request: Any) -> Job:
     from guests.migration.evacuation import evacuate_host
 
-    host = None
-    if job.target_type == "hosts.host":
-        host = Host.objects.filter(pk=job.target_id).first()
+    host = job_target(job, Host.objects.all())
     if host is None:
         raise JobError(f"Job #{job.pk}: its host no longer exists.")
     return evacuate_host(host, maintenance=bool(job.params.get("maintenance", True)),

@@ -16,16 +16,15 @@ from hosts.virt import domains as virt
 from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
+from xenweb.jobs.selectors import require_target
 
 DEFAULT_SHUTDOWN_TIMEOUT = 120
 # A guest can miss one request (its kernel was still setting up the Xen watch or the ACPI
 # button, or the helper it spawns failed); like Nova's clean shutdown, ask again at intervals.
 SHUTDOWN_RESEND_SECONDS = 15
 def _guest(job: Job) -> Guest:
-    guest = Guest.objects.select_related("host").filter(pk=job.target_id).first()
-    if guest is None:
-        raise JobError("The guest no longer exists.")
-    return guest
+    return require_target(job, Guest.objects.select_related("host"),
+                          gone="The guest no longer exists.")
 
 
 def _wait(guest: Guest, reporter: ProgressReporter, states: tuple[str, ...],

@@ -17,12 +17,12 @@ from xenweb.audit.services import record
 from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
+from xenweb.jobs.selectors import require_target
 
 
 def _volume(job: Job) -> Volume:
-    volume = Volume.objects.select_related("pool", "pool__host").filter(pk=job.target_id).first()
-    if volume is None:
-        raise JobError("The volume no longer exists.")
+    volume = require_target(job, Volume.objects.select_related("pool", "pool__host"),
+                            gone="The volume no longer exists.")
     guest = active_user(volume)
     if guest is not None:
         raise JobError(f"Volume '{volume.name}' is attached to guest '{guest.name}', which is "

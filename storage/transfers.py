@@ -16,7 +16,6 @@ import os
 import socket
 import stat
 import threading
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -28,11 +27,11 @@ from storage import access, volume_io
 from storage.errors import StorageError
 from storage.models import Volume
 from xenweb.audit.services import record
-from xenweb.jobs import locks
 from xenweb.jobs.errors import JobCancelled, JobError
-from xenweb.jobs.models import Job, JobState
+from xenweb.jobs.models import JobState
 from xenweb.jobs.progress import ProgressReporter
 from xenweb.jobs.runner import Heartbeat, claim, finish
+from xenweb.jobs.services import start_inline_job
 
 CHUNK = 1024 * 1024
 # What a download hands the web server at once: the stream's packets (256 KiB) gathered,
@@ -41,18 +40,6 @@ CHUNK = 1024 * 1024
 BLOCK = 2 * 1024 * 1024
 QUEUED = 4
 WORKER = f"{socket.gethostname()}/web"
-
-
-def _new_job(kind: str, volume: Volume, *, user: Any, request: Any, total: int,
-             title: str, params: dict[str, Any] | None = None) -> Job:
-    job = locks.create_job(
-        volume, kind=kind, title=title,
-        owner=user if getattr(user, "is_authenticated", False) else None,
-        params=params or {}, unit=Job.Unit.BYTES, total=total, message="Starting",
-        celery_task_id=f"request-{uuid.uuid4()}",
-    )
-    record("job.start", user=user, request=request, target=job, kind=kind)
-    return job
 
 
 def content_size(volume: Volume) -> int:
@@ -127,8 +114,9 @@ class Download:
         self.volume = volume
         self.first = first
         self.length = length
-        job = _new_job("volume.download", volume, user=user, request=request, total=length,
-                       title=f"Download {volume.name}", params={"offset": first, "bytes": length})
+        job = start_inline_job("volume.download", volume, owner=user, request=request,
+                               total=length, title=f"Download {volume.name}",
+                               params={"offset": first, "bytes": length})
         claimed = claim(job.pk, task_id=job.celery_task_id, worker=WORKER)
         if claimed is None:
             raise StorageError(f"Download job #{job.pk} could not start.")

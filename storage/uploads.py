@@ -39,12 +39,13 @@ from storage.images import (
 )
 from storage.models import Volume
 from storage.services import _store_volume, check_idle, check_not_save_image, resync_pool
-from storage.transfers import WORKER, _new_job, reachable_path
+from storage.transfers import WORKER, reachable_path
 from xenweb.audit.services import record
 from xenweb.jobs.errors import JobCancelled, JobError
 from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
 from xenweb.jobs.runner import run_job
+from xenweb.jobs.services import start_inline_job
 
 # What one read of the body asks for: one libvirt stream send (hosts.virt.volumes).
 READ = virt.SEND_MAX
@@ -72,8 +73,8 @@ def start_upload(volume: Volume, length: int, *, user: Any = None,
     if pool.available and length > available:
         raise StorageError(f"Pool '{pool.name}' has {available} bytes free for this volume; "
                            f"the upload is {length} bytes.")
-    return _new_job("volume.upload", volume, user=user, request=request, total=length,
-                    title=f"Upload to {volume.name}", params={"bytes": length})
+    return start_inline_job("volume.upload", volume, owner=user, request=request, total=length,
+                            title=f"Upload to {volume.name}", params={"bytes": length})
 
 
 def body_chunks(body: IO[bytes], length: int) -> Iterator[bytes]:

@@ -31,6 +31,7 @@ from xenweb.audit.services import record
 from xenweb.jobs.errors import JobCancelled, JobError
 from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
+from xenweb.jobs.selectors import require_target
 
 FORMATS = tuple(EXPORT_FORMATS)
 SUFFIX = {"xva": ".xva", "ova": ".ova", "raw": ".img", "qcow2": ".qcow2", "vmdk": ".vmdk"}
@@ -131,7 +132,8 @@ def _write_ova(guest: Guest, info: Any, disks: list[Any], sizes: list[int], targ
 
 
 def run_export(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
-    guest = Guest.objects.select_related("host").get(pk=job.target_id)
+    guest = require_target(job, Guest.objects.select_related("host"),
+                           gone="The guest no longer exists.")
     fmt, compress = job.params["format"], job.params.get("compress", "")
     reporter.configure(cancellable=True)
     suffix = SUFFIX[fmt] + {"gzip": ".gz", "zstd": ".zst"}.get(compress, "")

@@ -22,6 +22,7 @@ from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.progress import ProgressReporter
 from xenweb.jobs.runner import run_job
+from xenweb.jobs.selectors import require_target
 from xenweb.jobs.services import start_job
 
 EVACUATE_KIND = "host.evacuate"
@@ -60,9 +61,7 @@ def evacuate_host(host: Host, *, maintenance: bool = True, user: Any,
 
 
 def evacuate_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
-    source = Host.objects.filter(pk=job.target_id).first()
-    if source is None:
-        raise JobError("The host no longer exists.")
+    source = require_target(job, Host.objects.all(), gone="The host no longer exists.")
     guests = list(source.guests.filter(state__in=MOVABLE_STATES, is_privileged=False)
                   .order_by("-memory_mib", "name"))
     reporter.update(0, total=max(1, len(guests)), message=f"{len(guests)} guests to move",

@@ -36,6 +36,7 @@ from hosts.virt.volumes import describe_pool
 from xenweb.jobs.errors import JobCancelled, JobError
 from xenweb.jobs.models import Job
 from xenweb.jobs.progress import ProgressReporter
+from xenweb.jobs.selectors import require_target
 
 POLL_SECONDS = 0.1  # iterations of a small guest take tens of milliseconds
 CANCEL_CHECK_SECONDS = 0.5
@@ -91,9 +92,8 @@ def completion_timeout(memory_mib: int) -> float:
 
 
 def _load(job: Job) -> tuple[Guest, Host, MigrationOptions, dict[str, Any]]:
-    guest = Guest.objects.select_related("host").filter(pk=job.target_id).first()
-    if guest is None:
-        raise JobError("The guest no longer exists.")
+    guest = require_target(job, Guest.objects.select_related("host"),
+                           gone="The guest no longer exists.")
     target = Host.objects.filter(pk=job.params.get("target")).first()
     if target is None:
         raise JobError("The target host no longer exists.")

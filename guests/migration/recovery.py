@@ -13,6 +13,7 @@ from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import migration as vm
 from xenweb.jobs.models import Job
+from xenweb.jobs.selectors import job_target
 from xenweb.jobs.signals import job_interrupted
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ ABORT_WAIT_SECONDS = 30.0
 
 
 def recover(job: Job) -> None:
-    guest = Guest.objects.select_related("host").filter(pk=job.target_id).first()
+    guest = job_target(job, Guest.objects.select_related("host"))
     target = Host.objects.filter(pk=job.params.get("target")).first()
     if guest is None or target is None:
         return

@@ -75,6 +75,29 @@ def start_job(
     return job
 
 
+def start_inline_job(
+    kind: str,
+    target: models.Model,
+    *,
+    owner: Any,
+    title: str,
+    request: Any = None,
+    params: dict[str, Any] | None = None,
+    unit: str = Job.Unit.BYTES,
+    total: int | None = None,
+) -> Job:
+    """The row of a job that the request itself runs (an upload or download streams through
+    the web process): no task, the target's lock taken like any exclusive job's."""
+    job = locks.create_job(
+        target, kind=kind, title=title,
+        owner=owner if getattr(owner, "is_authenticated", False) else None,
+        params=params or {}, unit=unit, total=total, message="Starting",
+        celery_task_id=f"request-{uuid.uuid4()}",
+    )
+    record("job.start", user=owner, request=request, target=job, kind=kind)
+    return job
+
+
 def _run_here(task: str, job_id: int, task_id: str) -> None:
     def run() -> None:
         try:
