@@ -25,11 +25,11 @@ from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domain_xml as dx
 from storage.access import is_boot_pool, why_not_a_disk
+from storage.attachments import saved_memory_in
 from storage.content import why_unusable
 from storage.errors import StorageError
 from storage.iso_library import library_image
 from storage.models import Pool, Volume
-from storage.selectors import saved_memory_in
 from xenweb.audit.services import record
 
 GIB = 1024**3

@@ -13,9 +13,9 @@ from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import devices as virt_devices
 from hosts.virt import domain_xml as dx
 from storage.access import why_not_a_disk
+from storage.attachments import saved_memory_in
 from storage.content import why_unusable
 from storage.models import Volume
-from storage.selectors import saved_memory_in
 from xenweb.audit.services import record
 
 

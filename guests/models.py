@@ -129,3 +129,10 @@ class GuestSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.guest_id}@{self.at:%Y-%m-%d %H:%M:%S}"
+
+
+# States in which a guest's hypervisor holds its disks open.
+DISK_HOLDING_STATES = (
+    Guest.State.RUNNING, Guest.State.BLOCKED, Guest.State.PAUSED, Guest.State.SHUTDOWN,
+    Guest.State.PMSUSPENDED,
+)

@@ -45,9 +45,9 @@ from hosts.virt import (
 from hosts.virt import domains as virt
 from hosts.virt.volumes import delete_file
 from storage.access import is_boot_pool, why_not_a_disk
+from storage.attachments import active_user
 from storage.errors import StorageError
 from storage.models import Pool, Volume
-from storage.selectors import active_user
 
 # Pools whose volumes are plain files: libvirt's save writes a file.
 FILE_POOL_TYPES = ("dir", "fs", "netfs")

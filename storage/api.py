@@ -19,7 +19,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from storage import selectors, services, transfers, uploads
+from storage import attachments, selectors, services, transfers, uploads
 from storage.access import AdminOnlyPool
 from storage.errors import StorageError
 from storage.models import Pool, Volume
@@ -61,7 +61,7 @@ class VolumeSerializer(serializers.ModelSerializer):
     @extend_schema_field(VolumeUserSerializer(many=True))
     def get_used_by(self, volume: Volume) -> list[dict[str, Any]]:
         """Guests with a disk on this volume (guests.devices disks' source == path)."""
-        return [dict(VolumeUserSerializer(g).data) for g in selectors.guests_using(volume)]
+        return [dict(VolumeUserSerializer(g).data) for g in attachments.guests_using(volume)]
 
 
 @extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}],

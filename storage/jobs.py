@@ -7,10 +7,10 @@ from typing import Any
 from hosts.virt import VirtError
 from hosts.virt import volumes as virt
 from storage import access, content
+from storage.attachments import active_user
 from storage.errors import StorageError
 from storage.images import check_file
 from storage.models import Volume
-from storage.selectors import active_user
 from storage.services import _store_volume, resync_pool
 from storage.transfers import reachable_path
 from xenweb.audit.services import record

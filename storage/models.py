@@ -111,3 +111,36 @@ class Volume(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class VolumeAttachment(models.Model):
+    """A file a guest uses, as the guest cache last described the guest: one row per disk
+    (now and at the next boot), per saved-memory image and per offline migration's save
+    file. Every "who uses this volume" question reads these rows (storage.attachments).
+
+    The guest is named by a lazy reference: guests write the rows whenever a cached guest
+    changes (guests.attachments), storage only reads them and never imports guests.
+    """
+
+    class Role(models.TextChoices):
+        DISK = "disk", "disk"
+        NEXT_BOOT_DISK = "next_boot_disk", "disk from the next boot"
+        SAVED_MEMORY = "saved_memory", "saved memory"
+        MIGRATION_SAVE = "migration_save", "memory saved by an offline migration"
+
+    guest = models.ForeignKey("guests.Guest", on_delete=models.CASCADE,
+                              related_name="attachments")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    path = models.CharField(max_length=1024)
+    target = models.CharField(max_length=32, blank=True)  # the guest's device name (xvda)
+    writable = models.BooleanField(default=False)
+    shareable = models.BooleanField(default=False)
+    # The guest runs (or is paused, suspended...): its hypervisor holds the file open.
+    in_use = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["guest", "role", "target", "path"]
+        indexes = [models.Index(fields=["path"], name="attachment_path")]
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.get_role_display()} of guest {self.guest_id})"

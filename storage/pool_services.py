@@ -7,27 +7,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import pool_xml as px
 from hosts.virt import pools as virt
 from storage import access
+from storage.attachments import guests_on_pool
 from storage.errors import StorageError
 from storage.inventory import store_pool
 from storage.models import Pool
-from storage.selectors import ACTIVE_GUEST_STATES
 from xenweb.audit.services import record
 
 TYPE_LABELS = {
     "dir": "Directory", "fs": "Local filesystem (block device)", "netfs": "NFS export",
     "logical": "LVM volume group", "iscsi": "iSCSI target",
 }
-# Pools whose volumes are files or LVs under the target path: a guest disk below that
-# path is on the pool even when the pool is stopped and lists no volumes.
-PATH_TYPES = ("dir", "fs", "netfs", "logical")
-
-
 def _conn(host: Host) -> dict[str, Any]:
     return {"allow_insecure": host.allow_insecure_transport}
 
@@ -85,39 +79,7 @@ def spec_from_fields(pool_type: str, data: dict[str, Any]) -> px.PoolSpec:
     return spec
 
 
-def guests_on_pool(pool: Pool, *, active_only: bool = False) -> list[tuple[Guest, str]]:
-    """(guest, disk path) for every disk of the pool's host's guests that lives on the pool."""
-    paths = set(pool.volumes.exclude(path="").values_list("path", flat=True))
-    prefix = pool.target_path.rstrip("/") + "/" if (
-        pool.pool_type in PATH_TYPES and pool.target_path.rstrip("/")) else None
-    guests = Guest.objects.filter(host_id=pool.host_id)
-    if active_only:
-        guests = guests.filter(state__in=ACTIVE_GUEST_STATES)
-    found = []
-    for guest in guests.order_by("name"):
-        for disk in (guest.devices or {}).get("disks", []):
-            source = disk.get("source") or ""
-            if source in paths or (prefix and source.startswith(prefix)):
-                found.append((guest, source))
-                break
-    return found
-
-
-def users_by_path(pool: Pool) -> dict[str, list[Guest]]:
-    """Disk path -> guests with that disk, read once for a whole pool (the same guests as
-    selectors.guests_using per volume: any host's for a shared pool)."""
-    guests = Guest.objects.select_related("host").order_by("name")
-    if not pool.shared:
-        guests = guests.filter(host_id=pool.host_id)
-    found: dict[str, list[Guest]] = {}
-    for guest in guests:
-        for disk in (guest.devices or {}).get("disks", []):
-            if disk.get("source"):
-                found.setdefault(disk["source"], []).append(guest)
-    return found
-
-
-def _in_use_message(pool: Pool, users: list[tuple[Guest, str]], doing: str) -> str:
+def _in_use_message(pool: Pool, users: list[tuple[Any, str]], doing: str) -> str:
     named = ", ".join(f"'{g.name}' ({g.get_state_display()}, {path})" for g, path in users[:5])
     more = f" and {len(users) - 5} more" if len(users) > 5 else ""
     return (f"Pool '{pool.name}' is in use: guest {named}{more} has a disk on it. Detach the "

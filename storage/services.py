@@ -9,10 +9,10 @@ from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import volumes as virt
 from hosts.virt.pools import PoolInfo, VolumeInfo
 from storage import access, content
+from storage.attachments import active_user, saved_memory_in
 from storage.errors import StorageError
 from storage.inventory import store_pool
 from storage.models import Pool, Volume
-from storage.selectors import active_user, saved_memory_in
 from xenweb.audit.services import record
 from xenweb.jobs.locks import active_job, hold
 from xenweb.jobs.models import Job
@@ -81,10 +81,10 @@ def check_idle(volume: Volume, doing: str) -> None:
 
 def check_not_save_image(volume: Volume, doing: str) -> None:
     """Refuse to change the content of a guest's own save image (see guests.save_images)."""
-    guest = saved_memory_in(volume)
-    if guest is not None:
+    holder = saved_memory_in(volume)
+    if holder is not None:
         raise StorageError(
-            f"Volume '{volume.name}' holds the saved memory of guest '{guest.name}': it cannot "
+            f"Volume '{volume.name}' holds the saved memory of guest '{holder}': it cannot "
             f"be {doing}. Restore the guest from it, or delete it.")
 
 

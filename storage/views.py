@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from hosts.models import Host
 from hosts.virt import pool_xml as px
-from storage import access, pool_services, selectors, services, sharing
+from storage import access, attachments, pool_services, selectors, services, sharing
 from storage.errors import StorageError
 from storage.iso_library import ISO_IMAGE
 from storage.models import Pool, Volume
@@ -61,7 +61,7 @@ def _visible_or_none(user: Any, job: Job | None) -> Job | None:
 @require_safe
 def pool_detail(request: HttpRequest, pk: int) -> HttpResponse:
     pool = get_object_or_404(selectors.pools(), pk=pk)
-    users = pool_services.users_by_path(pool)
+    users = attachments.users_by_path(pool)
     # A volume's busy job is linked only for those who may see it (viewers: their own).
     volumes = [(volume, users.get(volume.path, []) if volume.path else [],
                 _visible_or_none(request.user, services.busy_job(volume)))
@@ -70,7 +70,7 @@ def pool_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "storage/detail.html", {
         "pool": pool, "volumes": volumes, "iso_ids": iso_ids,
         "shared_with": sharing.same_storage(pool),
-        "in_use": pool_services.guests_on_pool(pool),
+        "in_use": attachments.guests_on_pool(pool),
         "jobs": visible_jobs(request.user).filter(target_type="storage.volume", target_id__in=[
             str(v.pk) for v, _u, _b in volumes]).order_by("-pk")[:10],
         "formats": services.FORMATS,

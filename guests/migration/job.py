@@ -22,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from guests.attachments import migration_save
 from guests.errors import GuestError
 from guests.migration.preflight import LIVE_STATES, MigrationOptions, preflight, shared_directory
 from guests.migration.watch import StatsWatch
@@ -346,8 +347,14 @@ def _offline(guest: Guest, target: Host, reporter: ProgressReporter) -> dict[str
     The target gets the definition first (restore then keeps it persistent); when the
     restore fails the guest is restored on the source again and the target forgets it.
     """
-    source, uuid = guest.host, str(guest.uuid)
     path = shared_save_path(guest, target)
+    with migration_save(guest, path):
+        return _save_and_restore(guest, target, path, reporter)
+
+
+def _save_and_restore(guest: Guest, target: Host, path: str,
+                      reporter: ProgressReporter) -> dict[str, Any]:
+    source, uuid = guest.host, str(guest.uuid)
     xml = vm.export_definition(source.uri, uuid, allow_insecure=source.allow_insecure_transport)
     steps = 4
     reporter.update(0, total=steps, unit=Job.Unit.STEPS, force=True,

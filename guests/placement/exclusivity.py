@@ -15,7 +15,8 @@ from typing import Any
 
 from guests.models import Guest
 from hosts.models import Host
-from storage.selectors import ACTIVE_GUEST_STATES
+from storage.attachments import holders
+from storage.models import VolumeAttachment
 from storage.sharing import pool_of_disk
 
 
@@ -55,12 +56,9 @@ def _exclusive(disks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [d for d in disks if writable(d)]
 
 
-def _holders(exclude: Guest | None) -> list[tuple[Guest, dict[str, Any]]]:
-    others = Guest.objects.select_related("host").filter(state__in=ACTIVE_GUEST_STATES)
-    if exclude is not None and exclude.pk:
-        others = others.exclude(pk=exclude.pk)
+def _holders(paths: set[str], exclude: Guest | None) -> list[VolumeAttachment]:
     # A running guest's next-boot disks count too: it may reboot into them at any time.
-    return [(other, disk) for other in others for disk in _all_disks(other) if writable(disk)]
+    return list(holders(paths, exclude_guest=exclude.pk if exclude is not None else None))
 
 
 def _all_disks(guest: Guest) -> list[dict[str, Any]]:
@@ -76,7 +74,7 @@ def disk_conflicts(disks: Iterable[dict[str, Any]], host: Host | int, *,
         return []
     paths = {disk["source"] for disk in mine}
     # Keys hold the path, so only attachments of the same path can be the same volume.
-    holders = [(o, d) for o, d in _holders(exclude) if d["source"] in paths]
+    others = _holders(paths, exclude)
     keys: dict[tuple[int, str], tuple[Any, ...]] = {}
 
     def key(host_id: int, path: str) -> tuple[Any, ...]:
@@ -87,12 +85,12 @@ def disk_conflicts(disks: Iterable[dict[str, Any]], host: Host | int, *,
     host_id = host.pk if isinstance(host, Host) else host
     found = []
     for disk in mine:
-        for other, theirs in holders:
-            if disk.get("shareable") and theirs.get("shareable"):
+        for theirs in others:
+            if disk.get("shareable") and theirs.shareable:
                 continue
-            if key(other.host_id, theirs["source"]) == key(host_id, disk["source"]):
+            if key(theirs.guest.host_id, theirs.path) == key(host_id, disk["source"]):
                 found.append(Conflict(disk.get("target") or disk["source"], disk["source"],
-                                      other, theirs.get("target", "")))
+                                      theirs.guest, theirs.target))
     return found
 
 

@@ -20,8 +20,8 @@ from guests.migration import job as migration_job
 from guests.models import Guest
 from hosts.models import Host
 from lab.paths import lab_dir
+from storage.attachments import saved_memory_in
 from storage.models import Pool, Volume
-from storage.selectors import saved_memory_in
 from tests.lab.conftest import lab_hosts  # noqa: F401 (the lab's session fixture)
 from tests.lab.test_migration_lab import _located, _run, _running_guest, hosts, made, post
 from tests.security.test_save_restore_paths_lab import edit_qemu_image
