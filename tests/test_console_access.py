@@ -16,7 +16,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from guests.console import text_consumer
+from guests.console import diagnosis, text_consumer
 from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import HostUnreachable, VirtOperationError
@@ -114,8 +114,8 @@ def fake_libvirt(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     FakeConsole.open_error = None
     world: dict[str, Any] = {"state": "running"}
     monkeypatch.setattr(text_consumer, "ConsoleStream", FakeConsole)
-    monkeypatch.setattr(text_consumer, "SETTLE_SECONDS", 0.3)
-    monkeypatch.setattr(text_consumer.virt, "get_domain",
+    monkeypatch.setattr(diagnosis, "SETTLE_SECONDS", 0.3)
+    monkeypatch.setattr(diagnosis.virt, "get_domain",
                         lambda uri, uuid, allow_insecure=False: FakeDomain(world["state"]))
     return world
 
@@ -206,6 +206,8 @@ async def test_operator_types_and_watches(
     assert audit.username == "oscar-operator"
     assert audit.target_type == "guests.guest" and audit.target_id == str(guest.pk)
     assert audit.detail["readonly"] is False
+    assert audit.message == "Opened the console of web1 on console-host"
+    assert set(audit.detail) == {"host", "readonly", "client"}
 
 
 @pytest.mark.asyncio
@@ -231,6 +233,7 @@ async def test_viewer_watches_read_only(
     await _until(lambda: console.close_calls == 1)
     audit = await AuditRecord.objects.aget(action="guest.console")
     assert audit.username == "vera-viewer" and audit.detail["readonly"] is True
+    assert audit.message == "Opened the console of web1 on console-host (read-only)"
 
 
 @pytest.mark.asyncio
@@ -254,7 +257,7 @@ async def test_unreachable_host_is_an_error(
         raise HostUnreachable("Cannot reach host 'x'")
 
     FakeConsole.open_error = HostUnreachable("Cannot reach host 'x'")
-    monkeypatch.setattr(text_consumer.virt, "get_domain", unreachable)
+    monkeypatch.setattr(diagnosis.virt, "get_domain", unreachable)
     communicator = await _open(viewer_client, guest)
     message, code = await _closed_with(communicator)
     assert message == {"type": "console.closed", "reason": "error",

@@ -17,7 +17,7 @@ from hosts.models import Host
 
 SCRIPT = Path(__file__).resolve().parents[1] / "static" / "xenweb" / "guest_session.js"
 
-HARNESS = """
+CONTEXT = """
 const vm = require("vm");
 const log = [];
 let timers = [];
@@ -26,7 +26,8 @@ const element = (id) => ({ id, dataset: {}, textContent: "", className: "",
   classList: { set: new Set(), add(c) { this.set.add(c); }, remove(c) { this.set.delete(c); } } });
 const ctx = {
   location: { protocol: "https:", host: "app.example:8443" },
-  document: { addEventListener(type, fn) { listeners[type] = fn; } },
+  document: { addEventListener(type, fn) { listeners[type] = fn; },
+              getElementById(id) { return element(id); } },
   setTimeout(fn, ms) { timers.push({ fn, ms }); return timers.length; },
   clearTimeout() { timers = []; },
   Math, String,
@@ -35,6 +36,9 @@ ctx.window = ctx;
 vm.createContext(ctx);
 vm.runInContext(process.argv[1], ctx);
 const common = ctx.xenwebGuestSession;
+"""
+
+HARNESS = CONTEXT + """
 const root = element("root"), status = element("status"), detail = element("detail");
 const button = element("button");
 const setStatus = common.statusLine(root, "consoleState", status, detail, { stopped: "warning" });
@@ -61,6 +65,30 @@ process.stdout.write(JSON.stringify({
 }));
 """
 
+PAGE_HARNESS = CONTEXT + """
+const root = element("root");
+root.dataset.hostId = "7";
+let connects = 0;
+const page = common.page(root, "vnc", "vncState", { connecting: "secondary" },
+                         () => { connects += 1; });
+const ids = [page.detailEl.id, page.reconnectBtn.id, page.viewerNote.id];
+const retry = page.retry;
+page.reconnectBtn.classList.remove("d-none");
+const began = retry.begin(null);
+const connecting = { state: root.dataset.vncState,
+                     hidden: page.reconnectBtn.classList.set.has("d-none") };
+const busy = retry.begin({});
+retry.lost("");
+const lost = { detail: page.detailEl.textContent, timer: timers.map((t) => t.ms) };
+retry.stop("error", "refused", "No.");
+const stopped = { state: root.dataset.vncState, detail: page.detailEl.textContent,
+                  timers: timers.length, shown: !page.reconnectBtn.classList.set.has("d-none") };
+process.stdout.write(JSON.stringify({
+  ids, began, busy, connecting, lost, stopped,
+  parsed: [common.statusMessage('{"type": "vnc.status"}'), common.statusMessage("{nope")],
+}));
+"""
+
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_the_shared_reconnect_schedule() -> None:
@@ -76,6 +104,22 @@ def test_the_shared_reconnect_schedule() -> None:
     assert (answer["afterOtherHost"], answer["afterOwnHost"], answer["afterClear"]) == (0, 1, 1)
     assert answer["delay"] == 1000
     assert answer["codes"] == [4000, 4001, 4003, 4004, 4005]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_shared_page_parts() -> None:
+    result = subprocess.run(["node", "-e", PAGE_HARNESS, SCRIPT.read_text()],
+                            capture_output=True, text=True, timeout=60, check=True)
+    answer = json.loads(result.stdout)
+    assert answer["ids"] == ["vnc-detail", "vnc-reconnect", "vnc-viewer-note"]
+    # connect() begins only without an open socket: the button hides, the badge connects.
+    assert (answer["began"], answer["busy"]) == (True, False)
+    assert answer["connecting"] == {"state": "connecting", "hidden": True}
+    assert answer["lost"] == {"detail": "The connection was lost. Retrying in 1 s.",
+                              "timer": [1000]}
+    assert answer["stopped"] == {"state": "error", "detail": "No.", "timers": 0,
+                                 "shown": True}
+    assert answer["parsed"] == [{"type": "vnc.status"}, None]
 
 
 @pytest.mark.django_db

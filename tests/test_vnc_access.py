@@ -280,6 +280,8 @@ async def test_operator_session_relays_both_ways(
     assert audit.username == "oscar-operator"
     assert audit.target_type == "guests.guest" and audit.target_id == str(guest.pk)
     assert audit.detail["view_only"] is False and audit.detail["via"] == "direct"
+    assert audit.message == "Opened the graphical console of desk1 on vnc-host"
+    assert set(audit.detail) == {"host", "view_only", "via", "client"}
 
 
 @pytest.mark.asyncio
@@ -308,6 +310,7 @@ async def test_viewer_input_never_reaches_the_server(
 
     audit = await AuditRecord.objects.aget(action="guest.vnc")
     assert audit.username == "vera-viewer" and audit.detail["view_only"] is True
+    assert audit.message == "Opened the graphical console of desk1 on vnc-host (view-only)"
 
 
 @pytest.mark.asyncio

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from guests.console.sessions import Ending, GuestSessionTarget
+from guests.console.sessions import Ending, GuestSessionTarget, gone
 from hosts.virt import VirtError, VirtObjectNotFound, parse_uri
 from hosts.virt.graphics import VncEndpoint, vnc_endpoint
 from hosts.virt.ssh import host_login, ssh_argv
@@ -101,13 +101,16 @@ def plan_route(target: GuestSessionTarget, endpoint: VncEndpoint) -> Route:
         or f"The graphical console cannot reach hosts over {transport}.", CLOSE_NO_CONSOLE))
 
 
+def _management_domain(target: GuestSessionTarget) -> Ending:
+    return Ending("no-vnc", f"{target.name} is the host's management domain: it has no "
+                  "graphical console here.", CLOSE_NO_CONSOLE)
+
+
 def resolve(target: GuestSessionTarget) -> Route:
     """Blocking (libvirt, maybe ssh-keygen): the route to the guest's live VNC server.
     Raises VncUnavailable when there is nothing to connect to."""
     if target.is_privileged:
-        raise VncUnavailable(Ending(
-            "no-vnc", f"{target.name} is the host's management domain: it has no graphical "
-            "console here.", CLOSE_NO_CONSOLE))
+        raise VncUnavailable(_management_domain(target))
     problem = transport_problem(target.host_uri)
     if problem:
         raise VncUnavailable(Ending("unsupported", problem, CLOSE_NO_CONSOLE))
@@ -115,15 +118,11 @@ def resolve(target: GuestSessionTarget) -> Route:
         endpoint = vnc_endpoint(target.host_uri, target.uuid,
                                 allow_insecure=target.allow_insecure_transport)
     except VirtObjectNotFound:
-        raise VncUnavailable(Ending(
-            "gone", f"The guest {target.name} no longer exists on {target.host_name}.",
-            CLOSE_NO_CONSOLE)) from None
+        raise VncUnavailable(gone(target)) from None
     except VirtError as exc:
         raise VncUnavailable(Ending("error", str(exc), CLOSE_CONSOLE_ERROR)) from None
     if endpoint.is_privileged:
-        raise VncUnavailable(Ending(
-            "no-vnc", f"{target.name} is the host's management domain: it has no graphical "
-            "console here.", CLOSE_NO_CONSOLE))
+        raise VncUnavailable(_management_domain(target))
     if not endpoint.has_vnc:
         raise VncUnavailable(Ending(
             "no-vnc", f"{target.name} has no VNC graphics: add a VNC graphics device to the "

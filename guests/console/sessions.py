@@ -1,6 +1,7 @@
 """What a guest's console websockets (text and VNC) share: the guest they are about, checked
 once in connect() (watching needs guests.view_guest, typing or clicking guests.change_guest),
-and how a session ends (its last status message, then the close code)."""
+the audit record and status message of a session that opened, and how a session ends (its
+last status message, then the close code)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from guests.models import Guest
-from xenweb.ws_base import CLOSE_NOT_FOUND, AdmittingWebsocketConsumer
+from xenweb.audit.services import record
+from xenweb.ws_base import CLOSE_NO_CONSOLE, CLOSE_NOT_FOUND, AdmittingWebsocketConsumer
 
 VIEW_PERMISSION = "guests.view_guest"
 ACT_PERMISSION = "guests.change_guest"
@@ -40,6 +42,11 @@ class Ending:
     code: int
 
 
+def gone(target: GuestSessionTarget) -> Ending:
+    return Ending("gone", f"The guest {target.name} no longer exists on {target.host_name}.",
+                  CLOSE_NO_CONSOLE)
+
+
 @database_sync_to_async
 def load_target(user: Any, guest_pk: int) -> GuestSessionTarget | None:
     guest = Guest.objects.select_related("host").filter(pk=guest_pk).first()
@@ -53,31 +60,61 @@ def load_target(user: Any, guest_pk: int) -> GuestSessionTarget | None:
     )
 
 
+@database_sync_to_async
+def _audit_opened(action: str, user: Any, target: GuestSessionTarget, message: str,
+                  fields: dict[str, Any], client: str | None) -> None:
+    record(action, user=user, target_type="guests.guest", target_id=target.guest_pk,
+           target_label=target.name, message=message, host=target.host_name, **fields,
+           client=client)
+
+
 class GuestSessionConsumer(AdmittingWebsocketConsumer):
     """The base of a websocket bridged to one of a guest's consoles: users who may view
-    guests are admitted (4401, 4403), to a guest that exists (4404). ``closed_type`` is
-    the type of the status message sent just before the server closes the socket."""
+    guests are admitted (4401, 4403), to a guest that exists (4404). ``kind`` names the
+    status messages (``<kind>.status``, ``<kind>.closed``: the one sent just before the
+    server closes the socket) and the audit record of an opened session
+    (``guest.<kind>``). A subclass reaches the console in ``start()``, once the handshake
+    is accepted, and calls ``opened()`` when it is connected."""
 
     # No channel layer: a console joins no group, so it needs no Redis round trips (and
     # keeps working while Redis is away). An alias that is not configured means "none".
     channel_layer_alias = "guest-sessions-use-no-channel-layer"
     permission = VIEW_PERMISSION
-    closed_type = ""
+    kind = ""
+    title = ""  # the console, as the audit record's message names it
+    restricted = ""  # the session of a user who may not act, as the message says it
+    subprotocol: str | None = None  # accepted when the browser offers it
     target: GuestSessionTarget | None = None
     pump: asyncio.Task[None] | None = None
     ending = False
 
-    async def admit_target(self) -> tuple[Any, GuestSessionTarget] | None:
-        """``(user, guest)``, when admitted; None once the handshake was refused."""
+    async def connect(self) -> None:
         user = await self.admit()
         if user is None:
-            return None
+            return
         target = await load_target(user, int(self.scope["url_route"]["kwargs"]["guest_id"]))
         if target is None:
             await self.close(code=CLOSE_NOT_FOUND)
-            return None
+            return
         self.target = target
-        return user, target
+        requested = self.scope.get("subprotocols") or []
+        await self.accept(self.subprotocol if self.subprotocol in requested else None)
+        await self.start(user, target)
+
+    async def start(self, user: Any, target: GuestSessionTarget) -> None:
+        """Reach the console (the handshake is accepted): ``opened()``, or ``_end()``."""
+        raise NotImplementedError
+
+    async def opened(self, user: Any, target: GuestSessionTarget, **fields: Any) -> None:
+        """The session is connected: audited, with ``fields`` (read-only or view-only, the
+        route...), and said to the browser with the same ``fields``."""
+        message = (f"Opened the {self.title} of {target.name} on {target.host_name}"
+                   + (f" ({self.restricted})" if not target.may_act else ""))
+        client = self.scope.get("client")
+        await _audit_opened(f"guest.{self.kind}", user, target, message, fields,
+                            client[0] if client else None)
+        await self._send_json({"type": f"{self.kind}.status", "state": "connected", **fields,
+                               "guest": target.name, "host": target.host_name})
 
     async def stop_pump(self) -> None:
         """Cancel the task relaying the console to the browser (unless it is the caller)."""
@@ -91,7 +128,7 @@ class GuestSessionConsumer(AdmittingWebsocketConsumer):
         if self.ending:
             return
         self.ending = True
-        await self._send_json({"type": self.closed_type, "reason": ending.reason,
+        await self._send_json({"type": f"{self.kind}.closed", "reason": ending.reason,
                                "message": ending.message})
         await self.close(code=ending.code)
 

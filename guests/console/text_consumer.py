@@ -26,18 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from channels.db import database_sync_to_async
-
+from guests.console.diagnosis import guest_ending
 from guests.console.sessions import Ending, GuestSessionConsumer, GuestSessionTarget
-from hosts.virt import VirtError, VirtObjectNotFound
-from hosts.virt import domains as virt
+from hosts.virt import VirtError
 from hosts.virt.console import ConsoleInUse, ConsoleStream
-from xenweb.audit.services import record
 from xenweb.ws_base import (
     CLOSE_CONSOLE_ERROR,
     CLOSE_GUEST_STOPPED,
@@ -51,54 +47,14 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 POLL_SECONDS = 0.05
-SETTLE_SECONDS = 3.0  # how long an ended console waits for the guest's state to follow
-RUNNING_STATES = frozenset({"running", "blocked", "paused", "pmsuspended", "shutdown"})
-
-
-@database_sync_to_async
-def _audit_opened(user: Any, target: GuestSessionTarget, client: str | None) -> None:
-    record(
-        "guest.console",
-        user=user,
-        target_type="guests.guest",
-        target_id=target.guest_pk,
-        target_label=target.name,
-        message=f"Opened the console of {target.name} on {target.host_name}"
-        + (" (read-only)" if not target.may_act else ""),
-        host=target.host_name,
-        readonly=not target.may_act,
-        client=client,
-    )
-
-
-def _guest_state(target: GuestSessionTarget, *, settle: bool) -> str:
-    """The guest's state in libvirt. With ``settle``, a running state is asked again for a
-    moment: the console ends a little before a stopping guest's state changes."""
-    deadline = time.monotonic() + (SETTLE_SECONDS if settle else 0.0)
-    while True:
-        state = virt.get_domain(target.host_uri, target.uuid,
-                                allow_insecure=target.allow_insecure_transport).state
-        if state not in RUNNING_STATES or time.monotonic() >= deadline:
-            return state
-        time.sleep(0.1)
 
 
 def diagnose(target: GuestSessionTarget, error: VirtError | None, *, opened: bool) -> Ending:
     """Why the console could not open (``opened=False``) or ended: asks libvirt for the
     guest's state, so blocking; runs on the console's thread."""
-    try:
-        state = _guest_state(target, settle=opened)
-    except VirtObjectNotFound:
-        return Ending("gone", f"The guest {target.name} no longer exists on {target.host_name}.",
-                      CLOSE_NO_CONSOLE)
-    except VirtError as exc:
-        return Ending("error", str(exc), CLOSE_CONSOLE_ERROR)
-    if state not in RUNNING_STATES:
-        if opened:
-            return Ending("stopped", f"The guest {target.name} stopped ({state}).",
-                          CLOSE_GUEST_STOPPED)
-        return Ending("not-running", f"The guest {target.name} is not running ({state}); "
-                      "the console opens when it starts.", CLOSE_GUEST_STOPPED)
+    ending = guest_ending(target, opened=opened)
+    if ending is not None:
+        return ending
     if not opened:
         message = str(error) if error else "The console could not be opened."
         return Ending("error", message, CLOSE_CONSOLE_ERROR)
@@ -129,7 +85,9 @@ def in_use(target: GuestSessionTarget) -> Ending:
 class GuestConsoleConsumer(GuestSessionConsumer):
     """Bridges one websocket to one libvirt console stream of a guest."""
 
-    closed_type = "console.closed"
+    kind = "console"
+    title = "console"
+    restricted = "read-only"
     stream: ConsoleStream | None = None
     executor: ThreadPoolExecutor | None = None
     warned_readonly = False
@@ -144,12 +102,7 @@ class GuestConsoleConsumer(GuestSessionConsumer):
 
     # --- websocket life cycle ----------------------------------------------------------
 
-    async def connect(self) -> None:
-        admitted = await self.admit_target()
-        if admitted is None:
-            return
-        user, target = admitted
-        await self.accept()
+    async def start(self, user: Any, target: GuestSessionTarget) -> None:
         if target.is_privileged:
             await self._end(Ending(
                 "no-console",
@@ -170,12 +123,7 @@ class GuestConsoleConsumer(GuestSessionConsumer):
         except VirtError as exc:
             await self._end(await self._call(diagnose, target, exc, opened=False))
             return
-        client = self.scope.get("client")
-        await _audit_opened(user, target, client[0] if client else None)
-        await self._send_json({
-            "type": "console.status", "state": "connected", "readonly": not target.may_act,
-            "guest": target.name, "host": target.host_name,
-        })
+        await self.opened(user, target, readonly=not target.may_act)
         self.pump = asyncio.create_task(self._pump())
 
     async def disconnect(self, code: int) -> None:

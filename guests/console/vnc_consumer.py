@@ -39,14 +39,11 @@ import asyncio
 import logging
 from typing import Any
 
-from channels.db import database_sync_to_async
-
 from guests.console.diagnosis import diagnose
 from guests.console.rfb import RfbFilterError, ViewerInputFilter
 from guests.console.route import Route, VncUnavailable, resolve, where
 from guests.console.sessions import Ending, GuestSessionConsumer, GuestSessionTarget
 from guests.console.tunnel import CHUNK, Tunnel, open_tunnel
-from xenweb.audit.services import record
 from xenweb.ws_base import CLOSE_REFUSED_INPUT
 
 logger = logging.getLogger(__name__)
@@ -54,37 +51,17 @@ logger = logging.getLogger(__name__)
 SUBPROTOCOL = "binary"
 
 
-@database_sync_to_async
-def _audit_opened(user: Any, target: GuestSessionTarget, route: Route, client: str | None) -> None:
-    record(
-        "guest.vnc",
-        user=user,
-        target_type="guests.guest",
-        target_id=target.guest_pk,
-        target_label=target.name,
-        message=f"Opened the graphical console of {target.name} on {target.host_name}"
-        + (" (view-only)" if not target.may_act else ""),
-        host=target.host_name,
-        view_only=not target.may_act,
-        via=route.label,
-        client=client,
-    )
-
-
 class GuestVncConsumer(GuestSessionConsumer):
     """Relays one websocket (noVNC) to one connection to a guest's VNC server."""
 
-    closed_type = "vnc.closed"
+    kind = "vnc"
+    title = "graphical console"
+    restricted = "view-only"
+    subprotocol = SUBPROTOCOL
     tunnel: Tunnel | None = None
     input_filter: ViewerInputFilter | None = None
 
-    async def connect(self) -> None:
-        admitted = await self.admit_target()
-        if admitted is None:
-            return
-        user, target = admitted
-        requested = self.scope.get("subprotocols") or []
-        await self.accept(SUBPROTOCOL if SUBPROTOCOL in requested else None)
+    async def start(self, user: Any, target: GuestSessionTarget) -> None:
         try:
             route = await asyncio.to_thread(resolve, target)
         except VncUnavailable as exc:
@@ -99,12 +76,7 @@ class GuestVncConsumer(GuestSessionConsumer):
             return
         if not target.may_act:
             self.input_filter = ViewerInputFilter()
-        client = self.scope.get("client")
-        await _audit_opened(user, target, route, client[0] if client else None)
-        await self._send_json({
-            "type": "vnc.status", "state": "connected", "view_only": not target.may_act,
-            "guest": target.name, "host": target.host_name, "via": route.label,
-        })
+        await self.opened(user, target, view_only=not target.may_act, via=route.label)
         self.pump = asyncio.create_task(self._pump(self.tunnel, target, route))
 
     async def disconnect(self, code: int) -> None:

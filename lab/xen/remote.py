@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import time
 
+from hosts.virt import ssh as virt_ssh
 from lab.errors import LabError
 
 from .manager import XenHost
@@ -20,16 +21,16 @@ NOT_CONNECTED = "kex_exchange_identification"
 
 
 def ssh_argv(host: XenHost, command: list[str]) -> list[str]:
-    """The ssh command line running ``command`` (quoted word by word) as root on dom0."""
+    """The ssh command line running ``command`` (quoted word by word) as root on dom0: the
+    appliance's key, and the host's own known_hosts (not the appliance's pins)."""
     from xenweb.appliance.sshkeys import ensure_keypair
 
-    return [
-        "ssh", "-i", str(ensure_keypair()), "-p", str(host.ssh_port),
-        "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={host.known_hosts}", "-o", "ConnectTimeout=30",
-        "-o", "LogLevel=ERROR",
-        "root@127.0.0.1", "--", shlex.join(command),
-    ]
+    login = virt_ssh.SshLogin(known_hosts=str(host.known_hosts), key=str(ensure_keypair()))
+    return virt_ssh.ssh_argv(
+        login, "127.0.0.1", user="root", port=host.ssh_port,
+        options=["-o", "BatchMode=yes", "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR"],
+        command=[shlex.join(command)],
+    )
 
 
 def run_on(host: XenHost, command: list[str], *, timeout: float = SSH_TIMEOUT_S,

@@ -30,12 +30,9 @@
   function setup(root) {
     const path = root.dataset.consoleWs;
     const readonly = root.dataset.readonly === "true";
-    const hostId = root.dataset.hostId;
     const el = document.getElementById("console-terminal");
-    const statusEl = document.getElementById("console-status");
-    const detailEl = document.getElementById("console-detail");
-    const reconnectBtn = document.getElementById("console-reconnect");
-    const viewerNote = document.getElementById("console-viewer-note");
+    const { setStatus, detailEl, reconnectBtn, viewerNote, retry } =
+      common.page(root, "console", "consoleState", STATUS_CLASS, connect);
     const encoder = new TextEncoder();
 
     const term = new window.Terminal({
@@ -77,26 +74,21 @@
     if (window.ResizeObserver) new ResizeObserver(refit).observe(el);
 
     // ---- status line -------------------------------------------------------------------
-    const setStatus = common.statusLine(root, "consoleState", statusEl, detailEl, STATUS_CLASS);
     function note(text) { term.write("\r\n\x1b[2m[" + text + "]\x1b[0m\r\n"); }
 
     // ---- the websocket, with reconnect and backoff ------------------------------------
     let ws = null, everConnected = false;
-    const retry = common.retrier(connect, setStatus, reconnectBtn, hostId);
 
     function connect() {
-      retry.clear();
-      if (ws) return;
-      reconnectBtn.classList.add("d-none");
-      setStatus("connecting", "connecting…");
+      if (!retry.begin(ws)) return;
       let last = null, live = false;
       const socket = new WebSocket(common.socketUrl(path));
       socket.binaryType = "arraybuffer";
       ws = socket;
       socket.onmessage = function (ev) {
         if (typeof ev.data !== "string") { term.write(new Uint8Array(ev.data)); return; }
-        let msg;
-        try { msg = JSON.parse(ev.data); } catch (e) { return; }
+        const msg = common.statusMessage(ev.data);
+        if (!msg) return;
         if (msg.type === "console.status") {
           live = true;
           retry.reset();
@@ -115,8 +107,7 @@
         const message = last ? last.message : "";
         if (ev.code === common.CLOSE_TAKEN_OVER) {
           if (live) note("console taken over by another session");
-          setStatus("taken-over", "taken over", message);
-          reconnectBtn.classList.remove("d-none");
+          retry.stop("taken-over", "taken over", message);
           return;
         }
         if (ev.code === common.CLOSE_IN_USE) {
@@ -138,8 +129,7 @@
           return;
         }
         if (live) note("connection lost");
-        retry.schedule(retry.backoff(), "reconnecting", "reconnecting",
-                       message || "The connection was lost.");
+        retry.lost(message);
       };
     }
 

@@ -1,7 +1,8 @@
 /* What the pages of a guest's consoles share (console.js: text, vnc.js: graphical; their
  * server side is guests/console/sessions.py): the close codes (xenweb/ws_base.py), the
- * socket's URL, the status badge and the reconnect schedule. A classic script, loaded
- * before either of them; they find it as window.xenwebGuestSession.
+ * socket's URL, the status messages, the page's status line and Reconnect button, and the
+ * reconnect schedule. A classic script, loaded before either of them; they find it as
+ * window.xenwebGuestSession.
  */
 (function () {
   "use strict";
@@ -12,6 +13,11 @@
 
   function socketUrl(path) {
     return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
+  }
+
+  /* A text frame from the server: its JSON status message, or null. */
+  function statusMessage(text) {
+    try { return JSON.parse(text); } catch (e) { return null; }
   }
 
   /* setStatus(state, text, detail) for the badge `statusEl` and the line `detailEl`; the
@@ -38,6 +44,20 @@
       retry.timer = null;
       retry.waitingForGuest = false;
     };
+    /* The start of connect(): false while a socket is still `open` (nothing to do). */
+    retry.begin = function (open) {
+      retry.clear();
+      if (open) return false;
+      reconnectBtn.classList.add("d-none");
+      setStatus("connecting", "connecting…");
+      return true;
+    };
+    /* No retry: the status, and the Reconnect button. */
+    retry.stop = function (state, text, detail) {
+      clearTimeout(retry.timer);
+      setStatus(state, text, detail);
+      reconnectBtn.classList.remove("d-none");
+    };
     retry.schedule = function (ms, state, text, detail) {
       clearTimeout(retry.timer);
       setStatus(state, text, (detail ? detail + " " : "") + "Retrying in " + Math.round(ms / 1000) + " s.");
@@ -50,6 +70,11 @@
       const wait = retry.delay;
       retry.delay = Math.min(retry.delay * 2, MAX_DELAY);
       return wait;
+    };
+    /* After a lost connection or a failure of the host. */
+    retry.lost = function (message) {
+      retry.schedule(retry.backoff(), "reconnecting", "reconnecting",
+                     message || "The connection was lost.");
     };
     /* After the guest stopped: a slow retry, and an early one when the guest starts. */
     retry.guestStopped = function (state, text, detail) {
@@ -69,6 +94,20 @@
     return retry;
   }
 
+  /* What both pages have, by id (`prefix`-status, -detail, -reconnect, -viewer-note): the
+   * status line (`stateKey`, `classes`: see statusLine) and the reconnect schedule of
+   * `connect` for the guest's host (root's data-host-id). */
+  function page(root, prefix, stateKey, classes, connect) {
+    const byId = function (name) { return document.getElementById(prefix + "-" + name); };
+    const detailEl = byId("detail"), reconnectBtn = byId("reconnect");
+    const setStatus = statusLine(root, stateKey, byId("status"), detailEl, classes);
+    return {
+      setStatus: setStatus, detailEl: detailEl, reconnectBtn: reconnectBtn,
+      viewerNote: byId("viewer-note"),
+      retry: retrier(connect, setStatus, reconnectBtn, root.dataset.hostId),
+    };
+  }
+
   /* A viewer who tries to type or click sees the note that says why nothing happens. */
   function flashOnInput(target, eventName, note) {
     if (!note) return;
@@ -82,6 +121,7 @@
     CLOSE_GUEST_STOPPED: CLOSE_GUEST_STOPPED, CLOSE_TAKEN_OVER: CLOSE_TAKEN_OVER,
     CLOSE_NO_CONSOLE: CLOSE_NO_CONSOLE, CLOSE_REFUSED_INPUT: CLOSE_REFUSED_INPUT,
     CLOSE_IN_USE: CLOSE_IN_USE,
-    socketUrl: socketUrl, statusLine: statusLine, retrier: retrier, flashOnInput: flashOnInput,
+    socketUrl: socketUrl, statusMessage: statusMessage, statusLine: statusLine,
+    retrier: retrier, page: page, flashOnInput: flashOnInput,
   };
 })();

@@ -34,9 +34,8 @@ class StatusChannel {
     ws.addEventListener("close", (ev) => { if (this.onclose) this.onclose(ev); });
     ws.addEventListener("message", (ev) => {
       if (typeof ev.data === "string") {
-        let msg = null;
-        try { msg = JSON.parse(ev.data); } catch (e) { return; }
-        onStatus(msg);
+        const msg = common.statusMessage(ev.data);
+        if (msg) onStatus(msg);
       } else if (this.onmessage) {
         this.onmessage(ev);
       }
@@ -53,34 +52,19 @@ class StatusChannel {
 function setup(root, RFB) {
   const path = root.dataset.vncWs;
   const viewOnly = root.dataset.viewOnly === "true";
-  const hostId = root.dataset.hostId;
   const screen = document.getElementById("vnc-screen");
-  const statusEl = document.getElementById("vnc-status");
-  const detailEl = document.getElementById("vnc-detail");
-  const reconnectBtn = document.getElementById("vnc-reconnect");
   const cadBtn = document.getElementById("vnc-ctrl-alt-del");
   const scaleBox = document.getElementById("vnc-scale");
   const credentials = document.getElementById("vnc-credentials");
   const passwordInput = document.getElementById("vnc-password");
-  const viewerNote = document.getElementById("vnc-viewer-note");
-
-  const setStatus = common.statusLine(root, "vncState", statusEl, detailEl, STATUS_CLASS);
+  const { setStatus, detailEl, reconnectBtn, viewerNote, retry } =
+    common.page(root, "vnc", "vncState", STATUS_CLASS, connect);
 
   let rfb = null, ws = null;
-  const retry = common.retrier(connect, setStatus, reconnectBtn, hostId);
-
-  function stop(state, text, detail) {
-    clearTimeout(retry.timer);
-    setStatus(state, text, detail);
-    reconnectBtn.classList.remove("d-none");
-  }
 
   function connect() {
-    retry.clear();
-    if (ws) return;
-    reconnectBtn.classList.add("d-none");
+    if (!retry.begin(ws)) return;
     credentials.classList.add("d-none");
-    setStatus("connecting", "connecting…");
     let last = null, live = false, securityFailure = null;
     const socket = new WebSocket(common.socketUrl(path), ["binary"]);
     ws = socket;
@@ -131,20 +115,20 @@ function setup(root, RFB) {
       credentials.classList.add("d-none");
       const message = last ? last.message : "";
       if (securityFailure) {
-        stop("error", "refused", securityFailure);
+        retry.stop("error", "refused", securityFailure);
         return;
       }
       const noConsole = ev.code === common.CLOSE_NO_CONSOLE;
       if (noConsole || ev.code === common.CLOSE_REFUSED_INPUT) {
-        stop(noConsole ? "no-vnc" : "error", noConsole ? "no graphical console" : "refused", message);
+        retry.stop(noConsole ? "no-vnc" : "error", noConsole ? "no graphical console" : "refused",
+                   message);
         return;
       }
       if (ev.code === common.CLOSE_GUEST_STOPPED) {
         retry.guestStopped("stopped", live ? "guest stopped" : "not running", message);
         return;
       }
-      retry.schedule(retry.backoff(), "reconnecting", "reconnecting",
-                     message || "The connection was lost.");
+      retry.lost(message);
     });
   }
 
