@@ -21,8 +21,7 @@ def diagnose(target: GuestSessionTarget, detail: str) -> Ending:
     deadline = time.monotonic() + SETTLE_SECONDS
     try:
         while True:
-            state = virt.get_domain(target.host_uri, target.uuid,
-                                    allow_insecure=target.allow_insecure_transport).state
+            state = virt.get_domain(target.virt_target, target.uuid).state
             if state not in RUNNING_STATES or time.monotonic() >= deadline:
                 break
             time.sleep(0.1)

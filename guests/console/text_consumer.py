@@ -76,8 +76,7 @@ def _guest_state(target: GuestSessionTarget, *, settle: bool) -> str:
     moment: the console ends a little before a stopping guest's state changes."""
     deadline = time.monotonic() + (SETTLE_SECONDS if settle else 0.0)
     while True:
-        state = virt.get_domain(target.host_uri, target.uuid,
-                                allow_insecure=target.allow_insecure_transport).state
+        state = virt.get_domain(target.virt_target, target.uuid).state
         if state not in RUNNING_STATES or time.monotonic() >= deadline:
             return state
         time.sleep(0.1)
@@ -161,8 +160,7 @@ class GuestConsoleConsumer(GuestSessionConsumer):
         try:
             # Only a session that may type takes the console from another one.
             self.stream = await self._call(
-                ConsoleStream, target.host_uri, target.uuid, force=target.may_act,
-                allow_insecure=target.allow_insecure_transport,
+                ConsoleStream, target.virt_target, target.uuid, force=target.may_act,
             )
         except ConsoleInUse:
             await self._end(in_use(target))
