@@ -20,6 +20,7 @@ from guests.migration.job import migrate_body
 from guests.migration.services import request_migration
 from guests.models import Guest
 from hosts.models import Host
+from hosts.virt import VirtTarget
 from hosts.virt import domains as virt
 from hosts.virt.console import read_console_until
 from lab.bootfiles import lab_boot_files
@@ -77,7 +78,7 @@ def _scenario(hosts: list[Host], memory_mib: int, dirty_mib: int, user: Any) -> 
     uuid, name = str(guest.uuid), guest.name
     act(guest, "start", user=user)
     ready = TINY_GUEST_DIRTYING if dirty_mib else TINY_GUEST_TICK
-    if ready not in read_console_until(a.uri, uuid, ready, 180, allow_insecure=True):
+    if ready not in read_console_until(VirtTarget(a.uri, allow_insecure=True), uuid, ready, 180):
         raise RuntimeError(f"the tiny guest did not print '{ready}'")
     app, bare = [], []
     here, there = a, b
@@ -90,8 +91,8 @@ def _scenario(hosts: list[Host], memory_mib: int, dirty_mib: int, user: Any) -> 
             _guest_on(here, uuid)
     finally:
         reconcile_host(there)
-        virt.destroy(here.uri, uuid, allow_insecure=True)
-        virt.undefine(here.uri, uuid, allow_insecure=True)
+        virt.destroy(VirtTarget(here.uri, allow_insecure=True), uuid)
+        virt.undefine(VirtTarget(here.uri, allow_insecure=True), uuid)
     return _summary(app, bare)
 
 

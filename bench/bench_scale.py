@@ -29,6 +29,7 @@ from guests.api.guests import GuestSerializer
 from guests.inventory import refresh_guest
 from guests.models import Guest
 from hosts.models import Host
+from hosts.virt import VirtTarget
 from hosts.virt import domains as virt
 from hosts.virt.connection import drop_connection
 from inventory.monitor import sync_inventory
@@ -64,7 +65,7 @@ def live_list(hosts: list[Host]) -> list[dict[str, Any]]:
     """The baseline: every guest read from libvirt on the request, serialised the same way."""
     rows = []
     for host in hosts:
-        for info in virt.list_domains(host.uri):
+        for info in virt.list_domains(VirtTarget(host.uri)):
             guest = Guest(host=host, uuid=info.uuid, name=info.name, state=info.state,
                           os_type=info.xml.os_type, vcpus=info.xml.vcpus,
                           memory_mib=info.xml.memory_mib,
@@ -143,7 +144,8 @@ def _state_changes(cookie: str) -> dict[str, Any]:
     guest = host.guests.filter(state="running").order_by("name").first()
 
     def change(state: str) -> None:
-        (virt.pause if state == "paused" else virt.resume)(host.uri, str(guest.uuid))
+        (virt.pause if state == "paused" else virt.resume)(VirtTarget(host.uri),
+                                                           str(guest.uuid))
         row = refresh_guest(host, str(guest.uuid))
         event = DomainEvent(uri=host.uri, uuid=str(guest.uuid), name=guest.name,
                             kind="suspended" if state == "paused" else "resumed",

@@ -27,7 +27,7 @@ from conversions.v2v.services import start_import
 from conversions.v2v.sources import import_root
 from guests.models import Guest
 from hosts.models import Host
-from hosts.virt import domains
+from hosts.virt import VirtTarget, domains
 from lab.daemons import lab_down, lab_up
 from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
@@ -99,7 +99,7 @@ def _export_rounds(host: Any, pool: Pool, area: Path, user: Any) -> dict[str, An
             for step in ((bare, xva) if rnd % 2 == 0 else (xva, bare)):
                 step()
     finally:
-        domains.undefine(host.uri, str(guest.uuid), allow_insecure=True)
+        domains.undefine(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid))
         Path(volume).unlink(missing_ok=True)
     print(f"  export rounds: xva {[round(t, 2) for t in times['xva']]} s, qemu-img "
           f"{[round(t, 2) for t in times['bare']]} s", flush=True)
@@ -147,7 +147,7 @@ def run() -> dict[str, Any]:
                 if job.state != "succeeded":
                     raise RuntimeError(f"import failed: {job.error}")
                 guest = Guest.objects.get(pk=job.result["guest"])
-                domains.undefine(host.uri, str(guest.uuid), allow_insecure=True)
+                domains.undefine(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid))
                 for path in job.result["volumes"]:
                     Path(path).unlink(missing_ok=True)
 

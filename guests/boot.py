@@ -101,8 +101,7 @@ def _checked(host: Host, pool: Pool, name: str, what: str, field: str,
     if not pool.active:
         raise BootRefused(field, f"Pool '{pool.name}' is not running: start it first.")
     try:
-        facts = virt.volume_facts(host.uri, pool.name, name,
-                                  allow_insecure=host.allow_insecure_transport)
+        facts = virt.volume_facts(host.virt_target, pool.name, name)
     except VirtObjectNotFound as exc:
         raise BootRefused(field, f"There is no file {label} on host '{host}'.") from exc
     except VirtError as exc:
@@ -119,7 +118,7 @@ def _checked(host: Host, pool: Pool, name: str, what: str, field: str,
         raise BootRefused(field, f"{label} is a disk of guest '{users[0]}': a disk cannot "
                                  f"be a {what}.")
     try:
-        head = virt.read_head(host.uri, facts.path, allow_insecure=host.allow_insecure_transport)
+        head = virt.read_head(host.virt_target, facts.path)
     except VirtError as exc:
         raise BootRefused(field, f"{label} cannot be read on host '{host}': {exc}") from exc
     if head is not None and not LOOKS_RIGHT[what](head):

@@ -48,15 +48,14 @@ def set_vcpus(guest: Guest, count: int, *, user: Any, request: Any = None) -> st
     if not 1 <= count <= maximum:
         raise GuestError(f"vCPUs must be between 1 and the guest's maximum of {maximum}.")
     return _run(guest, "vcpus", lambda: virt_devices.set_vcpus(
-        guest.host.uri, str(guest.uuid), count, allow_insecure=guest.host.allow_insecure_transport),
+        guest.host.virt_target, str(guest.uuid), count),
         user=user, request=request, vcpus=count)
 
 
 def _max_vcpus(guest: Guest) -> int:
     from hosts.virt.domains import get_domain
 
-    return get_domain(guest.host.uri, str(guest.uuid),
-                      allow_insecure=guest.host.allow_insecure_transport).xml.max_vcpus
+    return get_domain(guest.host.virt_target, str(guest.uuid)).xml.max_vcpus
 
 
 def _next_target(guest: Guest) -> tuple[str, str]:
@@ -99,15 +98,14 @@ def attach_volume(guest: Guest, volume: Volume, *, shareable: bool = False,
     spec = dx.DiskSpec(source=volume.path, target=target, bus=bus,
                        format=volume.format or "raw", shareable=shareable, readonly=readonly)
     return _run(guest, "attach_disk", lambda: virt_devices.attach(
-        guest.host.uri, str(guest.uuid), spec, allow_insecure=guest.host.allow_insecure_transport),
+        guest.host.virt_target, str(guest.uuid), spec),
         user=user, request=request, volume=volume.path, disk=target, shareable=shareable,
         readonly=readonly)
 
 
 def detach_disk(guest: Guest, target: str, *, user: Any, request: Any = None) -> str:
     return _run(guest, "detach_disk", lambda: virt_devices.detach_disk(
-        guest.host.uri, str(guest.uuid), target,
-        allow_insecure=guest.host.allow_insecure_transport),
+        guest.host.virt_target, str(guest.uuid), target),
         user=user, request=request, disk=target)
 
 
@@ -117,11 +115,11 @@ def attach_nic(guest: Guest, *, bridge: str = "", network: str = "", mac: str = 
     if bool(bridge) == bool(network):
         raise GuestError("Give a bridge or a network for the new interface.")
     return _run(guest, "attach_nic", lambda: virt_devices.attach(
-        guest.host.uri, str(guest.uuid), spec, allow_insecure=guest.host.allow_insecure_transport),
+        guest.host.virt_target, str(guest.uuid), spec),
         user=user, request=request, mac=spec.mac)
 
 
 def detach_nic(guest: Guest, mac: str, *, user: Any, request: Any = None) -> str:
     return _run(guest, "detach_nic", lambda: virt_devices.detach_nic(
-        guest.host.uri, str(guest.uuid), mac, allow_insecure=guest.host.allow_insecure_transport),
+        guest.host.virt_target, str(guest.uuid), mac),
         user=user, request=request, mac=mac)

@@ -56,7 +56,7 @@ def migrating_uuids() -> set[str]:
 
 def reconcile_host(host: Host) -> ReconcileResult:
     """Make the host's cached guests equal what libvirt reports (raises VirtError)."""
-    domains = virt.list_domains(host.uri, allow_insecure=host.allow_insecure_transport)
+    domains = virt.list_domains(host.virt_target)
     created = updated = 0
     moving = migrating_uuids()
     with transaction.atomic():
@@ -96,7 +96,7 @@ def refresh_guest(host: Host, uuid: str) -> Guest | None:
     if uuid in migrating_uuids():
         return Guest.objects.filter(uuid=uuid).first()
     try:
-        info = virt.get_domain(host.uri, uuid, allow_insecure=host.allow_insecure_transport)
+        info = virt.get_domain(host.virt_target, uuid)
     except VirtObjectNotFound:
         Guest.objects.filter(host=host, uuid=uuid).delete()
         return None

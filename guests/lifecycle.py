@@ -105,8 +105,7 @@ def refresh(guest: Guest) -> Guest:
     """
     for attempt in range(1, REREAD_ATTEMPTS + 1):
         try:
-            info = virt.get_domain(guest.host.uri, str(guest.uuid),
-                                   allow_insecure=guest.host.allow_insecure_transport)
+            info = virt.get_domain(guest.host.virt_target, str(guest.uuid))
             break
         except VirtObjectNotFound:
             raise
@@ -121,15 +120,15 @@ def refresh(guest: Guest) -> Guest:
 
 
 def _call(guest: Guest, action: str, **params: Any) -> None:
-    uri, uuid, lab = guest.host.uri, str(guest.uuid), guest.host.allow_insecure_transport
+    host, uuid = guest.host.virt_target, str(guest.uuid)
     if action == "autostart":
-        virt.set_autostart(uri, uuid, bool(params.get("enabled", True)), allow_insecure=lab)
+        virt.set_autostart(host, uuid, bool(params.get("enabled", True)))
         return
     calls = {
         "start": virt.start, "reboot": virt.reboot, "destroy": virt.destroy,
         "pause": virt.pause, "resume": virt.resume, "shutdown": virt.shutdown,
     }
-    calls[action](uri, uuid, allow_insecure=lab)
+    calls[action](host, uuid)
 
 
 def act(guest: Guest, action: str, *, user: Any, request: Any = None, **params: Any) -> Guest:

@@ -161,8 +161,7 @@ class Provisioning:
     def _undefine(self) -> None:
         host = self.plan.host
         try:
-            virt_domains.undefine(host.uri, self._defined,
-                                  allow_insecure=host.allow_insecure_transport)
+            virt_domains.undefine(host.virt_target, self._defined)
         except VirtObjectNotFound:
             pass  # the definition itself failed: nothing was defined
         except Exception:  # never hide the error that made the undo run

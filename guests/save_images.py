@@ -38,6 +38,7 @@ from hosts.virt import (
     HostDriverError,
     HostUnreachable,
     VirtError,
+    VirtTarget,
     parse_uri,
     save_image,
     save_xml,
@@ -180,7 +181,7 @@ def save_guest(guest: Guest, pool_id: int | None, *, user: Any = None,
 
     log = log or _quiet
     check_allowed(guest, "save")
-    uri, uuid, lab = guest.host.uri, str(guest.uuid), guest.host.allow_insecure_transport
+    host, uuid = guest.host.virt_target, str(guest.uuid)
     previous = _own_volume(guest)
     if writes_locally(guest):
         path = demo_save_path(guest)
@@ -188,7 +189,7 @@ def save_guest(guest: Guest, pool_id: int | None, *, user: Any = None,
         if path.is_symlink():  # the test driver's save follows one
             path.unlink()
         log(f"Saving the memory of '{guest}' to the appliance's saves folder")
-        xml = virt.save(uri, uuid, str(path), allow_insecure=lab)
+        xml = virt.save(host, uuid, str(path))
         _record(guest, str(path), None, xml)
         return {"guest": guest.pk, "path": str(path)}
     pool = choose_pool(guest, pool_id)
@@ -206,7 +207,7 @@ def save_guest(guest: Guest, pool_id: int | None, *, user: Any = None,
         raise GuestError(f"Cannot create the save volume: {exc}") from exc
     log(f"Saving the memory of '{guest}' into volume '{name}' of pool '{pool}'")
     try:
-        xml = virt.save(uri, uuid, volume.path, allow_insecure=lab)
+        xml = virt.save(host, uuid, volume.path)
     except VirtError:
         _record(guest, *before)
         with contextlib.suppress(StorageError):
@@ -307,28 +308,28 @@ def verified_definition(guest: Guest, source: RestoreSource) -> str:
 
     The header is read by the app itself (hosts.virt.save_image), never by libvirt's
     saveImageGetXMLDesc: QEMU's driver would run the emulator an untrusted image names."""
-    uri, lab = guest.host.uri, guest.host.allow_insecure_transport
+    host = guest.host.virt_target
     label = source.label[:1].upper() + source.label[1:]
     if not source.own and not source.legacy and not takes_definition(guest):
         raise SaveImageRefused(
             f"{guest.host}'s hypervisor driver restores a guest with the definition inside "
             f"the image, which could change after the check: only the guest's own save "
             f"(made by xenweb and locked since) is restored there, not {source.label}.")
-    return checked_image(uri, source.path, uuid=str(guest.uuid), label=label,
+    return checked_image(host, source.path, uuid=str(guest.uuid), label=label,
                          expected=lambda: source.expected_xml or virt.domain_xml(
-                             uri, str(guest.uuid), inactive=True, allow_insecure=lab),
-                         allow_insecure=lab, guest_label=str(guest))
+                             host, str(guest.uuid), inactive=True),
+                         guest_label=str(guest))
 
 
-def checked_image(uri: str, path: str, *, uuid: str, label: str, expected: Any,
-                  allow_insecure: bool = False, guest_label: str = "") -> str:
-    """The domain XML in the save image at `path` on host `uri`, read by the app itself,
+def checked_image(host: VirtTarget, path: str, *, uuid: str, label: str, expected: Any,
+                  guest_label: str = "") -> str:
+    """The domain XML in the save image at `path` on `host`, read by the app itself,
     once it is found to be the guest `uuid`'s and to differ from `expected()` (the
     definition the save ran with, or the guest's own) only in what libvirt itself changes.
     SaveImageRefused otherwise; GuestError when the host cannot be asked."""
     guest_label = guest_label or uuid
     try:
-        image_xml = save_image.read_xml(uri, path, allow_insecure=allow_insecure)
+        image_xml = save_image.read_xml(host, path)
     except save_image.SaveImageFormatError as exc:
         raise SaveImageRefused(f"{label} holds no libvirt save image: {exc}.") from exc
     except (HostUnreachable, HostAuthError, HostDriverError) as exc:
@@ -359,9 +360,8 @@ def restore_guest(guest: Guest, volume_id: int | None, *, user: Any = None,
     source = restore_source(guest, volume_id)
     checked = verified_definition(guest, source)
     log(f"Restoring '{guest}' from {source.label}")
-    virt.restore(guest.host.uri, source.path,
-                 dxml=checked if takes_definition(guest) else None,
-                 allow_insecure=guest.host.allow_insecure_transport)
+    virt.restore(guest.host.virt_target, source.path,
+                 dxml=checked if takes_definition(guest) else None)
     if source.own or source.legacy:
         _discard(guest, source, user=user, log=log)
         _record(guest, "", None, "")
@@ -379,7 +379,6 @@ def _discard(guest: Guest, source: RestoreSource, *, user: Any, log: Any) -> Non
         elif writes_locally(guest):
             Path(source.path).unlink(missing_ok=True)
         else:
-            delete_file(guest.host.uri, source.path,
-                        allow_insecure=guest.host.allow_insecure_transport)
+            delete_file(guest.host.virt_target, source.path)
     except (StorageError, VirtError, OSError) as exc:
         log(f"The save image {source.label} was kept: {exc}")

@@ -82,10 +82,10 @@ def delete_guest(
 
 
 def _delete_guest(guest: Guest, *, delete_volumes: bool, user: Any, request: Any) -> list[str]:
-    uri, lab = guest.host.uri, guest.host.allow_insecure_transport
+    host = guest.host.virt_target
     try:
-        info = virt.get_domain(uri, str(guest.uuid), allow_insecure=lab)
-        virt.undefine(uri, str(guest.uuid), allow_insecure=lab)
+        info = virt.get_domain(host, str(guest.uuid))
+        virt.undefine(host, str(guest.uuid))
     except VirtError as exc:
         record("guest.delete", user=user, request=request, target=guest, result="failed",
                message=str(exc))
@@ -99,7 +99,7 @@ def _delete_guest(guest: Guest, *, delete_volumes: bool, user: Any, request: Any
             paths.append(saved.path)  # its own save image goes with it
         for path in paths:
             try:
-                delete_volume_by_path(uri, path, allow_insecure=lab)
+                delete_volume_by_path(host, path)
                 deleted.append(path)
             except VirtError as exc:
                 kept.append(f"{path}: {exc}")
@@ -107,7 +107,7 @@ def _delete_guest(guest: Guest, *, delete_volumes: bool, user: Any, request: Any
             if disk.device != "disk" or disk.shareable or not disk.source:
                 continue
             try:
-                delete_volume_by_path(uri, disk.source, allow_insecure=lab)
+                delete_volume_by_path(host, disk.source)
                 deleted.append(disk.source)
             except VirtError as exc:
                 kept.append(f"{disk.source}: {exc}")
@@ -126,9 +126,8 @@ def set_memory(guest: Guest, memory_mib: int, *, user: Any, request: Any = None)
     if not 64 <= memory_mib <= maximum:
         raise GuestError(f"Memory must be between 64 MiB and the maximum of {maximum} MiB.")
     try:
-        virt.set_memory(guest.host.uri, str(guest.uuid), memory_mib,
-                        live=guest.state in ("running", "blocked", "paused"),
-                        allow_insecure=guest.host.allow_insecure_transport)
+        virt.set_memory(guest.host.virt_target, str(guest.uuid), memory_mib,
+                        live=guest.state in ("running", "blocked", "paused"))
     except VirtError as exc:
         record("guest.memory", user=user, request=request, target=guest, result="failed",
                message=str(exc), memory_mib=memory_mib)
@@ -147,7 +146,7 @@ def define_guest(spec: dx.DomainSpec, *, host: Any, user: Any,
     """Define the domain on the host (the spec is validated first); a refusal is audited.
     The Guest row comes with `store_guest` (guests.provisioning does both)."""
     try:
-        return virt.define_domain(host.uri, spec, allow_insecure=host.allow_insecure_transport)
+        return virt.define_domain(host.virt_target, spec)
     except (VirtError, dx.SpecError) as exc:
         record("guest.create", user=user, request=request, target_type="guests.guest",
                target_label=spec.name, result="failed", message=str(exc))

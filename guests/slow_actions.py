@@ -33,8 +33,7 @@ def _wait(guest: Guest, reporter: ProgressReporter, states: tuple[str, ...],
     last_sent = started
     while True:
         elapsed = time.monotonic() - started
-        state = virt.get_domain(guest.host.uri, str(guest.uuid),
-                                allow_insecure=guest.host.allow_insecure_transport).state
+        state = virt.get_domain(guest.host.virt_target, str(guest.uuid)).state
         if state in states:
             return state
         if elapsed > timeout:
@@ -54,8 +53,7 @@ def shutdown_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         check_allowed(guest, "shutdown")
 
         def send() -> None:
-            virt.shutdown(guest.host.uri, str(guest.uuid),
-                          allow_insecure=guest.host.allow_insecure_transport)
+            virt.shutdown(guest.host.virt_target, str(guest.uuid))
             reporter.log(f"Sent the shutdown request (ACPI / PV) to '{guest}'")
 
         def send_again() -> None:
@@ -107,8 +105,7 @@ def managed_save_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     try:
         check_allowed(guest, "managedsave")
         reporter.update(0, total=1, message=f"Saving '{guest}' (managed save)", force=True)
-        virt.managed_save(guest.host.uri, str(guest.uuid),
-                          allow_insecure=guest.host.allow_insecure_transport)
+        virt.managed_save(guest.host.virt_target, str(guest.uuid))
     except (GuestError, VirtError) as exc:
         raise JobError(str(exc)) from exc
     return {"guest": guest.pk, "state": refresh(guest).state}

@@ -17,7 +17,7 @@ class CapabilityError(Exception):
 
 
 def refresh_capabilities(host: Host) -> dict[str, Any]:
-    caps = host_capabilities(host.uri, allow_insecure=host.allow_insecure_transport)
+    caps = host_capabilities(host.virt_target)
     host.capabilities = {
         **asdict(caps),
         "guest_types": list(caps.guest_types()),
@@ -29,7 +29,7 @@ def refresh_capabilities(host: Host) -> dict[str, Any]:
 
 def refresh_resources(host: Host) -> None:
     """Free memory (changes all the time) and the per-guest vCPU limit."""
-    resources = host_resources(host.uri, allow_insecure=host.allow_insecure_transport)
+    resources = host_resources(host.virt_target)
     host.capabilities = {**host.capabilities, **asdict(resources)}
     host.save(update_fields=["capabilities"])
 

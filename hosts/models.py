@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.db import models
 from django.urls import reverse
+
+if TYPE_CHECKING:
+    from hosts.virt import VirtTarget
 
 
 class Host(models.Model):
@@ -65,6 +70,14 @@ class Host(models.Model):
         from hosts.virt.demo import is_private_mock
 
         return is_private_mock(self.uri)
+
+    @property
+    def virt_target(self) -> VirtTarget:
+        """What the adapter (``hosts.virt``) takes to reach this host: its URI and whether
+        an insecure transport may be used (``allow_insecure_transport``)."""
+        from hosts.virt import VirtTarget
+
+        return VirtTarget(self.uri, self.allow_insecure_transport)
 
 
 class HostSample(models.Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from django.db import transaction
@@ -9,7 +10,7 @@ from django.utils import timezone
 
 from hosts.models import Host
 from hosts.signals import host_enrolled
-from hosts.virt import HostProbe, VirtError, parse_uri, probe, validate_uri
+from hosts.virt import HostProbe, VirtError, VirtTarget, parse_uri, probe
 from hosts.virt.networks import NetworkInfo, list_networks
 from hosts.virt.networks import create_isolated_network as _create_isolated
 from xenweb.appliance.sshkeys import DOM0_TRUST, HostKeyError, HostKeyMismatch
@@ -20,9 +21,9 @@ class HostError(Exception):
     """A refusal about hosts, with a message for the user."""
 
 
-def test_connection(uri: str, *, allow_insecure: bool = False) -> HostProbe:
+def test_connection(target: VirtTarget) -> HostProbe:
     """Connect once and describe the host; raises VirtError with what failed."""
-    return probe(uri.strip(), allow_insecure=allow_insecure)
+    return probe(replace(target, uri=target.uri.strip()))
 
 
 def _uses_ssh(uri: str) -> bool:
@@ -137,11 +138,12 @@ def enrol_host(
     if Host.objects.filter(uri=uri).exists():
         raise HostError(f"The host at {uri} is enrolled already.")
     try:
-        validate_uri(uri, allow_insecure=allow_insecure_transport)
+        target = VirtTarget(uri, allow_insecure_transport)
+        target.checked_uri()
         if _uses_ssh(uri):
             _check_enrolment_key(uri, host_key_fingerprint, name=name, user=user,
                                  request=request)
-        info = test_connection(uri, allow_insecure=allow_insecure_transport)
+        info = test_connection(target)
     except HostError as exc:
         record("host.enrol", user=user, request=request, target_type="hosts.host",
                target_label=name, result="failed", message=str(exc), uri=uri)
@@ -190,7 +192,7 @@ def set_migration_uri(host: Host, uri: str, *, user: Any, request: Any = None) -
     address on a storage or migration network); empty: its enrolment URI."""
     uri = uri.strip()
     if uri:
-        uri = validate_uri(uri, allow_insecure=host.allow_insecure_transport)
+        uri = VirtTarget(uri, host.allow_insecure_transport).checked_uri()
         driver = parse_uri(host.uri).driver
         if parse_uri(uri).driver != driver:
             raise HostError(f"The migration URI must use the host's own driver "
@@ -202,15 +204,14 @@ def set_migration_uri(host: Host, uri: str, *, user: Any, request: Any = None) -
 
 
 def networks(host: Host) -> list[NetworkInfo]:
-    return list_networks(host.uri, allow_insecure=host.allow_insecure_transport)
+    return list_networks(host.virt_target)
 
 
 def create_isolated_network(
     host: Host, name: str, bridge: str, *, user: Any, request: Any = None
 ) -> NetworkInfo:
     try:
-        created = _create_isolated(host.uri, name, bridge,
-                                   allow_insecure=host.allow_insecure_transport)
+        created = _create_isolated(host.virt_target, name, bridge)
     except VirtError as exc:
         record("network.create", user=user, request=request, target=host, result="failed",
                message=str(exc), network=name)

@@ -16,7 +16,7 @@ from hosts.charts import HOST_CHARTS, chart_context
 from hosts.forms import HostForm
 from hosts.models import Host
 from hosts.signals import host_page
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from xenweb.appliance.sshkeys import public_key
 
 
@@ -57,7 +57,7 @@ def host_add(request: HttpRequest) -> HttpResponse:
 @permission_required("hosts.add_host", raise_exception=True)
 def host_test(request: HttpRequest) -> HttpResponse:
     try:
-        info = services.test_connection(request.POST.get("uri", ""))
+        info = services.test_connection(VirtTarget(request.POST.get("uri", "")))
     except VirtError as exc:
         return render(request, "hosts/_test_result.html", {"ok": False, "error": str(exc)})
     return render(request, "hosts/_test_result.html", {"ok": True, "info": info})

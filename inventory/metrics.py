@@ -20,7 +20,7 @@ from xenweb.realtime import EVENTS_GROUP, broadcast
 def sample_host(host: Host) -> int:
     """One bulk read of the host and all its guests into sample rows; returns how many
     guests were sampled."""
-    counters = host_counters(host.uri, allow_insecure=host.allow_insecure_transport)
+    counters = host_counters(host.virt_target)
     now = timezone.now()
     guests = {str(g.uuid): g.pk for g in Guest.objects.filter(host=host).only("pk", "uuid")}
     rows = [GuestSample(guest_id=guests[c.uuid], at=now, cpu_time_ns=c.cpu_time_ns,

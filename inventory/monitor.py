@@ -26,7 +26,7 @@ def refresh_host(host: Host) -> bool:
     """Probe one host and store what was found; True when its state changed."""
     before = host.state
     try:
-        info = test_connection(host.uri, allow_insecure=host.allow_insecure_transport)
+        info = test_connection(host.virt_target)
     except VirtError as exc:
         host.state = Host.State.UNREACHABLE
         host.last_error = str(exc)

@@ -32,7 +32,7 @@ from django.db import close_old_connections
 
 from guests.inventory import refresh_guest
 from hosts.models import Host
-from hosts.virt import VirtError, describe_error
+from hosts.virt import VirtError, VirtTarget, describe_error
 from hosts.virt.demo import is_private_mock
 from hosts.virt.events import ConnectionClosed, DomainEvent, Subscription, subscribe
 from inventory.monitor import mark_unreachable, refresh_all_hosts, refresh_host
@@ -65,8 +65,7 @@ class HostWatch:
     """What the watcher knows about one host's event connection."""
 
     host_id: int
-    uri: str
-    allow_insecure: bool
+    target: VirtTarget
     subscription: Subscription | None = None
     connecting: bool = False
     attempt: int = 0  # number of the latest connect attempt; older results are stale
@@ -188,23 +187,23 @@ class Watcher:
     def sync_hosts(self) -> None:
         """Follow the Host table: watch new hosts, forget removed ones and changed URIs."""
         # A node-file demo host is private to the web process: nothing to watch here.
-        rows = {pk: (uri, insecure) for pk, uri, insecure in
+        rows = {pk: VirtTarget(uri, insecure) for pk, uri, insecure in
                 Host.objects.values_list("pk", "uri", "allow_insecure_transport")
                 if not is_private_mock(uri)}
         for host_id in list(self.watches):
             watch = self.watches[host_id]
-            if rows.get(host_id) != (watch.uri, watch.allow_insecure):
+            if rows.get(host_id) != watch.target:
                 self._forget(watch)
-        for host_id, (uri, insecure) in rows.items():
+        for host_id, target in rows.items():
             if host_id not in self.watches:
-                self.watches[host_id] = HostWatch(host_id, uri, insecure)
+                self.watches[host_id] = HostWatch(host_id, target)
 
     def _forget(self, watch: HostWatch) -> None:
         del self.watches[watch.host_id]
         if watch.subscription is not None:
             close_in_background(watch.subscription)
             watch.subscription = None
-        log.info("stopped watching host %s (%s)", watch.host_id, watch.uri)
+        log.info("stopped watching host %s (%s)", watch.host_id, watch.target.uri)
 
     def check_alive(self) -> None:
         """Drivers without close callbacks: notice dead connections by asking."""
@@ -234,11 +233,10 @@ class Watcher:
 
         try:
             subscription = subscribe(
-                watch.uri, put, on_close=put, allow_insecure=watch.allow_insecure,
-                timeout=self.connect_timeout,
+                watch.target, put, on_close=put, timeout=self.connect_timeout,
             )
         except Exception as exc:  # VirtError, or anything else: a message all the same
-            put(ConnectFailed(describe_error(exc, watch.uri)))
+            put(ConnectFailed(describe_error(exc, watch.target.uri)))
         else:
             put(Connected(subscription))
 
@@ -307,7 +305,7 @@ class Watcher:
 
     def _lost(self, watch: HostWatch, why: str) -> None:
         """The subscription died: drop it and reconnect now (a failure then says why)."""
-        log.warning("host %s (%s): %s; reconnecting", watch.host_id, watch.uri, why)
+        log.warning("host %s (%s): %s; reconnecting", watch.host_id, watch.target.uri, why)
         if watch.subscription is not None:
             close_in_background(watch.subscription)
             watch.subscription = None

@@ -1,8 +1,8 @@
 """What the lab asks of its running libvirtds: readiness, storage pools, guest teardown.
 
 Through the adapter ``hosts.virt`` like the rest of the project: the lab imports no libvirt.
-Lab URIs are plain TCP on the loopback (``qemu+tcp://127.0.0.1:PORT/system``), hence
-``allow_insecure``.
+Lab URIs are plain TCP on the loopback (``qemu+tcp://127.0.0.1:PORT/system``), hence targets
+with ``allow_insecure=True``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hosts.virt import HostProbe, VirtError, probe
+from hosts.virt import HostProbe, VirtError, VirtTarget, probe
 from hosts.virt.host_setup import DirPool, destroy_running_guests, ensure_dir_pools
 
 SHARED_POOL = "lab-shared"
@@ -29,7 +29,7 @@ def wait_until_answering(uri: str, timeout: float, alive: Callable[[], bool]) ->
     last = "no answer yet"
     while True:
         try:
-            return probe(uri, timeout=min(10.0, timeout), allow_insecure=True)
+            return probe(VirtTarget(uri, allow_insecure=True), timeout=min(10.0, timeout))
         except VirtError as exc:
             last = str(exc)
         if not alive():
@@ -51,7 +51,7 @@ def ensure_pools(uri: str, specs: list[PoolSpec], timeout: float = 60.0) -> None
         spec.path.mkdir(parents=True, exist_ok=True)
     pools = [DirPool(spec.name, str(spec.path)) for spec in specs]
     try:
-        ensure_dir_pools(uri, pools, timeout=timeout, allow_insecure=True)
+        ensure_dir_pools(VirtTarget(uri, allow_insecure=True), pools, timeout=timeout)
     except VirtError as exc:
         raise ControlError(f"cannot set up the storage pools on {uri}: {exc}") from exc
 
@@ -59,6 +59,6 @@ def ensure_pools(uri: str, specs: list[PoolSpec], timeout: float = 60.0) -> None
 def destroy_guests(uri: str, timeout: float = 60.0) -> list[str]:
     """Destroy (power off) every running guest on ``uri``; the names destroyed."""
     try:
-        return destroy_running_guests(uri, timeout=timeout, allow_insecure=True)
+        return destroy_running_guests(VirtTarget(uri, allow_insecure=True), timeout=timeout)
     except VirtError as exc:
         raise ControlError(f"cannot stop the guests on {uri}: {exc}") from exc

@@ -59,10 +59,9 @@ def set_boot_files_dir(host: Host, directory: str, *, user: Any, request: Any = 
     try:
         directory = check_directory(directory)
         if directory:
-            info = virt.ensure_boot_pool(host.uri, directory,
-                                         allow_insecure=host.allow_insecure_transport)
+            info = virt.ensure_boot_pool(host.virt_target, directory)
         else:
-            virt.remove_boot_pool(host.uri, allow_insecure=host.allow_insecure_transport)
+            virt.remove_boot_pool(host.virt_target)
     except (BootFilesError, VirtError) as exc:
         record("host.boot_files_dir", user=user, request=request, target=host,
                result="failed", message=str(exc), directory=directory)
@@ -85,8 +84,7 @@ def refresh_boot_files(host: Host) -> list[str]:
     pool = boot_pool(host)
     if pool is None:
         return []
-    store_pool(host, describe_pool(host.uri, pool.name, refresh=True,
-                                   allow_insecure=host.allow_insecure_transport))
+    store_pool(host, describe_pool(host.virt_target, pool.name, refresh=True))
     return list(offered(host).values_list("name", flat=True))
 
 

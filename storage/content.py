@@ -134,9 +134,9 @@ def mark_ready(volume: Volume, fmt: str | None = None) -> None:
 def _empty(volume: Volume) -> None:
     pool = volume.pool
     host = pool.host
-    virt.delete_volume(host.uri, volume.path, allow_insecure=host.allow_insecure_transport)
-    info = virt.create_volume(host.uri, pool.name, volume.name, max(volume.capacity, 1),
-                              volume.format or "raw", allow_insecure=host.allow_insecure_transport)
+    virt.delete_volume(host.virt_target, volume.path)
+    info = virt.create_volume(host.virt_target, pool.name, volume.name, max(volume.capacity, 1),
+                              volume.format or "raw")
     Volume.objects.filter(pk=volume.pk).update(
         path=info.path, format=info.format, capacity=info.capacity,
         allocation=info.allocation, content_state=Content.READY, content_job=None)
@@ -145,7 +145,7 @@ def _empty(volume: Volume) -> None:
 def _delete(volume: Volume) -> None:
     host = volume.pool.host
     try:
-        virt.delete_volume(host.uri, volume.path, allow_insecure=host.allow_insecure_transport)
+        virt.delete_volume(host.virt_target, volume.path)
     except VirtError as exc:
         if "no storage vol" not in str(exc).lower() and "not found" not in str(exc).lower():
             raise

@@ -58,7 +58,7 @@ def reconcile_pools(host: Host) -> int:
 
     What libvirt does not know (declared sharing, ISO library) is kept.
     """
-    pools = list_pools(host.uri, allow_insecure=host.allow_insecure_transport)
+    pools = list_pools(host.virt_target)
     with transaction.atomic():
         seen = [store_pool(host, info).pk for info in pools]
         host.pools.exclude(pk__in=seen).delete()

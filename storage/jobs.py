@@ -62,8 +62,7 @@ def clone_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         reporter.update(min(done, int(total * 0.99)) if total else done, message=message)
 
     try:
-        info = virt.clone_volume(pool.host.uri, volume.path, new_name,
-                                 allow_insecure=pool.host.allow_insecure_transport,
+        info = virt.clone_volume(pool.host.virt_target, volume.path, new_name,
                                  progress=progress, source_format=volume.format or "raw")
     except (VirtError, StorageError) as exc:
         record("volume.clone", user=job.owner, target=volume, result="failed", message=str(exc),
@@ -88,8 +87,7 @@ def wipe_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     reporter.update(0, message=f"Overwriting {volume.name} with zeros (the host reports no "
                     "progress)", force=True)
     try:
-        info = virt.wipe_volume(pool.host.uri, volume.path,
-                                allow_insecure=pool.host.allow_insecure_transport)
+        info = virt.wipe_volume(pool.host.virt_target, volume.path)
     except VirtError as exc:
         record("volume.wipe", user=job.owner, target=volume, result="failed", message=str(exc))
         raise JobError(str(exc)) from exc

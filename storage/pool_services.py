@@ -22,8 +22,8 @@ TYPE_LABELS = {
     "dir": "Directory", "fs": "Local filesystem (block device)", "netfs": "NFS export",
     "logical": "LVM volume group", "iscsi": "iSCSI target",
 }
-def _conn(host: Host) -> dict[str, Any]:
-    return {"allow_insecure": host.allow_insecure_transport}
+
+
 
 
 def _text(data: dict[str, Any], key: str) -> str:
@@ -111,8 +111,8 @@ def create_pool(host: Host, spec: px.PoolSpec, *, build: bool = False, start: bo
               "spec": {k: v for k, v in spec.__dict__.items() if k != "name"},
               "build": build, "start": start, "autostart": autostart}
     try:
-        info = virt.define_pool(host.uri, spec, build=build, start=start, autostart=autostart,
-                                **_conn(host))
+        info = virt.define_pool(host.virt_target, spec, build=build, start=start,
+                                autostart=autostart)
     except (VirtError, px.PoolSpecError) as exc:
         record("pool.create", user=user, request=request, target=host, result="failed",
                message=str(exc), **detail)
@@ -125,7 +125,7 @@ def create_pool(host: Host, spec: px.PoolSpec, *, build: bool = False, start: bo
 def start_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:
     check_managed(pool, "start")
     try:
-        info = virt.start_pool(pool.host.uri, pool.name, **_conn(pool.host))
+        info = virt.start_pool(pool.host.virt_target, pool.name)
     except VirtError as exc:
         raise _failed("pool.start", exc, user=user, request=request, target=pool) from exc
     pool = store_pool(pool.host, info)
@@ -141,7 +141,7 @@ def stop_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:
     if users:
         raise StorageError(_in_use_message(pool, users, "stop"))
     try:
-        info = virt.stop_pool(pool.host.uri, pool.name, **_conn(pool.host))
+        info = virt.stop_pool(pool.host.virt_target, pool.name)
     except VirtError as exc:
         raise _failed("pool.stop", exc, user=user, request=request, target=pool) from exc
     pool = store_pool(pool.host, info)
@@ -154,7 +154,7 @@ def set_autostart(pool: Pool, enabled: bool, *, user: Any = None,
     access.check_pool_use(pool, user, "change the autostart of the pool of")
     check_managed(pool, "change autostart of")
     try:
-        info = virt.set_pool_autostart(pool.host.uri, pool.name, enabled, **_conn(pool.host))
+        info = virt.set_pool_autostart(pool.host.virt_target, pool.name, enabled)
     except VirtError as exc:
         raise _failed("pool.autostart", exc, user=user, request=request, target=pool,
                       enabled=enabled) from exc
@@ -180,8 +180,7 @@ def delete_pool(pool: Pool, *, delete_storage: bool = False, user: Any = None,
     detail = {"host": pool.host.name, "type": pool.pool_type, "path": pool.target_path,
               "delete_storage": delete_storage}
     try:
-        virt.delete_pool(pool.host.uri, pool.name, delete_storage=delete_storage,
-                         **_conn(pool.host))
+        virt.delete_pool(pool.host.virt_target, pool.name, delete_storage=delete_storage)
     except VirtError as exc:
         raise _failed("pool.delete", exc, user=user, request=request, target=pool,
                       **detail) from exc

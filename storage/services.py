@@ -22,10 +22,6 @@ FORMATS = ("raw", "qcow2")
 VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,200}$")
 
 
-def _conn(pool: Pool) -> dict[str, Any]:
-    return {"allow_insecure": pool.host.allow_insecure_transport}
-
-
 def _failed(action: str, exc: Exception, *, user: Any, request: Any, target: Any,
             **detail: Any) -> StorageError:
     record(action, user=user, request=request, target=target, result="failed",
@@ -44,7 +40,7 @@ def _store_pool(pool: Pool, info: PoolInfo) -> Pool:
 def refresh_pool(pool: Pool, *, user: Any = None, request: Any = None) -> Pool:
     """Re-scan the pool in libvirt and update the cache of it and its volumes."""
     try:
-        info = virt.refresh_pool(pool.host.uri, pool.name, **_conn(pool))
+        info = virt.refresh_pool(pool.host.virt_target, pool.name)
     except VirtError as exc:
         raise _failed("pool.refresh", exc, user=user, request=request, target=pool) from exc
     _store_pool(pool, info)
@@ -56,8 +52,7 @@ def resync_pool(pool: Pool, *, rescan: bool = False) -> None:
     """Best effort: the pool's totals and volumes after a change (no audit record);
     ``rescan`` makes libvirt look at the storage again (a change made by another host)."""
     try:
-        _store_pool(pool, virt.describe_pool(pool.host.uri, pool.name, refresh=rescan,
-                                             **_conn(pool)))
+        _store_pool(pool, virt.describe_pool(pool.host.virt_target, pool.name, refresh=rescan))
     except VirtError:
         pass
 
@@ -109,8 +104,8 @@ def create_volume(pool: Pool, *, name: str, capacity: int, fmt: str = "raw",
     detail = {"pool": pool.name, "capacity": capacity, "format": fmt,
               "allocation": "preallocated" if preallocate else "sparse"}
     try:
-        info = virt.create_volume(pool.host.uri, pool.name, name, capacity, fmt,
-                                  preallocate=preallocate, **_conn(pool))
+        info = virt.create_volume(pool.host.virt_target, pool.name, name, capacity, fmt,
+                                  preallocate=preallocate)
     except VirtError as exc:
         raise _failed("volume.create", exc, user=user, request=request, target=pool,
                       name=name, **detail) from exc
@@ -133,7 +128,7 @@ def resize_volume(volume: Volume, capacity: int, *, user: Any = None,
     pool = volume.pool
     try:
         with hold(volume, kind="volume.resize", title=f"Resize {volume.name}", owner=user):
-            info = virt.resize_volume(pool.host.uri, volume.path, capacity, **_conn(pool))
+            info = virt.resize_volume(pool.host.virt_target, volume.path, capacity)
     except VirtError as exc:
         raise _failed("volume.resize", exc, user=user, request=request, target=volume,
                       capacity=capacity) from exc
@@ -163,7 +158,7 @@ def discard_new_volume(volume: Volume, *, user: Any = None, request: Any = None)
 def _delete_volume(volume: Volume, *, user: Any, request: Any, missing_ok: bool = False) -> None:
     pool = volume.pool
     try:
-        virt.delete_volume(pool.host.uri, volume.path, **_conn(pool))
+        virt.delete_volume(pool.host.virt_target, volume.path)
     except VirtError as exc:
         if not (missing_ok and isinstance(exc, VirtObjectNotFound)):
             raise _failed("volume.delete", exc, user=user, request=request,
@@ -178,7 +173,7 @@ def _copy_size(volume: Volume) -> int:
     """What a clone writes on the host: the source file's size (the capacity for raw)."""
     pool = volume.pool
     try:
-        return virt.volume_details(pool.host.uri, volume.path, **_conn(pool)).physical
+        return virt.volume_details(pool.host.virt_target, volume.path).physical
     except VirtError:
         return volume.capacity
 

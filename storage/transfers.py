@@ -46,8 +46,7 @@ def content_size(volume: Volume) -> int:
     """How many bytes a download of the volume returns (its file's size on the host)."""
     pool = volume.pool
     try:
-        return virt.volume_details(pool.host.uri, volume.path,
-                                   allow_insecure=pool.host.allow_insecure_transport).physical
+        return virt.volume_details(pool.host.virt_target, volume.path).physical
     except VirtError as exc:
         raise StorageError(str(exc)) from exc
 

@@ -116,10 +116,9 @@ def gathered(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
 def _recreate_empty(volume: Volume, capacity: int) -> None:
     """Start from a fresh sparse volume, so that holes in the stream read as zeros."""
     pool = volume.pool
-    insecure = pool.host.allow_insecure_transport
-    virt.delete_volume(pool.host.uri, volume.path, allow_insecure=insecure)
-    virt.create_volume(pool.host.uri, pool.name, volume.name, max(capacity, 1),
-                       volume.format or "raw", allow_insecure=insecure)
+    host = pool.host.virt_target
+    virt.delete_volume(host, volume.path)
+    virt.create_volume(host, pool.name, volume.name, max(capacity, 1), volume.format or "raw")
 
 
 @dataclass
@@ -179,8 +178,7 @@ def _receive(volume: Volume, job: Job, chunks: Iterable[bytes], length: int,
 def _discard(volume: Volume) -> None:
     pool = volume.pool
     try:
-        virt.delete_volume(pool.host.uri, volume.path,
-                           allow_insecure=pool.host.allow_insecure_transport)
+        virt.delete_volume(pool.host.virt_target, volume.path)
     except VirtError:
         pass
     Volume.objects.filter(pk=volume.pk).delete()
@@ -192,8 +190,8 @@ def _empty_again(volume: Volume, capacity: int) -> str:
     pool = volume.pool
     try:
         _recreate_empty(volume, capacity)
-        _store_volume(pool, virt.volume_details(pool.host.uri, volume.path,  # type: ignore[arg-type]
-                                                allow_insecure=pool.host.allow_insecure_transport))
+        _store_volume(pool, virt.volume_details(pool.host.virt_target,  # type: ignore[arg-type]
+                                                volume.path))
     except VirtError as exc:
         _discard(volume)
         return f"The partial upload could not be cleared ({exc}); the volume was deleted."
@@ -235,8 +233,7 @@ def receive_upload(job: Job, volume: Volume, chunks: Iterable[bytes], length: in
             path = reachable_path(volume)
             if path is not None:
                 facts = check_file(path, declared)
-            reported, backing = virt.content_report(pool.host.uri, volume.path,
-                                                    allow_insecure=pool.host.allow_insecure_transport)
+            reported, backing = virt.content_report(pool.host.virt_target, volume.path)
             check_libvirt_report(declared, reported, backing)
         except ImageRefused as exc:
             outcome.refused = True
@@ -254,8 +251,7 @@ def receive_upload(job: Job, volume: Volume, chunks: Iterable[bytes], length: in
             message = f"{exc} {_after_failure(volume, capacity_before, progress)}"
             failed(message)
             raise JobError(message) from exc
-        info = virt.volume_details(pool.host.uri, volume.path,
-                                   allow_insecure=pool.host.allow_insecure_transport)
+        info = virt.volume_details(pool.host.virt_target, volume.path)
         stored = _store_volume(pool, info)  # type: ignore[arg-type]
         content.mark_ready(stored)
         resync_pool(pool)

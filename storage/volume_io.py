@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Protocol
 
 from hosts.models import Host
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from hosts.virt import volumes as virt
 from hosts.virt.volumes import STREAM_PACKET
 from storage.access import holds_files
@@ -283,27 +283,24 @@ class FileDownload:
             os.close(fd)
 
 
-def writer(uri: str, path: str, *, files_local: bool, allow_insecure: bool, sparse: bool,
+def writer(host: VirtTarget, path: str, *, files_local: bool, sparse: bool,
            offset: int = 0, length: int = 0) -> Writer:
     """Where bytes go into a volume from `offset` (`length` of them at most, 0: to the end).
-    `files_local` and `allow_insecure`: the host's ``Host.files_local`` and
-    ``Host.allow_insecure_transport``."""
-    local = direct_file(uri, path, files_local=files_local)
+    `host` and `files_local`: the host's ``Host.virt_target`` and ``Host.files_local``."""
+    local = direct_file(host.uri, path, files_local=files_local)
     if local:
         return FileUpload(local, offset=offset, sparse=sparse)
-    return virt.VolumeUpload(uri, path, offset=offset, length=length, sparse=sparse,
-                             allow_insecure=allow_insecure)
+    return virt.VolumeUpload(host, path, offset=offset, length=length, sparse=sparse)
 
 
-def reader(uri: str, path: str, *, files_local: bool, allow_insecure: bool, offset: int,
+def reader(host: VirtTarget, path: str, *, files_local: bool, offset: int,
            length: int, chunk: int, file_chunk: int | None = None) -> Reader:
     """Where `length` bytes of a volume from `offset` come from: chunks of at most `chunk`
     bytes from a libvirt stream, of `file_chunk` (default `chunk`) bytes from the file."""
-    local = direct_file(uri, path, files_local=files_local)
+    local = direct_file(host.uri, path, files_local=files_local)
     if local:
         return FileDownload(local, offset=offset, length=length, chunk=file_chunk or chunk)
-    return virt.VolumeDownload(uri, path, offset=offset, length=length, chunk=chunk,
-                               allow_insecure=allow_insecure)
+    return virt.VolumeDownload(host, path, offset=offset, length=length, chunk=chunk)
 
 
 def replacing_writer(host: Host, path: str, *, make_empty: Callable[[], None]) -> Writer:
@@ -314,13 +311,11 @@ def replacing_writer(host: Host, path: str, *, make_empty: Callable[[], None]) -
     if local:
         return FileUpload(local, replace=True)
     make_empty()
-    return virt.VolumeUpload(host.uri, path, offset=0, length=0, sparse=True,
-                             allow_insecure=host.allow_insecure_transport)
+    return virt.VolumeUpload(host.virt_target, path, offset=0, length=0, sparse=True)
 
 
 def open_reader(host: Host, path: str, *, offset: int, length: int, chunk: int,
                 file_chunk: int) -> Reader:
     """Where a download reads `length` bytes from `offset`."""
-    return reader(host.uri, path, files_local=host.files_local,
-                  allow_insecure=host.allow_insecure_transport, offset=offset, length=length,
-                  chunk=chunk, file_chunk=file_chunk)
+    return reader(host.virt_target, path, files_local=host.files_local, offset=offset,
+                  length=length, chunk=chunk, file_chunk=file_chunk)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from hosts.models import Host
+from hosts.virt import VirtTarget
 from lab.bootfiles import INITRD, KERNEL, lab_boot_dir, lab_boot_files
 from storage.bootfiles import boot_pool, refresh_boot_files, set_boot_files_dir
 
@@ -27,6 +28,6 @@ def demo_boot_files(host: Host, user: Any = None) -> tuple[str, str]:
     pool = boot_pool(host)
     assert pool is not None
     for name in (KERNEL, INITRD):
-        create_volume(host.uri, pool.name, name, 8 * 1024**2)
+        create_volume(VirtTarget(host.uri), pool.name, name, 8 * 1024**2)
     refresh_boot_files(host)
     return KERNEL, INITRD

@@ -19,7 +19,7 @@ from django.test import Client
 from guests.console import diagnosis, text_consumer
 from guests.models import Guest
 from hosts.models import Host
-from hosts.virt import HostUnreachable, VirtOperationError
+from hosts.virt import HostUnreachable, VirtOperationError, VirtTarget
 from tests.conftest import logged_in
 from xenweb import ws_base
 from xenweb.asgi import application
@@ -62,11 +62,10 @@ class FakeConsole:
     instances: list[FakeConsole] = []
     open_error: Exception | None = None
 
-    def __init__(self, uri: str, uuid: str, *, force: bool = False,
-                 allow_insecure: bool = False) -> None:
+    def __init__(self, target: VirtTarget, uuid: str, *, force: bool = False) -> None:
         if FakeConsole.open_error is not None:
             raise FakeConsole.open_error
-        self.uri, self.uuid, self.allow_insecure = uri, uuid, allow_insecure
+        self.target, self.uuid = target, uuid
         self.force = force
         self.lock = threading.Lock()
         self.pending = b""
@@ -116,7 +115,7 @@ def fake_libvirt(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(text_consumer, "ConsoleStream", FakeConsole)
     monkeypatch.setattr(diagnosis, "SETTLE_SECONDS", 0.3)
     monkeypatch.setattr(diagnosis.virt, "get_domain",
-                        lambda uri, uuid, allow_insecure=False: FakeDomain(world["state"]))
+                        lambda target, uuid: FakeDomain(world["state"]))
     return world
 
 
@@ -184,8 +183,8 @@ async def test_operator_types_and_watches(
     assert status == {"type": "console.status", "state": "connected", "readonly": False,
                       "guest": "web1", "host": "console-host"}
     (console,) = FakeConsole.instances
-    assert console.uri == "test:///default" and console.uuid == str(guest.uuid)
-    assert console.allow_insecure is False
+    assert console.target == VirtTarget("test:///default", allow_insecure=False)
+    assert console.uuid == str(guest.uuid)
 
     console.feed(b"login: ")
     assert await communicator.receive_from(timeout=5) == b"login: "

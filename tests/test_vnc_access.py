@@ -28,6 +28,7 @@ from guests.console.route import Route, VncUnavailable, plan_route
 from guests.console.sessions import GuestSessionTarget
 from guests.models import Guest
 from hosts.models import Host
+from hosts.virt import VirtTarget
 from hosts.virt import ssh as virt_ssh
 from hosts.virt.domain_xml import DomainSpec, build_domain_xml, parse_domain_xml
 from hosts.virt.graphics import VncEndpoint
@@ -213,7 +214,7 @@ async def fake_vnc(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict[str, A
     await server.start()
     world: dict[str, Any] = {"server": server, "state": "running", "active": True}
 
-    def endpoint(uri: str, uuid: str, allow_insecure: bool = False) -> VncEndpoint:
+    def endpoint(target: VirtTarget, uuid: str) -> VncEndpoint:
         return VncEndpoint(name="desk1", state=world["state"], active=world["active"],
                            has_vnc=True, port=server.port, listen="127.0.0.1", socket="",
                            is_privileged=False)
@@ -224,7 +225,7 @@ async def fake_vnc(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict[str, A
     monkeypatch.setattr(vnc_route, "vnc_endpoint", endpoint)
     monkeypatch.setattr(diagnosis, "SETTLE_SECONDS", 0.3)
     monkeypatch.setattr(diagnosis.virt, "get_domain",
-                        lambda uri, uuid, allow_insecure=False: FakeDomain())
+                        lambda target, uuid: FakeDomain())
     yield world
     await server.stop()
 

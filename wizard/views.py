@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from hosts.services import HostError, test_connection
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from wizard import services
 from wizard.forms import AdminForm, ApplianceForm, HostForm, TokenForm
 from xenweb.appliance.setup_state import setup_done
@@ -139,7 +139,7 @@ def host_test(request: HttpRequest) -> HttpResponse:
     """The "Test connection" button (htmx): connect once and say what was found or failed."""
     uri = request.POST.get("uri", "")
     try:
-        info = test_connection(uri)
+        info = test_connection(VirtTarget(uri))
     except VirtError as exc:
         return render(request, "hosts/_test_result.html", {"ok": False, "error": str(exc)})
     return render(request, "hosts/_test_result.html", {"ok": True, "info": info})

@@ -27,7 +27,7 @@ from conversions.p2v import ssh
 from conversions.p2v.pipeline import InlineSteps, WritePipeline
 from conversions.p2v.reader import FLAG_ZLIB, HEADER, REGION, SCRIPT, command
 from conversions.p2v.ssh import ConnectionLost, HostKeyRefused, LoginRefused, P2VError, Source
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from storage import volume_io
 
 SEGMENT = 64 * REGION
@@ -43,6 +43,10 @@ class Target:
     allow_insecure: bool = False  # the host's Host.allow_insecure_transport
     format: str = "raw"  # how verify reads it back: its file's bytes, or qcow2's guest view
     files_local: bool = False  # the host's Host.files_local
+
+    @property
+    def virt_target(self) -> VirtTarget:
+        return VirtTarget(self.uri, self.allow_insecure)
 
 
 @dataclass
@@ -137,9 +141,8 @@ def _stream(source: Source, proc: subprocess.Popen[bytes], disk: DiskCopy, targe
                                      f"{position}.")
             if upload is None:
                 segment_end = min(disk.size, position + SEGMENT)
-                upload = volume_io.writer(target.uri, target.path,
+                upload = volume_io.writer(target.virt_target, target.path,
                                           files_local=target.files_local,
-                                          allow_insecure=target.allow_insecure,
                                           offset=position, length=segment_end - position,
                                           sparse=True)
             holes = offset >= disk.high_water  # below it an earlier attempt may have written

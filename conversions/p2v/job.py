@@ -339,9 +339,9 @@ def _convert(run: _Run, work: Provisioning, index: int, copy: DiskCopy) -> Volum
         except JobCancelled:
             cancelled = True
 
-    info = virt.clone_volume(host.uri, raw.path, volume_name(run.request.name, index, "qcow2"),
-                             fmt="qcow2", progress=converting, source_format="raw",
-                             allow_insecure=host.allow_insecure_transport)
+    info = virt.clone_volume(host.virt_target, raw.path,
+                             volume_name(run.request.name, index, "qcow2"),
+                             fmt="qcow2", progress=converting, source_format="raw")
     work.replace(index, store(run.request.pool, info))
     discard_new_volume(raw, user=run.owner)
     run.reporter.configure(cancellable=True)
@@ -366,8 +366,7 @@ def _transfer(run: _Run, work: Provisioning, index: int, disk: Disk) -> dict[str
                      f"({copy.wire_bytes} bytes sent, {copy.attempts} attempt(s)); "
                      f"{'converted to qcow2, ' if request.format == 'qcow2' else ''}verified")
     host = request.host
-    details = virt.volume_details(host.uri, volume.path,
-                                  allow_insecure=host.allow_insecure_transport)
+    details = virt.volume_details(host.virt_target, volume.path)
     volume = store(request.pool, details)
     return {"device": disk.path, "size": disk.size, "volume": volume.pk, "path": volume.path,
             "format": request.format, "bytes_sent": copy.wire_bytes,

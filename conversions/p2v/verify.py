@@ -31,9 +31,9 @@ def file_chunks(target: Target, offset: int, length: int) -> Generator[bytes, No
     a libvirt stream (storage.volume_io; aborted when the reader stops early, e.g. on
     cancel)."""
     try:
-        download = volume_io.reader(target.uri, target.path, files_local=target.files_local,
-                                    allow_insecure=target.allow_insecure, offset=offset,
-                                    length=length, chunk=REGION)
+        download = volume_io.reader(target.virt_target, target.path,
+                                    files_local=target.files_local,
+                                    offset=offset, length=length, chunk=REGION)
     except VirtError as exc:
         raise P2VError(f"Reading back {target.path} failed: {exc}") from exc
     try:

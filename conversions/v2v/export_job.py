@@ -52,8 +52,7 @@ def export_file(job: Job) -> Path | None:
 def _disks(guest: Guest) -> tuple[Any, list[Any]]:
     host = guest.host
     try:
-        info = domains.get_domain(host.uri, str(guest.uuid),
-                                  allow_insecure=host.allow_insecure_transport)
+        info = domains.get_domain(host.virt_target, str(guest.uuid))
     except VirtError as exc:
         raise ImportRefused(str(exc)) from exc
     if info.state != "shutoff":

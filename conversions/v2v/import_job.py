@@ -161,8 +161,7 @@ def _verify_manifest(proposal: Proposal, reporter: ProgressReporter) -> None:
 
 def _upload_file(host: Host, volume_path: str, scratch: Path) -> None:
     """Stream a converted scratch file into a volume on a host this machine cannot write."""
-    with (virt.VolumeUpload(host.uri, volume_path, sparse=True,
-                            allow_insecure=host.allow_insecure_transport) as upload,
+    with (virt.VolumeUpload(host.virt_target, volume_path, sparse=True) as upload,
           open(scratch, "rb") as f):
         while chunk := f.read(CHUNK):
             upload.write(chunk)
@@ -188,8 +187,7 @@ def _check_output(plan: ImportPlan, volume: Volume) -> None:
     try:
         if _reachable(plan.host, volume.path):
             check_file(volume.path, plan.format)
-        reported, backing = virt.content_report(plan.host.uri, volume.path,
-                                                allow_insecure=plan.host.allow_insecure_transport)
+        reported, backing = virt.content_report(plan.host.virt_target, volume.path)
         check_libvirt_report(plan.format, reported, backing)
     except ImageRefused as exc:
         raise ImportRefused(f"The converted disk was refused: {exc}") from exc

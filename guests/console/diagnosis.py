@@ -20,8 +20,7 @@ def _guest_state(target: GuestSessionTarget, *, settle: bool) -> str:
     moment: a console ends a little before a stopping guest's state changes."""
     deadline = time.monotonic() + (SETTLE_SECONDS if settle else 0.0)
     while True:
-        state = virt.get_domain(target.host_uri, target.uuid,
-                                allow_insecure=target.allow_insecure_transport).state
+        state = virt.get_domain(target.virt_target, target.uuid).state
         if state not in RUNNING_STATES or time.monotonic() >= deadline:
             return state
         time.sleep(0.1)

@@ -115,8 +115,7 @@ def resolve(target: GuestSessionTarget) -> Route:
     if problem:
         raise VncUnavailable(Ending("unsupported", problem, CLOSE_NO_CONSOLE))
     try:
-        endpoint = vnc_endpoint(target.host_uri, target.uuid,
-                                allow_insecure=target.allow_insecure_transport)
+        endpoint = vnc_endpoint(target.virt_target, target.uuid)
     except VirtObjectNotFound:
         raise VncUnavailable(gone(target)) from None
     except VirtError as exc:

@@ -14,6 +14,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from guests.models import Guest
+from hosts.virt import VirtTarget
 from xenweb.audit.services import record
 from xenweb.ws_base import CLOSE_NO_CONSOLE, CLOSE_NOT_FOUND, AdmittingWebsocketConsumer
 
@@ -31,6 +32,10 @@ class GuestSessionTarget:
     allow_insecure_transport: bool
     is_privileged: bool
     may_act: bool  # may type/click; otherwise read-only
+
+    @property
+    def virt_target(self) -> VirtTarget:
+        return VirtTarget(self.host_uri, self.allow_insecure_transport)
 
 
 @dataclass(frozen=True)

@@ -114,8 +114,7 @@ class GuestConsoleConsumer(GuestSessionConsumer):
         try:
             # Only a session that may type takes the console from another one.
             self.stream = await self._call(
-                ConsoleStream, target.host_uri, target.uuid, force=target.may_act,
-                allow_insecure=target.allow_insecure_transport,
+                ConsoleStream, target.virt_target, target.uuid, force=target.may_act,
             )
         except ConsoleInUse:
             await self._end(in_use(target))

@@ -29,7 +29,7 @@ from guests.migration.watch import StatsWatch
 from guests.models import Guest
 from guests.save_images import SaveImageRefused, checked_image
 from hosts.models import Host
-from hosts.virt import VirtError, VirtObjectNotFound
+from hosts.virt import VirtError, VirtObjectNotFound, VirtTarget
 from hosts.virt import domains as virt
 from hosts.virt import migration as vm
 from hosts.virt.pools import delete_volume_by_path
@@ -154,8 +154,7 @@ class _Migration(threading.Thread):
 
     def run(self) -> None:
         try:
-            vm.migrate(self.guest.host.uri, str(self.guest.uuid), self.request,
-                       allow_insecure=self.guest.host.allow_insecure_transport)
+            vm.migrate(self.guest.host.virt_target, str(self.guest.uuid), self.request)
         except Exception as exc:  # reported by the job, which owns the outcome
             self.error = exc
 
@@ -174,11 +173,11 @@ def _live(guest: Guest, target: Host, options: MigrationOptions, params: dict[st
     policy = DowntimePolicy(initial_ms=int(params.get("max_downtime_ms") or 30))
     timeout = completion_timeout(guest.memory_mib)
     migration = _Migration(guest, _request(source, target, options, params, features))
-    uri, uuid, lab = source.uri, str(guest.uuid), source.allow_insecure_transport
-    before_ms = _preset_downtime(policy, uri, uuid, lab) if features.max_downtime else None
+    origin, uuid = source.virt_target, str(guest.uuid)
+    before_ms = _preset_downtime(policy, origin, uuid) if features.max_downtime else None
     preset = before_ms is not None
-    watch = StatsWatch(uri, uuid, lab=lab, interval=STATS_INTERVAL,
-                       steer=_steering(policy, uri, uuid, lab, preset=preset)
+    watch = StatsWatch(origin, uuid, interval=STATS_INTERVAL,
+                       steer=_steering(policy, origin, uuid, preset=preset)
                        if features.max_downtime else lambda stats: None)
     migration.start()
     if features.data_counters:
@@ -207,30 +206,29 @@ def _live(guest: Guest, target: Host, options: MigrationOptions, params: dict[st
                 if not features.abort:
                     continue
                 reporter.log(f"No completion after {timeout:.0f} s: aborting")
-                _abort(migration, uri, uuid, lab)
-                _restore_downtime(before_ms, uri, uuid, lab)
+                _abort(migration, origin, uuid)
+                _restore_downtime(before_ms, origin, uuid)
                 raise JobError(f"The migration did not complete within {timeout:.0f} s and was "
                                f"aborted; '{guest}' keeps running on {source}.")
     except JobCancelled:
         if features.abort and migration.is_alive():
-            _abort(migration, uri, uuid, lab)
+            _abort(migration, origin, uuid)
         migration.join()
         if migration.error is None:
             raise JobError("The migration had already completed when the cancel arrived: "
                            f"'{guest}' now runs on {target}.") from None
-        _restore_downtime(before_ms, uri, uuid, lab)
+        _restore_downtime(before_ms, origin, uuid)
         raise
     finally:
         watch.stop()
     last = watch.last
     if migration.error is not None:
-        _restore_downtime(before_ms, uri, uuid, lab)
+        _restore_downtime(before_ms, origin, uuid)
         where = _where(source, uuid)
         still = (f" '{guest}' is still {where} on {source}." if where in LIVE_STATES else "")
         raise JobError(f"The migration failed: {str(migration.error).rstrip('.')}.{still}"
                        f"{_hint(source, options)}") from migration.error
-    done = vm.job_stats(target.uri, uuid, completed=True,
-                        allow_insecure=target.allow_insecure_transport)
+    done = vm.job_stats(target.virt_target, uuid, completed=True)
     moved = (done.data_processed if done and done.data_processed else
              last.data_processed if last and last.data_processed else None)
     return {
@@ -242,27 +240,27 @@ def _live(guest: Guest, target: Host, options: MigrationOptions, params: dict[st
     }
 
 
-def _preset_downtime(policy: DowntimePolicy, uri: str, uuid: str, lab: bool) -> int | None:
+def _preset_downtime(policy: DowntimePolicy, origin: VirtTarget, uuid: str) -> int | None:
     """Set the first downtime target before the migration starts (libvirt keeps it for
     the next migration of the domain); the limit it replaces, None where the driver only
     takes one during a migration. Set with the first sample of the running migration
     instead, it came too late for a small guest, whose first pass could end with
     QEMU's default limit (300 ms) still in place."""
     try:
-        before = vm.max_downtime(uri, uuid, allow_insecure=lab)
-        vm.set_max_downtime(uri, uuid, policy.current_ms, allow_insecure=lab)
+        before = vm.max_downtime(origin, uuid)
+        vm.set_max_downtime(origin, uuid, policy.current_ms)
     except VirtError:
         return None
     return before
 
 
-def _restore_downtime(before_ms: int | None, uri: str, uuid: str, lab: bool) -> None:
+def _restore_downtime(before_ms: int | None, origin: VirtTarget, uuid: str) -> None:
     """The guest stays on the source: its downtime limit as it was before the job."""
     if before_ms is not None:
-        _try(vm.set_max_downtime, uri, uuid, before_ms, allow_insecure=lab)
+        _try(vm.set_max_downtime, origin, uuid, before_ms)
 
 
-def _steering(policy: DowntimePolicy, uri: str, uuid: str, lab: bool, *,
+def _steering(policy: DowntimePolicy, origin: VirtTarget, uuid: str, *,
               preset: bool = False) -> Callable[[vm.JobStats], None]:
     """What the stats watch does with each sample: set the first downtime target once the
     migration runs (unless `preset` before it), then raise it as the policy says."""
@@ -271,11 +269,11 @@ def _steering(policy: DowntimePolicy, uri: str, uuid: str, lab: bool, *,
     def steer(stats: vm.JobStats) -> None:
         nonlocal started
         if not started:
-            _try(vm.set_max_downtime, uri, uuid, policy.current_ms, allow_insecure=lab)
+            _try(vm.set_max_downtime, origin, uuid, policy.current_ms)
             started = True
         step = policy.next_target(stats)
         if step is not None:
-            _try(vm.set_max_downtime, uri, uuid, step, allow_insecure=lab)
+            _try(vm.set_max_downtime, origin, uuid, step)
 
     return steer
 
@@ -297,8 +295,8 @@ def _try(call: Any, *args: Any, **kwargs: Any) -> None:
         pass  # the migration may just have finished: nothing left to steer
 
 
-def _abort(migration: _Migration, uri: str, uuid: str, lab: bool) -> None:
-    _try(vm.abort, uri, uuid, allow_insecure=lab)
+def _abort(migration: _Migration, origin: VirtTarget, uuid: str) -> None:
+    _try(vm.abort, origin, uuid)
     migration.join(60)
 
 
@@ -325,14 +323,13 @@ def _cold(guest: Guest, target: Host, reporter: ProgressReporter) -> dict[str, A
     try:
         if features.offline:
             request = _request(source, target, MigrationOptions(mode="cold"), {}, features)
-            vm.migrate(source.uri, uuid, request, allow_insecure=source.allow_insecure_transport)
+            vm.migrate(source.virt_target, uuid, request)
         else:
             # libvirt's Xen driver has no offline migration: the app moves the definition.
-            xml = vm.export_definition(source.uri, uuid,
-                                       allow_insecure=source.allow_insecure_transport)
-            vm.define_from_xml(target.uri, xml, allow_insecure=target.allow_insecure_transport)
+            xml = vm.export_definition(source.virt_target, uuid)
+            vm.define_from_xml(target.virt_target, xml)
             try:
-                virt.undefine(source.uri, uuid, allow_insecure=source.allow_insecure_transport)
+                virt.undefine(source.virt_target, uuid)
             except VirtError:
                 _forget(target, uuid)
                 raise
@@ -355,16 +352,15 @@ def _offline(guest: Guest, target: Host, reporter: ProgressReporter) -> dict[str
 def _save_and_restore(guest: Guest, target: Host, path: str,
                       reporter: ProgressReporter) -> dict[str, Any]:
     source, uuid = guest.host, str(guest.uuid)
-    xml = vm.export_definition(source.uri, uuid, allow_insecure=source.allow_insecure_transport)
+    xml = vm.export_definition(source.virt_target, uuid)
     steps = 4
     reporter.update(0, total=steps, unit=Job.Unit.STEPS, force=True,
                     message=f"Defining '{guest}' on {target}")
-    vm.define_from_xml(target.uri, xml, allow_insecure=target.allow_insecure_transport)
+    vm.define_from_xml(target.virt_target, xml)
     reporter.update(1, message=f"Saving the memory of '{guest}' to {path}", force=True)
     began = time.monotonic()
     try:
-        saved_xml = virt.save(source.uri, uuid, path,
-                              allow_insecure=source.allow_insecure_transport)
+        saved_xml = virt.save(source.virt_target, uuid, path)
     except VirtError as exc:
         _forget(target, uuid)
         raise JobError(f"Saving '{guest}' failed: {exc}; it keeps running on {source}.") from exc
@@ -388,7 +384,7 @@ def _save_and_restore(guest: Guest, target: Host, path: str,
                        f"{source}.") from exc
     downtime_ms = int((time.monotonic() - began) * 1000)
     reporter.update(3, message=f"Removing '{guest}' from {source}", force=True)
-    virt.undefine(source.uri, uuid, allow_insecure=source.allow_insecure_transport)
+    virt.undefine(source.virt_target, uuid)
     _delete_file(target, path)
     return {"downtime_ms": downtime_ms,
             "downtime_note": "From the start of the save to the end of the restore.",
@@ -400,11 +396,10 @@ def _restore_checked(guest: Guest, host: Host, path: str, saved_xml: str) -> Non
     domain XML and found it to be the one the save ran with (the file lies on storage other
     hosts write; see guests.save_images); QEMU restores with that checked XML."""
     _refresh_pools_holding(host, path)  # libvirt's save wrote it: no pool lists it yet
-    checked = checked_image(host.uri, path, uuid=str(guest.uuid),
+    checked = checked_image(host.virt_target, path, uuid=str(guest.uuid),
                             label=f"The save image {path}", expected=lambda: saved_xml,
-                            allow_insecure=host.allow_insecure_transport, guest_label=str(guest))
-    virt.restore(host.uri, path, dxml=checked if host.hypervisor_type == "QEMU" else None,
-                 allow_insecure=host.allow_insecure_transport)
+                            guest_label=str(guest))
+    virt.restore(host.virt_target, path, dxml=checked if host.hypervisor_type == "QEMU" else None)
 
 
 def shared_save_path(guest: Guest, target: Host) -> str:
@@ -418,7 +413,7 @@ def shared_save_path(guest: Guest, target: Host) -> str:
 
 def _forget(host: Host, uuid: str) -> None:
     try:
-        virt.undefine(host.uri, uuid, allow_insecure=host.allow_insecure_transport)
+        virt.undefine(host.virt_target, uuid)
     except VirtError:
         pass
 
@@ -429,8 +424,7 @@ def _refresh_pools_holding(host: Host, path: str) -> None:
     for pool in Pool.objects.filter(host=host, shared=True, active=True):
         if pool.target_path and path.startswith(pool.target_path.rstrip("/") + "/"):
             try:
-                describe_pool(host.uri, pool.name, refresh=True,
-                              allow_insecure=host.allow_insecure_transport)
+                describe_pool(host.virt_target, pool.name, refresh=True)
             except VirtError:
                 continue
 
@@ -442,9 +436,8 @@ def _delete_file(host: Host, path: str) -> None:
 
     for pool in Pool.objects.filter(host=host, shared=True, active=True):
         try:
-            describe_pool(host.uri, pool.name, refresh=True,
-                          allow_insecure=host.allow_insecure_transport)
-            delete_volume_by_path(host.uri, path, allow_insecure=host.allow_insecure_transport)
+            describe_pool(host.virt_target, pool.name, refresh=True)
+            delete_volume_by_path(host.virt_target, path)
             return
         except VirtError:
             continue
@@ -453,7 +446,7 @@ def _delete_file(host: Host, path: str) -> None:
 def _where(host: Host, uuid: str) -> str | None:
     """The guest's state on ``host``, None when the host does not know it."""
     try:
-        return virt.get_domain(host.uri, uuid, allow_insecure=host.allow_insecure_transport).state
+        return virt.get_domain(host.virt_target, uuid).state
     except VirtObjectNotFound:
         return None
 
@@ -478,7 +471,7 @@ def settle(guest: Guest, source: Host, target: Host) -> Guest:
         host = target if on_target is not None and on_source is None else source
         if on_source is None and on_target is None:
             return guest  # neither host answers for it: the inventory round decides
-    info = virt.get_domain(host.uri, uuid, allow_insecure=host.allow_insecure_transport)
+    info = virt.get_domain(host.virt_target, uuid)
     with transaction.atomic():
         Guest.objects.filter(host=host, uuid=guest.uuid).exclude(pk=guest.pk).delete()
         guest.host = host

@@ -162,11 +162,10 @@ def check_cpu(guest: Guest, target: Host, options: MigrationOptions) -> Check:
 
 def _cpu_model_problems(guest: Guest, target: Host) -> list[str]:
     try:
-        cpu = vm.guest_cpu(guest.host.uri, str(guest.uuid),
-                           allow_insecure=guest.host.allow_insecure_transport)
+        cpu = vm.guest_cpu(guest.host.virt_target, str(guest.uuid))
         if cpu is None:
             return []
-        compatible = vm.compare_cpu(target.uri, cpu, allow_insecure=target.allow_insecure_transport)
+        compatible = vm.compare_cpu(target.virt_target, cpu)
     except VirtError as exc:
         return [f"The CPU comparison failed: {exc}"]
     if compatible is False:
@@ -179,8 +178,7 @@ def check_networks(guest: Guest, target: Host, options: MigrationOptions) -> Che
     if not nics:
         return Check("networks", True, f"'{guest}' has no network interfaces.")
     try:
-        networks = {net.name: net for net in list_networks(target.uri,
-                                                           allow_insecure=target.allow_insecure_transport)}
+        networks = {net.name: net for net in list_networks(target.virt_target)}
     except VirtError as exc:
         return Check("networks", False, f"The networks of {target} cannot be read: {exc}")
     bridges = {net.bridge for net in networks.values() if net.bridge}

@@ -26,15 +26,15 @@ def recover(job: Job) -> None:
     if guest is None or target is None:
         return
     source = guest.host
-    uri, uuid, lab = source.uri, str(guest.uuid), source.allow_insecure_transport
+    host, uuid = source.virt_target, str(guest.uuid)
     try:
-        stats = vm.job_stats(uri, uuid, allow_insecure=lab)
+        stats = vm.job_stats(host, uuid)
         if stats is not None and stats.active and vm.features_for(
                 source.hypervisor_type).abort:
-            vm.abort(uri, uuid, allow_insecure=lab)
+            vm.abort(host, uuid)
             deadline = time.monotonic() + ABORT_WAIT_SECONDS
             while time.monotonic() < deadline:
-                stats = vm.job_stats(uri, uuid, allow_insecure=lab)
+                stats = vm.job_stats(host, uuid)
                 if stats is None or not stats.active:
                     break
                 time.sleep(0.2)

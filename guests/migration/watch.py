@@ -12,19 +12,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from hosts.virt import VirtTarget
 from hosts.virt import migration as vm
 
 FIRST_LOOKS = 0.1  # seconds between samples until the first active one
 
 
 class StatsWatch(threading.Thread):
-    """Samples the job statistics of `uuid` on `uri` every `interval` seconds until
+    """Samples the job statistics of `uuid` on `host` every `interval` seconds until
     stopped; `steer(stats)` runs on each active sample, in this thread."""
 
-    def __init__(self, uri: str, uuid: str, *, lab: bool, interval: float,
+    def __init__(self, host: VirtTarget, uuid: str, *, interval: float,
                  steer: Callable[[vm.JobStats], None]) -> None:
         super().__init__(name=f"migration-stats-{uuid}", daemon=True)
-        self.uri, self.uuid, self.lab = uri, uuid, lab
+        self.host, self.uuid = host, uuid
         self.interval = interval
         self.steer = steer
         self._stopping = threading.Event()
@@ -34,7 +35,7 @@ class StatsWatch(threading.Thread):
 
     def run(self) -> None:
         while not self._stopping.is_set():
-            stats = vm.job_stats(self.uri, self.uuid, allow_insecure=self.lab)
+            stats = vm.job_stats(self.host, self.uuid)
             if stats is not None and stats.active and not self._stopping.is_set():
                 with self._lock:
                     self._fresh = self.last = stats

@@ -56,9 +56,8 @@ def _copy_back(guest: Any, volumes: list[dict[str, Any]], reporter: ProgressRepo
                 reporter.update(base + size, message=f"Writing back {done} changed bytes "
                                 f"of {target}")
 
-        result = virt.copy_back(guest.host.uri, volume["path"], volume["origin"], size,
-                                progress=progress,
-                                allow_insecure=guest.host.allow_insecure_transport)
+        result = virt.copy_back(guest.host.virt_target, volume["path"], volume["origin"], size,
+                                progress=progress)
         reporter.log(f"{volume['target']}: {result.written} of {result.compared} bytes "
                      f"written back in {result.ranges} range(s)")
         base += size
@@ -81,8 +80,7 @@ def revert_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
                                  "down before reverting an LVM snapshot.")
             result = _copy_back(guest, guest.lvm_snapshots.get(name=name).volumes, reporter)
         else:
-            virt.revert_snapshot(guest.host.uri, str(guest.uuid), name,
-                                 allow_insecure=guest.host.allow_insecure_transport)
+            virt.revert_snapshot(guest.host.virt_target, str(guest.uuid), name)
     except (GuestError, VirtError) as exc:
         record("guest.snapshot.revert", user=job.owner, target=guest, result="failed",
                message=str(exc), name=name)

@@ -49,15 +49,11 @@ class Snapshot:
         return bool(NAME_RE.match(self.name))
 
 
-def _lab(guest: Guest) -> dict[str, Any]:
-    return {"allow_insecure": guest.host.allow_insecure_transport}
-
-
 def _domain_snapshots(guest: Guest) -> list[Snapshot]:
     if guest.host.hypervisor_type == "Xen":
         return []  # libxl has no domain snapshots (see guests.snapshots.plan)
     try:
-        found = virt.list_snapshots(guest.host.uri, str(guest.uuid), **_lab(guest))
+        found = virt.list_snapshots(guest.host.virt_target, str(guest.uuid))
     except virt.SnapshotsUnsupported:
         return []
     except VirtError as exc:
@@ -72,7 +68,7 @@ def _domain_snapshots(guest: Guest) -> list[Snapshot]:
 
 def _lvm_snapshot(guest: Guest, row: LvmSnapshot) -> Snapshot:
     missing = tuple(v["path"] for v in row.volumes
-                    if not virt.volume_exists(guest.host.uri, v["path"], **_lab(guest)))
+                    if not virt.volume_exists(guest.host.virt_target, v["path"]))
     return Snapshot(name=row.name, description=row.description, kind=LVM,
                     created=row.created_at, guest_state=row.guest_state, with_memory=False,
                     current=False, disks=tuple(v["target"] for v in row.volumes),
@@ -174,8 +170,8 @@ def take(guest: Guest, plan: Capability, name: str, description: str) -> Snapsho
     """The snapshot itself, by the plan's kind (raises VirtError or GuestError)."""
     if plan.kind == LVM:
         return _take_lvm(guest, plan, name, description)
-    virt.create_snapshot(guest.host.uri, str(guest.uuid),
-                         domain_request(plan, name, description), **_lab(guest))
+    virt.create_snapshot(guest.host.virt_target, str(guest.uuid),
+                         domain_request(plan, name, description))
     refresh(guest)
     return find(guest, name)
 
@@ -188,15 +184,14 @@ def _take_lvm(guest: Guest, plan: Capability, name: str, description: str) -> Sn
     made: list[dict[str, Any]] = []
     try:
         for disk in plan.included:
-            info = virt.create_volume_snapshot(guest.host.uri, disk.source,
-                                               lvm_volume_name(disk.source, name),
-                                               **_lab(guest))
+            info = virt.create_volume_snapshot(guest.host.virt_target, disk.source,
+                                               lvm_volume_name(disk.source, name))
             made.append({"target": disk.target, "origin": disk.source, "path": info.path,
                          "size": info.capacity})
     except VirtError:
         for volume in made:  # all disks or none
             try:
-                delete_volume(guest.host.uri, volume["path"], **_lab(guest))
+                delete_volume(guest.host.virt_target, volume["path"])
             except VirtError:
                 pass
         raise
@@ -233,7 +228,7 @@ def revert_snapshot(guest: Guest, name: str, *, user: Any, request: Any = None) 
     try:
         with hold(guest, kind="guest.snapshot.revert", title=f"Revert {guest} to '{name}'",
                   owner=user):
-            virt.revert_snapshot(guest.host.uri, str(guest.uuid), name, **_lab(guest))
+            virt.revert_snapshot(guest.host.virt_target, str(guest.uuid), name)
     except (GuestError, VirtError) as exc:
         raise _refused("revert", guest, exc, user, request, name=name) from exc
     record("guest.snapshot.revert", user=user, request=request, target=guest, name=name,
@@ -254,10 +249,10 @@ def delete_snapshot(guest: Guest, name: str, *, user: Any, request: Any = None) 
                 row = guest.lvm_snapshots.get(name=name)
                 for volume in row.volumes:
                     if volume["path"] not in snapshot.missing:
-                        delete_volume(guest.host.uri, volume["path"], **_lab(guest))
+                        delete_volume(guest.host.virt_target, volume["path"])
                 row.delete()
             else:
-                virt.delete_snapshot(guest.host.uri, str(guest.uuid), name, **_lab(guest))
+                virt.delete_snapshot(guest.host.virt_target, str(guest.uuid), name)
     except (GuestError, VirtError) as exc:
         raise _refused("delete", guest, exc, user, request, name=name) from exc
     record("guest.snapshot.delete", user=user, request=request, target=guest, name=name,

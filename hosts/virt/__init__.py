@@ -1,7 +1,8 @@
 """The only package of the project that talks to libvirt.
 
-Everything else calls the functions exported here, gets plain dataclasses back
-and sees only the ``VirtError`` family of exceptions.
+Everything else calls the functions exported here with a ``VirtTarget`` (the host's URI
+and transport policy), gets plain dataclasses back and sees only the ``VirtError`` family
+of exceptions.
 """
 
 from .connection import HostProbe, close_all, describe_error, drop_connection, probe
@@ -15,6 +16,7 @@ from .errors import (
     VirtOperationError,
 )
 from .host_uri import HostUri, parse_uri
+from .target import VirtTarget
 from .uri import validate_uri
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "VirtError",
     "VirtObjectNotFound",
     "VirtOperationError",
+    "VirtTarget",
     "close_all",
     "demo_uri",
     "describe_error",

@@ -18,6 +18,7 @@ from .connection import get_connection
 from .errors import VirtOperationError, translate
 from .pool_xml import DirPoolSpec, build_pool_xml
 from .pools import PoolInfo, _describe
+from .target import VirtTarget
 
 # The pool the app defines for a host's boot files directory (when no pool of the host
 # serves that directory already).
@@ -44,18 +45,18 @@ def _pool_path(pool: libvirt.virStoragePool) -> str:
     return (SafeET.fromstring(pool.XMLDesc(0)).findtext("target/path") or "").rstrip("/")
 
 
-def ensure_boot_pool(uri: str, directory: str, *, allow_insecure: bool = False) -> PoolInfo:
+def ensure_boot_pool(target: VirtTarget, directory: str) -> PoolInfo:
     """A running, autostarted dir pool serving `directory` (which must exist on the host):
     a pool of the host that serves it already, else the app's own ``xenweb-boot``
     (redefined when it served another directory)."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     step = "list the storage pools"
     try:
         pool = next((p for p in conn.listAllStoragePools(0)
                      if SafeET.fromstring(p.XMLDesc(0)).get("type") == "dir"
                      and _pool_path(p) == directory), None)
         if pool is None or pool.name() != BOOT_POOL:
-            _remove(conn, uri)  # the app's pool for a directory served no more
+            _remove(conn, target.uri)  # the app's pool for a directory served no more
         if pool is None:
             step = f"define the boot files pool for {directory}"
             pool = conn.storagePoolDefineXML(
@@ -68,11 +69,11 @@ def ensure_boot_pool(uri: str, directory: str, *, allow_insecure: bool = False) 
         pool.refresh(0)
         return _describe(pool)
     except libvirt.libvirtError as exc:
-        error = translate(exc, uri, action=step)
+        error = translate(exc, target.uri, action=step)
         if "start" in step:
             error = VirtOperationError(
                 f"{error} (the directory must exist on the host: create it there and put "
-                "the guest kernels and initrds in it)", uri=uri)
+                "the guest kernels and initrds in it)", uri=target.uri)
         raise error from exc
 
 
@@ -88,20 +89,20 @@ def _remove(conn: libvirt.virConnect, uri: str) -> None:
     pool.undefine()
 
 
-def remove_boot_pool(uri: str, *, allow_insecure: bool = False) -> None:
+def remove_boot_pool(target: VirtTarget) -> None:
     """Undefine the app's boot files pool, if there is one (the files stay)."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
-        _remove(conn, uri)
+        _remove(conn, target.uri)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"remove the storage pool '{BOOT_POOL}'") from exc
+        raise translate(exc, target.uri, action=f"remove the storage pool '{BOOT_POOL}'") from exc
 
 
-def volume_facts(uri: str, pool_name: str, name: str, *, refresh: bool = True,
-                 allow_insecure: bool = False) -> VolumeFacts:
+def volume_facts(target: VirtTarget, pool_name: str, name: str, *,
+                 refresh: bool = True) -> VolumeFacts:
     """The volume `name` of pool `pool_name` as libvirt lists it now (after a refresh of
     the pool, so a file removed or replaced on the host is seen)."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         pool = conn.storagePoolLookupByName(pool_name)
         if refresh and pool.isActive():
@@ -117,8 +118,8 @@ def volume_facts(uri: str, pool_name: str, name: str, *, refresh: bool = True,
             pool_type=pool_root.get("type", ""),
             pool_path=(pool_root.findtext("target/path") or "").rstrip("/"))
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"find '{name}' in the storage pool '{pool_name}'") \
-            from exc
+        raise translate(exc, target.uri,
+                        action=f"find '{name}' in the storage pool '{pool_name}'") from exc
 
 
 def in_directory(facts: VolumeFacts) -> bool:
@@ -126,22 +127,21 @@ def in_directory(facts: VolumeFacts) -> bool:
     return bool(facts.pool_path) and facts.path == posixpath.join(facts.pool_path, facts.name)
 
 
-def read_head(uri: str, path: str, length: int = HEAD_BYTES, *,
-              allow_insecure: bool = False) -> bytes | None:
+def read_head(target: VirtTarget, path: str, length: int = HEAD_BYTES) -> bytes | None:
     """The first `length` bytes of the volume at `path`, through libvirt's stream; None
     where the driver cannot download (libvirt's test driver, which never opens a file)."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         vol = conn.storageVolLookupByPath(path)
         stream = conn.newStream(0)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"read the volume {path}") from exc
+        raise translate(exc, target.uri, action=f"read the volume {path}") from exc
     try:
         vol.download(stream, 0, length, 0)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
             return None
-        raise translate(exc, uri, action=f"read the volume {path}") from exc
+        raise translate(exc, target.uri, action=f"read the volume {path}") from exc
     data = bytearray()
     try:
         # libvirt sends at most `length` bytes, then the end of the stream.
@@ -155,5 +155,5 @@ def read_head(uri: str, path: str, length: int = HEAD_BYTES, *,
             stream.abort()
         except libvirt.libvirtError:
             pass
-        raise translate(exc, uri, action=f"read the volume {path}") from exc
+        raise translate(exc, target.uri, action=f"read the volume {path}") from exc
     return bytes(data)

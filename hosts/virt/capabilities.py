@@ -10,6 +10,7 @@ from defusedxml import ElementTree as SafeET
 
 from .connection import get_connection
 from .errors import translate
+from .target import VirtTarget
 
 HVM_UNAVAILABLE = (
     "HVM guest support is unavailable: is VT/AMD-V supported by your CPU and enabled "
@@ -92,12 +93,12 @@ def parse_capabilities(xml: str) -> HostCapabilities:
     )
 
 
-def host_capabilities(uri: str, *, allow_insecure: bool = False) -> HostCapabilities:
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+def host_capabilities(target: VirtTarget) -> HostCapabilities:
+    conn = get_connection(target)
     try:
         return parse_capabilities(conn.getCapabilities())
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action="read the host's capabilities") from exc
+        raise translate(exc, target.uri, action="read the host's capabilities") from exc
 
 
 @dataclass(frozen=True)
@@ -106,12 +107,12 @@ class HostResources:
     max_vcpus: int  # per guest; 0 when the driver does not say
 
 
-def host_resources(uri: str, *, allow_insecure: bool = False) -> HostResources:
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+def host_resources(target: VirtTarget) -> HostResources:
+    conn = get_connection(target)
     try:
         free = conn.getFreeMemory() // (1024 * 1024)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action="read the host's free memory") from exc
+        raise translate(exc, target.uri, action="read the host's free memory") from exc
     try:
         max_vcpus = conn.getMaxVcpus(None)
     except libvirt.libvirtError:

@@ -30,7 +30,7 @@ from .errors import (
 )
 from .host_uri import parse_uri
 from .ssh import dom0_login
-from .uri import validate_uri
+from .target import VirtTarget
 
 __all__ = [
     "HostProbe",
@@ -241,17 +241,17 @@ os.register_at_fork(after_in_child=_pool.after_fork_in_child)
 
 
 def get_connection(
-    uri: str, timeout: float = DEFAULT_CONNECT_TIMEOUT, *, allow_insecure: bool = False
+    target: VirtTarget, timeout: float = DEFAULT_CONNECT_TIMEOUT
 ) -> libvirt.virConnect:
-    """The pooled connection for ``uri``, (re)opened if missing or dead.
+    """The pooled connection for ``target``'s URI, (re)opened if missing or dead.
 
-    For adapter modules inside ``hosts.virt`` only. Raises ``VirtError``
+    The pool is keyed by the checked URI alone: the policy only decides whether the URI
+    passes the check. For adapter modules inside ``hosts.virt`` only. Raises ``VirtError``
     subclasses (``HostDriverError`` for a bad URI, ``HostUnreachable``...).
     """
     if timeout <= 0:
         raise ValueError("timeout must be positive")
-    checked = validate_uri(uri, allow_insecure=allow_insecure)
-    return _pool.get(checked, timeout)
+    return _pool.get(target.checked_uri(), timeout)
 
 
 def drop_connection(uri: str) -> None:
@@ -317,21 +317,20 @@ def _describe_host(conn: libvirt.virConnect, uri: str) -> HostProbe:
 
 
 def call_on_own_connection(
-    uri: str,
+    target: VirtTarget,
     work: Callable[[libvirt.virConnect], T],
     *,
     timeout: float,
     what: str,
     action: str,
-    allow_insecure: bool = False,
 ) -> T:
-    """Open a connection of its own to ``uri`` (not pooled), return ``work(conn)``, close it.
+    """Open a connection of its own to ``target`` (not pooled), return ``work(conn)``, close it.
 
     For adapter modules inside ``hosts.virt`` only. ``what`` names the whole call in a
     timeout message ("probing"), ``action`` what ``work`` does in a libvirt error's
     ("read the host's details"); both raise ``VirtError`` subclasses.
     """
-    checked = validate_uri(uri, allow_insecure=allow_insecure)
+    checked = target.checked_uri()
     runtime.ensure_event_loop()
 
     def run() -> T:
@@ -349,20 +348,17 @@ def call_on_own_connection(
     return call_with_timeout(run, timeout=timeout, uri=checked, what=what)
 
 
-def probe(
-    uri: str, timeout: float = DEFAULT_PROBE_TIMEOUT, allow_insecure: bool = False
-) -> HostProbe:
+def probe(target: VirtTarget, timeout: float = DEFAULT_PROBE_TIMEOUT) -> HostProbe:
     """Open a fresh (not pooled) connection, describe the host, close it.
 
     Raises ``HostDriverError`` for a bad URI before connecting, and the other
     ``VirtError`` subclasses for what went wrong while connecting.
     """
-    checked = validate_uri(uri, allow_insecure=allow_insecure)
+    checked = target.checked_uri()
     return call_on_own_connection(
-        checked,
+        VirtTarget(checked, target.allow_insecure),
         lambda conn: _describe_host(conn, checked),
         timeout=timeout,
         what="probing",
         action="read the host's details",
-        allow_insecure=allow_insecure,
     )

@@ -18,6 +18,7 @@ import libvirt
 
 from .connection import get_connection
 from .errors import VirtOperationError, translate
+from .target import VirtTarget
 
 NO_DATA = -2
 # virchrdev.c, the same for the QEMU and libxl drivers.
@@ -36,10 +37,9 @@ def _in_use(exc: libvirt.libvirtError) -> bool:
 class ConsoleStream:
     """An open console: `read()` returns what arrived since the last call."""
 
-    def __init__(self, uri: str, uuid: str, *, force: bool = False,
-                 allow_insecure: bool = False) -> None:
-        self.uri = uri
-        conn = get_connection(uri, allow_insecure=allow_insecure)
+    def __init__(self, target: VirtTarget, uuid: str, *, force: bool = False) -> None:
+        self.uri = target.uri
+        conn = get_connection(target)
         try:
             dom = conn.lookupByUUIDString(uuid)
             self.name = dom.name()
@@ -49,9 +49,9 @@ class ConsoleStream:
             if _in_use(exc):
                 raise ConsoleInUse(
                     f"The console of guest {uuid} is in use by another session.",
-                    uri=uri, code=exc.get_error_code(), detail=exc.get_error_message(),
+                    uri=target.uri, code=exc.get_error_code(), detail=exc.get_error_message(),
                 ) from exc
-            raise translate(exc, uri, action=f"open the console of guest {uuid}") from exc
+            raise translate(exc, target.uri, action=f"open the console of guest {uuid}") from exc
         self.closed = False
 
     def read(self) -> bytes:
@@ -94,7 +94,7 @@ class ConsoleStream:
 
 
 def read_console_until(
-    uri: str, uuid: str, text: str, timeout: float, *, allow_insecure: bool = False,
+    target: VirtTarget, uuid: str, text: str, timeout: float, *,
     force: bool = True,
 ) -> str:
     """Read the console until `text` appears (returns all output read) or time runs out
@@ -102,7 +102,7 @@ def read_console_until(
     their guests' consoles: it forces by default."""
     output = b""
     deadline = time.monotonic() + timeout
-    with ConsoleStream(uri, uuid, force=force, allow_insecure=allow_insecure) as console:
+    with ConsoleStream(target, uuid, force=force) as console:
         while time.monotonic() < deadline and not console.closed:
             output += console.read()
             if text.encode() in output:

@@ -14,6 +14,7 @@ from defusedxml import ElementTree as SafeET
 from .domain_xml import DiskSpec, NicSpec, device_xml
 from .domains import _act
 from .errors import VirtObjectNotFound
+from .target import VirtTarget
 
 LIVE, NEXT_BOOT = "live", "next boot"
 # Errors that mean "not while running" rather than "wrong request".
@@ -54,15 +55,14 @@ def _running(dom: libvirt.virDomain) -> bool:
                               libvirt.VIR_DOMAIN_PAUSED)
 
 
-def set_vcpus(uri: str, uuid: str, count: int, *, allow_insecure: bool = False) -> str:
+def set_vcpus(target: VirtTarget, uuid: str, count: int) -> str:
     def call(dom: libvirt.virDomain) -> str:
         return _apply(dom, lambda flags: dom.setVcpusFlags(count, flags), _running(dom))
 
-    return _act(uri, uuid, "change the vCPUs of", call, allow_insecure)
+    return _act(target, uuid, "change the vCPUs of", call)
 
 
-def attach(uri: str, uuid: str, device: DiskSpec | NicSpec, *,
-           allow_insecure: bool = False) -> str:
+def attach(target: VirtTarget, uuid: str, device: DiskSpec | NicSpec) -> str:
     xml = device_xml(device)
 
     def add(root: ET.Element) -> None:
@@ -71,7 +71,7 @@ def attach(uri: str, uuid: str, device: DiskSpec | NicSpec, *,
     def call(dom: libvirt.virDomain) -> str:
         return _apply(dom, lambda flags: dom.attachDeviceFlags(xml, flags), _running(dom), add)
 
-    return _act(uri, uuid, "attach a device to", call, allow_insecure)
+    return _act(target, uuid, "attach a device to", call)
 
 
 def _finder(tag: str, match: object) -> object:
@@ -81,8 +81,7 @@ def _finder(tag: str, match: object) -> object:
     return find
 
 
-def _detach(uri: str, uuid: str, tag: str, match: object, what: str,
-            allow_insecure: bool) -> str:
+def _detach(target: VirtTarget, uuid: str, tag: str, match: object, what: str) -> str:
     find = _finder(tag, match)
 
     def drop(root: ET.Element) -> None:
@@ -99,15 +98,15 @@ def _detach(uri: str, uuid: str, tag: str, match: object, what: str,
         return _apply(dom, lambda flags: dom.detachDeviceFlags(xml, flags), _running(dom),
                       drop)
 
-    return _act(uri, uuid, f"detach {what} from", call, allow_insecure)
+    return _act(target, uuid, f"detach {what} from", call)
 
 
-def detach_disk(uri: str, uuid: str, target: str, *, allow_insecure: bool = False) -> str:
-    return _detach(uri, uuid, "disk", lambda e: e.find("target") is not None
-                   and e.find("target").get("dev") == target, f"disk {target}", allow_insecure)
+def detach_disk(target: VirtTarget, uuid: str, dev: str) -> str:
+    return _detach(target, uuid, "disk", lambda e: e.find("target") is not None
+                   and e.find("target").get("dev") == dev, f"disk {dev}")
 
 
-def detach_nic(uri: str, uuid: str, mac: str, *, allow_insecure: bool = False) -> str:
-    return _detach(uri, uuid, "interface", lambda e: e.find("mac") is not None
+def detach_nic(target: VirtTarget, uuid: str, mac: str) -> str:
+    return _detach(target, uuid, "interface", lambda e: e.find("mac") is not None
                    and e.find("mac").get("address", "").lower() == mac.lower(),
-                   f"interface {mac}", allow_insecure)
+                   f"interface {mac}")

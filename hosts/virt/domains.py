@@ -1,7 +1,7 @@
 """Guests (libvirt domains): inventory, definition and lifecycle.
 
-Every function takes the host's URI and the domain's UUID and returns plain dataclasses
-or raises the app's VirtError family with a message naming the guest and the host.
+Every function takes the host (a ``VirtTarget``) and the domain's UUID and returns plain
+dataclasses or raises the app's VirtError family with a message naming the guest and the host.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .domain_xml import (
     parse_domain_xml,
 )
 from .errors import VirtOperationError, host_label, translate
+from .target import VirtTarget
 
 T = TypeVar("T")
 
@@ -64,13 +65,13 @@ def _errors(uri: str, action: str) -> Iterator[None]:
         raise translate(exc, uri, action=action) from exc
 
 
-def _conn(uri: str, allow_insecure: bool) -> libvirt.virConnect:
-    return get_connection(uri, allow_insecure=allow_insecure)
+def _conn(target: VirtTarget) -> libvirt.virConnect:
+    return get_connection(target)
 
 
-def _lookup(uri: str, uuid: str, allow_insecure: bool) -> libvirt.virDomain:
-    with _errors(uri, f"find guest {uuid}"):
-        return _conn(uri, allow_insecure).lookupByUUIDString(uuid)
+def _lookup(target: VirtTarget, uuid: str) -> libvirt.virDomain:
+    with _errors(target.uri, f"find guest {uuid}"):
+        return _conn(target).lookupByUUIDString(uuid)
 
 
 @dataclass(frozen=True)
@@ -149,59 +150,58 @@ def _next_boot_disks(dom: libvirt.virDomain, live: DomainXmlInfo,
     return tuple(disk for disk in inactive.disks if disk.source and disk.source not in running)
 
 
-def list_domains(uri: str, *, allow_insecure: bool = False) -> list[DomainInfo]:
-    with _errors(uri, "list guests"):
-        conn = _conn(uri, allow_insecure)
+def list_domains(target: VirtTarget) -> list[DomainInfo]:
+    with _errors(target.uri, "list guests"):
+        conn = _conn(target)
         domains = conn.listAllDomains(0)
         facts = _host_facts(conn)
         return sorted((_describe(dom, facts) for dom in domains), key=lambda d: d.name)
 
 
-def get_domain(uri: str, uuid: str, *, allow_insecure: bool = False) -> DomainInfo:
-    dom = _lookup(uri, uuid, allow_insecure)
-    with _errors(uri, f"read guest {uuid}"):
+def get_domain(target: VirtTarget, uuid: str) -> DomainInfo:
+    dom = _lookup(target, uuid)
+    with _errors(target.uri, f"read guest {uuid}"):
         return _describe(dom)
 
 
-def define_domain(uri: str, spec: DomainSpec, *, allow_insecure: bool = False) -> DomainInfo:
+def define_domain(target: VirtTarget, spec: DomainSpec) -> DomainInfo:
     xml = build_domain_xml(spec)
-    with _errors(uri, f"define guest '{spec.name}'"):
-        dom = _conn(uri, allow_insecure).defineXML(xml)
+    with _errors(target.uri, f"define guest '{spec.name}'"):
+        dom = _conn(target).defineXML(xml)
         return _describe(dom)
 
 
 def _act(
-    uri: str, uuid: str, verb: str, call: Callable[[libvirt.virDomain], T],
-    allow_insecure: bool,
+    target: VirtTarget, uuid: str, verb: str, call: Callable[[libvirt.virDomain], T],
 ) -> T:
-    dom = _lookup(uri, uuid, allow_insecure)
-    with _errors(uri, f"{verb} guest '{dom.name()}'"):
+    dom = _lookup(target, uuid)
+    with _errors(target.uri, f"{verb} guest '{dom.name()}'"):
         return call(dom)
 
 
-def start(uri: str, uuid: str, *, paused: bool = False, allow_insecure: bool = False) -> None:
+def start(target: VirtTarget, uuid: str, *, paused: bool = False) -> None:
     flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
-    _act(uri, uuid, "start", lambda d: d.createWithFlags(flags), allow_insecure)
+    _act(target, uuid, "start", lambda d: d.createWithFlags(flags))
 
 
-def shutdown(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
-    _act(uri, uuid, "shut down", lambda d: d.shutdown(), allow_insecure)
+def shutdown(target: VirtTarget, uuid: str) -> None:
+    _act(target, uuid, "shut down", lambda d: d.shutdown())
 
 
-def reboot(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
-    _act(uri, uuid, "reboot", lambda d: d.reboot(0), allow_insecure)
+def reboot(target: VirtTarget, uuid: str) -> None:
+    _act(target, uuid, "reboot", lambda d: d.reboot(0))
 
 
-def destroy(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
-    _act(uri, uuid, "force off", lambda d: d.destroy(), allow_insecure)
+def destroy(target: VirtTarget, uuid: str) -> None:
+    _act(target, uuid, "force off", lambda d: d.destroy())
 
 
-def pause(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
-    _act(uri, uuid, "pause", lambda d: d.suspend(), allow_insecure)
+def pause(target: VirtTarget, uuid: str) -> None:
+    _act(target, uuid, "pause", lambda d: d.suspend())
 
 
-def resume(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
-    _act(uri, uuid, "resume", lambda d: d.resume(), allow_insecure)
+def resume(target: VirtTarget, uuid: str) -> None:
+    _act(target, uuid, "resume", lambda d: d.resume())
 
 
 def check_app_path(path: str, uri: str = "") -> str:
@@ -221,8 +221,7 @@ def _image_flags(conn: libvirt.virConnect) -> int:
     return libvirt.VIR_DOMAIN_XML_MIGRATABLE if conn.getType() == "QEMU" else 0
 
 
-def domain_xml(uri: str, uuid: str, *, inactive: bool = False,
-               allow_insecure: bool = False) -> str:
+def domain_xml(target: VirtTarget, uuid: str, *, inactive: bool = False) -> str:
     """The guest's XML as its driver writes it into a save image: running, or its
     persistent definition with `inactive`."""
 
@@ -230,36 +229,35 @@ def domain_xml(uri: str, uuid: str, *, inactive: bool = False,
         flags = _image_flags(dom.connect())
         return str(dom.XMLDesc(flags | (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)))
 
-    return _act(uri, uuid, "read the definition of", call, allow_insecure)
+    return _act(target, uuid, "read the definition of", call)
 
 
-def save(uri: str, uuid: str, path: str, *, allow_insecure: bool = False) -> str:
+def save(target: VirtTarget, uuid: str, path: str) -> str:
     """Save memory to `path` on the host; the guest stops. Returns the domain XML it ran
     with, as the image records it."""
-    check_app_path(path, uri)
+    check_app_path(path, target.uri)
 
     def call(dom: libvirt.virDomain) -> str:
         xml = dom.XMLDesc(_image_flags(dom.connect()))
         dom.save(path)
         return str(xml)
 
-    return _act(uri, uuid, "save", call, allow_insecure)
+    return _act(target, uuid, "save", call)
 
 
-def managed_save(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
+def managed_save(target: VirtTarget, uuid: str) -> None:
     """Save memory to the host's managed location; the next start resumes from it."""
-    _act(uri, uuid, "save (managed)", lambda d: d.managedSave(0), allow_insecure)
+    _act(target, uuid, "save (managed)", lambda d: d.managedSave(0))
 
 
-def restore(uri: str, path: str, *, dxml: str | None = None,
-            allow_insecure: bool = False) -> None:
+def restore(target: VirtTarget, path: str, *, dxml: str | None = None) -> None:
     """Restore the guest saved in `path`; with `dxml`, libvirt restores it with that
     definition instead of the one in the image, where the driver can (QEMU). The caller
     has checked the image's XML (hosts.virt.save_image, guests.save_images) before: libvirt
     parses it even with `dxml`, and QEMU's driver runs the emulator it names to do so."""
-    check_app_path(path, uri)
-    with _errors(uri, f"restore the guest saved in {path}"):
-        conn = _conn(uri, allow_insecure)
+    check_app_path(path, target.uri)
+    with _errors(target.uri, f"restore the guest saved in {path}"):
+        conn = _conn(target)
         if dxml is None:
             conn.restore(path)
             return
@@ -271,12 +269,11 @@ def restore(uri: str, path: str, *, dxml: str | None = None,
             conn.restore(path)  # the test and libxl drivers take no replacement XML
 
 
-def set_autostart(uri: str, uuid: str, enabled: bool, *, allow_insecure: bool = False) -> None:
-    _act(uri, uuid, "change autostart of", lambda d: d.setAutostart(int(enabled)),
-         allow_insecure)
+def set_autostart(target: VirtTarget, uuid: str, enabled: bool) -> None:
+    _act(target, uuid, "change autostart of", lambda d: d.setAutostart(int(enabled)))
 
 
-def undefine(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
+def undefine(target: VirtTarget, uuid: str) -> None:
     """Remove the definition with its managed save, snapshot metadata and NVRAM."""
 
     def call(dom: libvirt.virDomain) -> None:
@@ -291,7 +288,7 @@ def undefine(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
                     raise
         dom.undefine()
 
-    _act(uri, uuid, "delete", call, allow_insecure)
+    _act(target, uuid, "delete", call)
 
 
 UNDEFINE_FLAG_SETS = (
@@ -303,25 +300,23 @@ UNDEFINE_FLAG_SETS = (
 
 
 def wait_for_state(
-    uri: str, uuid: str, states: tuple[str, ...], timeout: float, *,
-    allow_insecure: bool = False,
+    target: VirtTarget, uuid: str, states: tuple[str, ...], timeout: float,
 ) -> str:
     """Poll until the guest is in one of `states`; returns it or raises after `timeout`."""
     deadline = time.monotonic() + timeout
     state = ""
     while time.monotonic() < deadline:
-        state = get_domain(uri, uuid, allow_insecure=allow_insecure).state
+        state = get_domain(target, uuid).state
         if state in states:
             return state
         time.sleep(0.2)
     raise VirtOperationError(
-        f"Guest {uuid} on {host_label(uri)} did not reach {'/'.join(states)} within "
+        f"Guest {uuid} on {host_label(target.uri)} did not reach {'/'.join(states)} within "
         f"{timeout:g} s (it is {state})."
     )
 
 
-def set_memory(uri: str, uuid: str, memory_mib: int, *, live: bool,
-               allow_insecure: bool = False) -> None:
+def set_memory(target: VirtTarget, uuid: str, memory_mib: int, *, live: bool) -> None:
     """Balloon to `memory_mib` now (if running) and in the persistent definition.
 
     Two calls, because some drivers (the test driver) refuse LIVE|CONFIG together.
@@ -334,4 +329,4 @@ def set_memory(uri: str, uuid: str, memory_mib: int, *, live: bool,
         if dom.isPersistent():
             dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
 
-    _act(uri, uuid, "change the memory of", call, allow_insecure)
+    _act(target, uuid, "change the memory of", call)

@@ -1,6 +1,6 @@
 """Domain events from libvirt, as plain dataclasses.
 
-``subscribe(uri, on_event, on_close=...)`` opens a dedicated connection (not the pooled
+``subscribe(target, on_event, on_close=...)`` opens a dedicated connection (not the pooled
 one: nobody else closes or replaces it under the subscription), registers every domain
 event family the host supports (lifecycle, reboot, balloon change, device added/removed,
 job completed) and calls ``on_event(DomainEvent)`` for each event. When the connection
@@ -30,7 +30,7 @@ from .connection import (
     _open_with_timeout,
 )
 from .errors import host_label, translate
-from .uri import validate_uri
+from .target import VirtTarget
 
 __all__ = [
     "CloseCallback",
@@ -268,19 +268,18 @@ class Subscription:
 
 
 def subscribe(
-    uri: str,
+    target: VirtTarget,
     on_event: EventCallback,
     *,
     on_close: CloseCallback | None = None,
-    allow_insecure: bool = False,
     timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> Subscription:
-    """Open a dedicated connection to ``uri`` and deliver its domain events.
+    """Open a dedicated connection to ``target`` and deliver its domain events.
 
     Blocks while connecting (at most ``timeout`` seconds for the connection itself);
     raises the ``VirtError`` family (``HostUnreachable``, ``HostDriverError``...).
     """
-    checked = validate_uri(uri, allow_insecure=allow_insecure)
+    checked = target.checked_uri()
     conn = _open_with_timeout(checked, timeout, timeout)  # also starts the event loop
     subscription = Subscription(checked, conn, on_event, on_close)
     try:

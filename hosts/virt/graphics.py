@@ -16,6 +16,7 @@ from .connection import get_connection
 from .domain_xml import parse_domain_xml
 from .domains import DOM0_NAME, STATE_NAMES
 from .errors import translate
+from .target import VirtTarget
 
 __all__ = ["VncEndpoint", "vnc_endpoint"]
 
@@ -34,9 +35,9 @@ class VncEndpoint:
     is_privileged: bool  # Xen's Domain-0
 
 
-def vnc_endpoint(uri: str, uuid: str, *, allow_insecure: bool = False) -> VncEndpoint:
+def vnc_endpoint(target: VirtTarget, uuid: str) -> VncEndpoint:
     """Read the guest's live VNC endpoint (raises the VirtError family)."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         dom = conn.lookupByUUIDString(uuid)
         name = dom.name()
@@ -45,7 +46,7 @@ def vnc_endpoint(uri: str, uuid: str, *, allow_insecure: bool = False) -> VncEnd
         dom_id = dom.ID()
         xml = parse_domain_xml(dom.XMLDesc(0))  # the live XML while the guest runs
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"read the graphics of guest {uuid}") from exc
+        raise translate(exc, target.uri, action=f"read the graphics of guest {uuid}") from exc
     listen = xml.vnc_listen or ""
     socket = listen if listen.startswith("/") else ""
     return VncEndpoint(

@@ -16,6 +16,7 @@ import libvirt
 from defusedxml import ElementTree as SafeET
 
 from .connection import call_on_own_connection
+from .target import VirtTarget
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -59,11 +60,10 @@ def _ensure_dir_pool(conn: libvirt.virConnect, spec: DirPool) -> None:
 
 
 def ensure_dir_pools(
-    uri: str,
+    target: VirtTarget,
     pools: Sequence[DirPool],
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
-    allow_insecure: bool = False,
 ) -> None:
     """Define, start, autostart and refresh a dir pool for each of ``pools`` (idempotent; a
     pool of that name at another path is redefined). The directories must exist on the host.
@@ -74,15 +74,15 @@ def ensure_dir_pools(
             _ensure_dir_pool(conn, spec)
 
     call_on_own_connection(
-        uri, work, timeout=timeout, what="setting up the storage pools",
-        action="set up the storage pools", allow_insecure=allow_insecure,
+        target, work, timeout=timeout, what="setting up the storage pools",
+        action="set up the storage pools",
     )
 
 
 def destroy_running_guests(
-    uri: str, *, timeout: float = DEFAULT_TIMEOUT_S, allow_insecure: bool = False
+    target: VirtTarget, *, timeout: float = DEFAULT_TIMEOUT_S
 ) -> list[str]:
-    """Destroy (power off) every running guest on ``uri``; the names of those destroyed.
+    """Destroy (power off) every running guest on ``target``; the names of those destroyed.
     A guest that cannot be destroyed (gone meanwhile, or wedged) is skipped."""
 
     def work(conn: libvirt.virConnect) -> list[str]:
@@ -96,6 +96,6 @@ def destroy_running_guests(
         return names
 
     return call_on_own_connection(
-        uri, work, timeout=timeout, what="stopping the guests",
-        action="stop the guests", allow_insecure=allow_insecure,
+        target, work, timeout=timeout, what="stopping the guests",
+        action="stop the guests",
     )

@@ -18,6 +18,7 @@ from defusedxml import ElementTree as SafeET
 from .connection import get_connection
 from .domains import _act, _lookup
 from .errors import VirtError, translate
+from .target import VirtTarget
 
 
 @dataclass(frozen=True)
@@ -83,15 +84,14 @@ def migration_flags(request: MigrationRequest) -> int:
     return flags
 
 
-def migrate(uri: str, uuid: str, request: MigrationRequest, *,
-            allow_insecure: bool = False) -> None:
+def migrate(target: VirtTarget, uuid: str, request: MigrationRequest) -> None:
     """Migrate and wait until it finished (run it in a thread to watch its progress)."""
     params: dict[str, Any] = {}
     if request.bandwidth_mib:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(request.bandwidth_mib)
     flags = migration_flags(request)
-    _act(uri, uuid, "migrate",
-         lambda dom: dom.migrateToURI3(request.target_uri, params, flags), allow_insecure)
+    _act(target, uuid, "migrate",
+         lambda dom: dom.migrateToURI3(request.target_uri, params, flags))
 
 
 @dataclass(frozen=True)
@@ -134,53 +134,50 @@ def _stats(raw: dict[str, Any]) -> JobStats:
     )
 
 
-def job_stats(uri: str, uuid: str, *, completed: bool = False,
-              allow_insecure: bool = False) -> JobStats | None:
+def job_stats(target: VirtTarget, uuid: str, *, completed: bool = False) -> JobStats | None:
     """The running job's counters, or (``completed``) the last finished job's.
 
     None where the driver keeps no statistics or the domain is gone.
     """
     try:
-        dom = _lookup(uri, uuid, allow_insecure)
+        dom = _lookup(target, uuid)
         flags = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED if completed else 0
         return _stats(dom.jobStats(flags))
     except (libvirt.libvirtError, VirtError):  # no statistics, or the domain left the host
         return None
 
 
-def set_max_downtime(uri: str, uuid: str, milliseconds: int, *,
-                     allow_insecure: bool = False) -> None:
-    _act(uri, uuid, "set the migration downtime of",
-         lambda dom: dom.migrateSetMaxDowntime(int(milliseconds), 0), allow_insecure)
+def set_max_downtime(target: VirtTarget, uuid: str, milliseconds: int) -> None:
+    _act(target, uuid, "set the migration downtime of",
+         lambda dom: dom.migrateSetMaxDowntime(int(milliseconds), 0))
 
 
-def max_downtime(uri: str, uuid: str, *, allow_insecure: bool = False) -> int:
+def max_downtime(target: VirtTarget, uuid: str) -> int:
     """The domain's migration downtime limit in milliseconds (also outside a migration)."""
-    return int(_act(uri, uuid, "read the migration downtime of",
-                    lambda dom: dom.migrateGetMaxDowntime(0), allow_insecure))
+    return int(_act(target, uuid, "read the migration downtime of",
+                    lambda dom: dom.migrateGetMaxDowntime(0)))
 
 
-def abort(uri: str, uuid: str, *, allow_insecure: bool = False) -> None:
-    _act(uri, uuid, "abort the migration of", lambda dom: dom.abortJob(), allow_insecure)
+def abort(target: VirtTarget, uuid: str) -> None:
+    _act(target, uuid, "abort the migration of", lambda dom: dom.abortJob())
 
 
 # --- offline migration: the definition travels separately from the saved memory ---------
 
 
-def export_definition(uri: str, uuid: str, *, allow_insecure: bool = False) -> str:
+def export_definition(target: VirtTarget, uuid: str) -> str:
     """The guest's persistent definition in the form meant for another host."""
     flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE | \
         libvirt.VIR_DOMAIN_XML_MIGRATABLE
-    return _act(uri, uuid, "export the definition of", lambda dom: dom.XMLDesc(flags),
-                allow_insecure)
+    return _act(target, uuid, "export the definition of", lambda dom: dom.XMLDesc(flags))
 
 
-def define_from_xml(uri: str, xml: str, *, allow_insecure: bool = False) -> None:
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+def define_from_xml(target: VirtTarget, xml: str) -> None:
+    conn = get_connection(target)
     try:
         conn.defineXML(xml)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action="define the migrated guest") from exc
+        raise translate(exc, target.uri, action="define the migrated guest") from exc
 
 
 # --- CPU comparison for the preflight -----------------------------------------------------
@@ -196,9 +193,9 @@ class GuestCpu:
     virt_type: str  # qemu, kvm, xen
 
 
-def guest_cpu(uri: str, uuid: str, *, allow_insecure: bool = False) -> GuestCpu | None:
+def guest_cpu(target: VirtTarget, uuid: str) -> GuestCpu | None:
     """The guest's CPU definition to compare against a target (see below)."""
-    xml = _act(uri, uuid, "read the CPU of", lambda dom: dom.XMLDesc(0), allow_insecure)
+    xml = _act(target, uuid, "read the CPU of", lambda dom: dom.XMLDesc(0))
     return guest_cpu_of(xml)
 
 
@@ -220,11 +217,11 @@ def guest_cpu_of(domain_xml: str) -> GuestCpu | None:
     )
 
 
-def compare_cpu(target_uri: str, cpu: GuestCpu, *, allow_insecure: bool = False) -> bool | None:
+def compare_cpu(target: VirtTarget, cpu: GuestCpu) -> bool | None:
     """Whether the target's hypervisor can give the guest its CPU; None when the driver
     cannot tell. Asks the hypervisor (what it can emulate or pass through), falling back to
     the host CPU comparison for drivers without that call."""
-    conn = get_connection(target_uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     calls = (
         lambda: conn.compareHypervisorCPU(None, cpu.arch or None, cpu.machine or None,
                                           cpu.virt_type or None, cpu.xml, 0),
@@ -236,5 +233,5 @@ def compare_cpu(target_uri: str, cpu: GuestCpu, *, allow_insecure: bool = False)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT,
                                             libvirt.VIR_ERR_OPERATION_INVALID):
-                raise translate(exc, target_uri, action="compare the guest's CPU") from exc
+                raise translate(exc, target.uri, action="compare the guest's CPU") from exc
     return None

@@ -15,6 +15,7 @@ from defusedxml import ElementTree as SafeET
 
 from .connection import get_connection
 from .errors import VirtOperationError, translate
+from .target import VirtTarget
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 
@@ -41,17 +42,15 @@ def _describe(net: libvirt.virNetwork) -> NetworkInfo:
     )
 
 
-def list_networks(uri: str, *, allow_insecure: bool = False) -> list[NetworkInfo]:
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+def list_networks(target: VirtTarget) -> list[NetworkInfo]:
+    conn = get_connection(target)
     try:
         return sorted((_describe(n) for n in conn.listAllNetworks(0)), key=lambda n: n.name)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action="list networks") from exc
+        raise translate(exc, target.uri, action="list networks") from exc
 
 
-def create_isolated_network(
-    uri: str, name: str, bridge: str, *, allow_insecure: bool = False
-) -> NetworkInfo:
+def create_isolated_network(target: VirtTarget, name: str, bridge: str) -> NetworkInfo:
     """Define, start and autostart a network whose guests see only each other."""
     for value, what in ((name, "network name"), (bridge, "bridge name")):
         if not NAME_RE.match(value):
@@ -62,11 +61,11 @@ def create_isolated_network(
     root = ET.Element("network")
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "bridge", name=bridge, stp="on", delay="0")
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         net = conn.networkDefineXML(ET.tostring(root, encoding="unicode"))
         net.create()
         net.setAutostart(1)
         return _describe(net)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"create the isolated network '{name}'") from exc
+        raise translate(exc, target.uri, action=f"create the isolated network '{name}'") from exc

@@ -12,6 +12,7 @@ from defusedxml import ElementTree as SafeET
 from .connection import get_connection
 from .errors import VirtOperationError, translate
 from .pool_xml import BUILDABLE_TYPES, PoolSource, PoolSpec, build_pool_xml, parse_pool_source
+from .target import VirtTarget
 
 
 @dataclass(frozen=True)
@@ -93,25 +94,24 @@ def _describe(pool: libvirt.virStoragePool) -> PoolInfo:
     )
 
 
-def list_pools(uri: str, *, allow_insecure: bool = False) -> list[PoolInfo]:
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+def list_pools(target: VirtTarget) -> list[PoolInfo]:
+    conn = get_connection(target)
     try:
         return sorted((_describe(p) for p in conn.listAllStoragePools(0)), key=lambda p: p.name)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action="list storage pools") from exc
+        raise translate(exc, target.uri, action="list storage pools") from exc
 
 
-def delete_volume_by_path(uri: str, path: str, *, allow_insecure: bool = False) -> None:
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+def delete_volume_by_path(target: VirtTarget, path: str) -> None:
+    conn = get_connection(target)
     try:
         conn.storageVolLookupByPath(path).delete(0)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"delete the volume {path}") from exc
+        raise translate(exc, target.uri, action=f"delete the volume {path}") from exc
 
 
 def create_volume(
-    uri: str, pool_name: str, name: str, capacity: int, fmt: str = "raw", *,
-    allow_insecure: bool = False,
+    target: VirtTarget, pool_name: str, name: str, capacity: int, fmt: str = "raw",
 ) -> VolumeInfo:
     """A new sparse volume of `capacity` bytes in the pool (raw or qcow2)."""
     import xml.etree.ElementTree as ET
@@ -120,9 +120,9 @@ def create_volume(
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "capacity", unit="bytes").text = str(capacity)
     ET.SubElement(root, "allocation", unit="bytes").text = "0"
-    target = ET.SubElement(root, "target")
-    ET.SubElement(target, "format", type=fmt)
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    target_element = ET.SubElement(root, "target")
+    ET.SubElement(target_element, "format", type=fmt)
+    conn = get_connection(target)
     try:
         pool = conn.storagePoolLookupByName(pool_name)
         vol = pool.createXML(ET.tostring(root, encoding="unicode"), 0)
@@ -130,7 +130,7 @@ def create_volume(
         return VolumeInfo(name=vol.name(), path=vol.path(), format=fmt, capacity=cap,
                           allocation=alloc)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"create volume '{name}' in pool '{pool_name}'") \
+        raise translate(exc, target.uri, action=f"create volume '{name}' in pool '{pool_name}'") \
             from exc
 
 
@@ -140,20 +140,20 @@ def _pool(conn: libvirt.virConnect, name: str) -> libvirt.virStoragePool:
     return conn.storagePoolLookupByName(name)
 
 
-def define_pool(uri: str, spec: PoolSpec, *, build: bool = False, start: bool = True,
-                autostart: bool = True, allow_insecure: bool = False) -> PoolInfo:
+def define_pool(target: VirtTarget, spec: PoolSpec, *, build: bool = False, start: bool = True,
+                autostart: bool = True) -> PoolInfo:
     """Define the pool; optionally build its storage (mkdir, mkfs on an empty device,
     vgcreate), start it and mark it autostart. Nothing stays defined when a step fails."""
     xml = build_pool_xml(spec)
     if build and spec.pool_type not in BUILDABLE_TYPES:
         raise VirtOperationError(f"A {spec.pool_type} pool has nothing to build: its storage "
-                                 "exists on the network already.", uri=uri)
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+                                 "exists on the network already.", uri=target.uri)
+    conn = get_connection(target)
     step = f"define the storage pool '{spec.name}'"
     try:
         pool = conn.storagePoolDefineXML(xml, 0)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=step) from exc
+        raise translate(exc, target.uri, action=step) from exc
     try:
         if build:
             step = f"build the storage of pool '{spec.name}'"
@@ -169,7 +169,7 @@ def define_pool(uri: str, spec: PoolSpec, *, build: bool = False, start: bool = 
             pool.setAutostart(1)
         return _describe(pool)
     except libvirt.libvirtError as exc:
-        error = translate(exc, uri, action=step)
+        error = translate(exc, target.uri, action=step)
         try:
             if pool.isActive():
                 pool.destroy()
@@ -179,41 +179,39 @@ def define_pool(uri: str, spec: PoolSpec, *, build: bool = False, start: bool = 
         raise error from exc
 
 
-def _pool_call(uri: str, name: str, action: str, allow_insecure: bool,
+def _pool_call(target: VirtTarget, name: str, action: str,
                work: Callable[[libvirt.virStoragePool], object]) -> PoolInfo:
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         pool = _pool(conn, name)
         work(pool)
         return _describe(pool)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"{action} the storage pool '{name}'") from exc
+        raise translate(exc, target.uri, action=f"{action} the storage pool '{name}'") from exc
 
 
-def start_pool(uri: str, name: str, *, allow_insecure: bool = False) -> PoolInfo:
+def start_pool(target: VirtTarget, name: str) -> PoolInfo:
     def work(pool: libvirt.virStoragePool) -> None:
         if not pool.isActive():
             pool.create(0)
-    return _pool_call(uri, name, "start", allow_insecure, work)
+    return _pool_call(target, name, "start", work)
 
 
-def stop_pool(uri: str, name: str, *, allow_insecure: bool = False) -> PoolInfo:
+def stop_pool(target: VirtTarget, name: str) -> PoolInfo:
     def work(pool: libvirt.virStoragePool) -> None:
         if pool.isActive():
             pool.destroy()
-    return _pool_call(uri, name, "stop", allow_insecure, work)
+    return _pool_call(target, name, "stop", work)
 
 
-def set_pool_autostart(uri: str, name: str, enabled: bool, *,
-                       allow_insecure: bool = False) -> PoolInfo:
-    return _pool_call(uri, name, "change autostart of", allow_insecure,
+def set_pool_autostart(target: VirtTarget, name: str, enabled: bool) -> PoolInfo:
+    return _pool_call(target, name, "change autostart of",
                       lambda pool: pool.setAutostart(1 if enabled else 0))
 
 
-def delete_pool(uri: str, name: str, *, delete_storage: bool = False,
-                allow_insecure: bool = False) -> None:
+def delete_pool(target: VirtTarget, name: str, *, delete_storage: bool = False) -> None:
     """Stop and undefine the pool; `delete_storage` also removes its (empty) directory."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     step = f"find the storage pool '{name}'"
     try:
         pool = _pool(conn, name)
@@ -222,7 +220,7 @@ def delete_pool(uri: str, name: str, *, delete_storage: bool = False,
             if kind != "dir":
                 raise VirtOperationError(
                     f"Only a dir pool's storage can be deleted from here; '{name}' is a {kind} "
-                    "pool: remove its storage on the storage side.", uri=uri)
+                    "pool: remove its storage on the storage side.", uri=target.uri)
         if pool.isActive():
             step = f"stop the storage pool '{name}'"
             pool.destroy()
@@ -232,4 +230,4 @@ def delete_pool(uri: str, name: str, *, delete_storage: bool = False,
         step = f"undefine the storage pool '{name}'"
         pool.undefine()
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=step) from exc
+        raise translate(exc, target.uri, action=step) from exc

@@ -23,6 +23,7 @@ import struct
 from collections.abc import Callable
 
 from .host_uri import parse_uri
+from .target import VirtTarget
 from .volumes import read_head
 
 QEMU_MAGIC = b"LibvirtQemudSave"
@@ -121,9 +122,9 @@ def read_local(path: str) -> Callable[[int], bytes]:
     return read
 
 
-def read_xml(uri: str, path: str, *, allow_insecure: bool = False) -> str:
+def read_xml(target: VirtTarget, path: str) -> str:
     """The domain XML in the save image at `path` on the host (the test driver's host is
     this process: its files are read here). SaveImageFormatError when it is none."""
-    if parse_uri(uri).driver == "test":
+    if parse_uri(target.uri).driver == "test":
         return parse(read_local(path))
-    return parse(lambda count: read_head(uri, path, count, allow_insecure=allow_insecure))
+    return parse(lambda count: read_head(target, path, count))

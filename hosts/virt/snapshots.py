@@ -28,6 +28,7 @@ from defusedxml import ElementTree as SafeET
 
 from .connection import get_connection
 from .errors import HostDriverError, VirtOperationError, host_label, translate
+from .target import VirtTarget
 from .volumes import VolumeDownload, VolumeUpload
 
 INTERNAL, EXTERNAL, NO = "internal", "external", "no"
@@ -164,46 +165,45 @@ def _describe(snap: libvirt.virDomainSnapshot) -> DomainSnapshotInfo:
     return parse_snapshot_xml(snap.getXMLDesc(0), current=current)
 
 
-def list_snapshots(uri: str, uuid: str, *, allow_insecure: bool = False) -> \
-        list[DomainSnapshotInfo]:
+def list_snapshots(target: VirtTarget, uuid: str) -> list[DomainSnapshotInfo]:
     """The guest's snapshots, oldest first."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         snaps = [_describe(s) for s in _domain(conn, uuid).listAllSnapshots(0)]
     except libvirt.libvirtError as exc:
-        raise _translate(exc, uri, f"list the snapshots of guest {uuid}") from exc
+        raise _translate(exc, target.uri, f"list the snapshots of guest {uuid}") from exc
     return sorted(snaps, key=lambda s: (s.created, s.name))
 
 
-def create_snapshot(uri: str, uuid: str, request: SnapshotRequest, *,
-                    allow_insecure: bool = False) -> DomainSnapshotInfo:
+def create_snapshot(target: VirtTarget, uuid: str, request: SnapshotRequest) -> DomainSnapshotInfo:
     xml = build_snapshot_xml(request)
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         dom = _domain(conn, uuid)
         return _describe(dom.snapshotCreateXML(xml, create_flags(request)))
     except libvirt.libvirtError as exc:
-        raise _translate(exc, uri, f"take snapshot '{request.name}' of guest {uuid}") from exc
+        raise _translate(exc, target.uri,
+                         f"take snapshot '{request.name}' of guest {uuid}") from exc
 
 
-def revert_snapshot(uri: str, uuid: str, name: str, *, allow_insecure: bool = False) -> None:
+def revert_snapshot(target: VirtTarget, uuid: str, name: str) -> None:
     """Return the guest to the snapshot: its disks, and its memory and run state if the
     snapshot holds them (a snapshot of a shut-off guest leaves the guest shut off)."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         dom = _domain(conn, uuid)
         dom.revertToSnapshot(dom.snapshotLookupByName(name, 0), 0)
     except libvirt.libvirtError as exc:
-        raise _translate(exc, uri, f"revert guest {uuid} to snapshot '{name}'") from exc
+        raise _translate(exc, target.uri, f"revert guest {uuid} to snapshot '{name}'") from exc
 
 
-def delete_snapshot(uri: str, uuid: str, name: str, *, allow_insecure: bool = False) -> None:
+def delete_snapshot(target: VirtTarget, uuid: str, name: str) -> None:
     """Delete one snapshot (its children are kept and re-parented)."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         _domain(conn, uuid).snapshotLookupByName(name, 0).delete(0)
     except libvirt.libvirtError as exc:
-        raise _translate(exc, uri, f"delete snapshot '{name}' of guest {uuid}") from exc
+        raise _translate(exc, target.uri, f"delete snapshot '{name}' of guest {uuid}") from exc
 
 
 # --- LVM snapshot volumes -----------------------------------------------------------------
@@ -243,11 +243,11 @@ def _logical_pool(vol: libvirt.virStorageVol) -> libvirt.virStoragePool:
     return pool
 
 
-def create_volume_snapshot(uri: str, origin: str, name: str, size: int | None = None, *,
-                           allow_insecure: bool = False) -> VolumeSnapshotInfo:
+def create_volume_snapshot(target: VirtTarget, origin: str, name: str,
+                           size: int | None = None) -> VolumeSnapshotInfo:
     """An LVM snapshot of the logical volume `origin`, named `name`, with `size` bytes of
     copy-on-write space (default: the origin's size, so it can never overflow)."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         vol = conn.storageVolLookupByPath(origin)
         pool = _logical_pool(vol)
@@ -255,31 +255,30 @@ def create_volume_snapshot(uri: str, origin: str, name: str, size: int | None = 
         created = pool.createXML(build_lvm_snapshot_xml(name, origin, cow), 0)
         return _volume_snapshot(created, origin)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"create the LVM snapshot '{name}' of {origin}") \
+        raise translate(exc, target.uri, action=f"create the LVM snapshot '{name}' of {origin}") \
             from exc
 
 
-def list_volume_snapshots(uri: str, origin: str, *, allow_insecure: bool = False) -> \
-        list[VolumeSnapshotInfo]:
+def list_volume_snapshots(target: VirtTarget, origin: str) -> list[VolumeSnapshotInfo]:
     """The snapshot volumes of `origin` in its pool (volumes backed by it)."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         pool = conn.storageVolLookupByPath(origin).storagePoolLookupByVolume()
         found = [_volume_snapshot(vol, origin) for vol in pool.listAllVolumes(0)
                  if parse_volume_backing(vol.XMLDesc(0)) == origin]
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"list the LVM snapshots of {origin}") from exc
+        raise translate(exc, target.uri, action=f"list the LVM snapshots of {origin}") from exc
     return sorted(found, key=lambda s: s.name)
 
 
-def volume_exists(uri: str, path: str, *, allow_insecure: bool = False) -> bool:
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+def volume_exists(target: VirtTarget, path: str) -> bool:
+    conn = get_connection(target)
     try:
         conn.storageVolLookupByPath(path)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
             return False
-        raise translate(exc, uri, action=f"look up the volume {path}") from exc
+        raise translate(exc, target.uri, action=f"look up the volume {path}") from exc
     return True
 
 
@@ -323,9 +322,8 @@ def differing_ranges(source: Iterable[bytes], target: Iterable[bytes], length: i
     return ranges
 
 
-def copy_back(uri: str, snapshot: str, origin: str, length: int, *,
-              progress: Callable[[str, int, int], None] | None = None,
-              allow_insecure: bool = False) -> CopyBackResult:
+def copy_back(target: VirtTarget, snapshot: str, origin: str, length: int, *,
+              progress: Callable[[str, int, int], None] | None = None) -> CopyBackResult:
     """Make the first `length` bytes of volume `origin` equal to volume `snapshot`,
     writing only the ranges that differ. `progress(phase, done, total)` reports the
     comparison ("compare") and the writes ("write"). Nothing may use `origin` meanwhile."""
@@ -333,22 +331,18 @@ def copy_back(uri: str, snapshot: str, origin: str, length: int, *,
         if progress is not None:
             progress("compare", done, length)
 
-    source = VolumeDownload(uri, snapshot, length=length, chunk=READ_CHUNK,
-                            allow_insecure=allow_insecure)
-    target = VolumeDownload(uri, origin, length=length, chunk=READ_CHUNK,
-                            allow_insecure=allow_insecure)
+    source = VolumeDownload(target, snapshot, length=length, chunk=READ_CHUNK)
+    current = VolumeDownload(target, origin, length=length, chunk=READ_CHUNK)
     try:
-        ranges = differing_ranges(source, target, length, progress=compared)
+        ranges = differing_ranges(source, current, length, progress=compared)
     finally:
         source.abort()
-        target.abort()
+        current.abort()
     total = sum(size for _offset, size in ranges)
     written = 0
     for offset, size in ranges:
-        reader = VolumeDownload(uri, snapshot, offset=offset, length=size, chunk=READ_CHUNK,
-                                allow_insecure=allow_insecure)
-        with VolumeUpload(uri, origin, offset=offset, length=size,
-                          allow_insecure=allow_insecure) as writer:
+        reader = VolumeDownload(target, snapshot, offset=offset, length=size, chunk=READ_CHUNK)
+        with VolumeUpload(target, origin, offset=offset, length=size) as writer:
             for chunk in reader:
                 writer.write(chunk)
         written += size

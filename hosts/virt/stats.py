@@ -10,6 +10,7 @@ import libvirt
 
 from .connection import get_connection
 from .errors import translate
+from .target import VirtTarget
 
 GUEST_STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
                | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_BLOCK
@@ -56,14 +57,14 @@ def _guest(dom: libvirt.virDomain, values: dict[str, object]) -> GuestCounters:
     )
 
 
-def host_counters(uri: str, *, allow_insecure: bool = False) -> HostCounters:
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+def host_counters(target: VirtTarget) -> HostCounters:
+    conn = get_connection(target)
     try:
         stats = conn.getAllDomainStats(GUEST_STATS, 0)
         info = conn.getInfo()
         cpu = conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS, 0)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action="read performance counters") from exc
+        raise translate(exc, target.uri, action="read performance counters") from exc
     try:
         memory = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
         free: int | None = int(memory.get("free", 0)) + int(memory.get("cached", 0)) + int(

@@ -24,6 +24,7 @@ from defusedxml import ElementTree as SafeET
 from .connection import get_connection
 from .errors import VirtOperationError, translate
 from .pools import PoolInfo, VolumeInfo, _describe, backing_of
+from .target import VirtTarget
 
 __all__ = [
     "VolumeDetails",
@@ -83,8 +84,8 @@ def _physical(vol: libvirt.virStorageVol, fallback: int) -> int:
         return fallback
 
 
-def volume_details(uri: str, path: str, *, allow_insecure: bool = False) -> VolumeDetails:
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+def volume_details(target: VirtTarget, path: str) -> VolumeDetails:
+    conn = get_connection(target)
     try:
         vol = _lookup(conn, path)
         info = _info(vol)
@@ -93,43 +94,42 @@ def volume_details(uri: str, path: str, *, allow_insecure: bool = False) -> Volu
                              physical=_physical(vol, info.capacity),
                              pool=vol.storagePoolLookupByVolume().name())
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"read the volume {path}") from exc
+        raise translate(exc, target.uri, action=f"read the volume {path}") from exc
 
 
 _backing = backing_of
 
 
-def content_report(uri: str, path: str, *, allow_insecure: bool = False) -> tuple[str, str]:
+def content_report(target: VirtTarget, path: str) -> tuple[str, str]:
     """libvirt's own reading of a volume's content once its pool re-scanned it: (format,
     backing store). A dir pool probes file formats on refresh, so this is what libvirt
     (and a hypervisor it configures) will make of the bytes."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         pool = _lookup(conn, path).storagePoolLookupByVolume()
         if pool.isActive():
             pool.refresh(0)
         root = SafeET.fromstring(_lookup(conn, path).XMLDesc(0))
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"read the volume {path}") from exc
+        raise translate(exc, target.uri, action=f"read the volume {path}") from exc
     fmt = root.find("target/format")
     return (fmt.get("type", "") if fmt is not None else ""), _backing(root)
 
 
-def describe_pool(uri: str, name: str, *, refresh: bool = False,
-                  allow_insecure: bool = False) -> PoolInfo:
+def describe_pool(target: VirtTarget, name: str, *, refresh: bool = False) -> PoolInfo:
     """One pool as libvirt reports it; `refresh` re-scans its volumes first."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         pool = conn.storagePoolLookupByName(name)
         if refresh and pool.isActive():
             pool.refresh(0)
         return _describe(pool)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"read the storage pool '{name}'") from exc
+        raise translate(exc, target.uri, action=f"read the storage pool '{name}'") from exc
 
 
-def refresh_pool(uri: str, name: str, *, allow_insecure: bool = False) -> PoolInfo:
-    return describe_pool(uri, name, refresh=True, allow_insecure=allow_insecure)
+def refresh_pool(target: VirtTarget, name: str) -> PoolInfo:
+    return describe_pool(target, name, refresh=True)
 
 
 def _volume_xml(name: str, capacity: int, allocation: int, fmt: str) -> str:
@@ -145,39 +145,38 @@ def _volume_xml(name: str, capacity: int, allocation: int, fmt: str) -> str:
 
 
 def create_volume(
-    uri: str, pool_name: str, name: str, capacity: int, fmt: str = "raw", *,
-    preallocate: bool = False, allow_insecure: bool = False,
+    target: VirtTarget, pool_name: str, name: str, capacity: int, fmt: str = "raw", *,
+    preallocate: bool = False,
 ) -> VolumeInfo:
     """A new volume of `capacity` bytes: sparse, or with its space reserved up front."""
     flags = 0
     if preallocate and fmt == "qcow2":
         flags |= libvirt.VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA
     xml = _volume_xml(name, capacity, capacity if preallocate else 0, fmt)
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         vol = conn.storagePoolLookupByName(pool_name).createXML(xml, flags)
         return _info(vol)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"create volume '{name}' in pool '{pool_name}'") \
+        raise translate(exc, target.uri, action=f"create volume '{name}' in pool '{pool_name}'") \
             from exc
 
 
-def resize_volume(uri: str, path: str, capacity: int, *, allow_insecure: bool = False) -> \
-        VolumeInfo:
+def resize_volume(target: VirtTarget, path: str, capacity: int) -> VolumeInfo:
     """Grow the volume to `capacity` bytes (never shrinks: that would destroy data)."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         vol = _lookup(conn, path)
         _kind, current, _alloc = vol.info()
         if capacity < current:
             raise VirtOperationError(
                 f"Volume '{_label(path)}' is {current} bytes: it can only grow, not shrink "
-                f"to {capacity} bytes.", uri=uri)
+                f"to {capacity} bytes.", uri=target.uri)
         if capacity > current:
             vol.resize(capacity, 0)
         return _info(vol)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"resize the volume {path}") from exc
+        raise translate(exc, target.uri, action=f"resize the volume {path}") from exc
 
 
 def _copied(pool: libvirt.virStoragePool, name: str) -> int | None:
@@ -189,7 +188,7 @@ def _copied(pool: libvirt.virStoragePool, name: str) -> int | None:
         return None
 
 
-def clone_volume(uri: str, path: str, new_name: str, *, allow_insecure: bool = False,
+def clone_volume(target: VirtTarget, path: str, new_name: str, *,
                  progress: Callable[[int], None] | None = None,
                  poll_seconds: float = 1.0, fmt: str | None = None,
                  source_format: str | None = None) -> VolumeInfo:
@@ -206,7 +205,7 @@ def clone_volume(uri: str, path: str, new_name: str, *, allow_insecure: bool = F
     With `progress`, the copy's size on the host is read every `poll_seconds` while it
     grows and passed on: an estimate (holes are skipped, a qcow2 target is compacted).
     """
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         source = _lookup(conn, path)
         info = _info(source)
@@ -215,15 +214,15 @@ def clone_volume(uri: str, path: str, new_name: str, *, allow_insecure: bool = F
         xml = _volume_xml(new_name, info.capacity, 0, fmt or source_format or info.format
                           or "raw")
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"clone the volume {path} as '{new_name}'") from exc
+        raise translate(exc, target.uri, action=f"clone the volume {path} as '{new_name}'") from exc
     if backing:
         raise VirtOperationError(f"Volume '{_label(path)}' has a backing store ({backing}): "
                                  "it is not copied (a copy would read the backing file).",
-                                 uri=uri)
+                                 uri=target.uri)
     if source_format is not None and (info.format or "raw") != source_format:
         raise VirtOperationError(
             f"libvirt reads volume '{_label(path)}' as {info.format or 'raw'}, not as the "
-            f"{source_format} its content is: it is not copied.", uri=uri)
+            f"{source_format} its content is: it is not copied.", uri=target.uri)
     outcome: dict[str, Any] = {}
 
     def copy() -> None:
@@ -241,42 +240,41 @@ def clone_volume(uri: str, path: str, new_name: str, *, allow_insecure: bool = F
             if done is not None:
                 progress(done)
     if "error" in outcome:
-        raise translate(outcome["error"], uri,
+        raise translate(outcome["error"], target.uri,
                         action=f"clone the volume {path} as '{new_name}'") from outcome["error"]
     try:
         return _info(outcome["volume"])
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"read the clone '{new_name}'") from exc
+        raise translate(exc, target.uri, action=f"read the clone '{new_name}'") from exc
 
 
-def wipe_volume(uri: str, path: str, *, allow_insecure: bool = False) -> VolumeInfo:
+def wipe_volume(target: VirtTarget, path: str) -> VolumeInfo:
     """Overwrite the volume's content with zeros (sparse files stay sparse). libvirt
     reports no progress for this and cannot abort it."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         vol = _lookup(conn, path)
         vol.wipePattern(libvirt.VIR_STORAGE_VOL_WIPE_ALG_ZERO, 0)
         return _info(vol)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"wipe the volume {path}") from exc
+        raise translate(exc, target.uri, action=f"wipe the volume {path}") from exc
 
 
-def delete_volume(uri: str, path: str, *, allow_insecure: bool = False) -> None:
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+def delete_volume(target: VirtTarget, path: str) -> None:
+    conn = get_connection(target)
     try:
         _lookup(conn, path).delete(0)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"delete the volume {path}") from exc
+        raise translate(exc, target.uri, action=f"delete the volume {path}") from exc
 
 
 @contextlib.contextmanager
-def _file_volume(uri: str, path: str, doing: str, *,
-                 allow_insecure: bool) -> Iterator[tuple[libvirt.virConnect,
-                                                         libvirt.virStorageVol]]:
+def _file_volume(target: VirtTarget, path: str,
+                 doing: str) -> Iterator[tuple[libvirt.virConnect, libvirt.virStorageVol]]:
     """The volume at `path`: of the pool that holds it, or of a transient dir pool over
     its folder when none does (a file libvirt wrote outside any pool, like a save image),
     so that the file is reached through libvirt on any host."""
-    conn = get_connection(uri, allow_insecure=allow_insecure)
+    conn = get_connection(target)
     try:
         held: libvirt.virStorageVol | None = _lookup(conn, path)
     except libvirt.libvirtError:
@@ -291,31 +289,31 @@ def _file_volume(uri: str, path: str, doing: str, *,
     try:
         pool = conn.storagePoolCreateXML(ET.tostring(root, encoding="unicode"), 0)
     except libvirt.libvirtError as exc:
-        raise translate(exc, uri, action=f"{doing} {path}") from exc
+        raise translate(exc, target.uri, action=f"{doing} {path}") from exc
     try:
         try:
             vol = pool.storageVolLookupByName(name)
         except libvirt.libvirtError as exc:
-            raise translate(exc, uri, action=f"{doing} {path}") from exc
+            raise translate(exc, target.uri, action=f"{doing} {path}") from exc
         yield conn, vol
     finally:
         with contextlib.suppress(libvirt.libvirtError):
             pool.destroy()
 
 
-def delete_file(uri: str, path: str, *, allow_insecure: bool = False) -> None:
+def delete_file(target: VirtTarget, path: str) -> None:
     """Delete a file libvirt wrote outside any pool (a save image), through libvirt."""
-    with _file_volume(uri, path, "delete", allow_insecure=allow_insecure) as (_conn, vol):
+    with _file_volume(target, path, "delete") as (_conn, vol):
         try:
             vol.delete(0)
         except libvirt.libvirtError as exc:
-            raise translate(exc, uri, action=f"delete {path}") from exc
+            raise translate(exc, target.uri, action=f"delete {path}") from exc
 
 
-def read_head(uri: str, path: str, length: int, *, allow_insecure: bool = False) -> bytes:
+def read_head(target: VirtTarget, path: str, length: int) -> bytes:
     """The first `length` bytes of the volume or file at `path` (fewer where it ends),
     through a libvirt download stream: for headers, not for content."""
-    with _file_volume(uri, path, "read", allow_insecure=allow_insecure) as (conn, vol):
+    with _file_volume(target, path, "read") as (conn, vol):
         try:
             size = int(vol.info()[1])
             if size <= 0:
@@ -331,7 +329,7 @@ def read_head(uri: str, path: str, length: int, *, allow_insecure: bool = False)
             stream.finish()
             return b"".join(chunks)[:length]
         except libvirt.libvirtError as exc:
-            raise translate(exc, uri, action=f"read {path}") from exc
+            raise translate(exc, target.uri, action=f"read {path}") from exc
 
 
 # -- streams ----------------------------------------------------------------------------
@@ -340,27 +338,27 @@ def read_head(uri: str, path: str, length: int, *, allow_insecure: bool = False)
 class VolumeUpload:
     """Write bytes into a volume through a libvirt upload stream.
 
-    ``with VolumeUpload(uri, path) as up: up.write(chunk)…`` — the stream is finished
+    ``with VolumeUpload(target, path) as up: up.write(chunk)…`` — the stream is finished
     when the block ends normally and aborted when it raises. With ``sparse=True``,
     all-zero packets become holes (only safe where the volume reads as zeros there,
     e.g. a freshly created sparse volume).
     """
 
-    def __init__(self, uri: str, path: str, *, offset: int = 0, length: int = 0,
-                 sparse: bool = False, allow_insecure: bool = False) -> None:
-        self.uri = uri
+    def __init__(self, target: VirtTarget, path: str, *, offset: int = 0, length: int = 0,
+                 sparse: bool = False) -> None:
+        self.uri = target.uri
         self.path = path
         self.sparse = sparse
         self.sent = 0
         self._pending_hole = 0
-        conn = get_connection(uri, allow_insecure=allow_insecure)
+        conn = get_connection(target)
         try:
             vol = _lookup(conn, path)
             self._stream = conn.newStream(0)
             flags = libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM if sparse else 0
             vol.upload(self._stream, offset, length, flags)
         except libvirt.libvirtError as exc:
-            raise translate(exc, uri, action=f"upload into the volume {path}") from exc
+            raise translate(exc, target.uri, action=f"upload into the volume {path}") from exc
         self._open = True
 
     def _error(self, exc: libvirt.libvirtError) -> Exception:
@@ -447,20 +445,20 @@ class VolumeDownload:
     as zeros, so the reader always gets the plain byte content.
     """
 
-    def __init__(self, uri: str, path: str, *, offset: int = 0, length: int = 0,
-                 chunk: int = 1024 * 1024, allow_insecure: bool = False) -> None:
-        self.uri = uri
+    def __init__(self, target: VirtTarget, path: str, *, offset: int = 0, length: int = 0,
+                 chunk: int = 1024 * 1024) -> None:
+        self.uri = target.uri
         self.path = path
         self.chunk = chunk
         self.received = 0
-        conn = get_connection(uri, allow_insecure=allow_insecure)
+        conn = get_connection(target)
         try:
             vol = _lookup(conn, path)
             self._stream = conn.newStream(0)
             vol.download(self._stream, offset, length,
                          libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM)
         except libvirt.libvirtError as exc:
-            raise translate(exc, uri, action=f"download the volume {path}") from exc
+            raise translate(exc, target.uri, action=f"download the volume {path}") from exc
         self._open = True
 
     def __iter__(self) -> Iterator[bytes]:

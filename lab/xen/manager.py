@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hosts.virt import VirtTarget
 from lab import ports
 from lab.errors import LabError, LabUnavailable
 from lab.paths import lab_dir
@@ -317,7 +318,7 @@ def _wait_ready(base: Path, record: _Record, timeout: float) -> None:
                 f"{record.name}: QEMU exited while booting; console:\n{boot.console_tail(files)}"
             )
         try:
-            info = probe(uri, timeout=PROBE_TIMEOUT_S)
+            info = probe(VirtTarget(uri), timeout=PROBE_TIMEOUT_S)
         except VirtError as exc:
             last = str(exc)
             time.sleep(2.0)

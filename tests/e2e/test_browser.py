@@ -20,7 +20,7 @@ from django.core.cache import cache
 
 from guests.inventory import reconcile_host
 from guests.models import Guest
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from hosts.virt import domains as virt
 from lab.register import register_lab_host
 from lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK
@@ -149,8 +149,8 @@ def upload_volume(host: Any) -> tuple[Any, Any]:
     from storage.inventory import reconcile_pools
     from storage.models import Pool, Volume
 
-    info = create_volume(host.uri, "local", f"e2e-{uuid.uuid4().hex[:6]}.img", UPLOAD_BYTES,
-                         allow_insecure=True)
+    info = create_volume(VirtTarget(host.uri, allow_insecure=True),
+                         "local", f"e2e-{uuid.uuid4().hex[:6]}.img", UPLOAD_BYTES)
     reconcile_pools(host)
     return Pool.objects.get(host=host, name="local"), Volume.objects.get(path=info.path)
 
@@ -188,25 +188,25 @@ def watch_upload_progress(page: Any, server: WebServer, host: Any, tmp_path: Pat
         from hosts.virt.volumes import delete_volume
 
         try:
-            off_loop(lambda: delete_volume(host.uri, volume.path, allow_insecure=True))
+            off_loop(lambda: delete_volume(VirtTarget(host.uri, allow_insecure=True), volume.path))
         except VirtError:
             pass
 
 
 def lab_guest(lab_hosts: list[Any]) -> tuple[Any, Guest, str]:
     hosts = [register_lab_host(lab_host)[0] for lab_host in lab_hosts[:2]]
-    info = virt.define_domain(hosts[0].uri, tiny_spec(f"e2e-{uuid.uuid4().hex[:6]}"),
-                              allow_insecure=True)
+    info = virt.define_domain(VirtTarget(hosts[0].uri, allow_insecure=True),
+                              tiny_spec(f"e2e-{uuid.uuid4().hex[:6]}"))
     reconcile_host(hosts[0])
     return hosts[0], Guest.objects.get(host=hosts[0], uuid=info.uuid), info.uuid
 
 
 def remove_lab_guest(uri: str, domain_uuid: str) -> None:
     try:
-        virt.destroy(uri, domain_uuid, allow_insecure=True)
+        virt.destroy(VirtTarget(uri, allow_insecure=True), domain_uuid)
     except VirtError:
         pass
-    virt.undefine(uri, domain_uuid, allow_insecure=True)
+    virt.undefine(VirtTarget(uri, allow_insecure=True), domain_uuid)
 
 
 def console_and_migration_dialog(page: Any, server: WebServer, guest: Guest, target: str) -> None:

@@ -11,7 +11,7 @@ from guests.models import Guest
 from guests.slow_actions import restore_body, save_body
 from hosts.models import Host
 from hosts.services import enrol_host
-from hosts.virt import demo_uri
+from hosts.virt import VirtTarget, demo_uri
 from hosts.virt.capabilities import HVM_UNAVAILABLE, parse_capabilities
 from storage.models import Pool, Volume
 from tests.bootfiles import demo_boot_files
@@ -137,7 +137,7 @@ def test_create_pv_guest_with_new_volume_and_delete_it(admin_client: Client,
     assert not Guest.objects.filter(name="new-pv").exists()
     from hosts.virt.pools import list_pools
 
-    paths = [v.path for p in list_pools(demo.uri) for v in p.volumes]
+    paths = [v.path for p in list_pools(VirtTarget(demo.uri)) for v in p.volumes]
     assert disk not in paths
 
 
@@ -162,7 +162,8 @@ def test_hvm_is_refused_on_a_host_without_vt_before_anything_is_made(
     assert not Guest.objects.filter(name="win").exists()
     from hosts.virt.pools import list_pools
 
-    assert not [v for p in list_pools(demo.uri) for v in p.volumes if v.name.startswith("win-")]
+    pools = list_pools(VirtTarget(demo.uri))
+    assert not [v for p in pools for v in p.volumes if v.name.startswith("win-")]
     assert Volume.objects.count() == volumes_before
 
 

@@ -14,7 +14,7 @@ from guests.errors import GuestError
 from guests.models import Guest
 from guests.provisioning import GuestPlan, NewVolume, Provisioning, provision
 from hosts.models import Host
-from hosts.virt import domains
+from hosts.virt import VirtTarget, domains
 from hosts.virt import volumes as virt_volumes
 from storage import services as storage
 from storage.models import Pool, Volume
@@ -56,11 +56,12 @@ def new_volumes(pool: Pool, name: str, count: int = 2) -> list[NewVolume]:
 
 
 def libvirt_paths(host: Host) -> set[str]:
-    return {volume.path for volume in virt_volumes.describe_pool(host.uri, "default").volumes}
+    return {volume.path for volume in virt_volumes.describe_pool(VirtTarget(host.uri),
+                                                                 "default").volumes}
 
 
 def domain_names(host: Host) -> set[str]:
-    return {info.name for info in domains.list_domains(host.uri)}
+    return {info.name for info in domains.list_domains(VirtTarget(host.uri))}
 
 
 def test_success_makes_the_volumes_fills_them_and_defines_the_guest(
@@ -71,7 +72,7 @@ def test_success_makes_the_volumes_fills_them_and_defines_the_guest(
                       user=admin_user)
     assert seen == [["prov-ok-disk0.img", "prov-ok-disk1.img"]]
     assert Guest.objects.get(pk=guest.pk).labels == ["web"]
-    defined = domains.get_domain(demo.uri, str(guest.uuid)).xml
+    defined = domains.get_domain(VirtTarget(demo.uri), str(guest.uuid)).xml
     made = [Volume.objects.get(pool=pool, name=f"prov-ok-disk{i}.img") for i in range(2)]
     # The existing disk keeps the first name; the new ones take the next, same bus.
     assert [(disk.target, disk.source, disk.bus) for disk in defined.disks] == [
@@ -117,14 +118,14 @@ def test_a_failing_definition_removes_the_volumes_and_leaves_other_guests_alone(
     # libvirt has a domain of this name (the database does not know it): the definition
     # is refused, and that domain is not the undo's to remove.
     guest_plan_ = guest_plan(demo, "prov-def")
-    taken = domains.define_domain(demo.uri, guest_plan_.spec)
+    taken = domains.define_domain(VirtTarget(demo.uri), guest_plan_.spec)
     before = libvirt_paths(demo)
     with pytest.raises(GuestError, match="already"):
         provision(guest_plan_, new_volumes(pool, "prov-def"), user=admin_user)
     assert libvirt_paths(demo) == before
     assert not Volume.objects.filter(name__startswith="prov-def-").exists()
     assert not Guest.objects.filter(name="prov-def").exists()
-    assert domains.get_domain(demo.uri, taken.uuid).name == "prov-def"
+    assert domains.get_domain(VirtTarget(demo.uri), taken.uuid).name == "prov-def"
     assert AuditRecord.objects.filter(action="guest.create", result="failed").exists()
 
 
@@ -202,7 +203,7 @@ def test_a_replaced_volume_becomes_the_disk(demo: Host, pool: Pool, admin_user: 
 
     guest = provision(guest_plan(demo, "prov-swap"), new_volumes(pool, "prov-swap", 1), fill,
                       user=admin_user)
-    disks = domains.get_domain(demo.uri, str(guest.uuid)).xml.disks
+    disks = domains.get_domain(VirtTarget(demo.uri), str(guest.uuid)).xml.disks
     converted = Volume.objects.get(name="prov-swap-disk0.qcow2")
     assert [(disk.source, disk.format) for disk in disks] == [(converted.path, "qcow2")]
     assert not Volume.objects.filter(name="prov-swap-disk0.img").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hosts.virt import demo_uri
+from hosts.virt import VirtTarget, demo_uri
 from hosts.virt.capabilities import host_capabilities, parse_capabilities
 from tests.paths import TESTDATA
 
@@ -41,6 +41,6 @@ def test_i686_pae_host() -> None:
 
 @pytest.mark.parametrize("uri", ["test:///default", demo_uri()])
 def test_live_capabilities_from_the_test_driver(uri: str) -> None:
-    host = host_capabilities(uri)
+    host = host_capabilities(VirtTarget(uri))
     assert host.supports("hvm", "test") and host.supports("xen", "test")
     assert host.arch == "i686"  # the test driver's fixed capabilities, node file or not

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hosts.virt import VirtError, demo_uri
+from hosts.virt import VirtError, VirtTarget, demo_uri
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import PV, DomainSpec
 
@@ -15,7 +15,7 @@ URI = "test:///default"
 
 
 def test_demo_inventory_shows_dom0_pv_and_hvm() -> None:
-    guests = {g.name: g for g in virt.list_domains(demo_uri())}
+    guests = {g.name: g for g in virt.list_domains(VirtTarget(demo_uri()))}
     assert guests["Domain-0"].is_privileged and guests["Domain-0"].state == "running"
     assert guests["web01"].xml.os_type == PV and not guests["web01"].is_privileged
     assert guests["win2019"].xml.os_type == "hvm"
@@ -28,26 +28,26 @@ def test_full_lifecycle(tmp_path: Path) -> None:
     name = f"life-{uuid.uuid4().hex[:6]}"
     spec = DomainSpec(name=name, domain_type="test", os_type=PV, memory_mib=128, vcpus=1,
                       kernel="/boot/vmlinuz")
-    info = virt.define_domain(URI, spec)
+    info = virt.define_domain(VirtTarget(URI), spec)
     try:
         assert info.state == "shutoff" and info.persistent
-        virt.start(URI, info.uuid)
-        assert virt.get_domain(URI, info.uuid).state == "running"
-        virt.pause(URI, info.uuid)
-        assert virt.get_domain(URI, info.uuid).state == "paused"
-        virt.resume(URI, info.uuid)
+        virt.start(VirtTarget(URI), info.uuid)
+        assert virt.get_domain(VirtTarget(URI), info.uuid).state == "running"
+        virt.pause(VirtTarget(URI), info.uuid)
+        assert virt.get_domain(VirtTarget(URI), info.uuid).state == "paused"
+        virt.resume(VirtTarget(URI), info.uuid)
         saved = str(tmp_path / "guest.save")
-        virt.save(URI, info.uuid, saved)
-        assert virt.get_domain(URI, info.uuid).state == "shutoff"
-        virt.restore(URI, saved)
-        assert virt.get_domain(URI, info.uuid).state == "running"
-        virt.set_autostart(URI, info.uuid, True)
-        assert virt.get_domain(URI, info.uuid).autostart
-        virt.shutdown(URI, info.uuid)
-        assert virt.wait_for_state(URI, info.uuid, ("shutoff",), 10) == "shutoff"
+        virt.save(VirtTarget(URI), info.uuid, saved)
+        assert virt.get_domain(VirtTarget(URI), info.uuid).state == "shutoff"
+        virt.restore(VirtTarget(URI), saved)
+        assert virt.get_domain(VirtTarget(URI), info.uuid).state == "running"
+        virt.set_autostart(VirtTarget(URI), info.uuid, True)
+        assert virt.get_domain(VirtTarget(URI), info.uuid).autostart
+        virt.shutdown(VirtTarget(URI), info.uuid)
+        assert virt.wait_for_state(VirtTarget(URI), info.uuid, ("shutoff",), 10) == "shutoff"
         with pytest.raises(VirtError, match=f"Could not resume guest '{name}'"):
-            virt.resume(URI, info.uuid)
+            virt.resume(VirtTarget(URI), info.uuid)
     finally:
-        virt.undefine(URI, info.uuid)
+        virt.undefine(VirtTarget(URI), info.uuid)
     with pytest.raises(VirtError, match="not found"):
-        virt.get_domain(URI, info.uuid)
+        virt.get_domain(VirtTarget(URI), info.uuid)

@@ -7,7 +7,7 @@ import pytest
 from guests.inventory import reconcile_host
 from guests.models import Guest
 from hosts.models import Host
-from hosts.virt import demo_uri
+from hosts.virt import VirtTarget, demo_uri
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import PV, DomainSpec
 
@@ -20,16 +20,17 @@ def test_reconcile_follows_libvirt() -> None:
     assert first.created >= 1
     assert reconcile_host(host).changed is False
     name = f"oob-{uuid.uuid4().hex[:6]}"
-    info = virt.define_domain(host.uri, DomainSpec(name=name, domain_type="test", os_type=PV,
+    info = virt.define_domain(VirtTarget(host.uri),
+                              DomainSpec(name=name, domain_type="test", os_type=PV,
                                                    kernel="/k"))
     try:
         assert reconcile_host(host).created == 1
-        virt.start(host.uri, info.uuid)  # out of band, as with virsh
+        virt.start(VirtTarget(host.uri), info.uuid)  # out of band, as with virsh
         assert reconcile_host(host).updated == 1
         assert Guest.objects.get(uuid=info.uuid).state == "running"
-        virt.destroy(host.uri, info.uuid)
+        virt.destroy(VirtTarget(host.uri), info.uuid)
     finally:
-        virt.undefine(host.uri, info.uuid)
+        virt.undefine(VirtTarget(host.uri), info.uuid)
     assert reconcile_host(host).removed == 1
     assert not Guest.objects.filter(uuid=info.uuid).exists()
 

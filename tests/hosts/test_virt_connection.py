@@ -27,6 +27,7 @@ from hosts.virt import (
     HostUnreachable,
     VirtError,
     VirtObjectNotFound,
+    VirtTarget,
     close_all,
     demo_uri,
     describe_error,
@@ -76,7 +77,7 @@ def silent_port() -> Iterator[int]:
 
 
 def test_probe_demo_host() -> None:
-    result = probe(demo_uri())
+    result = probe(VirtTarget(demo_uri()))
 
     assert isinstance(result, HostProbe)
     assert result.uri == demo_uri()
@@ -93,7 +94,7 @@ def test_probe_demo_host() -> None:
 
 
 def test_probe_default_test_host() -> None:
-    result = probe("test:///default")
+    result = probe(VirtTarget("test:///default"))
 
     assert result.hypervisor_type == "TEST"
     assert result.domain_count == 1
@@ -103,15 +104,15 @@ def test_probe_default_test_host() -> None:
 
 
 def test_probe_result_is_frozen() -> None:
-    result = probe("test:///default")
+    result = probe(VirtTarget("test:///default"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.cpus = 1  # type: ignore[misc]
 
 
 def test_probe_does_not_use_the_pool() -> None:
-    pooled = get_connection("test:///default")
-    probe("test:///default")
-    assert get_connection("test:///default") is pooled
+    pooled = get_connection(VirtTarget("test:///default"))
+    probe(VirtTarget("test:///default"))
+    assert get_connection(VirtTarget("test:///default")) is pooled
     assert pooled.isAlive() == 1
 
 
@@ -164,6 +165,29 @@ def test_insecure_transport_needs_explicit_permission() -> None:
     assert validate_uri("xen+tcp://xen1/system", allow_insecure=True)
 
 
+def test_a_target_carries_the_transport_policy_to_every_check() -> None:
+    uri = "QEMU+tcp://kvm.example.com/system"
+    with pytest.raises(HostDriverError, match="unauthenticated") as refused:
+        VirtTarget(uri).checked_uri()
+    with pytest.raises(HostDriverError) as by_validate:
+        validate_uri(uri)
+    assert str(refused.value) == str(by_validate.value)
+    assert VirtTarget(uri, allow_insecure=True).checked_uri() == uri.replace("QEMU", "qemu")
+    with pytest.raises(HostDriverError, match="unauthenticated"):
+        get_connection(VirtTarget(uri))
+    with pytest.raises(HostDriverError, match="unauthenticated"):
+        probe(VirtTarget(uri))
+
+
+def test_a_target_is_a_value_made_without_checks() -> None:
+    target = VirtTarget("not a uri")  # checked when the adapter connects, not here
+    assert target == VirtTarget("not a uri", allow_insecure=False)
+    assert target != VirtTarget("not a uri", allow_insecure=True)
+    assert len({target, VirtTarget("not a uri")}) == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        target.allow_insecure = True  # type: ignore[misc]
+
+
 @pytest.mark.parametrize(
     ("uri", "fragment"),
     [
@@ -213,9 +237,9 @@ def test_password_is_not_repeated_in_the_error() -> None:
 )
 def test_probe_and_pool_validate_before_connecting(uri: str) -> None:
     with pytest.raises(HostDriverError):
-        probe(uri)
+        probe(VirtTarget(uri))
     with pytest.raises(HostDriverError):
-        get_connection(uri)
+        get_connection(VirtTarget(uri))
 
 
 # --- connection failures -------------------------------------------------------
@@ -224,7 +248,7 @@ def test_probe_and_pool_validate_before_connecting(uri: str) -> None:
 def test_refused_connection_is_unreachable(closed_port: int) -> None:
     uri = f"qemu+tcp://127.0.0.1:{closed_port}/system"
     with pytest.raises(HostUnreachable) as excinfo:
-        probe(uri, allow_insecure=True)
+        probe(VirtTarget(uri, allow_insecure=True))
     message = str(excinfo.value)
     assert "Cannot reach host '127.0.0.1'" in message
     assert "refused" in message
@@ -235,12 +259,12 @@ def test_refused_connection_is_unreachable(closed_port: int) -> None:
 
 def test_refused_connection_port_1_from_the_brief() -> None:
     with pytest.raises(HostUnreachable, match="refused"):
-        probe("qemu+tcp://127.0.0.1:1/system", allow_insecure=True)
+        probe(VirtTarget("qemu+tcp://127.0.0.1:1/system", allow_insecure=True))
 
 
 def test_refused_ssh_connection_names_ssh(closed_port: int) -> None:
     with pytest.raises(HostUnreachable) as excinfo:
-        probe(f"xen+ssh://root@127.0.0.1:{closed_port}/system")
+        probe(VirtTarget(f"xen+ssh://root@127.0.0.1:{closed_port}/system"))
     assert "over SSH: connection refused" in str(excinfo.value)
 
 
@@ -250,7 +274,7 @@ def test_ssh_server_hanging_up_is_unreachable_and_tried_once_more() -> None:
     MaxStartups does so at random), so the app tries once more, then says what happened."""
     with HangUpGate(hang_ups=10) as gate:
         with pytest.raises(HostUnreachable) as excinfo:
-            probe(f"xen+ssh://root@127.0.0.1:{gate.port}/system", timeout=30)
+            probe(VirtTarget(f"xen+ssh://root@127.0.0.1:{gate.port}/system"), timeout=30)
     assert str(excinfo.value) == (
         "Cannot reach host '127.0.0.1' over SSH: the connection was closed during the SSH "
         "handshake (is it an SSH server on that port, and is it turning new connections "
@@ -264,14 +288,14 @@ def test_ssh_server_hanging_up_is_unreachable_and_tried_once_more() -> None:
 def test_unresolvable_host_name_is_a_dns_error() -> None:
     # .invalid never resolves (RFC 6761).
     with pytest.raises(HostUnreachable) as excinfo:
-        probe("qemu+tcp://no-such-host.invalid/system", allow_insecure=True)
+        probe(VirtTarget("qemu+tcp://no-such-host.invalid/system", allow_insecure=True))
     assert str(excinfo.value) == "Host name 'no-such-host.invalid' could not be resolved (DNS)"
 
 
 def test_missing_libvirtd_socket_is_unreachable(tmp_path: Path) -> None:
     socket_path = tmp_path / "libvirt-sock"
     with pytest.raises(HostUnreachable) as excinfo:
-        probe(f"qemu:///system?socket={socket_path}")
+        probe(VirtTarget(f"qemu:///system?socket={socket_path}"))
     assert "is libvirtd running?" in str(excinfo.value)
 
 
@@ -279,7 +303,7 @@ def test_silent_host_times_out(silent_port: int) -> None:
     uri = f"qemu+tcp://127.0.0.1:{silent_port}/system"
     started = time.monotonic()
     with pytest.raises(HostUnreachable) as excinfo:
-        probe(uri, timeout=1.0, allow_insecure=True)
+        probe(VirtTarget(uri, allow_insecure=True), timeout=1.0)
     assert time.monotonic() - started < 5
     assert "timed out after 1 s" in str(excinfo.value)
 
@@ -287,7 +311,8 @@ def test_silent_host_times_out(silent_port: int) -> None:
 def test_pool_open_times_out_too(silent_port: int) -> None:
     with pytest.raises(HostUnreachable, match=r"timed out after 0\.5 s"):
         get_connection(
-            f"qemu+tcp://127.0.0.1:{silent_port}/system", timeout=0.5, allow_insecure=True
+            VirtTarget(f"qemu+tcp://127.0.0.1:{silent_port}/system", allow_insecure=True),
+            timeout=0.5,
         )
 
 
@@ -297,7 +322,7 @@ def test_failed_authentication(tmp_path: Path) -> None:
         '<node><auth><user password="secret">admin</user></auth></node>', encoding="utf-8"
     )
     with pytest.raises(HostAuthError) as excinfo:
-        probe(f"test://{node_file}")
+        probe(VirtTarget(f"test://{node_file}"))
     assert str(excinfo.value).startswith(f"Authentication to 'test://{node_file}' failed")
 
 
@@ -305,7 +330,7 @@ def test_broken_node_file_is_a_driver_error(tmp_path: Path) -> None:
     node_file = tmp_path / "broken.xml"
     node_file.write_text("<node><domain type='test'><name>x</name></node>", encoding="utf-8")
     with pytest.raises(HostDriverError) as excinfo:
-        probe(f"test://{node_file}")
+        probe(VirtTarget(f"test://{node_file}"))
     message = str(excinfo.value)
     assert "test driver could not load the node file" in message
     assert "tag mismatch" in message
@@ -314,7 +339,7 @@ def test_broken_node_file_is_a_driver_error(tmp_path: Path) -> None:
 
 def test_missing_object_translates_to_not_found() -> None:
     uri = demo_uri()
-    conn = get_connection(uri)
+    conn = get_connection(VirtTarget(uri))
     with pytest.raises(Exception) as excinfo:  # a libvirt error: tests do not import libvirt
         conn.lookupByName("no-such-guest")
     error = translate(excinfo.value, uri)  # type: ignore[arg-type]
@@ -329,7 +354,7 @@ def test_missing_object_translates_to_not_found() -> None:
 
 def test_operation_errors_mention_the_action() -> None:
     uri = demo_uri()
-    conn = get_connection(uri)
+    conn = get_connection(VirtTarget(uri))
     with pytest.raises(Exception) as excinfo:
         conn.lookupByName("web01").create()  # already running
     error = translate(excinfo.value, uri, action="start guest 'web01'")  # type: ignore[arg-type]
@@ -361,31 +386,31 @@ def test_describe_error_on_other_exceptions() -> None:
 
 
 def test_pool_reuses_the_open_connection() -> None:
-    first = get_connection(demo_uri())
-    assert get_connection(demo_uri()) is first
+    first = get_connection(VirtTarget(demo_uri()))
+    assert get_connection(VirtTarget(demo_uri())) is first
     assert first.isAlive() == 1
 
 
 def test_pool_is_keyed_by_uri() -> None:
-    assert get_connection(demo_uri()) is not get_connection("test:///default")
+    assert get_connection(VirtTarget(demo_uri())) is not get_connection(VirtTarget("test:///default"))
 
 
 def test_pool_reopens_a_dead_connection() -> None:
-    first = get_connection(demo_uri())
+    first = get_connection(VirtTarget(demo_uri()))
     first.close()  # simulate a lost connection
-    second = get_connection(demo_uri())
+    second = get_connection(VirtTarget(demo_uri()))
     assert second is not first
     assert second.isAlive() == 1
-    assert get_connection(demo_uri()) is second
+    assert get_connection(VirtTarget(demo_uri())) is second
 
 
 def test_close_all_and_drop_connection() -> None:
-    first = get_connection(demo_uri())
+    first = get_connection(VirtTarget(demo_uri()))
     close_all()
-    second = get_connection(demo_uri())
+    second = get_connection(VirtTarget(demo_uri()))
     assert second is not first
     drop_connection(demo_uri())
-    assert get_connection(demo_uri()) is not second
+    assert get_connection(VirtTarget(demo_uri())) is not second
 
 
 def test_pool_is_thread_safe() -> None:
@@ -393,7 +418,7 @@ def test_pool_is_thread_safe() -> None:
 
     def grab(_: int) -> int:
         barrier.wait()
-        return id(get_connection(demo_uri()))
+        return id(get_connection(VirtTarget(demo_uri())))
 
     with ThreadPoolExecutor(max_workers=8) as executor:
         ids = set(executor.map(grab, range(8)))
@@ -416,7 +441,7 @@ def test_demo_uri_points_at_the_node_file() -> None:
 
 
 def test_demo_guests_and_states() -> None:
-    conn = get_connection(demo_uri())
+    conn = get_connection(VirtTarget(demo_uri()))
     states = {dom.name(): STATE_NAMES[dom.state()[0]] for dom in conn.listAllDomains(0)}
     assert states == DEMO_GUEST_STATES
     assert states["Domain-0"] == "running"
@@ -428,7 +453,7 @@ def test_demo_guests_and_states() -> None:
 
 
 def test_demo_domain0() -> None:
-    conn = get_connection(demo_uri())
+    conn = get_connection(VirtTarget(demo_uri()))
     dom0 = conn.lookupByName("Domain-0")
     assert dom0.UUIDString() == "00000000-0000-0000-0000-000000000000"
     # The test driver numbers running domains from 1 in file order: no id 0.
@@ -439,7 +464,7 @@ def test_demo_domain0() -> None:
 
 
 def test_demo_guest_kinds_and_devices() -> None:
-    conn = get_connection(demo_uri())
+    conn = get_connection(VirtTarget(demo_uri()))
     volume_paths = {
         volume.path() for pool in conn.listAllStoragePools(0) for volume in pool.listAllVolumes(0)
     }
@@ -472,7 +497,7 @@ def test_demo_guest_kinds_and_devices() -> None:
 
 
 def test_demo_networks() -> None:
-    conn = get_connection(demo_uri())
+    conn = get_connection(VirtTarget(demo_uri()))
     networks = {net.name(): net for net in conn.listAllNetworks(0)}
     assert set(networks) == {"xenbr0", "internal"}
     xenbr0 = ElementTree.fromstring(networks["xenbr0"].XMLDesc(0))
@@ -486,7 +511,7 @@ def test_demo_networks() -> None:
 
 
 def test_demo_storage_pools() -> None:
-    conn = get_connection(demo_uri())
+    conn = get_connection(VirtTarget(demo_uri()))
     pools = {pool.name(): pool for pool in conn.listAllStoragePools(0)}
     assert set(pools) == {"default", "iso"}
     default = ElementTree.fromstring(pools["default"].XMLDesc(0))
@@ -510,7 +535,7 @@ def test_demo_storage_pools() -> None:
 
 
 def test_demo_node_info() -> None:
-    conn = get_connection(demo_uri())
+    conn = get_connection(VirtTarget(demo_uri()))
     model, memory_mib, cpus, mhz, nodes, sockets, cores, threads = conn.getInfo()
     assert (model, memory_mib, cpus, mhz) == ("x86_64", 65536, 16, 3000)
     assert (nodes, sockets, cores, threads) == (1, 2, 4, 2)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hosts.virt import HostUnreachable
+from hosts.virt import HostUnreachable, VirtTarget
 from hosts.virt.host_setup import DirPool, destroy_running_guests, ensure_dir_pools
 from hosts.virt.pools import PoolInfo, delete_pool, list_pools
 
@@ -22,7 +22,7 @@ DEAD_URI = "qemu+tcp://127.0.0.1:1/system"
 def _pools() -> dict[str, PoolInfo]:
     # The pooled connection keeps test:///default's state between the adapter's own
     # connections (the shared default driver lives while a connection to it is open).
-    return {pool.name: pool for pool in list_pools(URI)}
+    return {pool.name: pool for pool in list_pools(VirtTarget(URI))}
 
 
 def test_dir_pools_are_defined_started_autostarted_and_moved(tmp_path: Path) -> None:
@@ -30,8 +30,8 @@ def test_dir_pools_are_defined_started_autostarted_and_moved(tmp_path: Path) -> 
     _pools()
     try:
         first = [DirPool(name, str(tmp_path / name)) for name in names]
-        ensure_dir_pools(URI, first)
-        ensure_dir_pools(URI, first)  # idempotent
+        ensure_dir_pools(VirtTarget(URI), first)
+        ensure_dir_pools(VirtTarget(URI), first)  # idempotent
         pools = _pools()
         for spec in first:
             pool = pools[spec.name]
@@ -39,12 +39,12 @@ def test_dir_pools_are_defined_started_autostarted_and_moved(tmp_path: Path) -> 
             assert pool.target_path == spec.path
 
         moved = DirPool(names[0], str(tmp_path / "elsewhere"))
-        ensure_dir_pools(URI, [moved])
+        ensure_dir_pools(VirtTarget(URI), [moved])
         pool = _pools()[names[0]]
         assert pool.target_path == moved.path and pool.active and pool.autostart
     finally:
         for name in names:
-            delete_pool(URI, name)
+            delete_pool(VirtTarget(URI), name)
 
 
 def _domain(name: str, runstate: int) -> str:
@@ -61,14 +61,15 @@ def test_running_and_paused_guests_are_destroyed(tmp_path: Path) -> None:
     node.write_text(
         "<node>" + _domain("up", 1) + _domain("paused", 3) + _domain("off", 5) + "</node>"
     )
-    assert sorted(destroy_running_guests(f"test://{node}")) == ["paused", "up"]
+    assert sorted(destroy_running_guests(VirtTarget(f"test://{node}"))) == ["paused", "up"]
 
 
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: ensure_dir_pools(DEAD_URI, [DirPool("p", "/tmp/p")], allow_insecure=True),
-        lambda: destroy_running_guests(DEAD_URI, allow_insecure=True),
+        lambda: ensure_dir_pools(VirtTarget(DEAD_URI, allow_insecure=True),
+                                 [DirPool("p", "/tmp/p")]),
+        lambda: destroy_running_guests(VirtTarget(DEAD_URI, allow_insecure=True)),
     ],
     ids=["pools", "guests"],
 )

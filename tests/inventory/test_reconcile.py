@@ -10,7 +10,7 @@ from django.conf import settings
 
 from guests.models import Guest
 from hosts.models import Host
-from hosts.virt import VirtError, demo_uri
+from hosts.virt import VirtError, VirtTarget, demo_uri
 from hosts.virt import domains as virt
 from inventory import monitor
 from inventory.reconcile import enrolling, reconcile_all
@@ -33,7 +33,7 @@ def test_the_beat_task_corrects_a_drifted_guest(sent: list[dict[str, Any]]) -> N
     host = Host.objects.create(name="t", uri=URI)
     assert reconcile_inventory() == {"t": Host.State.ONLINE}
     guest = host.guests.get(name="test")
-    truth = virt.get_domain(URI, str(guest.uuid))
+    truth = virt.get_domain(VirtTarget(URI), str(guest.uuid))
     Guest.objects.filter(pk=guest.pk).update(state="crashed", vcpus=99)  # drift
     phantom = Guest.objects.create(host=host, name="gone",
                                    uuid="00000000-0000-4000-8000-0000000000aa")

@@ -19,13 +19,14 @@ import pytest
 
 from guests.models import Guest
 from hosts.models import Host
-from hosts.virt import DEMO_NODE_FILE, VirtError, VirtObjectNotFound
+from hosts.virt import DEMO_NODE_FILE, VirtError, VirtObjectNotFound, VirtTarget
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import PV, DomainSpec
 from hosts.virt.events import DomainEvent, lifecycle_kind, subscribe
 from inventory.watcher import Watcher, backoff
 
 URI = "test:///default"
+TARGET = VirtTarget(URI)
 TIMEOUT = 15.0
 
 
@@ -34,10 +35,10 @@ def spec(prefix: str) -> DomainSpec:
                       memory_mib=128, vcpus=1, kernel="/boot/vmlinuz")
 
 
-def remove_domain(uri: str, guest: str) -> None:
+def remove_domain(target: VirtTarget, guest: str) -> None:
     for action in (virt.destroy, virt.undefine):
         try:
-            action(uri, guest)
+            action(target, guest)
         except VirtError:
             pass
 
@@ -97,16 +98,16 @@ def test_lifecycle_words() -> None:
 
 def test_subscription_delivers_lifecycle_events() -> None:
     got: queue.Queue[DomainEvent] = queue.Queue()
-    with subscribe(URI, got.put) as subscription:
+    with subscribe(TARGET, got.put) as subscription:
         assert "lifecycle" in subscription.families and subscription.is_alive()
-        info = virt.define_domain(URI, spec("ev"))
+        info = virt.define_domain(TARGET, spec("ev"))
         try:
-            virt.start(URI, info.uuid)
-            virt.pause(URI, info.uuid)
-            virt.resume(URI, info.uuid)
-            virt.destroy(URI, info.uuid)
+            virt.start(TARGET, info.uuid)
+            virt.pause(TARGET, info.uuid)
+            virt.resume(TARGET, info.uuid)
+            virt.destroy(TARGET, info.uuid)
         finally:
-            virt.undefine(URI, info.uuid)
+            virt.undefine(TARGET, info.uuid)
         seen = events_until(got, lambda e: e.uuid == info.uuid and e.kind == "undefined")
     assert not subscription.is_alive()
     mine = [(e.kind, e.detail) for e in seen if e.uuid == info.uuid]
@@ -125,14 +126,14 @@ def test_out_of_band_changes_reach_the_cache_and_the_browsers(
     host.refresh_from_db()
     assert host.state == Host.State.ONLINE  # a (re)connect refreshes the host
 
-    info = virt.define_domain(URI, spec("oob"))  # out of band, as with virsh
+    info = virt.define_domain(TARGET, spec("oob"))  # out of band, as with virsh
     try:
         row = pump(watcher, lambda: Guest.objects.filter(uuid=info.uuid).first(),
                    "the defined guest's row")
         assert row.state == "shutoff" and row.host == host
 
         started = time.monotonic()
-        virt.start(URI, info.uuid)
+        virt.start(TARGET, info.uuid)
         pump(watcher, lambda: Guest.objects.get(uuid=info.uuid).state == "running",
              "the guest running in the cache")
         print(f"start -> cache: {(time.monotonic() - started) * 1000:.0f} ms")
@@ -143,11 +144,11 @@ def test_out_of_band_changes_reach_the_cache_and_the_browsers(
             "event": "started", "detail": "booted", "event_time": hint["event_time"],
         }
 
-        virt.destroy(URI, info.uuid)
+        virt.destroy(TARGET, info.uuid)
         pump(watcher, lambda: Guest.objects.get(uuid=info.uuid).state == "shutoff",
              "the guest shut off in the cache")
     finally:
-        remove_domain(URI, info.uuid)
+        remove_domain(TARGET, info.uuid)
     pump(watcher, lambda: not Guest.objects.filter(uuid=info.uuid).exists(),
          "the undefined guest's row gone")
     gone = next(m for m in sent if m["uuid"] == info.uuid and m["event"] == "undefined")
@@ -190,15 +191,15 @@ def test_lost_connection_is_reopened_and_events_flow_again(
     pump(watcher, lambda: subscribed(watcher, host) not in (False, first), "a new subscription")
     assert subscribed(watcher, host).is_alive()
 
-    info = virt.define_domain(URI, spec("again"))
+    info = virt.define_domain(TARGET, spec("again"))
     try:
-        virt.start(URI, info.uuid)
+        virt.start(TARGET, info.uuid)
         pump(watcher, lambda: Guest.objects.filter(uuid=info.uuid, state="running").exists(),
              "the event through the new subscription")
     finally:
-        remove_domain(URI, info.uuid)
+        remove_domain(TARGET, info.uuid)
     with pytest.raises(VirtObjectNotFound):
-        virt.get_domain(URI, info.uuid)
+        virt.get_domain(TARGET, info.uuid)
 
 
 @pytest.mark.django_db
@@ -220,7 +221,7 @@ def test_periodic_reconcile_fixes_drift() -> None:
         host = Host.objects.create(name="t", uri=URI)
         pump(watcher, lambda: subscribed(watcher, host), "the event subscription")
         guest = host.guests.get(name="test")
-        truth = virt.get_domain(URI, str(guest.uuid)).state
+        truth = virt.get_domain(TARGET, str(guest.uuid)).state
         Guest.objects.filter(pk=guest.pk).update(state="crashed", vcpus=99)  # drift
         pump(watcher, lambda: Guest.objects.get(pk=guest.pk).state == truth,
              "the reconcile round")
@@ -245,8 +246,8 @@ def test_a_watch_takes_the_hosts_transport_capability(watcher: Watcher) -> None:
     files = Host.objects.create(name="b", uri="qemu+tcp://127.0.0.1:2/system", is_lab=True,
                                 files_local=True)
     watcher.sync_hosts()
-    assert watcher.watches[insecure.pk].allow_insecure
-    assert not watcher.watches[files.pk].allow_insecure
+    assert watcher.watches[insecure.pk].target.allow_insecure
+    assert not watcher.watches[files.pk].target.allow_insecure
     Host.objects.filter(pk=files.pk).update(allow_insecure_transport=True)
     watcher.sync_hosts()  # a changed capability is a new watch
-    assert watcher.watches[files.pk].allow_insecure
+    assert watcher.watches[files.pk].target.allow_insecure

@@ -15,7 +15,7 @@ from django.test import Client
 from guests.console import text_consumer
 from guests.inventory import reconcile_host
 from guests.models import Guest
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from hosts.virt import domains as virt
 from hosts.virt.console import ConsoleInUse, ConsoleStream
 from lab.register import register_lab_host
@@ -33,7 +33,8 @@ async def _free_console(uri: str, guest_uuid: str) -> ConsoleStream:
     it (the server aborts its stream on its own thread)."""
     for _ in range(FREE_TRIES):
         try:
-            return await asyncio.to_thread(ConsoleStream, uri, guest_uuid, allow_insecure=True)
+            return await asyncio.to_thread(ConsoleStream, VirtTarget(uri, allow_insecure=True),
+                                           guest_uuid)
         except ConsoleInUse:
             await asyncio.sleep(0.5)
     raise AssertionError("the console stayed in use after its session closed")
@@ -53,7 +54,7 @@ async def _watch(server: WebServer, viewer: Client, guest_pk: int
 
 async def _scenario(server: WebServer, viewer: Client, operator: Client, guest: Guest,
                     uri: str) -> None:
-    await asyncio.to_thread(virt.start, uri, str(guest.uuid), allow_insecure=True)
+    await asyncio.to_thread(virt.start, VirtTarget(uri, allow_insecure=True), str(guest.uuid))
 
     typist = await Session.open(server, operator, guest.pk)
     assert (await typist.message("console.status"))["readonly"] is False
@@ -73,7 +74,8 @@ async def _scenario(server: WebServer, viewer: Client, operator: Client, guest: 
     other = await _free_console(uri, str(guest.uuid))
     try:
         with pytest.raises(ConsoleInUse):  # libvirt's own refusal, through the adapter
-            await asyncio.to_thread(ConsoleStream, uri, str(guest.uuid), allow_insecure=True)
+            await asyncio.to_thread(ConsoleStream, VirtTarget(uri, allow_insecure=True),
+                                    str(guest.uuid))
         watcher = await Session.open(server, viewer, guest.pk)
         ending, code = await watcher.closed()
         assert ending["reason"] == "in-use" and code == text_consumer.CLOSE_IN_USE
@@ -99,15 +101,15 @@ def test_a_viewer_never_takes_a_console_over(
     operator_client: Client,
 ) -> None:
     host, _ = register_lab_host(lab_hosts[0])
-    info = virt.define_domain(host.uri, tiny_spec(f"takeover-{uuid.uuid4().hex[:6]}"),
-                              allow_insecure=True)
+    info = virt.define_domain(VirtTarget(host.uri, allow_insecure=True),
+                              tiny_spec(f"takeover-{uuid.uuid4().hex[:6]}"))
     try:
         reconcile_host(host)
         guest = Guest.objects.get(host=host, uuid=info.uuid)
         asyncio.run(_scenario(console_web, viewer_client, operator_client, guest, host.uri))
     finally:
         try:
-            virt.destroy(host.uri, info.uuid, allow_insecure=True)
+            virt.destroy(VirtTarget(host.uri, allow_insecure=True), info.uuid)
         except VirtError:
             pass
-        virt.undefine(host.uri, info.uuid, allow_insecure=True)
+        virt.undefine(VirtTarget(host.uri, allow_insecure=True), info.uuid)

@@ -24,7 +24,7 @@ from django.test import Client
 from guests.console import text_consumer
 from guests.inventory import reconcile_host
 from guests.models import Guest
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import HVM, DomainSpec
 from lab.register import register_lab_host
@@ -132,7 +132,7 @@ async def _console_scenario(server: WebServer, viewer: Client, operator: Client,
     assert ending["reason"] == "not-running", ending
     assert code == text_consumer.CLOSE_GUEST_STOPPED
 
-    await asyncio.to_thread(virt.start, uri, str(guest.uuid), allow_insecure=True)
+    await asyncio.to_thread(virt.start, VirtTarget(uri, allow_insecure=True), str(guest.uuid))
 
     # The viewer watches the boot: the banner (or, if it came too fast, the heartbeat).
     watcher = await Session.open(server, viewer, guest.pk)
@@ -168,7 +168,7 @@ async def _console_scenario(server: WebServer, viewer: Client, operator: Client,
     await typist.read_until(TINY_GUEST_TICK.encode())  # still live afterwards
 
     # The guest stops: the console says so and closes.
-    await asyncio.to_thread(virt.destroy, uri, str(guest.uuid), allow_insecure=True)
+    await asyncio.to_thread(virt.destroy, VirtTarget(uri, allow_insecure=True), str(guest.uuid))
     ending, code = await typist.closed()
     assert ending["reason"] == "stopped", ending
     assert code == text_consumer.CLOSE_GUEST_STOPPED
@@ -180,8 +180,8 @@ def test_guest_console_over_websocket(
 ) -> None:
     lab_host = lab_hosts[0]
     host, _ = register_lab_host(lab_host)
-    info = virt.define_domain(host.uri, tiny_spec(f"console-{uuid.uuid4().hex[:6]}"),
-                              allow_insecure=True)
+    info = virt.define_domain(VirtTarget(host.uri, allow_insecure=True),
+                              tiny_spec(f"console-{uuid.uuid4().hex[:6]}"))
     try:
         reconcile_host(host)
         guest = Guest.objects.get(host=host, uuid=info.uuid)
@@ -193,7 +193,7 @@ def test_guest_console_over_websocket(
         ]
     finally:
         try:
-            virt.destroy(host.uri, info.uuid, allow_insecure=True)
+            virt.destroy(VirtTarget(host.uri, allow_insecure=True), info.uuid)
         except VirtError:
             pass
-        virt.undefine(host.uri, info.uuid, allow_insecure=True)
+        virt.undefine(VirtTarget(host.uri, allow_insecure=True), info.uuid)

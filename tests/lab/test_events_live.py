@@ -22,7 +22,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from guests.models import Guest
 from hosts.models import Host
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import HVM, DomainSpec
 from lab.daemons import LabHost
@@ -94,12 +94,12 @@ def events_socket(web: WebServer, admin_client_tx: Client) -> Iterator[ClientCon
 @pytest.fixture
 def tiny_guest(lab_host: Host, tiny_image: TinyGuestImage) -> Iterator[str]:
     uri = lab_host.uri
-    info = virt.define_domain(uri, tiny_spec(f"events-{uuid.uuid4().hex[:6]}", tiny_image),
-                              allow_insecure=True)
+    info = virt.define_domain(VirtTarget(uri, allow_insecure=True),
+                              tiny_spec(f"events-{uuid.uuid4().hex[:6]}", tiny_image))
     yield info.uuid
     for action in (virt.destroy, virt.undefine):
         try:
-            action(uri, info.uuid, allow_insecure=True)
+            action(VirtTarget(uri, allow_insecure=True), info.uuid)
         except VirtError:
             pass
 
@@ -149,20 +149,22 @@ def test_out_of_band_start_and_stop_reach_the_browser(
     uri = lab_host.uri
 
     started = guest_state(events_socket, tiny_guest, "running",
-                          lambda: virt.start(uri, tiny_guest, allow_insecure=True), "start")
+                          lambda: virt.start(VirtTarget(uri, allow_insecure=True),
+                                             tiny_guest), "start")
     # QEMU starts the guest paused and resumes it: "resumed" comes before "started".
     assert started["host"] == lab_host.pk and started["event"] in ("resumed", "started")
     assert started["type"] == "inventory.update" and started["name"].startswith("events-")
     assert Guest.objects.get(host=lab_host, uuid=tiny_guest).state == "running"
 
     stopped = guest_state(events_socket, tiny_guest, "shutoff",
-                          lambda: virt.destroy(uri, tiny_guest, allow_insecure=True),
+                          lambda: virt.destroy(VirtTarget(uri, allow_insecure=True), tiny_guest),
                           "destroy", kinds=("stopped",))
     assert (stopped["event"], stopped["detail"]) == ("stopped", "destroyed")
     assert Guest.objects.get(host=lab_host, uuid=tiny_guest).state == "shutoff"
 
     gone = guest_state(events_socket, tiny_guest, None,
-                       lambda: virt.undefine(uri, tiny_guest, allow_insecure=True), "undefine",
+                       lambda: virt.undefine(VirtTarget(uri, allow_insecure=True),
+                                             tiny_guest), "undefine",
                        kinds=("undefined",))
     assert gone["removed"] and gone["event"] == "undefined"
     assert not Guest.objects.filter(host=lab_host, uuid=tiny_guest).exists()
@@ -191,9 +193,9 @@ def test_restarted_libvirtd_host_goes_unreachable_then_online_with_events_again(
              TIMEOUT, "the watcher to subscribe again")
     # Events flow again, and the inventory matches libvirt.
     guest_state(events_socket, tiny_guest, "running",
-                lambda: virt.start(lab_host.uri, tiny_guest, allow_insecure=True),
+                lambda: virt.start(VirtTarget(lab_host.uri, allow_insecure=True), tiny_guest),
                 "start after the restart")
     assert Guest.objects.get(host=lab_host, uuid=tiny_guest).state == "running"
-    assert {g.uuid for g in virt.list_domains(lab_host.uri, allow_insecure=True)} == {
+    assert {g.uuid for g in virt.list_domains(VirtTarget(lab_host.uri, allow_insecure=True))} == {
         str(u) for u in Guest.objects.filter(host=lab_host).values_list("uuid", flat=True)}
     assert watcher.alive()

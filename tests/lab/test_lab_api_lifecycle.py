@@ -11,6 +11,7 @@ from django.test import Client
 
 from guests.models import Guest
 from guests.slow_actions import restore_body, save_body, shutdown_body
+from hosts.virt import VirtTarget
 from hosts.virt.console import read_console_until
 from hosts.virt.pools import create_volume, list_pools
 from lab.bootfiles import lab_boot_files
@@ -57,8 +58,8 @@ def test_guest_lifecycle_through_the_api(lab_hosts: list[Any], admin_client: Cli
     base = f"/api/v1/guests/{pk}"
     try:
         assert post(admin_client, f"{base}/start/").json()["state"] == "running"
-        console = read_console_until(host.uri, str(guest.uuid), TINY_GUEST_BANNER, 90,
-                                     allow_insecure=True)
+        console = read_console_until(VirtTarget(host.uri, allow_insecure=True),
+                                     str(guest.uuid), TINY_GUEST_BANNER, 90)
         assert TINY_GUEST_BANNER in console
         assert post(admin_client, f"{base}/pause/").json()["state"] == "paused"
         assert post(admin_client, f"{base}/resume/").json()["state"] == "running"
@@ -68,8 +69,8 @@ def test_guest_lifecycle_through_the_api(lab_hosts: list[Any], admin_client: Cli
         run(post(admin_client, f"{base}/restore/"), restore_body)
         assert Guest.objects.get(pk=pk).state == "running"
 
-        extra = create_volume(host.uri, "local", f"{name}-extra.img", 16 * 1024**2,
-                              allow_insecure=True)
+        extra = create_volume(VirtTarget(host.uri, allow_insecure=True),
+                              "local", f"{name}-extra.img", 16 * 1024**2)
         reconcile_pools(host)
         volume = Volume.objects.get(pool__host=host, path=extra.path)
         attached = post(admin_client, f"{base}/disks/", {"volume": volume.pk})
@@ -84,12 +85,13 @@ def test_guest_lifecycle_through_the_api(lab_hosts: list[Any], admin_client: Cli
         from hosts.virt import domains as virt
 
         try:
-            virt.destroy(host.uri, str(guest.uuid), allow_insecure=True)
+            virt.destroy(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid))
         except VirtError:
             pass
     deleted = admin_client.delete(f"{base}/?confirm={name}&delete_volumes=true")
     assert deleted.status_code == 204
-    remaining = {v.path for p in list_pools(host.uri, allow_insecure=True) for v in p.volumes}
+    pools = list_pools(VirtTarget(host.uri, allow_insecure=True))
+    remaining = {v.path for p in pools for v in p.volumes}
     assert extra.path not in remaining
 
 
@@ -98,26 +100,26 @@ def test_managed_save_then_start_resumes(lab_hosts: list[Any], admin_client: Cli
     base = f"/api/v1/guests/{guest.pk}"
     try:
         post(admin_client, f"{base}/start/")
-        assert TINY_GUEST_BANNER in read_console_until(host.uri, str(guest.uuid),
-                                                       TINY_GUEST_BANNER, 90,
-                                                       allow_insecure=True)
+        assert TINY_GUEST_BANNER in read_console_until(VirtTarget(host.uri, allow_insecure=True),
+                                                       str(guest.uuid),
+                                                       TINY_GUEST_BANNER, 90)
         run(post(admin_client, f"{base}/managedsave/"), _managed_save_body())
         saved = admin_client.get(f"{base}/").json()
         assert saved["state"] == "shutoff" and saved["has_managed_save"]
         resumed = post(admin_client, f"{base}/start/").json()
         assert resumed["state"] == "running" and not resumed["has_managed_save"]
         # It resumed where it was: the heartbeat goes on, no fresh boot banner needed.
-        assert "tick" in read_console_until(host.uri, str(guest.uuid), "tick", 30,
-                                            allow_insecure=True)
+        assert "tick" in read_console_until(VirtTarget(host.uri, allow_insecure=True),
+                                            str(guest.uuid), "tick", 30)
     finally:
         from hosts.virt import VirtError
         from hosts.virt import domains as virt
 
         try:
-            virt.destroy(host.uri, str(guest.uuid), allow_insecure=True)
+            virt.destroy(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid))
         except VirtError:
             pass
-        virt.undefine(host.uri, str(guest.uuid), allow_insecure=True)
+        virt.undefine(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid))
 
 
 def _managed_save_body() -> Any:
@@ -139,20 +141,20 @@ def test_uefi_guest_boots_with_the_hosts_ovmf(lab_hosts: list[Any],
     base = f"/api/v1/guests/{guest.pk}"
     try:
         assert post(admin_client, f"{base}/start/").json()["state"] == "running"
-        live = get_connection(host.uri, allow_insecure=True).lookupByUUIDString(
+        live = get_connection(VirtTarget(host.uri, allow_insecure=True)).lookupByUUIDString(
             str(guest.uuid)).XMLDesc(0)
         assert "OVMF" in live and "<nvram" in live, live
-        console = read_console_until(host.uri, str(guest.uuid), TINY_GUEST_BANNER, 240,
-                                     allow_insecure=True)
+        console = read_console_until(VirtTarget(host.uri, allow_insecure=True),
+                                     str(guest.uuid), TINY_GUEST_BANNER, 240)
         assert TINY_GUEST_BANNER in console
         assert post(admin_client, f"{base}/destroy/").json()["state"] == "shutoff"
         deleted = admin_client.delete(f"{base}/?confirm={guest.name}")
         assert deleted.status_code == 204, deleted.content
         with pytest.raises(VirtError):
-            virt.get_domain(host.uri, str(guest.uuid), allow_insecure=True)
+            virt.get_domain(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid))
     finally:
         try:
-            virt.destroy(host.uri, str(guest.uuid), allow_insecure=True)
-            virt.undefine(host.uri, str(guest.uuid), allow_insecure=True)
+            virt.destroy(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid))
+            virt.undefine(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid))
         except VirtError:
             pass

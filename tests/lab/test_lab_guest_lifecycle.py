@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from hosts.virt import domains as virt
 from hosts.virt.console import ConsoleStream, read_console_until
 from hosts.virt.domain_xml import HVM, DomainSpec
@@ -29,12 +29,12 @@ def tiny_spec(name: str, dirty_mib: int = 0) -> DomainSpec:
 def boot(uri: str, guest: str) -> str:
     """Start and read the console until the banner; one retry of a failed boot."""
     for attempt in (1, 2):
-        virt.start(uri, guest, allow_insecure=True)
-        output = read_console_until(uri, guest, TINY_GUEST_BANNER, BOOT_TIMEOUT,
-                                    allow_insecure=True)
+        virt.start(VirtTarget(uri, allow_insecure=True), guest)
+        output = read_console_until(VirtTarget(uri, allow_insecure=True),
+                                    guest, TINY_GUEST_BANNER, BOOT_TIMEOUT)
         if TINY_GUEST_BANNER in output:
             return output
-        virt.destroy(uri, guest, allow_insecure=True)
+        virt.destroy(VirtTarget(uri, allow_insecure=True), guest)
         if attempt == 2:
             pytest.fail(f"no banner on the serial console; got:\n{output[-2000:]}")
     raise AssertionError("unreachable")
@@ -42,41 +42,41 @@ def boot(uri: str, guest: str) -> str:
 
 def read_more(uri: str, guest: str, timeout: float = 30.0) -> str:
     """New console output (the guest prints a heartbeat while it runs)."""
-    return read_console_until(uri, guest, "tick", timeout, allow_insecure=True)
+    return read_console_until(VirtTarget(uri, allow_insecure=True), guest, "tick", timeout)
 
 
 def test_tiny_guest_lifecycle_through_the_adapter(lab_hosts: list[Any], tmp_path: Any) -> None:
     uri = lab_hosts[0].uri
-    info = virt.define_domain(uri, tiny_spec(f"tiny-{uuid.uuid4().hex[:6]}"),
-                              allow_insecure=True)
+    info = virt.define_domain(VirtTarget(uri, allow_insecure=True),
+                              tiny_spec(f"tiny-{uuid.uuid4().hex[:6]}"))
     guest = info.uuid
     try:
         assert info.state == "shutoff"
         output = boot(uri, guest)
         assert TINY_GUEST_BANNER in output
 
-        virt.pause(uri, guest, allow_insecure=True)
-        assert virt.get_domain(uri, guest, allow_insecure=True).state == "paused"
-        with ConsoleStream(uri, guest, force=True, allow_insecure=True) as console:
+        virt.pause(VirtTarget(uri, allow_insecure=True), guest)
+        assert virt.get_domain(VirtTarget(uri, allow_insecure=True), guest).state == "paused"
+        with ConsoleStream(VirtTarget(uri, allow_insecure=True), guest, force=True) as console:
             assert b"tick" not in console.read()  # a paused guest prints nothing
-        virt.resume(uri, guest, allow_insecure=True)
-        assert virt.get_domain(uri, guest, allow_insecure=True).state == "running"
+        virt.resume(VirtTarget(uri, allow_insecure=True), guest)
+        assert virt.get_domain(VirtTarget(uri, allow_insecure=True), guest).state == "running"
         assert "tick" in read_more(uri, guest)
 
         saved = str(tmp_path / "tiny.save")
-        virt.save(uri, guest, saved, allow_insecure=True)
-        assert virt.get_domain(uri, guest, allow_insecure=True).state == "shutoff"
-        virt.restore(uri, saved, allow_insecure=True)
-        assert virt.get_domain(uri, guest, allow_insecure=True).state == "running"
+        virt.save(VirtTarget(uri, allow_insecure=True), guest, saved)
+        assert virt.get_domain(VirtTarget(uri, allow_insecure=True), guest).state == "shutoff"
+        virt.restore(VirtTarget(uri, allow_insecure=True), saved)
+        assert virt.get_domain(VirtTarget(uri, allow_insecure=True), guest).state == "running"
         assert "tick" in read_more(uri, guest)  # it carries on where it was
 
-        virt.shutdown(uri, guest, allow_insecure=True)  # ACPI power button
-        assert virt.wait_for_state(uri, guest, ("shutoff",), 60, allow_insecure=True)
+        virt.shutdown(VirtTarget(uri, allow_insecure=True), guest)  # ACPI power button
+        assert virt.wait_for_state(VirtTarget(uri, allow_insecure=True), guest, ("shutoff",), 60)
     finally:
         try:
-            virt.destroy(uri, guest, allow_insecure=True)
+            virt.destroy(VirtTarget(uri, allow_insecure=True), guest)
         except VirtError:
             pass
-        virt.undefine(uri, guest, allow_insecure=True)
+        virt.undefine(VirtTarget(uri, allow_insecure=True), guest)
     with pytest.raises(VirtError, match="not found"):
-        virt.get_domain(uri, guest, allow_insecure=True)
+        virt.get_domain(VirtTarget(uri, allow_insecure=True), guest)

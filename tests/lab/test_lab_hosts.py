@@ -19,6 +19,7 @@ import pytest
 from defusedxml import ElementTree as SafeET
 
 from hosts.models import Host
+from hosts.virt import VirtTarget
 from lab import preflight, procs
 from lab.cli import run
 from lab.daemons import LabHost, lab_down, lab_status, lab_up
@@ -275,6 +276,6 @@ def test_lab_offers_kvm_only_where_it_really_boots_linux(lab_hosts: list[LabHost
     from hosts.virt.capabilities import host_capabilities
     from lab.kvmprobe import kvm_boots_linux
 
-    caps = host_capabilities(lab_hosts[0].uri, allow_insecure=True)
+    caps = host_capabilities(VirtTarget(lab_hosts[0].uri, allow_insecure=True))
     assert caps.supports("hvm", "qemu")
     assert caps.supports("hvm", "kvm") == kvm_boots_linux()

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from guests.models import Guest, GuestSample
 from hosts.models import HostSample
+from hosts.virt import VirtTarget
 from hosts.virt import domains as virt
 from hosts.virt.stats import host_counters
 from inventory.metrics import prune, sample_all, sample_host
@@ -36,7 +37,7 @@ def test_samples_rates_api_pages_and_retention(lab_hosts: list[Any], admin_clien
     guest = Guest.objects.get(pk=created.json()["id"])
     try:
         assert admin_client.post(f"/api/v1/guests/{guest.pk}/start/").status_code == 200
-        counters = host_counters(host.uri, allow_insecure=True)
+        counters = host_counters(VirtTarget(host.uri, allow_insecure=True))
         mine = [c for c in counters.guests if c.uuid == str(guest.uuid)]
         assert mine and mine[0].cpu_time_ns > 0 and mine[0].vcpus == 1
         assert counters.cpu_total_ns > counters.cpu_busy_ns > 0
@@ -63,8 +64,8 @@ def test_samples_rates_api_pages_and_retention(lab_hosts: list[Any], admin_clien
         assert not GuestSample.objects.filter(guest=guest).exists()
         assert HostSample.objects.filter(host=host).exists()
     finally:
-        virt.destroy(host.uri, str(guest.uuid), allow_insecure=True)
-        virt.undefine(host.uri, str(guest.uuid), allow_insecure=True)
+        virt.destroy(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid))
+        virt.undefine(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid))
 
 
 def test_the_demo_host_is_not_sampled_and_viewers_read_graphs(

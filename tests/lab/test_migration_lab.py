@@ -19,7 +19,7 @@ from django.test import Client
 from guests.migration.job import migrate_body
 from guests.models import ConflictSet, Guest
 from hosts.models import Host
-from hosts.virt import VirtObjectNotFound
+from hosts.virt import VirtObjectNotFound, VirtTarget
 from hosts.virt import domains as virt
 from hosts.virt import migration as vm
 from hosts.virt.console import read_console_until
@@ -66,7 +66,8 @@ def _make_guest(client: Client, host: Host, *, memory_mib: int = 128, pool: str 
     assert created.status_code == 201, created.json()
     guest = Guest.objects.get(pk=created.json()["id"])
     if pool:
-        disk = create_volume(host.uri, pool, f"{name}.img", 8 * 1024**2, allow_insecure=True)
+        disk = create_volume(VirtTarget(host.uri, allow_insecure=True),
+                             pool, f"{name}.img", 8 * 1024**2)
         reconcile_pools(host)
         volume = Volume.objects.get(pool__host=host, path=disk.path)
         attached = post(client, f"/api/v1/guests/{guest.pk}/disks/", {"volume": volume.pk})
@@ -77,18 +78,18 @@ def _make_guest(client: Client, host: Host, *, memory_mib: int = 128, pool: str 
 def _remove(guest: Guest, *hosts: Host) -> None:
     for host in hosts:
         try:
-            info = virt.get_domain(host.uri, str(guest.uuid), allow_insecure=True)
+            info = virt.get_domain(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid))
         except VirtObjectNotFound:
             continue
         if info.state != "shutoff":
-            virt.destroy(host.uri, str(guest.uuid), allow_insecure=True)
-        virt.undefine(host.uri, str(guest.uuid), allow_insecure=True)
+            virt.destroy(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid))
+        virt.undefine(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid))
         for disk in info.xml.disks:
             if disk.source.endswith(".img") and "mig-" in disk.source:
                 from hosts.virt.pools import delete_volume_by_path
 
                 try:
-                    delete_volume_by_path(host.uri, disk.source, allow_insecure=True)
+                    delete_volume_by_path(VirtTarget(host.uri, allow_insecure=True), disk.source)
                 except Exception:  # noqa: S110 - best-effort cleanup
                     pass
 
@@ -170,7 +171,8 @@ def test_preflight_passes_and_each_check_fails_for_its_reason(
 
     # A guest on the target writes the same (not shareable) volume on the shared pool.
     shared_disk = Guest.objects.get(pk=guest.pk).devices["disks"][0]["source"]
-    refresh_pool(target.uri, SHARED_POOL, allow_insecure=True)  # the file came from lab1
+    # The file came from lab1.
+    refresh_pool(VirtTarget(target.uri, allow_insecure=True), SHARED_POOL)
     reconcile_pools(target)
     volume = Volume.objects.get(pool__host=target, path=shared_disk)
     writer = _make_guest(client, target, pool="")
@@ -187,7 +189,7 @@ def _run(job_id: int) -> Job:
 
 def _located(guest: Guest, host: Host) -> str | None:
     try:
-        return virt.get_domain(host.uri, str(guest.uuid), allow_insecure=True).state
+        return virt.get_domain(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid)).state
     except VirtObjectNotFound:
         return None
 
@@ -223,8 +225,8 @@ def test_live_migration_while_the_guest_dirties_64_mib(
         hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
     client, (source, target) = admin_client_tx, hosts
     guest = _running_guest(client, source, made, memory_mib=4 * 64 + 64, dirty_mib=64)
-    console = read_console_until(source.uri, str(guest.uuid), TINY_GUEST_DIRTYING, 180,
-                                 allow_insecure=True)
+    console = read_console_until(VirtTarget(source.uri, allow_insecure=True),
+                                 str(guest.uuid), TINY_GUEST_DIRTYING, 180)
     assert TINY_GUEST_DIRTYING in console, console[-500:]
     answer = post(client, f"/api/v1/guests/{guest.pk}/migrate/", {"host": target.pk})
     assert answer.status_code == 202, answer.json()
@@ -233,8 +235,8 @@ def test_live_migration_while_the_guest_dirties_64_mib(
     assert job.result["downtime_ms"] is not None
     assert job.result["bytes"] >= 64 * 1024**2  # at least the dirtied memory went across
     assert _located(guest, target) == "running" and _located(guest, source) is None
-    after = read_console_until(target.uri, str(guest.uuid), TINY_GUEST_TICK, 60,
-                               allow_insecure=True)
+    after = read_console_until(VirtTarget(target.uri, allow_insecure=True),
+                               str(guest.uuid), TINY_GUEST_TICK, 60)
     assert TINY_GUEST_TICK in after  # still alive and printing on the target
 
 
@@ -242,7 +244,7 @@ def test_cancel_keeps_the_guest_on_the_source(
         hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
     client, (source, target) = admin_client_tx, hosts
     guest = _running_guest(client, source, made, memory_mib=256)
-    limit = vm.max_downtime(source.uri, str(guest.uuid), allow_insecure=True)
+    limit = vm.max_downtime(VirtTarget(source.uri, allow_insecure=True), str(guest.uuid))
     answer = post(client, f"/api/v1/guests/{guest.pk}/migrate/",
                   {"host": target.pk, "bandwidth_mib": 1})  # ~256 s: it will be cancelled
     assert answer.status_code == 202, answer.json()
@@ -262,14 +264,15 @@ def test_cancel_keeps_the_guest_on_the_source(
     assert _located(guest, target) is None
     assert Guest.objects.get(pk=guest.pk).host_id == source.pk
     # The job set its own downtime target before it started; the guest stays with its own.
-    assert vm.max_downtime(source.uri, str(guest.uuid), allow_insecure=True) == limit
+    assert vm.max_downtime(VirtTarget(source.uri, allow_insecure=True), str(guest.uuid)) == limit
 
 
 def test_offline_migration_through_the_shared_pool(
         hosts: tuple[Host, Host], admin_client_tx: Client, made: list[Guest]) -> None:
     client, (source, target) = admin_client_tx, hosts
     guest = _running_guest(client, source, made)
-    read_console_until(source.uri, str(guest.uuid), TINY_GUEST_TICK, 90, allow_insecure=True)
+    read_console_until(VirtTarget(source.uri, allow_insecure=True),
+                       str(guest.uuid), TINY_GUEST_TICK, 90)
     answer = post(client, f"/api/v1/guests/{guest.pk}/migrate/",
                   {"host": target.pk, "mode": "offline"})
     assert answer.status_code == 202, answer.json()
@@ -278,8 +281,9 @@ def test_offline_migration_through_the_shared_pool(
     assert job.result["mode"] == "offline" and job.result["downtime_ms"] > 0
     assert _located(guest, target) == "running" and _located(guest, source) is None
     assert not Path(job.result["save_path"]).exists()  # the saved memory was removed
-    assert TINY_GUEST_TICK in read_console_until(target.uri, str(guest.uuid), TINY_GUEST_TICK,
-                                                 60, allow_insecure=True)
+    assert TINY_GUEST_TICK in read_console_until(VirtTarget(target.uri, allow_insecure=True),
+                                                 str(guest.uuid), TINY_GUEST_TICK,
+                                                 60)
     moved = Guest.objects.get(pk=guest.pk)
     assert moved.host_id == target.pk and moved.state == "running"
 
@@ -306,12 +310,12 @@ def test_a_volume_deleted_by_another_host_does_not_break_pool_listing(
     from hosts.virt.volumes import refresh_pool
 
     source, target = hosts
-    made = create_volume(source.uri, SHARED_POOL, f"gone-{uuid.uuid4().hex[:6]}.img", 1024**2,
-                         allow_insecure=True)
-    seen = refresh_pool(target.uri, SHARED_POOL, allow_insecure=True)
+    made = create_volume(VirtTarget(source.uri, allow_insecure=True),
+                         SHARED_POOL, f"gone-{uuid.uuid4().hex[:6]}.img", 1024**2)
+    seen = refresh_pool(VirtTarget(target.uri, allow_insecure=True), SHARED_POOL)
     assert made.path in [vol.path for vol in seen.volumes]
-    delete_volume_by_path(source.uri, made.path, allow_insecure=True)
-    pools = {pool.name: pool for pool in list_pools(target.uri, allow_insecure=True)}
+    delete_volume_by_path(VirtTarget(source.uri, allow_insecure=True), made.path)
+    pools = {pool.name: pool for pool in list_pools(VirtTarget(target.uri, allow_insecure=True))}
     assert made.path not in [vol.path for vol in pools[SHARED_POOL].volumes]
 
 

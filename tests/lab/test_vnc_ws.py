@@ -23,7 +23,7 @@ from guests.console import rfb
 from guests.inventory import reconcile_host
 from guests.models import Guest
 from hosts.models import Host
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import HVM, DomainSpec
 from lab.register import register_lab_host
@@ -149,7 +149,7 @@ async def _vnc_scenario(server: WebServer, viewer: Client, operator: Client, gue
     assert ending["reason"] == "not-running", ending
     assert code == ws_base.CLOSE_GUEST_STOPPED
 
-    await asyncio.to_thread(virt.start, uri, str(guest.uuid), allow_insecure=True)
+    await asyncio.to_thread(virt.start, VirtTarget(uri, allow_insecure=True), str(guest.uuid))
     # The cache learns the live (autoport) port: the guest page links the graphical console.
     await asyncio.to_thread(reconcile_host, host)
     await guest.arefresh_from_db()
@@ -176,7 +176,7 @@ async def _vnc_scenario(server: WebServer, viewer: Client, operator: Client, gue
     assert kind == 0  # FramebufferUpdate
 
     # The guest stops: both sessions say so and close.
-    await asyncio.to_thread(virt.destroy, uri, str(guest.uuid), allow_insecure=True)
+    await asyncio.to_thread(virt.destroy, VirtTarget(uri, allow_insecure=True), str(guest.uuid))
     for ended in (operator_session, viewer_session):
         ending, code = await ended.closed()
         assert ending["reason"] == "stopped", ending
@@ -188,8 +188,8 @@ def test_guest_vnc_over_websocket(
 ) -> None:
     lab_host = lab_hosts[0]
     host, _ = register_lab_host(lab_host)
-    info = virt.define_domain(host.uri, tiny_vnc_spec(f"vnc-{uuid.uuid4().hex[:6]}"),
-                              allow_insecure=True)
+    info = virt.define_domain(VirtTarget(host.uri, allow_insecure=True),
+                              tiny_vnc_spec(f"vnc-{uuid.uuid4().hex[:6]}"))
     try:
         assert info.xml.vnc_listen == "127.0.0.1"
         reconcile_host(host)
@@ -201,7 +201,7 @@ def test_guest_vnc_over_websocket(
         ]
     finally:
         try:
-            virt.destroy(host.uri, info.uuid, allow_insecure=True)
+            virt.destroy(VirtTarget(host.uri, allow_insecure=True), info.uuid)
         except VirtError:
             pass
-        virt.undefine(host.uri, info.uuid, allow_insecure=True)
+        virt.undefine(VirtTarget(host.uri, allow_insecure=True), info.uuid)

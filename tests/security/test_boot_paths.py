@@ -21,7 +21,7 @@ from django.test import Client
 
 from guests.models import Guest
 from hosts.models import Host
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from hosts.virt import domains as virt_domains
 from hosts.virt.connection import get_connection
 from hosts.virt.console import read_console_until
@@ -62,7 +62,7 @@ def put(client: Client, path: str, data: dict) -> Any:
 
 
 def domain_names(host: Host) -> set[str]:
-    conn = get_connection(host.uri, allow_insecure=host.allow_insecure_transport)
+    conn = get_connection(host.virt_target)
     return {dom.name() for dom in conn.listAllDomains(0)}
 
 
@@ -83,7 +83,7 @@ def refused(client: Client, host: Host, field: str, **boot: Any) -> str:
 def kernel_in_definition(host: Host, guest_id: int) -> tuple[str, str]:
     """The <os> kernel and initrd of the guest's definition, as libvirt holds it."""
     guest = Guest.objects.get(pk=guest_id)
-    conn = get_connection(host.uri, allow_insecure=host.allow_insecure_transport)
+    conn = get_connection(host.virt_target)
     root = SafeET.fromstring(conn.lookupByUUIDString(str(guest.uuid)).XMLDesc(0))
     return root.findtext("os/kernel", ""), root.findtext("os/initrd", "")
 
@@ -136,7 +136,7 @@ def test_another_guests_disk_is_refused(operator_client: Client, booted: Host) -
 
 
 def test_the_new_guests_own_disk_is_refused(operator_client: Client, booted: Host) -> None:
-    spare = create_volume(booted.uri, "default", "spare.img", 1024**2)
+    spare = create_volume(VirtTarget(booted.uri), "default", "spare.img", 1024**2)
     reconcile_pools(booted)
     volume = Volume.objects.get(path=spare.path)
     assert "also one of the new guest's disks" in refused(
@@ -149,7 +149,8 @@ def test_a_volume_of_another_host_is_refused(operator_client: Client, booted: Ho
     from hosts.services import enrol_host
 
     other = enrol_host(name="other", uri="test:///default", user=admin_user)
-    made = create_volume(other.uri, "default-pool", f"k-{uuid.uuid4().hex[:6]}", 1024**2)
+    made = create_volume(VirtTarget(other.uri),
+                         "default-pool", f"k-{uuid.uuid4().hex[:6]}", 1024**2)
     reconcile_pools(other)
     foreign = Volume.objects.get(pool__host=other, path=made.path)
     message = refused(operator_client, booted, "kernel_volume", kernel_volume=foreign.pk)
@@ -317,8 +318,8 @@ def test_lab_refuses_host_paths_and_traps_in_the_boot_directory(
 def test_lab_refuses_a_disk_and_another_hosts_volume(
         operator_client: Client, lab: Host, lab_hosts: list[Any],  # noqa: F811
         admin_user: Any) -> None:
-    disk = create_volume(lab.uri, "local", f"disk-{uuid.uuid4().hex[:6]}.img", 1024**2,
-                         allow_insecure=True)
+    disk = create_volume(VirtTarget(lab.uri, allow_insecure=True),
+                         "local", f"disk-{uuid.uuid4().hex[:6]}.img", 1024**2)
     reconcile_pools(lab)
     volume = Volume.objects.get(pool__host=lab, path=disk.path)
     owner = post(operator_client, "/api/v1/guests/", {
@@ -329,15 +330,15 @@ def test_lab_refuses_a_disk_and_another_hosts_volume(
         assert f"is a disk of guest '{owner.json()['name']}'" in refused(
             operator_client, lab, "kernel_volume", kernel_volume=volume.pk)
         other, _ = register_lab_host(lab_hosts[1])
-        theirs = create_volume(other.uri, "local", f"k-{uuid.uuid4().hex[:6]}", 1024**2,
-                               allow_insecure=True)
+        theirs = create_volume(VirtTarget(other.uri, allow_insecure=True),
+                               "local", f"k-{uuid.uuid4().hex[:6]}", 1024**2)
         reconcile_pools(other)
         foreign = Volume.objects.get(pool__host=other, path=theirs.path)
         assert "not on the guest's host" in refused(operator_client, lab, "kernel_volume",
                                                     kernel_volume=foreign.pk)
     finally:
         guest = Guest.objects.get(pk=owner.json()["id"])
-        virt_domains.undefine(lab.uri, str(guest.uuid), allow_insecure=True)
+        virt_domains.undefine(VirtTarget(lab.uri, allow_insecure=True), str(guest.uuid))
 
 
 def test_lab_guest_boots_the_kernel_and_initrd_chosen_by_name(operator_client: Client,
@@ -362,22 +363,22 @@ def boots_then_goes(client: Client, lab: Host, guest: Guest, kernel: str = "") -
             assert kernel_in_definition(lab, guest.pk)[0] == kernel
         started = post(client, f"/api/v1/guests/{guest.pk}/start/")
         assert started.status_code == 200, started.json()
-        assert TINY_GUEST_BANNER in read_console_until(lab.uri, str(guest.uuid),
-                                                       TINY_GUEST_BANNER, 120,
-                                                       allow_insecure=True)
+        assert TINY_GUEST_BANNER in read_console_until(VirtTarget(lab.uri, allow_insecure=True),
+                                                       str(guest.uuid),
+                                                       TINY_GUEST_BANNER, 120)
     finally:
         try:
-            virt_domains.destroy(lab.uri, str(guest.uuid), allow_insecure=True)
+            virt_domains.destroy(VirtTarget(lab.uri, allow_insecure=True), str(guest.uuid))
         except VirtError:
             pass
-        virt_domains.undefine(lab.uri, str(guest.uuid), allow_insecure=True)
+        virt_domains.undefine(VirtTarget(lab.uri, allow_insecure=True), str(guest.uuid))
 
 
 def test_lab_kernel_volume_by_id_boots(operator_client: Client, lab: Host) -> None:
     """A kernel an operator put into a pool of the host (here copied into the lab host's
     'local' pool), chosen by its volume id."""
     name = f"vmlinuz-{uuid.uuid4().hex[:6]}"
-    made = create_volume(lab.uri, "local", name, 1024, allow_insecure=True)
+    made = create_volume(VirtTarget(lab.uri, allow_insecure=True), "local", name, 1024)
     Path(made.path).write_bytes(ensure_tiny_guest().kernel.read_bytes())
     reconcile_pools(lab)
     kernel = Volume.objects.get(pool__host=lab, path=made.path)
@@ -401,7 +402,7 @@ def test_changing_the_directory_follows_on_the_host(operator_client: Client, boo
     from storage.bootfiles import set_boot_files_dir
 
     set_boot_files_dir(booted, "/var/lib/xen/images", user=admin_user)
-    names = {pool.name() for pool in get_connection(booted.uri).listAllStoragePools(0)}
+    names = {pool.name() for pool in get_connection(VirtTarget(booted.uri)).listAllStoragePools(0)}
     assert "default" in names and BOOT_POOL not in names
     assert "is a disk of guest 'web01'" in refused(operator_client, booted, "kernel_file",
                                                    kernel_file="web01.img")

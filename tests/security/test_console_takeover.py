@@ -19,7 +19,7 @@ from django.test import Client
 from guests.console import text_consumer
 from guests.console.rfb import ViewerInputFilter
 from guests.models import Guest
-from hosts.virt import HostUnreachable
+from hosts.virt import HostUnreachable, VirtTarget
 from hosts.virt.console import IN_USE_TEXT, ConsoleInUse, ConsoleStream
 from tests.test_console_access import (  # noqa: F401 (fixtures)
     FakeConsole,
@@ -40,15 +40,14 @@ class OneSessionConsole(FakeConsole):
 
     holder: FakeConsole | None = None
 
-    def __init__(self, uri: str, uuid: str, *, force: bool = False,
-                 allow_insecure: bool = False) -> None:
+    def __init__(self, target: VirtTarget, uuid: str, *, force: bool = False) -> None:
         holder = OneSessionConsole.holder
         if holder is not None and not holder.closed:
             if not force:
                 raise ConsoleInUse(f"The console of guest {uuid} is in use by another "
                                    "session.")
             holder.feed(error=HostUnreachable("stream had I/O failure"))
-        super().__init__(uri, uuid, force=force, allow_insecure=allow_insecure)
+        super().__init__(target, uuid, force=force)
         OneSessionConsole.holder = self
 
 

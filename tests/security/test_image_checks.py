@@ -22,6 +22,7 @@ from django.test import Client
 import storage.qemu_img
 from guests.models import Guest
 from hosts.models import Host
+from hosts.virt import VirtTarget
 from hosts.virt.pools import VolumeInfo
 from storage import content, images
 from storage.errors import ImageRefused
@@ -276,9 +277,9 @@ def test_the_clone_adapter_refuses_a_source_libvirt_reads_otherwise(demo: Host) 
     from hosts.virt import volumes as virt
 
     pool = Pool.objects.get(host=demo, name="default")
-    info = virt.create_volume(demo.uri, pool.name, "fmt.qcow2", MIB, "qcow2")
+    info = virt.create_volume(VirtTarget(demo.uri), pool.name, "fmt.qcow2", MIB, "qcow2")
     with pytest.raises(VirtError, match=r"reads volume .fmt\.qcow2. as qcow2, not as the raw"):
-        virt.clone_volume(demo.uri, info.path, "fmt-copy.img", source_format="raw")
+        virt.clone_volume(VirtTarget(demo.uri), info.path, "fmt-copy.img", source_format="raw")
 
 
 @pytest.mark.django_db

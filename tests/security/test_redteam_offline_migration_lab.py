@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.test import Client
@@ -19,6 +18,7 @@ from django.test import Client
 from guests.migration import job as migration_job
 from guests.models import Guest
 from hosts.models import Host
+from hosts.virt import VirtTarget
 from lab.paths import lab_dir
 from storage.attachments import saved_memory_in
 from storage.models import Pool, Volume
@@ -47,8 +47,8 @@ def test_an_image_edited_on_shared_storage_is_not_restored(
     disk = guest.devices["disks"][0]["source"]
     real_save = migration_job.virt.save
 
-    def save_then_tamper(uri: str, uuid_: str, path: str, **kwargs: Any) -> str:
-        xml = real_save(uri, uuid_, path, **kwargs)
+    def save_then_tamper(target: VirtTarget, uuid_: str, path: str) -> str:
+        xml = real_save(target, uuid_, path)
         image = Path(path)
         image.write_bytes(edit_qemu_image(image.read_bytes(),
                                           lambda text: text.replace(disk, str(secret))))

@@ -25,7 +25,7 @@ from guests.save_images import demo_save_path, volume_name
 from guests.slow_actions import restore_body, save_body
 from hosts.models import Host
 from hosts.services import enrol_host
-from hosts.virt import VirtOperationError, save_image, save_xml
+from hosts.virt import VirtOperationError, VirtTarget, save_image, save_xml
 from hosts.virt import domains as virt
 from storage.errors import StorageError
 from storage.inventory import reconcile_pools
@@ -88,7 +88,7 @@ def test_a_path_is_refused_and_nothing_written(admin_client: Client, demo: Host,
                                                action: str) -> None:
     web = guest("web01")
     if action == "restore":
-        virt.destroy(demo.uri, str(web.uuid))
+        virt.destroy(VirtTarget(demo.uri), str(web.uuid))
         web.state = "shutoff"
         web.save()
     paths = hostile_paths(tmp_path)
@@ -172,7 +172,7 @@ def test_demo_save_goes_to_the_saves_folder_and_restore_removes_it(
     assert restored.state == "running" and restored.saved_path == ""
     assert files_under(saves_dir) == set()  # the app's own save image is removed
     # Nothing saved any more: a restore is refused up front.
-    virt.destroy(demo.uri, str(web.uuid))
+    virt.destroy(VirtTarget(demo.uri), str(web.uuid))
     Guest.objects.filter(pk=web.pk).update(state="shutoff")
     again = post(admin_client, f"/api/v1/guests/{web.pk}/restore/")
     assert again.status_code == 400 and "no saved memory" in again.json()["detail"]
@@ -287,7 +287,7 @@ def test_a_tampered_save_image_is_refused(admin_client: Client, demo: Host,
     run_job(job.pk, restore_body, task_id="t", worker="w")
     job.refresh_from_db()
     assert job.state == "failed" and "/etc/shadow" in job.error
-    assert virt.get_domain(demo.uri, str(web.uuid)).state == "shutoff"
+    assert virt.get_domain(VirtTarget(demo.uri), str(web.uuid)).state == "shutoff"
     assert guest("web01").saved_path == str(image) and image.exists()  # nothing lost
 
     for junk in (b"", b"not a save image", TEST_MAGIC + b"\xff\xff\xff\x7f"):
@@ -324,7 +324,7 @@ def test_a_replaced_save_file_is_refused(admin_client: Client, demo: Host,
     os.mkfifo(image)  # a reader that would block for ever
     response = post(admin_client, f"/api/v1/guests/{web.pk}/restore/")
     assert response.status_code == 400 and "not a regular file" in response.json()["detail"]
-    assert virt.get_domain(demo.uri, str(web.uuid)).state == "shutoff"
+    assert virt.get_domain(VirtTarget(demo.uri), str(web.uuid)).state == "shutoff"
     # A saved_path that is not the app's own (a row from an older version): refused.
     Guest.objects.filter(pk=web.pk).update(saved_path=str(tmp_path / "elsewhere.save"))
     response = post(admin_client, f"/api/v1/guests/{web.pk}/restore/")
@@ -341,7 +341,7 @@ def test_restore_from_a_volume_of_another_host_or_the_demo_pools(
     foreign = create_volume(Pool.objects.filter(host=other).first(), name="x.save",
                             capacity=2**20)
     web = guest("web01")
-    virt.destroy(demo.uri, str(web.uuid))
+    virt.destroy(VirtTarget(demo.uri), str(web.uuid))
     Guest.objects.filter(pk=web.pk).update(state="shutoff")
     response = post(admin_client, f"/api/v1/guests/{web.pk}/restore/", {"volume": foreign.pk})
     assert response.status_code == 400
@@ -352,7 +352,7 @@ def test_restore_from_a_volume_of_another_host_or_the_demo_pools(
     missing = post(admin_client, f"/api/v1/guests/{web.pk}/restore/", {"volume": 999999})
     assert missing.status_code == 400 and "No volume" in missing.json()["detail"]
     assert not Job.objects.exists()
-    assert virt.get_domain(demo.uri, str(web.uuid)).state == "shutoff"
+    assert virt.get_domain(VirtTarget(demo.uri), str(web.uuid)).state == "shutoff"
 
 
 # -- roles ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from django.test import Client
 from guests.models import Guest
 from guests.slow_actions import restore_body, save_body
 from hosts.models import Host
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from hosts.virt import domains as virt
 from hosts.virt.console import read_console_until
 from lab.control import SHARED_POOL
@@ -54,11 +54,12 @@ def running_guest(lab_hosts: list[Any], admin_client: Client) -> Iterator[tuple[
     reconcile_pools(host)
     assert post(admin_client, f"/api/v1/guests/{guest.pk}/start/").json()["state"] \
         == "running"
-    read_console_until(host.uri, str(guest.uuid), TINY_GUEST_BANNER, 90, allow_insecure=True)
+    read_console_until(VirtTarget(host.uri, allow_insecure=True),
+                       str(guest.uuid), TINY_GUEST_BANNER, 90)
     yield host, guest
     for call in (virt.destroy, virt.undefine):
         try:
-            call(host.uri, str(guest.uuid), allow_insecure=True)
+            call(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid))
         except VirtError:
             pass
 
@@ -140,14 +141,15 @@ def test_save_goes_into_a_locked_app_volume_and_restores(
         attach = post(admin_client, f"/api/v1/guests/{second.pk}/disks/", {"volume": volume.pk})
         assert attach.status_code == 409 and "saved memory" in attach.json()["detail"]
     finally:
-        virt.undefine(host.uri, str(second.uuid), allow_insecure=True)
+        virt.undefine(VirtTarget(host.uri, allow_insecure=True), str(second.uuid))
     assert Path(volume.path).read_bytes()[:16] == QEMU_MAGIC
 
     job = run(post(admin_client, f"{base}/restore/"), restore_body)
     assert job.state == "succeeded", job.error
     assert Guest.objects.get(pk=guest.pk).state == "running"
-    assert TINY_GUEST_TICK in read_console_until(host.uri, str(guest.uuid), TINY_GUEST_TICK,
-                                                 60, allow_insecure=True)
+    assert TINY_GUEST_TICK in read_console_until(VirtTarget(host.uri, allow_insecure=True),
+                                                 str(guest.uuid), TINY_GUEST_TICK,
+                                                 60)
     # The app's own save volume is deleted after the restore, the guest's record cleared.
     assert not Volume.objects.filter(pk=volume.pk).exists()
     assert not Path(volume.path).exists()
@@ -211,7 +213,7 @@ def test_an_edited_save_image_in_an_operators_volume_is_refused(
         assert response.status_code == 400, (name, response.json())
         assert "differs from the guest's own" in response.json()["detail"] \
             or "not of" in response.json()["detail"], (name, response.json())
-        assert virt.get_domain(host.uri, str(guest.uuid), allow_insecure=True).state \
+        assert virt.get_domain(VirtTarget(host.uri, allow_insecure=True), str(guest.uuid)).state \
             == "shutoff", name
     assert victim.read_text() == "root only\n"
 
@@ -233,7 +235,8 @@ def test_an_edited_save_image_in_an_operators_volume_is_refused(
     assert put(client, f"/api/v1/volumes/{mine['id']}/content/", image).status_code == 201
     job = run(post(client, f"{base}/restore/", {"volume": mine["id"]}), restore_body)
     assert job.state == "succeeded", job.error
-    assert virt.get_domain(host.uri, str(guest.uuid), allow_insecure=True).state == "running"
+    assert virt.get_domain(VirtTarget(host.uri, allow_insecure=True),
+                           str(guest.uuid)).state == "running"
     assert Volume.objects.filter(pk=mine["id"]).exists()
     # The guest's own (now stale) save is deleted by its next save, not left to pile up.
     job = run(post(client, f"{base}/save/"), save_body)
@@ -285,5 +288,6 @@ def test_a_save_on_shared_storage_is_locked_through_every_hosts_pool(
     assert Path(own.path).read_bytes()[:16] == QEMU_MAGIC
     job = run(post(operator_client, f"{base}/restore/", {"volume": own.pk}), restore_body)
     assert job.state == "succeeded", job.error
-    assert virt.get_domain(host.uri, str(guest.uuid), allow_insecure=True).state == "running"
+    assert virt.get_domain(VirtTarget(host.uri, allow_insecure=True),
+                           str(guest.uuid)).state == "running"
     assert not Path(own.path).exists()  # its own save: deleted after the restore

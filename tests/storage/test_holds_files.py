@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from hosts.models import Host
-from hosts.virt import VirtError, demo_uri
+from hosts.virt import VirtError, VirtTarget, demo_uri
 from storage import access, volume_io
 from storage.models import Pool, Volume
 
@@ -106,8 +106,8 @@ def test_the_libvirt_way_takes_the_transport_capability_only(
     monkeypatch.delenv(volume_io.IO_ENV, raising=False)
     seen: dict[str, Any] = {}
 
-    def download(uri: str, path: str, **kwargs: Any) -> str:
-        seen.update(kwargs)
+    def download(target: VirtTarget, path: str, **kwargs: Any) -> str:
+        seen["target"] = target
         return "libvirt"
 
     monkeypatch.setattr(volume_io.virt, "VolumeDownload", download)
@@ -115,4 +115,4 @@ def test_the_libvirt_way_takes_the_transport_capability_only(
                 files_local=files_local)
     assert volume_io.open_reader(host, str(tmp_path / "gone"), offset=0, length=1, chunk=1,
                                  file_chunk=1) == "libvirt"
-    assert seen["allow_insecure"] is insecure
+    assert seen["target"] == VirtTarget(LAB_URI, allow_insecure=insecure)

@@ -19,7 +19,7 @@ from django.test import Client, override_settings
 from guests.models import Guest
 from hosts.models import Host
 from hosts.services import enrol_host
-from hosts.virt import DEMO_NODE_FILE
+from hosts.virt import DEMO_NODE_FILE, VirtTarget
 from hosts.virt.connection import drop_connection
 from hosts.virt.pools import list_pools
 from storage.models import Pool, Volume
@@ -48,7 +48,7 @@ def create(client: Client, host: Host, **fields: Any) -> Any:
 
 
 def libvirt_pool(host: Host, name: str) -> Any:
-    return next((p for p in list_pools(host.uri) if p.name == name), None)
+    return next((p for p in list_pools(VirtTarget(host.uri)) if p.name == name), None)
 
 
 def test_listing_has_capacity_sharing_and_iso_fields(admin_client: Client, demo: Host) -> None:
@@ -135,7 +135,7 @@ def test_nfs_lvm_iscsi_fs_pools_are_defined_from_their_fields(admin_client: Clie
 def test_other_pool_types_are_listed_read_only(admin_client: Client, demo: Host) -> None:
     from hosts.virt.connection import get_connection
 
-    conn = get_connection(demo.uri)
+    conn = get_connection(VirtTarget(demo.uri))
     conn.storagePoolDefineXML("<pool type='scsi'><name>hba</name><source><adapter "
                               "type='scsi_host' name='host0'/></source><target><path>/dev/"
                               "disk/by-path</path></target></pool>", 0)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from hosts.virt import VirtTarget
 from hosts.virt.pools import list_pools
 from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
@@ -98,7 +99,7 @@ def test_dir_pool_lifecycle_on_a_lab_host(admin_client: Client, lab: list[Any]) 
         assert admin_client.delete(f"/api/v1/volumes/{vol.json()['id']}/").status_code == 204
         assert admin_client.delete(f"{url}?delete_storage=1").status_code == 204
         assert not directory.exists()
-        assert name not in [p.name for p in list_pools(host.uri, allow_insecure=True)]
+        assert name not in [p.name for p in list_pools(VirtTarget(host.uri, allow_insecure=True))]
     finally:
         if guest_url:
             admin_client.delete(f"{guest_url}?confirm={name}&delete_volumes=true")

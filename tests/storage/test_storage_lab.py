@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from hosts.virt import VirtTarget
 from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
@@ -106,20 +107,22 @@ def test_clone_progress_follows_the_copy_on_the_host(local_pool: Pool) -> None:
 
     host = local_pool.host
     name = f"t-{uuid.uuid4().hex[:8]}.img"
-    info = virt.create_volume(host.uri, local_pool.name, name, 3 * 1024**2,
-                              allow_insecure=True)
+    info = virt.create_volume(VirtTarget(host.uri, allow_insecure=True),
+                              local_pool.name, name, 3 * 1024**2)
     try:
-        pool = get_connection(host.uri, allow_insecure=True).storagePoolLookupByName("local")
+        conn = get_connection(VirtTarget(host.uri, allow_insecure=True))
+        pool = conn.storagePoolLookupByName("local")
         assert virt._copied(pool, name) == 3 * 1024**2
         assert virt._copied(pool, "no-such-volume") is None
         seen: list[int] = []
-        copy = virt.clone_volume(host.uri, info.path, name + ".copy", allow_insecure=True,
+        copy = virt.clone_volume(VirtTarget(host.uri, allow_insecure=True),
+                                 info.path, name + ".copy",
                                  progress=seen.append, poll_seconds=0.001)
         assert all(0 <= done <= 3 * 1024**2 for done in seen)
         assert copy.capacity == 3 * 1024**2
-        virt.delete_volume(host.uri, copy.path, allow_insecure=True)
+        virt.delete_volume(VirtTarget(host.uri, allow_insecure=True), copy.path)
     finally:
-        virt.delete_volume(host.uri, info.path, allow_insecure=True)
+        virt.delete_volume(VirtTarget(host.uri, allow_insecure=True), info.path)
 
 
 def test_image_with_a_backing_file_is_refused(admin_client: Client, local_pool: Pool,

@@ -12,7 +12,7 @@ from django.test import Client
 
 from guests.models import Guest
 from hosts.models import Host
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from hosts.virt import domains as virt
 from lab.tinyguest import tiny_guest_cmdline
 from lab.xen.manager import TINY_GUEST_INITRD, TINY_GUEST_KERNEL
@@ -90,6 +90,6 @@ def remove_quietly(host: Host, guest_uuid: str) -> None:
     """Force off and undefine (with its managed save) whatever is left of a test guest."""
     for action in (virt.destroy, virt.undefine):
         try:
-            action(host.uri, guest_uuid, allow_insecure=True)
+            action(VirtTarget(host.uri, allow_insecure=True), guest_uuid)
         except VirtError:
             pass

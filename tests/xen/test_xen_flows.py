@@ -25,6 +25,7 @@ from guests.slow_actions import (
     shutdown_body,
 )
 from hosts.models import Host
+from hosts.virt import VirtTarget
 from hosts.virt import domains as virt
 from lab.errors import LabError
 from lab.tinyguest import (
@@ -87,7 +88,8 @@ def test_pause_resume_save_restore(
         for path in ("/nonexistent/x.save", "/etc/shadow", "../x.save", "/dev/xvda"):
             refused = post(admin_client_tx, f"{base}/save/", {"path": path})
             assert refused.status_code == 400, path
-        assert virt.get_domain(enrolled.uri, str(guest.uuid), allow_insecure=True).state \
+        assert virt.get_domain(VirtTarget(enrolled.uri, allow_insecure=True),
+                               str(guest.uuid)).state \
             == "running"
 
         # The save goes into a new volume of a file pool of dom0 (here its `default` dir
@@ -166,8 +168,8 @@ def test_memory_balloons_within_the_maximum(
             "Memory must be between 64 MiB and the maximum of 256 MiB."
         assert xl_memory_mib(xen_host, guest.name) == pytest.approx(256, abs=2)
         # The definition keeps the new size for the next boot too.
-        assert virt.get_domain(enrolled.uri, str(guest.uuid),
-                               allow_insecure=True).xml.memory_mib == 256
+        assert virt.get_domain(VirtTarget(enrolled.uri, allow_insecure=True),
+                               str(guest.uuid)).xml.memory_mib == 256
     finally:
         remove_quietly(enrolled, str(guest.uuid))
 
@@ -192,8 +194,8 @@ def test_clean_shutdown_then_delete(
     deleted = admin_client_tx.delete(f"{base}/?confirm={guest.name}")
     assert deleted.status_code == 204, deleted.content
     assert not Guest.objects.filter(pk=guest.pk).exists()
-    assert guest.name not in {d.name for d in virt.list_domains(enrolled.uri,
-                                                                allow_insecure=True)}
+    domains = virt.list_domains(VirtTarget(enrolled.uri, allow_insecure=True))
+    assert guest.name not in {d.name for d in domains}
 
 
 def remove_quietly_running_only(host: Host, guest_uuid: str) -> None:
@@ -201,7 +203,7 @@ def remove_quietly_running_only(host: Host, guest_uuid: str) -> None:
     from hosts.virt import VirtError
 
     try:
-        virt.destroy(host.uri, guest_uuid, allow_insecure=True)
+        virt.destroy(VirtTarget(host.uri, allow_insecure=True), guest_uuid)
     except VirtError:
         pass
 
@@ -249,7 +251,7 @@ def test_pygrub_boots_the_kernel_from_the_guest_disk(
                             disks=[{"volume": volume["id"]}])
     base = f"/api/v1/guests/{guest.pk}"
     try:
-        info = virt.get_domain(enrolled.uri, str(guest.uuid), allow_insecure=True)
+        info = virt.get_domain(VirtTarget(enrolled.uri, allow_insecure=True), str(guest.uuid))
         assert [(d.target, d.source) for d in info.xml.disks] == [("xvda", volume["path"])]
         started = post(admin_client_tx, f"{base}/start/")
         assert started.status_code == 200, started.json()

@@ -16,7 +16,7 @@ from guests.inventory import reconcile_host
 from guests.models import Guest
 from hosts.models import Host
 from hosts.services import HostError, enrol_host
-from hosts.virt import VirtError, probe
+from hosts.virt import VirtError, VirtTarget, probe
 from hosts.virt import domains as virt
 from hosts.virt.capabilities import HVM_UNAVAILABLE
 from hosts.virt.console import read_console_until
@@ -64,7 +64,7 @@ def test_enrolment_over_ssh_pins_the_host_key(xen_host: XenHost) -> None:
     assert host.hypervisor_type == "Xen"
     assert host.hypervisor_version.startswith("4.17.")
     # The transport is SSH with the appliance's key: a plain probe (no lab flag) works too.
-    assert probe(host.uri, timeout=30).hypervisor_type == "Xen"
+    assert probe(VirtTarget(host.uri), timeout=30).hypervisor_type == "Xen"
 
 
 def test_first_contact_without_a_fingerprint_is_trusted_and_pinned(xen_host: XenHost) -> None:
@@ -101,7 +101,7 @@ def test_changed_host_key_is_refused(xen_host: XenHost, tmp_path: Path) -> None:
         assert not Host.objects.filter(uri=xen_host.uri).exists()
         # libvirt itself (libssh, strict known_hosts) refuses the host too.
         with pytest.raises(VirtError):
-            probe(xen_host.uri, timeout=30)
+            probe(VirtTarget(xen_host.uri), timeout=30)
     finally:
         pin_host_key(HOST, port, real_line)
 
@@ -113,7 +113,7 @@ def test_an_ssh_hang_up_during_the_handshake_is_tried_once_more(xen_host: XenHos
     with HangUpGate(hang_ups=1, target=(HOST, xen_host.ssh_port)) as gate:
         pin_host_key(HOST, gate.port, real_line)
         try:
-            answer = probe(f"xen+ssh://root@{HOST}:{gate.port}/system", timeout=120)
+            answer = probe(VirtTarget(f"xen+ssh://root@{HOST}:{gate.port}/system"), timeout=120)
         finally:
             unpin_host_key(HOST, gate.port)
     assert answer.hypervisor_type == "Xen"
@@ -166,7 +166,7 @@ def test_domain0_is_privileged_and_protected(enrolled: Host, admin_client: Clien
         answer = post(admin_client, f"/api/v1/guests/{dom0.pk}/{action}/")
         assert answer.status_code == 409, answer.json()
         assert "privileged management domain" in answer.json()["detail"]
-    names = {d.name for d in virt.list_domains(enrolled.uri, allow_insecure=True)}
+    names = {d.name for d in virt.list_domains(VirtTarget(enrolled.uri, allow_insecure=True))}
     assert "Domain-0" in names
 
 
@@ -183,7 +183,8 @@ def test_hvm_guest_is_refused_and_nothing_created(enrolled: Host, admin_client: 
         "your BIOS?"
     )
     assert Guest.objects.count() == before
-    assert name not in {d.name for d in virt.list_domains(enrolled.uri, allow_insecure=True)}
+    domains = virt.list_domains(VirtTarget(enrolled.uri, allow_insecure=True))
+    assert name not in {d.name for d in domains}
 
 
 def test_pv_guest_lifecycle_through_the_api(enrolled: Host, admin_client: Client) -> None:
@@ -202,8 +203,8 @@ def test_pv_guest_lifecycle_through_the_api(enrolled: Host, admin_client: Client
         assert started.status_code == 200, started.json()
         assert started.json()["state"] == "running"
         print(f"PV guest defined and started in {time.monotonic() - began:.1f} s")
-        console = read_console_until(enrolled.uri, str(guest.uuid), TINY_GUEST_BANNER, 180,
-                                     allow_insecure=True)
+        console = read_console_until(VirtTarget(enrolled.uri, allow_insecure=True),
+                                     str(guest.uuid), TINY_GUEST_BANNER, 180)
         assert TINY_GUEST_BANNER in console, console[-500:]
         assert post(admin_client, f"{base}/pause/").json()["state"] == "paused"
         assert post(admin_client, f"{base}/resume/").json()["state"] == "running"
@@ -212,9 +213,10 @@ def test_pv_guest_lifecycle_through_the_api(enrolled: Host, admin_client: Client
         assert destroyed.json()["state"] == "shutoff"
     finally:
         try:
-            virt.destroy(enrolled.uri, str(guest.uuid), allow_insecure=True)
+            virt.destroy(VirtTarget(enrolled.uri, allow_insecure=True), str(guest.uuid))
         except VirtError:
             pass
     deleted = admin_client.delete(f"{base}/?confirm={name}")
     assert deleted.status_code == 204, deleted.content
-    assert name not in {d.name for d in virt.list_domains(enrolled.uri, allow_insecure=True)}
+    domains = virt.list_domains(VirtTarget(enrolled.uri, allow_insecure=True))
+    assert name not in {d.name for d in domains}

@@ -23,6 +23,7 @@ from guests.console import text_consumer
 from guests.inventory import reconcile_host
 from guests.models import Guest
 from hosts.models import Host
+from hosts.virt import VirtTarget
 from hosts.virt import domains as virt
 from hosts.virt.domain_xml import PV, DomainSpec
 from lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK, tiny_guest_cmdline
@@ -56,14 +57,14 @@ def xen_enrolled(xen_host: XenHost, admin_client_tx: Client) -> Host:
 
 @pytest.fixture
 def pv_guest(xen_enrolled: Host) -> Iterator[Guest]:
-    info = virt.define_domain(xen_enrolled.uri, pv_spec("live"), allow_insecure=True)
+    info = virt.define_domain(VirtTarget(xen_enrolled.uri, allow_insecure=True), pv_spec("live"))
     reconcile_host(xen_enrolled)
     yield Guest.objects.get(host=xen_enrolled, uuid=info.uuid)
     remove_quietly(xen_enrolled, info.uuid)
 
 
 async def _console_scenario(server: WebServer, operator: Client, guest: Guest, uri: str) -> None:
-    await asyncio.to_thread(virt.start, uri, str(guest.uuid), allow_insecure=True)
+    await asyncio.to_thread(virt.start, VirtTarget(uri, allow_insecure=True), str(guest.uuid))
     session = await Session.open(server, operator, guest.pk)
     status = await session.message("console.status")
     assert status["readonly"] is False and status["guest"] == guest.name
@@ -76,7 +77,7 @@ async def _console_scenario(server: WebServer, operator: Client, guest: Guest, u
     await session.read_until(marker, timeout=TIMEOUT)
     await session.read_until(TINY_GUEST_TICK.encode(), timeout=TIMEOUT)
     # The guest is forced off: the console says so and closes.
-    await asyncio.to_thread(virt.destroy, uri, str(guest.uuid), allow_insecure=True)
+    await asyncio.to_thread(virt.destroy, VirtTarget(uri, allow_insecure=True), str(guest.uuid))
     ending, code = await session.closed(timeout=TIMEOUT)
     assert ending["reason"] == "stopped", ending
     assert code == text_consumer.CLOSE_GUEST_STOPPED
@@ -154,7 +155,7 @@ def test_out_of_band_changes_on_xen_reach_the_browser(
     except TransportHiccup as hiccup:
         print(f"retrying once with a new guest: {hiccup}")
         remove_quietly(xen_enrolled, str(pv_guest.uuid))
-    info = virt.define_domain(xen_enrolled.uri, pv_spec("live"), allow_insecure=True)
+    info = virt.define_domain(VirtTarget(xen_enrolled.uri, allow_insecure=True), pv_spec("live"))
     reconcile_host(xen_enrolled)
     try:
         _out_of_band_scenario(xen_host, xen_enrolled, watcher, events_socket,

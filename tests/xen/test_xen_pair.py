@@ -27,7 +27,7 @@ from django.test import Client
 from guests.migration.job import migrate_body
 from guests.models import Guest
 from hosts.models import Host
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from hosts.virt.pools import delete_pool
 from lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK
 from lab.xen.manager import XenHost
@@ -75,7 +75,7 @@ def shared_pools(client: Client, xen1: XenHost, *hosts: Host) -> Iterator[list[P
                 deleted = client.delete(f"/api/v1/pools/{pool.pk}/")
             if deleted is None or deleted.status_code != 204:
                 with contextlib.suppress(VirtError):
-                    delete_pool(host.uri, POOL, allow_insecure=True)
+                    delete_pool(VirtTarget(host.uri, allow_insecure=True), POOL)
 
 
 def test_netfs_pools_share_xen1_storage_with_xen2(

@@ -13,7 +13,7 @@ from conversions.p2v.inventory import Cpu, Disk, Inventory, Nic
 from conversions.p2v.ssh import P2VError, Source
 from guests.models import Guest
 from hosts.models import Host
-from hosts.virt import domains
+from hosts.virt import VirtTarget, domains
 from storage.models import Pool, Volume
 from xenweb.audit.models import AuditRecord
 from xenweb.jobs.errors import JobCancelled
@@ -93,7 +93,7 @@ def test_the_copies_become_the_guests_disks(demo: Host, admin_user: Any, source:
         f"p2v-{fmt}-p2v-disk0{suffix}", f"p2v-{fmt}-p2v-disk1{suffix}"]
     assert all(volume.content_state == "ready" for volume in volumes)
     assert not Volume.objects.filter(name__endswith=".part").exists()  # staging copies
-    defined = domains.get_domain(demo.uri, str(guest.uuid)).xml
+    defined = domains.get_domain(VirtTarget(demo.uri), str(guest.uuid)).xml
     assert [(disk.source, disk.format) for disk in defined.disks] == [
         (volume.path, fmt) for volume in volumes]
     assert [nic.mac for nic in defined.nics] == ["00:50:56:01:02:03"]

@@ -25,6 +25,7 @@ from django.test import Client
 from conversions.p2v import ssh as p2v_ssh
 from conversions.p2v.job import p2v_body, volume_name
 from guests.models import Guest
+from hosts.virt import VirtTarget
 from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
@@ -63,13 +64,13 @@ def _remove_p2v_leftovers(host: Any, pool_name: str) -> None:
     """Guests and volumes named p2v-* on the lab host (the lab outlives the test)."""
     from hosts.virt import domains, pools
 
-    for domain in domains.list_domains(host.uri, allow_insecure=True):
+    for domain in domains.list_domains(VirtTarget(host.uri, allow_insecure=True)):
         if domain.name.startswith("p2v-"):
-            domains.undefine(host.uri, domain.uuid, allow_insecure=True)
-    for info in pools.list_pools(host.uri, allow_insecure=True):
+            domains.undefine(VirtTarget(host.uri, allow_insecure=True), domain.uuid)
+    for info in pools.list_pools(VirtTarget(host.uri, allow_insecure=True)):
         for volume in info.volumes if info.name == pool_name else ():
             if volume.name.startswith("p2v-"):
-                pools.delete_volume_by_path(host.uri, volume.path, allow_insecure=True)
+                pools.delete_volume_by_path(VirtTarget(host.uri, allow_insecure=True), volume.path)
 
 
 @pytest.fixture
@@ -325,11 +326,12 @@ def test_verify_names_the_region_that_differs(pool: Pool) -> None:
     from hosts.virt import volumes as virt
 
     host = pool.host
-    info = virt.create_volume(host.uri, pool.name, f"p2v-verify-{os.getpid()}.img", 3 * MIB,
-                              "raw", allow_insecure=True)
+    info = virt.create_volume(VirtTarget(host.uri, allow_insecure=True),
+                              pool.name, f"p2v-verify-{os.getpid()}.img", 3 * MIB,
+                              "raw")
     try:
         data = os.urandom(3 * MIB)
-        with virt.VolumeUpload(host.uri, info.path, allow_insecure=True) as upload:
+        with virt.VolumeUpload(VirtTarget(host.uri, allow_insecure=True), info.path) as upload:
             upload.write(data)
         copy = DiskCopy(device="/dev/sdz", size=3 * MIB, digests={
             offset: hashlib.sha256(data[offset:offset + MIB]).digest()
@@ -342,7 +344,7 @@ def test_verify_names_the_region_that_differs(pool: Pool) -> None:
         assert refused.value.regions == [(MIB, 2 * MIB)]
         assert "differs from the source in bytes 1048576-2097151" in str(refused.value)
     finally:
-        virt.delete_volume(host.uri, info.path, allow_insecure=True)
+        virt.delete_volume(VirtTarget(host.uri, allow_insecure=True), info.path)
 
 
 def test_p2v_page_previews_and_starts(admin_client_tx: Client, pool: Pool, sshd: SshServer,
@@ -629,7 +631,7 @@ def test_qcow2_copy_is_converted_on_the_host_and_verified(admin_client_tx: Clien
     volumes = Volume.objects.filter(pool=pool, name__startswith="p2v-qcow2")
     assert sorted(volumes.values_list("format", flat=True)) == ["qcow2", "qcow2"]
     guest = Guest.objects.get(pk=job.result["guest"])
-    defined = domains.get_domain(pool.host.uri, str(guest.uuid), allow_insecure=True)
+    defined = domains.get_domain(VirtTarget(pool.host.uri, allow_insecure=True), str(guest.uuid))
     assert [(disk.source, disk.format) for disk in defined.xml.disks] == [
         (full_copy["path"], "qcow2"), (sparse_copy["path"], "qcow2")]
     assert any("converted to qcow2, verified" in line for _stamp, line in job.log)
@@ -675,15 +677,15 @@ def test_verify_reads_a_qcow2_volume_as_the_guest_sees_it(pool: Pool) -> None:
 
     host = pool.host
     name = f"p2v-qverify-{os.getpid()}"
-    raw = virt.create_volume(host.uri, pool.name, f"{name}.img", 5 * MIB, "raw",
-                             allow_insecure=True)
+    raw = virt.create_volume(VirtTarget(host.uri, allow_insecure=True),
+                             pool.name, f"{name}.img", 5 * MIB, "raw")
     made = [raw.path]
     try:
         data = os.urandom(MIB) + bytes(2 * MIB) + os.urandom(2 * MIB)
-        with virt.VolumeUpload(host.uri, raw.path, allow_insecure=True) as upload:
+        with virt.VolumeUpload(VirtTarget(host.uri, allow_insecure=True), raw.path) as upload:
             upload.write(data)
-        converted = virt.clone_volume(host.uri, raw.path, f"{name}.qcow2", fmt="qcow2",
-                                      allow_insecure=True)
+        converted = virt.clone_volume(VirtTarget(host.uri, allow_insecure=True),
+                                      raw.path, f"{name}.qcow2", fmt="qcow2")
         made.append(converted.path)
         assert converted.format == "qcow2"
         copy = DiskCopy(device="/dev/sdz", size=5 * MIB, digests={
@@ -696,4 +698,4 @@ def test_verify_reads_a_qcow2_volume_as_the_guest_sees_it(pool: Pool) -> None:
         assert refused.value.regions == [(4 * MIB, 5 * MIB)]
     finally:
         for path in made:
-            virt.delete_volume(host.uri, path, allow_insecure=True)
+            virt.delete_volume(VirtTarget(host.uri, allow_insecure=True), path)

@@ -19,7 +19,7 @@ from django.test import Client
 from conversions.v2v.export_job import run_export
 from conversions.v2v.import_job import run_import
 from guests.models import Guest
-from hosts.virt import domains
+from hosts.virt import VirtTarget, domains
 from storage.models import Pool
 from tests.conversions.v2v.conftest import MIB, qemu_img
 from tests.conversions.v2v.test_import_lab import _start, _vm
@@ -125,7 +125,7 @@ def test_guest_to_xva_to_guest(operator_client: Client, viewer_client: Client,
 
         (lab_area / "back.xva").write_bytes(data)
         guest.name = guest.name + "-old"  # the re-import may reuse the name on the host
-        domains.undefine(guest.host.uri, str(guest.uuid), allow_insecure=True)
+        domains.undefine(VirtTarget(guest.host.uri, allow_insecure=True), str(guest.uuid))
         guest.delete()
         again = operator_client.post("/api/v1/imports/", {
             "source": f"{lab_area.name}/back.xva", "host": local_pool.host_id,
@@ -138,10 +138,10 @@ def test_guest_to_xva_to_guest(operator_client: Client, viewer_client: Client,
         for raw, volume in zip(raws, job2.result["volumes"], strict=True):
             qemu_img("compare", "-f", "raw", "-F", "raw", str(raw), volume)
         new = Guest.objects.get(pk=job2.result["guest"])
-        domains.undefine(new.host.uri, str(new.uuid), allow_insecure=True)
+        domains.undefine(VirtTarget(new.host.uri, allow_insecure=True), str(new.uuid))
     finally:
         if Guest.objects.filter(pk=guest.pk).exists():
-            domains.undefine(guest.host.uri, str(guest.uuid), allow_insecure=True)
+            domains.undefine(VirtTarget(guest.host.uri, allow_insecure=True), str(guest.uuid))
         for path in made:
             Path(path).unlink(missing_ok=True)
 
@@ -156,7 +156,7 @@ def test_one_disk_exports_equal(operator_client: Client, local_pool: Pool, lab_a
         out.write_bytes(_download(operator_client, job))
         qemu_img("compare", "-f", "raw", "-F", fmt, str(raws[1]), str(out))
     finally:
-        domains.undefine(guest.host.uri, str(guest.uuid), allow_insecure=True)
+        domains.undefine(VirtTarget(guest.host.uri, allow_insecure=True), str(guest.uuid))
         for path in volumes:
             Path(path).unlink(missing_ok=True)
 
@@ -187,8 +187,8 @@ def test_guest_to_ova_to_guest(operator_client: Client, local_pool: Pool, lab_ar
         for raw, volume in zip(raws, job2.result["volumes"], strict=True):
             qemu_img("compare", "-f", "raw", "-F", "qcow2", str(raw), volume)
         new = Guest.objects.get(pk=job2.result["guest"])
-        domains.undefine(new.host.uri, str(new.uuid), allow_insecure=True)
+        domains.undefine(VirtTarget(new.host.uri, allow_insecure=True), str(new.uuid))
     finally:
-        domains.undefine(guest.host.uri, str(guest.uuid), allow_insecure=True)
+        domains.undefine(VirtTarget(guest.host.uri, allow_insecure=True), str(guest.uuid))
         for path in made:
             Path(path).unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from django.test import Client
 from conversions.v2v import import_job
 from guests.models import Guest
 from hosts.models import Host
-from hosts.virt import domains
+from hosts.virt import VirtTarget, domains
 from storage.models import Pool, Volume
 from tests.conversions.v2v.test_import_api import _vm, post
 from xenweb.audit.models import AuditRecord
@@ -59,7 +59,7 @@ def test_an_import_defines_the_guest_on_its_checked_volumes(
     volume = Volume.objects.get(pool=pool, name="web-disk0.qcow2")
     assert job.result["volumes"] == [volume.path]
     assert volume.content_state == "ready" and volume.content_job is None
-    defined = domains.get_domain(demo.uri, str(guest.uuid)).xml
+    defined = domains.get_domain(VirtTarget(demo.uri), str(guest.uuid)).xml
     assert [(d.target, d.source, d.format) for d in defined.disks] == [
         ("vda", volume.path, "qcow2")]
     assert [nic.mac for nic in defined.nics] == ["00:0c:29:aa:bb:cc"]

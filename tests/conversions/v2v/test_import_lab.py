@@ -13,7 +13,7 @@ from django.test import Client
 
 from conversions.v2v.import_job import run_import
 from guests.models import Guest
-from hosts.virt import domains
+from hosts.virt import VirtTarget, domains
 from storage.models import Pool
 from tests.conversions.v2v.conftest import MIB, make_vmdk, patterned_raw, qemu_img
 from xenweb.audit.models import AuditRecord
@@ -88,13 +88,14 @@ def test_vmx_import_into_a_lab_pool(operator_client: Client, local_pool: Pool,
         volumes = job.result["volumes"]
         qemu_img("compare", "-f", "raw", "-F", "qcow2", str(raw0), volumes[0])
         qemu_img("compare", "-f", "raw", "-F", "qcow2", str(raw1), volumes[1])
-        defined = domains.get_domain(guest.host.uri, str(guest.uuid), allow_insecure=True).xml
+        defined = domains.get_domain(VirtTarget(guest.host.uri, allow_insecure=True),
+                                     str(guest.uuid)).xml
         assert [n.mac for n in defined.nics] == ["00:50:56:01:02:03"]
         assert [d.source for d in defined.disks if d.device == "disk"] == volumes
         assert (defined.memory_mib, defined.description) == (256, "imported\nfrom VMware")
         assert AuditRecord.objects.filter(action="guest.import", result="ok").exists()
     finally:
-        domains.undefine(guest.host.uri, str(guest.uuid), allow_insecure=True)
+        domains.undefine(VirtTarget(guest.host.uri, allow_insecure=True), str(guest.uuid))
         for path in job.result["volumes"]:
             Path(path).unlink(missing_ok=True)
 
@@ -154,10 +155,11 @@ def test_ova_import_into_a_lab_pool(operator_client: Client, local_pool: Pool,
     try:
         for raw, volume in zip(raws, job.result["volumes"], strict=True):
             qemu_img("compare", "-f", "raw", "-F", "raw", str(raw), volume)
-        defined = domains.get_domain(guest.host.uri, str(guest.uuid), allow_insecure=True).xml
+        defined = domains.get_domain(VirtTarget(guest.host.uri, allow_insecure=True),
+                                     str(guest.uuid)).xml
         assert [n.mac for n in defined.nics] == ["00:50:56:aa:bb:01"]
     finally:
-        domains.undefine(guest.host.uri, str(guest.uuid), allow_insecure=True)
+        domains.undefine(VirtTarget(guest.host.uri, allow_insecure=True), str(guest.uuid))
         for path in job.result["volumes"]:
             Path(path).unlink(missing_ok=True)
 
@@ -182,10 +184,11 @@ def test_xva_import_into_a_lab_pool(operator_client: Client, local_pool: Pool,
     try:
         for raw, volume in zip(raws, job.result["volumes"], strict=True):
             qemu_img("compare", "-f", "raw", "-F", "qcow2", str(raw), volume)
-        defined = domains.get_domain(guest.host.uri, str(guest.uuid), allow_insecure=True).xml
+        defined = domains.get_domain(VirtTarget(guest.host.uri, allow_insecure=True),
+                                     str(guest.uuid)).xml
         assert [n.mac for n in defined.nics] == ["02:00:00:aa:bb:cc"]
         assert (defined.vcpus, defined.memory_mib) == (2, 512)
     finally:
-        domains.undefine(guest.host.uri, str(guest.uuid), allow_insecure=True)
+        domains.undefine(VirtTarget(guest.host.uri, allow_insecure=True), str(guest.uuid))
         for path in job.result["volumes"]:
             Path(path).unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from guests.snapshots.jobs import create_body, revert_body
 from guests.snapshots.plan import capability
 from guests.snapshots.services import domain_request
 from hosts.models import Host
-from hosts.virt import demo_uri
+from hosts.virt import VirtTarget, demo_uri
 from hosts.virt import snapshots as virt
 from hosts.virt.connection import get_connection
 from storage.inventory import reconcile_pools
@@ -202,7 +202,8 @@ def test_snapshot_section_on_the_guest_page(operator_client: Client, demo: Host)
     deleted = operator_client.post(f"/guests/{win.pk}/snapshots/clean/delete/", follow=True)
     assert "Snapshot &#x27;clean&#x27; deleted" in deleted.content.decode()
     # A snapshot made outside the app, with a name no URL can carry, is listed only.
-    virt.create_snapshot(demo_uri(), str(win.uuid), virt.SnapshotRequest(name="by virsh/x"))
+    virt.create_snapshot(VirtTarget(demo_uri()),
+                         str(win.uuid), virt.SnapshotRequest(name="by virsh/x"))
     page = operator_client.get(win.get_absolute_url()).content.decode()
     assert "by virsh/x" in page and 'data-snapshot-action="revert"' not in page
     web = Guest.objects.get(name="web01")
@@ -221,7 +222,7 @@ VG_POOL = """<pool type='logical'><name>vg0</name><source><name>vg0</name>
 @pytest.fixture
 def lvm_guest(demo: Host, admin_client: Client) -> Guest:
     """A shut-off guest whose disk is a logical volume of the demo host's VG 'vg0'."""
-    conn = get_connection(demo_uri())  # the test driver's in-process state
+    conn = get_connection(VirtTarget(demo_uri()))  # the test driver's in-process state
     pool = conn.storagePoolDefineXML(VG_POOL, 0)
     pool.create(0)
     pool.createXML("<volume><name>db-root</name><capacity>1073741824</capacity>"
@@ -252,7 +253,7 @@ def test_lvm_snapshots_through_the_api(operator_client: Client, lvm_guest: Guest
     created = post(operator_client, f"{base}/", {"name": "s1", "description": "before"})
     assert created.status_code == 201, created.json()
     assert created.json()["kind"] == "lvm" and created.json()["disks"] == ["xvda"]
-    [volume] = virt.list_volume_snapshots(demo_uri(), "/dev/vg0/db-root")
+    [volume] = virt.list_volume_snapshots(VirtTarget(demo_uri()), "/dev/vg0/db-root")
     assert (volume.name, volume.path) == ("db-root.snap.s1", "/dev/vg0/db-root.snap.s1")
     assert volume.capacity == 1024**3  # copy-on-write space: the origin's size
     assert LvmSnapshot.objects.get(guest=lvm_guest).volumes[0]["origin"] == "/dev/vg0/db-root"
@@ -277,7 +278,8 @@ def test_lvm_snapshots_through_the_api(operator_client: Client, lvm_guest: Guest
     assert failed.state == "failed" and "virStorageVolDownload" in failed.error
 
     assert operator_client.delete(f"{base}/s1/").status_code == 204
-    assert [v.name for v in virt.list_volume_snapshots(demo_uri(), "/dev/vg0/db-root")] == \
+    assert [v.name for v in virt.list_volume_snapshots(VirtTarget(demo_uri()),
+                                                       "/dev/vg0/db-root")] == \
         ["db-root.snap.s2"]
     assert [s["name"] for s in snaps(operator_client, lvm_guest)["results"]] == ["s2"]
 
@@ -285,7 +287,7 @@ def test_lvm_snapshots_through_the_api(operator_client: Client, lvm_guest: Guest
     gone = operator_client.delete(f"/api/v1/guests/{lvm_guest.pk}/?confirm=lvm-db"
                                   "&delete_volumes=true")
     assert gone.status_code == 204, gone.content
-    pool = get_connection(demo_uri()).storagePoolLookupByName("vg0")
+    pool = get_connection(VirtTarget(demo_uri())).storagePoolLookupByName("vg0")
     assert pool.listVolumes() == []
 
 

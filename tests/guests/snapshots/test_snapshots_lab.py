@@ -21,7 +21,7 @@ from django.test import Client
 
 from guests.models import Guest
 from guests.snapshots.jobs import create_body, revert_body
-from hosts.virt import VirtError
+from hosts.virt import VirtError, VirtTarget
 from hosts.virt import domains as virt_domains
 from hosts.virt import snapshots as virt
 from hosts.virt.console import read_console_until
@@ -80,7 +80,7 @@ def tiny_guest(client: Client, pool: Pool, prefix: str, *volumes: Volume) -> Gue
 def remove(client: Client, *guests: Guest) -> None:
     for guest in guests:
         try:
-            virt_domains.destroy(guest.host.uri, str(guest.uuid), allow_insecure=True)
+            virt_domains.destroy(VirtTarget(guest.host.uri, allow_insecure=True), str(guest.uuid))
         except VirtError:
             pass
         client.delete(f"/api/v1/guests/{guest.pk}/?confirm={guest.name}&delete_volumes=true")
@@ -155,8 +155,8 @@ def test_qcow2_snapshot_of_a_running_guest_keeps_its_memory(
     base = f"/api/v1/guests/{guest.pk}/snapshots"
     try:
         assert post(admin_client, f"/api/v1/guests/{guest.pk}/start/").status_code == 200
-        assert TINY_GUEST_BANNER in read_console_until(uri, dom, TINY_GUEST_BANNER, 90,
-                                                       allow_insecure=True)
+        assert TINY_GUEST_BANNER in read_console_until(VirtTarget(uri, allow_insecure=True),
+                                                       dom, TINY_GUEST_BANNER, 90)
         job = run(post(admin_client, f"{base}/", {"name": "live"}), create_body)
         assert job.result["kind"] == "internal"
         [taken] = admin_client.get(f"{base}/").json()["results"]
@@ -169,7 +169,7 @@ def test_qcow2_snapshot_of_a_running_guest_keeps_its_memory(
 
         job = run(post(admin_client, f"{base}/live/revert/"), revert_body)
         assert job.result["state"] == "running"  # back where it was, memory included
-        assert "tick" in read_console_until(uri, dom, "tick", 30, allow_insecure=True)
+        assert "tick" in read_console_until(VirtTarget(uri, allow_insecure=True), dom, "tick", 30)
         assert data_checksum(disk.path, tmp_path, running=True) == original
         assert admin_client.delete(f"{base}/live/").status_code == 204
         assert admin_client.get(f"{base}/").json()["results"] == []
@@ -191,9 +191,9 @@ def test_lvm_copy_back_writes_only_what_changed(admin_client: Client, local_pool
             handle.write(b"changed!!!")
     assert Path(origin.path).read_bytes() != content
     seen: list[str] = []
-    result = virt.copy_back(local_pool.host.uri, snapshot.path, origin.path, 8 * MIB,
-                            progress=lambda phase, done, total: seen.append(phase),
-                            allow_insecure=True)
+    result = virt.copy_back(VirtTarget(local_pool.host.uri, allow_insecure=True),
+                            snapshot.path, origin.path, 8 * MIB,
+                            progress=lambda phase, done, total: seen.append(phase))
     assert Path(origin.path).read_bytes() == content
     assert result.compared == 8 * MIB and result.ranges == 3
     assert result.written == 3 * virt.BLOCK  # one 4 KiB block each, nothing else
