@@ -17,6 +17,7 @@ from conversions.v2v.export_job import export_file
 from conversions.v2v.import_job import FORMATS
 from conversions.v2v.proposal import ImportRefused
 from conversions.v2v.uploads import receive
+from conversions.v2v.xva_output import XVA_KIND
 from guests.models import Guest
 from xenweb.audit.services import record
 from xenweb.jobs.api import accepted
@@ -38,8 +39,12 @@ class NicMapSerializer(serializers.Serializer):
 
 
 class ImportSerializer(SourceSerializer):
-    host = serializers.IntegerField()
-    pool = serializers.IntegerField()
+    output = serializers.ChoiceField(
+        choices=["guest", "xva"], default="guest",
+        help_text="guest: define a guest on `host` with volumes in `pool`; xva: write an XVA "
+                  "file (the job's result holds its `download` URL), no guest, no volume")
+    host = serializers.IntegerField(required=False, help_text="required for output guest")
+    pool = serializers.IntegerField(required=False, help_text="required for output guest")
     format = serializers.ChoiceField(choices=FORMATS, default="qcow2")
     name = serializers.CharField(max_length=64, required=False)
     type = serializers.ChoiceField(choices=["hvm", "pv"], required=False)
@@ -51,6 +56,15 @@ class ImportSerializer(SourceSerializer):
     bridge = serializers.RegexField(r"^[A-Za-z0-9_.-]{1,15}$", required=False)
     nics = NicMapSerializer(many=True, required=False, help_text="per NIC, in source order")
     keep_macs = serializers.BooleanField(default=True)
+    compress = serializers.ChoiceField(choices=["", "gzip", "zstd"], default="",
+                                       help_text="output xva only")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["output"] == "guest":
+            missing = {f: ["This field is required."] for f in ("host", "pool") if f not in attrs}
+            if missing:
+                raise serializers.ValidationError(missing)
+        return attrs
 
 
 def refused(exc: Exception) -> Response:
@@ -96,7 +110,8 @@ class ImportViewSet(viewsets.ViewSet):
 
     @extend_schema(request=ImportSerializer, responses={202: JobSerializer, 422: REFUSED})
     def create(self, request: Request) -> Response:
-        """Start the import job; its result holds `guest` (the new guest's id)."""
+        """Start the import job; its result holds `guest` (the new guest's id), or with
+        `output: xva` the `download` URL of the XVA written."""
         data = ImportSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         params: dict[str, Any] = dict(data.validated_data)
@@ -144,7 +159,7 @@ class GuestExportViewSet(viewsets.GenericViewSet):
 class ExportViewSet(viewsets.GenericViewSet):
     """The files export jobs wrote, streamed to authenticated operators."""
 
-    queryset = Job.objects.filter(kind="guest.export", state=JobState.SUCCEEDED)
+    queryset = Job.objects.filter(kind__in=("guest.export", XVA_KIND), state=JobState.SUCCEEDED)
     # Disk contents can hold secrets: reading them is not for viewers.
     action_permissions = {"download": "guests.change_guest"}
 

@@ -113,7 +113,7 @@ def _reachable(host: Host, path: str) -> bool:
 
 
 @contextlib.contextmanager
-def _source_image(proposal: Proposal, disk: ProposedDisk,
+def source_image(proposal: Proposal, disk: ProposedDisk,
                   on_progress: Any) -> Iterator[qemu.Image]:
     """What qemu-img reads for a disk; XVA disks are first rebuilt into a scratch file."""
     root = import_root()
@@ -146,7 +146,7 @@ def _source_image(proposal: Proposal, disk: ProposedDisk,
     yield qemu.Image(str(root / disk.path), disk.format)
 
 
-def _verify_manifest(proposal: Proposal, reporter: ProgressReporter) -> None:
+def verify_manifest(proposal: Proposal, reporter: ProgressReporter) -> None:
     from conversions.v2v.ova import verify_digests
 
     checked = 0
@@ -240,7 +240,7 @@ def _converter(plan: ImportPlan, proposal: Proposal,
             # An XVA disk is rebuilt (a gzipped OVA disk unpacked) first, for half of its
             # share, then converted.
             staged = proposal.kind == "xva" or disk.compression == "gzip"
-            with _source_image(proposal, disk, lambda f: progress(f / 2)) as image:
+            with source_image(proposal, disk, lambda f: progress(f / 2)) as image:
                 reporter.update(done, message=message, force=True)
                 _convert(plan, image, disk, output.path,
                          (lambda f: progress(0.5 + f / 2)) if staged else progress)
@@ -263,7 +263,7 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         total = sum(d.virtual_size for d in proposal.images) or 1
         reporter.update(0, total=total, unit=Job.Unit.BYTES, force=True)
         if proposal.kind == "ova":
-            _verify_manifest(proposal, reporter)
+            verify_manifest(proposal, reporter)
         work = Provisioning(guest_plan, _volumes(plan, proposal), user=job.owner, job=job)
         guest = work.run(_converter(plan, proposal, reporter))
     except (ImportRefused, VirtError, GuestError, StorageError, JobCancelled, JobError,

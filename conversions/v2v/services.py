@@ -7,6 +7,7 @@ from typing import Any
 from conversions.v2v.import_job import plan_import
 from conversions.v2v.inspect import inspect
 from conversions.v2v.proposal import ImportRefused, Proposal
+from conversions.v2v.xva_output import XVA_KIND, check_xva_output
 from xenweb.audit.services import record
 from xenweb.jobs.models import Job
 from xenweb.jobs.services import start_job
@@ -14,6 +15,7 @@ from xenweb.jobs.services import start_job
 # Their names from before the conversions app existed (job rows and queued messages name them).
 IMPORT_TASK = "storage.tasks.import_guest"
 EXPORT_TASK = "storage.tasks.export_guest"
+XVA_TASK = "conversions.tasks.convert_to_xva"
 
 
 def inspect_source(source: str, *, user: Any, request: Any = None) -> Proposal:
@@ -28,6 +30,8 @@ def inspect_source(source: str, *, user: Any, request: Any = None) -> Proposal:
 def start_import(params: dict[str, Any], *, user: Any, request: Any = None) -> Job:
     """Refuse what can be refused now (unsafe source, bad target); else a queued job."""
     source = params["source"]
+    if params.get("output") == "xva":
+        return _start_xva_output(params, user=user, request=request)
     try:
         proposal = inspect(source)
         plan = plan_import(proposal, params)
@@ -40,6 +44,22 @@ def start_import(params: dict[str, Any], *, user: Any, request: Any = None) -> J
     return start_job(IMPORT_TASK, kind="guest.import", owner=user,
                      title=f"Import {source} as {plan.name}", target=plan.pool,
                      params={**params, "name": plan.name}, unit=Job.Unit.BYTES,
+                     total=total or None, request=request)
+
+
+def _start_xva_output(params: dict[str, Any], *, user: Any, request: Any) -> Job:
+    """The source into an XVA file, no guest defined (conversions.v2v.xva_output)."""
+    source = params["source"]
+    try:
+        proposal = inspect(source)
+        name = check_xva_output(proposal, params)
+    except ImportRefused as exc:
+        record("import.xva", user=user, request=request, target_type="import",
+               target_label=str(source)[:200], result="failed", message=str(exc))
+        raise
+    total = 2 * sum(d.virtual_size for d in proposal.images)
+    return start_job(XVA_TASK, kind=XVA_KIND, owner=user, title=f"Convert {source} to XVA",
+                     params={**params, "name": name}, unit=Job.Unit.BYTES,
                      total=total or None, request=request)
 
 

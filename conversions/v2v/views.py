@@ -1,4 +1,5 @@
-"""The V2V pages: pick a file in the import area, inspect it, adjust, import; export a guest.
+"""The V2V pages: pick a file in the import area, inspect it, adjust, import (or convert it
+to an XVA file); export a guest.
 
 Thin: the same services as the API (inspect_source, start_import, start_export); the job
 page shows the progress and, when done, the new guest or the download.
@@ -41,10 +42,13 @@ def _import_params(post: Any) -> dict[str, Any]:
     params: dict[str, Any] = {"source": post.get("source", ""),
                               "format": post.get("format", "qcow2"),
                               "keep_macs": post.get("keep_macs") == "on"}
-    pool = Pool.objects.filter(pk=post.get("pool") or 0).first()
-    if pool is None:
-        raise ImportRefused("Choose the pool the disks go to.")
-    params.update(pool=pool.pk, host=pool.host_id)
+    if post.get("output") == "xva":
+        params["output"] = "xva"
+    else:
+        pool = Pool.objects.filter(pk=post.get("pool") or 0).first()
+        if pool is None:
+            raise ImportRefused("Choose the pool the disks go to.")
+        params.update(pool=pool.pk, host=pool.host_id)
     for key in ("name", "type", "network"):
         if post.get(key, "").strip():
             params[key] = post[key].strip()
