@@ -453,12 +453,13 @@ def _build(
             version = vmlinuz[0].name.removeprefix("vmlinuz-")
             moddir = kernel_tree / "lib" / "modules" / version
             try:
-                tiny_modules = tinyguest._modules(moddir, tinyguest.MODULES)
-                tiny_names = {name for name, _ in tiny_modules}
-                disk_modules = [
+                # The disk modules load first (the root step), the tiny guest's later.
+                disk_modules = tinyguest._modules(moddir, DISK_MODULES)
+                disk_names = {name for name, _ in disk_modules}
+                tiny_modules = [
                     (name, data)
-                    for name, data in tinyguest._modules(moddir, DISK_MODULES)
-                    if name not in tiny_names
+                    for name, data in tinyguest._modules(moddir, tinyguest.MODULES)
+                    if name not in disk_names
                 ]
                 initrd = tinyguest._initramfs(
                     busybox_tree / "bin" / "busybox",
@@ -510,7 +511,7 @@ def _build(
             "kernel_version": version,
             "cmdline": cmdline,
             "packages": [vars(kernel), vars(busybox)],
-            "modules": [name for name, _ in [*tiny_modules, *disk_modules]],
+            "modules": [name for name, _ in [*disk_modules, *tiny_modules]],
             "initrd_bytes": len(initrd),
             "disk_bytes": DISK_SECTORS * SECTOR,
             "build_seconds": round(time.monotonic() - started, 1),
