@@ -34,6 +34,9 @@ APT_PACKAGES=(
     make flex bison  # the Xen lab builds its hypervisor from Debian's source (lab/xen/hypervisor.py)
     debootstrap e2fsprogs shellcheck nginx-light
     ovmf  # UEFI firmware for HVM guests (libvirt picks it by its descriptors)
+    # lab/bootdisk.py: a disk that boots like a real machine's (MBR + SYSLINUX on FAT, ext4
+    # root), built without mounting: syslinux's mtools installer, mbr.bin, mkfs.vfat, mcopy
+    syslinux syslinux-common mtools dosfstools
     chromium  # tests/e2e: Playwright drives this system browser (never a downloaded one)
 )
 
