@@ -1,0 +1,7 @@
+"""The one error inspection raises: its message says what is wrong with the image."""
+
+from __future__ import annotations
+
+
+class InspectionError(Exception):
+    """The image cannot be inspected (damaged, hostile, unreadable); `str()` says why."""

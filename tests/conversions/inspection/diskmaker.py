@@ -1,0 +1,163 @@
+"""Disks for the inspection tests, built in user space: MBR and GPT written in Python,
+ext4 with `mkfs.ext4 -d`, FAT with `mkfs.vfat` and `mcopy`, initramfs cpio archives."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import subprocess
+import uuid
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+MIB = 1024**2
+SECTOR = 512
+ESP = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+LINUX = "0fc63daf-8483-4772-8e79-3d69d8477de4"
+BIOS_BOOT = "21686148-6449-6e6f-744e-656564454649"
+SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
+GRUB_LIKE_CODE = b"\xeb\x63\x90" + b"\0" * 0x17A + b"GRUB \0Geom\0Hard Disk\0Read\0 Error\r\n\0"
+
+
+@dataclass
+class Part:
+    start: int  # sector
+    sectors: int
+    kind: int | str = 0x83  # MBR type or GPT type GUID
+    bootable: bool = False
+    image: Path | None = None  # written at the partition's start
+
+
+def mbr_sector(entries: Iterable[tuple[int, int, int, int]], code: bytes = b"",
+               disk_id: int = 0x1234ABCD) -> bytes:
+    """(status, type, first LBA, sectors) entries, up to four."""
+    sector = bytearray(SECTOR)
+    sector[:len(code[:440])] = code[:440]
+    struct.pack_into("<I", sector, 440, disk_id)
+    for index, (status, kind, first, count) in enumerate(entries):
+        struct.pack_into("<B3sB3sII", sector, 446 + 16 * index, status, b"\0\0\0", kind,
+                         b"\0\0\0", first, count)
+    sector[510:512] = b"\x55\xaa"
+    return bytes(sector)
+
+
+def write_disk(path: Path, size: int, parts: list[Part], *, scheme: str = "mbr",
+               code: bytes = b"", logical: list[Part] | None = None) -> Path:
+    """A sparse disk image of `size` bytes with `parts` (and, for MBR, `logical` partitions
+    inside an extended partition that is the last of `parts`)."""
+    with open(path, "wb") as disk:
+        disk.truncate(size)
+        if scheme == "mbr":
+            entries = [(0x80 if p.bootable else 0, int(p.kind), p.start, p.sectors)
+                       for p in parts]
+            disk.write(mbr_sector(entries, code))
+            if logical:
+                _write_ebrs(disk, parts[-1], logical)
+        else:
+            _write_gpt(disk, size, parts, code)
+        for part in list(parts) + list(logical or []):
+            if part.image is not None:
+                disk.seek(part.start * SECTOR)
+                with open(part.image, "rb") as image:
+                    while chunk := image.read(MIB):
+                        disk.write(chunk)
+    return path
+
+
+def _write_ebrs(disk: object, extended: Part, logical: list[Part]) -> None:
+    for index, part in enumerate(logical):
+        ebr_lba = part.start - 2048
+        entries = [(0, int(part.kind), part.start - ebr_lba, part.sectors)]
+        if index + 1 < len(logical):
+            nxt = logical[index + 1]
+            entries.append((0, 0x05, nxt.start - 2048 - extended.start, nxt.sectors + 2048))
+        disk.seek(ebr_lba * SECTOR)  # type: ignore[attr-defined]
+        disk.write(mbr_sector(entries, disk_id=0))  # type: ignore[attr-defined]
+
+
+def gpt_structures(size: int, parts: list[Part], *, entries: int = 128) -> tuple[bytes, bytes]:
+    """(header sector, entry array) of a primary GPT for a disk of `size` bytes."""
+    sectors = size // SECTOR
+    array = bytearray(entries * 128)
+    for index, part in enumerate(parts):
+        struct.pack_into("<16s16sQQQ", array, index * 128, uuid.UUID(str(part.kind)).bytes_le,
+                         uuid.uuid4().bytes_le, part.start, part.start + part.sectors - 1, 0)
+        array[index * 128 + 56:index * 128 + 56 + 8] = "test".encode("utf-16-le")
+    header = bytearray(SECTOR)
+    struct.pack_into("<8sIIIIQQQQ16sQIII", header, 0, b"EFI PART", 0x10000, 92, 0, 0, 1,
+                     sectors - 1, 34, sectors - 34, uuid.uuid4().bytes_le, 2, entries, 128,
+                     zlib.crc32(array))
+    struct.pack_into("<I", header, 16, zlib.crc32(header[:92]))
+    return bytes(header), bytes(array)
+
+
+def _write_gpt(disk: object, size: int, parts: list[Part], code: bytes) -> None:
+    protective = mbr_sector([(0, 0xEE, 1, min(size // SECTOR - 1, 0xFFFFFFFF))], code)
+    header, array = gpt_structures(size, parts)
+    disk.write(protective + header + array)  # type: ignore[attr-defined]
+
+
+def ext4(path: Path, root: Path, mib: int, *, label: str = "", fs_uuid: str = "") -> Path:
+    argv = ["mkfs.ext4", "-q", "-F", "-d", str(root)]
+    argv += ["-L", label] if label else []
+    argv += ["-U", fs_uuid] if fs_uuid else []
+    with open(path, "wb") as image:
+        image.truncate(mib * MIB)
+    subprocess.run([*argv, str(path)], check=True, capture_output=True)
+    return path
+
+
+def fat(path: Path, files: dict[str, bytes | Path], mib: int, *, label: str = "BOOT",
+        volume_id: str = "") -> Path:
+    with open(path, "wb") as image:
+        image.truncate(mib * MIB)
+    argv = ["mkfs.vfat", "-n", label] + (["-i", volume_id] if volume_id else [])
+    subprocess.run([*argv, str(path)], check=True, capture_output=True)
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    made: set[str] = set()
+    for name, content in files.items():
+        parts = name.strip("/").split("/")
+        for depth in range(1, len(parts)):
+            directory = "/".join(parts[:depth])
+            if directory not in made:
+                subprocess.run(["mmd", "-i", str(path), f"::/{directory}"], check=True,
+                               capture_output=True, env=env)
+                made.add(directory)
+        source = content if isinstance(content, Path) else path.with_suffix(".tmpfile")
+        if not isinstance(content, Path):
+            source.write_bytes(content)
+        subprocess.run(["mcopy", "-i", str(path), str(source), f"::/{name.strip('/')}"],
+                       check=True, capture_output=True, env=env)
+    path.with_suffix(".tmpfile").unlink(missing_ok=True)
+    return path
+
+
+def cpio(files: dict[str, bytes], *, trailer: bool = True) -> bytes:
+    """A newc cpio archive of regular files (their directories implied)."""
+    out = bytearray()
+
+    def entry(name: str, mode: int, data: bytes, ino: int) -> None:
+        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0]
+        out.extend(b"070701" + b"".join(b"%08X" % f for f in fields))
+        out.extend(name.encode() + b"\0")
+        out.extend(b"\0" * (-len(out) % 4))
+        out.extend(data)
+        out.extend(b"\0" * (-len(out) % 4))
+
+    for ino, (name, data) in enumerate(files.items(), start=1):
+        entry(name, 0o100644, data, ino)
+    if trailer:
+        entry("TRAILER!!!", 0, b"", 0)
+    return bytes(out)
+
+
+def initramfs(modules: list[str], version: str = "6.1.0-57-amd64") -> bytes:
+    """An early uncompressed cpio (microcode) followed by a gzip main cpio with modules."""
+    early = cpio({"kernel/x86/microcode/GenuineIntel.bin": b"\0" * 100})
+    files = {"init": b"#!/bin/sh\n", "bin/busybox": b"\x7fELF"}
+    for module in modules:
+        files[f"usr/lib/modules/{version}/kernel/drivers/{module}.ko"] = b"\0" * 64
+    return early + gzip.compress(cpio(files))
