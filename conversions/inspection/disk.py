@@ -5,7 +5,8 @@ image and a byte offset. Any other format is read through `qemu-img` (under prli
 explicit format): `qemu-img convert` of a raw window (driver=raw with offset and size over
 the image) into a temporary raw file, a few sectors for the tables and superblocks, the whole
 partition (sparse, capped in size) for one a reader must walk. (`qemu-img dd` is not used: in
-QEMU 7.2 its count= counts from the disk's start once skip= is given.) Nothing is mounted and no kernel block device (nbd, loop) is used.
+QEMU 7.2 its count= counts from the disk's start once skip= is given.) Nothing is mounted
+and no kernel block device (nbd, loop) is used.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 
 from conversions.inspection.disk import Disk
-from conversions.inspection.errors import InspectionError
+from conversions.inspection.errors import InspectionError, UnreadableFile
 from conversions.inspection.run import ReaderFailed, run_bounded
 
 PROBE_BYTES = 68 * 1024
@@ -140,7 +140,7 @@ class Ext(FileSystem):
             why = next((line for line in errors.splitlines() if "while" in line), errors)
             raise InspectionError(f"{self.label}: the file system is damaged: "
                                   f"{why.removeprefix('debugfs: ').strip()}")
-        if done.returncode != 0:
+        if done.returncode != 0 and not done.truncated:
             raise InspectionError(f"{self.label}: debugfs failed: {_last(errors)}")
         return done.stdout, errors, done.truncated
 
@@ -151,8 +151,9 @@ class Ext(FileSystem):
             if "ext2_lookup" in errors or "not found" in errors:
                 return None
             if "Too many symbolic links" in errors:
-                raise InspectionError(f"{self.label}: {path} is a loop of symbolic links.")
-            raise InspectionError(f"{self.label}: cannot look up {path}: {_last(errors)}")
+                raise UnreadableFile(f"{self.label}: {path} is a loop of symbolic links.")
+            raise InspectionError(f"{self.label}: the file system is damaged or unreadable "
+                                  f"(looking up {path}: {_last(errors)})")
         text = out.decode("utf-8", "replace")
         kind = re.search(r"Type: (\w+)", text)
         size = re.search(r"Size: (\d+)", text)
@@ -173,7 +174,7 @@ class Ext(FileSystem):
                 raw, _, _ = self._debugfs(f"cat {_quote(path)}", 4096)
                 target = raw.decode("utf-8", "replace")
             path = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-        raise InspectionError(f"{self.label}: {path} is a loop of symbolic links.")
+        raise UnreadableFile(f"{self.label}: {path} is a loop of symbolic links.")
 
     def read(self, path: str, max_bytes: int) -> bytes | None:
         found = self._resolve(path)
@@ -183,7 +184,7 @@ class Ext(FileSystem):
         if kind != "regular":
             return None
         if size > max_bytes:
-            raise InspectionError(f"{self.label}: {path} is {size} bytes, more than the "
+            raise UnreadableFile(f"{self.label}: {path} is {size} bytes, more than the "
                                   f"{max_bytes} inspection reads.")
         data, _, _ = self._debugfs(f"cat {_quote(real)}", max_bytes)
         return data
@@ -244,7 +245,7 @@ class Fat(FileSystem):
             return None
         data, truncated = done
         if truncated:
-            raise InspectionError(f"{self.label}: {path} is more than the {max_bytes} bytes "
+            raise UnreadableFile(f"{self.label}: {path} is more than the {max_bytes} bytes "
                                   "inspection reads.")
         return data
 
@@ -270,7 +271,7 @@ class Fat(FileSystem):
 
 def _quote(path: str) -> str:
     if any(c in path for c in "\"\n\r"):
-        raise InspectionError(f"Refused to look up a path with quotes or newlines: {path!r}")
+        raise UnreadableFile(f"Refused to look up a path with quotes or newlines: {path!r}")
     return f'"{path}"'
 
 

@@ -18,7 +18,7 @@ from conversions.inspection.bootcode import mbr_boot_code
 from conversions.inspection.configs import BootEntry
 from conversions.inspection.disk import Disk
 from conversions.inspection.drivers import Drivers, drivers, parse_config
-from conversions.inspection.errors import InspectionError
+from conversions.inspection.errors import InspectionError, UnreadableFile
 from conversions.inspection.filesystems import PROBE_BYTES, Entry, FileSystem, open_fs, probe
 from conversions.inspection.initramfs import MAX_INITRAMFS, read_initramfs
 from conversions.inspection.kernel import MACHINES, MAX_KERNEL_IMAGE, inspect_kernel
@@ -164,7 +164,11 @@ class _Inspector:
         return None if real is None else self.fs[number].read(real, cap)
 
     def _text(self, number: int, path: str) -> str | None:
-        data = self._read(number, path)
+        try:
+            data = self._read(number, path)
+        except UnreadableFile as exc:
+            self.warn(f"{exc}")
+            return None
         return None if data is None else data.decode("utf-8", "replace")
 
     def _where(self, found: _Found) -> str:

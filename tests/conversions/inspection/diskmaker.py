@@ -161,3 +161,33 @@ def initramfs(modules: list[str], version: str = "6.1.0-57-amd64") -> bytes:
     for module in modules:
         files[f"usr/lib/modules/{version}/kernel/drivers/{module}.ko"] = b"\0" * 64
     return early + gzip.compress(cpio(files))
+
+
+def elf(notes: list[tuple[bytes, int, bytes]], machine: int = 62) -> bytes:
+    """A 64-bit little-endian ELF with one PT_NOTE segment holding `notes`."""
+    body = bytearray()
+    for name, kind, desc in notes:
+        named = name + b"\0"
+        body += struct.pack("<III", len(named), len(desc), kind)
+        body += named + b"\0" * (-len(named) % 4) + desc + b"\0" * (-len(desc) % 4)
+    header = bytearray(64)
+    header[:16] = b"\x7fELF\x02\x01\x01" + b"\0" * 9
+    struct.pack_into("<HHIQQQIHHHHHH", header, 16, 2, machine, 1, 0, 64, 0, 0, 64, 56, 1,
+                     64, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 4, 4, 120, 0, 0, len(body), len(body), 4)
+    return bytes(header) + phdr + bytes(body)
+
+
+def bzimage(payload: bytes, version: str = "6.1.0-99-amd64", *, length: int | None = None,
+            protocol: int = 0x20F) -> bytes:
+    """An x86 bzImage: a setup header naming `payload` (already compressed)."""
+    setup_sects = 4
+    setup = bytearray((setup_sects + 1) * 512)
+    setup[0x1F1] = setup_sects
+    setup[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", setup, 0x206, protocol)
+    text = f"{version} (test@example) #1 SMP".encode() + b"\0"
+    setup[0x400:0x400 + len(text)] = text
+    struct.pack_into("<H", setup, 0x20E, 0x400 - 0x200)
+    struct.pack_into("<II", setup, 0x248, 0x100, len(payload) if length is None else length)
+    return bytes(setup) + b"\0" * 0x100 + payload + struct.pack("<I", 12345)
