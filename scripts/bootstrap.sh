@@ -34,6 +34,7 @@ APT_PACKAGES=(
     make flex bison  # the Xen lab builds its hypervisor from Debian's source (lab/xen/hypervisor.py)
     debootstrap e2fsprogs shellcheck nginx-light
     ovmf  # UEFI firmware for HVM guests (libvirt picks it by its descriptors)
+    mtools dosfstools zstd  # guest inspection reads FAT and zstd kernels/initramfs; its tests build FAT
     chromium  # tests/e2e: Playwright drives this system browser (never a downloaded one)
 )
 

@@ -5,7 +5,6 @@ formats, and damaged or hostile images that end in an InspectionError within bou
 from __future__ import annotations
 
 import gzip
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,66 +18,19 @@ from tests.conversions.inspection.diskmaker import (
     GRUB_LIKE_CODE,
     LINUX,
     MIB,
+    ROOT_UUID,
     SYSLINUX_MBR,
+    VERSION,
     Part,
     bzimage,
     elf,
     ext4,
     fat,
     initramfs,
+    root_tree,
+    syslinux_disk,
     write_disk,
 )
-
-VERSION = "6.1.0-57-amd64"
-ROOT_UUID = "4b8c3c53-7f7e-4d8e-9b1e-0a1b2c3d4e5f"
-CONFIG = (b"CONFIG_XEN=y\nCONFIG_XEN_PV=y\nCONFIG_PVH=y\nCONFIG_XEN_BLKDEV_FRONTEND=m\n"
-          b"CONFIG_XEN_NETDEV_FRONTEND=m\nCONFIG_SATA_AHCI=y\nCONFIG_E1000=y\n")
-MODULES = ["ata/ata_piix", "scsi/sd_mod", "block/xen-blkfront", "block/virtio_blk",
-           "net/xen-netfront", "net/ethernet/intel/e1000e"]
-
-
-def root_tree(base: Path, *, fstab: str, boot: dict[str, bytes | Path] | None = None,
-              os_release: str = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n'
-                                'VERSION_ID="12"\n') -> Path:
-    root = base / "root"
-    for directory in ("etc", "bin", "boot", "usr/lib"):
-        (root / directory).mkdir(parents=True, exist_ok=True)
-    (root / "etc/fstab").write_text(fstab)
-    (root / "usr/lib/os-release").write_text(os_release)
-    (root / "etc/os-release").symlink_to("../usr/lib/os-release")
-    (root / "etc/hostname").write_text("web1\n")
-    shutil.copy("/bin/dash", root / "bin/sh")
-    for name, content in (boot or {}).items():
-        target = root / name.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, Path):
-            shutil.copy(content, target)
-        else:
-            target.write_bytes(content)
-    return root
-
-
-def syslinux_disk(base: Path, kernel: Path | bytes, *, fmt: str = "raw") -> Path:
-    """The shape lab/bootdisk.py builds: MBR + SYSLINUX, FAT /boot, ext4 root."""
-    fstab = f"UUID={ROOT_UUID} / ext4 errors=remount-ro 0 1\nUUID=ABCD-1234 /boot vfat " \
-            "defaults 0 2\n"
-    rootfs = ext4(base / "root.img", root_tree(base, fstab=fstab), 24, fs_uuid=ROOT_UUID)
-    config = (b"UI menu.c32\nDEFAULT xen\nLABEL rescue\n  KERNEL /other\nLABEL xen\n"
-              b"  LINUX /vmlinuz\n  INITRD /initrd.img\n  APPEND root=UUID=" +
-              ROOT_UUID.encode() + b" ro console=hvc0\n")
-    bootfs = fat(base / "boot.img", {"syslinux.cfg": config, "vmlinuz": kernel,
-                                     "initrd.img": initramfs(MODULES),
-                                     f"config-{VERSION}": CONFIG}, 24, volume_id="ABCD1234")
-    disk = write_disk(base / "disk.img", 52 * MIB, [Part(2048, 24 * 2048, 0x0C, True, bootfs),
-                                                    Part(2048 + 24 * 2048, 24 * 2048, 0x83,
-                                                         False, rootfs)],
-                      code=SYSLINUX_MBR.read_bytes() if SYSLINUX_MBR.exists() else b"")
-    if fmt == "raw":
-        return disk
-    out = base / f"disk.{fmt}"
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", fmt, str(disk), str(out)],
-                   check=True)
-    return out
 
 
 def check_syslinux_result(found: Inspection) -> None:
