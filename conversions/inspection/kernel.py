@@ -17,6 +17,7 @@ import shutil
 import struct
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -68,9 +69,11 @@ def compression_of(data: bytes) -> str:
     return next((name for magic, name in MAGICS if data.startswith(magic)), "")
 
 
-def decompress_to(data: bytes, kind: str, out_path: str, max_bytes: int) -> None:
+def decompress_to(data: bytes, kind: str, out_path: str, max_bytes: int,
+                  enough: Callable[[bytes], int | None] | None = None) -> None:
     """Decompress the stream `data` of `kind` into `out_path`, at most `max_bytes`; what
-    follows the stream is ignored. InspectionError if damaged, too large or unreadable."""
+    follows the stream is ignored. `enough(first chunk)` may say how many bytes are needed:
+    decompression stops there. InspectionError if damaged, too large or unreadable."""
     if kind in ("zstd", "lz4"):
         _external(data, kind, out_path, max_bytes)
         return
@@ -87,6 +90,7 @@ def decompress_to(data: bytes, kind: str, out_path: str, max_bytes: int) -> None
         raise InspectionError(f"{kind or 'unknown'}-compressed: no reader here")
     written = 0
     pending = data
+    needed: int | None = None
     try:
         with open(out_path, "wb") as out:
             while True:
@@ -96,7 +100,9 @@ def decompress_to(data: bytes, kind: str, out_path: str, max_bytes: int) -> None
                 if written > max_bytes:
                     raise InspectionError(f"decompresses to more than {max_bytes} bytes")
                 out.write(chunk)
-                if getattr(decompressor, "eof", False):
+                if enough is not None and needed is None and written:
+                    needed = enough(chunk) or max_bytes + 1
+                if getattr(decompressor, "eof", False) or (needed and written >= needed):
                     break
                 if not chunk and not pending and getattr(decompressor, "needs_input", True):
                     break  # the input ended early: keep what was read
@@ -242,7 +248,7 @@ def inspect_kernel(data: bytes) -> KernelFacts:
     with tempfile.TemporaryDirectory(prefix="xenweb-kernel-") as tmp:
         out = os.path.join(tmp, "vmlinux")
         try:
-            decompress_to(payload, compression, out, MAX_VMLINUX)
+            decompress_to(payload, compression, out, MAX_VMLINUX, enough=_notes_end)
         except InspectionError as exc:
             return KernelFacts(version, "", compression, None, None,
                                f"kernel image: unknown ({compression}: {exc})")
@@ -252,6 +258,24 @@ def inspect_kernel(data: bytes) -> KernelFacts:
         with open(out, "rb") as vmlinux, \
                 mmap.mmap(vmlinux.fileno(), 0, access=mmap.ACCESS_READ) as view:
             return _from_elf(view, version, compression)
+
+
+def _notes_end(head: bytes) -> int | None:
+    """Where the ELF's last PT_NOTE segment ends, when its program headers are in `head`
+    (the notes follow the kernel's text: the data after them need not be decompressed)."""
+    if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+        return None
+    phoff = struct.unpack_from("<Q", head, 32)[0]
+    phentsize, phnum = struct.unpack_from("<HH", head, 54)
+    if phentsize < 56 or not 0 < phnum <= MAX_PHDRS or phoff + phentsize * phnum > len(head):
+        return None
+    ends = []
+    for index in range(phnum):
+        at = phoff + index * phentsize
+        if struct.unpack_from("<I", head, at)[0] == 4:
+            start, size = struct.unpack_from("<Q16xQ", head, at + 8)
+            ends.append(start + size)
+    return max(ends) if ends else None
 
 
 def _from_elf(view: bytes | mmap.mmap, version: str, compression: str) -> KernelFacts:
