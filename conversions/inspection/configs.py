@@ -148,8 +148,10 @@ def parse_menu_lst(text: str) -> list[BootEntry]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        key, _, rest = line.partition(" ")
-        key, rest = key.lower().rstrip("="), rest.strip()
+        match = re.match(r"(\w+)(?:\s*=\s*|\s+)(.*)", line)
+        if match is None:
+            continue
+        key, rest = match.group(1).lower(), match.group(2).strip()
         if key == "default" and current is None:
             default = rest
         elif key == "title":
