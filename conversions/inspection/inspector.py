@@ -237,9 +237,10 @@ class _Inspector:
     def _check_root_spec(self, spec: str, root: int, infos: tuple[PartitionInfo, ...],
                          mbr_id: str) -> None:
         kind = configs.naming(spec)
-        if kind == "device":
+        if kind == "device" and not spec.startswith("/dev/xvd"):
             self.warn(f"fstab names the root file system by device ({spec}): under Xen the "
                       "disk is named xvda; the conversion must rename it or use its UUID.")
+        if kind == "device":
             return
         if kind in ("uuid", "label"):
             match = self._match(spec, infos, mbr_id)

@@ -204,3 +204,10 @@ def test_hostile_huge_directory(tmp_path: Path) -> None:
     with pytest.raises(InspectionError, match="/boot holds more than 10000 entries"):
         inspect_image(disk)
     assert time.monotonic() - started < 30
+
+
+def test_xen_device_names_need_no_renaming(tmp_path: Path) -> None:
+    root = root_tree(tmp_path, fstab="/dev/xvda2 / ext4 defaults 0 1\n")
+    found = inspect_image(ext4(tmp_path / "fs.img", root, 16))
+    assert found.root.fstab_naming == "device"
+    assert not any("by device" in warning for warning in found.warnings)
