@@ -37,6 +37,7 @@ APT_PACKAGES=(
     # lab/bootdisk.py: a disk that boots like a real machine's (MBR + SYSLINUX on FAT, ext4
     # root), built without mounting: syslinux's mtools installer, mbr.bin, mkfs.vfat, mcopy
     syslinux syslinux-common mtools dosfstools
+    zstd  # guest inspection reads zstd-compressed kernels and initramfs (conversions/inspection)
     chromium  # tests/e2e: Playwright drives this system browser (never a downloaded one)
 )
 
