@@ -46,6 +46,8 @@ class GuestPlan:
     host: Host
     spec: dx.DomainSpec
     labels: tuple[str, ...] = ()
+    # How the new volumes are attached (None: the driver's default, dx.disk_layout).
+    disk_layout: dx.DiskLayout | None = None
 
 
 @dataclass(frozen=True)
@@ -92,15 +94,25 @@ class Provisioning:
         keeping); a cancel deletes it all the same."""
         self._kept.add(volume.pk)
 
+    def adjust(self, *, disk_layout: dx.DiskLayout | None, nic_model: str = "") -> None:
+        """Fill found how the guest must see its devices (a conversion's inspection of the
+        copied disk): the new volumes' bus and names, the NICs' model."""
+        spec = self.plan.spec
+        if nic_model:
+            spec = dataclasses.replace(spec, nics=tuple(
+                dataclasses.replace(nic, model=nic_model) for nic in spec.nics))
+        self.plan = dataclasses.replace(self.plan, spec=spec,
+                                        disk_layout=disk_layout or self.plan.disk_layout)
+
     def run(self, fill: Callable[[Provisioning], None] | None = None) -> Guest:
         try:
-            targets = self._targets()
+            self._targets()
             for new in self.asked:
                 self._create(new)
             if fill is not None:
                 fill(self)
             self._check_ready()
-            guest = self.guest = self._define(targets)
+            guest = self.guest = self._define(self._targets())
         except BaseException as exc:
             self._undo(cancelled=isinstance(exc, JobCancelled))
             raise
@@ -109,13 +121,17 @@ class Provisioning:
     def _targets(self) -> list[str]:
         """The disk names of the new volumes, refused before anything is made."""
         spec = self.plan.spec
-        layout = dx.disk_layout(spec.domain_type, spec.os_type)
+        layout = self._layout()
         taken = {disk.target for disk in spec.disks} | {new.target for new in self.asked}
         free = iter(name for name in layout.names() if name not in taken)
         targets = [new.target or next(free, "") for new in self.asked]
         if "" in targets:
             raise GuestError("No device name is left for a new disk: give fewer disks.")
         return targets
+
+    def _layout(self) -> dx.DiskLayout:
+        spec = self.plan.spec
+        return self.plan.disk_layout or dx.disk_layout(spec.domain_type, spec.os_type)
 
     def _create(self, new: NewVolume) -> None:
         volume = storage.create_volume(new.pool, name=new.name, capacity=new.capacity,
@@ -139,7 +155,7 @@ class Provisioning:
     def _define(self, targets: list[str]) -> Guest:
         plan = self.plan
         spec = plan.spec
-        bus = dx.disk_layout(spec.domain_type, spec.os_type).bus
+        bus = self._layout().bus
         disks = [*spec.disks, *(
             dx.DiskSpec(source=volume.path, target=target, bus=bus, format=fmt)
             for volume, target, fmt in zip(self.volumes, targets, self._formats, strict=True))]

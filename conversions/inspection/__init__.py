@@ -2,12 +2,12 @@
 under Xen (OS, firmware, boot loader, root device, kernel PV support, initramfs drivers).
 
 Untrusted file systems are never mounted: the partition table is parsed in Python and
-file systems are read by bounded user-space readers (e2fsprogs' debugfs, mtools). Not yet
-wired into the import preview.
+file systems are read by bounded user-space readers (e2fsprogs' debugfs, mtools). The V2V
+preview and import use it (conversions.v2v.guest_devices).
 """
 
-from conversions.inspection.errors import InspectionError
+from conversions.inspection.errors import DamagedImage, InspectionError
 from conversions.inspection.inspector import inspect_image
 from conversions.inspection.result import Inspection
 
-__all__ = ["Inspection", "InspectionError", "inspect_image"]
+__all__ = ["DamagedImage", "Inspection", "InspectionError", "inspect_image"]

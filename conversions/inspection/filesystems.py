@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 
 from conversions.inspection.disk import Disk
-from conversions.inspection.errors import InspectionError, UnreadableFile
+from conversions.inspection.errors import DamagedImage, InspectionError, UnreadableFile
 from conversions.inspection.run import ReaderFailed, run_bounded
 
 PROBE_BYTES = 68 * 1024
@@ -138,7 +138,7 @@ class Ext(FileSystem):
         errors = done.stderr
         if "while trying to open" in errors or "Filesystem not open" in errors:
             why = next((line for line in errors.splitlines() if "while" in line), errors)
-            raise InspectionError(f"{self.label}: the file system is damaged: "
+            raise DamagedImage(f"{self.label}: the file system is damaged: "
                                   f"{why.removeprefix('debugfs: ').strip()}")
         if done.returncode != 0 and not done.truncated:
             raise InspectionError(f"{self.label}: debugfs failed: {_last(errors)}")
@@ -152,7 +152,7 @@ class Ext(FileSystem):
                 return None
             if "Too many symbolic links" in errors:
                 raise UnreadableFile(f"{self.label}: {path} is a loop of symbolic links.")
-            raise InspectionError(f"{self.label}: the file system is damaged or unreadable "
+            raise DamagedImage(f"{self.label}: the file system is damaged or unreadable "
                                   f"(looking up {path}: {_last(errors)})")
         text = out.decode("utf-8", "replace")
         kind = re.search(r"Type: (\w+)", text)
@@ -213,7 +213,7 @@ class Ext(FileSystem):
                 truncated = True
                 break
         if truncated:
-            raise InspectionError(f"{self.label}: the directory {path} holds more than "
+            raise DamagedImage(f"{self.label}: the directory {path} holds more than "
                                   f"{MAX_ENTRIES} entries: refused.")
         return entries
 
@@ -235,7 +235,7 @@ class Fat(FileSystem):
         if done.returncode != 0 and not done.truncated:
             if "not found" in done.stderr:
                 return None
-            raise InspectionError(f"{self.label}: the FAT file system is damaged or "
+            raise DamagedImage(f"{self.label}: the FAT file system is damaged or "
                                   f"unreadable: {_last(done.stderr)}")
         return done.stdout, done.truncated
 
@@ -264,7 +264,7 @@ class Fat(FileSystem):
             if name and name not in (".", ".."):
                 entries.append(Entry(name, "dir" if line.endswith("/") else "file"))
         if truncated or len(entries) > MAX_ENTRIES:
-            raise InspectionError(f"{self.label}: the directory {path} holds more than "
+            raise DamagedImage(f"{self.label}: the directory {path} holds more than "
                                   f"{MAX_ENTRIES} entries: refused.")
         return entries
 

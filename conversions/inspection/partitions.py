@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from conversions.inspection.errors import InspectionError
+from conversions.inspection.errors import DamagedImage, InspectionError
 
 SECTOR = 512
 MAX_LOGICAL = 128
@@ -78,7 +78,7 @@ class Table:
 
 
 def damaged(why: str) -> InspectionError:
-    return InspectionError(f"The partition table is damaged: {why}.")
+    return DamagedImage(f"The partition table is damaged: {why}.")
 
 
 def read_table(read: Reader, disk_size: int) -> Table:

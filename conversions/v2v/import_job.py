@@ -8,6 +8,7 @@ so far and every scratch file are removed. Progress is bytes of virtual disk con
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conversions.v2v import qemu
+from conversions.v2v import guest_devices, qemu
 from conversions.v2v.inspect import inspect
 from conversions.v2v.proposal import ImportRefused, Proposal, ProposedDisk
 from conversions.v2v.sources import import_root, work_dir
@@ -194,6 +195,15 @@ def _check_output(plan: ImportPlan, volume: Volume) -> None:
     content.mark_ready(volume)
 
 
+def domain_type_or_empty(plan: ImportPlan) -> str:
+    """The driver the guest would run on, "" where the host cannot run that type (the
+    import refuses that itself, with the capability's message)."""
+    try:
+        return domain_type_for(plan.host, plan.os_type)
+    except CapabilityError:
+        return ""
+
+
 def _guest(plan: ImportPlan, proposal: Proposal) -> GuestPlan:
     """The guest as the source describes it; its disks are the volumes the import makes."""
     try:
@@ -222,9 +232,26 @@ def _volumes(plan: ImportPlan, proposal: Proposal) -> list[NewVolume]:
             for number, disk in enumerate(proposal.images)]
 
 
-def _converter(plan: ImportPlan, proposal: Proposal,
-               reporter: ProgressReporter) -> Callable[[Provisioning], None]:
-    """The provisioning's fill: every disk converted into its volume and checked."""
+def _inspect_copy(plan: ImportPlan, proposal: Proposal, work: Provisioning,
+                  reporter: ProgressReporter) -> list[str]:
+    """A source inspection could not read in place (OVA, XVA): its converted first disk,
+    where this machine holds it; the guest's devices follow what it finds."""
+    volume = work.volumes[0]
+    if not _reachable(plan.host, volume.path):
+        return ["The guest was not inspected (its disk is not on this machine): the disks "
+                "and NICs get the target's defaults."]
+    reporter.update(reporter.job.done, message="Inspecting the converted disk", force=True)
+    found = guest_devices.inspect_disk(volume.path, plan.format, "the converted disk")
+    devices = guest_devices.plan_devices(proposal, found, work.plan.spec.domain_type,
+                                         plan.os_type)
+    work.adjust(disk_layout=devices.layout, nic_model=devices.nic_model)
+    return list(devices.notes)
+
+
+def _converter(plan: ImportPlan, proposal: Proposal, reporter: ProgressReporter,
+               notes: list[str]) -> Callable[[Provisioning], None]:
+    """The provisioning's fill: every disk converted into its volume and checked; an
+    uninspected source's first disk inspected once converted."""
 
     def fill(work: Provisioning) -> None:
         done = 0
@@ -247,6 +274,8 @@ def _converter(plan: ImportPlan, proposal: Proposal,
             _check_output(plan, output)
             done += disk.virtual_size
             reporter.update(done, message=message, force=True)
+            if number == 0 and proposal.kind in ("ova", "xva"):
+                notes.extend(_inspect_copy(plan, proposal, work, reporter))
         reporter.update(done, message="Defining the guest", force=True)
 
     return fill
@@ -260,12 +289,20 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         proposal = inspect(params["source"])
         plan = plan_import(proposal, params)
         guest_plan = _guest(plan, proposal)
+        notes: list[str] = []
+        found = guest_devices.inspect_source(proposal)
+        if found is not None:  # inspected before anything is copied
+            proposal.inspection = found.as_dict()
+            devices = guest_devices.plan_devices(proposal, found,
+                                                 guest_plan.spec.domain_type, plan.os_type)
+            guest_plan = _with_devices(guest_plan, devices)
+            notes.extend(devices.notes)
         total = sum(d.virtual_size for d in proposal.images) or 1
         reporter.update(0, total=total, unit=Job.Unit.BYTES, force=True)
         if proposal.kind == "ova":
             verify_manifest(proposal, reporter)
         work = Provisioning(guest_plan, _volumes(plan, proposal), user=job.owner, job=job)
-        guest = work.run(_converter(plan, proposal, reporter))
+        guest = work.run(_converter(plan, proposal, reporter, notes))
     except (ImportRefused, VirtError, GuestError, StorageError, JobCancelled, JobError,
             OSError) as exc:
         cancelled = isinstance(exc, JobCancelled)
@@ -279,4 +316,12 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     record("guest.import", user=job.owner, target=guest, source=params["source"],
            disks=len(made), format=plan.format)
     return {"guest": guest.pk, "name": guest.name, "volumes": made,
-            "warnings": proposal.warnings}
+            "warnings": proposal.warnings, "devices": notes}
+
+
+def _with_devices(plan: GuestPlan, devices: guest_devices.DevicePlan) -> GuestPlan:
+    spec = plan.spec
+    if devices.nic_model:
+        spec = dataclasses.replace(spec, nics=tuple(
+            dataclasses.replace(nic, model=devices.nic_model) for nic in spec.nics))
+    return dataclasses.replace(plan, spec=spec, disk_layout=devices.layout)

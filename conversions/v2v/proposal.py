@@ -83,6 +83,8 @@ class Proposal:
     nics: list[ProposedNic] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # source-specific facts (PV args…)
+    # What the guest on the first disk is (conversions.inspection), when it was inspected.
+    inspection: dict[str, Any] | None = None
 
     @property
     def images(self) -> list[ProposedDisk]:

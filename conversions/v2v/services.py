@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from conversions.v2v.import_job import plan_import
+from conversions.v2v import guest_devices
+from conversions.v2v.import_job import domain_type_or_empty, plan_import
 from conversions.v2v.inspect import inspect
 from conversions.v2v.proposal import ImportRefused, Proposal
 from conversions.v2v.xva_output import XVA_KIND, check_xva_output
@@ -19,8 +20,14 @@ XVA_TASK = "conversions.tasks.convert_to_xva"
 
 
 def inspect_source(source: str, *, user: Any, request: Any = None) -> Proposal:
+    """The proposed guest, with what its first disk holds where that can be read now."""
     try:
-        return inspect(source)
+        proposal = inspect(source)
+        found = guest_devices.inspect_source(proposal)
+        if found is not None:
+            proposal.inspection = found.as_dict()
+            proposal.warnings.extend(f"Inspection: {note}" for note in found.warnings)
+        return proposal
     except ImportRefused as exc:
         record("import.inspect", user=user, request=request, target_type="import",
                target_label=str(source)[:200], result="failed", message=str(exc))
@@ -35,6 +42,10 @@ def start_import(params: dict[str, Any], *, user: Any, request: Any = None) -> J
     try:
         proposal = inspect(source)
         plan = plan_import(proposal, params)
+        found = guest_devices.inspect_source(proposal)
+        if found is not None:
+            guest_devices.plan_devices(proposal, found, domain_type_or_empty(plan),
+                                       plan.os_type)
     except ImportRefused as exc:
         record("guest.import", user=user, request=request, target_type="import",
                target_label=str(source)[:200], result="failed", message=str(exc))

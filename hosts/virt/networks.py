@@ -6,6 +6,7 @@ An isolated network (no forward element) separates guest traffic, like the seed'
 
 from __future__ import annotations
 
+import contextlib
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -62,10 +63,18 @@ def create_isolated_network(target: VirtTarget, name: str, bridge: str) -> Netwo
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "bridge", name=bridge, stp="on", delay="0")
     conn = get_connection(target)
+    action = f"create the isolated network '{name}'"
     try:
         net = conn.networkDefineXML(ET.tostring(root, encoding="unicode"))
+    except libvirt.libvirtError as exc:
+        raise translate(exc, target.uri, action=action) from exc
+    try:
         net.create()
         net.setAutostart(1)
         return _describe(net)
     except libvirt.libvirtError as exc:
-        raise translate(exc, target.uri, action=f"create the isolated network '{name}'") from exc
+        # A network that cannot start (no firewall tool, the bridge name taken) is not left
+        # defined: the operator's next try would meet "already exists" instead.
+        with contextlib.suppress(libvirt.libvirtError):
+            net.undefine()
+        raise translate(exc, target.uri, action=action) from exc

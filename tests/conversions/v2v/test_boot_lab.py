@@ -12,6 +12,7 @@ directory in one call (checked by the spec-written checker first).
 from __future__ import annotations
 
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import VirtError, VirtTarget, domains
 from hosts.virt.console import read_console_until
-from hosts.virt.networks import create_isolated_network, list_networks
+from hosts.virt.networks import create_isolated_network
 from lab.bootdisk import BOOT_DISK_BANNER, BootDisk, ensure_boot_disk
 from storage.models import Pool
 from tests.conversions.v2v.conftest import make_vmdk
@@ -37,7 +38,6 @@ from xenweb.jobs.runner import run_job
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(1200)]
 
 BOOT_TIMEOUT = 240.0
-NETWORK, BRIDGE = "v2vboot", "xwv2v0"
 MAC = "00:50:56:01:02:03"
 
 VMX = """.encoding = "UTF-8"
@@ -63,12 +63,16 @@ def disks() -> dict[str, BootDisk]:
 
 
 @pytest.fixture
-def network(local_pool: Pool) -> str:
-    """An isolated network on the lab host for the imported NICs (the lab defines none)."""
+def network(local_pool: Pool) -> Iterator[str]:
+    """An isolated network on the lab host for the imported NICs (the lab defines none);
+    named afresh each time, removed afterwards (a lab host's state outlives a run)."""
     target = local_pool.host.virt_target
-    if not any(net.name == NETWORK for net in list_networks(target)):
-        create_isolated_network(target, NETWORK, BRIDGE)
-    return NETWORK
+    name = f"v2v{uuid.uuid4().hex[:8]}"
+    create_isolated_network(target, name, f"xw{name[3:]}")
+    yield name
+    for command in ("net-destroy", "net-undefine"):
+        subprocess.run(["virsh", "-c", target.uri, command, name], capture_output=True,
+                       timeout=60, check=False)
 
 
 def _vmware_dir(area: Path, disk: BootDisk, subformat: str, name: str) -> str:
@@ -118,7 +122,7 @@ def booted(operator_client: Client, local_pool: Pool, network: str) -> Iterator[
         assert answer.status_code == 200, answer.json()
         expected = f"{BOOT_DISK_BANNER}: hostname={hostname}"
         console = read_console_until(guest.host.virt_target, str(guest.uuid), expected,
-                                     BOOT_TIMEOUT).decode(errors="replace")
+                                     BOOT_TIMEOUT)
         assert expected in console, console[-3000:]
         return console, guest
 

@@ -1,0 +1,136 @@
+"""What the source guest is and how it must see its disks and NICs on the target.
+
+The source's first disk is inspected (conversions.inspection: user-space readers, nothing is
+mounted) before anything is copied where the disk is a file of its own (VMX, OVF, VMDK), else
+on the converted copy before the guest is defined (OVA, XVA). From what its kernel and
+initramfs hold and how it names its root, the import chooses the disk bus and the NIC model
+the guest has drivers for, as virt-v2v does:
+
+- a root named by device (``/dev/sda2``) keeps its names: SATA (``sd``) or IDE on QEMU/KVM;
+- a root named by UUID or label may move to virtio when the guest has virtio_blk;
+- NICs: virtio, else e1000, else rtl8139, as its drivers allow; netfront on Xen PV;
+- a PV guest needs a kernel with Xen PV support and xen-blkfront; a kernel without it is
+  refused before anything is copied, with the reason.
+
+A damaged partition table or file system refuses the import; an image inspection cannot
+read (Windows, a blank disk, xfs...) is imported with today's defaults and a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conversions.inspection.errors import DamagedImage, InspectionError
+from conversions.inspection.inspector import inspect_image
+from conversions.inspection.result import Inspection
+from conversions.v2v.proposal import ImportRefused, Proposal
+from conversions.v2v.sources import import_root
+from hosts.virt import domain_xml as dx
+
+SATA = dx.DiskLayout("sd", "sata", "sata")
+IDE = dx.DiskLayout("hd", "ide", "ide")
+VIRTIO = dx.DiskLayout("vd", "virtio", "ide")
+XEN = dx.DiskLayout("xvd", "xen", "xen")
+# Device names as a Linux guest sees them, per bus it is given.
+SEEN_AS = {"virtio": "vd", "sata": "sd", "ide": "sd", "xen": "xvd"}
+NIC_MODELS = (("virtio_net", "virtio"), ("e1000", "e1000"), ("e1000e", "e1000e"),
+              ("8139cp", "rtl8139"), ("8139too", "rtl8139"))
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    layout: dx.DiskLayout | None  # None: the driver's default (hosts.virt.domain_xml)
+    nic_model: str  # "": the driver's default
+    notes: tuple[str, ...]
+
+
+def inspect_disk(path: str, fmt: str, label: str) -> Inspection | None:
+    """The inspection of one disk image; None (and no error) where it says nothing."""
+    try:
+        return inspect_image(path, fmt)
+    except DamagedImage as exc:
+        raise ImportRefused(f"Inspecting {label}: {exc} Nothing was imported.") from exc
+    except InspectionError:
+        return None
+
+
+def inspect_source(proposal: Proposal) -> Inspection | None:
+    """The first disk of a source whose disks are files of their own (VMX, OVF, VMDK);
+    None for OVA and XVA (inspected after conversion) and where inspection says nothing."""
+    images = proposal.images
+    if not images or not images[0].path or images[0].member or proposal.kind == "xva":
+        return None
+    disk = images[0]
+    return inspect_disk(str(import_root() / disk.path), disk.format or "raw", disk.path)
+
+
+def _root_prefix(found: Inspection) -> str:
+    """The device-name prefix the guest's root is named with ("sd", "hd", "vd", "xvd"),
+    or "" when it is named by UUID, label or not at all."""
+    for spec, naming in ((found.root.fstab_spec, found.root.fstab_naming),
+                         (found.root.cmdline_root, found.root.cmdline_naming)):
+        if naming == "device" and spec.startswith("/dev/"):
+            name = spec[len("/dev/"):]
+            for prefix in ("xvd", "sd", "hd", "vd"):
+                if name.startswith(prefix):
+                    return prefix
+    return ""
+
+
+def _nic_model(found: Inspection, notes: list[str]) -> str:
+    for driver, model in NIC_MODELS:
+        if driver in found.drivers.network:
+            notes.append(f"NICs: {model} (the guest has {driver}).")
+            return model
+    notes.append("NICs: the driver's default (no NIC driver found in the guest).")
+    return ""
+
+
+def _hvm_layout(found: Inspection, domain_type: str, notes: list[str]) -> dx.DiskLayout | None:
+    disk = set(found.drivers.disk)
+    prefix = _root_prefix(found)
+    if domain_type == "xen":
+        notes.append("Disks: IDE (emulated; the guest has "
+                     f"{'ata_piix' if 'ata_piix' in disk else 'no ata_piix listed'}).")
+        return None
+    choices = [(VIRTIO, "virtio_blk"), (SATA, "ahci"), (IDE, "ata_piix")]
+    for layout, driver in choices:
+        if driver in disk and prefix in ("", SEEN_AS[layout.bus]):
+            why = f"the root is named {found.root.fstab_spec or found.root.cmdline_root}" \
+                if prefix else "the root is named by UUID or label"
+            notes.append(f"Disks: {layout.bus} (the guest has {driver}; {why}).")
+            return layout
+    notes.append("Disks: the driver's default (no disk driver of the guest matches how it "
+                 "names its root).")
+    return None
+
+
+def plan_devices(proposal: Proposal, found: Inspection | None, domain_type: str,
+                 os_type: str) -> DevicePlan:
+    """The disk layout and NIC model for the target; ImportRefused for a guest that cannot
+    run as asked (before anything is copied where the source was inspected)."""
+    if found is None:
+        return DevicePlan(None, "", ("The guest was not inspected: the disks and NICs get "
+                                     "the target's defaults.",))
+    notes: list[str] = []
+    if os_type == dx.PV:
+        kernel = found.kernel
+        if kernel is None or kernel.xen_pv is False:
+            why = "its kernel has no Xen PV support" if kernel else "no kernel was found"
+            raise ImportRefused(f"'{proposal.name}' cannot run as a Xen PV guest: {why} "
+                                f"({', '.join(kernel.evidence) if kernel else 'inspection'}). "
+                                "Import it as HVM.")
+        if "xen_blkfront" not in found.drivers.disk:
+            raise ImportRefused(f"'{proposal.name}' cannot run as a Xen PV guest: it has no "
+                                "xen-blkfront driver for its disks. Import it as HVM.")
+        prefix = _root_prefix(found)
+        if prefix not in ("", "xvd"):
+            root = found.root.fstab_spec or found.root.cmdline_root
+            raise ImportRefused(
+                f"'{proposal.name}' names its root {root}, which a Xen PV guest sees as "
+                "/dev/xvd…: rewriting fstab and the boot loader to UUIDs is not done yet. "
+                "Import it as HVM.")
+        notes.append("Disks: xen (xen-blkfront); NICs: netfront.")
+        return DevicePlan(XEN, "", tuple(notes))
+    layout = _hvm_layout(found, domain_type, notes)
+    return DevicePlan(layout, _nic_model(found, notes), tuple(notes))
