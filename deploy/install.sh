@@ -22,6 +22,7 @@ ENV_FILE="$ETC/xenweb.env"
 PACKAGES=(
     xen-system-amd64 libvirt-daemon-system libvirt-daemon-driver-xen libvirt-clients
     redis-server nginx-light openssl rsync sudo
+    qemu-utils mtools zstd  # V2V conversion (qemu-img) and guest inspection (FAT, zstd kernels)
 )
 
 usage() { sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
