@@ -38,7 +38,6 @@ APT_PACKAGES=(
     # root), built without mounting: syslinux's mtools installer, mbr.bin, mkfs.vfat, mcopy
     syslinux syslinux-common mtools dosfstools
     zstd  # guest inspection reads zstd-compressed kernels and initramfs (conversions/inspection)
-    iptables  # libvirt's networks (tests give lab hosts an isolated network for imported NICs)
     chromium  # tests/e2e: Playwright drives this system browser (never a downloaded one)
 )
 
