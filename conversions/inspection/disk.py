@@ -58,15 +58,17 @@ class Disk:
             raise InspectionError(f"The image {source} does not exist or is not a file.")
         self.format = fmt
         self._tmp = Path(tempfile.mkdtemp(prefix="xenweb-inspect-"))
-        # readers parse '?' (debugfs) and '@@' (mtools) in a name: give them a plain one
+        # readers parse '?' (debugfs) and '@@' (mtools) in a name: give them a plain one.
+        # qemu-img gets the real path: a VMDK descriptor names its extents beside itself.
+        self._source = source.resolve()
         self._link = self._tmp / "disk.img"
-        self._link.symlink_to(source.resolve())
+        self._link.symlink_to(self._source)
         self._windows: dict[tuple[int, int], Window] = {}
         if fmt == "raw":
             self.size = source.stat().st_size
         else:
             try:
-                data = info_json(["-f", fmt, str(self._link)])
+                data = info_json(["-f", fmt, str(self._source)])
             except QemuImgFailed as exc:
                 self.close()
                 raise InspectionError(f"The image is not a readable {fmt} image: {exc}") \
@@ -117,7 +119,7 @@ class Disk:
     def _convert(self, start: int, size: int, out: Path, *, cpu_seconds: int,
                  timeout: float) -> None:
         """`qemu-img convert` of the raw window [start, start + size) of the image."""
-        escaped = str(self._link).replace(",", ",,")
+        escaped = str(self._source).replace(",", ",,")
         argv = ["qemu-img", "convert", "--image-opts",
                 f"driver=raw,offset={start},size={size},file.driver={self.format},"
                 f"file.file.driver=file,file.file.filename={escaped}",

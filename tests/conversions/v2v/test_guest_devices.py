@@ -89,17 +89,20 @@ VMX = ('displayName = "src"\nmemsize = "256"\nnumvcpus = "1"\nguestOS = "debian1
        'scsi0:0.fileName = "disk0.vmdk"\n')
 
 
-def _vm(area: Path, raw: Path) -> None:
+def _vm(area: Path, raw: Path, subformat: str = "monolithicSparse") -> None:
     vm = area / "vm"
     vm.mkdir()
-    make_vmdk(vm, "disk0", "monolithicSparse", raw)
+    make_vmdk(vm, "disk0", subformat, raw)
     (vm / "vm.vmx").write_text(VMX)
 
 
 @pytest.mark.django_db
-def test_the_preview_shows_what_the_guest_is(operator_client: Client, area: Path) -> None:
+@pytest.mark.parametrize("subformat", ["monolithicSparse", "twoGbMaxExtentSparse"])
+def test_the_preview_shows_what_the_guest_is(operator_client: Client, area: Path,
+                                             subformat: str) -> None:
+    """Both layouts: a split VMDK's descriptor names its extents beside itself."""
     disk = ensure_boot_disk("src-device", "device")
-    _vm(area, disk.path)
+    _vm(area, disk.path, subformat)
     answer = post(operator_client, "/api/v1/imports/inspect/", {"source": "vm/vm.vmx"})
     assert answer.status_code == 200, answer.json()
     seen = answer.json()["inspection"]
