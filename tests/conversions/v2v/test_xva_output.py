@@ -127,3 +127,45 @@ def test_the_page_converts_to_xva(operator_client: Client, area: Path, tmp_path:
     job = Job.objects.latest("pk")
     assert started["Location"].endswith(f"/{job.pk}/") and job.kind == "import.xva"
     assert "pool" not in job.params and job.params["output"] == "xva"
+
+
+# --- what a request names: a source in the import area, a name, who may download ------------
+
+
+@pytest.mark.parametrize("name", ["../../etc/evil", "/abs/evil", "a/b", ".hidden", "x,y?z@@w"])
+def test_the_xva_name_never_leaves_the_export_area(operator_client: Client, area: Path,
+                                                   tmp_path: Path, name: str) -> None:
+    _vmware_dir(area, tmp_path, "monolithicSparse")
+    job = _convert(operator_client, name=name)
+    assert job.state == "succeeded", job.error
+    exported = tmp_path / "data" / "export"
+    assert "/" not in job.result["file"] and (exported / job.result["file"]).is_file()
+    assert [p.name for p in exported.iterdir()] == [job.result["file"]]
+
+
+@pytest.mark.parametrize("source", ["/etc/passwd", "../../etc/passwd", "vm/../../x.vmx",
+                                    "link/vm.vmx", "vm/vm.vmx\0.txt"])
+def test_an_xva_reads_only_the_import_area(operator_client: Client, area: Path,
+                                           tmp_path: Path, source: str) -> None:
+    _vmware_dir(area, tmp_path, "monolithicSparse")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copytree(area / "vm", outside / "vm")
+    (area / "link").symlink_to(outside / "vm")  # a directory link out of the area
+    jobs = Job.objects.count()
+    answer = post(operator_client, "/api/v1/imports/", {"source": source, "output": "xva"})
+    assert answer.status_code in (400, 422), answer.content
+    assert Job.objects.count() == jobs
+
+
+def test_only_its_owner_and_admins_download_an_xva(operator_client: Client, area: Path,
+                                                   tmp_path: Path, viewer_client: Client,
+                                                   admin_client: Client) -> None:
+    from tests.conftest import logged_in, make_user
+
+    _vmware_dir(area, tmp_path, "monolithicSparse")
+    job = _convert(operator_client)
+    other = logged_in(make_user("other-operator", "operator"))
+    assert other.get(job.result["download"]).status_code == 404
+    assert viewer_client.get(job.result["download"]).status_code in (403, 404)
+    assert admin_client.get(job.result["download"]).status_code == 200
