@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from conversions.v2v import guest_devices, qemu
+from conversions.v2v.failures import fail
 from conversions.v2v.inspect import inspect
 from conversions.v2v.proposal import ImportRefused, Proposal, ProposedDisk
 from conversions.v2v.sources import import_root, work_dir
@@ -305,12 +306,8 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         guest = work.run(_converter(plan, proposal, reporter, notes))
     except (ImportRefused, VirtError, GuestError, StorageError, JobCancelled, JobError,
             OSError) as exc:
-        cancelled = isinstance(exc, JobCancelled)
-        record("guest.import", user=job.owner, target=job, result="failed",
-               message="cancelled" if cancelled else str(exc), source=params.get("source"))
-        if cancelled or isinstance(exc, JobError):
-            raise
-        raise JobError(f"{exc} Nothing of the import was kept.") from exc
+        fail(job, "guest.import", exc, "Nothing of the import was kept.",
+             source=params.get("source"))
     resync_pool(plan.pool)
     made = [volume.path for volume in work.volumes]
     record("guest.import", user=job.owner, target=guest, source=params["source"],

@@ -17,6 +17,7 @@ from django.urls import reverse
 
 from conversions.v2v import qemu
 from conversions.v2v.export_job import export_dir
+from conversions.v2v.failures import fail
 from conversions.v2v.import_job import source_image, verify_manifest
 from conversions.v2v.inspect import inspect
 from conversions.v2v.proposal import ImportRefused, Proposal
@@ -103,12 +104,7 @@ def run_convert_to_xva(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     except (ImportRefused, JobCancelled, JobError, OSError) as exc:
         if target is not None:
             target.unlink(missing_ok=True)
-        cancelled = isinstance(exc, JobCancelled)
-        record("import.xva", user=job.owner, target=job, result="failed",
-               message="cancelled" if cancelled else str(exc), source=params.get("source"))
-        if cancelled or isinstance(exc, JobError):
-            raise
-        raise JobError(f"{exc} No XVA was written.") from exc
+        fail(job, "import.xva", exc, "No XVA was written.", source=params.get("source"))
     except BaseException:
         if target is not None:
             target.unlink(missing_ok=True)
