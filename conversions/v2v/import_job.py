@@ -8,7 +8,6 @@ so far and every scratch file are removed. Progress is bytes of virtual disk con
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -291,18 +290,20 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         plan = plan_import(proposal, params)
         guest_plan = _guest(plan, proposal)
         notes: list[str] = []
+        devices = None
         found = guest_devices.inspect_source(proposal)
         if found is not None:  # inspected before anything is copied
             proposal.inspection = found.as_dict()
             devices = guest_devices.plan_devices(proposal, found,
                                                  guest_plan.spec.domain_type, plan.os_type)
-            guest_plan = _with_devices(guest_plan, devices)
             notes.extend(devices.notes)
         total = sum(d.virtual_size for d in proposal.images) or 1
         reporter.update(0, total=total, unit=Job.Unit.BYTES, force=True)
         if proposal.kind == "ova":
             verify_manifest(proposal, reporter)
         work = Provisioning(guest_plan, _volumes(plan, proposal), user=job.owner, job=job)
+        if devices is not None:
+            work.adjust(disk_layout=devices.layout, nic_model=devices.nic_model)
         guest = work.run(_converter(plan, proposal, reporter, notes))
     except (ImportRefused, VirtError, GuestError, StorageError, JobCancelled, JobError,
             OSError) as exc:
@@ -314,11 +315,3 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
            disks=len(made), format=plan.format)
     return {"guest": guest.pk, "name": guest.name, "volumes": made,
             "warnings": proposal.warnings, "devices": notes}
-
-
-def _with_devices(plan: GuestPlan, devices: guest_devices.DevicePlan) -> GuestPlan:
-    spec = plan.spec
-    if devices.nic_model:
-        spec = dataclasses.replace(spec, nics=tuple(
-            dataclasses.replace(nic, model=devices.nic_model) for nic in spec.nics))
-    return dataclasses.replace(plan, spec=spec, disk_layout=devices.layout)
