@@ -38,6 +38,8 @@ class BootLoader:
     name: str  # "grub2", "grub-legacy", "syslinux", "extlinux", "bls", "" (none found)
     config: str  # "partition 1:/syslinux.cfg"
     mbr_code: str  # see bootcode.mbr_boot_code; "" on a disk without an MBR
+    partition: int | None = None  # where the config is (0: the disk's file system)
+    path: str = ""  # the config's path in that file system
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,13 @@ the guest has drivers for, as virt-v2v does:
 - a root named by device (``/dev/sda2``) keeps its names: SATA (``sd``) or IDE on QEMU/KVM;
 - a root named by UUID or label may move to virtio when the guest has virtio_blk;
 - NICs: virtio, else e1000, else rtl8139, as its drivers allow; netfront on Xen PV;
-- a PV guest needs a kernel with Xen PV support and xen-blkfront; a kernel without it is
-  refused before anything is copied, with the reason.
+- a PV guest needs a kernel with Xen PV support, xen-blkfront and a boot loader
+  configuration pygrub reads; a guest without them is refused before anything is copied,
+  with the reason. Its copy is converted (conversions.rewrite): fstab and the boot loader
+  name the disks by UUID where ``sd``/``hd`` become ``xvd``, and the console is hvc0.
+- the guest type, where the request names none: on a host that runs Xen PV guests, PV when
+  the guest can be one, else HVM, or the host's HVM-unavailable message with the reason PV
+  was not possible either.
 
 A damaged partition table or file system refuses the import; an image inspection cannot
 read (Windows, a blank disk, xfs...) is imported with today's defaults and a warning.
@@ -23,9 +28,13 @@ from dataclasses import dataclass
 from conversions.inspection.errors import DamagedImage, InspectionError
 from conversions.inspection.inspector import inspect_image
 from conversions.inspection.result import Inspection
+from conversions.rewrite import PYGRUB_READS, XEN_PV, GuestTarget
 from conversions.v2v.proposal import ImportRefused, Proposal
 from conversions.v2v.sources import import_root
+from hosts.capabilities import CapabilityError, domain_type_for
+from hosts.models import Host
 from hosts.virt import domain_xml as dx
+from hosts.virt.capabilities import HVM_UNAVAILABLE
 
 SATA = dx.DiskLayout("sd", "sata", "sata")
 IDE = dx.DiskLayout("hd", "ide", "ide")
@@ -42,6 +51,7 @@ class DevicePlan:
     layout: dx.DiskLayout | None  # None: the driver's default (hosts.virt.domain_xml)
     nic_model: str  # "": the driver's default
     notes: tuple[str, ...]
+    rewrite: GuestTarget | None = None  # the copy is converted for this target
 
 
 def inspect_disk(path: str, fmt: str, label: str) -> Inspection | None:
@@ -105,6 +115,52 @@ def _hvm_layout(found: Inspection, domain_type: str, notes: list[str]) -> dx.Dis
     return None
 
 
+def pv_obstacle(found: Inspection) -> str:
+    """Why the inspected guest cannot run as a Xen PV guest booted by pygrub ("": it can)."""
+    kernel = found.kernel
+    if kernel is None:
+        return "no kernel was found (inspection)"
+    if kernel.xen_pv is not True:
+        what = "has no Xen PV support" if kernel.xen_pv is False else \
+            "is not known to support Xen PV"
+        return f"its kernel {what} ({', '.join(kernel.evidence) or 'inspection'})"
+    if "xen_blkfront" not in found.drivers.disk:
+        return "it has no xen-blkfront driver for its disks"
+    if found.boot_loader.name not in PYGRUB_READS:
+        return (f"pygrub cannot read its boot loader configuration "
+                f"({found.boot_loader.name or 'none was found'})")
+    return ""
+
+
+def _runs(host: Host, os_type: str) -> bool:
+    try:
+        domain_type_for(host, os_type)
+    except CapabilityError:
+        return False
+    return True
+
+
+def choose_type(host: Host, proposal: Proposal, found: Inspection | None,
+                requested: str) -> tuple[str, str]:
+    """The guest's type and why: the one asked for; else, on a host that runs Xen PV
+    guests, PV where the inspected guest can be one, HVM where it cannot (ImportRefused
+    with the host's HVM-unavailable message and the reason where the host has no HVM)."""
+    if requested:
+        return dx.GUEST_TYPES.get(requested, ""), ""
+    default = dx.GUEST_TYPES.get(proposal.type, dx.HVM)
+    offered = {kind for kind in (dx.PV, dx.HVM) if _runs(host, kind)}
+    if dx.PV not in offered or found is None:
+        return default, ""
+    obstacle = pv_obstacle(found)
+    if not obstacle:
+        return dx.PV, ("Type: Xen PV, booted by pygrub (chosen: the host runs PV guests and "
+                       "the guest's kernel supports it).")
+    if dx.HVM not in offered:
+        raise ImportRefused(f"{HVM_UNAVAILABLE} '{proposal.name}' cannot run as a Xen PV "
+                            f"guest either: {obstacle}.")
+    return dx.HVM, f"Type: HVM (not PV: {obstacle})."
+
+
 def plan_devices(proposal: Proposal, found: Inspection | None, domain_type: str,
                  os_type: str) -> DevicePlan:
     """The disk layout and NIC model for the target; ImportRefused for a guest that cannot
@@ -114,23 +170,12 @@ def plan_devices(proposal: Proposal, found: Inspection | None, domain_type: str,
                                      "the target's defaults.",))
     notes: list[str] = []
     if os_type == dx.PV:
-        kernel = found.kernel
-        if kernel is None or kernel.xen_pv is False:
-            why = "its kernel has no Xen PV support" if kernel else "no kernel was found"
-            raise ImportRefused(f"'{proposal.name}' cannot run as a Xen PV guest: {why} "
-                                f"({', '.join(kernel.evidence) if kernel else 'inspection'}). "
+        obstacle = pv_obstacle(found)
+        if obstacle:
+            raise ImportRefused(f"'{proposal.name}' cannot run as a Xen PV guest: {obstacle}. "
                                 "Import it as HVM.")
-        if "xen_blkfront" not in found.drivers.disk:
-            raise ImportRefused(f"'{proposal.name}' cannot run as a Xen PV guest: it has no "
-                                "xen-blkfront driver for its disks. Import it as HVM.")
-        prefix = _root_prefix(found)
-        if prefix not in ("", "xvd"):
-            root = found.root.fstab_spec or found.root.cmdline_root
-            raise ImportRefused(
-                f"'{proposal.name}' names its root {root}, which a Xen PV guest sees as "
-                "/dev/xvd…: rewriting fstab and the boot loader to UUIDs is not done yet. "
-                "Import it as HVM.")
         notes.append("Disks: xen (xen-blkfront); NICs: netfront.")
-        return DevicePlan(XEN, "", tuple(notes))
+        notes.append(f"Boot: pygrub reads its {found.boot_loader.name} configuration.")
+        return DevicePlan(XEN, "", tuple(notes), XEN_PV)
     layout = _hvm_layout(found, domain_type, notes)
     return DevicePlan(layout, _nic_model(found, notes), tuple(notes))

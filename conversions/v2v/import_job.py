@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conversions.inspection.result import Inspection
+from conversions.rewrite import ConversionFailed, convert_guest
 from conversions.v2v import guest_devices, qemu
 from conversions.v2v.failures import fail
 from conversions.v2v.inspect import inspect
@@ -168,19 +170,49 @@ def _upload_file(host: Host, volume_path: str, scratch: Path) -> None:
             upload.write(chunk)
 
 
+# finish(path, fmt): the converted disk as a file on this machine, before its volume (or,
+# for a host this machine cannot write, the upload) gets it.
+Finish = Callable[[str, str], None]
+
+
 def _convert(plan: ImportPlan, image: qemu.Image, disk: ProposedDisk, volume_path: str,
-             on_progress: Any) -> None:
-    if _reachable(plan.host, volume_path):
+             on_progress: Any, finish: Finish | None = None, *, raw_copy: bool = False) -> None:
+    """Convert into the volume; `raw_copy`: `finish` needs the copy as a raw file (a guest
+    conversion edits it), so a qcow2 target is written from a raw scratch copy."""
+    reachable = _reachable(plan.host, volume_path)
+    staged = "raw" if raw_copy and finish is not None else plan.format
+    if reachable and staged == plan.format:
         qemu.convert(image, volume_path, plan.format, virtual_size=disk.virtual_size,
                      existing=True, on_progress=on_progress)
+        if finish is not None:
+            finish(volume_path, plan.format)
         return
-    scratch = work_dir() / f"out-{uuid.uuid4().hex}.{plan.format}"
-    try:
-        qemu.convert(image, str(scratch), plan.format, virtual_size=disk.virtual_size,
+    with _scratch(staged) as scratch:
+        qemu.convert(image, scratch, staged, virtual_size=disk.virtual_size,
                      existing=False, on_progress=on_progress)
-        _upload_file(plan.host, volume_path, scratch)
+        if finish is not None:
+            finish(scratch, staged)
+        if reachable:
+            qemu.convert(qemu.Image(scratch, staged), volume_path, plan.format,
+                         virtual_size=disk.virtual_size, existing=True,
+                         on_progress=lambda fraction: None)
+        elif staged == plan.format:
+            _upload_file(plan.host, volume_path, Path(scratch))
+        else:
+            with _scratch(plan.format) as final:
+                qemu.convert(qemu.Image(scratch, staged), final, plan.format,
+                             virtual_size=disk.virtual_size, existing=False,
+                             on_progress=lambda fraction: None)
+                _upload_file(plan.host, volume_path, Path(final))
+
+
+@contextlib.contextmanager
+def _scratch(fmt: str) -> Iterator[str]:
+    path = work_dir() / f"out-{uuid.uuid4().hex}.{fmt}"
+    try:
+        yield str(path)
     finally:
-        scratch.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
 
 def _check_output(plan: ImportPlan, volume: Volume) -> None:
@@ -195,16 +227,7 @@ def _check_output(plan: ImportPlan, volume: Volume) -> None:
     content.mark_ready(volume)
 
 
-def domain_type_or_empty(plan: ImportPlan) -> str:
-    """The driver the guest would run on, "" where the host cannot run that type (the
-    import refuses that itself, with the capability's message)."""
-    try:
-        return domain_type_for(plan.host, plan.os_type)
-    except CapabilityError:
-        return ""
-
-
-def _guest(plan: ImportPlan, proposal: Proposal) -> GuestPlan:
+def guest_for(plan: ImportPlan, proposal: Proposal) -> GuestPlan:
     """The guest as the source describes it; its disks are the volumes the import makes."""
     try:
         domain_type = domain_type_for(plan.host, plan.os_type)
@@ -214,7 +237,8 @@ def _guest(plan: ImportPlan, proposal: Proposal) -> GuestPlan:
                             network=n.get("network", "")) for n in plan.nics)
     spec = dx.DomainSpec(
         name=plan.name, domain_type=domain_type, os_type=plan.os_type,
-        memory_mib=plan.memory_mib, vcpus=plan.vcpus, nics=nics, vnc=True,
+        memory_mib=plan.memory_mib, vcpus=plan.vcpus, nics=nics,
+        vnc=plan.os_type != dx.PV,  # PV: the hvc0 console; a framebuffer needs qemu in dom0
         description=proposal.description[:1000],
         bootloader="pygrub" if plan.os_type == dx.PV else "",
         firmware=proposal.firmware if plan.os_type == dx.HVM else "bios")
@@ -232,26 +256,53 @@ def _volumes(plan: ImportPlan, proposal: Proposal) -> list[NewVolume]:
             for number, disk in enumerate(proposal.images)]
 
 
-def _inspect_copy(plan: ImportPlan, proposal: Proposal, work: Provisioning,
-                  reporter: ProgressReporter) -> list[str]:
-    """A source inspection could not read in place (OVA, XVA): its converted first disk,
-    where this machine holds it; the guest's devices follow what it finds."""
-    volume = work.volumes[0]
-    if not _reachable(plan.host, volume.path):
-        return ["The guest was not inspected (its disk is not on this machine): the disks "
-                "and NICs get the target's defaults."]
-    reporter.update(reporter.job.done, message="Inspecting the converted disk", force=True)
-    found = guest_devices.inspect_disk(volume.path, plan.format, "the converted disk")
-    devices = guest_devices.plan_devices(proposal, found, work.plan.spec.domain_type,
-                                         plan.os_type)
-    work.adjust(disk_layout=devices.layout, nic_model=devices.nic_model)
-    return list(devices.notes)
+@dataclass
+class FirstDisk:
+    """What happens to the converted first disk before its volume gets it: the inspection
+    of a source that could not be inspected in place (OVA, XVA), and the guest conversion
+    its device plan asks for (conversions.rewrite)."""
+
+    plan: ImportPlan
+    proposal: Proposal
+    reporter: ProgressReporter
+    notes: list[str]
+    found: Inspection | None = None
+    devices: guest_devices.DevicePlan | None = None
+
+    @property
+    def raw_copy(self) -> bool:
+        """A Xen PV guest is converted: the conversion edits a raw copy."""
+        return self.plan.os_type == dx.PV
+
+    def __call__(self, work: Provisioning, path: str, fmt: str) -> None:
+        if self.devices is None:
+            self._status("Inspecting the converted disk")
+            self.found = guest_devices.inspect_disk(path, fmt, "the converted disk")
+            self.devices = guest_devices.plan_devices(
+                self.proposal, self.found, work.plan.spec.domain_type, self.plan.os_type)
+            work.adjust(disk_layout=self.devices.layout, nic_model=self.devices.nic_model)
+            self.notes.extend(self.devices.notes)
+        target = self.devices.rewrite
+        if target is None or self.found is None:
+            return
+        if fmt != "raw":  # pragma: no cover - raw_copy gives the conversion a raw file
+            raise ImportRefused(f"The guest conversion needs a raw copy, not {fmt}.")
+        self._status(f"Converting the guest for {target.label}")
+        try:
+            changes = convert_guest(path, self.found, target)
+        except ConversionFailed as exc:
+            raise ImportRefused(f"Converting the guest for {target.label}: {exc} Nothing "
+                                "was imported.") from exc
+        self.notes.extend(f"Conversion: {change}" for change in changes)
+
+    def _status(self, message: str) -> None:
+        self.reporter.update(self.reporter.job.done, message=message, force=True)
 
 
 def _converter(plan: ImportPlan, proposal: Proposal, reporter: ProgressReporter,
-               notes: list[str]) -> Callable[[Provisioning], None]:
-    """The provisioning's fill: every disk converted into its volume and checked; an
-    uninspected source's first disk inspected once converted."""
+               first: FirstDisk) -> Callable[[Provisioning], None]:
+    """The provisioning's fill: every disk converted into its volume and checked; the first
+    one inspected (where it was not before) and converted for the target on the way."""
 
     def fill(work: Provisioning) -> None:
         done = 0
@@ -264,21 +315,33 @@ def _converter(plan: ImportPlan, proposal: Proposal, reporter: ProgressReporter,
                          message: str = message) -> None:
                 reporter.update(base + int(fraction * size), message=message)
 
+            def finish(path: str, fmt: str) -> None:
+                first(work, path, fmt)
+
             # An XVA disk is rebuilt (a gzipped OVA disk unpacked) first, for half of its
             # share, then converted.
             staged = proposal.kind == "xva" or disk.compression == "gzip"
             with source_image(proposal, disk, lambda f: progress(f / 2)) as image:
                 reporter.update(done, message=message, force=True)
                 _convert(plan, image, disk, output.path,
-                         (lambda f: progress(0.5 + f / 2)) if staged else progress)
+                         (lambda f: progress(0.5 + f / 2)) if staged else progress,
+                         finish if number == 0 else None, raw_copy=first.raw_copy)
             _check_output(plan, output)
             done += disk.virtual_size
             reporter.update(done, message=message, force=True)
-            if number == 0 and proposal.kind in ("ova", "xva"):
-                notes.extend(_inspect_copy(plan, proposal, work, reporter))
         reporter.update(done, message="Defining the guest", force=True)
 
     return fill
+
+
+def settle_type(plan: ImportPlan, proposal: Proposal, found: Inspection | None,
+                params: dict[str, Any]) -> str:
+    """The guest type where the request names none (guest_devices.choose_type); the note
+    saying why, "" where it was asked for."""
+    os_type, why = guest_devices.choose_type(plan.host, proposal, found,
+                                             params.get("type") or "")
+    plan.os_type = os_type or plan.os_type
+    return why
 
 
 def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
@@ -288,23 +351,25 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         reporter.update(0, message=f"Inspecting {params['source']}", force=True)
         proposal = inspect(params["source"])
         plan = plan_import(proposal, params)
-        guest_plan = _guest(plan, proposal)
         notes: list[str] = []
-        devices = None
         found = guest_devices.inspect_source(proposal)
+        if why := settle_type(plan, proposal, found, params):
+            notes.append(why)
+        guest_plan = guest_for(plan, proposal)
+        first = FirstDisk(plan, proposal, reporter, notes, found)
         if found is not None:  # inspected before anything is copied
             proposal.inspection = found.as_dict()
-            devices = guest_devices.plan_devices(proposal, found,
-                                                 guest_plan.spec.domain_type, plan.os_type)
-            notes.extend(devices.notes)
+            first.devices = guest_devices.plan_devices(
+                proposal, found, guest_plan.spec.domain_type, plan.os_type)
+            notes.extend(first.devices.notes)
         total = sum(d.virtual_size for d in proposal.images) or 1
         reporter.update(0, total=total, unit=Job.Unit.BYTES, force=True)
         if proposal.kind == "ova":
             verify_manifest(proposal, reporter)
         work = Provisioning(guest_plan, _volumes(plan, proposal), user=job.owner, job=job)
-        if devices is not None:
-            work.adjust(disk_layout=devices.layout, nic_model=devices.nic_model)
-        guest = work.run(_converter(plan, proposal, reporter, notes))
+        if first.devices is not None:
+            work.adjust(disk_layout=first.devices.layout, nic_model=first.devices.nic_model)
+        guest = work.run(_converter(plan, proposal, reporter, first))
     except (ImportRefused, VirtError, GuestError, StorageError, JobCancelled, JobError,
             OSError) as exc:
         fail(job, "guest.import", exc, "Nothing of the import was kept.",
@@ -313,5 +378,5 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     made = [volume.path for volume in work.volumes]
     record("guest.import", user=job.owner, target=guest, source=params["source"],
            disks=len(made), format=plan.format)
-    return {"guest": guest.pk, "name": guest.name, "volumes": made,
+    return {"guest": guest.pk, "name": guest.name, "type": plan.os_type, "volumes": made,
             "warnings": proposal.warnings, "devices": notes}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conversions.v2v import guest_devices
-from conversions.v2v.import_job import domain_type_or_empty, plan_import
+from conversions.v2v.import_job import guest_for, plan_import, settle_type
 from conversions.v2v.inspect import inspect
 from conversions.v2v.proposal import ImportRefused, Proposal
 from conversions.v2v.xva_output import XVA_KIND, check_xva_output
@@ -43,8 +43,10 @@ def start_import(params: dict[str, Any], *, user: Any, request: Any = None) -> J
         proposal = inspect(source)
         plan = plan_import(proposal, params)
         found = guest_devices.inspect_source(proposal)
+        settle_type(plan, proposal, found, params)
+        guest_plan = guest_for(plan, proposal)  # the host runs the type (capabilities)
         if found is not None:
-            guest_devices.plan_devices(proposal, found, domain_type_or_empty(plan),
+            guest_devices.plan_devices(proposal, found, guest_plan.spec.domain_type,
                                        plan.os_type)
     except ImportRefused as exc:
         record("guest.import", user=user, request=request, target_type="import",

@@ -61,7 +61,7 @@ def disks() -> dict[str, BootDisk]:
     return {naming: ensure_boot_disk(f"src-{naming}", naming) for naming in ("device", "uuid")}
 
 
-def _vmware_dir(area: Path, disk: BootDisk, subformat: str, name: str) -> str:
+def vmware_dir(area: Path, disk: BootDisk, subformat: str, name: str) -> str:
     vm = area / name
     vm.mkdir()
     make_vmdk(vm, "disk0", subformat, disk.path)
@@ -143,7 +143,7 @@ def _macs(guest: Guest) -> list[str]:
 def test_a_vmware_vm_boots_after_import(booted: Any, lab_area: Path, disks: dict[str, BootDisk],
                                         subformat: str, naming: str) -> None:
     disk = disks[naming]
-    source = _vmware_dir(lab_area, disk, subformat, f"vm-{uuid.uuid4().hex[:6]}")
+    source = vmware_dir(lab_area, disk, subformat, f"vm-{uuid.uuid4().hex[:6]}")
     booted(source, disk.hostname, [MAC])
 
 
@@ -165,7 +165,7 @@ def test_the_xva_written_from_a_vmware_vm_boots(booted: Any, operator_client: Cl
                                                 disks: dict[str, BootDisk]) -> None:
     disk = disks["device"]
     name = f"seed-{uuid.uuid4().hex[:6]}"
-    source = _vmware_dir(lab_area, disk, "monolithicSparse", name)
+    source = vmware_dir(lab_area, disk, "monolithicSparse", name)
     started = operator_client.post("/api/v1/imports/", {"source": source, "output": "xva"},
                                    content_type="application/json")
     assert started.status_code == 202, started.json()
