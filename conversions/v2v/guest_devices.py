@@ -2,7 +2,8 @@
 
 The source's first disk is inspected (conversions.inspection: user-space readers, nothing is
 mounted) before anything is copied where the disk is a file of its own (VMX, OVF, VMDK), else
-on the converted copy before the guest is defined (OVA, XVA). From what its kernel and
+on the converted copy before the guest is defined (OVA, XVA; P2V's copy of the first source
+disk, conversions.p2v.job: ``adjust_to_copy``). From what its kernel and
 initramfs hold and how it names its root, the import chooses the disk bus and the NIC model
 the guest has drivers for, as virt-v2v does:
 
@@ -25,6 +26,7 @@ from conversions.inspection.inspector import inspect_image
 from conversions.inspection.result import Inspection
 from conversions.v2v.proposal import ImportRefused, Proposal
 from conversions.v2v.sources import import_root
+from guests.provisioning import Provisioning
 from hosts.virt import domain_xml as dx
 
 SATA = dx.DiskLayout("sd", "sata", "sata")
@@ -35,6 +37,8 @@ XEN = dx.DiskLayout("xvd", "xen", "xen")
 SEEN_AS = {"virtio": "vd", "sata": "sd", "ide": "sd", "xen": "xvd"}
 NIC_MODELS = (("virtio_net", "virtio"), ("e1000", "e1000"), ("e1000e", "e1000e"),
               ("8139cp", "rtl8139"), ("8139too", "rtl8139"))
+NOT_HERE = ("The guest was not inspected (its disk is not on this machine): the disks and NICs "
+            "get the target's defaults.")
 
 
 @dataclass(frozen=True)
@@ -105,10 +109,11 @@ def _hvm_layout(found: Inspection, domain_type: str, notes: list[str]) -> dx.Dis
     return None
 
 
-def plan_devices(proposal: Proposal, found: Inspection | None, domain_type: str,
+def plan_devices(name: str, found: Inspection | None, domain_type: str,
                  os_type: str) -> DevicePlan:
     """The disk layout and NIC model for the target; ImportRefused for a guest that cannot
-    run as asked (before anything is copied where the source was inspected)."""
+    run as asked (before anything is copied where the source was inspected). `name` is the
+    guest's, for the messages."""
     if found is None:
         return DevicePlan(None, "", ("The guest was not inspected: the disks and NICs get "
                                      "the target's defaults.",))
@@ -117,20 +122,35 @@ def plan_devices(proposal: Proposal, found: Inspection | None, domain_type: str,
         kernel = found.kernel
         if kernel is None or kernel.xen_pv is False:
             why = "its kernel has no Xen PV support" if kernel else "no kernel was found"
-            raise ImportRefused(f"'{proposal.name}' cannot run as a Xen PV guest: {why} "
+            raise ImportRefused(f"'{name}' cannot run as a Xen PV guest: {why} "
                                 f"({', '.join(kernel.evidence) if kernel else 'inspection'}). "
                                 "Import it as HVM.")
         if "xen_blkfront" not in found.drivers.disk:
-            raise ImportRefused(f"'{proposal.name}' cannot run as a Xen PV guest: it has no "
+            raise ImportRefused(f"'{name}' cannot run as a Xen PV guest: it has no "
                                 "xen-blkfront driver for its disks. Import it as HVM.")
         prefix = _root_prefix(found)
         if prefix not in ("", "xvd"):
             root = found.root.fstab_spec or found.root.cmdline_root
             raise ImportRefused(
-                f"'{proposal.name}' names its root {root}, which a Xen PV guest sees as "
+                f"'{name}' names its root {root}, which a Xen PV guest sees as "
                 "/dev/xvd…: rewriting fstab and the boot loader to UUIDs is not done yet. "
                 "Import it as HVM.")
         notes.append("Disks: xen (xen-blkfront); NICs: netfront.")
         return DevicePlan(XEN, "", tuple(notes))
     layout = _hvm_layout(found, domain_type, notes)
     return DevicePlan(layout, _nic_model(found, notes), tuple(notes))
+
+
+def adjust_to_copy(work: Provisioning, name: str, path: str | None, fmt: str,
+                   label: str) -> list[str]:
+    """A conversion's copy of the first disk (`path`, of format `fmt`; None where this
+    machine does not hold the volume's file) inspected, and the guest's disk bus and NIC
+    model set to what it finds (`Provisioning.adjust`); the notes for the job's log and
+    result. ImportRefused for a damaged image or a guest that cannot run as asked."""
+    if path is None:
+        return [NOT_HERE]
+    found = inspect_disk(path, fmt, label)
+    spec = work.plan.spec
+    devices = plan_devices(name, found, spec.domain_type, spec.os_type)
+    work.adjust(disk_layout=devices.layout, nic_model=devices.nic_model)
+    return list(devices.notes)

@@ -237,15 +237,12 @@ def _inspect_copy(plan: ImportPlan, proposal: Proposal, work: Provisioning,
     """A source inspection could not read in place (OVA, XVA): its converted first disk,
     where this machine holds it; the guest's devices follow what it finds."""
     volume = work.volumes[0]
-    if not _reachable(plan.host, volume.path):
-        return ["The guest was not inspected (its disk is not on this machine): the disks "
-                "and NICs get the target's defaults."]
-    reporter.update(reporter.job.done, message="Inspecting the converted disk", force=True)
-    found = guest_devices.inspect_disk(volume.path, plan.format, "the converted disk")
-    devices = guest_devices.plan_devices(proposal, found, work.plan.spec.domain_type,
-                                         plan.os_type)
-    work.adjust(disk_layout=devices.layout, nic_model=devices.nic_model)
-    return list(devices.notes)
+    path = volume.path if _reachable(plan.host, volume.path) else None
+    if path is not None:
+        reporter.update(reporter.job.done, message="Inspecting the converted disk",
+                        force=True)
+    return guest_devices.adjust_to_copy(work, proposal.name, path, plan.format,
+                                        "the converted disk")
 
 
 def _converter(plan: ImportPlan, proposal: Proposal, reporter: ProgressReporter,
@@ -294,7 +291,7 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         found = guest_devices.inspect_source(proposal)
         if found is not None:  # inspected before anything is copied
             proposal.inspection = found.as_dict()
-            devices = guest_devices.plan_devices(proposal, found,
+            devices = guest_devices.plan_devices(proposal.name, found,
                                                  guest_plan.spec.domain_type, plan.os_type)
             notes.extend(devices.notes)
         total = sum(d.virtual_size for d in proposal.images) or 1

@@ -44,7 +44,7 @@ def start_import(params: dict[str, Any], *, user: Any, request: Any = None) -> J
         plan = plan_import(proposal, params)
         found = guest_devices.inspect_source(proposal)
         if found is not None:
-            guest_devices.plan_devices(proposal, found, domain_type_or_empty(plan),
+            guest_devices.plan_devices(proposal.name, found, domain_type_or_empty(plan),
                                        plan.os_type)
     except ImportRefused as exc:
         record("guest.import", user=user, request=request, target_type="import",
