@@ -14,6 +14,13 @@ process) and the staging volume is deleted. That is a second copy on the host wh
 conversion runs: the pool must hold the raw disk and its qcow2 form at once (checked
 before the start). Only the qcow2 volume is verified, through its guest view (qcow2.py)
 against the source's checksums, which covers the copy and the conversion in one read.
+
+The guest's devices: once the first disk's copy is verified, it is inspected where this
+machine holds its file (as a V2V import inspects its converted disk, through the same
+conversions.v2v.guest_devices), and the guest gets the disk bus and NIC model its drivers
+and its root's name allow: a server whose fstab says ``/dev/sda2`` must see SATA disks, not
+virtio ones. A damaged partition table or file system fails the job before that copy is
+kept: nothing of it stays. Elsewhere (a remote host) the guest gets the target's defaults.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from conversions.p2v.copy import RETRIES, DiskCopy, Target, copy_disk, digest_li
 from conversions.p2v.inventory import Disk, Inventory, propose, read_inventory
 from conversions.p2v.ssh import P2VError, Secret, Source, confirm_host_key
 from conversions.p2v.verify import verify_disk
+from conversions.v2v import guest_devices
+from conversions.v2v.proposal import ImportRefused
 from guests.create import plan
 from guests.create_request import RequestRefused, checked_request
 from guests.errors import GuestError
@@ -45,6 +54,7 @@ from storage.content import mark_ready, store
 from storage.errors import StorageError
 from storage.models import Pool, Volume
 from storage.services import discard_new_volume, resync_pool
+from storage.volume_io import direct_path
 from xenweb.audit.services import record
 from xenweb.jobs.errors import JobCancelled, JobError
 from xenweb.jobs.models import Job
@@ -284,6 +294,7 @@ class _Run:
     progress: _Progress
     owner: Any = None
     verified: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)  # how the guest sees its disks and NICs
 
     def target(self, path: str, fmt: str = "raw") -> Target:
         host = self.request.host
@@ -350,8 +361,28 @@ def _convert(run: _Run, work: Provisioning, index: int, copy: DiskCopy) -> Volum
     return work.volumes[index]
 
 
+def _adjust_devices(run: _Run, work: Provisioning, disk: Disk, volume: Volume) -> None:
+    """The verified copy of the first disk inspected (where this machine holds its file);
+    the guest's disk bus and NIC model follow what it finds. A damaged copy: P2VError."""
+    request = run.request
+    label = f"the copy of {disk.path}"
+    path = direct_path(request.host, volume.path)
+    if path is not None:
+        run.reporter.update(run.reporter.job.done, message=f"Inspecting {label}", force=True)
+    try:
+        _, devices = guest_devices.adjust_to_copy(work, request.name, path, request.format,
+                                                  label)
+    except ImportRefused as exc:
+        raise P2VError(str(exc)) from exc
+    notes = list(devices.notes)
+    for note in notes:
+        run.reporter.log(note)
+    run.devices.extend(notes)
+
+
 def _transfer(run: _Run, work: Provisioning, index: int, disk: Disk) -> dict[str, Any]:
-    """Copy one disk, convert it if asked, verify what the guest will see, keep the volume."""
+    """Copy one disk, convert it if asked, verify what the guest will see, inspect the
+    first one, keep the volume."""
     request = run.request
     copy, seconds = _copy(run, index, disk, work.volumes[index])
     if request.format == "qcow2":
@@ -359,6 +390,8 @@ def _transfer(run: _Run, work: Provisioning, index: int, disk: Disk) -> dict[str
     volume = work.volumes[index]
     verify_disk(copy, run.target(volume.path, request.format),
                 lambda pos: run.progress.verifying(index, copy, pos))
+    if index == 0:
+        _adjust_devices(run, work, disk, volume)  # before it is kept: a refusal removes it
     mark_ready(volume)
     work.keep(volume)  # verified: kept if a later disk fails (not on a cancel)
     run.verified.append(volume.path)
@@ -414,7 +447,7 @@ def p2v_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
            disks=[result["device"] for result in results], format=request.format)
     return {"guest": guest.pk, "guest_name": guest.name,
             "guest_url": reverse("guests:detail", args=[guest.pk]), "disks": results,
-            "checks": _checks(inventory)}
+            "devices": run.devices, "checks": _checks(inventory)}
 
 
 def _checks(inventory: Inventory) -> list[str]:

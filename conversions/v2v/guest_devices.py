@@ -2,7 +2,8 @@
 
 The source's first disk is inspected (conversions.inspection: user-space readers, nothing is
 mounted) before anything is copied where the disk is a file of its own (VMX, OVF, VMDK), else
-on the converted copy before the guest is defined (OVA, XVA). From what its kernel and
+on the converted copy before the guest is defined (OVA, XVA; P2V's copy of the first source
+disk, conversions.p2v.job: ``adjust_to_copy``). From what its kernel and
 initramfs hold and how it names its root, the import chooses the disk bus and the NIC model
 the guest has drivers for, as virt-v2v does:
 
@@ -28,9 +29,10 @@ from dataclasses import dataclass
 from conversions.inspection.errors import DamagedImage, InspectionError
 from conversions.inspection.inspector import inspect_image
 from conversions.inspection.result import Inspection
-from conversions.rewrite import PYGRUB_READS, XEN_PV, GuestTarget
+from conversions.rewrite.convert import PYGRUB_READS, XEN_PV, GuestTarget
 from conversions.v2v.proposal import ImportRefused, Proposal
 from conversions.v2v.sources import import_root
+from guests.provisioning import Provisioning
 from hosts.capabilities import CapabilityError, domain_type_for
 from hosts.models import Host
 from hosts.virt import domain_xml as dx
@@ -44,6 +46,8 @@ XEN = dx.DiskLayout("xvd", "xen", "xen")
 SEEN_AS = {"virtio": "vd", "sata": "sd", "ide": "sd", "xen": "xvd"}
 NIC_MODELS = (("virtio_net", "virtio"), ("e1000", "e1000"), ("e1000e", "e1000e"),
               ("8139cp", "rtl8139"), ("8139too", "rtl8139"))
+NOT_HERE = ("The guest was not inspected (its disk is not on this machine): the disks and NICs "
+            "get the target's defaults.")
 
 
 @dataclass(frozen=True)
@@ -161,10 +165,11 @@ def choose_type(host: Host, proposal: Proposal, found: Inspection | None,
     return dx.HVM, f"Type: HVM (not PV: {obstacle})."
 
 
-def plan_devices(proposal: Proposal, found: Inspection | None, domain_type: str,
+def plan_devices(name: str, found: Inspection | None, domain_type: str,
                  os_type: str) -> DevicePlan:
     """The disk layout and NIC model for the target; ImportRefused for a guest that cannot
-    run as asked (before anything is copied where the source was inspected)."""
+    run as asked (before anything is copied where the source was inspected). `name` is the
+    guest's, for the messages."""
     if found is None:
         return DevicePlan(None, "", ("The guest was not inspected: the disks and NICs get "
                                      "the target's defaults.",))
@@ -172,10 +177,25 @@ def plan_devices(proposal: Proposal, found: Inspection | None, domain_type: str,
     if os_type == dx.PV:
         obstacle = pv_obstacle(found)
         if obstacle:
-            raise ImportRefused(f"'{proposal.name}' cannot run as a Xen PV guest: {obstacle}. "
+            raise ImportRefused(f"'{name}' cannot run as a Xen PV guest: {obstacle}. "
                                 "Import it as HVM.")
         notes.append("Disks: xen (xen-blkfront); NICs: netfront.")
         notes.append(f"Boot: pygrub reads its {found.boot_loader.name} configuration.")
         return DevicePlan(XEN, "", tuple(notes), XEN_PV)
     layout = _hvm_layout(found, domain_type, notes)
     return DevicePlan(layout, _nic_model(found, notes), tuple(notes))
+
+
+def adjust_to_copy(work: Provisioning, name: str, path: str | None, fmt: str,
+                   label: str) -> tuple[Inspection | None, DevicePlan]:
+    """A conversion's copy of the first disk (`path`, of format `fmt`; None where this
+    machine does not hold the volume's file) inspected, and the guest's disk bus and NIC
+    model set to what it finds (`Provisioning.adjust`); the plan's notes are for the job's
+    log and result. ImportRefused for a damaged image or a guest that cannot run as asked."""
+    if path is None:
+        return None, DevicePlan(None, "", (NOT_HERE,))
+    found = inspect_disk(path, fmt, label)
+    spec = work.plan.spec
+    devices = plan_devices(name, found, spec.domain_type, spec.os_type)
+    work.adjust(disk_layout=devices.layout, nic_model=devices.nic_model)
+    return found, devices

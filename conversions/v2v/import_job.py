@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from conversions.inspection.result import Inspection
-from conversions.rewrite import ConversionFailed, convert_guest
+from conversions.rewrite.convert import ConversionFailed, convert_guest
 from conversions.v2v import guest_devices, qemu
 from conversions.v2v.failures import fail
 from conversions.v2v.inspect import inspect
@@ -277,10 +277,8 @@ class FirstDisk:
     def __call__(self, work: Provisioning, path: str, fmt: str) -> None:
         if self.devices is None:
             self._status("Inspecting the converted disk")
-            self.found = guest_devices.inspect_disk(path, fmt, "the converted disk")
-            self.devices = guest_devices.plan_devices(
-                self.proposal, self.found, work.plan.spec.domain_type, self.plan.os_type)
-            work.adjust(disk_layout=self.devices.layout, nic_model=self.devices.nic_model)
+            self.found, self.devices = guest_devices.adjust_to_copy(
+                work, self.proposal.name, path, fmt, "the converted disk")
             self.notes.extend(self.devices.notes)
         target = self.devices.rewrite
         if target is None or self.found is None:
@@ -360,7 +358,7 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         if found is not None:  # inspected before anything is copied
             proposal.inspection = found.as_dict()
             first.devices = guest_devices.plan_devices(
-                proposal, found, guest_plan.spec.domain_type, plan.os_type)
+                proposal.name, found, guest_plan.spec.domain_type, plan.os_type)
             notes.extend(first.devices.notes)
         total = sum(d.virtual_size for d in proposal.images) or 1
         reporter.update(0, total=total, unit=Job.Unit.BYTES, force=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conversions.inspection.inspector import inspect_image
-from conversions.rewrite import XEN_PV, ConversionFailed, convert_guest, renaming_for
+from conversions.rewrite.convert import XEN_PV, ConversionFailed, convert_guest, renaming_for
 from conversions.rewrite.texts import (
     Renaming,
     rewrite_boot_config,

@@ -210,6 +210,9 @@ class SshServer:
     /etc/shadow itself). That password is a test's own: sshd runs in a mount namespace
     of its own where a temporary shadow file, holding only root's entry, is bind-mounted
     over /etc/shadow. The machine's /etc/shadow is neither changed nor read.
+
+    With ``hostname`` it runs in a UTS namespace of its own under that name (the source's
+    inventory reports it); else it shares this machine's.
     """
 
     root: Path
@@ -218,6 +221,7 @@ class SshServer:
     port: int = 0
     root_password: str | None = None
     force_command: str = ""  # sshd's ForceCommand: what every login runs instead
+    hostname: str = ""
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -241,6 +245,9 @@ class SshServer:
             # Both wrappers below make a new mount namespace whose mounts stay in it.
             sshd = ["/bin/sh", "-c", 'mount --bind "$1" /etc/shadow && shift && exec "$@"',
                     "sh", str(shadow), *sshd]
+        if self.hostname:  # unshare and sh exec: sshd keeps the pid started
+            sshd = ["/usr/bin/unshare", "--uts", "--", "/bin/sh", "-c",
+                    'hostname "$1" && shift && exec "$@"', "sh", self.hostname, *sshd]
         if self.network is None:
             return ["/usr/bin/unshare", "--mount", "--propagation", "private", "--", *sshd] \
                 if self.root_password is not None else sshd
@@ -350,9 +357,14 @@ def make_disk(image: Path, size_mib: int, files: dict[str, bytes]) -> LoopDisk:
     subprocess.run(["/usr/sbin/mkfs.ext4", "-F", "-q", "-E", f"offset={PART_START}",
                     "-L", image.stem[:16], "-d", str(content), str(image),
                     f"{(size - PART_START) // 1024}k"], check=True, capture_output=True)
+    return attach(image)
+
+
+def attach(image: Path) -> LoopDisk:
+    """The image attached as a read-only loop device (with its partitions)."""
     device = subprocess.run(["/usr/sbin/losetup", "-f", "--show", "-P", "-r", str(image)],
                             check=True, capture_output=True, text=True).stdout.strip()
-    return LoopDisk(image=image, device=device, size=size)
+    return LoopDisk(image=image, device=device, size=image.stat().st_size)
 
 
 def detach(disk: LoopDisk) -> None:

@@ -1,9 +1,12 @@
 """The P2V job body on the demo host (libvirt's test driver), its source and its copy
 replaced by stand-ins: the volumes are made through the storage services, written, verified
-and kept or removed as the job ends; the guest's request is checked without DRF."""
+and kept or removed as the job ends; the guest's request is checked without DRF. The demo's
+volumes are not files here: where a test lets the job read "the copy" of the first disk, it
+is a file of the lab's bootable disk (real inspection, real device choice)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,10 +14,13 @@ import pytest
 from conversions.p2v import job as p2v_job
 from conversions.p2v.inventory import Cpu, Disk, Inventory, Nic
 from conversions.p2v.ssh import P2VError, Source
+from conversions.v2v.guest_devices import NOT_HERE, SATA
 from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import VirtTarget, domains
+from lab.bootdisk import ensure_boot_disk
 from storage.models import Pool, Volume
+from tests.conversions.boot_disks import damaged_copy
 from xenweb.audit.models import AuditRecord
 from xenweb.jobs.errors import JobCancelled
 from xenweb.jobs.models import Job
@@ -98,6 +104,7 @@ def test_the_copies_become_the_guests_disks(demo: Host, admin_user: Any, source:
         (volume.path, fmt) for volume in volumes]
     assert [nic.mac for nic in defined.nics] == ["00:50:56:01:02:03"]
     assert defined.description == "P2V of db1 (Debian 12)"
+    assert job.result["devices"] == [NOT_HERE]  # the demo's volumes are not files here
     made = AuditRecord.objects.filter(action="volume.create", result="ok")
     assert {entry.target_label for entry in made} == (
         {volume.name for volume in volumes} if fmt == "raw" else
@@ -144,3 +151,47 @@ def test_the_proposed_guest_is_checked_without_drf(demo: Host, admin_user: Any,
     with pytest.raises(P2VError, match="The proposed guest is not valid: name: Guest names"):
         _start(demo, admin_user, "not a name")
     assert not Job.objects.exists()
+
+
+def _first_copy_is(monkeypatch: pytest.MonkeyPatch, image: Path) -> None:
+    """The job reads the copy of the first disk from `image` (this machine "holds" it)."""
+    monkeypatch.setattr(p2v_job, "direct_path", lambda host, path: str(image)
+                        if path.endswith("-p2v-disk0.img") else None)
+
+
+def test_the_guest_gets_the_devices_its_first_disk_allows(
+        demo: Host, admin_user: Any, source: Source_, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its fstab names the root /dev/sda2: SATA (sd*), not the default virtio (vd*)."""
+    _first_copy_is(monkeypatch, ensure_boot_disk("p2v-units", "device").path)
+    job = _run(_start(demo, admin_user, "p2v-dev"))
+    assert job.state == "succeeded", job.error
+    assert job.result["devices"] == [
+        "Disks: sata (the guest has ahci; the root is named /dev/sda2).",
+        "NICs: virtio (the guest has virtio_net)."]
+    logged = [line for _stamp, line in job.log]
+    assert all(note in logged for note in job.result["devices"])
+    guest = Guest.objects.get(pk=job.result["guest"])
+    defined = domains.get_domain(VirtTarget(demo.uri), str(guest.uuid)).xml
+    assert [(disk.target, disk.bus) for disk in defined.disks] == [
+        ("sda", SATA.bus), ("sdb", SATA.bus)]
+    assert [nic.model for nic in defined.nics] == ["virtio"]
+
+
+def test_a_damaged_first_disk_fails_the_job_and_nothing_is_kept(
+        demo: Host, admin_user: Any, source: Source_, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """Its copy was verified, yet it goes with the rest: the refusal comes before it is
+    kept."""
+    _first_copy_is(monkeypatch, damaged_copy(ensure_boot_disk("p2v-units", "device").path,
+                                             tmp_path / "damaged.img"))
+    job = _run(_start(demo, admin_user, "p2v-bad"))
+    assert job.state == "failed"
+    assert job.error.startswith(f"Inspecting the copy of {DEVICES[0]}: The partition table "
+                                "is damaged"), job.error
+    assert job.error.endswith("Nothing was imported."), job.error
+    assert not Volume.objects.filter(name__startswith="p2v-bad-").exists()
+    assert not Guest.objects.filter(name="p2v-bad").exists()
+    deleted = AuditRecord.objects.filter(action="volume.delete", result="ok")
+    assert {entry.target_label for entry in deleted} == {
+        "p2v-bad-p2v-disk0.img", "p2v-bad-p2v-disk1.img"}
+    assert AuditRecord.objects.filter(action="p2v.run", result="failed").exists()

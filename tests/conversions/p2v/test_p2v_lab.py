@@ -1,7 +1,7 @@
 """P2V end to end: a real sshd in a network namespace of its own (reached over a veth pair)
 as the "physical server", its disks real loop devices (partition table, ext4, known
-files), copied into the `local` pool of a real libvirt/QEMU lab host through the API and
-the job body."""
+files; or the lab's bootable disk), copied into the `local` pool of a real libvirt/QEMU lab
+host through the API and the job body; the copy of the bootable disk is started and boots."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,19 @@ from django.test import Client
 
 from conversions.p2v import ssh as p2v_ssh
 from conversions.p2v.job import p2v_body, volume_name
+from conversions.v2v.guest_devices import SATA
 from guests.models import Guest
 from hosts.virt import VirtTarget
+from lab.bootdisk import ensure_boot_disk
 from lab.register import register_lab_host
 from storage.inventory import reconcile_pools
 from storage.models import Pool, Volume
+from tests.conversions.boot_disks import (
+    boot_to_banner,
+    damaged_copy,
+    defined_macs,
+    remove_guest,
+)
 from tests.conversions.p2v.p2v_source import (
     IP,
     MIB,
@@ -37,6 +46,7 @@ from tests.conversions.p2v.p2v_source import (
     NamespaceUnavailable,
     SourceNetwork,
     SshServer,
+    attach,
     detach,
     is_attached,
     link_exists,
@@ -52,6 +62,8 @@ from xenweb.jobs.runner import run_job
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HELLO = b"hello from the physical server\n"
+# The bootable server's host name: its sshd's, and its disk's /etc/hostname.
+BOOT_HOSTNAME = "p2v-phys-01"
 # Spaces, quotes, a shell variable, a backslash, a non-ASCII letter: nothing may interpret it.
 SOURCE_PASSWORD = "p2v-Pw 7f3a $HOME 'q' \\ ;ü"
 
@@ -699,3 +711,94 @@ def test_verify_reads_a_qcow2_volume_as_the_guest_sees_it(pool: Pool) -> None:
     finally:
         for path in made:
             virt.delete_volume(VirtTarget(host.uri, allow_insecure=True), path)
+
+
+# --- the copy boots ------------------------------------------------------------------------
+
+@pytest.fixture
+def named_sshd(tmp_path: Path, admin_client_tx: Client,
+               source_network: SourceNetwork) -> Iterator[SshServer]:
+    """The source under its own host name (BOOT_HOSTNAME): root logs in with the P2V key."""
+    root = tmp_path / "sshd"
+    root.mkdir()
+    yield from _serving(SshServer(root=root, authorized_key=P2V_IDENTITY.public_key(),
+                                  network=source_network, hostname=BOOT_HOSTNAME))
+
+
+@pytest.fixture
+def boot_disks(tmp_path: Path) -> Iterator[Callable[[bool], LoopDisk]]:
+    """Loop devices backed by copies of the lab's bootable disk (its fstab and kernel
+    command line name the root /dev/sda2; hostname BOOT_HOSTNAME), or by a copy whose
+    partition table is damaged; detached however the test ends."""
+    made: list[LoopDisk] = []
+
+    def attached(damaged: bool = False) -> LoopDisk:
+        disk = ensure_boot_disk(BOOT_HOSTNAME, "device").path
+        image = tmp_path / f"boot{len(made)}.img"
+        if damaged:
+            damaged_copy(disk, image)
+        else:
+            shutil.copy(disk, image)
+        made.append(attach(image))
+        return made[-1]
+
+    yield attached
+    for disk in made:
+        detach(disk)
+
+
+@pytest.mark.timeout(1200)
+def test_the_copy_of_a_bootable_server_boots_and_shows_its_hostname(
+        admin_client_tx: Client, pool: Pool, named_sshd: SshServer,
+        boot_disks: Callable[[bool], LoopDisk]) -> None:
+    """The root is named /dev/sda2: the guest finds it only on a bus Linux names sd*
+    (the lab hosts' default for a new guest is virtio, vd*)."""
+    from hosts.virt import domains
+
+    client = admin_client_tx
+    disk = boot_disks(False)
+    found = inventory(client, named_sshd)
+    assert found["inventory"]["hostname"] == BOOT_HOSTNAME
+    started = start(client, named_sshd, found["host_key_fingerprint"], pool, [disk.device],
+                    "p2v-boot", vcpus=1, memory_mib=256)
+    assert started.status_code == 202, started.json()
+    job = run(started.json()["id"])
+    assert job.state == "succeeded", job.error
+    guest = Guest.objects.select_related("host").get(pk=job.result["guest"])
+    try:
+        assert file_sha256(job.result["disks"][0]["path"]) == disk.sha256()
+        devices = job.result["devices"]
+        assert devices[0].startswith("Disks: sata (the guest has ahci; the root is named "
+                                     "/dev/sda2)"), devices
+        assert devices[1] == "NICs: virtio (the guest has virtio_net)."
+        logged = [line for _stamp, line in job.log]
+        assert all(note in logged for note in devices)
+        defined = domains.get_domain(VirtTarget(pool.host.uri, allow_insecure=True),
+                                     str(guest.uuid)).xml
+        assert [(d.target, d.bus) for d in defined.disks] == [("sda", SATA.bus)]
+        assert [nic.model for nic in defined.nics] == ["virtio"]
+        assert defined_macs(guest) == [nic["mac"] for nic in found["inventory"]["nics"]]
+        assert defined.description == f"P2V of {BOOT_HOSTNAME} ({found['inventory']['os_name']})"
+        boot_to_banner(client, guest, BOOT_HOSTNAME)
+    finally:
+        remove_guest(guest, [copied["path"] for copied in job.result["disks"]])
+
+
+def test_a_damaged_partition_table_fails_the_job_and_leaves_nothing(
+        admin_client_tx: Client, pool: Pool, sshd: SshServer,
+        boot_disks: Callable[[bool], LoopDisk]) -> None:
+    """Refused by the inspection of the verified copy, which is not kept."""
+    disk = boot_disks(True)
+    fingerprint = inventory(admin_client_tx, sshd)["host_key_fingerprint"]
+    started = start(admin_client_tx, sshd, fingerprint, pool, [disk.device], "p2v-damaged")
+    assert started.status_code == 202, started.json()
+    job = run(started.json()["id"])
+    assert job.state == "failed"
+    assert job.error.startswith(f"Inspecting the copy of {disk.device}: "), job.error
+    assert "partition table is damaged" in job.error and "were kept" not in job.error
+    assert not list(Path(pool.target_path).glob("p2v-damaged-*"))
+    assert not Volume.objects.filter(pool=pool, name__startswith="p2v-damaged").exists()
+    assert not Guest.objects.filter(name="p2v-damaged").exists()
+    assert AuditRecord.objects.filter(action="volume.delete",
+                                      target_label=volume_name("p2v-damaged", 0)).exists()
+    assert AuditRecord.objects.filter(action="p2v.run", result="failed").exists()

@@ -24,11 +24,9 @@ from django.test import Client
 from conversions.v2v.import_job import run_import
 from conversions.v2v.xva_output import run_convert_to_xva
 from guests.models import Guest
-from hosts.models import Host
-from hosts.virt import VirtError, VirtTarget, domains
-from hosts.virt.console import read_console_until
-from lab.bootdisk import BOOT_DISK_BANNER, BootDisk, ensure_boot_disk
+from lab.bootdisk import BootDisk, ensure_boot_disk
 from storage.models import Pool
+from tests.conversions.boot_disks import boot_to_banner, defined_macs, remove_guest
 from tests.conversions.v2v.conftest import make_vmdk
 from tests.conversions.v2v.test_export_lab import check_xva
 from xenweb.jobs.models import Job
@@ -36,7 +34,6 @@ from xenweb.jobs.runner import run_job
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(1200)]
 
-BOOT_TIMEOUT = 240.0
 MAC = "00:50:56:01:02:03"
 
 VMX = """.encoding = "UTF-8"
@@ -89,13 +86,10 @@ def _xva(area: Path, disk: BootDisk, name: str) -> str:
 
 @pytest.fixture
 def booted(operator_client: Client, local_pool: Pool) -> Iterator[Any]:
-    """Import a source, check the kept MACs, start the guest, return its console up to the
-    banner; tears the guest and its volumes down afterwards.
-
-    The lab hosts have no libvirt network (creating one needs a firewall tool and the
-    network driver in the lab's libvirtd): the MACs are checked in the imported definition,
-    then the NICs are removed through the API before the start."""
-    made: list[tuple[Host, Guest, list[str]]] = []
+    """Import a source, check the kept MACs, start the guest (without its NICs:
+    tests.conversions.boot_disks), return its console up to the banner; tears the guest and
+    its volumes down afterwards."""
+    made: list[tuple[Guest, list[str]]] = []
 
     def boot(source: str, hostname: str, macs: list[str]) -> str:
         started = operator_client.post("/api/v1/imports/", {
@@ -106,36 +100,13 @@ def booted(operator_client: Client, local_pool: Pool) -> Iterator[Any]:
         job = Job.objects.get(pk=started.json()["id"])
         assert job.state == "succeeded", job.error
         guest = Guest.objects.select_related("host").get(pk=job.result["guest"])
-        made.append((guest.host, guest, job.result["volumes"]))
-        assert _macs(guest) == macs
-        for mac in macs:
-            removed = operator_client.delete(f"/api/v1/guests/{guest.pk}/nics/{mac}/")
-            assert removed.status_code == 200, removed.json()
-        answer = operator_client.post(f"/api/v1/guests/{guest.pk}/start/",
-                                      content_type="application/json")
-        assert answer.status_code == 200, answer.json()
-        expected = f"{BOOT_DISK_BANNER}: hostname={hostname}"
-        console = read_console_until(guest.host.virt_target, str(guest.uuid), expected,
-                                     BOOT_TIMEOUT)
-        assert expected in console, console[-3000:]
-        return console
+        made.append((guest, job.result["volumes"]))
+        assert defined_macs(guest) == macs
+        return boot_to_banner(operator_client, guest, hostname)
 
     yield boot
-    for host, guest, volumes in made:
-        target = host.virt_target
-        for step in (domains.destroy, domains.undefine):
-            try:
-                step(target, str(guest.uuid))
-            except VirtError:
-                pass
-        for path in volumes:
-            Path(path).unlink(missing_ok=True)
-
-
-def _macs(guest: Guest) -> list[str]:
-    defined = domains.get_domain(VirtTarget(guest.host.uri, allow_insecure=True),
-                                 str(guest.uuid)).xml
-    return [nic.mac for nic in defined.nics]
+    for guest, volumes in made:
+        remove_guest(guest, volumes)
 
 
 @pytest.mark.parametrize(("subformat", "naming"), [

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
-import struct
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ from django.test import Client
 from conversions.inspection.drivers import Drivers
 from conversions.inspection.inspector import inspect_image
 from conversions.inspection.result import BootLoader, Inspection, KernelInfo, RootInfo
-from conversions.rewrite import XEN_PV
+from conversions.rewrite.convert import XEN_PV
 from conversions.v2v.guest_devices import IDE, SATA, VIRTIO, XEN, choose_type, plan_devices
 from conversions.v2v.proposal import ImportRefused, Proposal
 from guests.models import Guest
@@ -23,12 +21,14 @@ from hosts.virt import domain_xml as dx
 from hosts.virt.capabilities import HVM_UNAVAILABLE
 from lab.bootdisk import ensure_boot_disk
 from storage.models import Volume
+from tests.conversions.boot_disks import damaged_copy
 from tests.conversions.v2v.conftest import make_vmdk
 from tests.conversions.v2v.test_import_api import post
 from xenweb.audit.models import AuditRecord
 from xenweb.jobs.models import Job
 
-PROPOSAL = Proposal(source="vm/vm.vmx", kind="vmx", name="web")
+NAME = "web"
+PROPOSAL = Proposal(source="vm/vm.vmx", kind="vmx", name=NAME)
 
 
 def found(root: str = "/dev/sda2", *, disk: tuple[str, ...] = ("ahci", "virtio_blk"),
@@ -56,7 +56,7 @@ def found(root: str = "/dev/sda2", *, disk: tuple[str, ...] = ("ahci", "virtio_b
 ])
 def test_the_disk_bus_follows_drivers_and_root_naming(
         root: str, disk: tuple[str, ...], layout: dx.DiskLayout | None) -> None:
-    plan = plan_devices(PROPOSAL, found(root, disk=disk), "qemu", dx.HVM)
+    plan = plan_devices(NAME, found(root, disk=disk), "qemu", dx.HVM)
     assert plan.layout == layout
     assert plan.notes[0].startswith("Disks: ")
 
@@ -65,11 +65,11 @@ def test_the_disk_bus_follows_drivers_and_root_naming(
     (("virtio_net", "e1000"), "virtio"), (("e1000",), "e1000"), (("8139cp",), "rtl8139"),
     ((), "")])
 def test_the_nic_model_follows_drivers(network: tuple[str, ...], model: str) -> None:
-    assert plan_devices(PROPOSAL, found(network=network), "kvm", dx.HVM).nic_model == model
+    assert plan_devices(NAME, found(network=network), "kvm", dx.HVM).nic_model == model
 
 
 def test_xen_hvm_keeps_emulated_disks() -> None:
-    plan = plan_devices(PROPOSAL, found(), "xen", dx.HVM)
+    plan = plan_devices(NAME, found(), "xen", dx.HVM)
     assert plan.layout is None and plan.nic_model == "virtio"
 
 
@@ -87,14 +87,14 @@ def test_xen_hvm_keeps_emulated_disks() -> None:
 def test_pv_needs_a_pv_kernel_blkfront_and_a_config_pygrub_reads(guest: Inspection,
                                                                  why: str) -> None:
     with pytest.raises(ImportRefused, match=f"'web' cannot run as a Xen PV guest: {why}"):
-        plan_devices(PROPOSAL, guest, "xen", dx.PV)
+        plan_devices(NAME, guest, "xen", dx.PV)
 
 
 @pytest.mark.parametrize("root", ["UUID=1", "/dev/sda2", "/dev/xvda2"])
 def test_a_pv_guest_is_converted_for_xen(root: str) -> None:
     """Any root naming: the copy's fstab and boot loader are converted (names to UUIDs where
     sd becomes xvd, the console on hvc0)."""
-    plan = plan_devices(PROPOSAL, found(root, disk=("xen_blkfront",)), "xen", dx.PV)
+    plan = plan_devices(NAME, found(root, disk=("xen_blkfront",)), "xen", dx.PV)
     assert (plan.layout, plan.nic_model, plan.rewrite) == (XEN, "", XEN_PV)
     assert "pygrub reads its syslinux configuration" in plan.notes[-1]
 
@@ -133,7 +133,7 @@ def test_a_xen_host_without_hvm_refuses_a_guest_that_cannot_be_pv() -> None:
 
 
 def test_an_uninspected_guest_gets_the_defaults() -> None:
-    plan = plan_devices(PROPOSAL, None, "qemu", dx.HVM)
+    plan = plan_devices(NAME, None, "qemu", dx.HVM)
     assert (plan.layout, plan.nic_model) == (None, "")
     assert "not inspected" in plan.notes[0]
 
@@ -174,11 +174,7 @@ def test_the_preview_shows_what_the_guest_is(operator_client: Client, area: Path
 @pytest.mark.django_db
 def test_a_damaged_partition_table_refuses_the_import(operator_client: Client, area: Path,
                                                       demo: object, tmp_path: Path) -> None:
-    raw = tmp_path / "damaged.raw"
-    shutil.copy(ensure_boot_disk("src-device", "device").path, raw)
-    with raw.open("r+b") as image:  # partition 2 now ends far beyond the disk's end
-        image.seek(446 + 16 + 12)
-        image.write(struct.pack("<I", 1 << 30))
+    raw = damaged_copy(ensure_boot_disk("src-device", "device").path, tmp_path / "damaged.raw")
     _vm(area, raw)
     answer = post(operator_client, "/api/v1/imports/inspect/", {"source": "vm/vm.vmx"})
     assert answer.status_code == 422
