@@ -25,10 +25,11 @@ drivers a converted guest may need (IDE/AHCI/SCSI HBAs, virtio, Xen front ends; 
 from each module's ``.modinfo``, as depmod does), waits up to ``xenweb.rootwait`` seconds
 (default 30) for the ``root=`` device, mounts it read-only on ``/root`` and checks that the
 fstab's ``/`` entry resolves too. Then it prints ``BOOT_DISK_BANNER`` with the hostname read
-from the disk (``banner_pattern``), or ``root <spec> not found`` plus the block devices it sees
-(``BOOT_DISK_NO_ROOT``): what a conversion that forgot to rename the disk looks like. It does not
-hand over to the root file system (which has no userland): the tiny guest's services follow in
-the initramfs (ticks, ACPI power button, poweroff on a Xen shutdown request).
+from the disk (``banner_pattern``) and the MACs of the NICs it sees (``macs=``), or
+``root <spec> not found`` plus the block devices it sees (``BOOT_DISK_NO_ROOT``): what a
+conversion that forgot to rename the disk looks like. It does not hand over to the root file
+system (which has no userland): the tiny guest's services follow in the initramfs (ticks,
+ACPI power button, poweroff on a Xen shutdown request).
 
 Images are cached in ``lab_dir()/boot-disk/<key>/`` (key: package versions, hostname, root
 naming, ``BUILDER_VERSION``), built under a lock, renamed into place when complete; the pointer
@@ -67,7 +68,7 @@ BOOT_DISK_NO_FSTAB_ROOT = "xenweb boot disk: fstab root {spec} not found"
 BOOT_DISK_DEVICES = "xenweb boot disk: block devices:"
 
 # Bump when the image content changes (layout, init step, files): it is part of the key.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: the banner names the NICs' MACs
 
 RootNaming = Literal["device", "uuid"]
 ROOT_NAMINGS: tuple[RootNaming, ...] = ("device", "uuid")
@@ -251,6 +252,13 @@ resolve() {
         /dev/*) [ -b "$1" ] && echo "$1" ;;
     esac
 }
+macs() {  # the NICs' MACs as the guest sees them, comma-separated ("none")
+    found=""
+    for nic in /sys/class/net/*; do
+        [ "${nic##*/}" = lo ] || found="$found,$(cat "$nic/address")"
+    done
+    echo "${found#,}" | grep . || echo none
+}
 not_found() {
     say "@PREFIX@: $1 $2 not found"
     say "@DEVICES@ $(ls /sys/class/block 2>/dev/null | tr '\n' ' ')"
@@ -277,7 +285,8 @@ else
         not_found "fstab root" "$fstab_root"
     else
         hostname "$name"
-        say "@BANNER@: hostname=$name root=$root_dev kernel=$(uname -r) uptime=$(uptime_s)"
+        say "@BANNER@: hostname=$name root=$root_dev kernel=$(uname -r) uptime=$(uptime_s)" \
+            "macs=$(macs)"
     fi
 fi
 """

@@ -3,8 +3,10 @@ converted guest booted on a lab host until its serial console shows the disk's b
 removed afterwards. Shared by the V2V and P2V tests.
 
 The lab hosts have no libvirt network (creating one needs a firewall tool and the network
-driver in the lab's libvirtd): the guest's NICs are removed through the API before the
-start; a test checks their MACs in the definition first (``defined_macs``)."""
+driver in the lab's libvirtd): a guest imported onto a bridge of this machine
+(tests.conversions.bridge) starts with its NICs and its banner names their MACs as the guest
+sees them; a guest whose NICs name a network has them removed through the API before the
+start (its MACs are checked in the definition, ``defined_macs``)."""
 
 from __future__ import annotations
 
@@ -39,19 +41,25 @@ def defined_macs(guest: Guest) -> list[str]:
     return [nic.mac for nic in defined.nics]
 
 
-def boot_to_banner(client: Client, guest: Guest, hostname: str) -> str:
-    """Remove the guest's NICs and start it through the API (`client` may do both), then
-    read its console until the banner naming `hostname`; the console read, asserted to hold
-    the banner."""
-    for mac in defined_macs(guest):
-        removed = client.delete(f"/api/v1/guests/{guest.pk}/nics/{mac}/")
-        assert removed.status_code == 200, removed.json()
+def boot_to_banner(client: Client, guest: Guest, hostname: str,
+                   macs: list[str] | None = None) -> str:
+    """Start the guest through the API (`client` may) and read its console until the banner
+    naming `hostname`; the console read, asserted to hold the banner. `macs`: the guest
+    starts with its NICs (on a bridge) and the banner must name these MACs; None: the NICs
+    are removed through the API first."""
+    if macs is None:
+        for mac in defined_macs(guest):
+            removed = client.delete(f"/api/v1/guests/{guest.pk}/nics/{mac}/")
+            assert removed.status_code == 200, removed.json()
     started = client.post(f"/api/v1/guests/{guest.pk}/start/", content_type="application/json")
     assert started.status_code == 200, started.json()
     expected = f"{BOOT_DISK_BANNER}: hostname={hostname}"
-    console = read_console_until(guest.host.virt_target, str(guest.uuid), expected,
+    wanted = f" macs={','.join(macs) if macs else 'none'}"
+    console = read_console_until(guest.host.virt_target, str(guest.uuid), wanted,
                                  BOOT_TIMEOUT)
-    assert expected in console, console[-3000:]
+    line = next((x for x in console.splitlines() if expected in x), "")
+    assert line, console[-3000:]
+    assert wanted in line, line  # the guest sees the kept MACs
     return console
 
 

@@ -1,8 +1,8 @@
 """Converted machines boot: the lab's bootable disk (MBR, SYSLINUX, ext4 root with fstab and a
 hostname; lab.bootdisk) in the shapes real exports have, imported through the API onto a
 real lab host, started, and watched on its serial console until the guest has mounted its
-own root file system and printed its hostname. Its NIC keeps the source's MAC (checked
-in the definition; the lab hosts have no network to start it on).
+own root file system and printed its hostname and the MACs of its NICs: the source's,
+kept (the NICs are on a bridge of this machine; the lab hosts have no libvirt network).
 
 Shapes: a VMware VM directory (lsilogic SCSI, vmxnet3 with a static MAC) with the disk as
 monolithicSparse and as twoGbMaxExtentSparse, an OVA with a streamOptimized disk, an XVA
@@ -27,6 +27,7 @@ from guests.models import Guest
 from lab.bootdisk import BootDisk, ensure_boot_disk
 from storage.models import Pool
 from tests.conversions.boot_disks import boot_to_banner, defined_macs, remove_guest
+from tests.conversions.bridge import lab_bridge
 from tests.conversions.v2v.conftest import make_vmdk
 from tests.conversions.v2v.test_export_lab import check_xva
 from xenweb.jobs.models import Job
@@ -84,17 +85,24 @@ def _xva(area: Path, disk: BootDisk, name: str) -> str:
     return f"{area.name}/{name}.xva"
 
 
+@pytest.fixture(scope="module")
+def bridge() -> Iterator[str]:
+    with lab_bridge() as name:
+        yield name
+
+
 @pytest.fixture
-def booted(operator_client: Client, local_pool: Pool) -> Iterator[Any]:
-    """Import a source, check the kept MACs, start the guest (without its NICs:
-    tests.conversions.boot_disks), return its console up to the banner; tears the guest and
-    its volumes down afterwards."""
+def booted(operator_client: Client, local_pool: Pool, bridge: str) -> Iterator[Any]:
+    """Import a source with its NICs on a bridge of this machine, check the kept MACs in
+    the definition, start the guest, return its console up to the banner, which names the
+    MACs the guest sees (tests.conversions.boot_disks); tears the guest and its volumes down
+    afterwards."""
     made: list[tuple[Guest, list[str]]] = []
 
     def boot(source: str, hostname: str, macs: list[str]) -> str:
         started = operator_client.post("/api/v1/imports/", {
             "source": source, "host": local_pool.host_id, "pool": local_pool.pk,
-            "format": "qcow2"}, content_type="application/json")
+            "format": "qcow2", "bridge": bridge}, content_type="application/json")
         assert started.status_code == 202, started.json()
         run_job(started.json()["id"], run_import, task_id="t", worker="w")
         job = Job.objects.get(pk=started.json()["id"])
@@ -102,7 +110,7 @@ def booted(operator_client: Client, local_pool: Pool) -> Iterator[Any]:
         guest = Guest.objects.select_related("host").get(pk=job.result["guest"])
         made.append((guest, job.result["volumes"]))
         assert defined_macs(guest) == macs
-        return boot_to_banner(operator_client, guest, hostname)
+        return boot_to_banner(operator_client, guest, hostname, macs)
 
     yield boot
     for guest, volumes in made:
