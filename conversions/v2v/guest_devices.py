@@ -44,24 +44,29 @@ class DevicePlan:
     notes: tuple[str, ...]
 
 
-def inspect_disk(path: str, fmt: str, label: str) -> Inspection | None:
-    """The inspection of one disk image; None (and no error) where it says nothing."""
+def inspect_disk(path: str, fmt: str, label: str, warnings: list[str]) -> Inspection | None:
+    """The inspection of one disk image; None where it says nothing, with the reason added
+    to `warnings`. ImportRefused for a damaged or hostile image."""
     try:
         return inspect_image(path, fmt)
     except DamagedImage as exc:
         raise ImportRefused(f"Inspecting {label}: {exc} Nothing was imported.") from exc
-    except InspectionError:
+    except InspectionError as exc:
+        warnings.append(f"Inspection: {label} was not inspected: {exc} Its disks and NICs "
+                        "get the target's defaults.")
         return None
 
 
 def inspect_source(proposal: Proposal) -> Inspection | None:
     """The first disk of a source whose disks are files of their own (VMX, OVF, VMDK);
-    None for OVA and XVA (inspected after conversion) and where inspection says nothing."""
+    None for OVA and XVA (inspected after conversion) and where inspection says nothing
+    (why is in the proposal's warnings)."""
     images = proposal.images
     if not images or not images[0].path or images[0].member or proposal.kind == "xva":
         return None
     disk = images[0]
-    return inspect_disk(str(import_root() / disk.path), disk.format or "raw", disk.path)
+    return inspect_disk(str(import_root() / disk.path), disk.format or "raw", disk.path,
+                        proposal.warnings)
 
 
 def _root_prefix(found: Inspection) -> str:

@@ -241,11 +241,13 @@ def _inspect_copy(plan: ImportPlan, proposal: Proposal, work: Provisioning,
         return ["The guest was not inspected (its disk is not on this machine): the disks "
                 "and NICs get the target's defaults."]
     reporter.update(reporter.job.done, message="Inspecting the converted disk", force=True)
-    found = guest_devices.inspect_disk(volume.path, plan.format, "the converted disk")
+    why_not: list[str] = []
+    found = guest_devices.inspect_disk(volume.path, plan.format, "the converted disk",
+                                       why_not)
     devices = guest_devices.plan_devices(proposal, found, work.plan.spec.domain_type,
                                          plan.os_type)
     work.adjust(disk_layout=devices.layout, nic_model=devices.nic_model)
-    return list(devices.notes)
+    return why_not or list(devices.notes)
 
 
 def _converter(plan: ImportPlan, proposal: Proposal, reporter: ProgressReporter,
