@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conversions.inspection.errors import InspectionError
-from conversions.inspection.run import ReaderFailed, run_bounded
+from conversions.inspection.run import Budget, ReaderFailed, run_bounded
 from storage.qemu_img import (
     CONVERT_ADDRESS_SPACE,
     QemuImgFailed,
@@ -64,6 +64,7 @@ class Disk:
         self._link = self._tmp / "disk.img"
         self._link.symlink_to(self._source)
         self._windows: dict[tuple[int, int], Window] = {}
+        self.readers = Budget()  # the file system readers' (windows are copied apart)
         if fmt == "raw":
             self.size = source.stat().st_size
         else:
@@ -128,7 +129,7 @@ class Disk:
             done = run_bounded(argv, max_output=65536, timeout=timeout,
                                cpu_seconds=cpu_seconds, address_space=CONVERT_ADDRESS_SPACE)
         except ReaderFailed as exc:
-            raise InspectionError(f"qemu-img could not read the image: {exc}") from exc
+            raise InspectionError(f"qemu-img could not read the image: {exc}.") from exc
         if done.returncode != 0:
             raise InspectionError(f"qemu-img could not read the image: "
                                   f"{qemu_reason(done.stderr)}")

@@ -2,9 +2,12 @@
 
 ext2/3/4 are read with e2fsprogs' `debugfs` (read-only, catastrophic mode: no bitmaps read)
 on ``image?offset=N``; FAT with mtools on ``image@@N``. Every reader is a subprocess under
-prlimit and a timeout (see run.py) with a cap on its output; only named paths are looked up,
-never a tree walked, so a looping directory cannot trap the inspection. Other file systems
-(xfs, btrfs, LVM, NTFS...) are recognised and reported as not readable here.
+prlimit and a timeout (see run.py) with a cap on its output, and all the readers of one
+inspection share a budget of seconds; only named paths are looked up, never a tree walked,
+so a looping directory cannot trap the inspection. A reader stopped by one of those bounds
+means a file system damaged beyond reading or built to trip it: DamagedImage, the image is
+refused. Other file systems (xfs, btrfs, LVM, NTFS...) are recognised and reported as not
+readable here.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import struct
 import uuid
 from dataclasses import dataclass
 
+from conversions.inspection import run
 from conversions.inspection.disk import Disk
 from conversions.inspection.errors import DamagedImage, InspectionError, UnreadableFile
-from conversions.inspection.run import ReaderFailed, run_bounded
+from conversions.inspection.run import ReaderFailed, ReaderStopped
 
 PROBE_BYTES = 68 * 1024
 MAX_LISTING = 4 * 1024**2
@@ -33,6 +37,7 @@ class Probe:
     kind: str  # "ext4", "vfat", "xfs", "btrfs", "lvm2", "swap", "ntfs", "luks", ..., or ""
     uuid: str = ""
     label: str = ""
+    size: int = 0  # the bytes the file system says it spans (ext only; 0: not read)
 
     @property
     def readable(self) -> bool:
@@ -45,7 +50,7 @@ def probe(data: bytes) -> Probe:
         compat, incompat = struct.unpack_from("<II", data, 1024 + 92)
         kind = "ext4" if incompat & 0x2C0 else "ext3" if compat & 0x4 else "ext2"
         return Probe(kind, str(uuid.UUID(bytes=data[1024 + 104:1024 + 120])),
-                     _text(data[1024 + 120:1024 + 136]))
+                     _text(data[1024 + 120:1024 + 136]), _ext_size(data, incompat))
     if data[:6] == b"LUKS\xba\xbe":
         return Probe("luks")
     if data[:4] == b"XFSB":
@@ -72,6 +77,14 @@ def probe(data: bytes) -> Probe:
         if data[54:59] in (b"FAT12", b"FAT16"):
             return Probe("vfat", _fat_id(data, 39), _text(data[43:54]))
     return Probe("")
+
+
+def _ext_size(data: bytes, incompat: int) -> int:
+    """Blocks count times block size, from an ext superblock (at byte 1024 of `data`)."""
+    blocks, log_block = struct.unpack_from("<I16xI", data, 1024 + 4)
+    if incompat & 0x80 and len(data) >= 1024 + 0x154:  # 64bit: the count's high half
+        blocks |= struct.unpack_from("<I", data, 1024 + 0x150)[0] << 32
+    return blocks * (1024 << min(log_block, 16))
 
 
 def _text(raw: bytes) -> str:
@@ -112,6 +125,14 @@ class FileSystem:
         return self.listdir(path) is not None or self.head(path, 1) is not None
 
 
+def reader_failed(label: str, exc: ReaderFailed) -> InspectionError:
+    """A reader that a bound stopped refuses the image; one that could not start does not."""
+    if isinstance(exc, ReaderStopped):
+        return DamagedImage(f"{label}: reading the file system was stopped ({exc}): it is "
+                            "damaged or built to trip its reader.")
+    return InspectionError(f"{label}: reading the file system failed: {exc}")
+
+
 def open_fs(disk: Disk, start: int, size: int, found: Probe, label: str) -> FileSystem:
     if found.kind.startswith("ext"):
         return Ext(disk, start, size, label)
@@ -124,22 +145,27 @@ def open_fs(disk: Disk, start: int, size: int, found: Probe, label: str) -> File
 class Ext(FileSystem):
     def __init__(self, disk: Disk, start: int, size: int, label: str) -> None:
         self.label = label
+        self._readers = disk.readers
         window = disk.window(start, size)
         self._device = f"{window.path}?offset={window.offset}" if window.offset \
             else window.path
 
     def _debugfs(self, request: str, max_output: int) -> tuple[bytes, str, bool]:
         try:
-            done = run_bounded(["debugfs", "-c", "-R", request, self._device],
-                               max_output=max_output)
+            done = self._readers.run(["debugfs", "-c", "-R", request, self._device],
+                                     max_output=max_output)
         except ReaderFailed as exc:
-            raise InspectionError(f"{self.label}: reading the file system failed: {exc}") \
-                from exc
+            raise reader_failed(self.label, exc) from exc
         errors = done.stderr
+        if "Memory allocation failed" in errors:  # libext2fs's EXT2_ET_NO_MEMORY
+            raise DamagedImage(f"{self.label}: reading the file system was stopped (debugfs "
+                               f"hit its memory limit of {run.READER_ADDRESS_SPACE // 1024**2} "
+                               "MiB): it is damaged or built to trip its reader.")
         if "while trying to open" in errors or "Filesystem not open" in errors:
             why = next((line for line in errors.splitlines() if "while" in line), errors)
-            raise DamagedImage(f"{self.label}: the file system is damaged: "
-                                  f"{why.removeprefix('debugfs: ').strip()}")
+            why = why.removeprefix("debugfs: ").split(" while trying to open")[0].strip()
+            raise DamagedImage(f"{self.label}: the file system is damaged: {why} (debugfs "
+                               "cannot open it).")
         if done.returncode != 0 and not done.truncated:
             raise InspectionError(f"{self.label}: debugfs failed: {_last(errors)}")
         return done.stdout, errors, done.truncated
@@ -221,17 +247,18 @@ class Ext(FileSystem):
 class Fat(FileSystem):
     def __init__(self, disk: Disk, start: int, size: int, label: str) -> None:
         self.label = label
+        self._readers = disk.readers
         window = disk.window(start, size)
         self._image = f"{window.path}@@{window.offset}" if window.offset else window.path
 
     def _mtools(self, argv: list[str], max_output: int) -> tuple[bytes, bool] | None:
         try:
-            done = run_bounded([argv[0], "-i", self._image, *argv[1:]], max_output=max_output,
-                               env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin",
-                                    "LC_ALL": "C"})
+            done = self._readers.run([argv[0], "-i", self._image, *argv[1:]],
+                                     max_output=max_output,
+                                     env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin",
+                                          "LC_ALL": "C"})
         except ReaderFailed as exc:
-            raise InspectionError(f"{self.label}: reading the file system failed: {exc}") \
-                from exc
+            raise reader_failed(self.label, exc) from exc
         if done.returncode != 0 and not done.truncated:
             if "not found" in done.stderr:
                 return None

@@ -18,7 +18,7 @@ from conversions.inspection.bootcode import mbr_boot_code
 from conversions.inspection.configs import BootEntry
 from conversions.inspection.disk import Disk
 from conversions.inspection.drivers import Drivers, drivers, parse_config
-from conversions.inspection.errors import InspectionError, UnreadableFile
+from conversions.inspection.errors import DamagedImage, InspectionError, UnreadableFile
 from conversions.inspection.filesystems import PROBE_BYTES, Entry, FileSystem, open_fs, probe
 from conversions.inspection.initramfs import MAX_INITRAMFS, read_initramfs
 from conversions.inspection.kernel import MACHINES, MAX_KERNEL_IMAGE, inspect_kernel
@@ -134,6 +134,11 @@ class _Inspector:
             return PartitionInfo(part.number, part.start, part.size, part.type, part.type_name,
                                  part.bootable, "", "", "", False, part.guid)
         found = probe(self.disk.read(part.start, min(PROBE_BYTES, part.size)))
+        if found.size > part.size:  # Linux refuses to mount it too
+            where = "its partition" if part.number else "the disk"
+            raise DamagedImage(f"{label}: the {found.kind} file system spans {found.size} "
+                               f"bytes but {where} holds {part.size}: the image is truncated "
+                               "or the partition table is damaged.")
         if found.readable:
             self.fs[part.number] = open_fs(self.disk, part.start, part.size, found, label)
             self.kinds[part.number] = found.kind
@@ -350,6 +355,8 @@ class _Inspector:
         try:
             data = self.fs[found.number].read(found.path, MAX_KERNEL_IMAGE) or b""
             facts = inspect_kernel(data)
+        except DamagedImage:
+            raise  # the file system refuses the image, not just this file
         except InspectionError as exc:
             self.warn(f"The kernel image could not be read: {exc}")
             facts = None
@@ -390,6 +397,8 @@ class _Inspector:
         path = posixpath.join(posixpath.dirname(kernel.path), f"config-{version}")
         try:
             data = self._read(kernel.number, path, MAX_KERNEL_CONFIG)
+        except DamagedImage:
+            raise
         except InspectionError as exc:
             self.warn(f"The kernel configuration could not be read: {exc}")
             return None
@@ -412,6 +421,8 @@ class _Inspector:
         try:
             data = self.fs[found.number].read(found.path, MAX_INITRAMFS) or b""
             return read_initramfs(data).modules, self._where(found)
+        except DamagedImage:
+            raise
         except InspectionError as exc:
             self.warn(f"The initramfs {self._where(found)} could not be read: {exc}")
             return None, self._where(found)
@@ -421,6 +432,8 @@ class _Inspector:
             try:
                 real = self._has(root, path)
                 head = self.fs[root].head(real, 64) if real else None
+            except DamagedImage:
+                raise
             except InspectionError:
                 continue
             if head and head[:4] == b"\x7fELF" and len(head) >= 20:

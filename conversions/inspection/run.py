@@ -1,5 +1,6 @@
 """Readers run as subprocesses: an argument list, `prlimit` bounds (address space, CPU
-seconds), a wall-clock timeout and a cap on what they may print."""
+seconds), a wall-clock timeout and a cap on what they may print; and a budget, the seconds
+all the readers of one inspection may take together."""
 
 from __future__ import annotations
 
@@ -15,11 +16,17 @@ from storage.qemu_img import limited
 READER_ADDRESS_SPACE = 512 * 1024**2
 READER_CPU_SECONDS = 20
 READER_TIMEOUT = 30.0
+INSPECTION_READER_SECONDS = 120.0
 MAX_STDERR = 64 * 1024
 
 
 class ReaderFailed(Exception):
     """The reader was stopped by a bound or could not start; `str()` says which."""
+
+
+class ReaderStopped(ReaderFailed):
+    """A bound stopped the reader (CPU time, memory, wall clock, the inspection's budget):
+    what it read was built to make it run on, or is damaged beyond reading."""
 
 
 @dataclass(frozen=True)
@@ -30,11 +37,14 @@ class Output:
     truncated: bool  # stdout reached the cap and the reader was stopped
 
 
-def run_bounded(argv: list[str], *, max_output: int, timeout: float = READER_TIMEOUT,
-                cpu_seconds: int = READER_CPU_SECONDS,
-                address_space: int = READER_ADDRESS_SPACE,
+def run_bounded(argv: list[str], *, max_output: int, timeout: float | None = None,
+                cpu_seconds: int | None = None, address_space: int | None = None,
                 env: dict[str, str] | None = None) -> Output:
-    """Run `argv` under the bounds; stdout beyond `max_output` bytes stops it (truncated)."""
+    """Run `argv` under the bounds (this module's READER_* unless given); stdout beyond
+    `max_output` bytes stops it (truncated). ReaderStopped when a bound stopped it."""
+    timeout = READER_TIMEOUT if timeout is None else timeout
+    cpu_seconds = cpu_seconds or READER_CPU_SECONDS
+    address_space = address_space or READER_ADDRESS_SPACE
     try:
         process = subprocess.Popen(
             limited(argv, cpu_seconds=cpu_seconds, address_space=address_space),
@@ -55,7 +65,7 @@ def run_bounded(argv: list[str], *, max_output: int, timeout: float = READER_TIM
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     _kill(process)
-                    raise ReaderFailed(f"{argv[0]} took longer than {timeout:g} s.")
+                    raise ReaderStopped(f"{argv[0]} took longer than {timeout:g} s")
                 for key, _ in selector.select(remaining):
                     chunk = os.read(key.fd, 65536)
                     if not chunk:
@@ -78,10 +88,43 @@ def run_bounded(argv: list[str], *, max_output: int, timeout: float = READER_TIM
             process.stderr.close()
     returncode = process.wait()
     if not truncated and returncode in (-signal.SIGXCPU, -signal.SIGKILL):
-        raise ReaderFailed(f"{argv[0]} hit its CPU time limit.")
+        raise ReaderStopped(f"{argv[0]} hit its CPU time limit of {cpu_seconds} s")
     if not truncated and returncode in (-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS):
-        raise ReaderFailed(f"{argv[0]} crashed or hit its memory limit.")
+        raise ReaderStopped(f"{argv[0]} crashed or hit its memory limit of "
+                            f"{address_space // 1024**2} MiB")
     return Output(returncode, bytes(out), err.decode(errors="replace"), truncated)
+
+
+class Budget:
+    """The wall-clock seconds all the readers of one inspection may take together
+    (INSPECTION_READER_SECONDS): a file system on which every lookup stays just under a
+    reader's own bounds would otherwise hold the inspection for as many times those bounds
+    as it makes lookups."""
+
+    def __init__(self, seconds: float | None = None) -> None:
+        self.seconds = INSPECTION_READER_SECONDS if seconds is None else seconds
+        self.used = 0.0
+
+    def run(self, argv: list[str], *, max_output: int,
+            env: dict[str, str] | None = None) -> Output:
+        """`run_bounded` with what is left of the budget as its timeout (at most
+        READER_TIMEOUT); ReaderStopped when the budget is spent."""
+        left = self.seconds - self.used
+        if left <= 0:
+            raise ReaderStopped(self._spent())
+        started = time.monotonic()
+        try:
+            return run_bounded(argv, max_output=max_output, env=env,
+                               timeout=min(READER_TIMEOUT, left))
+        except ReaderStopped as exc:
+            if time.monotonic() - started >= left:
+                raise ReaderStopped(self._spent()) from exc
+            raise
+        finally:
+            self.used += time.monotonic() - started
+
+    def _spent(self) -> str:
+        return f"the readers took longer than {self.seconds:g} s in all"
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
@@ -105,7 +148,7 @@ def run_to_file(argv: list[str], out_path: str, *, max_bytes: int,
                                   stderr=subprocess.DEVNULL, timeout=timeout,
                                   start_new_session=True, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise ReaderFailed(f"{argv[0]} took longer than {timeout:g} s.") from exc
+        raise ReaderStopped(f"{argv[0]} took longer than {timeout:g} s") from exc
     except OSError as exc:
         raise ReaderFailed(f"{argv[0]} could not be started: {exc.strerror}") from exc
     return done.returncode

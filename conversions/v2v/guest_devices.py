@@ -24,6 +24,7 @@ read (Windows, a blank disk, xfs...) is imported with today's defaults and a war
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from conversions.inspection.errors import DamagedImage, InspectionError
@@ -58,24 +59,29 @@ class DevicePlan:
     rewrite: GuestTarget | None = None  # the copy is converted for this target
 
 
-def inspect_disk(path: str, fmt: str, label: str) -> Inspection | None:
-    """The inspection of one disk image; None (and no error) where it says nothing."""
+def inspect_disk(path: str, fmt: str, label: str, warnings: list[str]) -> Inspection | None:
+    """The inspection of one disk image; None where it says nothing, with the reason added
+    to `warnings`. ImportRefused for a damaged or hostile image."""
     try:
         return inspect_image(path, fmt)
     except DamagedImage as exc:
         raise ImportRefused(f"Inspecting {label}: {exc} Nothing was imported.") from exc
-    except InspectionError:
+    except InspectionError as exc:
+        warnings.append(f"Inspection: {label} was not inspected: {exc} Its disks and NICs "
+                        "get the target's defaults.")
         return None
 
 
 def inspect_source(proposal: Proposal) -> Inspection | None:
     """The first disk of a source whose disks are files of their own (VMX, OVF, VMDK);
-    None for OVA and XVA (inspected after conversion) and where inspection says nothing."""
+    None for OVA and XVA (inspected after conversion) and where inspection says nothing
+    (why is in the proposal's warnings)."""
     images = proposal.images
     if not images or not images[0].path or images[0].member or proposal.kind == "xva":
         return None
     disk = images[0]
-    return inspect_disk(str(import_root() / disk.path), disk.format or "raw", disk.path)
+    return inspect_disk(str(import_root() / disk.path), disk.format or "raw", disk.path,
+                        proposal.warnings)
 
 
 def _root_prefix(found: Inspection) -> str:
@@ -194,8 +200,11 @@ def adjust_to_copy(work: Provisioning, name: str, path: str | None, fmt: str,
     log and result. ImportRefused for a damaged image or a guest that cannot run as asked."""
     if path is None:
         return None, DevicePlan(None, "", (NOT_HERE,))
-    found = inspect_disk(path, fmt, label)
+    why_not: list[str] = []
+    found = inspect_disk(path, fmt, label, why_not)
     spec = work.plan.spec
     devices = plan_devices(name, found, spec.domain_type, spec.os_type)
     work.adjust(disk_layout=devices.layout, nic_model=devices.nic_model)
+    if why_not:
+        devices = dataclasses.replace(devices, notes=tuple(why_not))
     return found, devices

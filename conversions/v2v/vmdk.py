@@ -4,8 +4,10 @@ Supported: monolithicSparse and streamOptimized (one file, descriptor embedded),
 monolithicFlat, vmfs, twoGbMaxExtentSparse and twoGbMaxExtentFlat (a text descriptor
 naming extent files). Every extent must be a plain file name beside the descriptor
 (no paths, no `..`, no links); child disks (`parentCID`, `parentFileNameHint`) and raw
-device mappings are refused; the extents' declared sizes must match the files. Then
-qemu-img, with `-f vmdk` only, must agree: no backing file, same extents, same size.
+device mappings are refused; the extents' declared sizes must match the files, and an
+uncompressed sparse extent's grain tables must point inside its file (`check_grains`: qemu
+reads a grain past the end of a file cut short as zeros, and converts it without a word).
+Then qemu-img, with `-f vmdk` only, must agree: no backing file, same extents, same size.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import os
 import re
 import struct
+import sys
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +29,13 @@ SECTOR = 512
 SPARSE_MAGIC = b"KDMV"
 ESX_SPARSE_MAGIC = b"COWD"
 HEADER = struct.Struct("<4sIIQQQQ")  # magic, version, flags, capacity, grain, desc off/size
+# ... then entries per grain table, redundant and primary grain directory offsets.
+GRAIN_HEADER = struct.Struct("<4sIIQQQQIQQ")
+COMPRESSED_GRAINS = 1 << 16  # streamOptimized: qemu-img fails reading one cut short
+GD_AT_END = 0xFFFFFFFFFFFFFFFF
+GTES_PER_GT = 512  # the VMDK specification's only value
+MAX_GRAIN_TABLES = 32 * 1024 * 1024  # qemu's own limit on the grain directory
+GD_CHUNK = 64 * 1024  # grain directory entries read at once
 MAX_DESCRIPTOR = 64 * 1024
 NO_PARENT = "ffffffff"
 MAX_EXTENTS = 4096  # a twoGbMaxExtent disk of 8 TiB has 4096
@@ -120,6 +131,66 @@ def _sparse_header(path: Path) -> tuple[int, int, int]:
     return capacity, desc_offset, desc_size
 
 
+def _entries(raw: bytes) -> array[int]:
+    """Little-endian 32-bit sector numbers."""
+    values = array("I", raw)
+    if values.itemsize != 4:  # pragma: no cover - every platform qemu runs on has 4
+        values = array("L", raw)
+    if sys.byteorder == "big":  # pragma: no cover
+        values.byteswap()
+    return values
+
+
+def check_grains(path: Path) -> None:
+    """Refuse a hosted sparse extent (monolithicSparse, a twoGbMaxExtentSparse part) whose
+    grain directory, grain tables or grains lie past its file's end: a copy or download
+    that stopped early."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(GRAIN_HEADER.size)
+        if len(head) < GRAIN_HEADER.size:
+            raise ImportRefused(f"'{path.name}' is truncated: it ends inside its VMDK header.")
+        (_magic, _version, flags, capacity, grain, _desc_offset, _desc_size, per_table,
+         _redundant, directory) = GRAIN_HEADER.unpack(head)
+        if flags & COMPRESSED_GRAINS or directory == GD_AT_END:
+            return
+        if per_table != GTES_PER_GT or grain < 8 or grain & (grain - 1):
+            raise ImportRefused(f"'{path.name}' has grains of {grain} sectors in tables of "
+                                f"{per_table}: not a VMDK sparse extent's geometry.")
+        tables = -(-capacity // (grain * per_table))
+        if tables > MAX_GRAIN_TABLES:
+            raise ImportRefused(f"'{path.name}' has {tables} grain tables: refused.")
+        end = _grains_end(handle, directory * SECTOR, tables, grain)
+    if end > size:
+        raise ImportRefused(f"'{path.name}' is truncated: its grain tables name data up to "
+                            f"byte {end}, but the file has {size} bytes (a copy or download "
+                            "that stopped early?).")
+
+
+def _grains_end(handle: BinaryIO, directory: int, tables: int, grain: int) -> int:
+    """The end, in bytes, of the last grain table or grain the directory at `directory`
+    names (zero entries are unallocated, ones are zeroed grains)."""
+    end = directory + tables * 4
+    seen: set[int] = set()
+    for first in range(0, tables, GD_CHUNK):
+        count = min(GD_CHUNK, tables - first)
+        handle.seek(directory + first * 4)
+        raw = handle.read(count * 4)
+        if len(raw) < count * 4:
+            return end  # the directory itself runs past the end
+        for table in set(_entries(raw)) - seen - {0}:
+            seen.add(table)
+            end = max(end, (table * SECTOR) + GTES_PER_GT * 4)
+            handle.seek(table * SECTOR)
+            raw_table = handle.read(GTES_PER_GT * 4)
+            if len(raw_table) < GTES_PER_GT * 4:
+                return end
+            last = max(_entries(raw_table))
+            if last > 1:
+                end = max(end, (last + grain) * SECTOR)
+    return end
+
+
 def embedded_descriptor(handle: BinaryIO, base: int, name: str) -> Descriptor:
     """The descriptor inside a hosted sparse VMDK that starts at `base` in `handle`."""
     handle.seek(base)
@@ -193,6 +264,7 @@ def _check_extent(directory: Path, extent: Extent, allowed: set[str]) -> Path | 
         if capacity != extent.sectors:
             raise ImportRefused(f"The extent '{extent.file}' holds {capacity * SECTOR} bytes "
                                 f"but its descriptor declares {extent.sectors * SECTOR}.")
+        check_grains(path)
     return path
 
 
@@ -212,6 +284,7 @@ def check_vmdk(path: Path) -> VmdkFacts:
             raise ImportRefused(f"'{path.name}' has an embedded descriptor of type '{kind}'.")
         if len(descriptor.extents) != 1 or descriptor.extents[0].file != path.name:
             raise ImportRefused(f"The sparse '{path.name}' must name only itself as extent.")
+        check_grains(path)
     else:
         if kind not in TEXT_TYPES:
             raise ImportRefused(f"VMDK type '{kind}' is not supported (monolithicSparse, "

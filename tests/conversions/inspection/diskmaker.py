@@ -64,7 +64,10 @@ def write_disk(path: Path, size: int, parts: list[Part], *, scheme: str = "mbr",
                 disk.seek(part.start * SECTOR)
                 with open(part.image, "rb") as image:
                     while chunk := image.read(MIB):
-                        disk.write(chunk)
+                        if chunk.count(0) == len(chunk):  # keep a sparse image's holes
+                            disk.seek(len(chunk), os.SEEK_CUR)
+                        else:
+                            disk.write(chunk)
     return path
 
 
@@ -101,8 +104,10 @@ def _write_gpt(disk: object, size: int, parts: list[Part], code: bytes) -> None:
     disk.write(protective + header + array)  # type: ignore[attr-defined]
 
 
-def ext4(path: Path, root: Path, mib: int, *, label: str = "", fs_uuid: str = "") -> Path:
-    argv = ["mkfs.ext4", "-q", "-F", "-d", str(root)]
+def ext4(path: Path, root: Path, mib: int, *, label: str = "", fs_uuid: str = "",
+         options: tuple[str, ...] = ()) -> Path:
+    """An ext4 image of `mib` MiB holding the tree `root`; `options` go to mkfs.ext4."""
+    argv = ["mkfs.ext4", "-q", "-F", *options, "-d", str(root)]
     argv += ["-L", label] if label else []
     argv += ["-U", fs_uuid] if fs_uuid else []
     with open(path, "wb") as image:

@@ -9,6 +9,7 @@ import pytest
 
 from conversions.inspection.errors import InspectionError
 from conversions.inspection.partitions import ESP, read_table
+from tests.conversions.inspection import hostile
 from tests.conversions.inspection.diskmaker import (
     LINUX,
     MIB,
@@ -77,14 +78,8 @@ def test_damaged_mbr_is_refused_by_name(tmp_path: Path, entries: list[tuple[int,
 
 
 def test_looping_extended_chain_is_refused(tmp_path: Path) -> None:
-    disk = raw_disk(tmp_path, mbr_sector([(0, 0x05, 2048, 16384)]), size=16 * MIB)
-    with open(disk, "r+b") as out:
-        out.seek(2048 * SECTOR)  # a logical partition, then a link back to itself
-        out.write(mbr_sector([(0, 0x83, 2048, 2048), (0, 0x05, 4096, 4096)], disk_id=0))
-        out.seek(6144 * SECTOR)
-        out.write(mbr_sector([(0, 0x83, 2048, 1024), (0, 0x05, 4096, 4096)], disk_id=0))
     with pytest.raises(InspectionError, match="chain loops"):
-        table_of(disk)
+        table_of(hostile.looping_extended_disk(tmp_path))
 
 
 def test_logical_outside_extended_is_refused(tmp_path: Path) -> None:

@@ -110,6 +110,21 @@ def test_truncated_sparse_is_refused(area: Path, tmp_path: Path) -> None:
         check_vmdk(disk)
 
 
+@pytest.mark.parametrize(("subformat", "extent"), [("monolithicSparse", "g.vmdk"),
+                                                   ("twoGbMaxExtentSparse", "g-s001.vmdk")])
+def test_sparse_extent_missing_its_last_grains_is_refused(area: Path, tmp_path: Path,
+                                                          subformat: str, extent: str) -> None:
+    """qemu-img reads a grain past the end of the file as zeros and converts the disk
+    without a word: the grain tables must point inside the file."""
+    disk = make_vmdk(area, "g", subformat, patterned_raw(tmp_path / "s.raw", SIZE))
+    full = os.path.getsize(area / extent)
+    os.truncate(area / extent, full - 512)
+    with pytest.raises(ImportRefused, match=rf"'{extent}' is truncated: its grain tables "
+                                            rf"name data up to byte {full}, but the file has "
+                                            rf"{full - 512} bytes"):
+        check_vmdk(disk)
+
+
 def test_streamoptimized_cut_short_fails_in_qemu_img(area: Path, tmp_path: Path) -> None:
     disk = make_vmdk(area, "c", "streamOptimized", patterned_raw(tmp_path / "s.raw", SIZE))
     os.truncate(disk, os.path.getsize(disk) // 2)
