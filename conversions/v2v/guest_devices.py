@@ -31,6 +31,7 @@ from conversions.inspection.errors import DamagedImage, InspectionError
 from conversions.inspection.inspector import inspect_image
 from conversions.inspection.result import Inspection
 from conversions.rewrite.convert import PYGRUB_READS, XEN_PV, GuestTarget
+from conversions.v2v import inspection_cache
 from conversions.v2v.proposal import ImportRefused, Proposal
 from conversions.v2v.sources import import_root
 from guests.provisioning import Provisioning
@@ -75,13 +76,15 @@ def inspect_disk(path: str, fmt: str, label: str, warnings: list[str]) -> Inspec
 def inspect_source(proposal: Proposal) -> Inspection | None:
     """The first disk of a source whose disks are files of their own (VMX, OVF, VMDK);
     None for OVA and XVA (inspected after conversion) and where inspection says nothing
-    (why is in the proposal's warnings)."""
+    (why is in the proposal's warnings). Inspected once for the preview, the start and the
+    job while the files stay the same (inspection_cache)."""
     images = proposal.images
     if not images or not images[0].path or images[0].member or proposal.kind == "xva":
         return None
     disk = images[0]
-    return inspect_disk(str(import_root() / disk.path), disk.format or "raw", disk.path,
-                        proposal.warnings)
+    path, fmt = import_root() / disk.path, disk.format or "raw"
+    return inspection_cache.remembered(
+        path, fmt, lambda: inspect_disk(str(path), fmt, disk.path, proposal.warnings))
 
 
 def _root_prefix(found: Inspection) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,36 @@ def test_asking_for_hvm_on_a_host_without_it_is_refused_before_the_job(
     assert refused.status_code == 422, refused.json()
     assert refused.json()["detail"] == HVM_UNAVAILABLE
     assert (Volume.objects.count(), Job.objects.count()) == (volumes, jobs)
+
+
+@pytest.mark.django_db
+def test_a_source_is_inspected_once_while_its_files_stay_the_same(
+        operator_client: Client, area: Path, demo: Host, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Preview, start and job share one inspection (the cache's Redis); a disk replaced in
+    between (a new file: new inode and change time) is inspected again."""
+    from conversions.v2v import guest_devices
+
+    calls: list[str] = []
+    real = guest_devices.inspect_image
+
+    def counted(path: str, fmt: str = "raw") -> Inspection:
+        calls.append(str(path))
+        return real(path, fmt)
+
+    monkeypatch.setattr(guest_devices, "inspect_image", counted)
+    _vm(area, ensure_boot_disk("src-device", "device").path)
+    for _ in range(2):
+        answer = post(operator_client, "/api/v1/imports/inspect/", {"source": "vm/vm.vmx"})
+        assert answer.status_code == 200 and answer.json()["inspection"]["hostname"]
+    job = _import_on_demo(operator_client, demo, {}, monkeypatch, format="raw")
+    assert job.state == "succeeded", job.error
+    # the preview twice, the start, the job: the source once; the copy is not reinspected
+    assert [Path(c).name for c in calls] == ["disk0.vmdk"]
+    vmdk = area / "vm" / "disk0.vmdk"
+    replaced = tmp_path / "replaced.vmdk"
+    shutil.copy(vmdk, replaced)
+    replaced.replace(vmdk)
+    answer = post(operator_client, "/api/v1/imports/inspect/", {"source": "vm/vm.vmx"})
+    assert answer.status_code == 200
+    assert [Path(c).name for c in calls] == ["disk0.vmdk"] * 2
