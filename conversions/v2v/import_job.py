@@ -257,6 +257,19 @@ def _volumes(plan: ImportPlan, proposal: Proposal) -> list[NewVolume]:
 
 
 @dataclass
+class Notes:
+    """What the import chose and changed: the job's log, as it happens, and its result."""
+
+    reporter: ProgressReporter
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, *lines: str) -> None:
+        for line in lines:
+            self.lines.append(line)
+            self.reporter.log(line)
+
+
+@dataclass
 class FirstDisk:
     """What happens to the converted first disk before its volume gets it: the inspection
     of a source that could not be inspected in place (OVA, XVA), and the guest conversion
@@ -265,7 +278,7 @@ class FirstDisk:
     plan: ImportPlan
     proposal: Proposal
     reporter: ProgressReporter
-    notes: list[str]
+    notes: Notes
     found: Inspection | None = None
     devices: guest_devices.DevicePlan | None = None
 
@@ -279,7 +292,7 @@ class FirstDisk:
             self._status("Inspecting the converted disk")
             self.found, self.devices = guest_devices.adjust_to_copy(
                 work, self.proposal.name, path, fmt, "the converted disk")
-            self.notes.extend(self.devices.notes)
+            self.notes.add(*self.devices.notes)
         target = self.devices.rewrite
         if target is None or self.found is None:
             return
@@ -291,7 +304,7 @@ class FirstDisk:
         except ConversionFailed as exc:
             raise ImportRefused(f"Converting the guest for {target.label}: {exc} Nothing "
                                 "was imported.") from exc
-        self.notes.extend(f"Conversion: {change}" for change in changes)
+        self.notes.add(*(f"Conversion: {change}" for change in changes))
 
     def _status(self, message: str) -> None:
         self.reporter.update(self.reporter.job.done, message=message, force=True)
@@ -349,17 +362,17 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         reporter.update(0, message=f"Inspecting {params['source']}", force=True)
         proposal = inspect(params["source"])
         plan = plan_import(proposal, params)
-        notes: list[str] = []
+        notes = Notes(reporter)
         found = guest_devices.inspect_source(proposal)
         if why := settle_type(plan, proposal, found, params):
-            notes.append(why)
+            notes.add(why)
         guest_plan = guest_for(plan, proposal)
         first = FirstDisk(plan, proposal, reporter, notes, found)
         if found is not None:  # inspected before anything is copied
             proposal.inspection = found.as_dict()
             first.devices = guest_devices.plan_devices(
                 proposal.name, found, guest_plan.spec.domain_type, plan.os_type)
-            notes.extend(first.devices.notes)
+            notes.add(*first.devices.notes)
         total = sum(d.virtual_size for d in proposal.images) or 1
         reporter.update(0, total=total, unit=Job.Unit.BYTES, force=True)
         if proposal.kind == "ova":
@@ -377,4 +390,4 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     record("guest.import", user=job.owner, target=guest, source=params["source"],
            disks=len(made), format=plan.format)
     return {"guest": guest.pk, "name": guest.name, "type": plan.os_type, "volumes": made,
-            "warnings": proposal.warnings, "devices": notes}
+            "warnings": proposal.warnings, "devices": notes.lines}

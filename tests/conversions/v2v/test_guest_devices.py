@@ -229,6 +229,8 @@ def test_a_pv_import_converts_the_copy_and_never_the_source(
     assert any(n.startswith("Conversion: /etc/fstab (partition 2): /dev/sda2 → UUID=")
                for n in notes)
     assert any("console=hvc0 added" in n for n in notes)
+    logged = [line for _, line in job.log]
+    assert all(note in logged for note in notes)  # each step in the job's log as well
     assert (area / "vm" / "disk0.vmdk").read_bytes() == source
     (data,) = captured.values()
     copy = tmp_path / f"copy.{fmt}"
