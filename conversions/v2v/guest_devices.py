@@ -153,14 +153,14 @@ def _runs(host: Host, os_type: str) -> bool:
     return True
 
 
-def choose_type(host: Host, proposal: Proposal, found: Inspection | None,
+def choose_type(host: Host, name: str, source_type: str, found: Inspection | None,
                 requested: str) -> tuple[str, str]:
     """The guest's type and why: the one asked for; else, on a host that runs Xen PV
     guests, PV where the inspected guest can be one, HVM where it cannot (ImportRefused
     with the host's HVM-unavailable message and the reason where the host has no HVM)."""
     if requested:
         return dx.GUEST_TYPES.get(requested, ""), ""
-    default = dx.GUEST_TYPES.get(proposal.type, dx.HVM)
+    default = dx.GUEST_TYPES.get(source_type, dx.HVM)
     offered = {kind for kind in (dx.PV, dx.HVM) if _runs(host, kind)}
     if dx.PV not in offered or found is None:
         return default, ""
@@ -169,7 +169,7 @@ def choose_type(host: Host, proposal: Proposal, found: Inspection | None,
         return dx.PV, ("Type: Xen PV, booted by pygrub (chosen: the host runs PV guests and "
                        "the guest's kernel supports it).")
     if dx.HVM not in offered:
-        raise ImportRefused(f"{HVM_UNAVAILABLE} '{proposal.name}' cannot run as a Xen PV "
+        raise ImportRefused(f"{HVM_UNAVAILABLE} '{name}' cannot run as a Xen PV "
                             f"guest either: {obstacle}.")
     return dx.HVM, f"Type: HVM (not PV: {obstacle})."
 

@@ -291,7 +291,7 @@ class FirstDisk:
         if self.devices is None:
             self._status("Inspecting the converted disk")
             self.found, self.devices = guest_devices.adjust_to_copy(
-                work, self.proposal.name, path, fmt, "the converted disk")
+                work, self.plan.name, path, fmt, "the converted disk")
             self.notes.add(*self.devices.notes)
         target = self.devices.rewrite
         if target is None or self.found is None:
@@ -349,7 +349,7 @@ def settle_type(plan: ImportPlan, proposal: Proposal, found: Inspection | None,
                 params: dict[str, Any]) -> str:
     """The guest type where the request names none (guest_devices.choose_type); the note
     saying why, "" where it was asked for."""
-    os_type, why = guest_devices.choose_type(plan.host, proposal, found,
+    os_type, why = guest_devices.choose_type(plan.host, plan.name, proposal.type, found,
                                              params.get("type") or "")
     plan.os_type = os_type or plan.os_type
     return why
@@ -371,7 +371,7 @@ def run_import(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
         if found is not None:  # inspected before anything is copied
             proposal.inspection = found.as_dict()
             first.devices = guest_devices.plan_devices(
-                proposal.name, found, guest_plan.spec.domain_type, plan.os_type)
+                plan.name, found, guest_plan.spec.domain_type, plan.os_type)
             notes.add(*first.devices.notes)
         total = sum(d.virtual_size for d in proposal.images) or 1
         reporter.update(0, total=total, unit=Job.Unit.BYTES, force=True)

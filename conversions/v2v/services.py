@@ -46,7 +46,7 @@ def start_import(params: dict[str, Any], *, user: Any, request: Any = None) -> J
         settle_type(plan, proposal, found, params)
         guest_plan = guest_for(plan, proposal)  # the host runs the type (capabilities)
         if found is not None:
-            guest_devices.plan_devices(proposal.name, found, guest_plan.spec.domain_type,
+            guest_devices.plan_devices(plan.name, found, guest_plan.spec.domain_type,
                                        plan.os_type)
     except ImportRefused as exc:
         record("guest.import", user=user, request=request, target_type="import",

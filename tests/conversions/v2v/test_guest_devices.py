@@ -14,7 +14,7 @@ from conversions.inspection.inspector import inspect_image
 from conversions.inspection.result import BootLoader, Inspection, KernelInfo, RootInfo
 from conversions.rewrite.convert import XEN_PV
 from conversions.v2v.guest_devices import IDE, SATA, VIRTIO, XEN, choose_type, plan_devices
-from conversions.v2v.proposal import ImportRefused, Proposal
+from conversions.v2v.proposal import ImportRefused
 from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import VirtTarget, domains
@@ -29,7 +29,6 @@ from xenweb.audit.models import AuditRecord
 from xenweb.jobs.models import Job
 
 NAME = "web"
-PROPOSAL = Proposal(source="vm/vm.vmx", kind="vmx", name=NAME)
 
 
 def found(root: str = "/dev/sda2", *, disk: tuple[str, ...] = ("ahci", "virtio_blk"),
@@ -121,13 +120,13 @@ PV_READY = found("/dev/sda2", disk=("xen_blkfront", "ahci"))
 def test_the_guest_type_where_none_is_asked_for(host: Host, guest: Inspection | None,
                                                 requested: str, chosen: str,
                                                 why: str) -> None:
-    os_type, note = choose_type(host, PROPOSAL, guest, requested)
+    os_type, note = choose_type(host, NAME, "hvm", guest, requested)
     assert os_type == chosen and note.startswith(why) and bool(note) == bool(why)
 
 
 def test_a_xen_host_without_hvm_refuses_a_guest_that_cannot_be_pv() -> None:
     with pytest.raises(ImportRefused) as refused:
-        choose_type(_host("xen"), PROPOSAL, found(disk=("ahci",)), "")
+        choose_type(_host("xen"), NAME, "hvm", found(disk=("ahci",)), "")
     assert str(refused.value) == (
         f"{HVM_UNAVAILABLE} 'web' cannot run as a Xen PV guest either: it has no "
         "xen-blkfront driver for its disks.")
@@ -247,12 +246,10 @@ def test_a_pv_import_converts_the_copy_and_never_the_source(
 @pytest.mark.django_db
 def test_asking_for_hvm_on_a_host_without_it_is_refused_before_the_job(
         operator_client: Client, area: Path, demo: Host) -> None:
-    """The demo host with the capabilities of the lab's Xen dom0s (PV only, no VT-x), as
-    cached on its row: the refusal is Xen's own message, and nothing is queued or made."""
+    """On a host with the capabilities of the lab's Xen dom0s (_pv_only) the refusal is
+    Xen's own message, and nothing is queued or made."""
     _vm(area, ensure_boot_disk("src-device", "device").path)
-    demo.capabilities = {**demo.capabilities, "guests": [
-        g for g in demo.capabilities["guests"] if g["os_type"] == "xen"]}
-    demo.save(update_fields=["capabilities"])
+    _pv_only(demo)
     volumes, jobs = Volume.objects.count(), Job.objects.count()
     pool = demo.pools.get(name="default")  # type: ignore[attr-defined]
     refused = post(operator_client, "/api/v1/imports/", {
@@ -293,3 +290,45 @@ def test_a_source_is_inspected_once_while_its_files_stay_the_same(
     answer = post(operator_client, "/api/v1/imports/inspect/", {"source": "vm/vm.vmx"})
     assert answer.status_code == 200
     assert [Path(c).name for c in calls] == ["disk0.vmdk"] * 2
+
+
+def _no_pv_source(area: Path, tmp_path: Path) -> None:
+    """A VMware VM whose disk (MBR + SYSLINUX, FAT /boot, ext4 root) holds a kernel without
+    Xen's ELF notes: it cannot run as a Xen PV guest."""
+    import gzip
+
+    from tests.conversions.inspection.diskmaker import bzimage, elf, syslinux_disk
+
+    kernel = bzimage(gzip.compress(elf([(b"GNU", 3, b"\0" * 20)])))
+    _vm(area, syslinux_disk(tmp_path, kernel))
+
+
+def _pv_only(demo: Host) -> None:
+    """The demo host with the capabilities of the lab's Xen dom0s (PV only, no VT-x), as
+    cached on its row."""
+    demo.capabilities = {**demo.capabilities, "guests": [
+        g for g in demo.capabilities["guests"] if g["os_type"] == "xen"]}
+    demo.save(update_fields=["capabilities"])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("pv_only", "asked", "reason"), [
+    (False, "pv", "'web' cannot run as a Xen PV guest: its kernel has no Xen PV support "
+                  "(kernel image: no Xen ELF notes). Import it as HVM."),
+    (True, "", f"{HVM_UNAVAILABLE} 'web' cannot run as a Xen PV guest either: its kernel has "
+               "no Xen PV support (kernel image: no Xen ELF notes)."),
+])
+def test_a_kernel_that_cannot_run_on_the_target_is_refused_before_copying(
+        operator_client: Client, area: Path, demo: Host, tmp_path: Path, pv_only: bool,
+        asked: str, reason: str) -> None:
+    _no_pv_source(area, tmp_path)
+    if pv_only:
+        _pv_only(demo)
+    volumes, jobs = Volume.objects.count(), Job.objects.count()
+    pool = demo.pools.get(name="default")  # type: ignore[attr-defined]
+    refused = post(operator_client, "/api/v1/imports/", {
+        "source": "vm/vm.vmx", "host": demo.pk, "pool": pool.pk, "name": "web",
+        **({"type": asked} if asked else {})})
+    assert refused.status_code == 422, refused.json()
+    assert refused.json()["detail"] == reason
+    assert (Volume.objects.count(), Job.objects.count()) == (volumes, jobs)
