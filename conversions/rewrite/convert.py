@@ -25,7 +25,7 @@ from conversions.rewrite.texts import (
 )
 from conversions.rewrite.writers import MAX_FILE, replace_file
 
-__all__ = ["PYGRUB_READS", "ConversionFailed", "GuestTarget", "convert_guest"]
+__all__ = ["PYGRUB_READS", "ConversionFailed", "GuestTarget", "convert_guest", "planned_changes"]
 
 # The configurations Xen's pygrub reads (inspection's names for them).
 PYGRUB_READS = ("grub2", "grub-legacy", "extlinux", "syslinux")
@@ -86,6 +86,20 @@ def _edit(path: str, part: PartitionInfo, file: str, edit: Edit, target: GuestTa
     replace_file(path, part.start, part.size, file, new.encode("utf-8", "surrogateescape"),
                  label)
     notes.append(f"{file} ({label}): {'; '.join(changes)}.")
+
+
+def planned_changes(found: Inspection, target: GuestTarget) -> list[str]:
+    """What `convert_guest` would change, from the inspection alone (for the preview): the
+    root's name in fstab and on the default kernel line, and the console."""
+    renaming = renaming_for(found, target)
+    changes = []
+    if (new := renaming.spec(found.root.fstab_spec)) != found.root.fstab_spec:
+        changes.append(f"/etc/fstab: {found.root.fstab_spec} → {new}")
+    if found.kernel is not None and found.boot_loader.path:
+        _, edits = renaming.cmdline(found.kernel.cmdline)
+        if edits:
+            changes.append(f"{found.boot_loader.path}: {'; '.join(edits)}")
+    return changes
 
 
 def convert_guest(path: str, found: Inspection, target: GuestTarget) -> list[str]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from conversions.inspection.errors import DamagedImage, InspectionError
 from conversions.inspection.inspector import inspect_image
 from conversions.inspection.result import Inspection
-from conversions.rewrite.convert import PYGRUB_READS, XEN_PV, GuestTarget
+from conversions.rewrite.convert import PYGRUB_READS, XEN_PV, GuestTarget, planned_changes
 from conversions.v2v import inspection_cache
 from conversions.v2v.proposal import ImportRefused, Proposal
 from conversions.v2v.sources import import_root
@@ -193,6 +193,29 @@ def plan_devices(name: str, found: Inspection | None, domain_type: str,
         return DevicePlan(XEN, "", tuple(notes), XEN_PV)
     layout = _hvm_layout(found, domain_type, notes)
     return DevicePlan(layout, _nic_model(found, notes), tuple(notes))
+
+
+# The kinds of target the preview describes: (label, libvirt domain type, guest type).
+PREVIEW_TARGETS = (("QEMU/KVM", "kvm", dx.HVM), ("Xen HVM", "xen", dx.HVM),
+                   ("Xen PV", "xen", dx.PV))
+
+
+def what_changes(name: str, found: Inspection) -> list[dict[str, object]]:
+    """What an import would make of the inspected guest on each kind of target (the
+    preview's "conversion"): its devices, the conversion of its copy, or why it cannot."""
+    targets: list[dict[str, object]] = []
+    for label, domain_type, os_type in PREVIEW_TARGETS:
+        try:
+            plan = plan_devices(name, found, domain_type, os_type)
+        except ImportRefused as exc:
+            targets.append({"target": label, "possible": False, "notes": [str(exc)]})
+            continue
+        notes = list(plan.notes)
+        if plan.rewrite is not None:
+            notes += [f"In the copy: {change}."
+                      for change in planned_changes(found, plan.rewrite)]
+        targets.append({"target": label, "possible": True, "notes": notes})
+    return targets
 
 
 def adjust_to_copy(work: Provisioning, name: str, path: str | None, fmt: str,

@@ -25,7 +25,8 @@ def inspect_source(source: str, *, user: Any, request: Any = None) -> Proposal:
         proposal = inspect(source)
         found = guest_devices.inspect_source(proposal)
         if found is not None:
-            proposal.inspection = found.as_dict()
+            proposal.inspection = {**found.as_dict(), "conversion": guest_devices.what_changes(
+                proposal.name, found)}
             proposal.warnings.extend(f"Inspection: {note}" for note in found.warnings)
         return proposal
     except ImportRefused as exc:

@@ -167,8 +167,17 @@ def test_the_preview_shows_what_the_guest_is(operator_client: Client, area: Path
     assert (seen["root"]["fstab_spec"], seen["root"]["fstab_naming"]) == ("/dev/sda2", "device")
     assert seen["kernel"]["xen_pv"] is True
     assert {"ahci", "virtio_blk", "xen_blkfront"} <= set(seen["drivers"]["disk"])
+    conversion = {plan["target"]: plan for plan in seen["conversion"]}
+    assert conversion["QEMU/KVM"]["possible"] and \
+        conversion["QEMU/KVM"]["notes"][0].startswith("Disks: sata")
+    uuid = seen["partitions"][1]["uuid"]
+    assert conversion["Xen PV"]["possible"] and conversion["Xen PV"]["notes"][-2:] == [
+        f"In the copy: /etc/fstab: /dev/sda2 → UUID={uuid}.",
+        f"In the copy: /boot/extlinux/extlinux.conf: root=/dev/sda2 → root=UUID={uuid}; "
+        "console=hvc0 added."]
     page = operator_client.post("/storage/v2v/", {"step": "inspect", "source": "vm/vm.vmx"})
     assert b"src-device" in page.content and b"/dev/sda2" in page.content
+    assert b"console=hvc0 added" in page.content and b"Xen PV" in page.content
 
 
 @pytest.mark.django_db
