@@ -110,30 +110,6 @@ def delete_volume_by_path(target: VirtTarget, path: str) -> None:
         raise translate(exc, target.uri, action=f"delete the volume {path}") from exc
 
 
-def create_volume(
-    target: VirtTarget, pool_name: str, name: str, capacity: int, fmt: str = "raw",
-) -> VolumeInfo:
-    """A new sparse volume of `capacity` bytes in the pool (raw or qcow2)."""
-    import xml.etree.ElementTree as ET
-
-    root = ET.Element("volume")
-    ET.SubElement(root, "name").text = name
-    ET.SubElement(root, "capacity", unit="bytes").text = str(capacity)
-    ET.SubElement(root, "allocation", unit="bytes").text = "0"
-    target_element = ET.SubElement(root, "target")
-    ET.SubElement(target_element, "format", type=fmt)
-    conn = get_connection(target)
-    try:
-        pool = conn.storagePoolLookupByName(pool_name)
-        vol = pool.createXML(ET.tostring(root, encoding="unicode"), 0)
-        _kind, cap, alloc = vol.info()
-        return VolumeInfo(name=vol.name(), path=vol.path(), format=fmt, capacity=cap,
-                          allocation=alloc)
-    except libvirt.libvirtError as exc:
-        raise translate(exc, target.uri, action=f"create volume '{name}' in pool '{pool_name}'") \
-            from exc
-
-
 # ---- pool lifecycle -----------------------------------------------------------------------
 
 def _pool(conn: libvirt.virConnect, name: str) -> libvirt.virStoragePool:

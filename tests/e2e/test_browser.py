@@ -145,7 +145,7 @@ UPLOAD_BYTES = 512 * 1024 * 1024  # random data (no holes): long enough to watch
 
 def upload_volume(host: Any) -> tuple[Any, Any]:
     """A new empty volume in the lab host's local pool, known to the app."""
-    from hosts.virt.pools import create_volume
+    from hosts.virt.volumes import create_volume
     from storage.inventory import reconcile_pools
     from storage.models import Pool, Volume
 

@@ -13,7 +13,8 @@ from guests.models import Guest
 from guests.slow_actions import restore_body, save_body, shutdown_body
 from hosts.virt import VirtTarget
 from hosts.virt.console import read_console_until
-from hosts.virt.pools import create_volume, list_pools
+from hosts.virt.pools import list_pools
+from hosts.virt.volumes import create_volume
 from lab.bootfiles import lab_boot_files
 from lab.register import register_lab_host
 from lab.tinyguest import TINY_GUEST_BANNER, tiny_guest_cmdline

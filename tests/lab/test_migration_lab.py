@@ -23,8 +23,7 @@ from hosts.virt import VirtObjectNotFound, VirtTarget
 from hosts.virt import domains as virt
 from hosts.virt import migration as vm
 from hosts.virt.console import read_console_until
-from hosts.virt.pools import create_volume
-from hosts.virt.volumes import refresh_pool
+from hosts.virt.volumes import create_volume, refresh_pool
 from lab.bootfiles import lab_boot_files
 from lab.control import SHARED_POOL
 from lab.register import register_lab_host

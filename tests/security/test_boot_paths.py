@@ -25,7 +25,7 @@ from hosts.virt import VirtError, VirtTarget
 from hosts.virt import domains as virt_domains
 from hosts.virt.connection import get_connection
 from hosts.virt.console import read_console_until
-from hosts.virt.pools import create_volume
+from hosts.virt.volumes import create_volume
 from lab.paths import lab_dir
 from lab.register import register_lab_host
 from lab.tinyguest import TINY_GUEST_BANNER, ensure_tiny_guest, tiny_guest_cmdline
