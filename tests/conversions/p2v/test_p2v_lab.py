@@ -122,14 +122,19 @@ def _serving(server: SshServer) -> Iterator[SshServer]:
         P2V_TRUST.unpin(server.address, server.port)
 
 
+def _key_source(tmp_path: Path, network: SourceNetwork, **extra: Any) -> Iterator[SshServer]:
+    """A source whose root logs in with the appliance's P2V key only, served for a test."""
+    root = tmp_path / "sshd"
+    root.mkdir()
+    yield from _serving(SshServer(root=root, authorized_key=P2V_IDENTITY.public_key(),
+                                  network=network, **extra))
+
+
 @pytest.fixture
 def sshd(tmp_path: Path, admin_client_tx: Client,
          source_network: SourceNetwork) -> Iterator[SshServer]:
     """The source: root logs in with the appliance's P2V key only."""
-    root = tmp_path / "sshd"
-    root.mkdir()
-    yield from _serving(SshServer(root=root, authorized_key=P2V_IDENTITY.public_key(),
-                                  network=source_network))
+    yield from _key_source(tmp_path, source_network)
 
 
 @pytest.fixture
@@ -719,10 +724,7 @@ def test_verify_reads_a_qcow2_volume_as_the_guest_sees_it(pool: Pool) -> None:
 def named_sshd(tmp_path: Path, admin_client_tx: Client,
                source_network: SourceNetwork) -> Iterator[SshServer]:
     """The source under its own host name (BOOT_HOSTNAME): root logs in with the P2V key."""
-    root = tmp_path / "sshd"
-    root.mkdir()
-    yield from _serving(SshServer(root=root, authorized_key=P2V_IDENTITY.public_key(),
-                                  network=source_network, hostname=BOOT_HOSTNAME))
+    yield from _key_source(tmp_path, source_network, hostname=BOOT_HOSTNAME)
 
 
 @pytest.fixture
