@@ -22,7 +22,7 @@ define pytest
 		if [[ $$rc -eq 5 ]]; then echo "pytest: no test was collected"; else exit $$rc; fi; }
 endef
 
-.PHONY: help deps run test test-xen lint bench clean lab xenlab screenshots
+.PHONY: help deps run test test-xen lint bench clean lab xenlab screenshots appliance
 
 help:
 	@echo "make run    installs what is missing, starts everything, serves http://127.0.0.1:$(PORT)"
@@ -30,6 +30,8 @@ help:
 	@echo "            (again on PostgreSQL when CI=true or TEST_POSTGRES=1)"
 	@echo "make test-xen  runs tests/xen: two real Xen 4.17 dom0s booted under QEMU (root)"
 	@echo "make xenlab [XEN=N]  starts N (default 1) real Xen 4.17 dom0s under QEMU, enrolled"
+	@echo "make appliance  builds var/appliance/xenweb-appliance-<version>.img (raw) and .qcow2:"
+	@echo "            Debian 12 + Xen 4.17 + xenweb, bootable (root; cached in ~/.cache/xenweb)"
 	@echo "make screenshots  runs the browser suite (tests/e2e), saving the main pages to docs/screenshots/"
 	@echo "make lint   ruff check"
 	@echo "make bench  runs bench/run.py"
@@ -85,6 +87,10 @@ XEN ?= 1
 xenlab: deps
 	$(PY) manage.py migrate --noinput
 	$(PY) -m lab up --xen $(XEN) --register
+
+# The bootable appliance image (Debian 12, Xen 4.17, xenweb by deploy/install.sh --image).
+appliance: deps
+	$(PY) -m lab.appliance build
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor

@@ -6,13 +6,18 @@
 # Each step is skipped when its stamp file, keyed by a hash of its inputs, already exists,
 # so a second run takes well under a second.
 #
-# Environment: PYTHON, the interpreter that creates .venv (default python3).
+# Environment: PYTHON, the interpreter that creates .venv (default python3);
+# XENWEB_BOOTSTRAP_PROFILE=appliance (deploy/install.sh) installs only what the appliance
+# runs on and builds with: no browser, no QEMU, no test and lint tools.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 PYTHON="${PYTHON:-python3}"
+PROFILE="${XENWEB_BOOTSTRAP_PROFILE:-dev}"
+[[ "$PROFILE" == dev || "$PROFILE" == appliance ]] ||
+    { printf '[bootstrap] ERROR: XENWEB_BOOTSTRAP_PROFILE is dev or appliance, not %s\n' "$PROFILE" >&2; exit 1; }
 VENV="$ROOT/.venv"
 VENDOR="$ROOT/static/vendor"
 
@@ -33,6 +38,7 @@ APT_PACKAGES=(
     curl  # tests: uploads and resumed downloads as the README shows them
     make flex bison  # the Xen lab builds its hypervisor from Debian's source (lab/xen/hypervisor.py)
     debootstrap e2fsprogs shellcheck nginx-light
+    fdisk  # make appliance: the image's partition table (sfdisk on a file, no loop device)
     ovmf  # UEFI firmware for HVM guests (libvirt picks it by its descriptors)
     # lab/bootdisk.py: a disk that boots like a real machine's (MBR + SYSLINUX on FAT, ext4
     # root), built without mounting: syslinux's mtools installer, mbr.bin, mkfs.vfat, mcopy
@@ -40,6 +46,10 @@ APT_PACKAGES=(
     zstd  # guest inspection reads zstd-compressed kernels and initramfs (conversions/inspection)
     chromium  # tests/e2e: Playwright drives this system browser (never a downloaded one)
 )
+if [[ "$PROFILE" == appliance ]]; then
+    # libvirt-python is built against libvirt-dev; the rest runs the product.
+    APT_PACKAGES=(libvirt-dev pkg-config python3-venv python3-dev gcc qemu-utils mtools zstd)
+fi
 
 install_system_packages() {
     if ! command -v dpkg-query >/dev/null 2>&1; then
@@ -79,7 +89,9 @@ install_system_packages() {
 install_python_packages() {
     [[ -f pyproject.toml ]] || die "pyproject.toml not found in $ROOT"
     local stamp
-    stamp="$VENV/.xenweb-deps-$(sha pyproject.toml)"
+    local extras='[dev]'
+    [[ "$PROFILE" == appliance ]] && extras=''
+    stamp="$VENV/.xenweb-deps-$PROFILE-$(sha pyproject.toml)"
 
     # A venv whose interpreter no longer starts (e.g. its base Python was removed) is rebuilt.
     if [[ -d "$VENV" ]] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
@@ -102,7 +114,7 @@ install_python_packages() {
     # editable_mode=compat puts the repository itself on sys.path (a .pth file), so
     # packages and apps added later are found without installing again.
     "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q \
-        --config-settings editable_mode=compat -e '.[dev]'
+        --config-settings editable_mode=compat -e ".$extras"
     rm -f "$VENV"/.xenweb-deps-*
     touch "$stamp"
     did_something=1

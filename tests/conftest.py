@@ -17,7 +17,7 @@ PASSWORD = "correct-horse-battery-staple"
 # A test using one of these boots real machines or a browser: its subject is the hypervisor
 # or the page, not the database, so CI's PostgreSQL pass leaves it to the SQLite pass
 # (`-m "not hypervisor"`, see the Makefile).
-HYPERVISOR_FIXTURES = frozenset({"lab_hosts", "xen_hosts", "browser"})
+HYPERVISOR_FIXTURES = frozenset({"lab_hosts", "xen_hosts", "browser", "appliance_image"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -24,7 +24,8 @@ def _need(tool: str) -> str:
 
 
 def test_shell_scripts_are_shellcheck_clean() -> None:
-    scripts = [DEPLOY / "install.sh", *sorted((BASE / "scripts").glob("*.sh"))]
+    scripts = [DEPLOY / "install.sh", *sorted((DEPLOY / "appliance").glob("*.sh")),
+               *sorted((BASE / "scripts").glob("*.sh"))]
     result = subprocess.run([_need("shellcheck"), "-x", *map(str, scripts)],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -57,8 +58,15 @@ def test_install_refuses_bad_options() -> None:
 def test_systemd_units_verify(tmp_path: Path) -> None:
     """The units as installed, with /opt/xenweb pointing at this checkout so that the
     programs they start exist."""
-    for unit in (DEPLOY / "systemd").iterdir():
+    appliance = DEPLOY / "appliance"
+    installed = {"/usr/local/sbin/xenweb-first-boot": str(appliance / "first-boot.sh"),
+                 "/usr/local/sbin/xenweb-console-info": str(appliance / "console-info.sh")}
+    units = [*(DEPLOY / "systemd").iterdir(), *appliance.glob("*.service"),
+             *appliance.glob("*.path")]
+    for unit in units:
         text = unit.read_text().replace("/opt/xenweb", str(BASE))
+        for path, here in installed.items():
+            text = text.replace(path, here)
         (tmp_path / unit.name).write_text(text)
     units = sorted(str(path) for path in tmp_path.iterdir())
     result = subprocess.run([_need("systemd-analyze"), "verify", "--man=no", *units],

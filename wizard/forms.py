@@ -3,10 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 
-from hosts.virt.demo import demo_uri
-from wizard.services import valid_time_zones
+from wizard.services import default_first_host, valid_time_zones
 
 
 class TokenForm(forms.Form):
@@ -51,7 +51,7 @@ class ApplianceForm(forms.Form):
 
 class HostForm(forms.Form):
     name = forms.RegexField(
-        regex=r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z", max_length=100, initial="demo",
+        regex=r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z", max_length=100,
         error_messages={"invalid": "Start with a letter or digit; use letters, digits, . _ -"},
     )
     uri = forms.CharField(max_length=500, label="libvirt URI")
@@ -59,8 +59,12 @@ class HostForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["uri"].initial = demo_uri()
+        self.fields["name"].initial, self.fields["uri"].initial = default_first_host()
+        default = (
+            "this machine's own hypervisor" if settings.LOCAL_HYPERVISOR
+            else "the embedded demo host"
+        )
         self.fields["uri"].help_text = (
             "xen:///system for this dom0, xen+ssh://root@dom0/system for a remote one; "
-            "the default is the embedded demo host."
+            f"the default is {default}."
         )

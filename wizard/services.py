@@ -5,6 +5,7 @@ from __future__ import annotations
 import zoneinfo
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from hosts.models import Host
 from hosts.services import enrol_host
+from hosts.virt.demo import demo_uri
 from xenweb.accounts.roles import ADMIN, set_role, sync_roles
 from xenweb.appliance import setup_state
 from xenweb.appliance.models import ApplianceSettings, forget_settings
@@ -53,6 +55,14 @@ def save_appliance_settings(*, name: str, time_zone: str) -> ApplianceSettings:
     settings_row.save()
     forget_settings()
     return settings_row
+
+
+def default_first_host() -> tuple[str, str]:
+    """Name and URI the wizard offers as the first host: this machine's own hypervisor on
+    the appliance (``LOCAL_HYPERVISOR``), the embedded demo host elsewhere."""
+    if settings.LOCAL_HYPERVISOR:
+        return "dom0", settings.LOCAL_HYPERVISOR
+    return "demo", demo_uri()
 
 
 def add_first_host(*, name: str, uri: str, user: Any, request: Any = None) -> Host:

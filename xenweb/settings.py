@@ -312,6 +312,9 @@ if SECURE:
     SECURE_HSTS_PRELOAD = env.bool("XENWEB_HSTS_PRELOAD", default=True)
 
 SETUP_TOKEN_FILE = DATA_DIR / "setup-token"
+# The libvirt URI of the hypervisor this appliance runs on (deploy/install.sh sets
+# xen:///system): the set-up wizard offers it as the first host instead of the demo driver.
+LOCAL_HYPERVISOR = env.str("XENWEB_LOCAL_HYPERVISOR", default="")
 DEMO_HOST_NAME = "demo"
 
 # A storage pool with less free space than this share of its capacity is flagged low_space.

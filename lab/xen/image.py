@@ -7,7 +7,8 @@ source with shadow paging (``hypervisor.py``; QEMU's multiboot loader takes it w
 faster under TCG than the bzImage) and the dom0 initrd (only the modules listed in
 ``INITRD_MODULES``).
 
-The build runs ``debootstrap`` (minbase) into a scratch folder, installs ``PACKAGES`` without
+The build (``lab/rootfs.py``, shared with the appliance image) runs ``debootstrap`` (minbase)
+into a scratch folder, installs ``PACKAGES`` without
 recommends in a chroot (a ``policy-rc.d`` keeps every service from starting on this machine),
 configures the system (``_configure``) and makes the image with ``mkfs.ext4 -d``: no loop
 mount. It takes a minute or two and about 900 MB; the result lives in
@@ -22,23 +23,17 @@ Each lab host boots the image through its own copy-on-write overlay and gets its
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import lzma
-import os
-import re
 import shutil
-import subprocess
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.errors import LabError
+from lab import rootfs as debian
 from lab.paths import cache_dir
+from lab.rootfs import SUITE, ImageBuildError, apt_sources
 
 from .hypervisor import build_hypervisor
 
@@ -47,9 +42,6 @@ log = logging.getLogger(__name__)
 # Bump when the image content changes (configuration, layout): it is part of the cache key.
 BUILDER_VERSION = 7
 
-SUITE = "bookworm"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
-DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 PACKAGES = (
     "linux-image-amd64",
     "xen-hypervisor-4.17-amd64",
@@ -76,7 +68,6 @@ INITRD_MODULES = (
 )
 # Free space left in the root file system for the guests' files and logs.
 SLACK_MIB = 512
-BUILD_TIMEOUT_S = 1800
 
 SEED_LABEL = "xenweb-seed"
 SEED_SCRIPT = """#!/bin/sh
@@ -240,10 +231,15 @@ ENABLE = {
     "multi-user.target.wants/xenweb-seed.service": "/etc/systemd/system/xenweb-seed.service",
     "multi-user.target.wants/libvirtd.service": "/lib/systemd/system/libvirtd.service",
 }
+TREE = debian.Tree(
+    files=FILES, executable=frozenset(EXECUTABLE), links=LINKS, enable=ENABLE, mask=MASK
+)
 
-
-class Dom0ImageError(LabError):
-    """Building the dom0 image failed; the message says which step and why."""
+# Kept for callers that name the dom0 build's failures.
+Dom0ImageError = ImageBuildError
+__all__ = [
+    "Dom0Image", "Dom0ImageError", "apt_sources", "ensure_dom0_image", "extract_vmlinux"
+]
 
 
 @dataclass(frozen=True)
@@ -287,64 +283,19 @@ def ensure_dom0_image(*, mirror: str | None = None) -> Dom0Image:
     """
     root = image_root()
     try:
-        versions = resolve_versions()
-    except Dom0ImageError as exc:
-        fallback = _newest(root)
+        versions = debian.resolve_versions(PACKAGES)
+    except ImageBuildError as exc:
+        fallback = debian.newest(root, _complete)
         if fallback is None:
             raise
         log.warning("%s; using the dom0 image built before", exc)
         return fallback
-    out = root / cache_key(versions)
-    image = _complete(out)
-    if image:
-        return image
-    with _locked(root / ".lock"):
-        image = _complete(out)  # built by another process meanwhile?
-        if image:
-            return image
-        for leftover in root.glob(".build-*"):
-            shutil.rmtree(leftover, ignore_errors=True)  # from a builder that died
-        shutil.rmtree(out, ignore_errors=True)
-        began = time.monotonic()
-        _build(out, versions, mirror or configured_mirror(), configured_security_mirror())
-        log.info("dom0 image built in %.0f s: %s", time.monotonic() - began, out)
-        image = _complete(out)
-        if image is None:
-            raise Dom0ImageError(f"the dom0 image in {out} is incomplete after the build")
-        _prune(root, keep=out)
-        return image
-
-
-def _prune(root: Path, keep: Path) -> None:
-    """Remove builds for older package versions (about 900 MB each). A QEMU still running
-    on one keeps its open files; its overlay is recreated on the next boot anyway."""
-    for entry in root.iterdir():
-        if entry.is_dir() and entry != keep and not entry.name.startswith("."):
-            log.info("removing the outdated dom0 image %s", entry)
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _newest(root: Path) -> Dom0Image | None:
-    builds = sorted(
-        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-        key=lambda p: p.stat().st_mtime,
-        reverse=True,
+    mirror = mirror or debian.configured_mirror()
+    security = debian.configured_security_mirror()
+    return debian.ensure_cached(
+        root, cache_key(versions), complete=_complete, what="dom0 image",
+        build=lambda staged, scratch: _build(staged, scratch, versions, mirror, security),
     )
-    for out in builds:
-        image = _complete(out)
-        if image:
-            return image
-    return None
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def cache_key(versions: dict[str, str]) -> str:
@@ -352,152 +303,24 @@ def cache_key(versions: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _run(
-    args: list[str], *, step: str, timeout: float = BUILD_TIMEOUT_S, env: dict | None = None
-) -> str:
-    try:
-        result = subprocess.run(
-            args, capture_output=True, text=True, check=False, timeout=timeout, env=env
-        )
-    except FileNotFoundError as exc:
-        raise Dom0ImageError(f"{step}: {args[0]} is not installed ({exc})") from exc
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise Dom0ImageError(f"{step}: {exc}") from exc
-    if result.returncode != 0:
-        detail = " / ".join((result.stderr or result.stdout).strip().splitlines()[-5:])
-        raise Dom0ImageError(
-            f"{step}: {' '.join(args)} exited with {result.returncode}: {detail}"
-        )
-    return result.stdout
-
-
-def resolve_versions() -> dict[str, str]:
-    """Candidate versions of ``PACKAGES`` and of the kernel image behind the metapackage."""
-    hint = "(run apt-get update?)"
-    depends = _run(["apt-cache", "depends", "linux-image-amd64"], step=f"apt-cache {hint}")
-    kernels = re.findall(r"^\s*Depends:\s*(linux-image-\S+)\s*$", depends, re.MULTILINE)
-    names = [*PACKAGES, *kernels[:1]]
-    shown = _run(["apt-cache", "show", "--no-all-versions", *names], step=f"apt-cache {hint}")
-    versions: dict[str, str] = {}
-    for stanza in shown.split("\n\n"):
-        fields = dict(re.findall(r"^([\w-]+): (.*)$", stanza, re.MULTILINE))
-        if "Package" in fields and "Version" in fields:
-            versions[fields["Package"]] = fields["Version"]
-    missing = sorted(set(names) - versions.keys())
-    if missing:
-        raise Dom0ImageError(f"apt-cache show: no candidate for {', '.join(missing)} {hint}")
-    return versions
-
-
-def _source_uris() -> list[str]:
-    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
-    uris = []
-    for path in sources:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        uris += re.findall(r"^(?:URIs:\s*|deb\s+(?:\[[^]]*\]\s+)?)(\S+)", text, re.MULTILINE)
-    return [uri.rstrip("/") for uri in uris if uri.startswith(("http://", "https://"))]
-
-
-def configured_mirror() -> str:
-    """The machine's Debian mirror (the first non-security URI of the apt sources)."""
-    for uri in _source_uris():
-        if "security" not in uri and uri.endswith("/debian"):
-            return uri
-    return DEFAULT_MIRROR
-
-
-def configured_security_mirror() -> str:
-    """The machine's Debian security mirror (its apt sources' ``…-security`` URI)."""
-    for uri in _source_uris():
-        if uri.endswith("/debian-security"):
-            return uri
-    return DEFAULT_SECURITY_MIRROR
-
-
-def apt_sources(mirror: str, security: str) -> str:
-    """The dom0's sources.list: the release with its updates and security fixes, the same
-    suites whose candidate versions ``resolve_versions`` reads on this machine (the key)."""
-    return (
-        f"deb {mirror} {SUITE} main\n"
-        f"deb {mirror} {SUITE}-updates main\n"
-        f"deb {security} {SUITE}-security main\n"
-    )
-
-
-def _build(out: Path, versions: dict[str, str], mirror: str, security: str) -> None:
-    scratch = out.parent / f".build-{out.name}-{os.getpid()}"
-    scratch.mkdir()
-    try:
-        rootfs = scratch / "rootfs"
-        debs = cache_dir() / "debootstrap"
-        debs.mkdir(exist_ok=True)
-        _run(
-            ["debootstrap", "--variant=minbase", f"--cache-dir={debs}", SUITE, str(rootfs), mirror],
-            step="debootstrap",
-        )
-        _write_files(rootfs)
-        (rootfs / "etc/apt/sources.list").write_text(apt_sources(mirror, security))
-        env = {
-            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-            "DEBIAN_FRONTEND": "noninteractive",
-            "LC_ALL": "C",
-        }
-        _run(["chroot", str(rootfs), "apt-get", "update", "-q"], step="apt-get update in the "
-             "dom0 root", env=env)
-        _run(
-            [
-                "chroot", str(rootfs), "apt-get", "install", "-y", "-q",
-                "--no-install-recommends",
-                "-o", "Dpkg::Options::=--force-confold",
-                "-o", "Dpkg::Options::=--force-confdef",
-                *PACKAGES,
-            ],
-            step="apt-get install in the dom0 root",
-            env=env,
-        )
-        _run(["chroot", str(rootfs), "apt-get", "clean"], step="apt-get clean", env=env)
-        _finish_root(rootfs)
-        staged = scratch / "out"
-        staged.mkdir()
-        _boot_files(rootfs, staged)
-        hypervisor = build_hypervisor(
-            _debian_xen_config(rootfs), staged / "xen", scratch / "xen-src",
-            mirror=mirror, security=security, suite=SUITE,
-        )
-        _make_disk(rootfs, staged / "dom0.img")
-        manifest = {"builder": BUILDER_VERSION, "versions": versions, "hypervisor": hypervisor}
-        (staged / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(staged, out)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _write_files(rootfs: Path) -> None:
-    for rel, text in FILES.items():
-        path = rootfs / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        if rel in EXECUTABLE:
-            path.chmod(0o755)
-    wants = rootfs / "etc/systemd/system"
-    for rel, target in ENABLE.items():
-        link = wants / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.is_symlink():
-            link.symlink_to(target)
-    for unit in MASK:
-        link = wants / unit
-        link.unlink(missing_ok=True)
-        link.symlink_to("/dev/null")
-    for rel, target in LINKS.items():
-        link = rootfs / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.unlink(missing_ok=True)
-        link.symlink_to(target)
+def _build(
+    staged: Path, scratch: Path, versions: dict[str, str], mirror: str, security: str
+) -> None:
+    rootfs = scratch / "rootfs"
+    debian.debootstrap(rootfs, TREE, mirror=mirror, security=security)
     (rootfs / "var/lib/xen/images").mkdir(parents=True, exist_ok=True)
+    debian.apt_install(rootfs, PACKAGES)
+    _finish_root(rootfs)
+    debian.clean_apt(rootfs)
+    _boot_files(rootfs, staged)
+    hypervisor = build_hypervisor(
+        _debian_xen_config(rootfs), staged / "xen", scratch / "xen-src",
+        mirror=mirror, security=security, suite=SUITE,
+    )
+    size_mib = debian.used_mib(rootfs) * 5 // 4 + SLACK_MIB
+    debian.make_ext4(rootfs, staged / "dom0.img", label="xenweb-dom0", size_mib=size_mib)
+    manifest = {"builder": BUILDER_VERSION, "versions": versions, "hypervisor": hypervisor}
+    (staged / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def _finish_root(rootfs: Path) -> None:
@@ -506,10 +329,6 @@ def _finish_root(rootfs: Path) -> None:
         key.unlink()
     (rootfs / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
     _write_files_after(rootfs)
-    for entry in (rootfs / "var/cache/apt/archives").glob("*.deb"):
-        entry.unlink()
-    for entry in (rootfs / "var/lib/apt/lists").glob("*_dists_*"):
-        entry.unlink()  # the package lists (about 100 MB), fetched again by apt-get update
 
 
 def _write_files_after(rootfs: Path) -> None:
@@ -530,7 +349,7 @@ def _write_files_after(rootfs: Path) -> None:
 def _debian_xen_config(rootfs: Path) -> Path:
     configs = sorted((rootfs / "boot").glob("xen-4.17*.config"))
     if not configs:
-        raise Dom0ImageError("Debian's Xen configuration is missing in the dom0 root's /boot")
+        raise ImageBuildError("Debian's Xen configuration is missing in the dom0 root's /boot")
     return configs[-1]
 
 
@@ -541,7 +360,7 @@ def _boot_files(rootfs: Path, staged: Path) -> None:
     initrds = sorted(boot.glob("initrd.img-*"))
     if not (kernels and initrds):
         found = ", ".join(p.name for p in boot.iterdir())
-        raise Dom0ImageError(f"boot files missing in the dom0 root's /boot (found: {found})")
+        raise ImageBuildError(f"boot files missing in the dom0 root's /boot (found: {found})")
     (staged / "vmlinux").write_bytes(extract_vmlinux(kernels[-1].read_bytes()))
     shutil.copyfile(initrds[-1], staged / "initrd.img")
 
@@ -550,23 +369,12 @@ def extract_vmlinux(bzimage: bytes) -> bytes:
     """The ELF kernel inside a bzImage whose payload is xz-compressed (Debian's)."""
     start = bzimage.find(b"\xfd7zXZ\x00")
     if start < 0:
-        raise Dom0ImageError("the dom0 kernel is not an xz-compressed bzImage")
+        raise ImageBuildError("the dom0 kernel is not an xz-compressed bzImage")
     decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
     try:
         elf = decompressor.decompress(bzimage[start:])
     except lzma.LZMAError as exc:
-        raise Dom0ImageError(f"cannot decompress the dom0 kernel: {exc}") from exc
+        raise ImageBuildError(f"cannot decompress the dom0 kernel: {exc}") from exc
     if not elf.startswith(b"\x7fELF"):
-        raise Dom0ImageError("the dom0 kernel's payload is not an ELF image")
+        raise ImageBuildError("the dom0 kernel's payload is not an ELF image")
     return elf
-
-
-def _make_disk(rootfs: Path, disk: Path) -> None:
-    used = _run(["du", "-sxm", str(rootfs)], step="du").split()[0]
-    size_mib = int(used) * 5 // 4 + SLACK_MIB
-    with disk.open("wb") as handle:
-        handle.truncate(size_mib * 1024 * 1024)
-    _run(
-        ["mkfs.ext4", "-q", "-F", "-L", "xenweb-dom0", "-d", str(rootfs), str(disk)],
-        step="mkfs.ext4 -d",
-    )

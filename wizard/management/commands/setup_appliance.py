@@ -8,7 +8,6 @@ from django.db import transaction
 
 from hosts.services import HostError
 from hosts.virt import VirtError
-from hosts.virt.demo import demo_uri
 from wizard import services
 from xenweb.appliance.setup_state import setup_done
 
@@ -22,7 +21,11 @@ class Command(BaseCommand):
         parser.add_argument("--admin-email", default="")
         parser.add_argument("--name", default="xenweb", help="appliance name")
         parser.add_argument("--time-zone", default="UTC")
-        parser.add_argument("--host-uri", default=None, help="default: the embedded demo host")
+        parser.add_argument(
+            "--host-uri", default=None,
+            help="default: this machine's own hypervisor (XENWEB_LOCAL_HYPERVISOR), else the "
+            "embedded demo host",
+        )
         parser.add_argument("--host-name", default=None)
         parser.add_argument("--no-host", action="store_true", help="enrol no host")
 
@@ -44,8 +47,9 @@ class Command(BaseCommand):
         )
         services.save_appliance_settings(name=opts["name"], time_zone=opts["time_zone"])
         if not opts["no_host"]:
-            uri = opts["host_uri"] or demo_uri()
-            name = opts["host_name"] or ("demo" if opts["host_uri"] is None else "host1")
+            default_name, default_uri = services.default_first_host()
+            uri = opts["host_uri"] or default_uri
+            name = opts["host_name"] or (default_name if opts["host_uri"] is None else "host1")
             services.add_first_host(name=name, uri=uri, user=user)
         services.complete_setup(user=user)
         return user

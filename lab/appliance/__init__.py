@@ -1,0 +1,1 @@
+"""The xenweb appliance image (``make appliance``) and booting it under QEMU for tests."""

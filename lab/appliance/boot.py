@@ -1,0 +1,238 @@
+"""Booting the appliance image under QEMU (TCG), as a user's machine would boot it.
+
+Each booted appliance has a folder holding a copy-on-write overlay over the cached raw image
+(bigger than the image, so first boot has a disk to grow into), a seed disk with root's
+``authorized_keys`` (the NoCloud-like seed that ``deploy/appliance/first-boot.sh`` reads),
+the serial console's log and QEMU's PID file. The firmware is SeaBIOS, the boot loader the
+image's own GRUB, the hypervisor Debian's stock Xen: nothing is passed on QEMU's command
+line but hardware. User-mode networking forwards the appliance's 443 and 22 to loopback.
+
+The emulated CPU leaves out what TCG gets wrong under Xen (``lab.xen.boot``): AVX, and SMAP
+and SMEP, which the lab's dom0s turn off on Xen's command line instead (a user's image must
+not need that).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import procs
+from lab.errors import LabError
+from lab.rootfs import make_ext4, run
+from lab.xen import boot as xen_boot
+
+from .image import ApplianceImage
+
+QEMU = "qemu-system-x86_64"
+MEMORY_MIB = 3072
+VCPUS = 2
+DISK_SIZE = "16G"
+CPU = f"{xen_boot.CPU.replace(',x-force-features=on', '')},-smap,-smep,x-force-features=on"
+SEED_LABEL = "xenweb-seed"
+SCREEN = {
+    "url": re.compile(r"xenweb appliance: open (https://\S+/) in a browser"),
+    "token": re.compile(r"xenweb setup token: (\S.*?)\s*$", re.MULTILINE),
+    "fingerprint": re.compile(r"xenweb TLS certificate SHA-256: ([0-9A-F:]{95})"),
+}
+
+
+@dataclass(frozen=True)
+class Screen:
+    """What the console shows a user: where to go, the token, the certificate."""
+
+    url: str
+    token: str
+    fingerprint: str
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class BootedAppliance:
+    """One appliance under QEMU; :meth:`stop` always tears it down."""
+
+    def __init__(self, image: ApplianceImage, folder: Path, *, name: str = "appliance") -> None:
+        self.image = image
+        self.folder = folder
+        self.name = name
+        self.https_port = free_port()
+        self.ssh_port = free_port()
+        self.pid: int | None = None
+        self.started = 0.0
+
+    @property
+    def overlay(self) -> Path:
+        return self.folder / "overlay.qcow2"
+
+    @property
+    def seed(self) -> Path:
+        return self.folder / "seed.img"
+
+    @property
+    def console_log(self) -> Path:
+        return self.folder / "console.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.folder / "qemu.pid"
+
+    @property
+    def key(self) -> Path:
+        return self.folder / "id_ed25519"
+
+    @property
+    def marker(self) -> str:
+        return f"{self.folder}/"
+
+    def prepare(self) -> None:
+        """A fresh overlay and seed disk: the machine as a user gets it from the image."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.overlay.unlink(missing_ok=True)
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.image.raw),
+             str(self.overlay), DISK_SIZE], step="creating the appliance overlay", timeout=120)
+        if not self.key.is_file():
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "xenweb-appliance-test",
+                 "-f", str(self.key)], step="generating the test's SSH key", timeout=60)
+        seed = self.folder / "seed"
+        shutil.rmtree(seed, ignore_errors=True)
+        seed.mkdir()
+        shutil.copyfile(self.key.with_suffix(".pub"), seed / "authorized_keys")
+        make_ext4(seed, self.seed, label=SEED_LABEL, size_mib=8)
+        shutil.rmtree(seed)
+
+    def argv(self) -> list[str]:
+        forwards = (f"hostfwd=tcp:127.0.0.1:{self.https_port}-:443,"
+                    f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22")
+        return [
+            QEMU,
+            "-name", f"xenweb-{self.name},process=xenweb-{self.name}",
+            "-nodefaults", "-no-user-config",
+            "-machine", "pc",
+            "-accel", xen_boot.ACCEL,
+            "-cpu", CPU,
+            "-smp", str(VCPUS),
+            "-m", str(MEMORY_MIB),
+            "-drive", f"file={self.overlay},format=qcow2,if=virtio,cache=unsafe",
+            "-drive", f"file={self.seed},format=raw,if=virtio,readonly=on",
+            "-netdev", f"user,id=net0,{forwards}",
+            "-device", "virtio-net-pci,netdev=net0",
+            "-display", "none",
+            "-serial", f"file:{self.console_log}",
+            "-monitor", "none",
+            "-pidfile", str(self.pidfile),
+            "-daemonize",
+        ]
+
+    def start(self) -> None:
+        self.pidfile.unlink(missing_ok=True)
+        self.console_log.unlink(missing_ok=True)
+        self.started = time.monotonic()
+        run(self.argv(), step="starting QEMU", timeout=60)
+        pid = procs.read_pid_file(self.pidfile)
+        if pid is None or not procs.is_lab_process(pid, self.marker):
+            raise LabError(f"QEMU exited right after starting; see {self.console_log}")
+        self.pid = pid
+
+    def running(self) -> bool:
+        return procs.is_lab_process(self.pid, self.marker)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        pid = self.pid
+        if pid and self.running():
+            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline and procs.is_alive(pid):
+                    time.sleep(0.1)
+                if not procs.is_alive(pid):
+                    break
+        self.pid = None
+        self.pidfile.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        self.stop()
+        for path in (self.overlay, self.seed):
+            path.unlink(missing_ok=True)
+
+    def console(self) -> str:
+        try:
+            return self.console_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def console_tail(self, lines: int = 25) -> str:
+        text = _plain(self.console())
+        return "\n".join(text.strip().splitlines()[-lines:]) or "(console log empty)"
+
+    def wait_for(self, pattern: re.Pattern[str] | str, *, timeout: float, after: int = 0,
+                 what: str = "") -> re.Match[str]:
+        """The first match of ``pattern`` in the console from offset ``after`` on."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        while True:
+            found = regex.search(_plain(self.console()[after:]))
+            if found:
+                return found
+            if not self.running():
+                raise LabError(f"the appliance stopped while waiting for {what or regex.pattern}"
+                               f":\n{self.console_tail()}")
+            if time.monotonic() > deadline:
+                raise LabError(f"no {what or regex.pattern} on the console after {timeout:.0f} s:"
+                               f"\n{self.console_tail()}")
+            time.sleep(1.0)
+
+    def screen(self, *, timeout: float, after: int = 0) -> Screen:
+        """The console screen's three lines, waited for (printed by xenweb-console)."""
+        url = self.wait_for(SCREEN["url"], timeout=timeout, after=after, what="the address")
+        rest = url.start() + after
+        found = {
+            name: self.wait_for(regex, timeout=60, after=rest, what=name).group(1)
+            for name, regex in SCREEN.items() if name != "url"
+        }
+        return Screen(url=url.group(1), token=found["token"], fingerprint=found["fingerprint"])
+
+    def ssh(self, command: str, *, timeout: float = 300, check: bool = True) -> str:
+        """Runs ``command`` as root on the appliance over the forwarded SSH port."""
+        # accept-new: the key the machine made at first boot is learnt once, and a changed
+        # key afterwards (a reboot must keep it) fails the login.
+        result = subprocess.run(
+            [shutil.which("ssh") or "/usr/bin/ssh", "-i", str(self.key), "-p", str(self.ssh_port),
+             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+             "-o", f"UserKnownHostsFile={self.folder / 'known_hosts'}",
+             "-o", "ConnectTimeout=60", "-o", "LogLevel=ERROR",
+             "root@127.0.0.1", command],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+        if check and result.returncode != 0:
+            raise LabError(f"ssh {command!r} exited with {result.returncode}: "
+                           f"{(result.stderr or result.stdout).strip()[-2000:]}")
+        return result.stdout
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
+
+
+def _plain(text: str) -> str:
+    """The console log without terminal control sequences (GRUB's menu, agetty)."""
+    return ANSI.sub("", text)
+
+
+def sha256_fingerprint(der: bytes) -> str:
+    """A certificate's SHA-256 fingerprint as openssl prints it (AA:BB:…)."""
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
