@@ -203,6 +203,8 @@ install_units() {
     copy_units
     run systemctl enable --now libvirtd.service
     run systemctl enable --now xenweb.target
+    # An update: the services already ran the old code (PartOf restarts every xenweb unit).
+    run systemctl restart xenweb.target
 }
 
 copy_units() {

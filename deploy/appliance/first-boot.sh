@@ -7,7 +7,9 @@
 #   2. SSH host keys; root's authorized_keys from a seed disk, if one is attached (a file
 #      system labelled xenweb-seed holding authorized_keys, like cloud images' NoCloud seed);
 #   3. the bridge xenbr0 takes the first NIC;
-#   4. deploy/install.sh --first-boot: secret key, Redis password, TLS certificate,
+#   4. libvirt's storage pool "default" (/var/lib/xen/images, Xen's place for guest images),
+#      with this machine's own UUID;
+#   5. deploy/install.sh --first-boot: secret key, Redis password, TLS certificate,
 #      database and setup token.
 set -euo pipefail
 
@@ -84,9 +86,27 @@ bridge_uplink() {
     log "xenbr0 bridges the NIC $mac"
 }
 
+default_pool() {
+    local pools=/etc/libvirt/storage
+    [[ -e "$pools/default.xml" ]] && return
+    install -d -m 0755 "$pools/autostart" /var/lib/xen/images
+    cat >"$pools/default.xml" <<EOF_POOL
+<pool type='dir'>
+  <name>default</name>
+  <uuid>$(cat /proc/sys/kernel/random/uuid)</uuid>
+  <target>
+    <path>/var/lib/xen/images</path>
+  </target>
+</pool>
+EOF_POOL
+    ln -sf "$pools/default.xml" "$pools/autostart/default.xml"
+    log "storage pool default: /var/lib/xen/images"
+}
+
 grow_root
 ssh_keys
 bridge_uplink
+default_pool
 bash "$APP/deploy/install.sh" --first-boot --server-name "$(hostname)"
 touch "$DONE"
 log "done"

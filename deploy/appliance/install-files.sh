@@ -12,11 +12,6 @@ install -m 0755 "$HERE/console-info.sh" /usr/local/sbin/xenweb-console-info
 for unit in xenweb-first-boot.service xenweb-console.service xenweb-console.path; do
     install -m 0644 "$HERE/$unit" /etc/systemd/system/
 done
-# The gettys show the console screen (/etc/issue.d) only once it is written.
-for getty in getty@.service serial-getty@.service; do
-    install -d -m 0755 "/etc/systemd/system/$getty.d"
-    install -m 0644 "$HERE/getty-after-console.conf" "/etc/systemd/system/$getty.d/xenweb.conf"
-done
 # The seed's bridged networking: xenbr0 takes the first NIC (first boot names it) and asks
 # DHCP for the address; guests' NICs join the bridge.
 install -d -m 0755 /etc/systemd/network

@@ -15,24 +15,21 @@ not need that).
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import procs
 from lab.errors import LabError
 from lab.rootfs import make_ext4, run
 from lab.xen import boot as xen_boot
 
 from .image import ApplianceImage
 
-QEMU = "qemu-system-x86_64"
+QEMU = xen_boot.QEMU
 MEMORY_MIB = 3072
 VCPUS = 2
 DISK_SIZE = "16G"
@@ -71,30 +68,25 @@ class BootedAppliance:
         self.ssh_port = free_port()
         self.pid: int | None = None
         self.started = 0.0
+        # The lab dom0's folder layout (overlay, seed, console log, PID file): its QEMU
+        # start and stop work here unchanged.
+        self.files = xen_boot.HostFiles(folder)
 
     @property
     def overlay(self) -> Path:
-        return self.folder / "overlay.qcow2"
+        return self.files.overlay
 
     @property
     def seed(self) -> Path:
-        return self.folder / "seed.img"
+        return self.files.seed
 
     @property
     def console_log(self) -> Path:
-        return self.folder / "console.log"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.folder / "qemu.pid"
+        return self.files.console_log
 
     @property
     def key(self) -> Path:
         return self.folder / "id_ed25519"
-
-    @property
-    def marker(self) -> str:
-        return f"{self.folder}/"
 
     def prepare(self) -> None:
         """A fresh overlay and seed disk: the machine as a user gets it from the image."""
@@ -131,38 +123,20 @@ class BootedAppliance:
             "-display", "none",
             "-serial", f"file:{self.console_log}",
             "-monitor", "none",
-            "-pidfile", str(self.pidfile),
+            "-pidfile", str(self.files.pidfile),
             "-daemonize",
         ]
 
     def start(self) -> None:
-        self.pidfile.unlink(missing_ok=True)
-        self.console_log.unlink(missing_ok=True)
         self.started = time.monotonic()
-        run(self.argv(), step="starting QEMU", timeout=60)
-        pid = procs.read_pid_file(self.pidfile)
-        if pid is None or not procs.is_lab_process(pid, self.marker):
-            raise LabError(f"QEMU exited right after starting; see {self.console_log}")
-        self.pid = pid
+        self.pid = xen_boot.start_qemu(self.argv(), self.files)
 
     def running(self) -> bool:
-        return procs.is_lab_process(self.pid, self.marker)
+        return xen_boot.is_running(self.pid, self.files)
 
-    def stop(self, timeout: float = 15.0) -> None:
-        pid = self.pid
-        if pid and self.running():
-            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    break
-                deadline = time.monotonic() + wait
-                while time.monotonic() < deadline and procs.is_alive(pid):
-                    time.sleep(0.1)
-                if not procs.is_alive(pid):
-                    break
+    def stop(self) -> None:
+        xen_boot.stop_qemu(self.pid, self.files)
         self.pid = None
-        self.pidfile.unlink(missing_ok=True)
 
     def remove(self) -> None:
         self.stop()
@@ -176,8 +150,7 @@ class BootedAppliance:
             return ""
 
     def console_tail(self, lines: int = 25) -> str:
-        text = _plain(self.console())
-        return "\n".join(text.strip().splitlines()[-lines:]) or "(console log empty)"
+        return _plain(xen_boot.console_tail(self.files, lines))
 
     def wait_for(self, pattern: re.Pattern[str] | str, *, timeout: float, after: int = 0,
                  what: str = "") -> re.Match[str]:
@@ -206,8 +179,10 @@ class BootedAppliance:
         }
         return Screen(url=url.group(1), token=found["token"], fingerprint=found["fingerprint"])
 
-    def ssh(self, command: str, *, timeout: float = 300, check: bool = True) -> str:
-        """Runs ``command`` as root on the appliance over the forwarded SSH port."""
+    def ssh(self, command: str, *, timeout: float = 300, check: bool = True,
+            stdin: bytes | None = None) -> str:
+        """Runs ``command`` as root on the appliance over the forwarded SSH port (``stdin``
+        fed to it)."""
         # accept-new: the key the machine made at first boot is learnt once, and a changed
         # key afterwards (a reboot must keep it) fails the login.
         result = subprocess.run(
@@ -216,12 +191,13 @@ class BootedAppliance:
              "-o", f"UserKnownHostsFile={self.folder / 'known_hosts'}",
              "-o", "ConnectTimeout=60", "-o", "LogLevel=ERROR",
              "root@127.0.0.1", command],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            capture_output=True, timeout=timeout, check=False, input=stdin,
         )
+        out, err = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
         if check and result.returncode != 0:
             raise LabError(f"ssh {command!r} exited with {result.returncode}: "
-                           f"{(result.stderr or result.stdout).strip()[-2000:]}")
-        return result.stdout
+                           f"{(err or out).strip()[-2000:]}")
+        return out
 
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")

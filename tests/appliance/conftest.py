@@ -92,6 +92,9 @@ def boot_appliance(image: ApplianceImage, folder: Path, name: str) -> Booted:
             logger.warning("the appliance %s did not boot: %s", name, exc)
             errors.append(str(exc))
             machine.remove()
+        except BaseException:  # a test timeout, ^C: the machine goes too
+            machine.remove()
+            raise
     pytest.fail(f"the appliance {name} did not boot (twice):\n" + "\n---\n".join(errors))
 
 

@@ -42,6 +42,7 @@ class PinnedClient(requests.Session):
         if seen != screen.fingerprint:
             raise LabError(f"the certificate served ({seen}) is not the one the console "
                            f"showed ({screen.fingerprint})")
+        self.pem = pem
         self.mount("https://", _TrustOnly(ssl.create_default_context(cadata=pem)))
         # Django checks the Origin of every form post over HTTPS, as a browser sends it.
         self.headers["Origin"] = self.base
@@ -51,6 +52,12 @@ class PinnedClient(requests.Session):
 
     def csrf(self) -> str:
         return self.cookies.get("csrftoken", "")
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """A REST call with the session (DRF checks CSRF on session-authenticated writes)."""
+        headers = {"X-CSRFToken": self.csrf(), **kwargs.pop("headers", {})}
+        return self.request(method, self.url(path), headers=headers,
+                            timeout=kwargs.pop("timeout", 300), **kwargs)
 
     def post_form(self, path: str, data: dict[str, str]) -> requests.Response:
         self.get(self.url(path), timeout=120)  # the form sets the CSRF cookie
@@ -77,3 +84,28 @@ def wait_for_wizard(machine: BootedAppliance, screen: Screen, *, timeout: float)
         time.sleep(3)
     raise LabError(f"the wizard did not answer over HTTPS in {timeout:.0f} s ({last}):\n"
                    f"{machine.console_tail()}")
+
+
+def read_console(client: PinnedClient, guest_id: int, needle: str, *, timeout: float) -> str:
+    """The guest's text console through ``wss://`` via nginx, as the browser opens it (the
+    session cookie, the page's Origin), read until ``needle`` shows."""
+    from websockets.sync.client import connect
+
+    url = client.base.replace("https://", "wss://") + f"/ws/guests/{guest_id}/console/"
+    headers = {"Origin": client.base, "Cookie": f"sessionid={client.cookies['sessionid']}"}
+    context = ssl.create_default_context(cadata=client.pem)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    with connect(url, ssl=context, additional_headers=headers, open_timeout=60) as ws:
+        while needle.encode() not in seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LabError(f"no {needle!r} on the console in {timeout:.0f} s: "
+                               f"{seen[-2000:]!r}")
+            try:
+                frame = ws.recv(timeout=remaining)
+            except TimeoutError:
+                continue
+            if isinstance(frame, bytes):
+                seen += frame
+    return seen.decode(errors="replace")
