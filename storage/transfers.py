@@ -61,7 +61,7 @@ def reachable_path(volume: Volume) -> str | None:
         regular = stat.S_ISREG(os.lstat(volume.path).st_mode)
     except OSError:
         return None
-    return volume.path if regular else None
+    return volume.path if regular and os.access(volume.path, os.R_OK) else None
 
 
 # -- download ---------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domain_xml as dx
 from hosts.virt import volumes as virt
-from storage import content
+from storage import content, volume_io
 from storage.access import is_boot_pool
 from storage.errors import ImageRefused, StorageError
 from storage.images import check_file, check_libvirt_report
@@ -108,11 +108,12 @@ def plan_import(proposal: Proposal, params: dict[str, Any]) -> ImportPlan:
 
 def _reachable(host: Host, path: str) -> bool:
     """Whether this machine writes the volume's file itself (local hosts and hosts whose
-    files are this machine's, ``Host.files_local``)."""
+    files are this machine's, ``Host.files_local``, where this process may write it)."""
     from urllib.parse import urlsplit
 
     local = host.files_local or not urlsplit(host.uri).hostname
-    return local and not host.in_process_only and os.path.isfile(path)
+    return (local and not host.in_process_only and os.path.isfile(path)
+            and volume_io.may_read_and_write(path))
 
 
 @contextlib.contextmanager
