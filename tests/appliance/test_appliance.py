@@ -222,9 +222,10 @@ def test_reboot_keeps_setup_data_and_secrets(appliance: Booted) -> None:
     assert screen.fingerprint == appliance.screen.fingerprint
     after = secrets_of(machine)  # the SSH host key is checked by the login itself too
     assert after == before
-    client = PinnedClient(machine, screen)  # the screen shows once the pages answer
-    assert client.post_form("/accounts/login/", {"username": "admin", "password": STRONG}
-                            ).status_code == 302
+    client = PinnedClient(machine, screen)
+    # The gettys show the last boot's screen at once; the pages answer a little later.
+    wait_for("the login page after the reboot", lambda: client.post_form(
+        "/accounts/login/", {"username": "admin", "password": STRONG}).status_code == 302)
     rows = results(client.api("GET", "/api/v1/hosts/"))
     assert [(h["name"], h["uri"]) for h in rows] == [("dom0", "xen:///system")]
     assert client.get(client.url("/setup/"), timeout=120).status_code == 404
