@@ -27,6 +27,8 @@ systemctl enable systemd-networkd.service xenweb-first-boot.service xenweb-conso
 systemctl mask xendomains.service
 cat >/etc/default/libvirt-guests <<'EOF_GUESTS'
 # xenweb appliance: guests marked autostart start with libvirtd; the others stay off.
+# The local hypervisor by name: "default" finds no driver on a dom0 without QEMU's.
+URIS=xen:///system
 ON_BOOT=ignore
 ON_SHUTDOWN=shutdown
 SHUTDOWN_TIMEOUT=120

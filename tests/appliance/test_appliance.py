@@ -215,6 +215,13 @@ def test_uploaded_volume_boots_a_pv_guest_with_its_console_over_wss(
 def test_reboot_keeps_setup_data_and_secrets(appliance: Booted) -> None:
     machine = appliance.machine
     before = secrets_of(machine)
+    client = appliance.facts.get("client")
+    guest = appliance.facts.get("guest")
+    if client and guest:
+        # Shut off first: a reboot with the guest running hung in the dom0's shutdown
+        # under TCG (issue 21's note); autostart, not the running state, brings it back.
+        stopped = client.api("POST", f"/api/v1/guests/{guest}/destroy/", json={})
+        assert stopped.status_code == 200, stopped.text
     offset = len(machine.console())
     machine.ssh("systemctl reboot", check=False, timeout=60)
     screen = machine.screen(timeout=1500, after=offset)
@@ -229,7 +236,6 @@ def test_reboot_keeps_setup_data_and_secrets(appliance: Booted) -> None:
     rows = results(client.api("GET", "/api/v1/hosts/"))
     assert [(h["name"], h["uri"]) for h in rows] == [("dom0", "xen:///system")]
     assert client.get(client.url("/setup/"), timeout=120).status_code == 404
-    guest = appliance.facts.get("guest")
     if guest:  # marked autostart before the reboot: it runs again
         wait_for("the autostart guest running", lambda: client.api(
             "GET", f"/api/v1/guests/{guest}/").json()["state"] == "running")
