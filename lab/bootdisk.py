@@ -57,6 +57,7 @@ from typing import Literal
 
 from lab import tinyguest
 from lab.paths import lab_dir
+from lab.rootfs import locked
 from lab.tinyguest import TinyGuestError
 
 log = logging.getLogger(__name__)
@@ -318,7 +319,7 @@ def ensure_boot_disk(hostname: str, root_naming: RootNaming = "device") -> BootD
     disk = _current(root, pointer_file, check_apt=True)
     if disk:
         return disk
-    with tinyguest._locked(root / ".lock"):
+    with locked(root / ".lock"):
         disk = _current(root, pointer_file, check_apt=True)
         if disk:
             return disk

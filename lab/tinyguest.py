@@ -25,8 +25,6 @@ lists have changed since.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import gzip
 import hashlib
 import json
@@ -38,11 +36,12 @@ import stat
 import struct
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from lab.paths import cache_dir, lab_dir
+from lab.rootfs import locked
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def ensure_tiny_guest() -> TinyGuestImage:
     image = _current(root, check_apt=True)
     if image:
         return image
-    with _locked(root / ".lock"):
+    with locked(root / ".lock"):
         image = _current(root, check_apt=True)  # built by another process meanwhile?
         if image:
             return image
@@ -149,16 +148,6 @@ def _apt_lists_stamp() -> int:
         return APT_LISTS.stat().st_mtime_ns
     except OSError:
         return 0
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _key(*packages: _Package) -> str:

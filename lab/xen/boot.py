@@ -23,13 +23,13 @@ import hashlib
 import os
 import shutil
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from lab import procs
 from lab.errors import LabError
+from lab.rootfs import run
 
 from .image import SEED_LABEL, Dom0Image
 
@@ -137,18 +137,7 @@ class HostFiles:
 
 
 def _run(args: list[str], what: str, timeout: float = 120.0) -> str:
-    try:
-        result = subprocess.run(
-            args, capture_output=True, text=True, check=False, timeout=timeout
-        )
-    except FileNotFoundError as exc:
-        raise LabError(f"{what}: {args[0]} is not installed") from exc
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LabError(f"{what}: {exc}") from exc
-    if result.returncode != 0:
-        detail = " / ".join((result.stderr or result.stdout).strip().splitlines()[-5:])
-        raise LabError(f"{what}: {' '.join(args)} exited with {result.returncode}: {detail}")
-    return result.stdout
+    return run(args, step=what, timeout=timeout)
 
 
 def ensure_host_key(files: HostFiles) -> str:
