@@ -12,6 +12,7 @@ install -m 0755 "$HERE/console-info.sh" /usr/local/sbin/xenweb-console-info
 for unit in xenweb-first-boot.service xenweb-console.service xenweb-console.path; do
     install -m 0644 "$HERE/$unit" /etc/systemd/system/
 done
+install -D -m 0644 "$HERE/xenweb-console.tmpfiles" /etc/tmpfiles.d/xenweb-console.conf
 # The seed's bridged networking: xenbr0 takes the first NIC (first boot names it) and asks
 # DHCP for the address; guests' NICs join the bridge.
 install -d -m 0755 /etc/systemd/network

@@ -7,11 +7,11 @@ the serial console's log and QEMU's PID file. The firmware is SeaBIOS, the boot 
 image's own GRUB, the hypervisor Debian's stock Xen: nothing is passed on QEMU's command
 line but hardware. User-mode networking forwards the appliance's 443 and 22 to loopback.
 
-The emulated CPU leaves out what TCG gets wrong under Xen (``lab.xen.boot``): AVX; SMAP
+The emulated CPU leaves out what TCG gets wrong under Xen (``lab.xen.boot``): AVX; and SMAP
 and SMEP, which the lab's dom0s turn off on Xen's command line instead (a user's image must
-not need that); and SHA-NI, with which apt's SHA-256 of every downloaded index came out
-wrong ("Hash Sum mismatch" where the MD5 matched; QEMU 7.2), so that an update inside the
-appliance could not run apt.
+not need that). The image's Xen switches FPU state eagerly (``spec-ctrl=eager-fpu`` in
+``deploy/appliance/grub-defaults.cfg``): with Xen's lazy switching, QEMU 7.2's TCG corrupted
+dom0's SSE registers whenever a guest ran.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ QEMU = xen_boot.QEMU
 MEMORY_MIB = 3072
 VCPUS = 2
 DISK_SIZE = "16G"
-CPU = f"{xen_boot.CPU.replace(',x-force-features=on', '')},-smap,-smep,-sha-ni,x-force-features=on"
+CPU = f"{xen_boot.CPU.replace(',x-force-features=on', '')},-smap,-smep,x-force-features=on"
 SEED_LABEL = "xenweb-seed"
 SCREEN = {
     "url": re.compile(r"xenweb appliance: open (https://\S+/) in a browser"),

@@ -79,9 +79,8 @@ SLACK_MIB = 1024
 PARTITION_START_SECTOR = 2048  # 1 MiB: GRUB's core image lives in the gap before it
 SECTOR = 512
 HOSTNAME = "xenweb"
-XEN_ARGS = "dom0_mem=2048M,max:2048M console=com1,vga com1=115200,8n1"
-DOM0_ARGS = "ro console=tty0 console=hvc0"
-RESCUE_ARGS = "ro console=tty0 console=ttyS0,115200"
+# The kernel and Xen arguments of the image's menu are those update-grub uses later.
+GRUB_DEFAULTS = "deploy/appliance/grub-defaults.cfg"
 GRUB_MODULES = ("biosdisk", "part_msdos", "ext2", "search_fs_uuid", "search")
 SOURCE_DIR = "usr/src/xenweb"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -174,7 +173,8 @@ def ensure_appliance_image() -> ApplianceImage:
         build=lambda staged, scratch: _build_base(staged, versions, mirror, security),
     )
     files = source_files()
-    image_key = debian.cache_key(key, _hash_files(BASE, files))
+    # This module writes the boot menu and the disk: an edit here makes a new image.
+    image_key = debian.cache_key(key, _hash_files(BASE, [*files, "lab/appliance/image.py"]))
     return debian.ensure_cached(
         cache_dir() / "appliance", image_key, complete=_complete_image,
         what="appliance image",
@@ -288,10 +288,24 @@ def _newest(boot: Path, pattern: str) -> str:
     return found[-1].name
 
 
+def grub_defaults() -> dict[str, str]:
+    """The ``KEY="value"`` settings of the shipped ``/etc/default/grub.d/xenweb.cfg``."""
+    found = {}
+    for line in (BASE / GRUB_DEFAULTS).read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.isidentifier() and not line.startswith("#"):
+            found[key] = value.strip('"')
+    return found
+
+
 def grub_config(root_uuid: str, xen: str, kernel: str, initrd: str) -> str:
     """The boot menu: Xen with dom0 (default), plain Linux for rescue. Serial and screen
     both show it (a server's console may be either)."""
     root = f"root=UUID={root_uuid}"
+    defaults = grub_defaults()
+    xen_args = defaults["GRUB_CMDLINE_XEN_DEFAULT"]
+    dom0_args = f"ro {defaults['GRUB_CMDLINE_LINUX_XEN_REPLACE']}"
+    rescue_args = f"ro {defaults['GRUB_CMDLINE_LINUX']}"
     return f"""# Written when the appliance image was built; update-grub replaces it with an
 # equivalent menu (/etc/default/grub.d/xenweb.cfg keeps Xen the default).
 serial --unit=0 --speed=115200
@@ -306,14 +320,14 @@ menuentry 'xenweb appliance (Debian 12, Xen 4.17)' --id xenweb-xen {{
     insmod multiboot2
     insmod gzio
     echo 'Loading Xen 4.17 ...'
-    multiboot2 /boot/{xen} placeholder {XEN_ARGS}
+    multiboot2 /boot/{xen} placeholder {xen_args}
     echo 'Loading Linux (dom0) ...'
-    module2 /boot/{kernel} placeholder {root} {DOM0_ARGS}
+    module2 /boot/{kernel} placeholder {root} {dom0_args}
     module2 --nounzip /boot/{initrd}
 }}
 menuentry 'Debian 12 without Xen (rescue)' --id xenweb-rescue {{
     insmod gzio
-    linux /boot/{kernel} {root} {RESCUE_ARGS}
+    linux /boot/{kernel} {root} {rescue_args}
     initrd /boot/{initrd}
 }}
 """

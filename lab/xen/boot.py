@@ -46,9 +46,11 @@ ACCEL = "tcg,thread=multi,tb-size=256"
 # glibc's string functions use AVX2 wherever the CPU offers it. Without AVX they use SSE.
 CPU = "max,vendor=GenuineIntel,-svm,+vme,-avx,-avx2,-fma,-f16c,-vaes,x-force-features=on"
 # bootscrub=false: Xen would otherwise scrub all free RAM while dom0 boots, on the same
-# (emulated, slow) CPUs.
+# (emulated, slow) CPUs. spec-ctrl=eager-fpu: with Xen's lazy FPU switching, TCG corrupted
+# dom0's SSE registers whenever a guest ran (found on the appliance: lab.appliance.boot).
 XEN_ARGS = (
-    f"dom0_mem={DOM0_MEMORY} smap=0 smep=0 cet=0 console=com1 com1=115200,8n1 "
+    f"dom0_mem={DOM0_MEMORY} smap=0 smep=0 cet=0 spec-ctrl=eager-fpu "
+    "console=com1 com1=115200,8n1 "
     "loglvl=warning guest_loglvl=warning bootscrub=false"
 )
 DOM0_ARGS = "root=/dev/vda rw console=hvc0 loglevel=4"

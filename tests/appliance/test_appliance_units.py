@@ -22,6 +22,9 @@ def test_grub_menu_boots_xen_by_default_with_a_rescue_entry() -> None:
     assert "set default=0" in text and len(entries) == 2
     xen, rescue = entries
     assert "multiboot2 /boot/xen-4.17-amd64.gz placeholder dom0_mem=2048M" in xen
+    # The same Xen arguments as update-grub's (the shipped grub.d file), eager FPU among them.
+    xen_args = image.grub_defaults()["GRUB_CMDLINE_XEN_DEFAULT"]
+    assert f"placeholder {xen_args}\n" in xen and "spec-ctrl=eager-fpu" in xen_args
     assert "module2 /boot/vmlinuz-6.1.0-9-amd64 placeholder root=UUID=0b7c…uuid" in xen
     assert "console=hvc0" in xen and "module2 --nounzip /boot/initrd.img" in xen
     assert "linux /boot/vmlinuz-6.1.0-9-amd64 root=UUID=0b7c…uuid" in rescue
