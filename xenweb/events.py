@@ -48,3 +48,7 @@ class EventsConsumer(LayerJsonWebsocketConsumer):
 
     async def inventory_update(self, event: dict[str, Any]) -> None:
         await self.send_json(event)
+
+    async def metrics_update(self, event: dict[str, Any]) -> None:
+        # A host's samples were taken (beat's metrics round): pages with graphs redraw.
+        await self.send_json(event)
