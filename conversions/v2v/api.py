@@ -80,10 +80,10 @@ class ImportViewSet(viewsets.ViewSet):
     @extend_schema(request={"application/octet-stream": {"type": "string",
                                                          "format": "binary"}},
                    responses={201: dict, 411: REFUSED, 422: REFUSED})
-    @action(detail=False, methods=["put"], url_path=r"files/(?P<name>.+)")
     def upload(self, request: Request, name: str = "") -> Response:
         """Store the request body (raw bytes, with Content-Length) as `name` inside the
-        import area; it can then be inspected and imported as `{"source": name}`."""
+        import area; it can then be inspected and imported as `{"source": name}`.
+        Routed in conversions/api_urls.py, with or without a trailing slash."""
         length = request.headers.get("Content-Length", "")
         if not length.isdigit():
             return Response({"detail": "Send the file as the request body with a "

@@ -126,8 +126,9 @@ def put(client: Client, path: str, data: bytes) -> Any:
 def test_upload_into_the_import_area(operator_client: Client, viewer_client: Client,
                                      area: Path, tmp_path: Path) -> None:
     _vm(tmp_path, tmp_path)
-    for name in ("web.vmx", "web.vmdk"):
-        stored = put(operator_client, f"/api/v1/imports/files/up/{name}/",
+    # With or without the trailing slash; the extension is the file's, never a format.
+    for name, slash in (("web.vmx", "/"), ("web.vmdk", "")):
+        stored = put(operator_client, f"/api/v1/imports/files/up/{name}{slash}",
                      (tmp_path / name).read_bytes())
         assert stored.status_code == 201, stored.json()
         assert stored.json()["source"] == f"up/{name}"
@@ -136,6 +137,7 @@ def test_upload_into_the_import_area(operator_client: Client, viewer_client: Cli
     again = put(operator_client, "/api/v1/imports/files/up/web.vmx/", b"x")
     assert again.status_code == 422 and "exists already" in again.json()["detail"]
     assert put(viewer_client, "/api/v1/imports/files/v.vmx/", b"x").status_code == 403
+    assert put(viewer_client, "/api/v1/imports/files/v.vmx", b"x").status_code == 403
     for bad in ("../escape.vmx", ".hidden", "a/../../b"):
         refused = put(operator_client, f"/api/v1/imports/files/{bad}/", b"x")
         assert refused.status_code in (404, 422), bad
