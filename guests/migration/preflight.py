@@ -15,6 +15,7 @@ from hosts.models import Host
 from hosts.virt import VirtError, parse_uri
 from hosts.virt import migration as vm
 from hosts.virt.networks import list_networks
+from hosts.virt.snapshots import SnapshotsUnsupported, list_snapshots
 from storage.models import Pool
 from storage.sharing import disk_on_target, shared_pool_on
 
@@ -274,6 +275,24 @@ def check_exclusive_disks(guest: Guest, target: Host, options: MigrationOptions)
                   "No running guest on the target writes the same non-shareable volume.")
 
 
+def check_snapshots(guest: Guest, target: Host, options: MigrationOptions) -> Check:
+    """libvirt refuses to move a guest with snapshots to another host ("cannot migrate domain
+    with N snapshots"): their metadata belongs to the source host."""
+    try:
+        names = [s.name for s in list_snapshots(guest.host.virt_target, str(guest.uuid))]
+    except SnapshotsUnsupported:
+        return Check("snapshots", True, f"{guest.host} keeps no guest snapshots.")
+    except VirtError as exc:
+        return Check("snapshots", False, f"The snapshots of '{guest}' cannot be listed: {exc}")
+    if names:
+        shown = ", ".join(f"'{name}'" for name in names[:5]) + (" …" if len(names) > 5 else "")
+        return Check("snapshots", False,
+                     f"'{guest}' has {len(names)} snapshot{'s' if len(names) > 1 else ''} "
+                     f"({shown}): libvirt moves no guest with snapshots to another host. "
+                     "Delete them first (or keep the guest here).")
+    return Check("snapshots", True, f"'{guest}' has no snapshots.")
+
+
 def check_busy(guest: Guest, target: Host, options: MigrationOptions) -> Check:
     from guests.services import busy_job
 
@@ -287,7 +306,7 @@ def check_busy(guest: Guest, target: Host, options: MigrationOptions) -> Check:
 CHECKS: tuple[CheckFn, ...] = (
     check_guest_state, check_target, check_transport, check_hypervisor, check_cpu,
     check_networks, check_storage, check_memory, check_placement, check_exclusive_disks,
-    check_busy,
+    check_snapshots, check_busy,
 )
 
 
