@@ -1,10 +1,11 @@
-"""Performance samples: every host and its guests read in bulk (beat's ``sample_metrics``),
-kept for METRICS_RETENTION_HOURS. The charts' series are computed from them by
-hosts.charts and guests.charts.
+"""Performance samples: every host and its guests (beat's ``sample_metrics``; read in bulk
+where the driver can, see hosts.virt.stats), kept for METRICS_RETENTION_HOURS. The charts'
+series are computed from them by hosts.charts and guests.charts.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from django.conf import settings
@@ -15,6 +16,8 @@ from hosts.models import Host, HostSample
 from hosts.virt import VirtError
 from hosts.virt.stats import host_counters
 from xenweb.realtime import EVENTS_GROUP, broadcast
+
+log = logging.getLogger(__name__)
 
 
 def sample_host(host: Host) -> int:
@@ -48,8 +51,9 @@ def sample_all() -> dict[str, int]:
             continue
         try:
             sampled[host.name] = sample_host(host)
-        except VirtError:
-            continue  # the monitor reports unreachable hosts
+        except VirtError as exc:
+            # The monitor reports unreachable hosts; this says why a host has no graphs.
+            log.warning("%s: no performance samples: %s", host.name, exc)
     prune()
     return sampled
 

@@ -220,3 +220,36 @@ def test_pv_guest_lifecycle_through_the_api(enrolled: Host, admin_client: Client
     assert deleted.status_code == 204, deleted.content
     domains = virt.list_domains(VirtTarget(enrolled.uri, allow_insecure=True))
     assert name not in {d.name for d in domains}
+
+
+def test_graphs_of_the_dom0_and_its_pv_guest(enrolled: Host, admin_client: Client) -> None:
+    """libvirt's libxl driver has no bulk stats or host CPU counters: the sampler reads each
+    domain by itself and the host's busy time from its domains (issue 22)."""
+    from inventory.metrics import sample_host
+
+    name = f"graphs-{uuid.uuid4().hex[:6]}"
+    created = post(admin_client, "/api/v1/guests/", {
+        "name": name, "host": enrolled.pk, "type": "pv", "memory_mib": 192,
+        "kernel_file": KERNEL_FILE, "initrd_file": INITRD_FILE,
+        "cmdline": tiny_guest_cmdline(console="hvc0"),
+    })
+    assert created.status_code == 201, created.json()
+    guest = Guest.objects.get(pk=created.json()["id"])
+    try:
+        assert post(admin_client, f"/api/v1/guests/{guest.pk}/start/").status_code == 200
+        assert sample_host(enrolled) == 1
+        time.sleep(3)
+        assert sample_host(enrolled) == 1
+        series = admin_client.get(f"/api/v1/guests/{guest.pk}/metrics/?minutes=5").json()
+        assert len(series["t"]) == 1, series
+        cpu = series["series"]["cpu_percent"][0]
+        assert cpu is not None and cpu >= 0, series
+        assert 150 <= series["series"]["memory_mib"][0] <= 200, series
+        for counter in ("disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps"):
+            assert series["series"][counter][0] is not None, (counter, series)
+        host_series = admin_client.get(f"/api/v1/hosts/{enrolled.pk}/metrics/").json()
+        assert len(host_series["t"]) == 1, host_series
+        assert 0 < host_series["series"]["cpu_percent"][0] <= 100, host_series
+        assert 0 < host_series["series"]["memory_used_percent"][0] <= 100, host_series
+    finally:
+        remove_quietly(enrolled, str(guest.uuid))
