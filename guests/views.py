@@ -117,13 +117,15 @@ def guest_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 def guest_memory(request: HttpRequest, pk: int) -> HttpResponse:
     guest = get_object_or_404(Guest.objects.select_related("host"), pk=pk)
     try:
-        services.set_memory(guest, int(request.POST.get("memory_mib", "0")),
-                            user=request.user, request=request)
+        asked = int(request.POST.get("memory_mib", "0"))
+        services.set_memory(guest, asked, user=request.user, request=request)
     except (GuestError, ValueError) as exc:
         messages.error(request, str(exc) if isinstance(exc, GuestError)
                        else "Memory must be a whole number of MiB.")
     else:
-        messages.success(request, f"{guest}: memory set to {guest.memory_mib} MiB.")
+        # What was asked, not what the guest shows yet: a running guest's balloon driver
+        # gives memory back over a few seconds.
+        messages.success(request, f"{guest}: memory set to {asked} MiB.")
     return redirect(guest)
 
 

@@ -85,3 +85,15 @@ def test_hardware_forms(admin_client: Client, demo: Host) -> None:
     bad = admin_client.post(f"/guests/{mail.pk}/hardware/vcpus/", {"vcpus": "lots"},
                             follow=True)
     assert "whole number" in bad.content.decode()
+
+
+def test_memory_form_says_what_was_set(admin_client: Client, demo: Host) -> None:
+    web = Guest.objects.get(name="web01")
+    done = admin_client.post(f"/guests/{web.pk}/memory/", {"memory_mib": "256"}, follow=True)
+    assert "web01: memory set to 256 MiB." in done.content.decode()
+    assert Guest.objects.get(pk=web.pk).memory_mib == 256
+    for bad, says in (("abc", "whole number of MiB"), ("8", "between 64 MiB")):
+        refused = admin_client.post(f"/guests/{web.pk}/memory/", {"memory_mib": bad},
+                                    follow=True)
+        assert says in refused.content.decode(), bad
+    assert Guest.objects.get(pk=web.pk).memory_mib == 256
