@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def sample_host(host: Host) -> int:
-    """One bulk read of the host and all its guests into sample rows; returns how many
-    guests were sampled."""
+    """One read of the host and all its guests (hosts.virt.stats) into sample rows; returns
+    how many guests were sampled."""
     counters = host_counters(host.virt_target)
     now = timezone.now()
     guests = {str(g.uuid): g.pk for g in Guest.objects.filter(host=host).only("pk", "uuid")}

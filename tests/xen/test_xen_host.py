@@ -26,7 +26,13 @@ from lab.xen.manager import TINY_GUEST_DIR, TINY_GUEST_KERNEL, XenHost
 from lab.xen.register import register_xen_host
 from lab.xen.remote import run_on
 from tests.hangup_gate import HangUpGate
-from tests.xen.helpers import INITRD_FILE, KERNEL_FILE, post, remove_quietly
+from tests.xen.helpers import (
+    INITRD_FILE,
+    KERNEL_FILE,
+    create_pv_guest,
+    post,
+    remove_quietly,
+)
 from xenweb.appliance.sshkeys import (
     fingerprint,
     pin_host_key,
@@ -227,14 +233,7 @@ def test_graphs_of_the_dom0_and_its_pv_guest(enrolled: Host, admin_client: Clien
     domain by itself and the host's busy time from its domains (issue 22)."""
     from inventory.metrics import sample_host
 
-    name = f"graphs-{uuid.uuid4().hex[:6]}"
-    created = post(admin_client, "/api/v1/guests/", {
-        "name": name, "host": enrolled.pk, "type": "pv", "memory_mib": 192,
-        "kernel_file": KERNEL_FILE, "initrd_file": INITRD_FILE,
-        "cmdline": tiny_guest_cmdline(console="hvc0"),
-    })
-    assert created.status_code == 201, created.json()
-    guest = Guest.objects.get(pk=created.json()["id"])
+    guest = create_pv_guest(admin_client, enrolled, "graphs")
     try:
         assert post(admin_client, f"/api/v1/guests/{guest.pk}/start/").status_code == 200
         assert sample_host(enrolled) == 2  # Domain-0 and the guest
