@@ -13,6 +13,7 @@ from typing import Any
 from rest_framework.exceptions import ValidationError
 
 from guests import boot
+from guests.create_choices import bound_problems
 from guests.create_request import CreateGuestSerializer
 from guests.errors import GuestError
 from guests.models import Guest
@@ -21,6 +22,7 @@ from guests.placement.conflicts import conflicts_on
 from guests.provisioning import GuestPlan, NewVolume, provision
 from guests.services import random_mac
 from hosts.capabilities import CapabilityError, domain_type_for
+from hosts.guest_networks import NicRefused, check_nics
 from hosts.models import Host
 from hosts.virt import VirtError
 from hosts.virt import domain_xml as dx
@@ -106,6 +108,9 @@ def plan(data: dict[str, Any]) -> tuple[GuestPlan, list[NewVolume]]:
     the guest (with the disks that exist) and the volumes still to create."""
     os_type = dx.GUEST_TYPES[data["type"]]
     host = _host(data, os_type)
+    problems = bound_problems(host, data)
+    if problems:
+        raise GuestError(" ".join(problems))
     try:
         domain_type = domain_type_for(host, os_type)
     except CapabilityError as exc:
@@ -126,6 +131,10 @@ def plan(data: dict[str, Any]) -> tuple[GuestPlan, list[NewVolume]]:
             disks.append(_existing_disk(host, request, target, layout))
     if data.get("cdrom") is not None:
         disks.append(_cdrom(data["cdrom"], host, layout.cdrom_bus, names, disks))
+    try:
+        check_nics(host, data["nics"])
+    except NicRefused as exc:
+        raise GuestError(str(exc)) from exc
     files = boot.resolve(host, data, disks=tuple(disk.source for disk in disks))
     nics = tuple(dx.NicSpec(mac=(nic.get("mac") or random_mac()).lower(),
                             bridge=nic.get("bridge", ""), network=nic.get("network", ""))

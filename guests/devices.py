@@ -9,6 +9,7 @@ from guests.lifecycle import refresh
 from guests.models import Guest
 from guests.placement.exclusivity import disk_conflicts, explain
 from guests.services import random_mac
+from hosts.guest_networks import NicRefused, check_nics
 from hosts.virt import VirtError, VirtObjectNotFound
 from hosts.virt import devices as virt_devices
 from hosts.virt import domain_xml as dx
@@ -114,6 +115,10 @@ def attach_nic(guest: Guest, *, bridge: str = "", network: str = "", mac: str = 
     spec = dx.NicSpec(mac=(mac or random_mac()).lower(), bridge=bridge, network=network)
     if bool(bridge) == bool(network):
         raise GuestError("Give a bridge or a network for the new interface.")
+    try:
+        check_nics(guest.host, [{"bridge": bridge, "network": network}])
+    except NicRefused as exc:
+        raise GuestError(str(exc)) from exc
     return _run(guest, "attach_nic", lambda: virt_devices.attach(
         guest.host.virt_target, str(guest.uuid), spec),
         user=user, request=request, mac=spec.mac)

@@ -13,19 +13,19 @@ from django.views.decorators.http import require_POST, require_safe
 from guests import boot, devices, services
 from guests.charts import GUEST_CHARTS
 from guests.create import create
+from guests.create_choices import CreateChoices, choices_for, suggested_host
 from guests.create_request import CreateGuestSerializer
 from guests.errors import GuestError
 from guests.export_formats import EXPORT_FORMATS
 from guests.lifecycle import ALLOWED, DOM0_FORBIDDEN
 from guests.models import Guest
 from guests.snapshots.views import snapshot_context
-from hosts.capabilities import offered_types
 from hosts.charts import chart_context
+from hosts.guest_networks import guest_networks
 from hosts.models import Host
-from hosts.virt import domain_xml as dx
-from storage import bootfiles
-from storage.iso_library import iso_images
-from storage.models import Pool, Volume
+from hosts.virt import VirtError
+from storage.attachments import free_for_a_disk
+from storage.models import Volume
 from xenweb.jobs.models import Job
 from xenweb.jobs.visibility import can_view, visible_jobs
 
@@ -70,19 +70,31 @@ def _buttons(guest: Guest) -> list[dict[str, Any]]:
     ]
 
 
+def _nic_choices(request: HttpRequest, guest: Guest) -> dict[str, Any]:
+    """The bridges and networks a new interface of the guest can join (for those who may
+    add one, on a host that answers)."""
+    if not request.user.has_perm("guests.change_guest") or guest.is_privileged or \
+            guest.host.state != Host.State.ONLINE:
+        return {}
+    try:
+        return {"nic_choices": guest_networks(guest.host)}
+    except VirtError as exc:
+        return {"nic_choices_error": f"The networks of host '{guest.host}' cannot be read: "
+                                     f"{exc}"}
+
+
 @permission_required("guests.view_guest", raise_exception=True)
 @require_safe
 def guest_detail(request: HttpRequest, pk: int) -> HttpResponse:
     guest = get_object_or_404(Guest.objects.select_related("host", "saved_volume__pool"),
                               pk=pk)
-    attached = {disk["source"] for disk in guest.devices.get("disks", [])}
     busy = services.busy_job(guest)
     return render(request, "guests/detail.html", {
         "guest": guest, "buttons": _buttons(guest), "busy": busy,
         "busy_visible": busy is not None and can_view(request.user, busy),
         "export_formats": EXPORT_FORMATS.items(),
-        "spare_volumes": Volume.objects.filter(pool__host=guest.host).exclude(
-            path__in=attached).filter(saved_memory_of=None).select_related("pool"),
+        "spare_volumes": free_for_a_disk(guest.host_id),
+        **_nic_choices(request, guest),
         "jobs": visible_jobs(request.user).filter(target_type="guests.guest",
                                                   target_id=str(guest.pk))[:10],
         "can_delete": guest.state in ALLOWED["delete"] and not guest.is_privileged,
@@ -149,11 +161,23 @@ def guest_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("guests:list")
 
 
+def _nics(post: Any) -> list[dict[str, str]]:
+    """The form's network choice ("bridge:<name>" or "network:<name>", see the template)."""
+    kind, _, value = post.get("nic", "").partition(":")
+    if kind in ("bridge", "network") and value:
+        nic = {kind: value}
+    elif post.get("bridge"):  # the API's field, still accepted from a posted form
+        nic = {"bridge": post["bridge"]}
+    else:
+        return []
+    return [{**nic, **({"mac": post["mac"]} if post.get("mac") else {})}]
+
+
 def _form_data(post: Any) -> dict[str, Any]:
     """The wizard's flat form as the API's create payload (one set of rules)."""
     data: dict[str, Any] = {
-        key: post.get(key) for key in ("name", "type", "vcpus", "memory_mib", "max_memory_mib",
-                                       "cmdline", "bootloader", "firmware")
+        key: post.get(key) for key in ("name", "type", "vcpus", "max_vcpus", "memory_mib",
+                                       "max_memory_mib", "cmdline", "bootloader", "firmware")
         if post.get(key) not in (None, "")
     }
     for what in ("kernel", "initrd"):  # "file:<name>" or "volume:<id>" (see the template)
@@ -173,15 +197,29 @@ def _form_data(post: Any) -> dict[str, Any]:
     if post.get("cdrom"):
         data["cdrom"] = post["cdrom"]
     data["disks"] = disks
-    data["nics"] = [{"bridge": post["bridge"], **({"mac": post["mac"]} if post.get("mac")
-                                                  else {})}] if post.get("bridge") else []
+    data["nics"] = _nics(post)
     data["boot"] = ["cdrom", "hd"] if post.get("cdrom") else ["hd"]
     data["vnc"] = post.get("vnc") == "on"
     return data
 
 
+def _nic_value(form: Any, choices: CreateChoices | None) -> str:
+    """The network choice to show: the form's, if the host offers it, else the default."""
+    if choices is None:
+        return ""
+    nic = form.get("nic")
+    return nic if nic in choices.nic_values() else choices.default_nic
+
+
+def _chosen_host(hosts: Any, value: str) -> Host | None:
+    chosen = hosts.filter(pk=value).first() if value.isdigit() else None
+    return chosen or suggested_host(hosts)
+
+
 @permission_required("guests.add_guest", raise_exception=True)
 def guest_create(request: HttpRequest) -> HttpResponse:
+    """The form follows its host: choosing another host reloads the form (htmx, or the
+    "Show" button without scripts) with that host's pools, networks, types and bounds."""
     errors: dict[str, Any] = {}
     if request.method == "POST":
         data = CreateGuestSerializer(data=_form_data(request.POST))
@@ -197,18 +235,13 @@ def guest_create(request: HttpRequest) -> HttpResponse:
                 return redirect(guest)
         else:
             errors = data.errors
-    hosts = Host.objects.exclude(state=Host.State.MAINTENANCE)
+    form = request.POST if request.method == "POST" else request.GET
+    hosts = Host.objects.exclude(state=Host.State.MAINTENANCE).order_by("name")
+    host = _chosen_host(hosts, form.get("host", ""))
+    choices = choices_for(host) if host else None
     return render(request, "guests/create.html", {
-        "hosts": [(host, offered_types(host)) for host in hosts],
-        "types": sorted({t for t in dx.GUEST_TYPES if t in ("pv", "hvm", "pvh")}),
-        "pools": Pool.objects.select_related("host").filter(active=True),
-        "volumes": Volume.objects.select_related("pool__host").exclude(format="iso"),
-        "isos": iso_images(),
-        "boot_files": bootfiles.offered(),
-        "boot_volumes": Volume.objects.select_related("pool__host").filter(
-            pool__active=True, format__in=("raw", "")).exclude(
-            pool__in=[pool for pool in map(bootfiles.boot_pool, hosts) if pool]),
-        "errors": errors, "post": request.POST,
+        "hosts": hosts, "choices": choices, "errors": errors, "post": form,
+        "nic": _nic_value(form, choices),
     })
 
 
@@ -228,7 +261,9 @@ def guest_hardware(request: HttpRequest, pk: int, change: str) -> HttpResponse:
         elif change == "detach-disk":
             applied = devices.detach_disk(guest, post.get("target", ""), **who)
         elif change == "attach-nic":
-            applied = devices.attach_nic(guest, bridge=post.get("bridge", ""), **who)
+            source = next(iter(_nics(post)), {})
+            applied = devices.attach_nic(guest, bridge=source.get("bridge", ""),
+                                         network=source.get("network", ""), **who)
         else:  # detach-nic
             applied = devices.detach_nic(guest, post.get("mac", ""), **who)
     except (GuestError, ValueError) as exc:

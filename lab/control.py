@@ -13,10 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hosts.virt import HostProbe, VirtError, VirtTarget, probe
-from hosts.virt.host_setup import DirPool, destroy_running_guests, ensure_dir_pools
+from hosts.virt.host_setup import (
+    DirPool,
+    destroy_running_guests,
+    ensure_bridged_network,
+    ensure_dir_pools,
+)
 
 SHARED_POOL = "lab-shared"
 LOCAL_POOL = "local"
+# Like a Debian host's libvirt network of that name, which P2V and V2V offer first; here it
+# forwards to the lab's bridge (lab.bridge), since NAT would need a firewall tool.
+NETWORK = "default"
 
 
 class ControlError(RuntimeError):
@@ -54,6 +62,15 @@ def ensure_pools(uri: str, specs: list[PoolSpec], timeout: float = 60.0) -> None
         ensure_dir_pools(VirtTarget(uri, allow_insecure=True), pools, timeout=timeout)
     except VirtError as exc:
         raise ControlError(f"cannot set up the storage pools on {uri}: {exc}") from exc
+
+
+def ensure_network(uri: str, bridge: str, timeout: float = 60.0) -> None:
+    """The network ``NETWORK`` on ``uri``, forwarding to the host bridge ``bridge``."""
+    try:
+        ensure_bridged_network(VirtTarget(uri, allow_insecure=True), NETWORK, bridge,
+                               timeout=timeout)
+    except VirtError as exc:
+        raise ControlError(f"cannot set up the network '{NETWORK}' on {uri}: {exc}") from exc
 
 
 def destroy_guests(uri: str, timeout: float = 60.0) -> list[str]:

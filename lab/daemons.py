@@ -10,18 +10,20 @@ function also takes an explicit ``root`` for a lab elsewhere (tests).
 Each host answers at ``qemu+tcp://127.0.0.1:PORT/system`` (unauthenticated
 loopback: lab only, enrolled with ``allow_insecure_transport``) and has two dir pools:
 ``lab-shared`` (the same ``<root>/shared`` on every host, standing in for the
-NFS export all dom0s mount) and ``local`` (``<root>/hosts/<name>/images``).
+NFS export all dom0s mount) and ``local`` (``<root>/hosts/<name>/images``), and the
+network ``default`` on the lab's bridge (``lab.bridge``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
 
-from . import control, ports, preflight, procs
+from . import bridge, control, ports, preflight, procs
 from .errors import LabError, LabUnavailable
 from .launch import LIBVIRT_DIRS, HostDirs, LaunchError, log_tail, start_host
 from .paths import lab_dir
@@ -161,6 +163,7 @@ def lab_down(root: Path | None = None) -> None:
             survivors += _stop_host(root, record)
             if record.host_uuid:
                 save(root, {n: r for n, r in hosts.items() if r.host_uuid})
+        bridge.remove_bridge(root)
     if survivors:
         raise LabError(f"these lab processes did not stop: {survivors}")
 
@@ -201,7 +204,8 @@ def _start_host(
                 control.PoolSpec(control.LOCAL_POOL, dirs.images),
             ],
         )
-    except (LaunchError, control.ControlError) as exc:
+        control.ensure_network(record.uri, bridge.ensure_bridge(root))
+    except (LaunchError, control.ControlError, subprocess.CalledProcessError) as exc:
         tail = log_tail(dirs)
         _stop_host(root, record)
         save(root, hosts)

@@ -155,3 +155,16 @@ def holders(paths: Iterable[str], *, exclude_guest: int | None = None
     if exclude_guest is not None:
         found = found.exclude(guest_id=exclude_guest)
     return found.order_by("guest__host__name", "guest__name", "guest_id", "role", "target")
+
+
+def free_for_a_disk(host_id: int) -> QuerySet[Volume]:
+    """Volumes of the host's active pools that no guest holds as a disk (shareable disks
+    excepted) and that are neither ISO images nor saved memory: what a list of volumes to
+    attach offers."""
+    held = VolumeAttachment.objects.filter(
+        role__in=(Role.DISK, Role.NEXT_BOOT_DISK), shareable=False).values("path")
+    return (Volume.objects.filter(pool__host_id=host_id, pool__active=True)
+            .exclude(format="iso").exclude(path="").filter(saved_memory_of=None)
+            .exclude(path__in=held.filter(guest__host_id=host_id))
+            .exclude(pool__shared=True, path__in=held)
+            .select_related("pool", "pool__host").order_by("pool__name", "name"))

@@ -11,10 +11,10 @@ from guests.models import Guest
 from guests.placement.automatic import HEADROOM_MIB, free_memory_mib
 from guests.placement.conflicts import placement_conflicts
 from guests.placement.exclusivity import conflicts
+from hosts.guest_networks import guest_networks
 from hosts.models import Host
 from hosts.virt import VirtError, parse_uri
 from hosts.virt import migration as vm
-from hosts.virt.networks import list_networks
 from hosts.virt.snapshots import SnapshotsUnsupported, list_snapshots
 from storage.models import Pool
 from storage.sharing import disk_on_target, shared_pool_on
@@ -179,10 +179,11 @@ def check_networks(guest: Guest, target: Host, options: MigrationOptions) -> Che
     if not nics:
         return Check("networks", True, f"'{guest}' has no network interfaces.")
     try:
-        networks = {net.name: net for net in list_networks(target.virt_target)}
+        offered = guest_networks(target)
     except VirtError as exc:
         return Check("networks", False, f"The networks of {target} cannot be read: {exc}")
-    bridges = {net.bridge for net in networks.values() if net.bridge}
+    networks = {net.name: net for net in offered.networks}
+    bridges = offered.known_bridges()
     problems = []
     for nic in nics:
         kind, source, mac = nic.get("kind"), nic.get("source"), nic.get("mac")

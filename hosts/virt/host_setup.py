@@ -1,5 +1,5 @@
 """Preparing a freshly started libvirtd and clearing one that is about to stop: dir pools
-defined idempotently, every running guest powered off.
+and a bridged network defined idempotently, every running guest powered off.
 
 Each call opens a connection of its own, bounded by ``timeout``, and closes it: the daemon
 may be gone the next moment, so nothing is kept in the connection pool. Used by the local
@@ -76,6 +76,42 @@ def ensure_dir_pools(
     call_on_own_connection(
         target, work, timeout=timeout, what="setting up the storage pools",
         action="set up the storage pools",
+    )
+
+
+def _bridged_network_xml(name: str, bridge: str) -> str:
+    network = ET.Element("network")
+    ET.SubElement(network, "name").text = name
+    ET.SubElement(network, "forward", mode="bridge")
+    ET.SubElement(network, "bridge", name=bridge)
+    return ET.tostring(network, encoding="unicode")
+
+
+def ensure_bridged_network(target: VirtTarget, name: str, bridge: str, *,
+                           timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    """Define, start and autostart the network `name` forwarding to the existing host bridge
+    `bridge` (no firewall rules, no DHCP); one of that name on another bridge is redefined."""
+
+    def work(conn: libvirt.virConnect) -> None:
+        try:
+            network = conn.networkLookupByName(name)
+        except libvirt.libvirtError:
+            network = None
+        if network is not None and network.bridgeName() != bridge:
+            if network.isActive():
+                network.destroy()
+            network.undefine()
+            network = None
+        if network is None:
+            network = conn.networkDefineXML(_bridged_network_xml(name, bridge))
+        if not network.isActive():
+            network.create()
+        if not network.autostart():
+            network.setAutostart(1)
+
+    call_on_own_connection(
+        target, work, timeout=timeout, what="setting up the network",
+        action=f"set up the network '{name}'",
     )
 
 

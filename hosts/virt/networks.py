@@ -1,4 +1,5 @@
-"""Networks and bridges of a host: libvirt networks, plus the host bridges they use.
+"""Networks and bridges of a host: libvirt networks, the host bridges they use, and the
+host's own Linux bridges (libvirt's interface driver: xenbr0 is usually one of these).
 
 An isolated network (no forward element) separates guest traffic, like the seed's
 "custom bridges" that connect only the guests attached to them.
@@ -49,6 +50,27 @@ def list_networks(target: VirtTarget) -> list[NetworkInfo]:
         return sorted((_describe(n) for n in conn.listAllNetworks(0)), key=lambda n: n.name)
     except libvirt.libvirtError as exc:
         raise translate(exc, target.uri, action="list networks") from exc
+
+
+def list_bridges(target: VirtTarget) -> list[str] | None:
+    """Names of the host's Linux bridges, or None when its libvirtd has no interface
+    driver (then only the bridges of its libvirt networks are known)."""
+    conn = get_connection(target)
+    try:
+        interfaces = conn.listAllInterfaces(0)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return None
+        raise translate(exc, target.uri, action="list the host's interfaces") from exc
+    names = set()
+    for interface in interfaces:
+        try:
+            root = SafeET.fromstring(interface.XMLDesc(0))
+        except libvirt.libvirtError:
+            continue  # gone between the listing and the read
+        if root.get("type") == "bridge":
+            names.add(root.get("name") or interface.name())
+    return sorted(names)
 
 
 def create_isolated_network(target: VirtTarget, name: str, bridge: str) -> NetworkInfo:

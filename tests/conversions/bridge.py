@@ -9,18 +9,15 @@ the next one.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lab.bridge import IP
+from lab.bridge import ip as _ip
+
 PREFIX = "xwtbr"
-IP = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin") or "/usr/sbin/ip"
-
-
-def _ip(*args: str) -> None:
-    subprocess.run([IP, *args], check=True, capture_output=True, text=True, timeout=30)
 
 
 def _remove_stale() -> None:

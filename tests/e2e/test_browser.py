@@ -54,8 +54,8 @@ def shot(page: Any, name: str) -> None:
 
 
 def select_by_text(page: Any, select: str, name: str) -> None:
-    """Choose the option whose label starts with `name` followed by a space."""
-    option = page.locator(f"{select} option", has_text=re.compile(f"^{re.escape(name)} "))
+    """Choose the option whose label is `name`, or starts with it and a space."""
+    option = page.locator(f"{select} option", has_text=re.compile(f"^{re.escape(name)}( |$)"))
     page.select_option(select, option.get_attribute("value"))
 
 
@@ -110,10 +110,14 @@ def create_and_start_demo_guest(page: Any, server: WebServer) -> None:
     page.fill("#name", name)
     select_by_text(page, "#host", "demo")
     page.fill("#memory_mib", "256")
+    # The NIC joins a bridge the host has, chosen from a list: no free-text bridge.
+    assert page.locator("input[name=bridge]").count() == 0
+    assert page.input_value("#nic") == "bridge:xenbr0"
     shot(page, "guest-create")
     page.click("#create-guest")
     page.wait_for_url(re.compile(r"/guests/\d+/$"))
     assert page.locator("h1").first.inner_text().startswith(name)
+    assert page.get_by_text("bridge xenbr0").count() == 1
     assert page.locator("#guest-state").inner_text().lower() == "shut off"
     page.click("#guest-actions button[data-action=start]")
     page.locator("#guest-state", has_text=re.compile("running", re.I)).wait_for(timeout=STEP_MS)
@@ -201,6 +205,26 @@ def lab_guest(lab_hosts: list[Any]) -> tuple[Any, Guest, str]:
     return hosts[0], Guest.objects.get(host=hosts[0], uuid=info.uuid), info.uuid
 
 
+def create_form_follows_the_host(page: Any, server: WebServer, lab_host: str) -> None:
+    """Choosing another host reloads the form's choices in place (htmx): its networks,
+    pools and bounds, and what was typed stays."""
+    page.goto(server.origin + "/guests/new/")
+    page.fill("#name", "follows-host")
+    select_by_text(page, "#host", lab_host)
+    nic = page.locator("#nic option[value='network:default']")
+    nic.wait_for(state="attached")
+    assert page.locator("#nic option[value='bridge:xenbr0']").count() == 0
+    assert page.input_value("#nic") == "network:default"
+    pools = page.locator("#disk_pool option").all_inner_texts()
+    assert any(text.startswith("local ") for text in pools), pools
+    assert page.input_value("#name") == "follows-host"
+    assert lab_host in page.locator("#host-bounds").inner_text()
+    select_by_text(page, "#host", "demo")
+    page.locator("#nic option[value='bridge:xenbr0']").wait_for(state="attached")
+    assert page.input_value("#nic") == "bridge:xenbr0"
+    assert page.input_value("#name") == "follows-host"
+
+
 def remove_lab_guest(uri: str, domain_uuid: str) -> None:
     try:
         virt.destroy(VirtTarget(uri, allow_insecure=True), domain_uuid)
@@ -258,6 +282,7 @@ def test_operator_journey_in_a_browser(
 
     host, guest, domain_uuid = off_loop(lab_guest, lab_hosts)
     try:
+        create_form_follows_the_host(page, e2e_server, host.name)
         console_and_migration_dialog(page, e2e_server, guest, lab_hosts[1].name)
         watch_upload_progress(page, e2e_server, host, tmp_path)
     finally:

@@ -499,7 +499,7 @@ def test_demo_guest_kinds_and_devices() -> None:
 def test_demo_networks() -> None:
     conn = get_connection(VirtTarget(demo_uri()))
     networks = {net.name(): net for net in conn.listAllNetworks(0)}
-    assert set(networks) == {"xenbr0", "internal"}
+    assert set(networks) == {"xenbr0", "internal", "default"}
     xenbr0 = ElementTree.fromstring(networks["xenbr0"].XMLDesc(0))
     forward = xenbr0.find("forward")
     assert forward is not None
