@@ -11,6 +11,7 @@ from guests.models import Guest
 from hosts.charts import latest_load
 from hosts.models import Host
 from storage.models import Pool
+from xenweb.alerts.services import visible_alerts
 from xenweb.jobs.models import ACTIVE_STATES, Job
 from xenweb.jobs.visibility import visible_jobs
 
@@ -30,6 +31,7 @@ def dashboard_context(user: Any) -> dict:
         "active_jobs": jobs.filter(state__in=ACTIVE_STATES)[:20],
         "recent_jobs": jobs.exclude(state__in=ACTIVE_STATES)[:8],
         "host_load": host_load(),
+        "open_alerts": visible_alerts(user).filter(acknowledged_at=None)[:5],
     }
 
 

@@ -11,6 +11,8 @@ from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import VirtObjectNotFound
 from hosts.virt import domains as virt
+from xenweb.alerts.models import AlertKind
+from xenweb.alerts.services import raise_alert
 from xenweb.jobs.models import ACTIVE_STATES, Job
 from xenweb.realtime import EVENTS_GROUP, broadcast
 
@@ -71,10 +73,13 @@ def reconcile_host(host: Host) -> ReconcileResult:
                 Guest.objects.create(host=host, uuid=info.uuid, **fields)
                 created += 1
             elif any(getattr(guest, key) != value for key, value in fields.items()):
+                before = guest.state
                 for key, value in fields.items():
                     setattr(guest, key, value)
                 guest.save()
                 updated += 1
+                if guest.state == Guest.State.CRASHED and before != Guest.State.CRASHED:
+                    alert_crash(host, guest)
         removed = len(cached)
         if cached:
             Guest.objects.filter(pk__in=[guest.pk for guest in cached.values()]).delete()
@@ -100,7 +105,19 @@ def refresh_guest(host: Host, uuid: str) -> Guest | None:
     except VirtObjectNotFound:
         Guest.objects.filter(host=host, uuid=uuid).delete()
         return None
+    before = Guest.objects.filter(host=host, uuid=info.uuid).values_list(
+        "state", flat=True).first()
     guest, _created = Guest.objects.update_or_create(
         host=host, uuid=info.uuid, defaults=cached_fields(info)
     )
+    if guest.state == Guest.State.CRASHED and before != Guest.State.CRASHED:
+        alert_crash(host, guest)
     return guest
+
+
+def alert_crash(host: Host, guest: Guest | None, name: str = "", uuid: str = "") -> None:
+    """A guest crashed (its state says so, or libvirt's crash event did where the domain
+    was destroyed at once, as Xen's on_crash=destroy does)."""
+    raise_alert(AlertKind.GUEST_CRASHED, f"guest:{guest.uuid if guest else uuid}",
+                f"Guest '{guest.name if guest else name}' on host '{host}' crashed.",
+                link=guest.get_absolute_url() if guest else "")

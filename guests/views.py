@@ -18,6 +18,7 @@ from guests.create_request import CreateGuestSerializer
 from guests.errors import GuestError
 from guests.export_formats import EXPORT_FORMATS
 from guests.lifecycle import ALLOWED, DOM0_FORBIDDEN
+from guests.migration.preflight import target_choices
 from guests.models import Guest
 from guests.snapshots.views import snapshot_context
 from hosts.charts import chart_context
@@ -98,7 +99,7 @@ def guest_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "jobs": visible_jobs(request.user).filter(target_type="guests.guest",
                                                   target_id=str(guest.pk))[:10],
         "can_delete": guest.state in ALLOWED["delete"] and not guest.is_privileged,
-        "migration_targets": Host.objects.exclude(pk=guest.host_id),
+        "migration_targets": target_choices(guest),
         "performance": chart_context(reverse("api:guest-metrics-metrics", args=[guest.pk]),
                                      guest.host_id, GUEST_CHARTS),
         **({} if guest.is_privileged else snapshot_context(guest)),

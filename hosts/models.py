@@ -76,7 +76,9 @@ class Host(models.Model):
         """What the adapter (``hosts.virt``) takes to reach this host: its URI and whether
         an insecure transport may be used (``allow_insecure_transport``)."""
         from hosts.virt import VirtTarget
+        from hosts.virt.errors import name_host
 
+        name_host(self.uri, self.name)  # its messages say 'rack-7', not the address
         return VirtTarget(self.uri, self.allow_insecure_transport)
 
 

@@ -8,8 +8,10 @@ there); an unreachable host keeps the error and the time it went away.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.utils import timezone
+from django.utils.timesince import timesince
 
 from guests.inventory import reconcile_host
 from hosts.capabilities import refresh_capabilities, refresh_resources
@@ -17,6 +19,8 @@ from hosts.models import Host
 from hosts.services import probe_fields, test_connection
 from hosts.virt import VirtError
 from storage.inventory import reconcile_pools
+from xenweb.alerts.models import AlertKind
+from xenweb.alerts.services import raise_alert
 from xenweb.realtime import EVENTS_GROUP, broadcast
 
 log = logging.getLogger(__name__)
@@ -48,11 +52,25 @@ def mark_unreachable(host: Host, error: str) -> bool:
     return _store(host, before)
 
 
+def _alert(host: Host, before: str, since: Any) -> None:
+    """Going away and coming back are both worth an alert (flapping shows as a count)."""
+    subject, link = f"host:{host.pk}", host.get_absolute_url()
+    if host.state == Host.State.UNREACHABLE:
+        raise_alert(AlertKind.HOST_UNREACHABLE, subject,
+                    f"Host '{host}' is unreachable: {host.last_error}", link=link)
+    elif before == Host.State.UNREACHABLE:
+        away = f" after {timesince(since, host.state_since)}" if since else ""
+        raise_alert(AlertKind.HOST_BACK, subject, f"Host '{host}' answers again{away}.",
+                    link=link)
+
+
 def _store(host: Host, before: str) -> bool:
     changed = host.state != before
+    since = host.state_since
     if changed:
         host.state_since = timezone.now()
         log.info("host %s is now %s %s", host, host.state, host.last_error)
+        _alert(host, before, since)
     host.save()
     if host.state != Host.State.UNREACHABLE:
         _reconcile_quietly(host)

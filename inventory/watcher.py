@@ -30,7 +30,8 @@ from typing import Any
 
 from django.db import close_old_connections
 
-from guests.inventory import refresh_guest
+from guests.inventory import alert_crash, refresh_guest
+from guests.models import Guest
 from hosts.models import Host
 from hosts.virt import VirtError, VirtTarget, describe_error
 from hosts.virt.demo import is_private_mock
@@ -278,6 +279,8 @@ class Watcher:
                         host, event.name, event.kind, exc)
             return
         state = guest.state if guest is not None else None
+        if event.kind == "crashed" and state != Guest.State.CRASHED:
+            alert_crash(host, guest, event.name, event.uuid)  # already gone or shut off
         log.info("%s: guest %s %s %s -> %s", host, event.name, event.kind, event.detail,
                  state or "gone")
         broadcast([EVENTS_GROUP], guest_message(host, event, state))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from django.db import transaction
+from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
 
 from hosts.models import Host
 from hosts.virt.pools import PoolInfo, VolumeInfo, list_pools
 from storage import content
 from storage.models import Pool
 from storage.sharing import apply_source, auto_shared, effective_shared
+from xenweb.alerts.models import AlertKind
+from xenweb.alerts.services import raise_alert
 
 LIBVIRT_FIELDS = ["name", "pool_type", "active", "autostart", "capacity", "allocation",
                   "available", "target_path", "source", "storage_key", "updated_at"]
@@ -39,6 +43,7 @@ def store_pool(host: Host, info: PoolInfo) -> Pool:
     with transaction.atomic():
         pool = Pool.objects.filter(host=host, uuid=info.uuid).first() or Pool(
             host=host, uuid=info.uuid)
+        was_low = pool.pk is not None and pool.low_space
         _apply(pool, info)
         if pool.pk is None:
             pool.save()
@@ -50,7 +55,16 @@ def store_pool(host: Host, info: PoolInfo) -> Pool:
                 shared=auto_shared(pool))
         if info.active:
             _store_volumes(pool, info.volumes)
+        if pool.low_space and not was_low:
+            _alert_low_space(host, pool)
     return pool
+
+
+def _alert_low_space(host: Host, pool: Pool) -> None:
+    raise_alert(AlertKind.POOL_LOW_SPACE, f"pool:{pool.pk}",
+                f"Pool '{pool.name}' on host '{host}' is low on space: "
+                f"{filesizeformat(pool.available)} free of {filesizeformat(pool.capacity)} "
+                f"({pool.free_percent:.0f} %).", link=reverse("storage:pool", args=[pool.pk]))
 
 
 def reconcile_pools(host: Host) -> int:

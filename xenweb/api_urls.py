@@ -18,6 +18,7 @@ import hosts.api_urls
 import inventory.api_urls
 import storage.api_urls
 from xenweb.accounts.api import MeView
+from xenweb.alerts.api import AlertViewSet
 from xenweb.appliance.api import SshKeyView
 from xenweb.audit.api import AuditViewSet
 from xenweb.jobs.api import JobViewSet
@@ -25,6 +26,7 @@ from xenweb.jobs.api import JobViewSet
 router = SimpleRouter()
 router.register("jobs", JobViewSet, basename="job")
 router.register("audit", AuditViewSet, basename="audit")
+router.register("alerts", AlertViewSet, basename="alert")
 
 APPS = (hosts.api_urls, guests.api.urls, inventory.api_urls, storage.api_urls,
         conversions.api_urls)

@@ -49,6 +49,12 @@ class EventsConsumer(LayerJsonWebsocketConsumer):
     async def inventory_update(self, event: dict[str, Any]) -> None:
         await self.send_json(event)
 
+    async def alert_raised(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def alert_acknowledged(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
     async def metrics_update(self, event: dict[str, Any]) -> None:
         # A host's samples were taken (beat's metrics round): pages with graphs redraw.
         await self.send_json(event)

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "xenweb.accounts",
     "xenweb.audit",
     "xenweb.jobs",
+    "xenweb.alerts",
     "hosts",
     "guests",
     "storage",
@@ -90,6 +91,7 @@ TEMPLATES = [
                 "xenweb.appliance.context.appliance",
                 "xenweb.health.services_status",
                 "xenweb.security.csp_nonce",
+                "xenweb.alerts.context.alerts",
             ],
         },
     },
@@ -316,6 +318,19 @@ SETUP_TOKEN_FILE = DATA_DIR / "setup-token"
 # xen:///system): the set-up wizard offers it as the first host instead of the demo driver.
 LOCAL_HYPERVISOR = env.str("XENWEB_LOCAL_HYPERVISOR", default="")
 DEMO_HOST_NAME = "demo"
+
+# Alerts by e-mail go through Django's mail settings; links in them start with this URL
+# (e.g. https://xenweb.example.org), none when empty.
+ALERT_BASE_URL = env.str("XENWEB_ALERT_BASE_URL", default="")
+EMAIL_BACKEND = env.str("XENWEB_EMAIL_BACKEND",
+                        default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env.str("XENWEB_EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("XENWEB_EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("XENWEB_EMAIL_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("XENWEB_EMAIL_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("XENWEB_EMAIL_TLS", default=False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env.str("XENWEB_EMAIL_FROM", default="xenweb@localhost")
 
 # A storage pool with less free space than this share of its capacity is flagged low_space.
 POOL_LOW_SPACE_PERCENT = env.float("XENWEB_POOL_LOW_SPACE_PERCENT", default=10.0)

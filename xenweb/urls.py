@@ -22,6 +22,7 @@ urlpatterns = [
                               "storage"))),
     path("jobs/", include("xenweb.jobs.urls")),
     path("audit/", audit_list, name="audit"),
+    path("alerts/", include("xenweb.alerts.urls")),
     path("api/v1/", include("xenweb.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's settings as a script file: no inline script (CSP).

@@ -8,6 +8,7 @@ room is left.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from guests.errors import GuestError
@@ -15,7 +16,7 @@ from guests.job_kinds import MIGRATE_KIND
 from guests.migration.job import migrate_body
 from guests.migration.preflight import MigrationOptions, preflight
 from guests.models import Guest
-from guests.placement.automatic import free_memory_mib
+from guests.placement.automatic import HEADROOM_MIB, free_memory_mib
 from hosts.models import Host
 from xenweb.audit.services import record
 from xenweb.jobs.errors import JobError
@@ -30,16 +31,53 @@ EVACUATE_TASK = "guests.tasks.evacuate"
 MOVABLE_STATES = ("running", "blocked", "paused")
 
 
-def choose_target(guest: Guest, source: Host) -> tuple[Host | None, list[str]]:
-    """The host with the most free memory whose preflight passes, or None and why not."""
+@dataclass(frozen=True)
+class PlannedMove:
+    guest: Guest
+    target: Host | None
+    reasons: list[str]
+
+
+def movable_guests(source: Host) -> list[Guest]:
+    """The guests an evacuation moves, biggest first (placed while the most room is left)."""
+    return list(source.guests.filter(state__in=MOVABLE_STATES, is_privileged=False)
+                .order_by("-memory_mib", "name"))
+
+
+def choose_target(guest: Guest, source: Host, planned: dict[int, int] | None = None,
+                  ) -> tuple[Host | None, list[str]]:
+    """The host with the most free memory whose preflight passes, or None and why not.
+    `planned`: memory (MiB) already promised per host id by a plan being made."""
+    planned = planned or {}
     reasons = []
-    candidates = sorted(Host.objects.exclude(pk=source.pk), key=free_memory_mib, reverse=True)
-    for host in candidates:
+
+    def room(host: Host) -> int:
+        return free_memory_mib(host) - planned.get(host.pk, 0)
+
+    for host in sorted(Host.objects.exclude(pk=source.pk), key=room, reverse=True):
+        if planned.get(host.pk) and room(host) < guest.memory_mib + HEADROOM_MIB:
+            reasons.append(f"{host}: only {room(host)} MiB free after the guests planned "
+                           "there before it.")
+            continue
         checks = preflight(guest, host, MigrationOptions(mode="live"))
         if checks.ok:
             return host, []
         reasons.append(f"{host}: {checks.summary()}")
     return None, reasons or ["no other host is enrolled"]
+
+
+def evacuation_plan(source: Host) -> list[PlannedMove]:
+    """Where each guest would go if the evacuation started now: the job's own choice, each
+    placement counting the memory of those planned before it. The job chooses again as it
+    goes (time passes, guests start and stop)."""
+    planned: dict[int, int] = {}
+    moves = []
+    for guest in movable_guests(source):
+        target, reasons = choose_target(guest, source, planned)
+        if target is not None:
+            planned[target.pk] = planned.get(target.pk, 0) + guest.memory_mib
+        moves.append(PlannedMove(guest, target, reasons))
+    return moves
 
 
 def evacuate_host(host: Host, *, maintenance: bool = True, user: Any,
@@ -62,8 +100,7 @@ def evacuate_host(host: Host, *, maintenance: bool = True, user: Any,
 
 def evacuate_body(job: Job, reporter: ProgressReporter) -> dict[str, Any]:
     source = require_target(job, Host.objects.all(), gone="The host no longer exists.")
-    guests = list(source.guests.filter(state__in=MOVABLE_STATES, is_privileged=False)
-                  .order_by("-memory_mib", "name"))
+    guests = movable_guests(source)
     reporter.update(0, total=max(1, len(guests)), message=f"{len(guests)} guests to move",
                     force=True)
     moved: list[dict[str, Any]] = []

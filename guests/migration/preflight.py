@@ -316,3 +316,21 @@ def preflight(guest: Guest, target: Host, options: MigrationOptions | None = Non
     options = options or MigrationOptions()
     checks = tuple(fn(guest, target, options) for fn in CHECKS)
     return Preflight(tuple(check for check in checks if check.check not in skip))
+
+
+# The checks that need no call to either host: a host failing one can never be the target
+# now, whatever the options (the migration dialog greys it out with the reason).
+STATIC_CHECKS: tuple[CheckFn, ...] = (
+    check_target, check_transport, check_hypervisor)
+
+
+def target_choices(guest: Guest) -> list[tuple[Host, str]]:
+    """Every other host with why it cannot take the guest ("" when it may: the full
+    preflight then says more)."""
+    options = MigrationOptions(mode="live" if guest.state in LIVE_STATES else "cold")
+    choices = []
+    for host in Host.objects.exclude(pk=guest.host_id).order_by("name"):
+        failed = [check.message for check in (run(guest, host, options)
+                                               for run in STATIC_CHECKS) if not check.ok]
+        choices.append((host, " ".join(failed)))
+    return choices

@@ -124,8 +124,28 @@ def _parsed(uri: str) -> HostUri | None:
         return None
 
 
+# The names hosts are enrolled under, by URI: messages name a host as its operators do
+# ("host 'rack-7'"), not by its address. Filled by whoever knows the name (Host.virt_target).
+_NAMES: dict[str, str] = {}
+
+
+def _name_key(uri: str) -> str:
+    scheme, sep, rest = uri.partition(":")
+    return scheme.lower() + sep + rest
+
+
+def name_host(uri: str, name: str) -> None:
+    """Name the host behind ``uri`` in this process's messages."""
+    if name:
+        _NAMES[_name_key(uri)] = name
+
+
 def host_label(uri: str) -> str:
-    """How messages name the host behind ``uri``: ``host 'x'`` or ``'uri'``."""
+    """How messages name the host behind ``uri``: ``host 'name'`` when it was named, else
+    ``host 'address'`` or ``'uri'``."""
+    name = _NAMES.get(_name_key(uri))
+    if name:
+        return f"host '{name}'"
     parsed = _parsed(uri)
     hostname = parsed.hostname if parsed else ""
     return f"host '{hostname}'" if hostname else f"'{uri}'"
@@ -260,6 +280,34 @@ def _where_libxl_says_why(detail: str) -> str:
             "that is not there, or too little free memory for the guest)")
 
 
+# libvirt's words for causes an operator can act on, and what to say instead (libvirt's
+# own text stays in VirtError.detail, which a failed job's log keeps).
+KNOWN_CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"Cannot get interface MTU on '([^']+)': No such device"),
+     "the bridge '{0}' of a network interface does not exist there: connect the interface "
+     "to a bridge or network the host has"),
+    (re.compile(r"[Nn]etwork '([^']+)' is not active"),
+     "the network '{0}' is not running there: start it, or connect the interface elsewhere"),
+    (re.compile(r"cannot migrate domain with (\d+) snapshots?"),
+     "the guest has {0} snapshot(s), and libvirt moves no guest with snapshots: delete or "
+     "merge them first"),
+    (re.compile(r"Cannot access storage file '([^']+)'"),
+     "a disk of the guest is missing there: {0}"),
+    (re.compile(r"[Cc]annot allocate memory|[Nn]ot enough (?:free )?memory"),
+     "the host has too little free memory for the guest"),
+    (re.compile(r"[Dd]omain (?:'[^']+' )?is already running"), "the guest is already running"),
+)
+
+
+def known_cause(detail: str) -> str | None:
+    """What libvirt's message means for the operator, where the cause is known."""
+    for pattern, words in KNOWN_CAUSES:
+        found = pattern.search(detail)
+        if found:
+            return words.format(*found.groups())
+    return None
+
+
 def translate(
     exc: libvirt.libvirtError,
     uri: str,
@@ -310,7 +358,9 @@ def translate(
     if connecting:
         return _connect_error(code, detail, uri, kw)
     if action:
+        cause = known_cause(detail)
         return VirtOperationError(
+            f"Could not {action} on {label}: {cause}." if cause else
             f"Could not {action} on {label}: {detail}{_where_libxl_says_why(detail)}", **kw
         )
     return VirtOperationError(f"Operation failed on {label}: {detail}", **kw)

@@ -80,8 +80,6 @@
     if (err) err.classList.toggle("d-none", !job.error);
     const log = root.querySelector(".job-log");
     if (log && job.log) { log.textContent = job.log.join("\n"); log.scrollTop = log.scrollHeight; }
-    const result = root.querySelector(".job-result");
-    if (result && job.result !== undefined) result.textContent = job.result === null ? "" : JSON.stringify(job.result, null, 2);
     const download = root.querySelector(".job-download");
     if (download && job.result && job.result.download) {
       download.href = job.result.download;
@@ -98,6 +96,14 @@
     root.dataset.jobState = job.state;
   }
 
+  // The job page's details (started, finished, worker, the result with its links) are the
+  // server's rendering, in the appliance's time zone: read again whenever the state changes.
+  function refreshJobDetails(root) {
+    const details = root.querySelector("#job-details");
+    if (!details || !window.htmx) return;
+    htmx.ajax("GET", location.pathname, { target: "#job-details", select: "#job-details", swap: "outerHTML" });
+  }
+
   function watchJob(root) {
     let lastSeq = -1;
     liveSocket("/ws/jobs/" + root.dataset.jobId + "/", function (msg) {
@@ -106,7 +112,9 @@
       if (seq === 0) lastSeq = 0; // a fresh snapshot: the truth
       else if (seq < lastSeq) return; // an older hint overtaken by a newer one
       else lastSeq = seq;
+      const before = root.dataset.jobState;
       renderJob(root, msg.job);
+      if (before !== root.dataset.jobState) refreshJobDetails(root);
     });
   }
 
@@ -133,8 +141,53 @@
     });
   }
 
+  // ---- alerts: the bell's count and a toast for each new one -------------------------------
+  function refreshAlertCount() {
+    const count = document.getElementById("alert-count");
+    if (!count) return;
+    fetch("/alerts/count/", { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) {
+        if (!data) return;
+        count.textContent = String(data.open);
+        count.classList.toggle("d-none", data.open === 0);
+      })
+      .catch(function () { /* the next event tries again */ });
+  }
+  function showAlert(msg) {
+    refreshAlertCount();  // each user's own number: some alerts are not everyone's
+    refreshDashboard();
+    if (msg.type !== "alert.raised" || !msg.alert) return;
+    const box = document.getElementById("alert-toasts");
+    if (!box || !window.bootstrap) return;
+    const toast = document.createElement("div");
+    toast.className = "toast align-items-center text-bg-" + (msg.alert.severity || "secondary") + " border-0";
+    toast.setAttribute("role", "alert");
+    toast.dataset.alertToast = String(msg.alert.id);
+    const row = document.createElement("div");
+    row.className = "d-flex";
+    const body = document.createElement(msg.alert.link ? "a" : "div");
+    body.className = "toast-body text-reset";
+    if (msg.alert.link) body.href = msg.alert.link;
+    body.textContent = msg.alert.message + (msg.alert.count > 1 ? " (" + msg.alert.count + " times)" : "");
+    const close = document.createElement("button");
+    close.type = "button";
+    close.className = "btn-close btn-close-white me-2 m-auto";
+    close.setAttribute("data-bs-dismiss", "toast");
+    close.setAttribute("aria-label", "Close");
+    row.append(body, close);
+    toast.append(row);
+    box.append(toast);
+    new bootstrap.Toast(toast, { delay: 15000 }).show();
+    toast.addEventListener("hidden.bs.toast", function () { toast.remove(); });
+  }
+
   function onEvent(msg) {
     document.dispatchEvent(new CustomEvent("xenweb:event", { detail: msg }));
+    if (msg.type === "alert.raised" || msg.type === "alert.acknowledged") {
+      showAlert(msg);
+      return;
+    }
     if (msg.type === "inventory.update") {
       refreshDashboard();
       if (msg.uuid) updateGuestRows(msg);

@@ -8,7 +8,10 @@ With XENWEB_SCREENSHOT_DIR set, the main pages are saved there as PNG (`make scr
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import signal
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,16 +20,21 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.cache import cache
+from django.utils import timezone
 
 from guests.inventory import reconcile_host
 from guests.models import Guest
+from hosts.models import Host
 from hosts.virt import VirtError, VirtTarget
 from hosts.virt import domains as virt
+from inventory.monitor import refresh_host
+from lab.daemons import lab_up
 from lab.register import register_lab_host
 from lab.tinyguest import TINY_GUEST_BANNER, TINY_GUEST_TICK
 from tests.e2e.conftest import SCREENSHOT_DIR
 from tests.lab.test_console_ws import tiny_spec
 from tests.live.processes import WebServer, wait_for
+from xenweb.alerts.models import Alert
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True),
               pytest.mark.timeout(900)]
@@ -140,6 +148,12 @@ def watch_job_progress(page: Any, server: WebServer) -> None:
     shot(page, "job-progress")
     page.locator(".job-bar.bg-success").wait_for(timeout=STEP_MS)
     assert bar.get_attribute("aria-valuenow") == "100"
+    # Every field follows without a reload: started, finished, worker, the result table.
+    page.locator("#job-finished", has_text=re.compile(r"\d{4}-\d\d-\d\d")).wait_for(
+        timeout=STEP_MS)
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", page.inner_text("#job-started"))
+    assert page.inner_text("#job-worker") not in ("", "\u2013")  # the dash of "none"
+    page.locator("#job-result-table", has_text="Steps").wait_for(timeout=STEP_MS)
     assert page.evaluate("window.__sameDocument") is True
     assert len(seen) >= 2, seen
 
@@ -159,8 +173,46 @@ def upload_volume(host: Any) -> tuple[Any, Any]:
     return Pool.objects.get(host=host, name="local"), Volume.objects.get(path=info.path)
 
 
+LEAVING_IS_STOPPED = """() => {
+  const leaving = new Event("beforeunload", {cancelable: true});
+  window.dispatchEvent(leaving);
+  return leaving.defaultPrevented;
+}"""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def upload_as_new_volume(page: Any, pool: Any, tmp_path: Path) -> None:
+    """A qcow2 file dropped into the pool as a new volume: made with the file's virtual
+    size and format, then filled; nothing to create by hand first."""
+    import subprocess
+
+    from storage.models import Volume
+
+    name = f"new-{uuid.uuid4().hex[:6]}.qcow2"
+    image = tmp_path / name
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    form = page.locator("#volume-upload-new")
+    form.locator("input[type=file]").set_input_files(str(image))
+    form.evaluate("f => f.requestSubmit()")
+    form.locator(".upload-result", has_text="Uploaded").wait_for(state="attached",
+                                                                 timeout=STEP_MS)
+    made = off_loop(lambda: Volume.objects.get(pool=pool, name=name))
+    assert made.format == "qcow2" and made.capacity == 64 * 1024 * 1024
+    page.wait_for_function("() => !document.querySelector('#volume-upload-new .upload-result')"
+                           ".textContent", timeout=STEP_MS)  # reloaded: the row is listed
+    assert page.locator(f'a.volume-download[data-volume="{made.pk}"]').count() == 1
+
+
 def watch_upload_progress(page: Any, server: WebServer, host: Any, tmp_path: Path) -> None:
-    """A disk image uploaded from the browser: the progress bar moves without a reload."""
+    """A disk image uploaded from the browser: the progress bar moves without a reload,
+    leaving the page asks first, and the volume's download button gives the same bytes."""
     import os
 
     pool, volume = off_loop(upload_volume, host)
@@ -185,9 +237,21 @@ def watch_upload_progress(page: Any, server: WebServer, host: Any, tmp_path: Pat
 
         wait_for(advanced, STEP_MS / 1000, "the upload's progress bar to move", interval=0.1)
         assert page.evaluate("window.__sameDocument") is True  # it moved without a reload
+        # Leaving now would abort it: the page asks first.
+        assert page.evaluate("() => window.xenwebUploads()") == 1
+        assert page.evaluate(LEAVING_IS_STOPPED) is True
         # (the row stays collapsed: the result is in the page, not necessarily on screen)
         form.locator(".upload-result", has_text="Uploaded").wait_for(state="attached",
                                                                      timeout=STEP_MS * 2)
+        assert page.evaluate(LEAVING_IS_STOPPED) is False
+        # The page reloads with the new content; its download button gives the same bytes.
+        page.wait_for_function("() => !window.__sameDocument", timeout=STEP_MS)
+        with page.expect_download(timeout=STEP_MS * 2) as started:
+            page.click(f'a.volume-download[data-volume="{volume.pk}"]')
+        download = started.value
+        assert download.suggested_filename == volume.name
+        assert file_sha256(Path(download.path())) == file_sha256(image)
+        upload_as_new_volume(page, pool, tmp_path)
     finally:
         from hosts.virt.volumes import delete_volume
 
@@ -211,18 +275,48 @@ def create_form_follows_the_host(page: Any, server: WebServer, lab_host: str) ->
     page.goto(server.origin + "/guests/new/")
     page.fill("#name", "follows-host")
     select_by_text(page, "#host", lab_host)
-    nic = page.locator("#nic option[value='network:default']")
-    nic.wait_for(state="attached")
+    page.locator("#host-bounds", has_text=f"{lab_host}: up to").wait_for()  # swapped in
     assert page.locator("#nic option[value='bridge:xenbr0']").count() == 0
-    assert page.input_value("#nic") == "network:default"
+    assert page.input_value("#nic").startswith("bridge:xwlab")  # the lab's bridge, first
+    assert page.locator("#nic option[value='network:default']").count() == 1
     pools = page.locator("#disk_pool option").all_inner_texts()
     assert any(text.startswith("local ") for text in pools), pools
     assert page.input_value("#name") == "follows-host"
-    assert lab_host in page.locator("#host-bounds").inner_text()
     select_by_text(page, "#host", "demo")
-    page.locator("#nic option[value='bridge:xenbr0']").wait_for(state="attached")
+    page.locator("#host-bounds", has_text="demo: up to").wait_for()
     assert page.input_value("#nic") == "bridge:xenbr0"
     assert page.input_value("#name") == "follows-host"
+
+
+def refresh_from_db_and_probe(host_id: int) -> None:
+    refresh_host(Host.objects.get(pk=host_id))
+
+
+def alert_appears_live(page: Any, server: WebServer, host: Host) -> None:
+    """A lab host's libvirtd dies: the probe the watcher makes marks it unreachable and the
+    open dashboard shows the alert at once (a toast, the bell's count, the alert list)."""
+    off_loop(lambda: Alert.objects.update(acknowledged_at=timezone.now()))  # earlier steps'
+    page.goto(server.origin + "/")
+    assert page.locator("#alert-count").is_hidden()  # nothing open
+    running = {lab_host.name: lab_host for lab_host in lab_up(2)}
+    os.kill(running[host.name].pid, signal.SIGKILL)
+    try:
+        off_loop(refresh_from_db_and_probe, host.pk)
+        toast = page.locator("[data-alert-toast]", has_text=f"Host '{host.name}' is unreachable")
+        toast.wait_for(timeout=STEP_MS)
+        page.locator("#alert-count", has_text="1").wait_for(timeout=STEP_MS)
+        page.locator("#dashboard-alerts", has_text=f"Host '{host.name}' is unreachable").wait_for(
+            timeout=STEP_MS)
+        shot(page, "alert-live")
+    finally:
+        lab_up(2)
+        off_loop(refresh_from_db_and_probe, host.pk)
+    page.locator("#alert-count", has_text="2").wait_for(timeout=STEP_MS)  # and back again
+    page.click("#alert-bell")
+    page.wait_for_url("**/alerts/")
+    page.click("#acknowledge-all")
+    page.locator("#no-alerts").wait_for()
+    assert page.locator("#alert-count").is_hidden()
 
 
 def remove_lab_guest(uri: str, domain_uuid: str) -> None:
@@ -285,6 +379,7 @@ def test_operator_journey_in_a_browser(
         create_form_follows_the_host(page, e2e_server, host.name)
         console_and_migration_dialog(page, e2e_server, guest, lab_hosts[1].name)
         watch_upload_progress(page, e2e_server, host, tmp_path)
+        alert_appears_live(page, e2e_server, host)
     finally:
         off_loop(remove_lab_guest, host.uri, domain_uuid)
 

@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from hosts.models import Host
 from hosts.virt.demo import demo_uri
 from inventory.metrics import sample_host
-from xenweb.asgi import application
+from tests.events_socket import open_events_socket
 from xenweb.events import EventsConsumer
 from xenweb.realtime import EVENTS_GROUP
 
@@ -52,12 +51,7 @@ def test_every_event_the_server_sends_has_a_handler() -> None:
 @pytest.mark.asyncio
 async def test_events_socket_stays_open_across_a_metrics_round(admin_client_tx: Client) -> None:
     host = await Host.objects.acreate(name="graphs", uri=demo_uri())
-    communicator = WebsocketCommunicator(application, "/ws/events/", headers=[
-        (b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1"),
-        (b"cookie", f"sessionid={admin_client_tx.cookies['sessionid'].value}".encode())])
-    connected, _ = await communicator.connect(timeout=10)
-    assert connected
-    assert (await communicator.receive_json_from(timeout=10))["type"] == "hello"
+    communicator = await open_events_socket(admin_client_tx)
     await database_sync_to_async(sample_host)(host)
     update = await communicator.receive_json_from(timeout=10)
     assert update["type"] == "metrics.update" and update["host"] == host.pk

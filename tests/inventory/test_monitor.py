@@ -35,3 +35,12 @@ def test_watchhosts_once() -> None:
     Host.objects.create(name="d", uri=demo_uri())
     call_command("watchhosts", "--once")
     assert Host.objects.get(name="d").state == Host.State.ONLINE
+
+
+def test_messages_name_the_host_by_its_name_not_its_address() -> None:
+    host = Host.objects.create(name="rack-7", uri="qemu+tcp://127.0.0.1:1/system",
+                               allow_insecure_transport=True)
+    refresh_host(host)
+    assert host.state == Host.State.UNREACHABLE
+    assert "host 'rack-7'" in host.last_error and "127.0.0.1" not in host.last_error, \
+        host.last_error

@@ -341,6 +341,12 @@ def test_evacuation_places_guests_by_the_rules_and_reports_who_stays(
     for item in (blocker_d, blocker_e, guest_a, guest_b, guest_c):
         _start(client, item)
 
+    # The plan shown before it starts is what the job then does.
+    plan = client.get(f"/hosts/{source.pk}/evacuate/").content.decode()
+    assert f'data-guest="{guest_a.name}" data-target="lab3"' in plan
+    assert f'data-guest="{guest_b.name}" data-target="lab2"' in plan
+    assert f'data-guest="{guest_c.name}" data-target=""' in plan
+    assert "move 2 guests" in plan
     answer = post(client, f"/api/v1/hosts/{source.pk}/evacuate/")
     assert answer.status_code == 202, answer.json()
     assert Host.objects.get(pk=source.pk).state == Host.State.MAINTENANCE

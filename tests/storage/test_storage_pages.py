@@ -42,6 +42,8 @@ def test_overview_and_detail_show_capacity_sharing_and_users(admin_client: Clien
     row = detail.split(f'data-volume="{web01.pk}"')[1].split("</tr>")[0]
     assert ">web01</a>" in row and "running" in row  # used by
     assert "Local to demo" in detail and "In use:" in detail
+    # Each volume has its download button (the API's resumable download).
+    assert f'href="/api/v1/volumes/{web01.pk}/content/" download="web01.img"' in row
 
     host_page = page(admin_client, f"/hosts/{demo.pk}/")
     assert f'href="/storage/?host={demo.pk}"' in host_page

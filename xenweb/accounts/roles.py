@@ -20,10 +20,13 @@ ROLE_CHOICES = [
     (VIEWER, "Viewer: read-only"),
 ]
 
-VIEWABLE_APPS = ("hosts", "guests", "storage", "jobs")
-OPERATED_APPS = ("guests", "storage", "jobs")
-# Permissions of the operated apps that stay the administrators' (other users' jobs).
-ADMIN_ONLY = {"jobs": ("view_all_jobs", "cancel_any_job")}
+VIEWABLE_APPS = ("hosts", "guests", "storage", "jobs", "alerts")
+OPERATED_APPS = ("guests", "storage", "jobs", "alerts")
+# Permissions of the operated apps that stay the administrators' (other users' jobs; where
+# alerts are sent).
+ADMIN_ONLY = {"jobs": ("view_all_jobs", "cancel_any_job"),
+              "alerts": ("view_alertroute", "add_alertroute", "change_alertroute",
+                         "delete_alertroute")}
 
 
 def permissions_for(role: str) -> Any:

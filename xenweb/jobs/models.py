@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
+from xenweb.jobs.display import appliance_zone, log_time
+
 
 class JobState(models.TextChoices):
     QUEUED = "queued", "queued"
@@ -129,7 +131,9 @@ class Job(models.Model):
 
     @property
     def log_lines(self) -> list[str]:
-        return [f"{stamp} {line}" for stamp, line in (self.log or [])]
+        """The log with its times in the appliance's time zone."""
+        zone = appliance_zone()
+        return [f"{log_time(stamp, zone)} {line}" for stamp, line in (self.log or [])]
 
     @property
     def percent(self) -> int:

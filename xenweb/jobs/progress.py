@@ -84,7 +84,7 @@ class ProgressReporter:
             self.flush()
 
     def log(self, line: str) -> None:
-        stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # shown in the appliance's zone
         self.job.log = [*(self.job.log or []), [stamp, line]][-LOG_LINES_KEPT:]
         self._dirty = True
 

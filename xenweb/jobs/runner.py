@@ -21,7 +21,7 @@ from xenweb.jobs.errors import JobCancelled, JobError
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.notify import notify_job
 from xenweb.jobs.progress import ProgressReporter
-from xenweb.jobs.signals import job_interrupted
+from xenweb.jobs.signals import job_failed, job_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,26 @@ def finish(job: Job, state: str, **fields: Any) -> None:
     job.refresh_from_db()
     if updated:
         notify_job(job, seq=1 << 30)
+        if state in (JobState.FAILED, JobState.INTERRUPTED):
+            job_failed.send(sender=Job, job=job)
 
 
 def mark_interrupted(job: Job, reason: str) -> None:
     finish(job, JobState.INTERRUPTED, error=reason, message="Interrupted")
     if job.state == JobState.INTERRUPTED:
         job_interrupted.send(sender=Job, job=job)
+
+
+def _log_detail(reporter: ProgressReporter, exc: BaseException) -> None:
+    """The raw words of the error behind a failure (libvirt's, kept in a `detail`
+    attribute), into the job's log when its message says them otherwise."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        detail = getattr(seen, "detail", None)
+        if isinstance(detail, str) and detail and detail not in str(exc):
+            reporter.log(f"The hypervisor said: {detail}")
+            return
+        seen = seen.__cause__
 
 
 def run_job(job_id: int, body: JobBody, *, task_id: str, worker: str) -> None:
@@ -113,6 +127,7 @@ def run_job(job_id: int, body: JobBody, *, task_id: str, worker: str) -> None:
         finish(job, JobState.FAILED, error=f"The job ran longer than {limit} s and was stopped.",
                message="Failed", log=reporter.job.log)
     except JobError as exc:
+        _log_detail(reporter, exc)
         finish(job, JobState.FAILED, error=str(exc), message="Failed", log=reporter.job.log)
     except Exception as exc:
         log.exception("job %s failed", job.pk)

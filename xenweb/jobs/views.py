@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
 from xenweb.jobs import services
+from xenweb.jobs.display import result_rows
 from xenweb.jobs.errors import JobError
 from xenweb.jobs.models import Job, JobState
 from xenweb.jobs.serializers import job_payload
@@ -33,7 +34,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(visible_jobs(request.user, Job.objects.select_related("owner")),
                             pk=pk)
     return render(request, "jobs/detail.html", {
-        "job": job, "job_json": job_payload(job),
+        "job": job, "job_json": job_payload(job), "result_rows": result_rows(job.result),
         "may_cancel": can_cancel(request.user, job), "may_retry": can_retry(request.user, job),
     })
 

@@ -3,6 +3,7 @@ embedded demo host (libvirt's test driver: it cannot migrate, which the prefligh
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from django.test import Client
 from guests.models import ConflictSet, Guest
 from hosts.models import Host
 from xenweb.audit.models import AuditRecord
+from xenweb.jobs.models import Job
 
 pytestmark = pytest.mark.django_db
 
@@ -153,3 +155,37 @@ def test_evacuate_button_starts_a_job(admin_client: Client, operator_client: Cli
     assert Host.objects.get(pk=demo.pk).state == Host.State.MAINTENANCE
     again = admin_client.post(f"/hosts/{demo.pk}/evacuate/", follow=True)
     assert "is being evacuated already" in again.content.decode()
+
+
+def test_evacuation_shows_its_plan_before_it_starts(admin_client: Client,
+                                                    operator_client: Client, demo: Host,
+                                                    admin_user: Any) -> None:
+    from hosts.services import enrol_host
+
+    assert operator_client.get(f"/hosts/{demo.pk}/evacuate/").status_code == 403
+    page = admin_client.get(f"/hosts/{demo.pk}/evacuate/").content.decode()
+    running = Guest.objects.filter(host=demo, state="running", is_privileged=False)
+    assert running.exists()
+    for guest in running:
+        assert f'data-guest="{guest.name}" data-target=""' in page
+    assert "no other host is enrolled" in page
+    assert "move 0 guests" in page
+    enrol_host(name="plain", uri="test:///default", user=admin_user)
+    page = admin_client.get(f"/hosts/{demo.pk}/evacuate/").content.decode()
+    assert "plain: " in page and "does not authenticate" in page  # why not there
+    assert Host.objects.get(pk=demo.pk).state == Host.State.ONLINE  # a plan changes nothing
+    assert not Job.objects.exists()
+
+
+def test_the_migration_dialog_greys_out_hosts_that_cannot_take_the_guest(
+        admin_client: Client, demo: Host, admin_user: Any) -> None:
+    from hosts.services import enrol_host
+
+    plain = enrol_host(name="plain", uri="test:///default", user=admin_user)
+    web = Guest.objects.get(host=demo, name="web01")
+    page = admin_client.get(web.get_absolute_url()).content.decode()
+    snippet = page[page.index('id="migrate-host"'):][:1200]
+    assert re.search(rf'<option value="{plain.pk}" disabled title="[^"]*does not '
+                     r'authenticate the peer[^"]*">plain \(TEST, online\) — not possible',
+                     snippet), snippet
+    assert f'data-target-reason="{plain.pk}">plain: plain is reached over' in page
