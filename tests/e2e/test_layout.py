@@ -104,8 +104,19 @@ def theme(page: Any) -> str:
     return page.evaluate("() => document.documentElement.getAttribute('data-bs-theme')")
 
 
-def background_luminance(page: Any) -> float:
-    rgb = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+SEEN_BACKGROUND_JS = """selector => {
+  let el = document.querySelector(selector);
+  for (; el; el = el.parentElement) {
+    const colour = getComputedStyle(el).backgroundColor;
+    if (!/rgba\\(.*, 0\\)$/.test(colour) && colour !== "transparent") return colour;
+  }
+  return getComputedStyle(document.documentElement).backgroundColor;
+}"""
+
+
+def background_luminance(page: Any, selector: str = "body") -> float:
+    """How light the background behind `selector` looks (0 black, 1 white)."""
+    rgb = page.evaluate(SEEN_BACKGROUND_JS, selector)
     red, green, blue = (int(part) for part in rgb[rgb.index("(") + 1:-1].split(",")[:3])
     return (0.2126 * red + 0.7152 * green + 0.0722 * blue) / 255
 
@@ -123,6 +134,9 @@ def test_the_theme_follows_the_browser_and_the_switch(demo: Host, admin_user: An
     page.goto(e2e_server.origin + web.get_absolute_url())
     assert theme(page) == "dark"
     save(page, "dark-guest-detail", tmp_path)
+    page.goto(e2e_server.origin + "/guests/")
+    assert background_luminance(page, "table td") < 0.2  # no white table in the dark
+    page.goto(e2e_server.origin + web.get_absolute_url())
     # auto → dark → light: light although the browser prefers dark, on every page.
     page.click("#theme-switch")
     page.click("#theme-switch")
