@@ -150,8 +150,11 @@ def test_preflight_passes_and_each_check_fails_for_its_reason(
     assert f"'{other.name}' (fw-int) runs on {target.name}" in placement["message"]
 
     # A disk on the source's local pool; a NIC on a network the target lacks; too much memory.
-    local = _make_guest(client, source, pool="local", memory_mib=64 * 1024)
+    local = _make_guest(client, source, pool="local")
     made.append(local)
+    # More memory than any lab host has: creating it is refused (a guest gets at most its
+    # host's RAM), so the cached row says it.
+    Guest.objects.filter(pk=local.pk).update(memory_mib=64 * 1024)
     checks = _checks(client, local, target)
     assert not checks["storage"]["ok"]
     assert "is not on storage lab2 shares" in checks["storage"]["message"].replace(
