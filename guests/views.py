@@ -162,6 +162,25 @@ def guest_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("guests:list")
 
 
+def flat_errors(errors: Any, field: str = "") -> dict[str, list[str]]:
+    """DRF's nested errors ({"nics": {0: {"bridge": [...]}}}) as "nics[0].bridge" -> words."""
+    if isinstance(errors, dict):
+        flat: dict[str, list[str]] = {}
+        for key, value in errors.items():
+            name = f"{field}[{key}]" if isinstance(key, int) else (f"{field}.{key}" if field
+                                                                    else str(key))
+            flat.update(flat_errors(value, name))
+        return flat
+    if isinstance(errors, list) and errors and not all(isinstance(e, str) for e in errors):
+        flat = {}
+        for index, value in enumerate(errors):
+            if value:
+                flat.update(flat_errors(value, f"{field}[{index}]"))
+        return flat
+    return {field: [str(error) for error in errors]} if isinstance(errors, list) else \
+        {field: [str(errors)]}
+
+
 def _nics(post: Any) -> list[dict[str, str]]:
     """The form's network choice ("bridge:<name>" or "network:<name>", see the template)."""
     kind, _, value = post.get("nic", "").partition(":")
@@ -169,6 +188,8 @@ def _nics(post: Any) -> list[dict[str, str]]:
         nic = {kind: value}
     elif post.get("bridge"):  # the API's field, still accepted from a posted form
         nic = {"bridge": post["bridge"]}
+    elif post.get("nic"):
+        nic = {}  # neither: refused with "Give a bridge or a network."
     else:
         return []
     return [{**nic, **({"mac": post["mac"]} if post.get("mac") else {})}]
@@ -235,7 +256,7 @@ def guest_create(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"Guest '{guest}' was created on {guest.host}.")
                 return redirect(guest)
         else:
-            errors = data.errors
+            errors = flat_errors(data.errors)
     form = request.POST if request.method == "POST" else request.GET
     hosts = Host.objects.exclude(state=Host.State.MAINTENANCE).order_by("name")
     host = _chosen_host(hosts, form.get("host", ""))

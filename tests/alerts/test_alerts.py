@@ -211,3 +211,51 @@ def test_a_delivery_that_fails_says_why_and_loses_nothing() -> None:
     problems = deliver(alert)
     assert len(problems) == 1 and problems[0].startswith("webhook http://127.0.0.1:9/: ")
     assert Alert.objects.filter(pk=alert.pk, acknowledged_at=None).exists()
+
+
+def test_acknowledging_never_redirects_off_the_site(admin_client: Client) -> None:
+    alert = raise_alert(AlertKind.GUEST_CRASHED, "guest:z", "Guest 'z' crashed.")
+    for target in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
+        answer = admin_client.post(f"/alerts/{alert.pk}/acknowledge/", {"next": target})
+        assert answer.status_code == 302 and answer["Location"] == "/alerts/"
+        answer = admin_client.post("/alerts/acknowledge/", {"next": target})
+        assert answer["Location"] == "/alerts/"
+
+
+@pytest.fixture
+def redirecting() -> Iterator[tuple[str, list[str]]]:
+    """A webhook that answers with a redirect to another address, which logs any visit."""
+    visited: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            visited.append(self.path)
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/inner")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", visited
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_webhook_redirect_is_not_followed(redirecting: tuple[str, list[str]]) -> None:
+    url, visited = redirecting
+    AlertRoute.objects.create(kind=AlertKind.GUEST_CRASHED, webhook_url=url)
+    problems = deliver(raise_alert(AlertKind.GUEST_CRASHED, "guest:r", "Guest 'r' crashed."))
+    assert visited == ["/hook"]  # the redirect's target was never asked
+    assert len(problems) == 1 and "307" in problems[0]
+
+
+@pytest.mark.parametrize("url", ["file:///etc/shadow", "ftp://127.0.0.1/x",
+                                 "gopher://127.0.0.1:6379/_FLUSHALL"])
+def test_a_webhook_is_http_only_even_when_stored_behind_the_forms_back(url: str) -> None:
+    AlertRoute.objects.create(kind=AlertKind.JOB_FAILED, webhook_url=url)
+    alert = raise_alert(AlertKind.JOB_FAILED, "job:1", "Job 'x' failed.")
+    problems = deliver(alert)
+    assert problems == [f"webhook {url}: '{url}' is not an http(s) URL."]

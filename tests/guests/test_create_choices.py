@@ -178,3 +178,14 @@ def test_attach_disk_offers_only_free_volumes(admin_client: Client, demo: Host) 
     held = Volume.objects.filter(pool__host=demo, path__in=VolumeAttachment.objects.filter(
         role="disk").exclude(guest=mail).values("path"))
     assert held and not values & {str(v.pk) for v in held}
+
+
+@pytest.mark.parametrize("nic", ["bridge:../../run/x", "bridge:xenbr0;reboot",
+                                 "network:a b", "bridge:" + "b" * 16, "script:/tmp/evil.sh"])
+def test_a_nic_choice_is_a_name_the_host_has_never_a_path(admin_client: Client, demo: Host,
+                                                         nic: str) -> None:
+    page = post_create(admin_client, demo, nic=nic)
+    assert not Guest.objects.filter(name="made").exists(), nic
+    errors = page[page.index("create-errors"):][:300]
+    assert ("nics[0]" in errors and ("does not match" in errors
+                                     or "Give a bridge or a network" in errors)), errors

@@ -62,3 +62,10 @@ def test_the_page_shows_times_in_the_appliance_zone_and_the_result_table(
     shown = datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(BERLIN)
     assert f"{shown:%H:%M:%S} copied" in page, page[page.index("job-log"):][:200]
     forget_settings()
+
+
+@pytest.mark.parametrize("download", ["//evil.example/x", "/\\evil.example/x",
+                                      "https://evil.example/x", "javascript:alert(1)"])
+def test_a_result_links_only_to_this_site(download: str) -> None:
+    row = result_rows({"download": download})[0]
+    assert row.url == "" and row.value == download  # shown as text, never a link

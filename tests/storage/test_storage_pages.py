@@ -140,3 +140,20 @@ def test_upload_form_targets_the_content_api(admin_client: Client, demo: Host) -
     html = page(admin_client, f"/storage/pools/{pool.pk}/")
     assert f'data-url="/api/v1/volumes/{vol.pk}/content/"' in html
     assert "xenweb/storage.js" in html and 'type="file"' in html
+
+
+@pytest.mark.parametrize("name", ["../escape.img", "/etc/evil.img", "a/b.img", ".hidden",
+                                  "x\x00.img"])
+def test_a_new_volumes_name_is_a_name_not_a_path(operator_client: Client, demo: Host,
+                                                 name: str) -> None:
+    """The page's upload-as-new-volume sends the file's name: the API takes it as a name in
+    the pool, never as a path."""
+    pool = Pool.objects.get(host=demo, name="default")
+    before = set(Volume.objects.values_list("path", flat=True))
+    answer = operator_client.post("/api/v1/volumes/", {"pool": pool.pk, "name": name,
+                                                       "size": 1024 * 1024, "format": "raw"},
+                                  content_type="application/json")
+    assert answer.status_code in (400, 409), answer.content  # the API's refusal (409) or a 400
+    if "\x00" not in name:
+        assert "is not a valid volume name" in answer.json()["detail"]
+    assert set(Volume.objects.values_list("path", flat=True)) == before

@@ -46,7 +46,7 @@ def alert_acknowledge(request: HttpRequest, pk: int | None = None) -> HttpRespon
         alerts = alerts.filter(pk=pk)
     done = services.acknowledge(alerts, user=request.user)
     messages.success(request, f"{done} alert(s) acknowledged.")
-    return redirect(request.POST.get("next") or "alerts:list")
+    return redirect("alerts:list")
 
 
 @require_POST

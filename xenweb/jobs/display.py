@@ -48,8 +48,9 @@ def log_time(stamp: str, zone: tzinfo) -> str:
 
 
 def _link(key: str, value: Any) -> str:
-    if key == "download" and isinstance(value, str) and value.startswith("/"):
-        return value
+    if key == "download" and isinstance(value, str):
+        # A path of this site only: "//host/…" or "/\\host" would leave it.
+        return value if value.startswith("/") and value[1:2] not in ("/", "\\") else ""
     name = LINKED.get(key)
     if name is None or isinstance(value, bool) or not isinstance(value, int | str):
         return ""
